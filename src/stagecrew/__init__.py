@@ -1,0 +1,1 @@
+"""stagecrew: background jobs that survive crashes."""

@@ -1,0 +1,26 @@
+"""Engines, chosen by URL."""
+
+from __future__ import annotations
+
+from ..clock import Clock
+from ..errors import ConfigurationError
+from .base import Backend
+
+DEFAULT_URL = "sqlite:///stagecrew.db"
+
+
+def backend_from_url(url: str, clock: Clock | None = None) -> Backend:
+    """`sqlite:///relative.db`, `sqlite:////absolute.db`, or `memory://`."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "memory":
+        from .memory import MemoryBackend
+
+        return MemoryBackend(url, clock)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteBackend
+
+        return SQLiteBackend(url, clock)
+    raise ConfigurationError(
+        f"unsupported store URL {url!r}: use sqlite:///path.db or memory:// "
+        "(set STAGECREW_URL or pass App(url=...))"
+    )

@@ -1,0 +1,287 @@
+"""The one seam between stagecrew and a store: the `Backend` contract.
+
+Every engine implements the synchronous operations below once; the base class
+offers asynchronous counterparts that run them on a dedicated thread, and an
+engine with a native async driver overrides those. The conformance suite in
+`stagecrew.testing.conformance` is the definition of a correct engine.
+
+Operations are named after state changes (see `stagecrew.transitions`):
+enqueue, fetch (claim), heartbeat (renew leases), ack (record outcomes of
+attempts, fenced by job id and attempt), rescue (expired leases), prune
+(retention), cancel, requeue, purge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from ..clock import Clock, SystemClock
+from ..job import AttemptError, ClaimedJob, EnqueuedJob, Job, JobRef, JobState, NewJob
+
+T = TypeVar("T")
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an engine can do natively, so callers never rely on a faked feature."""
+
+    cross_process: bool
+    """Several processes can share the store (false for `memory://`)."""
+    server_clock: bool
+    """Due times and lease expiry are decided by the server's clock, not the caller's."""
+    instant_wakeup: bool
+    """`wait` returns on new work without polling (LISTEN/NOTIFY, blocking reads)."""
+    transactional_enqueue: bool = False
+    """Jobs can be enqueued inside the caller's own database transaction."""
+
+
+class AckKind(StrEnum):
+    """The outcome of one attempt, and the state it leads to."""
+
+    COMPLETE = "complete"  # -> succeeded, with result
+    RETRY = "retry"  # -> scheduled at retry_at, error appended
+    DISCARD = "discard"  # -> dead, error appended
+    CANCEL = "cancel"  # -> cancelled, error appended (reason)
+    RELEASE = "release"  # -> available, the attempt not counted (shutdown hand-back)
+
+
+ACK_TARGET: dict[AckKind, JobState] = {
+    AckKind.COMPLETE: JobState.SUCCEEDED,
+    AckKind.RETRY: JobState.SCHEDULED,
+    AckKind.DISCARD: JobState.DEAD,
+    AckKind.CANCEL: JobState.CANCELLED,
+    AckKind.RELEASE: JobState.AVAILABLE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """One attempt's outcome, applied only if that attempt still holds the job.
+
+    Fencing: an ack for (job id, attempt) changes the job only while it is
+    running that same attempt. A worker that lost its lease (the job was rescued
+    and perhaps claimed again) gets `False` back and changes nothing.
+    """
+
+    ref: JobRef
+    kind: AckKind
+    result: str | None = None
+    error: AttemptError | None = None
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReply:
+    lost: frozenset[int]
+    """Jobs this worker no longer holds (lease expired and rescued, or taken over)."""
+    cancel_requested: frozenset[int]
+    """Jobs still held whose cancellation was requested: stop them at a checkpoint."""
+
+
+@dataclass(frozen=True, slots=True)
+class RescueReport:
+    requeued: int = 0
+    dead: int = 0
+    cancelled: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.requeued + self.dead + self.cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long finished jobs are kept; None keeps them until purged."""
+
+    succeeded: float | None = 7 * DAY
+    cancelled: float | None = 7 * DAY
+    dead: float | None = None
+
+    def horizon(self, state: JobState) -> float | None:
+        return {
+            JobState.SUCCEEDED: self.succeeded,
+            JobState.CANCELLED: self.cancelled,
+            JobState.DEAD: self.dead,
+        }.get(state)
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Selects jobs for list, requeue and purge. Empty fields match everything."""
+
+    states: frozenset[JobState] = frozenset()
+    queues: frozenset[str] = frozenset()
+    tasks: frozenset[str] = frozenset()
+    ids: frozenset[int] = frozenset()
+    finished_before: float | None = None
+    limit: int | None = None
+    before_id: int | None = None
+    """Keyset pagination: only jobs with a smaller id (results are newest first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queue: str
+    counts: dict[JobState, int] = field(default_factory=dict)
+    oldest_available_age: float | None = None
+    """Seconds the longest-waiting due job has waited, by the store's clock."""
+
+    def count(self, state: JobState) -> int:
+        return self.counts.get(state, 0)
+
+
+DEFAULT_MAX_LOST = 3
+
+
+class Backend(ABC):
+    """A job store. Subclasses implement the synchronous operations."""
+
+    capabilities: Capabilities
+    url: str
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    # -- life cycle ------------------------------------------------------
+    def migrate(self) -> None:
+        """Create or upgrade the schema. Safe to call repeatedly and concurrently."""
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    # -- producer --------------------------------------------------------
+    @abstractmethod
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
+        """Insert all jobs in one atomic write, deduplicating on idempotency key.
+
+        A job whose idempotency key matches a stored job is not inserted; its
+        entry holds the stored job's id and `created=False`. Returns one entry
+        per input job, in order. On any failure nothing is written.
+        """
+
+    # -- worker ----------------------------------------------------------
+    @abstractmethod
+    def fetch(
+        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
+    ) -> list[ClaimedJob]:
+        """Claim up to `limit` due jobs atomically, in (priority, run_at, id) order.
+
+        Due scheduled jobs are claimable; each claimed job becomes running with
+        attempt + 1, owned by `worker` until now + `lease_seconds`. No two
+        concurrent callers ever claim the same attempt.
+        """
+
+    @abstractmethod
+    def heartbeat(
+        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
+    ) -> HeartbeatReply:
+        """Extend the leases `worker` still holds to now + `lease_seconds`."""
+
+    @abstractmethod
+    def ack(self, acks: Sequence[Ack]) -> list[bool]:
+        """Apply attempt outcomes in one write; True where the fence let it through."""
+
+    @abstractmethod
+    def rescue(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        """Return running jobs whose lease expired to available (or dead/cancelled).
+
+        Each rescue records a "worker lost" error on the job; see
+        `transitions.after_lease_expired` for the target state.
+        """
+
+    @abstractmethod
+    def prune(self, retention: Retention, limit: int = 1000) -> int:
+        """Delete up to `limit` finished jobs older than the retention allows."""
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when new work may exist in `queues`, or after `timeout` seconds."""
+        await asyncio.sleep(timeout)
+
+    # -- inspection and admin --------------------------------------------
+    @abstractmethod
+    def get(self, job_id: int) -> Job | None: ...
+
+    @abstractmethod
+    def list_jobs(self, job_filter: JobFilter) -> list[Job]:
+        """Jobs matching the filter, newest (highest id) first."""
+
+    @abstractmethod
+    def stats(self) -> list[QueueStats]:
+        """Counts per queue and state, and the age of each queue's oldest due job."""
+
+    @abstractmethod
+    def cancel(self, job_id: int) -> Job | None:
+        """Cancel a waiting job now, or request cancellation of a running one.
+
+        Finished jobs are left as they are. Returns the job after the change,
+        or None if it does not exist.
+        """
+
+    @abstractmethod
+    def requeue(self, job_filter: JobFilter) -> int:
+        """Make matching dead or cancelled jobs available again, with attempt 0."""
+
+    @abstractmethod
+    def purge(self, job_filter: JobFilter) -> int:
+        """Delete matching finished jobs (never waiting or running ones)."""
+
+    @abstractmethod
+    def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
+        """The earliest `run_at` of a waiting job, or None if nothing waits."""
+
+    # -- asynchronous counterparts -----------------------------------------
+    async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a synchronous operation on this backend's own thread."""
+        if self._executor is None:
+            with self._executor_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(
+                        max_workers=1, thread_name_prefix="stagecrew-store"
+                    )
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
+        return await self._offload(self.enqueue, jobs)
+
+    async def fetch_async(
+        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
+    ) -> list[ClaimedJob]:
+        return await self._offload(self.fetch, queues, worker, limit, lease_seconds)
+
+    async def heartbeat_async(
+        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
+    ) -> HeartbeatReply:
+        return await self._offload(self.heartbeat, worker, refs, lease_seconds)
+
+    async def ack_async(self, acks: Sequence[Ack]) -> list[bool]:
+        return await self._offload(self.ack, acks)
+
+    async def rescue_async(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        return await self._offload(self.rescue, max_lost)
+
+    async def prune_async(self, retention: Retention, limit: int = 1000) -> int:
+        return await self._offload(self.prune, retention, limit)
+
+    async def get_async(self, job_id: int) -> Job | None:
+        return await self._offload(self.get, job_id)
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

@@ -1,0 +1,371 @@
+"""The in-process engine (`memory://`): for tests and the test kit.
+
+It follows `stagecrew.transitions` directly and is the reference the other
+engines are compared with. Jobs live in this process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import threading
+from collections.abc import Sequence
+
+from .. import transitions
+from ..clock import Clock
+from ..job import (
+    FINAL_STATES,
+    WAITING_STATES,
+    AttemptError,
+    ClaimedJob,
+    EnqueuedJob,
+    ErrorKind,
+    Job,
+    JobRef,
+    JobState,
+    NewJob,
+)
+from .base import (
+    DEFAULT_MAX_LOST,
+    ACK_TARGET,
+    Ack,
+    AckKind,
+    Backend,
+    Capabilities,
+    HeartbeatReply,
+    JobFilter,
+    QueueStats,
+    RescueReport,
+    Retention,
+)
+
+S = JobState
+
+
+def matches(job: Job, f: JobFilter) -> bool:
+    return (
+        (not f.states or job.state in f.states)
+        and (not f.queues or job.queue in f.queues)
+        and (not f.tasks or job.task in f.tasks)
+        and (not f.ids or job.id in f.ids)
+        and (f.before_id is None or job.id < f.before_id)
+        and (
+            f.finished_before is None
+            or (job.finished_at is not None and job.finished_at < f.finished_before)
+        )
+    )
+
+
+class MemoryBackend(Backend):
+    capabilities = Capabilities(cross_process=False, server_clock=False, instant_wakeup=True)
+
+    def __init__(self, url: str = "memory://", clock: Clock | None = None) -> None:
+        super().__init__(clock)
+        self.url = url
+        self._lock = threading.RLock()
+        self._jobs: dict[int, Job] = {}
+        self._keys: dict[str, int] = {}
+        self._ids = itertools.count(1)
+        self._version = 0
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def _replace(self, job: Job, **changes: object) -> Job:
+        if "state" in changes and changes["state"] != job.state:
+            transitions.check(job.state, changes["state"])  # type: ignore[arg-type]
+        new = dataclasses.replace(job, **changes)  # type: ignore[arg-type]
+        self._jobs[job.id] = new
+        return new
+
+    def _notify(self) -> None:
+        self._version += 1
+        for loop, event in self._waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+    # -- producer --------------------------------------------------------
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
+        now = self.clock.now()
+        out: list[EnqueuedJob] = []
+        with self._lock:
+            batch_keys: dict[str, int] = {}
+            for new in jobs:
+                key = new.idempotency_key
+                existing = None if key is None else self._keys.get(key, batch_keys.get(key))
+                if existing is not None:
+                    out.append(EnqueuedJob(existing, created=False))
+                    continue
+                job_id = next(self._ids)
+                run_at = now if new.run_at is None else new.run_at
+                self._jobs[job_id] = Job(
+                    id=job_id,
+                    task=new.task,
+                    queue=new.queue,
+                    state=transitions.initial_state(run_at, now),
+                    payload=new.payload,
+                    priority=new.priority,
+                    run_at=run_at,
+                    attempt=0,
+                    max_attempts=new.max_attempts,
+                    enqueued_at=now,
+                    idempotency_key=key,
+                )
+                if key is not None:
+                    batch_keys[key] = job_id
+                out.append(EnqueuedJob(job_id, created=True))
+            self._keys.update(batch_keys)
+            self._notify()
+        return out
+
+    # -- worker ----------------------------------------------------------
+    def fetch(
+        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
+    ) -> list[ClaimedJob]:
+        now = self.clock.now()
+        wanted = set(queues)
+        with self._lock:
+            due = sorted(
+                (
+                    j
+                    for j in self._jobs.values()
+                    if j.state in WAITING_STATES and j.queue in wanted and j.run_at <= now
+                ),
+                key=lambda j: (j.priority, j.run_at, j.id),
+            )[:limit]
+            claimed = []
+            for job in due:
+                job = self._replace(
+                    job,
+                    state=S.RUNNING,
+                    attempt=job.attempt + 1,
+                    lease_owner=worker,
+                    lease_expires_at=now + lease_seconds,
+                    started_at=now,
+                )
+                claimed.append(
+                    ClaimedJob(
+                        id=job.id,
+                        task=job.task,
+                        queue=job.queue,
+                        payload=job.payload,
+                        attempt=job.attempt,
+                        max_attempts=job.max_attempts,
+                        priority=job.priority,
+                        enqueued_at=job.enqueued_at,
+                        run_at=job.run_at,
+                        started_at=now,
+                        lease_expires_at=now + lease_seconds,
+                    )
+                )
+            return claimed
+
+    def _holds(self, ref: JobRef, worker: str | None = None) -> Job | None:
+        job = self._jobs.get(ref.id)
+        if job is None or job.state != S.RUNNING or job.attempt != ref.attempt:
+            return None
+        if worker is not None and job.lease_owner != worker:
+            return None
+        return job
+
+    def heartbeat(
+        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
+    ) -> HeartbeatReply:
+        now = self.clock.now()
+        lost: set[int] = set()
+        cancel: set[int] = set()
+        with self._lock:
+            for ref in refs:
+                job = self._holds(ref, worker)
+                if job is None:
+                    lost.add(ref.id)
+                    continue
+                self._replace(job, lease_expires_at=now + lease_seconds)
+                if job.cancel_requested:
+                    cancel.add(ref.id)
+        return HeartbeatReply(frozenset(lost), frozenset(cancel))
+
+    def ack(self, acks: Sequence[Ack]) -> list[bool]:
+        now = self.clock.now()
+        applied = []
+        with self._lock:
+            for ack in acks:
+                job = self._holds(ack.ref)
+                if job is None:
+                    applied.append(False)
+                    continue
+                errors = job.errors + ((ack.error,) if ack.error is not None else ())
+                common: dict[str, object] = {
+                    "state": ACK_TARGET[ack.kind],
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "errors": errors,
+                }
+                if ack.kind is AckKind.COMPLETE:
+                    common.update(result=ack.result, finished_at=now)
+                elif ack.kind is AckKind.RETRY:
+                    common.update(run_at=now if ack.retry_at is None else ack.retry_at)
+                elif ack.kind in (AckKind.DISCARD, AckKind.CANCEL):
+                    common.update(finished_at=now)
+                elif ack.kind is AckKind.RELEASE:
+                    common.update(attempt=job.attempt - 1, errors=job.errors)
+                self._replace(job, **common)
+                applied.append(True)
+            if any(a.kind in (AckKind.RETRY, AckKind.RELEASE) for a in acks):
+                self._notify()
+        return applied
+
+    def rescue(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        now = self.clock.now()
+        counts = {S.AVAILABLE: 0, S.DEAD: 0, S.CANCELLED: 0}
+        with self._lock:
+            for job in list(self._jobs.values()):
+                if job.state != S.RUNNING or job.lease_expires_at is None:
+                    continue
+                if job.lease_expires_at >= now:
+                    continue
+                lost = job.lost + 1
+                target = transitions.after_lease_expired(
+                    job.attempt,
+                    job.max_attempts,
+                    lost,
+                    max_lost,
+                    cancel_requested=job.cancel_requested,
+                )
+                error = AttemptError(
+                    attempt=job.attempt,
+                    at=now,
+                    kind=ErrorKind.CANCELLED if target is S.CANCELLED else ErrorKind.LOST,
+                    type="WorkerLost",
+                    message=f"worker {job.lease_owner} lost its lease (worker lost)",
+                )
+                self._replace(
+                    job,
+                    state=target,
+                    lost=lost,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    errors=(*job.errors, error),
+                    finished_at=now if target in FINAL_STATES else None,
+                )
+                counts[target] += 1
+            if counts[S.AVAILABLE]:
+                self._notify()
+        return RescueReport(counts[S.AVAILABLE], counts[S.DEAD], counts[S.CANCELLED])
+
+    def prune(self, retention: Retention, limit: int = 1000) -> int:
+        now = self.clock.now()
+        removed = 0
+        with self._lock:
+            for job in list(self._jobs.values()):
+                if removed >= limit:
+                    break
+                horizon = retention.horizon(job.state)
+                if horizon is None or job.finished_at is None:
+                    continue
+                if job.finished_at < now - horizon:
+                    self._delete(job)
+                    removed += 1
+        return removed
+
+    def _delete(self, job: Job) -> None:
+        del self._jobs[job.id]
+        if job.idempotency_key is not None:
+            self._keys.pop(job.idempotency_key, None)
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+        event = asyncio.Event()
+        entry = (asyncio.get_running_loop(), event)
+        with self._lock:
+            self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._waiters.remove(entry)
+
+    # -- inspection and admin --------------------------------------------
+    def get(self, job_id: int) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def list_jobs(self, job_filter: JobFilter) -> list[Job]:
+        with self._lock:
+            found = [j for j in self._jobs.values() if matches(j, job_filter)]
+        found.sort(key=lambda j: j.id, reverse=True)
+        return found if job_filter.limit is None else found[: job_filter.limit]
+
+    def stats(self) -> list[QueueStats]:
+        now = self.clock.now()
+        per_queue: dict[str, dict[JobState, int]] = {}
+        oldest: dict[str, float] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                counts = per_queue.setdefault(job.queue, {})
+                counts[job.state] = counts.get(job.state, 0) + 1
+                if job.state in WAITING_STATES and job.run_at <= now:
+                    oldest[job.queue] = min(oldest.get(job.queue, job.run_at), job.run_at)
+        return [
+            QueueStats(
+                queue=q,
+                counts=per_queue[q],
+                oldest_available_age=(now - oldest[q]) if q in oldest else None,
+            )
+            for q in sorted(per_queue)
+        ]
+
+    def cancel(self, job_id: int) -> Job | None:
+        now = self.clock.now()
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state in FINAL_STATES:
+                return job
+            target = transitions.on_cancel(job.state)
+            if target is None:
+                return self._replace(job, cancel_requested=True)
+            return self._replace(job, state=target, finished_at=now)
+
+    def requeue(self, job_filter: JobFilter) -> int:
+        now = self.clock.now()
+        count = 0
+        with self._lock:
+            for job in list(self._jobs.values()):
+                if job.state in transitions.REQUEUEABLE and matches(job, job_filter):
+                    self._replace(
+                        job,
+                        state=S.AVAILABLE,
+                        attempt=0,
+                        lost=0,
+                        run_at=now,
+                        finished_at=None,
+                        cancel_requested=False,
+                    )
+                    count += 1
+            if count:
+                self._notify()
+        return count
+
+    def purge(self, job_filter: JobFilter) -> int:
+        with self._lock:
+            doomed = [
+                j
+                for j in self._jobs.values()
+                if j.state in FINAL_STATES and matches(j, job_filter)
+            ]
+            for job in doomed:
+                self._delete(job)
+        return len(doomed)
+
+    def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
+        with self._lock:
+            times = [
+                j.run_at
+                for j in self._jobs.values()
+                if j.state in WAITING_STATES and (queues is None or j.queue in queues)
+            ]
+        return min(times, default=None)
+
+    # Calls are in-process and short: no thread hand-off for the async side.
+    async def _offload(self, fn, *args):  # type: ignore[no-untyped-def]
+        return fn(*args)

@@ -1,0 +1,58 @@
+"""The exceptions a stagecrew user can meet, and what to do about each."""
+
+from __future__ import annotations
+
+
+class StagecrewError(Exception):
+    """Base class of every error stagecrew raises on purpose."""
+
+
+class ConfigurationError(StagecrewError):
+    """The app, a task or a URL is set up in a way that cannot work."""
+
+
+class UnknownTaskError(StagecrewError):
+    """A job names a task that is not registered on this app."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"no task named {name!r} is registered on this app; "
+            "check the name, or import the module that defines it before enqueueing"
+        )
+        self.name = name
+
+
+class SerializationError(StagecrewError):
+    """A value cannot be stored as JSON (arguments, results) or decoded back."""
+
+
+class PayloadTooLargeError(SerializationError):
+    """An encoded job payload is larger than the app's `max_payload_bytes`."""
+
+
+class InvalidArgumentsError(StagecrewError):
+    """Arguments do not bind to the task function's signature."""
+
+
+class EnqueueError(StagecrewError):
+    """The store refused or could not be reached; nothing was written."""
+
+
+class BackendError(StagecrewError):
+    """The store failed during an operation other than enqueue."""
+
+
+class JobNotFoundError(StagecrewError):
+    """No job with that id exists (it may have been pruned)."""
+
+
+class JobFailedError(StagecrewError):
+    """Raised by `JobHandle.result()` when the job ended in the dead-letter state."""
+
+
+class JobCancelledError(StagecrewError):
+    """Raised by `JobHandle.result()` when the job was cancelled."""
+
+
+class SchemaOutOfDateError(StagecrewError):
+    """The store's schema is older than this version of stagecrew expects."""

@@ -1,0 +1,232 @@
+"""The job record and its states, as every engine stores them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from .clock import to_datetime
+
+
+class JobState(StrEnum):
+    """Where a job is in its life. Transitions are listed in `stagecrew.transitions`."""
+
+    SCHEDULED = "scheduled"
+    """Waiting for `run_at`: a delayed job, or a failed attempt waiting to retry."""
+    AVAILABLE = "available"
+    """Due and waiting for a worker."""
+    RUNNING = "running"
+    """Claimed by a worker that holds a lease on it until `lease_expires_at`."""
+    SUCCEEDED = "succeeded"
+    """The function returned; `result` holds its return value."""
+    DEAD = "dead"
+    """The dead-letter queue: attempts exhausted, a non-retryable error, or unrunnable."""
+    CANCELLED = "cancelled"
+    """Cancelled before it ran, or stopped at a checkpoint while running."""
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
+WAITING_STATES = frozenset({JobState.SCHEDULED, JobState.AVAILABLE})
+
+
+class ErrorKind(StrEnum):
+    """Why an attempt did not succeed."""
+
+    ERROR = "error"
+    """The function raised."""
+    TIMEOUT = "timeout"
+    """The function ran longer than the task's timeout."""
+    LOST = "lost"
+    """The worker died or lost its lease while running the attempt."""
+    UNRUNNABLE = "unrunnable"
+    """The job could not be started: unknown task, arguments that do not bind, bad payload."""
+    CANCELLED = "cancelled"
+    """Cancelled on request."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptError:
+    """What went wrong in one attempt; every attempt's error is kept on the job."""
+
+    attempt: int
+    at: float
+    kind: ErrorKind
+    type: str
+    message: str
+    traceback: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "at": self.at,
+            "kind": str(self.kind),
+            "type": self.type,
+            "message": self.message,
+            "traceback": self.traceback,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AttemptError:
+        return cls(
+            attempt=int(data.get("attempt", 0)),
+            at=float(data.get("at", 0.0)),
+            kind=ErrorKind(data.get("kind", "error")),
+            type=str(data.get("type", "")),
+            message=str(data.get("message", "")),
+            traceback=str(data.get("traceback", "")),
+        )
+
+    @property
+    def at_datetime(self) -> datetime | None:
+        return to_datetime(self.at)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job as handed to `Backend.enqueue`: validated and already encoded.
+
+    `run_at` None means "now, by the store's clock". `payload` is the JSON text
+    produced by `serialization.encode_payload`.
+    """
+
+    task: str
+    payload: str
+    queue: str = "default"
+    priority: int = 0
+    run_at: float | None = None
+    max_attempts: int = 20
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueuedJob:
+    """What `Backend.enqueue` returns per job: its id, and False if it was deduplicated."""
+
+    id: int
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """What a worker gets from `Backend.fetch`: enough to run one attempt."""
+
+    id: int
+    task: str
+    queue: str
+    payload: str
+    attempt: int
+    max_attempts: int
+    priority: int
+    enqueued_at: float
+    run_at: float
+    started_at: float
+    lease_expires_at: float
+
+    @property
+    def ref(self) -> JobRef:
+        return JobRef(self.id, self.attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """One attempt of one job: the fencing token for heartbeat and ack."""
+
+    id: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A snapshot of a stored job, as the inspection API returns it."""
+
+    id: int
+    task: str
+    queue: str
+    state: JobState
+    payload: str
+    priority: int
+    run_at: float
+    attempt: int
+    max_attempts: int
+    enqueued_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    idempotency_key: str | None = None
+    cancel_requested: bool = False
+    lost: int = 0
+    result: str | None = None
+    errors: tuple[AttemptError, ...] = field(default_factory=tuple)
+
+    @property
+    def args(self) -> list[Any]:
+        from .serialization import decode_payload
+
+        return decode_payload(self.payload)[0]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        from .serialization import decode_payload
+
+        return decode_payload(self.payload)[1]
+
+    @property
+    def result_value(self) -> Any:
+        from .serialization import decode
+
+        return None if self.result is None else decode(self.result, what="job result")
+
+    @property
+    def last_error(self) -> AttemptError | None:
+        return self.errors[-1] if self.errors else None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready view, used by the CLI's `--json` output."""
+        return {
+            "id": self.id,
+            "task": self.task,
+            "queue": self.queue,
+            "state": str(self.state),
+            "payload": self.payload,
+            "priority": self.priority,
+            "run_at": self.run_at,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "enqueued_at": self.enqueued_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "lease_owner": self.lease_owner,
+            "lease_expires_at": self.lease_expires_at,
+            "idempotency_key": self.idempotency_key,
+            "cancel_requested": self.cancel_requested,
+            "lost": self.lost,
+            "result": self.result,
+            "errors": [e.to_json() for e in self.errors],
+        }
+
+
+class Retry(Exception):  # noqa: N818 - raised by task code as a control-flow signal
+    """Raise from a task to retry it after `in_` seconds (or at the task's backoff).
+
+    The attempt counts towards `max_attempts`.
+    """
+
+    def __init__(self, in_: float | None = None, *, reason: str = "") -> None:
+        super().__init__(reason or "retry requested")
+        self.in_ = in_
+        self.reason = reason
+
+
+class Cancel(Exception):  # noqa: N818 - raised by task code as a control-flow signal
+    """Raise from a task to stop it for good: the job becomes cancelled, not dead."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason or "cancelled by the task")
+        self.reason = reason
