@@ -1,1 +1,53 @@
 """stagecrew: background jobs that survive crashes."""
+
+from .app import App, Jobs
+from .backends.base import Retention
+from .clock import Clock, FakeClock, SystemClock
+from .context import Context, JobCancelled
+from .errors import (
+    ConfigurationError,
+    EnqueueError,
+    InvalidArgumentsError,
+    JobCancelledError,
+    JobFailedError,
+    JobNotFoundError,
+    PayloadTooLargeError,
+    SerializationError,
+    StagecrewError,
+    UnknownTaskError,
+)
+from .handle import JobHandle
+from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Retry
+from .retry import Backoff
+from .task import Task, call
+
+__all__ = [
+    "App",
+    "AttemptError",
+    "Backoff",
+    "Cancel",
+    "Clock",
+    "ConfigurationError",
+    "Context",
+    "EnqueueError",
+    "ErrorKind",
+    "FakeClock",
+    "InvalidArgumentsError",
+    "Job",
+    "JobCancelled",
+    "JobCancelledError",
+    "JobFailedError",
+    "JobHandle",
+    "JobNotFoundError",
+    "JobState",
+    "Jobs",
+    "PayloadTooLargeError",
+    "Retention",
+    "Retry",
+    "SerializationError",
+    "StagecrewError",
+    "SystemClock",
+    "Task",
+    "UnknownTaskError",
+    "call",
+]

@@ -91,8 +91,9 @@ class AttemptError:
 class NewJob:
     """A job as handed to `Backend.enqueue`: validated and already encoded.
 
-    `run_at` None means "now, by the store's clock". `payload` is the JSON text
-    produced by `serialization.encode_payload`.
+    `run_at` None means `delay` seconds from now by the store's clock (so a
+    server-clock engine never trusts the producer's clock for a relative delay).
+    `payload` is the JSON text produced by `serialization.encode_payload`.
     """
 
     task: str
@@ -100,6 +101,7 @@ class NewJob:
     queue: str = "default"
     priority: int = 0
     run_at: float | None = None
+    delay: float = 0.0
     max_attempts: int = 20
     idempotency_key: str | None = None
 

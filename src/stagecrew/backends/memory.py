@@ -96,7 +96,7 @@ class MemoryBackend(Backend):
                     out.append(EnqueuedJob(existing, created=False))
                     continue
                 job_id = next(self._ids)
-                run_at = now if new.run_at is None else new.run_at
+                run_at = now + new.delay if new.run_at is None else new.run_at
                 self._jobs[job_id] = Job(
                     id=job_id,
                     task=new.task,

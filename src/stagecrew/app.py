@@ -1,0 +1,259 @@
+"""`App`: the task registry, the store chosen by URL, and the producer and admin API."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar, overload
+
+from .backends import DEFAULT_URL, backend_from_url
+from .backends.base import DEFAULT_MAX_LOST, Backend, JobFilter, QueueStats, Retention
+from .clock import Clock, SystemClock
+from .errors import ConfigurationError, EnqueueError, StagecrewError, UnknownTaskError
+from .handle import JobHandle, require
+from .job import Job, JobState, NewJob
+from .retry import Backoff
+from .serialization import DEFAULT_MAX_PAYLOAD_BYTES
+from .task import DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Task
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class App:
+    """One application's tasks and the store they share.
+
+    `url` picks the engine: `sqlite:///path.db` (the default, `./stagecrew.db`),
+    `memory://`; else the `STAGECREW_URL` environment variable is read.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        retention: Retention | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_worker_losses: int = DEFAULT_MAX_LOST,
+        default_queue: str = "default",
+    ) -> None:
+        self.url = url or os.environ.get("STAGECREW_URL") or DEFAULT_URL
+        self.clock: Clock = clock or SystemClock()
+        self.retention = retention or Retention()
+        self.max_payload_bytes = max_payload_bytes
+        self.max_worker_losses = max_worker_losses
+        self.default_queue = default_queue
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._backend: Backend | None = None
+        self._backend_lock = threading.Lock()
+        self.jobs = Jobs(self)
+
+    def __repr__(self) -> str:
+        return f"<App {self.url} tasks={sorted(self.tasks)}>"
+
+    # -- the store ---------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            with self._backend_lock:
+                if self._backend is None:
+                    backend = backend_from_url(self.url, self.clock)
+                    backend.migrate()
+                    self._backend = backend
+        return self._backend
+
+    def use_backend(self, backend: Backend) -> None:
+        """Swap the store (the test kit uses this); closes the previous one."""
+        with self._backend_lock:
+            old, self._backend = self._backend, backend
+            self.clock = backend.clock
+        if old is not None and old is not backend:
+            old.close()
+
+    def close(self) -> None:
+        with self._backend_lock:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+
+    # -- tasks ---------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        timeout: float | timedelta | None = None,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        dont_retry_on: tuple[type[BaseException], ...] = (),
+        backoff: Backoff | Mapping[str, float] | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        timeout: float | timedelta | None = None,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        dont_retry_on: tuple[type[BaseException], ...] = (),
+        backoff: Backoff | Mapping[str, float] | None = None,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a function as a task (sync or async).
+
+        Failures retry with exponential backoff and full jitter while the
+        exception is an instance of `retry_on` and not of `dont_retry_on`, up
+        to `max_attempts` runs in all; then the job goes to the dead-letter
+        queue. `timeout` (seconds) bounds one attempt.
+        """
+
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            task_name = name or func.__name__
+            if task_name in self.tasks and self.tasks[task_name].fn is not func:
+                raise ConfigurationError(
+                    f"a task named {task_name!r} is already registered; "
+                    "pass name='...' to tell them apart"
+                )
+            seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+            registered: Task[P, R] = Task(
+                self,
+                func,
+                name=task_name,
+                queue=queue or self.default_queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                timeout=seconds,
+                retry_on=retry_on,
+                dont_retry_on=dont_retry_on,
+                backoff=Backoff.coerce(backoff),
+            )
+            self.tasks[task_name] = registered
+            return registered
+
+        return register if fn is None else register(fn)
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise UnknownTaskError(name) from None
+
+    # -- producing -----------------------------------------------------------
+    def enqueue(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> JobHandle:
+        """Enqueue by task name (as the CLI does); options as for `Task.options`."""
+        task = self.get_task(task_name)
+        return task.options(**options).enqueue(*args, **(kwargs or {}))
+
+    def _handles(self, results: Sequence[Any]) -> list[JobHandle]:
+        return [JobHandle(self, r.id, created=r.created) for r in results]
+
+    def _enqueue(self, jobs: list[NewJob]) -> list[JobHandle]:
+        try:
+            return self._handles(self.backend.enqueue(jobs))
+        except StagecrewError:
+            raise
+        except Exception as exc:
+            raise EnqueueError(f"could not enqueue into {self.url}: {exc}") from exc
+
+    async def _enqueue_async(self, jobs: list[NewJob]) -> list[JobHandle]:
+        try:
+            return self._handles(await self.backend.enqueue_async(jobs))
+        except StagecrewError:
+            raise
+        except Exception as exc:
+            raise EnqueueError(f"could not enqueue into {self.url}: {exc}") from exc
+
+
+class Jobs:
+    """Inspection and admin: `app.jobs.get(id)`, `.list(...)`, `.cancel(id)`, `.retry(...)`."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def get(self, job_id: int) -> Job:
+        return require(self._app.backend.get(job_id), job_id)
+
+    def list(
+        self,
+        *,
+        state: JobState | str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[Job]:
+        return self._app.backend.list_jobs(
+            JobFilter(
+                states=frozenset({JobState(state)}) if state else frozenset(),
+                queues=frozenset({queue}) if queue else frozenset(),
+                tasks=frozenset({task}) if task else frozenset(),
+                limit=limit,
+                before_id=before_id,
+            )
+        )
+
+    def cancel(self, job_id: int) -> Job:
+        return require(self._app.backend.cancel(job_id), job_id)
+
+    def retry(
+        self,
+        ids: Sequence[int] = (),
+        *,
+        all_dead: bool = False,
+        task: str | None = None,
+        queue: str | None = None,
+    ) -> int:
+        """Re-run dead (or cancelled) jobs with a fresh attempt count."""
+        if not ids and not all_dead:
+            raise ConfigurationError("name job ids to retry, or ask for all dead jobs")
+        states = frozenset({JobState.DEAD}) if all_dead else frozenset()
+        return self._app.backend.requeue(
+            JobFilter(
+                states=states,
+                ids=frozenset(ids),
+                tasks=frozenset({task}) if task else frozenset(),
+                queues=frozenset({queue}) if queue else frozenset(),
+            )
+        )
+
+    def purge(
+        self,
+        *,
+        state: JobState | str = JobState.DEAD,
+        older_than: float | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+    ) -> int:
+        """Delete finished jobs in `state`, optionally only those finished over `older_than` s ago."""
+        before = None if older_than is None else self._app.clock.now() - older_than
+        return self._app.backend.purge(
+            JobFilter(
+                states=frozenset({JobState(state)}),
+                finished_before=before,
+                tasks=frozenset({task}) if task else frozenset(),
+                queues=frozenset({queue}) if queue else frozenset(),
+            )
+        )
+
+    def stats(self) -> list[QueueStats]:
+        return self._app.backend.stats()
+
+
+__all__ = ["App", "EnqueueOptions", "Jobs"]

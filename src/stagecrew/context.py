@@ -1,0 +1,71 @@
+"""`Context`: what a running job can know about itself and do about its attempt."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import MutableMapping
+from typing import Any
+
+from .errors import StagecrewError
+
+job_logger = logging.getLogger("stagecrew.job")
+
+
+class JobLogAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Adds job id, task and attempt to every line a job logs through `ctx.log`."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = self.extra or {}
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return f"[job {extra['job_id']} {extra['task']} attempt {extra['attempt']}] {msg}", kwargs
+
+
+class JobCancelled(StagecrewError):  # noqa: N818 - raised at a checkpoint inside task code
+    """Raised by `Context.checkpoint()` once the job's cancellation was requested."""
+
+
+class Context:
+    """Passed to a task that declares a parameter annotated `Context`."""
+
+    def __init__(
+        self,
+        *,
+        job_id: int,
+        task: str,
+        queue: str,
+        attempt: int,
+        max_attempts: int,
+        enqueued_at: float,
+    ) -> None:
+        self.job_id = job_id
+        self.task = task
+        self.queue = queue
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.enqueued_at = enqueued_at
+        self._cancelled = threading.Event()
+        self.log = JobLogAdapter(
+            job_logger, {"job_id": job_id, "task": task, "attempt": attempt}
+        )
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancellation was requested or the attempt timed out.
+
+        A sync task should look at this between units of work and return early:
+        its result is discarded either way.
+        """
+        return self._cancelled.is_set()
+
+    def checkpoint(self) -> None:
+        """Raise `JobCancelled` if the job should stop now."""
+        if self._cancelled.is_set():
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+    def _cancel(self) -> None:
+        self._cancelled.set()

@@ -1,0 +1,1 @@
+"""Housekeeping that runs inside every worker process: rescuer and pruner."""

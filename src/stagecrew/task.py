@@ -1,0 +1,240 @@
+"""`@app.task`: a function registered under a name, with its retry and run options."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from .context import Context
+from .errors import ConfigurationError, InvalidArgumentsError
+from .job import NewJob
+from .retry import Backoff
+from .serialization import encode_payload
+
+if TYPE_CHECKING:
+    from .app import App
+    from .handle import JobHandle
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_MAX_ATTEMPTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Arguments of one job for `enqueue_many`, when a plain tuple is not enough."""
+
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def call(*args: Any, **kwargs: Any) -> Call:
+    """`call("a.png", width=3)`: one job's arguments for `enqueue_many`."""
+    return Call(args, kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueOptions:
+    """Per-call options; None means the task's default."""
+
+    queue: str | None = None
+    priority: int | None = None
+    delay: float | None = None
+    run_at: float | None = None
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _timestamp(value: datetime | float) -> float:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ConfigurationError(
+                "run_at must be a timezone-aware datetime (for example "
+                "datetime.now(UTC) + timedelta(minutes=5)); a naive one is ambiguous"
+            )
+        return value.timestamp()
+    return float(value)
+
+
+def _find_context_parameter(fn: Callable[..., Any]) -> str | None:
+    for name, param in inspect.signature(fn).parameters.items():
+        annotation = param.annotation
+        if annotation is Context:
+            return name
+        if isinstance(annotation, str) and annotation.split(".")[-1] == "Context":
+            return name
+    return None
+
+
+class Task(Generic[P, R]):
+    """A registered task. Call `.enqueue(...)` to run it in the background."""
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        queue: str,
+        priority: int,
+        max_attempts: int,
+        timeout: float | None,
+        retry_on: tuple[type[BaseException], ...],
+        dont_retry_on: tuple[type[BaseException], ...],
+        backoff: Backoff,
+    ) -> None:
+        if max_attempts < 1:
+            raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"task {name!r}: timeout must be positive seconds")
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.priority = priority
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.retry_on = retry_on
+        self.dont_retry_on = dont_retry_on
+        self.backoff = backoff
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.context_parameter = _find_context_parameter(fn)
+        signature = inspect.signature(fn)
+        self.signature = signature.replace(
+            parameters=[
+                p for n, p in signature.parameters.items() if n != self.context_parameter
+            ]
+        )
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function here and now, as a plain call (no job, no Context)."""
+        return self.fn(*args, **kwargs)
+
+    def retryable(self, exc: BaseException) -> bool:
+        if isinstance(exc, self.dont_retry_on):
+            return False
+        return isinstance(exc, self.retry_on)
+
+    def bind(self, args: Iterable[Any], kwargs: Mapping[str, Any]) -> inspect.BoundArguments:
+        try:
+            return self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArgumentsError(
+                f"arguments do not fit task {self.name!r}{self.signature}: {exc}"
+            ) from None
+
+    def build(
+        self,
+        args: Iterable[Any],
+        kwargs: Mapping[str, Any],
+        options: EnqueueOptions,
+    ) -> NewJob:
+        """Validate and encode one job; raises before anything is written."""
+        args = tuple(args)
+        self.bind(args, kwargs)
+        payload = encode_payload(args, dict(kwargs), max_bytes=self.app.max_payload_bytes)
+        max_attempts = options.max_attempts or self.max_attempts
+        if max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+        return NewJob(
+            task=self.name,
+            payload=payload,
+            queue=options.queue or self.queue,
+            priority=self.priority if options.priority is None else options.priority,
+            run_at=options.run_at,
+            delay=options.delay or 0.0,
+            max_attempts=max_attempts,
+            idempotency_key=options.idempotency_key,
+        )
+
+    # -- producing ---------------------------------------------------------
+    def options(
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | float | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> BoundTask[P, R]:
+        """Per-call options: `task.options(delay=60, priority=5).enqueue(...)`."""
+        if delay is not None and run_at is not None:
+            raise ConfigurationError("give delay or run_at, not both")
+        opts = EnqueueOptions(
+            queue=queue,
+            priority=priority,
+            delay=None if delay is None else _seconds(delay),
+            run_at=None if run_at is None else _timestamp(run_at),
+            max_attempts=max_attempts,
+            idempotency_key=idempotency_key,
+        )
+        return BoundTask(self, opts)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        return BoundTask(self, EnqueueOptions()).enqueue(*args, **kwargs)
+
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        return await BoundTask(self, EnqueueOptions()).enqueue_async(*args, **kwargs)
+
+    def enqueue_many(self, calls: Iterable[Any]) -> list[JobHandle]:
+        return BoundTask(self, EnqueueOptions()).enqueue_many(calls)
+
+
+class BoundTask(Generic[P, R]):
+    """A task with per-call options, ready to enqueue."""
+
+    def __init__(self, task: Task[P, R], opts: EnqueueOptions) -> None:
+        self.task = task
+        self.opts = opts
+
+    def options(self, **changes: Any) -> BoundTask[P, R]:
+        merged = self.task.options(**changes).opts
+        return BoundTask(
+            self.task,
+            replace(self.opts, **{k: v for k, v in vars_of(merged).items() if v is not None}),
+        )
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        job = self.task.build(args, kwargs, self.opts)
+        return self.task.app._enqueue([job])[0]
+
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        job = self.task.build(args, kwargs, self.opts)
+        return (await self.task.app._enqueue_async([job]))[0]
+
+    def enqueue_many(self, calls: Iterable[Any]) -> list[JobHandle]:
+        """Enqueue many jobs in one write: all of them, or (on error) none.
+
+        Each item is a tuple or list of positional arguments, a dict of keyword
+        arguments, or a `call(*args, **kwargs)`.
+        """
+        jobs = [self.task.build(*_split(item), self.opts) for item in calls]
+        return self.task.app._enqueue(jobs) if jobs else []
+
+
+def vars_of(opts: EnqueueOptions) -> dict[str, Any]:
+    return {name: getattr(opts, name) for name in EnqueueOptions.__slots__}
+
+
+def _split(item: Any) -> tuple[tuple[Any, ...], Mapping[str, Any]]:
+    if isinstance(item, Call):
+        return item.args, item.kwargs
+    if isinstance(item, tuple | list):
+        return tuple(item), {}
+    if isinstance(item, Mapping):
+        return (), item
+    return (item,), {}

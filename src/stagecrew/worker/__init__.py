@@ -1,0 +1,5 @@
+"""The worker runtime: supervisor, runner, executor, completer."""
+
+from .runner import Worker
+
+__all__ = ["Worker"]

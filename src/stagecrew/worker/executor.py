@@ -1,0 +1,247 @@
+"""Runs one attempt of one job and turns whatever happened into an `Ack`.
+
+The pipeline: resolve the task, decode and bind the arguments, build the
+Context, perform (async on the loop, sync on a thread) under the task's
+timeout, then normalize the outcome: a result, a retry after backoff, the
+dead-letter queue, a cancellation, or a hand-back at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import random
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..app import App
+from ..backends.base import Ack, AckKind
+from ..context import Context, JobCancelled
+from ..errors import InvalidArgumentsError, SerializationError, StagecrewError, UnknownTaskError
+from ..job import AttemptError, Cancel, ClaimedJob, ErrorKind, Retry
+from ..serialization import decode_payload, encode
+from ..task import Task
+from .logs import current_job
+
+log = logging.getLogger("stagecrew.worker")
+
+
+class StopReason(StrEnum):
+    CANCEL = "cancel"  # cancellation requested: ack as cancelled
+    LOST = "lost"  # the lease is gone: no ack, the store has moved on
+    SHUTDOWN = "shutdown"  # grace period over: hand the job back
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A claimed job from fetch until its ack is durable (its lease is renewed till then)."""
+
+    job: ClaimedJob
+    ctx: Context | None = None
+    task: asyncio.Task[Ack | None] | None = None
+    stop_reason: StopReason | None = None
+    finished: bool = False
+    stuck: bool = field(default=False)
+    """A sync attempt that overran its timeout and did not yield to `ctx.cancelled`."""
+
+    def stop(self, reason: StopReason) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.ctx is not None:
+            self.ctx._cancel()
+        if self.task is not None and not self.finished and self.job_is_async:
+            self.task.cancel()
+
+    job_is_async: bool = False
+
+
+class _Overran(Exception):  # noqa: N818
+    pass
+
+
+class Executor:
+    def __init__(
+        self,
+        app: App,
+        threads: ThreadPoolExecutor,
+        *,
+        stuck_grace: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.app = app
+        self.threads = threads
+        self.stuck_grace = stuck_grace
+        self.rng = rng or random.Random()
+
+    def _error(self, job: ClaimedJob, kind: ErrorKind, exc: BaseException | str) -> AttemptError:
+        if isinstance(exc, str):
+            return AttemptError(job.attempt, self.app.clock.now(), kind, kind.value, exc)
+        return AttemptError(
+            attempt=job.attempt,
+            at=self.app.clock.now(),
+            kind=kind,
+            type=type(exc).__qualname__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+        )
+
+    def _discard(self, job: ClaimedJob, error: AttemptError) -> Ack:
+        return Ack(job.ref, AckKind.DISCARD, error=error)
+
+    def _failed(
+        self, job: ClaimedJob, task: Task[Any, Any], error: AttemptError, *, retryable: bool,
+        delay: float | None = None,
+    ) -> Ack:
+        if retryable and job.attempt < job.max_attempts:
+            if delay is None:
+                delay = task.backoff.delay(job.attempt, self.rng)
+            return Ack(job.ref, AckKind.RETRY, error=error, retry_at=self.app.clock.now() + delay)
+        return self._discard(job, error)
+
+    async def run(self, flight: InFlight) -> Ack | None:
+        job = flight.job
+        token = current_job.set(str(job.id))
+        try:
+            return await self._run(flight)
+        finally:
+            current_job.reset(token)
+
+    async def _run(self, flight: InFlight) -> Ack | None:
+        job = flight.job
+        # resolve the task and its arguments: failures here are not worth a retry
+        try:
+            task = self.app.get_task(job.task)
+            args, kwargs = decode_payload(job.payload)
+            task.bind(args, kwargs)
+        except (UnknownTaskError, SerializationError, InvalidArgumentsError) as exc:
+            log.error("job %s cannot run, dead-lettered: %s", job.id, exc)
+            return self._discard(job, self._error(job, ErrorKind.UNRUNNABLE, exc))
+
+        ctx = Context(
+            job_id=job.id,
+            task=task.name,
+            queue=job.queue,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            enqueued_at=job.enqueued_at,
+        )
+        flight.ctx = ctx
+        flight.job_is_async = task.is_async
+        if flight.stop_reason is not None:
+            ctx._cancel()
+        if task.context_parameter:
+            kwargs[task.context_parameter] = ctx
+
+        try:
+            if task.is_async:
+                result = await self._perform_async(task, args, kwargs)
+            else:
+                result = await self._perform_sync(flight, task, args, kwargs)
+        except asyncio.CancelledError:
+            if flight.stop_reason is None:
+                raise
+            return self._stopped(flight)
+        except _Overran:
+            flight.stuck = True
+            return self._failed(
+                job,
+                task,
+                self._error(
+                    job,
+                    ErrorKind.TIMEOUT,
+                    f"timed out after {task.timeout}s and did not return within "
+                    f"{self.stuck_grace}s of being cancelled; the worker process was recycled",
+                ),
+                retryable=True,
+            )
+        except TimeoutError as exc:
+            if getattr(exc, "_stagecrew_timeout", False):
+                return self._failed(
+                    job, task, self._error(job, ErrorKind.TIMEOUT, f"timed out after {task.timeout}s"),
+                    retryable=True,
+                )
+            return self._failure(job, task, exc)
+        except (Cancel, JobCancelled) as exc:
+            return Ack(job.ref, AckKind.CANCEL, error=self._error(job, ErrorKind.CANCELLED, exc))
+        except Retry as exc:
+            return self._failed(
+                job, task, self._error(job, ErrorKind.ERROR, exc), retryable=True, delay=exc.in_
+            )
+        except Exception as exc:
+            return self._failure(job, task, exc)
+
+        if flight.stop_reason is not None:
+            return self._stopped(flight)
+        try:
+            encoded = encode(result, what=f"the result of task {task.name!r}").decode()
+        except StagecrewError as exc:
+            return self._discard(job, self._error(job, ErrorKind.ERROR, exc))
+        return Ack(job.ref, AckKind.COMPLETE, result=encoded)
+
+    def _failure(self, job: ClaimedJob, task: Task[Any, Any], exc: Exception) -> Ack:
+        retryable = task.retryable(exc)
+        ack = self._failed(job, task, self._error(job, ErrorKind.ERROR, exc), retryable=retryable)
+        level = logging.WARNING if ack.kind is AckKind.RETRY else logging.ERROR
+        log.log(
+            level,
+            "job %s %s attempt %s/%s failed (%s: %s), %s",
+            job.id, task.name, job.attempt, job.max_attempts, type(exc).__name__, exc,
+            "will retry" if ack.kind is AckKind.RETRY else "moved to the dead-letter queue",
+        )
+        return ack
+
+    def _stopped(self, flight: InFlight) -> Ack | None:
+        job = flight.job
+        if flight.stop_reason is StopReason.CANCEL:
+            return Ack(
+                job.ref,
+                AckKind.CANCEL,
+                error=self._error(job, ErrorKind.CANCELLED, "cancelled on request while running"),
+            )
+        if flight.stop_reason is StopReason.SHUTDOWN:
+            return Ack(job.ref, AckKind.RELEASE)
+        return None
+
+    async def _perform_async(
+        self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        if task.timeout is None:
+            return await task.fn(*args, **kwargs)
+        try:
+            async with asyncio.timeout(task.timeout) as scope:
+                return await task.fn(*args, **kwargs)
+        except TimeoutError as exc:
+            if scope.expired():
+                exc._stagecrew_timeout = True  # type: ignore[attr-defined]
+            raise
+
+    async def _perform_sync(
+        self, flight: InFlight, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, task.fn, *args, **kwargs)
+        future = loop.run_in_executor(self.threads, call)
+        if task.timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), task.timeout)
+        except TimeoutError:
+            if future.done():
+                return future.result()
+        # overran: ask it to stop, then give it a short grace to yield
+        assert flight.ctx is not None
+        flight.ctx._cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.stuck_grace)
+        except TimeoutError:
+            raise _Overran from None
+        except Exception:
+            pass
+        err = TimeoutError(f"timed out after {task.timeout}s")
+        err._stagecrew_timeout = True  # type: ignore[attr-defined]
+        raise err

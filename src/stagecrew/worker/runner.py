@@ -1,0 +1,309 @@
+"""One worker process: fetch in batches, run, renew leases, ack in batches, stop cleanly.
+
+Async tasks run on this process's event loop; sync tasks on a thread pool of
+`concurrency` threads. The fetcher never claims more jobs than it has free
+slots, so a claimed job never waits in a local buffer while its lease ticks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from ..app import App
+from ..backends.base import Ack, AckKind
+from ..maintenance.periodic import every
+from ..maintenance.pruner import prune_finished
+from ..maintenance.rescuer import rescue_expired
+from .completer import Completer
+from .executor import Executor, InFlight, StopReason
+
+log = logging.getLogger("stagecrew.worker")
+
+EXIT_OK = 0
+EXIT_RECYCLE = 75
+"""Exit code of a worker that recycled itself (a sync job would not stop); restart it."""
+
+FETCH_ERROR_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        lease_seconds: float = 30.0,
+        grace: float = 30.0,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float | None = None,
+        rescue_interval: float | None = None,
+        prune_interval: float = 60.0,
+        stuck_grace: float = 5.0,
+        fetch_batch: int = 100,
+        watch_parent: bool = False,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        self.app = app
+        self.queues = list(queues) if queues else sorted(
+            {t.queue for t in app.tasks.values()} | {app.default_queue}
+        )
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.grace = grace
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval or max(lease_seconds / 3, 0.01)
+        self.rescue_interval = rescue_interval or max(lease_seconds / 2, 0.05)
+        self.prune_interval = prune_interval
+        self.fetch_batch = fetch_batch
+        self.watch_parent = watch_parent
+        self.id = make_worker_id()
+        self._threads = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="stagecrew-job"
+        )
+        self.executor = Executor(app, self._threads, stuck_grace=stuck_grace)
+        self._inflight: dict[int, InFlight] = {}
+        self._running = 0
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._stop_maintenance = asyncio.Event()
+        self._recycle = False
+        self._signals = 0
+        self._completer: Completer | None = None
+        self.processed = 0
+        self.acked: dict[AckKind, int] = dict.fromkeys(AckKind, 0)
+
+    # -- public ------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop fetching; running jobs get `grace` seconds to finish."""
+        self._stopping.set()
+        self._slot_free.set()
+
+    async def run(self, *, install_signal_handlers: bool = True) -> int:
+        """Run until stopped; returns the process exit code to use."""
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        log.info(
+            "worker %s started: queues=%s concurrency=%d lease=%.1fs on %s",
+            self.id, ",".join(self.queues), self.concurrency, self.lease_seconds, self.app.url,
+        )
+        self._completer = Completer(self.app.backend, self._on_written)
+        background = [
+            asyncio.create_task(self._completer.run(), name="completer"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(
+                every(
+                    self.rescue_interval,
+                    lambda: rescue_expired(self.app.backend, self.app.max_worker_losses),
+                    self._stop_maintenance,
+                    name="rescue",
+                )
+            ),
+            asyncio.create_task(
+                every(
+                    self.prune_interval,
+                    lambda: prune_finished(self.app.backend, self.app.retention),
+                    self._stop_maintenance,
+                    name="prune",
+                )
+            ),
+        ]
+        try:
+            await self._fetch_loop(drain=False)
+            await self._shutdown()
+        finally:
+            self._stop_maintenance.set()
+            for task in background:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*background, return_exceptions=True)
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            if install_signal_handlers:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        log.info("worker %s stopped after %d jobs", self.id, self.processed)
+        return EXIT_RECYCLE if self._recycle else EXIT_OK
+
+    async def drain(self) -> int:
+        """Run every due job until none is left, then return how many ran.
+
+        Jobs scheduled for later (including retries after backoff) stay
+        scheduled; move the clock and drain again to run them.
+        """
+        self._completer = Completer(self.app.backend, self._on_written)
+        completer = asyncio.create_task(self._completer.run())
+        before = self.processed
+        try:
+            await self._fetch_loop(drain=True)
+            self._completer.close()
+            await completer
+        finally:
+            completer.cancel()
+            self._threads.shutdown(wait=True)
+        return self.processed - before
+
+    # -- fetching ----------------------------------------------------------------
+    async def _fetch_loop(self, *, drain: bool) -> None:
+        backend = self.app.backend
+        failures = 0
+        while not self._stopping.is_set():
+            free = self.concurrency - self._running
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                jobs = await backend.fetch_async(
+                    self.queues, self.id, min(free, self.fetch_batch), self.lease_seconds
+                )
+            except Exception as exc:
+                delay = FETCH_ERROR_DELAYS[min(failures, len(FETCH_ERROR_DELAYS) - 1)]
+                failures += 1
+                log.warning("fetch failed (%s); retrying in %.2fs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            failures = 0
+            for job in jobs:
+                flight = InFlight(job)
+                self._inflight[job.id] = flight
+                self._running += 1
+                flight.task = asyncio.create_task(self._execute(flight))
+            if jobs:
+                continue
+            if drain:
+                if self._running == 0 and not self._inflight:
+                    return
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            waiter = asyncio.create_task(backend.wait(self.queues, self.poll_interval))
+            stopper = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+
+    async def _execute(self, flight: InFlight) -> None:
+        try:
+            ack = await self.executor.run(flight)
+        except asyncio.CancelledError:
+            ack = None
+        except Exception:  # a bug in the executor itself: keep the worker alive
+            log.exception("job %s: unexpected executor error", flight.job.id)
+            ack = None
+        flight.finished = True
+        self._running -= 1
+        self._slot_free.set()
+        if flight.stuck:
+            self._begin_recycle()
+        if ack is None or flight.stop_reason is StopReason.LOST:
+            self._inflight.pop(flight.job.id, None)
+            return
+        if self._inflight.get(flight.job.id) is not flight:
+            return  # already handed back at shutdown
+        assert self._completer is not None
+        self._completer.submit(ack)
+
+    def _on_written(self, ack: Ack, applied: bool) -> None:
+        flight = self._inflight.get(ack.ref.id)
+        if flight is not None and flight.job.attempt == ack.ref.attempt:
+            del self._inflight[ack.ref.id]
+        self.processed += 1
+        if applied:
+            self.acked[ack.kind] += 1
+        if not self._inflight:
+            self._slot_free.set()
+
+    # -- leases ------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        parent = os.getppid()
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            if self.watch_parent and os.getppid() != parent:
+                log.warning("supervisor is gone; shutting down")
+                self.request_stop()
+            refs = [f.job.ref for f in self._inflight.values()]
+            if not refs:
+                continue
+            try:
+                reply = await self.app.backend.heartbeat_async(
+                    self.id, refs, self.lease_seconds
+                )
+            except Exception as exc:
+                log.warning("heartbeat failed (%s); leases may expire", exc)
+                continue
+            for job_id in reply.lost:
+                flight = self._inflight.get(job_id)
+                if flight is not None:
+                    log.warning("job %s: lease lost; abandoning this attempt", job_id)
+                    flight.stop(StopReason.LOST)
+                    if flight.finished:
+                        self._inflight.pop(job_id, None)
+            for job_id in reply.cancel_requested:
+                flight = self._inflight.get(job_id)
+                if flight is not None and not flight.finished:
+                    log.info("job %s: cancellation requested; stopping it", job_id)
+                    flight.stop(StopReason.CANCEL)
+
+    # -- stopping ----------------------------------------------------------------
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.warning(
+                "%s: finishing %d running jobs within %.0fs (send again to exit now)",
+                sig.name, self._running, self.grace,
+            )
+            self.request_stop()
+        else:
+            log.warning("%s again: exiting now; unfinished jobs return when their leases expire", sig.name)
+            os._exit(1)
+
+    def _begin_recycle(self) -> None:
+        if not self._recycle:
+            log.error("a sync job overran its timeout and would not stop: recycling this process")
+            self._recycle = True
+            self.request_stop()
+
+    async def _shutdown(self) -> None:
+        assert self._completer is not None
+        deadline = time.monotonic() + self.grace
+        while self._running and time.monotonic() < deadline:
+            self._slot_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), deadline - time.monotonic())
+        unfinished = [f for f in self._inflight.values() if not f.finished]
+        if unfinished:
+            log.warning("grace period over: handing %d jobs back to the queue", len(unfinished))
+        for flight in unfinished:
+            flight.stop(StopReason.SHUTDOWN)
+            if not flight.job_is_async or flight.task is None:
+                # a sync thread cannot be interrupted: hand the job back now and drop its result
+                self._inflight.pop(flight.job.id, None)
+                self._inflight[flight.job.id] = InFlight(flight.job, finished=True)
+                self._completer.submit(Ack(flight.job.ref, AckKind.RELEASE))
+        pending = [f.task for f in unfinished if f.job_is_async and f.task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+        self._completer.close()
+        try:
+            await asyncio.wait_for(self._completer.flushed(), timeout=max(self.lease_seconds, 5.0))
+        except TimeoutError:
+            log.error("could not write final outcomes; those jobs will run again after lease expiry")
