@@ -1,0 +1,33 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+## demo: set up and run a worker on a realistic workload (embedded SQLite)
+demo: $(VENV)/.installed
+	$(BIN)/stagecrew demo
+
+## test: set up and run the whole test suite, then the linters
+test: $(VENV)/.installed
+	$(BIN)/pytest -q
+	$(MAKE) lint
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_sqlite.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info stagecrew-demo.db*

@@ -1,0 +1,92 @@
+"""Start real worker processes against a temporary app module."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+LEDGER_APP = """
+import asyncio, os, random, time
+from stagecrew import App, Context
+from stagecrew.testing.ledger import Ledger
+
+app = App()
+ledger = Ledger(os.environ["LEDGER_PATH"])
+
+@app.task(max_attempts=int(os.environ.get("MAX_ATTEMPTS", "20")))
+def work(i: int, ctx: Context) -> int:
+    ledger.record("start", ctx.job_id, ctx.attempt)
+    time.sleep(random.uniform(0, float(os.environ.get("JOB_SECONDS", "0.01"))))
+    ledger.record("end", ctx.job_id, ctx.attempt)
+    return i
+
+@app.task(max_attempts=int(os.environ.get("MAX_ATTEMPTS", "20")))
+async def awork(i: int, ctx: Context) -> int:
+    ledger.record("start", ctx.job_id, ctx.attempt)
+    await asyncio.sleep(random.uniform(0, float(os.environ.get("JOB_SECONDS", "0.01"))))
+    ledger.record("end", ctx.job_id, ctx.attempt)
+    return i
+
+@app.task(max_attempts=10)
+def crash(ctx: Context) -> None:
+    ledger.record("start", ctx.job_id, ctx.attempt)
+    os._exit(9)
+"""
+
+
+def write_app(directory: Path, name: str = "ledger_app", source: str = LEDGER_APP) -> str:
+    (directory / f"{name}.py").write_text(textwrap.dedent(source))
+    return f"{name}:app"
+
+
+def start_worker(
+    directory: Path, app_ref: str, env: dict[str, str], *args: str
+) -> subprocess.Popen[bytes]:
+    root = Path(__file__).resolve().parents[2]
+    full_env = {
+        **os.environ,
+        **env,
+        "PYTHONPATH": os.pathsep.join([str(directory), str(root / "src")]),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "stagecrew", "worker", app_ref, *args],
+        cwd=directory,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, str]:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, _ = process.communicate()
+    return process.returncode, out.decode(errors="replace")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]

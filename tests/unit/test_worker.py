@@ -1,0 +1,399 @@
+"""Worker behaviour on the memory engine with a fake clock: retries, DLQ, timeouts, cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from stagecrew import App, Cancel, Context, ErrorKind, FakeClock, JobState, Retry
+from stagecrew.backends.base import JobFilter
+from stagecrew.job import NewJob
+from stagecrew.testing.kit import TestKit
+from stagecrew.worker import Worker
+
+
+@pytest.fixture
+def app() -> App:
+    return App("memory://")
+
+
+@pytest.fixture
+def kit(app: App) -> TestKit:
+    with TestKit(app) as kit:
+        yield kit
+
+
+def test_job_is_acked_with_its_result(app: App, kit: TestKit) -> None:
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    job = add.enqueue(2, 3)
+    assert kit.run_until_idle() == 1
+    stored = job.get()
+    assert stored.state is JobState.SUCCEEDED
+    assert stored.result_value == 5
+    assert stored.finished_at is not None and stored.started_at is not None
+
+
+def test_failing_job_retries_with_backoff_then_goes_dead_with_every_error(
+    app: App, kit: TestKit
+) -> None:
+    @app.task(max_attempts=3, backoff={"base": 10, "factor": 2, "cap": 100})
+    def broken() -> None:
+        raise ValueError("nope")
+
+    job = broken.enqueue()
+    kit.run_until_idle()
+    after_first = job.get()
+    assert after_first.state is JobState.SCHEDULED
+    assert kit.clock.now() <= after_first.run_at <= kit.clock.now() + 20  # ceiling 10*2^1
+    kit.run_until_idle(advance_time=True)
+    dead = job.get()
+    assert dead.state is JobState.DEAD
+    assert dead.attempt == 3
+    assert [e.attempt for e in dead.errors] == [1, 2, 3]
+    assert all(e.type == "ValueError" and "nope" in e.traceback for e in dead.errors)
+
+
+def test_dont_retry_on_sends_the_job_straight_to_the_dlq(app: App, kit: TestKit) -> None:
+    @app.task(max_attempts=10, dont_retry_on=(KeyError,))
+    def lookup() -> None:
+        raise KeyError("missing")
+
+    job = lookup.enqueue()
+    kit.run_until_idle(advance_time=True)
+    assert job.get().state is JobState.DEAD
+    assert job.get().attempt == 1
+
+
+def test_retry_on_limits_which_errors_retry(app: App, kit: TestKit) -> None:
+    @app.task(max_attempts=5, retry_on=(ConnectionError,))
+    def call_api() -> None:
+        raise RuntimeError("bug")
+
+    job = call_api.enqueue()
+    kit.run_until_idle(advance_time=True)
+    assert job.get().state is JobState.DEAD and job.get().attempt == 1
+
+
+def test_task_can_choose_its_own_retry_delay(app: App, kit: TestKit) -> None:
+    @app.task(max_attempts=3)
+    def poll(ctx: Context) -> str:
+        if ctx.attempt == 1:
+            raise Retry(in_=120)
+        return "ready"
+
+    job = poll.enqueue()
+    kit.run_until_idle()
+    assert job.get().run_at == kit.clock.now() + 120
+    kit.clock.advance(119)
+    kit.run_until_idle()
+    assert job.get().state is JobState.SCHEDULED
+    kit.clock.advance(1)
+    kit.run_until_idle()
+    assert job.get().result_value == "ready"
+
+
+def test_delayed_job_does_not_run_before_its_time(app: App, kit: TestKit) -> None:
+    ran: list[float] = []
+
+    @app.task
+    def tick() -> None:
+        ran.append(kit.clock.now())
+
+    start = kit.clock.now()
+    tick.options(delay=30).enqueue()
+    assert kit.run_until_idle() == 0
+    kit.clock.advance(29.9)
+    assert kit.run_until_idle() == 0
+    kit.clock.advance(0.1)
+    assert kit.run_until_idle() == 1
+    assert ran == [start + 30]
+
+
+def test_async_job_over_its_timeout_is_cancelled_and_retried(app: App, kit: TestKit) -> None:
+    finished = []
+
+    @app.task(timeout=0.05, max_attempts=2)
+    async def slow() -> None:
+        await asyncio.sleep(30)
+        finished.append(True)
+
+    job = slow.enqueue()
+    kit.run_until_idle(advance_time=True)
+    dead = job.get()
+    assert dead.state is JobState.DEAD
+    assert [e.kind for e in dead.errors] == [ErrorKind.TIMEOUT, ErrorKind.TIMEOUT]
+    assert finished == []
+
+
+def test_timeout_error_raised_by_the_task_itself_is_an_ordinary_error(
+    app: App, kit: TestKit
+) -> None:
+    @app.task(timeout=30, max_attempts=1)
+    async def call() -> None:
+        raise TimeoutError("upstream timed out")
+
+    job = call.enqueue()
+    kit.run_until_idle()
+    assert job.get().errors[0].kind is ErrorKind.ERROR
+
+
+def test_sync_job_over_its_timeout_sees_cancelled_and_its_attempt_fails(
+    app: App, kit: TestKit
+) -> None:
+    saw_cancel = threading.Event()
+
+    @app.task(timeout=0.05, max_attempts=1)
+    def crunch(ctx: Context) -> str:
+        while not ctx.cancelled:
+            time.sleep(0.005)
+        saw_cancel.set()
+        return "partial"
+
+    job = crunch.enqueue()
+    kit.run_until_idle()
+    assert saw_cancel.is_set()
+    stored = job.get()
+    assert stored.state is JobState.DEAD
+    assert stored.errors[0].kind is ErrorKind.TIMEOUT
+    assert stored.result is None
+
+
+def test_sync_job_that_ignores_its_timeout_recycles_the_worker(app: App) -> None:
+    release = threading.Event()
+
+    @app.task(timeout=0.05, max_attempts=2)
+    def stubborn() -> None:
+        release.wait(10)
+
+    job = stubborn.enqueue()
+
+    async def main() -> int:
+        worker = Worker(app, concurrency=2, stuck_grace=0.1, grace=0.5, lease_seconds=5)
+        return await worker.run(install_signal_handlers=False)
+
+    try:
+        code = asyncio.run(asyncio.wait_for(main(), 10))
+    finally:
+        release.set()
+    assert code == 75
+    stored = job.get()
+    assert stored.state is JobState.SCHEDULED
+    assert stored.errors[0].kind is ErrorKind.TIMEOUT
+    assert "recycled" in stored.errors[0].message
+
+
+def test_unknown_task_is_dead_lettered_and_the_worker_keeps_going(app: App, kit: TestKit) -> None:
+    @app.task
+    def good() -> str:
+        return "fine"
+
+    kit.backend.enqueue([NewJob(task="vanished", payload='{"args":[],"kwargs":{}}')])
+    kit.backend.enqueue([NewJob(task="good", payload="{not json")])
+    kit.backend.enqueue([NewJob(task="good", payload='{"args":[1,2,3],"kwargs":{}}')])
+    ok = good.enqueue()
+    kit.run_until_idle(advance_time=True)
+    dead = kit.jobs(state="dead")
+    assert len(dead) == 3
+    assert all(j.attempt == 1 and j.errors[0].kind is ErrorKind.UNRUNNABLE for j in dead)
+    reasons = " ".join(j.errors[0].message for j in dead)
+    assert "no task named 'vanished'" in reasons
+    assert "not valid JSON" in reasons
+    assert "arguments do not fit" in reasons
+    assert ok.get().state is JobState.SUCCEEDED
+
+
+def test_unserializable_result_dead_letters_the_job(app: App, kit: TestKit) -> None:
+    @app.task(max_attempts=5)
+    def make() -> object:
+        return object()
+
+    job = make.enqueue()
+    kit.run_until_idle(advance_time=True)
+    assert job.get().state is JobState.DEAD
+    assert "cannot be stored as JSON" in job.get().errors[0].message
+
+
+def test_task_raising_cancel_is_cancelled_not_dead(app: App, kit: TestKit) -> None:
+    @app.task
+    def obsolete() -> None:
+        raise Cancel("order was deleted")
+
+    job = obsolete.enqueue()
+    kit.run_until_idle()
+    assert job.get().state is JobState.CANCELLED
+
+
+def test_cancelled_waiting_job_never_runs(app: App, kit: TestKit) -> None:
+    ran = []
+
+    @app.task
+    def work() -> None:
+        ran.append(1)
+
+    job = work.enqueue()
+    app.jobs.cancel(job.id)
+    kit.run_until_idle(advance_time=True)
+    assert ran == []
+    assert job.get().state is JobState.CANCELLED
+
+
+def _run_worker_until(app: App, done: asyncio.Event | None = None, **kw: float) -> Worker:
+    worker = Worker(app, concurrency=4, heartbeat_interval=0.01, poll_interval=0.01, **kw)  # type: ignore[arg-type]
+    return worker
+
+
+def test_running_async_job_is_cancelled_at_once(app: App) -> None:
+    started = asyncio.Event()
+
+    @app.task
+    async def long() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    job = long.enqueue()
+
+    async def main() -> None:
+        worker = _run_worker_until(app, lease_seconds=5)
+        run = asyncio.create_task(worker.run(install_signal_handlers=False))
+        await asyncio.wait_for(started.wait(), 5)
+        app.jobs.cancel(job.id)
+        while app.jobs.get(job.id).state is JobState.RUNNING:
+            await asyncio.sleep(0.01)
+        worker.request_stop()
+        await asyncio.wait_for(run, 5)
+
+    asyncio.run(main())
+    stored = job.get()
+    assert stored.state is JobState.CANCELLED
+    assert stored.errors[-1].kind is ErrorKind.CANCELLED
+
+
+def test_running_sync_job_sees_cancelled_and_its_result_is_discarded(app: App) -> None:
+    started = threading.Event()
+
+    @app.task
+    def long(ctx: Context) -> str:
+        started.set()
+        while not ctx.cancelled:
+            time.sleep(0.005)
+        return "should be discarded"
+
+    job = long.enqueue()
+
+    async def main() -> None:
+        worker = _run_worker_until(app, lease_seconds=5)
+        run = asyncio.create_task(worker.run(install_signal_handlers=False))
+        await asyncio.to_thread(started.wait, 5)
+        app.jobs.cancel(job.id)
+        while app.jobs.get(job.id).state is JobState.RUNNING:
+            await asyncio.sleep(0.01)
+        worker.request_stop()
+        await asyncio.wait_for(run, 5)
+
+    asyncio.run(main())
+    stored = job.get()
+    assert stored.state is JobState.CANCELLED
+    assert stored.result is None
+
+
+def test_graceful_stop_finishes_running_jobs_within_grace(app: App) -> None:
+    started = asyncio.Event()
+
+    @app.task
+    async def short() -> str:
+        started.set()
+        await asyncio.sleep(0.1)
+        return "done"
+
+    job = short.enqueue()
+
+    async def main() -> None:
+        worker = _run_worker_until(app, lease_seconds=5, grace=5)
+        run = asyncio.create_task(worker.run(install_signal_handlers=False))
+        await asyncio.wait_for(started.wait(), 5)
+        worker.request_stop()
+        assert await asyncio.wait_for(run, 5) == 0
+
+    asyncio.run(main())
+    assert job.get().state is JobState.SUCCEEDED
+
+
+def test_shutdown_hands_unfinished_jobs_back_without_burning_an_attempt(app: App) -> None:
+    started = asyncio.Event()
+    sync_started = threading.Event()
+    stop_sync = threading.Event()
+
+    @app.task(max_attempts=1)
+    async def endless() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    @app.task(max_attempts=1)
+    def endless_sync() -> None:
+        sync_started.set()
+        stop_sync.wait(10)
+
+    a = endless.enqueue()
+    s = endless_sync.enqueue()
+    waiting = [endless.enqueue() for _ in range(3)]
+
+    async def main() -> None:
+        worker = Worker(app, concurrency=2, lease_seconds=5, grace=0.1, poll_interval=0.01)
+        run = asyncio.create_task(worker.run(install_signal_handlers=False))
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.to_thread(sync_started.wait, 5)
+        worker.request_stop()
+        await asyncio.wait_for(run, 10)
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop_sync.set()
+    for job in (a, s, *waiting):
+        stored = job.get()
+        assert stored.state is JobState.AVAILABLE, stored
+        assert stored.attempt == 0
+        assert stored.errors == ()
+    assert app.backend.list_jobs(JobFilter(states=frozenset({JobState.RUNNING}))) == []
+
+
+def test_log_lines_written_by_a_job_carry_its_id(
+    app: App, kit: TestKit, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.task
+    def chatty(ctx: Context) -> None:
+        ctx.log.info("hello from the job")
+
+    job = chatty.enqueue()
+    with caplog.at_level("INFO", logger="stagecrew.job"):
+        kit.run_until_idle()
+    record = next(r for r in caplog.records if "hello from the job" in r.getMessage())
+    assert f"job {job.id}" in record.getMessage()
+    assert record.job_id == job.id  # type: ignore[attr-defined]
+
+
+def test_fake_clock_drives_the_store_the_backoff_and_the_worker() -> None:
+    clock = FakeClock(1_000_000.0)
+    app = App("memory://", clock=clock)
+
+    @app.task(max_attempts=2, backoff={"base": 3600, "factor": 1, "cap": 3600})
+    def once_an_hour(ctx: Context) -> int:
+        if ctx.attempt == 1:
+            raise ConnectionError("down")
+        return ctx.attempt
+
+    with TestKit(app, clock=clock) as kit:
+        job = once_an_hour.enqueue()
+        kit.run_until_idle()
+        retry_at = job.get().run_at
+        assert 1_000_000.0 <= retry_at <= 1_000_000.0 + 3600
+        kit.clock.set(retry_at)
+        kit.run_until_idle()
+        assert job.get().result_value == 2
+        assert job.get().finished_at == retry_at
