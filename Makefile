@@ -27,7 +27,7 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/bench_sqlite.py
+	$(BIN)/python benchmarks/bench_sqlite.py --write-results
 
 clean:
 	rm -rf $(VENV) build *.egg-info stagecrew-demo.db*

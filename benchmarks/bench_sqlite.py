@@ -1,0 +1,247 @@
+"""SQLite benchmark: stagecrew against the engine's raw limit, measured in the same run.
+
+Reports enqueue (one by one and batched), drain of pre-queued no-op jobs with
+real worker processes, and pickup latency with idle workers. The raw limit is
+a bare sqlite3 loop doing, per job, an insert transaction and then a
+claim-and-mark-done transaction (WAL, synchronous=NORMAL).
+
+    python benchmarks/bench_sqlite.py [--drain-jobs 20000] [--processes 2] [--write-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT / "src"), str(HERE)]
+
+from stagecrew import App, JobState  # noqa: E402
+
+
+def raw_loop(path: Path, jobs: int) -> float:
+    """Jobs/s of the bare loop: INSERT txn, then claim+complete txn, per job."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(
+        "CREATE TABLE q (id INTEGER PRIMARY KEY, payload TEXT, state TEXT, run_at REAL)"
+    )
+    db.execute("CREATE INDEX q_ready ON q (run_at) WHERE state = 'available'")
+    start = time.perf_counter()
+    for i in range(jobs):
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            "INSERT INTO q (payload, state, run_at) VALUES (?, 'available', ?)",
+            (f'{{"args":[{i}]}}', time.time()),
+        )
+        db.execute("COMMIT")
+        db.execute("BEGIN IMMEDIATE")
+        row = db.execute(
+            "UPDATE q SET state = 'running' WHERE id = (SELECT id FROM q "
+            "WHERE state = 'available' ORDER BY run_at LIMIT 1) RETURNING id"
+        ).fetchone()
+        db.execute("UPDATE q SET state = 'done' WHERE id = ?", row)
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    db.close()
+    return jobs / elapsed
+
+
+def make_app(url: str) -> App:
+    import bench_app
+
+    bench_app.app.url = url
+    bench_app.app._backend = None
+    return bench_app.app
+
+
+def enqueue_one_by_one(app: App, jobs: int) -> float:
+    noop = app.tasks["noop"]
+    start = time.perf_counter()
+    for i in range(jobs):
+        noop.enqueue(i)
+    return jobs / (time.perf_counter() - start)
+
+
+def enqueue_batched(app: App, jobs: int, batch: int) -> float:
+    noop = app.tasks["noop"]
+    start = time.perf_counter()
+    for offset in range(0, jobs, batch):
+        noop.enqueue_many([(i,) for i in range(offset, min(jobs, offset + batch))])
+    return jobs / (time.perf_counter() - start)
+
+
+def start_workers(url: str, processes: int, concurrency: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "STAGECREW_URL": url,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "src")]),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "stagecrew", "worker", "bench_app:app",
+            "--processes", str(processes), "--concurrency", str(concurrency),
+            "--log-level", "WARNING",
+        ],
+        env=env,
+        cwd=HERE,
+        start_new_session=True,
+    )
+
+
+def stop_workers(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def count_state(app: App, state: JobState) -> int:
+    return sum(q.count(state) for q in app.jobs.stats())
+
+
+def drain(app: App, url: str, jobs: int, processes: int, concurrency: int, task: str) -> float:
+    """Jobs/s from the first claim to the last completion, read from the store."""
+    fn = app.tasks[task]
+    for offset in range(0, jobs, 5000):
+        fn.enqueue_many([(i,) for i in range(offset, min(jobs, offset + 5000))])
+    proc = start_workers(url, processes, concurrency)
+    try:
+        while count_state(app, JobState.SUCCEEDED) < jobs:
+            if proc.poll() is not None:
+                raise RuntimeError("workers exited during the drain")
+            time.sleep(0.05)
+    finally:
+        stop_workers(proc)
+    done = app.jobs.list(state=JobState.SUCCEEDED, task=task, limit=jobs)
+    first = min(j.started_at or 0 for j in done)
+    last = max(j.finished_at or 0 for j in done)
+    return jobs / (last - first)
+
+
+def pickup_latency(app: App, url: str, samples: int, processes: int) -> tuple[float, float]:
+    """Seconds from enqueue to start with idle workers: p50, p99 (store timestamps)."""
+    noop = app.tasks["noop"]
+    proc = start_workers(url, processes, 10)
+    try:
+        time.sleep(2.0)  # let the workers start and go idle
+        handles = []
+        for i in range(samples):
+            handles.append(noop.enqueue(i))
+            time.sleep(0.02)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if all(h.get().state is JobState.SUCCEEDED for h in handles[-5:]):
+                break
+            time.sleep(0.05)
+    finally:
+        stop_workers(proc)
+    waits = sorted(
+        (j.started_at or 0) - j.enqueued_at for j in (h.get() for h in handles)
+    )
+    p50 = statistics.median(waits)
+    p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+    return p50, p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--drain-jobs", type=int, default=20_000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--raw-jobs", type=int, default=20_000)
+    parser.add_argument("--enqueue-jobs", type=int, default=10_000)
+    parser.add_argument("--batch-jobs", type=int, default=100_000)
+    parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--write-results", action="store_true")
+    opts = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        raw = raw_loop(tmpdir / "raw.db", opts.raw_jobs)
+        print(f"raw sqlite3 loop (insert txn + claim/complete txn): {raw:,.0f} jobs/s")
+
+        url = f"sqlite:///{tmpdir / 'one.db'}"
+        app = make_app(url)
+        one = enqueue_one_by_one(app, opts.enqueue_jobs)
+        print(f"enqueue one by one: {one:,.0f} jobs/s")
+        many = enqueue_batched(app, opts.batch_jobs, 10_000)
+        print(f"enqueue_many (batches of 10,000): {many:,.0f} jobs/s")
+        app.close()
+
+        results = {}
+        for task in ("noop", "noop_sync"):
+            url = f"sqlite:///{tmpdir / f'drain-{task}.db'}"
+            app = make_app(url)
+            rate = drain(app, url, opts.drain_jobs, opts.processes, opts.concurrency, task)
+            results[task] = rate
+            print(
+                f"drain {opts.drain_jobs:,} {task} jobs, {opts.processes} processes: "
+                f"{rate:,.0f} jobs/s ({rate / raw:.2f}x raw)"
+            )
+            app.close()
+
+        url = f"sqlite:///{tmpdir / 'latency.db'}"
+        app = make_app(url)
+        p50, p99 = pickup_latency(app, url, opts.latency_samples, opts.processes)
+        print(f"pickup latency, idle workers: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+        app.close()
+
+    if opts.write_results:
+        write_results(opts, raw, one, many, results, p50, p99)
+
+
+def write_results(
+    opts: argparse.Namespace,
+    raw: float,
+    one: float,
+    many: float,
+    drains: dict[str, float],
+    p50: float,
+    p99: float,
+) -> None:
+    lines = [
+        f"## SQLite, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}.",
+        "",
+        "| measurement | figure | ratio to raw loop |",
+        "| --- | --- | --- |",
+        f"| raw loop: insert txn + claim/complete txn per job | {raw:,.0f} jobs/s | 1.00 |",
+        f"| enqueue one by one | {one:,.0f} jobs/s | {one / raw:.2f} |",
+        f"| enqueue_many, batches of 10,000 | {many:,.0f} jobs/s | {many / raw:.2f} |",
+    ]
+    for task, rate in drains.items():
+        kind = "async" if task == "noop" else "sync"
+        lines.append(
+            f"| drain {opts.drain_jobs:,} pre-queued {kind} no-op jobs, "
+            f"--processes {opts.processes} --concurrency {opts.concurrency} "
+            f"| {rate:,.0f} jobs/s | {rate / raw:.2f} |"
+        )
+    lines.append(
+        f"| pickup latency, idle workers (p50 / p99) | {p50 * 1000:.1f} ms / {p99 * 1000:.1f} ms | |"
+    )
+    path = HERE / "RESULTS.md"
+    header = "# Benchmark results\n\nProduced by `make bench`; newest first.\n\n"
+    previous = path.read_text().removeprefix(header) if path.exists() else ""
+    path.write_text(header + "\n".join(lines) + "\n\n" + previous)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
