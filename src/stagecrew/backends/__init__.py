@@ -10,7 +10,7 @@ DEFAULT_URL = "sqlite:///stagecrew.db"
 
 
 def backend_from_url(url: str, clock: Clock | None = None) -> Backend:
-    """`sqlite:///relative.db`, `sqlite:////absolute.db`, or `memory://`."""
+    """`sqlite:///relative.db`, `sqlite:////absolute.db`, `postgresql://…`, `redis://…`, `memory://`."""
     scheme = url.split(":", 1)[0].lower()
     if scheme == "memory":
         from .memory import MemoryBackend
@@ -20,7 +20,16 @@ def backend_from_url(url: str, clock: Clock | None = None) -> Backend:
         from .sqlite import SQLiteBackend
 
         return SQLiteBackend(url, clock)
+    if scheme in ("postgres", "postgresql"):
+        from .postgres import PostgresBackend
+
+        return PostgresBackend(url, clock)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisBackend
+
+        return RedisBackend(url, clock)
     raise ConfigurationError(
-        f"unsupported store URL {url!r}: use sqlite:///path.db or memory:// "
+        f"unsupported store URL {url!r}: use sqlite:///path.db, postgresql://..., "
+        "redis://... or memory:// "
         "(set STAGECREW_URL or pass App(url=...))"
     )
