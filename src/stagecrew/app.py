@@ -60,7 +60,7 @@ class App:
             with self._backend_lock:
                 if self._backend is None:
                     backend = backend_from_url(self.url, self.clock)
-                    backend.migrate()
+                    backend.prepare()
                     self._backend = backend
         return self._backend
 

@@ -158,6 +158,23 @@ class Backend(ABC):
     def migrate(self) -> None:
         """Create or upgrade the schema. Safe to call repeatedly and concurrently."""
 
+    def prepare(self) -> None:
+        """Called once before first use.
+
+        Embedded engines create or upgrade their schema here. Server engines
+        only check it, raising `SchemaOutOfDateError` that names
+        `stagecrew migrate`, so that upgrades stay an explicit step.
+        """
+        self.migrate()
+
+    def preflight(self) -> list[str]:
+        """Checks a worker runs at start: returns warnings to log.
+
+        Raises `ConfigurationError` when the deployment would lose jobs (for
+        example a Redis eviction policy that may evict job keys).
+        """
+        return []
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)

@@ -89,6 +89,7 @@ class MemoryBackend(Backend):
         out: list[EnqueuedJob] = []
         with self._lock:
             batch_keys: dict[str, int] = {}
+            batch: dict[int, Job] = {}  # stored only once every job was read: all or nothing
             for new in jobs:
                 key = new.idempotency_key
                 existing = None if key is None else self._keys.get(key, batch_keys.get(key))
@@ -97,7 +98,7 @@ class MemoryBackend(Backend):
                     continue
                 job_id = next(self._ids)
                 run_at = now + new.delay if new.run_at is None else new.run_at
-                self._jobs[job_id] = Job(
+                batch[job_id] = Job(
                     id=job_id,
                     task=new.task,
                     queue=new.queue,
@@ -113,6 +114,7 @@ class MemoryBackend(Backend):
                 if key is not None:
                     batch_keys[key] = job_id
                 out.append(EnqueuedJob(job_id, created=True))
+            self._jobs.update(batch)
             self._keys.update(batch_keys)
             self._notify()
         return out

@@ -105,6 +105,8 @@ class Worker:
             "worker %s started: queues=%s concurrency=%d lease=%.1fs on %s",
             self.id, ",".join(self.queues), self.concurrency, self.lease_seconds, self.app.url,
         )
+        for warning in await asyncio.to_thread(self.app.backend.preflight):
+            log.warning("%s", warning)
         self._completer = Completer(self.app.backend, self._on_written)
         background = [
             asyncio.create_task(self._completer.run(), name="completer"),
