@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from .backends import DEFAULT_URL, backend_from_url
 from .backends.base import DEFAULT_MAX_LOST, Backend, JobFilter, QueueStats, Retention
 from .clock import Clock, SystemClock
-from .errors import ConfigurationError, EnqueueError, StagecrewError, UnknownTaskError
+from .errors import ConfigurationError, EnqueueError, UnknownTaskError
 from .handle import JobHandle, require
 from .job import Job, JobState, NewJob
 from .retry import Backoff
@@ -167,7 +167,7 @@ class App:
     def _enqueue(self, jobs: list[NewJob]) -> list[JobHandle]:
         try:
             return self._handles(self.backend.enqueue(jobs))
-        except StagecrewError:
+        except EnqueueError:
             raise
         except Exception as exc:
             raise EnqueueError(f"could not enqueue into {self.url}: {exc}") from exc
@@ -175,7 +175,7 @@ class App:
     async def _enqueue_async(self, jobs: list[NewJob]) -> list[JobHandle]:
         try:
             return self._handles(await self.backend.enqueue_async(jobs))
-        except StagecrewError:
+        except EnqueueError:
             raise
         except Exception as exc:
             raise EnqueueError(f"could not enqueue into {self.url}: {exc}") from exc

@@ -1,0 +1,875 @@
+"""The SQLite engine (`sqlite:///path.db`): one machine, any number of processes, zero set-up.
+
+Every query lives in a `.sql` file under `sql/`; this module only binds
+parameters, runs them in the right transactions, and turns rows into records.
+The one exception is a `JobFilter`: its optional terms are short fragments
+appended to `list_jobs.sql`, `requeue.sql` and `purge.sql` by `_filter_sql`.
+
+Concurrency model. SQLite has a single writer. Every write runs inside
+`BEGIN IMMEDIATE`, which takes the write lock before reading anything, so a
+claim's "read the first due jobs, mark them running" cannot interleave with
+another process's claim: that is what makes `fetch` atomic across processes.
+Readers never block writers (WAL). A writer that finds the lock taken retries
+for up to `busy_timeout_ms` (see `_begin_immediate`), then fails with a clear
+error: `EnqueueError` from `enqueue`, `BackendError` from everything else.
+
+Connections are per thread (a `sqlite3.Connection` must not be used by two
+threads at once), and per process: a connection inherited through `fork` is
+never touched by the child.
+
+Time is the process clock (`self.clock`): SQLite has no server, so
+`capabilities.server_clock` is False and machines sharing a file through a
+network file system would be wrong anyway (SQLite's locking does not hold
+there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from ... import transitions
+from ...clock import Clock
+from ...errors import BackendError, ConfigurationError, EnqueueError
+from ...job import (
+    AttemptError,
+    ClaimedJob,
+    EnqueuedJob,
+    ErrorKind,
+    Job,
+    JobRef,
+    JobState,
+    NewJob,
+)
+from ..base import (
+    ACK_TARGET,
+    DEFAULT_MAX_LOST,
+    Ack,
+    AckKind,
+    Backend,
+    Capabilities,
+    HeartbeatReply,
+    JobFilter,
+    QueueStats,
+    RescueReport,
+    Retention,
+)
+
+URL_PREFIX = "sqlite:///"
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+DEFAULT_POLL_MS = 5.0
+MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING
+MAX_UNION_QUEUES = 64
+"""Up to this many queues, a claim reads each queue's index in order and merges the heads;
+past it, one scan over all of them (SQLite caps the terms of a compound SELECT)."""
+
+_SQL_DIR = resources.files("stagecrew.backends.sqlite") / "sql"
+
+
+@functools.cache
+def _sql(name: str) -> str:
+    return (_SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+@functools.cache
+def _migrations() -> tuple[tuple[int, str, str], ...]:
+    """(version, file name, SQL) for every file in sql/migrations, in version order."""
+    found = []
+    for entry in (_SQL_DIR / "migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    if [v for v, _, _ in found] != list(range(1, len(found) + 1)):
+        names = [name for _, name, _ in found]
+        raise RuntimeError(f"SQLite migrations must be numbered 1, 2, 3 ...: {names}")
+    return tuple(found)
+
+
+def schema_version() -> int:
+    """The `PRAGMA user_version` this version of stagecrew expects."""
+    return len(_migrations())
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into complete statements (`executescript` would commit our transaction)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip() and not all(
+        not ln.strip() or ln.lstrip().startswith("--") for ln in pending.splitlines()
+    ):
+        raise RuntimeError(f"incomplete SQL statement at the end of a migration: {pending!r}")
+
+
+def _body(sql: str) -> str:
+    """A query without its header comment, to splice into another statement."""
+    return "".join(line for line in sql.splitlines(keepends=True) if not line.startswith("--"))
+
+
+@functools.cache
+def _claim_sql(queue_count: int) -> str:
+    """The claim statement for `queue_count` queues, named :q0, :q1, ..."""
+    if queue_count > MAX_UNION_QUEUES:
+        candidates = _body(_sql("fetch_candidates_many"))
+    else:
+        one = _body(_sql("fetch_candidates"))
+        candidates = "\nUNION ALL\n".join(
+            one.replace(":queue", f":q{i}") for i in range(queue_count)
+        )
+    return _sql("fetch_claim").replace("{candidates}", candidates)
+
+
+_JOB_STATE = {state.value: state for state in JobState}
+
+
+def _corrupt_errors(raw: object, why: str) -> AttemptError:
+    return AttemptError(
+        attempt=0,
+        at=0.0,
+        kind=ErrorKind.ERROR,
+        type="CorruptErrorRecord",
+        message=f"the stored errors of this job could not be read ({why}); "
+        "the stored text is kept as this entry's traceback",
+        traceback=raw if isinstance(raw, str) else repr(raw),
+    )
+
+
+def _decode_errors(raw: object) -> tuple[AttemptError, ...]:
+    """Read the errors column without ever failing: inspection must work on a damaged row."""
+    if raw == "[]":
+        return ()
+    if not isinstance(raw, str | bytes):
+        return (_corrupt_errors(raw, f"a {type(raw).__name__}, not JSON text"),)
+    try:
+        items = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return (_corrupt_errors(raw, f"not valid JSON: {exc}"),)
+    if not isinstance(items, list):
+        return (_corrupt_errors(raw, "not a JSON array"),)
+    errors = []
+    for item in items:
+        try:
+            errors.append(AttemptError.from_json(item))
+        except (AttributeError, TypeError, ValueError) as exc:
+            errors.append(_corrupt_errors(orjson.dumps(item).decode(), f"a bad entry: {exc}"))
+    return tuple(errors)
+
+
+def _real(value: Any) -> Any:
+    """A REAL column's value as a float.
+
+    SQLite stores integral REALs as integers and `RETURNING` hands them back
+    without converting (a plain SELECT does convert), so 1700000000.0 would
+    otherwise come back as the int 1700000000.
+    """
+    return value if value is None or type(value) is float else float(value)
+
+
+def _job_from_row(row: Sequence[Any]) -> Job:
+    return Job(
+        id=row[0],
+        task=row[1],
+        queue=row[2],
+        state=_JOB_STATE[row[3]],
+        payload=row[4],
+        priority=row[5],
+        run_at=_real(row[6]),
+        attempt=row[7],
+        max_attempts=row[8],
+        enqueued_at=_real(row[9]),
+        started_at=_real(row[10]),
+        finished_at=_real(row[11]),
+        lease_owner=row[12],
+        lease_expires_at=_real(row[13]),
+        idempotency_key=row[14],
+        cancel_requested=bool(row[15]),
+        lost=row[16],
+        result=row[17],
+        errors=_decode_errors(row[18]),
+    )
+
+
+def _json_list(values: Iterable[str | int]) -> str:
+    return orjson.dumps(list(values)).decode()
+
+
+def _filter_sql(job_filter: JobFilter) -> tuple[list[str], dict[str, Any]]:
+    """The WHERE terms and parameters of a JobFilter (its `limit` is the caller's business).
+
+    Lists are bound as one JSON array each, so the statement text depends only on
+    which fields are set and stays in the statement cache.
+    """
+    terms: list[str] = []
+    params: dict[str, Any] = {}
+    if job_filter.states:
+        terms.append("state IN (SELECT value FROM json_each(:f_states))")
+        params["f_states"] = _json_list(str(s) for s in job_filter.states)
+    if job_filter.queues:
+        terms.append("queue IN (SELECT value FROM json_each(:f_queues))")
+        params["f_queues"] = _json_list(job_filter.queues)
+    if job_filter.tasks:
+        terms.append("task IN (SELECT value FROM json_each(:f_tasks))")
+        params["f_tasks"] = _json_list(job_filter.tasks)
+    if job_filter.ids:
+        terms.append("id IN (SELECT value FROM json_each(:f_ids))")
+        params["f_ids"] = _json_list(job_filter.ids)
+    if job_filter.before_id is not None:
+        terms.append("id < :f_before_id")
+        params["f_before_id"] = job_filter.before_id
+    if job_filter.finished_before is not None:
+        terms.append("finished_at < :f_finished_before")
+        params["f_finished_before"] = job_filter.finished_before
+    return terms, params
+
+
+@dataclass(slots=True)
+class _Connection:
+    """One thread's connection, and what that thread's `wait` has already seen."""
+
+    conn: sqlite3.Connection
+    pid: int
+    generation: int
+    seen_data_version: int
+    seen_local_writes: int
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _begin_immediate(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """Take the write lock, retrying every millisecond or so until `busy_timeout_ms`.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between tries, so
+    a process that commits in a tight loop (a draining worker) can keep the
+    lock from a waiting producer for seconds. Short, jittered retries find the
+    gaps between its transactions. The connection's handler is switched off
+    only for this statement; reads keep it.
+    """
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = None
+        tries = 0
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + busy_timeout_ms / 1000.0
+                if now >= deadline:
+                    raise
+                tries += 1
+                pause = random.uniform(0.0, min(0.002, 0.0001 * 2**tries))
+                time.sleep(min(pause, deadline - now))
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+
+
+@contextmanager
+def _write_transaction(conn: sqlite3.Connection, busy_timeout_ms: int) -> Iterator[None]:
+    """`BEGIN IMMEDIATE ... COMMIT`, rolled back on any failure.
+
+    IMMEDIATE takes the write lock up front: a deferred transaction that reads
+    and then writes can fail with SQLITE_BUSY without waiting, and two claims
+    could read the same jobs before either writes.
+    """
+    _begin_immediate(conn, busy_timeout_ms)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A deferred transaction: several reads from one snapshot, without the write lock."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        with suppress(sqlite3.Error):
+            conn.execute("COMMIT")
+
+
+def _parse_url(url: str) -> tuple[str, int, float]:
+    if not url.startswith(URL_PREFIX):
+        raise ConfigurationError(
+            f"not a SQLite store URL: {url!r}; use sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    path, _, query = url[len(URL_PREFIX) :].partition("?")
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise ConfigurationError(
+            f"{url!r} does not name a database file; an in-memory SQLite database is private "
+            "to one connection and cannot be shared by workers: use memory:// for tests"
+        )
+    busy_timeout_ms = DEFAULT_BUSY_TIMEOUT_MS
+    poll_ms = DEFAULT_POLL_MS
+    for name, values in parse_qs(query, keep_blank_values=True, strict_parsing=False).items():
+        value = values[-1]
+        try:
+            if name == "busy_timeout_ms":
+                busy_timeout_ms = int(value)
+            elif name == "poll_ms":
+                poll_ms = float(value)
+            else:
+                raise ConfigurationError(
+                    f"unknown option {name!r} in {url!r}; SQLite URLs accept "
+                    "busy_timeout_ms and poll_ms"
+                )
+        except ValueError:
+            raise ConfigurationError(
+                f"option {name}={value!r} in {url!r} is not a number"
+            ) from None
+    if busy_timeout_ms < 0 or poll_ms <= 0:
+        raise ConfigurationError(f"busy_timeout_ms must be >= 0 and poll_ms > 0 in {url!r}")
+    return os.path.abspath(path), busy_timeout_ms, poll_ms
+
+
+class SQLiteBackend(Backend):
+    """Jobs in one SQLite file, shared by every process on this machine.
+
+    The constructor does not touch the file. The first connection a process
+    opens creates or upgrades the schema when needed (a cheap `user_version`
+    read), so SQLite needs no set-up command; `migrate()` does the same on
+    request. Relative paths are resolved against the working directory at
+    construction, so a later `chdir` does not move the store.
+    """
+
+    capabilities = Capabilities(cross_process=True, server_clock=False, instant_wakeup=False)
+
+    def __init__(self, url: str, clock: Clock | None = None) -> None:
+        super().__init__(clock)
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            raise ConfigurationError(
+                f"the SQLite engine needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} or "
+                f"newer; this Python is linked against {sqlite3.sqlite_version}"
+            )
+        self.url = url
+        self.path, self.busy_timeout_ms, poll_ms = _parse_url(url)
+        self.poll_interval = poll_ms / 1000.0
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[tuple[int, sqlite3.Connection]] = []
+        self._generation = 0
+        self._schema_ready_pid: int | None = None
+        self._local_writes = 0
+        """Commits by this object that may create work; `wait` cannot see those through
+        `data_version` when they came through the waiting thread's own connection."""
+
+    # -- connections -------------------------------------------------------
+    def _connection(self) -> _Connection:
+        local: _Connection | None = getattr(self._local, "connection", None)
+        if local is not None and local.generation == self._generation and local.pid == os.getpid():
+            return local
+        conn = self._open()
+        local = _Connection(
+            conn=conn,
+            pid=os.getpid(),
+            generation=self._generation,
+            seen_data_version=conn.execute("PRAGMA data_version").fetchone()[0],
+            seen_local_writes=0,
+        )
+        self._local.connection = local
+        return local
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._connection().conn
+
+    def _open(self) -> sqlite3.Connection:
+        # check_same_thread=False only so close() can close every thread's connection;
+        # each connection is otherwise used by the thread that opened it.
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout_ms / 1000.0,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if self._schema_ready_pid != os.getpid():
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version != schema_version():
+                    self._migrate(conn)
+                self._schema_ready_pid = os.getpid()
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            self._connections.append((os.getpid(), conn))
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Apply the missing migrations in one write transaction.
+
+        Several processes may get here at once; the write lock serialises them
+        and the version is read again under it, so each migration runs once.
+        """
+        target = schema_version()
+        with _write_transaction(conn, self.busy_timeout_ms):
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current > target:
+                raise BackendError(
+                    f"the SQLite store at {self.path} has schema version {current}, newer than "
+                    f"this stagecrew knows ({target}); upgrade stagecrew on this machine"
+                )
+            for version, _name, script in _migrations():
+                if version <= current:
+                    continue
+                for statement in _statements(script):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target}")
+
+    @contextmanager
+    def _failures(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise BackendError(
+                f"{operation} failed on the SQLite store at {self.path}: {exc}"
+            ) from exc
+
+    def _wrote_work(self) -> None:
+        with self._lock:
+            self._local_writes += 1
+
+    # -- life cycle --------------------------------------------------------
+    def migrate(self) -> None:
+        with self._failures("migrate"):
+            self._migrate(self._conn())
+            self._schema_ready_pid = os.getpid()
+
+    def prepare(self) -> None:
+        """Nothing to do up front: each process's first connection creates or upgrades the schema.
+
+        Opening the file here would make an unreachable store fail inside
+        `App.backend` with a generic error; lazily, `enqueue` reports it as the
+        `EnqueueError` a producer expects, and other operations as `BackendError`.
+        """
+
+    def close(self) -> None:
+        super().close()
+        pid = os.getpid()
+        with self._lock:
+            self._generation += 1
+            connections, self._connections = self._connections, []
+        for owner, conn in connections:
+            if owner == pid:  # never close a connection inherited through fork
+                with suppress(sqlite3.Error):
+                    conn.close()
+
+    # -- producer ----------------------------------------------------------
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
+        """Insert the batch in one transaction; ids of a batch are consecutive.
+
+        Deduplication is decided before inserting, under the write lock, so the
+        inserts themselves can run as one `executemany`: each row's id is then
+        the previous one plus one (AUTOINCREMENT with no other writer), which
+        saves a round trip per row.
+        """
+        if not jobs:
+            return []
+        now = self.clock.now()
+        keys = {job.idempotency_key for job in jobs if job.idempotency_key is not None}
+        try:
+            conn = self._conn()
+            with _write_transaction(conn, self.busy_timeout_ms):
+                stored: dict[str, int] = {}
+                if keys:
+                    stored = dict(conn.execute(_sql("enqueue_find_keys"), (_json_list(keys),)))
+                rows: list[tuple[Any, ...]] = []
+                # per job: ("new", row index), ("same", row index of an earlier job of this
+                # batch with the same key) or ("stored", id of the stored job holding the key)
+                plan: list[tuple[str, int]] = []
+                batch_keys: dict[str, int] = {}
+                for job in jobs:
+                    key = job.idempotency_key
+                    if key is not None:
+                        if key in stored:
+                            plan.append(("stored", stored[key]))
+                            continue
+                        if key in batch_keys:
+                            plan.append(("same", batch_keys[key]))
+                            continue
+                        batch_keys[key] = len(rows)
+                    run_at = now + job.delay if job.run_at is None else job.run_at
+                    plan.append(("new", len(rows)))
+                    rows.append(
+                        (
+                            job.task,
+                            job.queue,
+                            transitions.initial_state(run_at, now).value,
+                            job.payload,
+                            job.priority,
+                            run_at,
+                            job.max_attempts,
+                            now,
+                            key,
+                        )
+                    )
+                first_id = self._insert(conn, rows) if rows else 0
+        except (sqlite3.Error, BackendError, OverflowError) as exc:
+            raise EnqueueError(
+                f"could not enqueue {len(jobs)} job(s) into the SQLite store at {self.path}: "
+                f"{exc}; nothing was written. {self._hint(exc)}"
+            ) from exc
+        if rows:
+            self._wrote_work()
+        return [
+            EnqueuedJob(value, created=False)
+            if how == "stored"
+            else EnqueuedJob(first_id + value, created=how == "new")
+            for how, value in plan
+        ]
+
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+        """Insert `rows` and return the first id (the others follow it)."""
+        if len(rows) == 1:
+            last = conn.execute(_sql("enqueue_insert"), rows[0]).lastrowid
+        else:
+            before = conn.total_changes
+            conn.executemany(_sql("enqueue_insert"), rows)
+            last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            if conn.total_changes - before != len(rows):
+                raise BackendError("the batch insert did not insert every row")
+        assert last is not None
+        return int(last) - len(rows) + 1
+
+    def _hint(self, exc: Exception) -> str:
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:
+            return (
+                f"Another connection held the write lock for longer than busy_timeout_ms="
+                f"{self.busy_timeout_ms}; retry, or raise ?busy_timeout_ms= in the URL."
+            )
+        if "unable to open" in text or "readonly" in text or "read-only" in text:
+            return "Check that the path exists and this process may write the file and its folder."
+        return "Check the disk and the file."
+
+    # -- worker ------------------------------------------------------------
+    def fetch(
+        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
+    ) -> list[ClaimedJob]:
+        wanted = list(dict.fromkeys(queues))
+        if limit <= 0 or not wanted:
+            return []
+        now = self.clock.now()
+        expires = now + lease_seconds
+        params: dict[str, Any] = {
+            "worker": worker,
+            "now": now,
+            "lease_expires_at": expires,
+            "limit": limit,
+        }
+        if len(wanted) > MAX_UNION_QUEUES:
+            params["queues"] = orjson.dumps(wanted).decode()
+        else:
+            params.update({f"q{i}": q for i, q in enumerate(wanted)})
+        with self._failures("fetch"):
+            conn = self._conn()
+            with _write_transaction(conn, self.busy_timeout_ms):
+                rows = conn.execute(_claim_sql(len(wanted)), params).fetchall()
+        claimed = [
+            ClaimedJob(
+                id=r[0],
+                task=r[1],
+                queue=r[2],
+                payload=r[3],
+                attempt=r[4],
+                max_attempts=r[5],
+                priority=r[6],
+                enqueued_at=_real(r[7]),
+                run_at=_real(r[8]),
+                started_at=now,
+                lease_expires_at=expires,
+            )
+            for r in rows
+        ]
+        claimed.sort(key=lambda c: (c.priority, c.run_at, c.id))
+        return claimed
+
+    def heartbeat(
+        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
+    ) -> HeartbeatReply:
+        if not refs:
+            return HeartbeatReply(frozenset(), frozenset())
+        params: dict[str, Any] = {
+            "worker": worker,
+            "lease_expires_at": self.clock.now() + lease_seconds,
+        }
+        lost: set[int] = set()
+        cancel: set[int] = set()
+        sql = _sql("heartbeat")
+        with self._failures("heartbeat"):
+            conn = self._conn()
+            with _write_transaction(conn, self.busy_timeout_ms):
+                for ref in refs:
+                    params["id"] = ref.id
+                    params["attempt"] = ref.attempt
+                    row = conn.execute(sql, params).fetchone()
+                    if row is None:
+                        lost.add(ref.id)
+                    elif row[0]:
+                        cancel.add(ref.id)
+        return HeartbeatReply(frozenset(lost), frozenset(cancel))
+
+    def ack(self, acks: Sequence[Ack]) -> list[bool]:
+        """Apply the acks in order, in one transaction.
+
+        Plain completions, the bulk of every batch, go through one statement
+        (`ack_complete_many`) when no job appears twice in the batch: the acks
+        then touch distinct rows, so applying them out of order changes nothing.
+        """
+        if not acks:
+            return []
+        now = self.clock.now()
+        bulk = [
+            i
+            for i, ack in enumerate(acks)
+            if ack.kind is AckKind.COMPLETE
+            and ack.error is None
+            and (ack.result is None or "\x00" not in ack.result)  # JSON text would cut at NUL
+        ]
+        if len(bulk) < 2 or len({ack.ref.id for ack in acks}) != len(acks):
+            bulk = []
+        applied = [False] * len(acks)
+        with self._failures("ack"):
+            conn = self._conn()
+            with _write_transaction(conn, self.busy_timeout_ms):
+                if bulk:
+                    done = {
+                        row[0]
+                        for row in conn.execute(
+                            _sql("ack_complete_many"),
+                            {
+                                "now": now,
+                                "acks": orjson.dumps(
+                                    [
+                                        (acks[i].ref.id, acks[i].ref.attempt, acks[i].result)
+                                        for i in bulk
+                                    ]
+                                ).decode(),
+                            },
+                        )
+                    }
+                    for i in bulk:
+                        applied[i] = acks[i].ref.id in done
+                for i in sorted(set(range(len(acks))) - set(bulk)):
+                    applied[i] = self._ack_one(conn, acks[i], now)
+        if any(a.kind in (AckKind.RETRY, AckKind.RELEASE) for a in acks):
+            self._wrote_work()
+        return applied
+
+    def _ack_one(self, conn: sqlite3.Connection, ack: Ack, now: float) -> bool:
+        kind = ack.kind
+        target = ACK_TARGET[kind]
+        release = kind is AckKind.RELEASE
+        error = None
+        if ack.error is not None and not release:  # a hand-back records no error
+            error = orjson.dumps(ack.error.to_json()).decode()
+        run_at = None
+        if kind is AckKind.RETRY:
+            run_at = now if ack.retry_at is None else ack.retry_at
+        cursor = conn.execute(
+            _sql("ack"),
+            {
+                "id": ack.ref.id,
+                "attempt": ack.ref.attempt,
+                "state": target.value,
+                "uncounted": 1 if release else 0,
+                "run_at": run_at,
+                "finished_at": now if target.is_final else None,
+                "set_result": kind is AckKind.COMPLETE,
+                "result": ack.result,
+                "error": error,
+            },
+        )
+        return cursor.rowcount == 1
+
+    def rescue(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        now = self.clock.now()
+        with self._failures("rescue"):
+            conn = self._conn()
+            with _write_transaction(conn, self.busy_timeout_ms):
+                states = [
+                    row[0]
+                    for row in conn.execute(
+                        _sql("rescue"),
+                        {"now": now, "now_json": orjson.dumps(now).decode(), "max_lost": max_lost},
+                    )
+                ]
+        report = RescueReport(
+            requeued=states.count(JobState.AVAILABLE.value),
+            dead=states.count(JobState.DEAD.value),
+            cancelled=states.count(JobState.CANCELLED.value),
+        )
+        if report.requeued:
+            self._wrote_work()
+        return report
+
+    def prune(self, retention: Retention, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        now = self.clock.now()
+
+        def before(state: JobState) -> float | None:
+            horizon = retention.horizon(state)
+            return None if horizon is None else now - horizon
+
+        with self._failures("prune"):
+            conn = self._conn()
+            with _write_transaction(conn, self.busy_timeout_ms):
+                cursor = conn.execute(
+                    _sql("prune"),
+                    {
+                        "succeeded_before": before(JobState.SUCCEEDED),
+                        "cancelled_before": before(JobState.CANCELLED),
+                        "dead_before": before(JobState.DEAD),
+                        "limit": limit,
+                    },
+                )
+                return cursor.rowcount
+
+    async def wait(
+        self,
+        queues: Sequence[str],
+        timeout: float,  # noqa: ASYNC109 - the Backend signature
+    ) -> None:
+        """Poll `PRAGMA data_version` until another connection commits, or the timeout.
+
+        The poll runs on the calling thread's own connection (a pragma read, no
+        lock, a few microseconds), so it never queues behind this backend's
+        worker thread. What counts as "seen" is kept between calls, so a commit
+        that lands between one `wait` and the next still wakes the second one.
+        Any commit wakes it, whatever queue it touched: a spurious wake-up only
+        costs an empty fetch.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        with self._failures("wait"):
+            local = self._connection()
+            # this call's own baseline, so two waiters on one thread both see a change
+            seen_version, seen_writes = local.seen_data_version, local.seen_local_writes
+            pragma = "PRAGMA data_version"
+            version = local.conn.execute(pragma).fetchone()[0]
+            writes = self._local_writes
+            while version == seen_version and writes == seen_writes:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                await asyncio.sleep(min(self.poll_interval, remaining))
+                version = local.conn.execute(pragma).fetchone()[0]
+                writes = self._local_writes
+            local.seen_data_version, local.seen_local_writes = version, writes
+
+    # -- inspection and admin ----------------------------------------------
+    def get(self, job_id: int) -> Job | None:
+        with self._failures("get"):
+            row = self._conn().execute(_sql("get_job"), {"id": job_id}).fetchone()
+        return None if row is None else _job_from_row(row)
+
+    def list_jobs(self, job_filter: JobFilter) -> list[Job]:
+        if job_filter.limit is not None and job_filter.limit <= 0:
+            return []
+        terms, params = _filter_sql(job_filter)
+        sql = _sql("list_jobs")
+        if terms:
+            sql += "WHERE " + " AND ".join(terms)
+        sql += "\nORDER BY id DESC"
+        if job_filter.limit is not None:
+            sql += "\nLIMIT :f_limit"
+            params["f_limit"] = job_filter.limit
+        with self._failures("list_jobs"):
+            rows = self._conn().execute(sql, params).fetchall()
+        return [_job_from_row(row) for row in rows]
+
+    def stats(self) -> list[QueueStats]:
+        now = self.clock.now()
+        with self._failures("stats"):
+            conn = self._conn()
+            with _read_transaction(conn):  # one snapshot for both reads
+                counts = conn.execute(_sql("stats_counts")).fetchall()
+                oldest = dict(conn.execute(_sql("stats_oldest"), {"now": now}).fetchall())
+        per_queue: dict[str, dict[JobState, int]] = {}
+        for queue, state, count in counts:
+            per_queue.setdefault(queue, {})[_JOB_STATE[state]] = count
+        return [
+            QueueStats(
+                queue=queue,
+                counts=per_queue[queue],
+                oldest_available_age=now - float(oldest[queue]) if queue in oldest else None,
+            )
+            for queue in sorted(per_queue)
+        ]
+
+    def cancel(self, job_id: int) -> Job | None:
+        with self._failures("cancel"):
+            conn = self._conn()
+            with _write_transaction(conn, self.busy_timeout_ms):
+                row = conn.execute(
+                    _sql("cancel"), {"id": job_id, "now": self.clock.now()}
+                ).fetchone()
+                if row is None:  # finished, or no such job: report it as it is
+                    row = conn.execute(_sql("get_job"), {"id": job_id}).fetchone()
+        return None if row is None else _job_from_row(row)
+
+    def requeue(self, job_filter: JobFilter) -> int:
+        """Requeue every match; `job_filter.limit` is ignored, as by the memory engine."""
+        terms, params = _filter_sql(job_filter)
+        params["now"] = self.clock.now()
+        sql = _sql("requeue") + "".join(f"\n  AND {t}" for t in terms)
+        with self._failures("requeue"):
+            conn = self._conn()
+            with _write_transaction(conn, self.busy_timeout_ms):
+                count = conn.execute(sql, params).rowcount
+        if count:
+            self._wrote_work()
+        return count
+
+    def purge(self, job_filter: JobFilter) -> int:
+        """Delete every match; `job_filter.limit` is ignored, as by the memory engine."""
+        terms, params = _filter_sql(job_filter)
+        sql = _sql("purge") + "".join(f"\n  AND {t}" for t in terms)
+        with self._failures("purge"):
+            conn = self._conn()
+            with _write_transaction(conn, self.busy_timeout_ms):
+                return conn.execute(sql, params).rowcount
+
+    def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
+        with self._failures("next_run_at"):
+            conn = self._conn()
+            if queues is None:
+                row = conn.execute(_sql("next_run_at")).fetchone()
+            else:
+                row = conn.execute(
+                    _sql("next_run_at_queues"), {"queues": orjson.dumps(list(queues)).decode()}
+                ).fetchone()
+        return None if row is None else _real(row[0])

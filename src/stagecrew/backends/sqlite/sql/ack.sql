@@ -1,0 +1,30 @@
+-- Record one attempt's outcome, fenced: only job :id still running attempt :attempt changes.
+-- :error is AttemptError JSON, or NULL to leave errors alone. A stored errors value that is not
+-- a JSON array is kept as the traceback of one CorruptErrorRecord entry instead of failing the
+-- ack (the same expression is in rescue.sql).
+UPDATE stagecrew_jobs
+SET state = :state,
+    attempt = attempt - :uncounted,
+    run_at = coalesce(:run_at, run_at),
+    finished_at = coalesce(:finished_at, finished_at),
+    result = CASE WHEN :set_result THEN :result ELSE result END,
+    errors = CASE
+        WHEN :error IS NULL THEN errors
+        ELSE json_insert(
+            coalesce(
+                CASE WHEN json_valid(coalesce(errors, '[]')) THEN
+                    CASE WHEN json_type(coalesce(errors, '[]')) = 'array'
+                        THEN coalesce(errors, '[]') END
+                END,
+                json_array(json_object(
+                    'attempt', 0, 'at', 0.0, 'kind', 'error', 'type', 'CorruptErrorRecord',
+                    'message', 'the stored errors of this job were not a JSON array',
+                    'traceback', errors
+                ))
+            ),
+            '$[#]', json(:error)
+        )
+    END,
+    lease_owner = NULL,
+    lease_expires_at = NULL
+WHERE id = :id AND attempt = :attempt AND state = 'running'

@@ -1,0 +1,6 @@
+-- Due jobs of the queues in the JSON array :queues (used past the per-queue subquery limit).
+SELECT id, priority, run_at
+FROM stagecrew_jobs
+WHERE state IN ('available', 'scheduled')
+  AND queue IN (SELECT value FROM json_each(:queues))
+  AND run_at <= :now

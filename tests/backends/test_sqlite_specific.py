@@ -1,0 +1,425 @@
+"""Guarantees of the SQLite engine beyond the shared conformance suite.
+
+Query plans, several processes on one file, locked and damaged files, the
+`data_version` wake-up, migrations, and a differential run against the memory
+engine (the reference) with the same operations and the same fake time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter, Retention
+from stagecrew.backends.memory import MemoryBackend
+from stagecrew.backends.sqlite import SQLiteBackend
+from stagecrew.backends.sqlite.backend import _claim_sql, _sql, schema_version
+from stagecrew.clock import FakeClock
+from stagecrew.errors import ConfigurationError, EnqueueError
+from stagecrew.job import AttemptError, ErrorKind, JobState, NewJob
+
+PAYLOAD = '{"args":[],"kwargs":{}}'
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "jobs.db"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def backend(db_path: Path, clock: FakeClock) -> Iterator[SQLiteBackend]:
+    b = SQLiteBackend(f"sqlite:///{db_path}", clock)
+    b.migrate()
+    yield b
+    b.close()
+
+
+def raw(db_path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(db_path, isolation_level=None)
+
+
+def plan(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> str:
+    return "\n".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+
+# -- query plans -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("queue_count", [1, 3])
+def test_claim_reads_the_partial_claim_index_in_order(
+    backend: SQLiteBackend, db_path: Path, queue_count: int
+) -> None:
+    backend.enqueue([NewJob("t", PAYLOAD, queue=f"q{i % 3}") for i in range(300)])
+    params: dict[str, Any] = {"worker": "w", "now": 0.0, "lease_expires_at": 1.0, "limit": 10}
+    params.update({f"q{i}": f"q{i}" for i in range(queue_count)})
+    text = plan(raw(db_path), _claim_sql(queue_count), params)
+    assert text.count("INDEX stagecrew_jobs_claim (queue=? AND run_at<?)") == queue_count or (
+        text.count("INDEX stagecrew_jobs_claim (queue=?)") == queue_count
+    ), text
+    # each queue's head comes off the index already ordered: only the short merge sorts
+    assert text.count("USE TEMP B-TREE FOR ORDER BY") <= 1, text
+
+
+def test_rescue_prune_and_stats_use_their_indexes(backend: SQLiteBackend, db_path: Path) -> None:
+    conn = raw(db_path)
+    rescue = plan(conn, _sql("rescue"), {"now": 1.0, "now_json": "1.0", "max_lost": 3})
+    assert "stagecrew_jobs_lease" in rescue, rescue
+    prune = plan(
+        conn,
+        _sql("prune"),
+        {"succeeded_before": 1.0, "cancelled_before": 1.0, "dead_before": None, "limit": 10},
+    )
+    assert prune.count("stagecrew_jobs_finished") == 3, prune
+    stats = plan(conn, _sql("stats_counts"), {})
+    assert "COVERING INDEX stagecrew_jobs_state_queue" in stats, stats
+
+
+# -- several processes on one file -----------------------------------------------
+
+
+def _claim_until_empty(url: str, worker: str, seed: int, start: Any, out: Any) -> None:
+    """Fetch and ack in random batch sizes until nothing is left; report the refs claimed."""
+    rng = random.Random(seed)
+    backend = SQLiteBackend(url)
+    claimed: list[tuple[int, int]] = []
+    try:
+        backend.migrate()  # open the connection before the race starts
+        start.wait()
+        while jobs := backend.fetch(["default"], worker, rng.randint(1, 40), 60.0):
+            claimed.extend((j.id, j.attempt) for j in jobs)
+            acks = backend.ack([Ack(j.ref, AckKind.COMPLETE, result="null") for j in jobs])
+            assert all(acks)
+    finally:
+        backend.close()
+        out.put((worker, claimed))
+
+
+def test_two_processes_never_claim_the_same_attempt(db_path: Path) -> None:
+    url = f"sqlite:///{db_path}"
+    with SQLiteBackend(url) as producer:
+        ids = [e.id for e in producer.enqueue([NewJob("t", PAYLOAD) for _ in range(2000)])]
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(2), ctx.Queue()
+    processes = [
+        ctx.Process(target=_claim_until_empty, args=(url, f"w{i}", i, start, out)) for i in range(2)
+    ]
+    for p in processes:
+        p.start()
+    results = dict(out.get(timeout=60) for _ in processes)
+    for p in processes:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    refs = [ref for claimed in results.values() for ref in claimed]
+    assert len(refs) == len(set(refs)), "an attempt was claimed twice"
+    assert sorted(job_id for job_id, _ in refs) == ids
+    assert all(results.values()), "both processes should have claimed work"
+    with SQLiteBackend(url) as check:
+        assert check.stats()[0].counts == {JobState.SUCCEEDED: 2000}
+
+
+def _enqueue_one(backend: SQLiteBackend) -> None:
+    backend.enqueue([NewJob("from-child", PAYLOAD)])
+
+
+def test_a_forked_child_uses_its_own_connection_and_leaves_the_parents_alone(
+    backend: SQLiteBackend,
+) -> None:
+    backend.enqueue([NewJob("before-fork", PAYLOAD)])  # the parent's connection is open
+    child = multiprocessing.get_context("fork").Process(target=_enqueue_one, args=(backend,))
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    backend.enqueue([NewJob("after-fork", PAYLOAD)])
+    tasks = [job.task for job in reversed(backend.list_jobs(JobFilter()))]
+    assert tasks == ["before-fork", "from-child", "after-fork"]
+
+
+# -- a store that cannot be written ------------------------------------------------
+
+
+def test_enqueue_raises_enqueue_error_and_writes_nothing_while_the_file_is_locked(
+    db_path: Path, clock: FakeClock
+) -> None:
+    url = f"sqlite:///{db_path}?busy_timeout_ms=20"
+    with SQLiteBackend(url, clock) as backend:
+        backend.migrate()
+        holder = raw(db_path)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            started = time.monotonic()
+            with pytest.raises(EnqueueError, match="busy_timeout_ms=20"):
+                backend.enqueue([NewJob("t", PAYLOAD), NewJob("t", PAYLOAD)])
+            assert time.monotonic() - started < 2.0
+        finally:
+            holder.execute("ROLLBACK")
+        assert backend.list_jobs(JobFilter()) == []
+        # the store works again once the lock is gone, and no id was burnt
+        assert [e.id for e in backend.enqueue([NewJob("t", PAYLOAD)])] == [1]
+
+
+def test_enqueue_into_an_unwritable_path_raises_enqueue_error(tmp_path: Path) -> None:
+    backend = SQLiteBackend(f"sqlite:///{tmp_path}/missing-folder/jobs.db")
+    with pytest.raises(EnqueueError, match="nothing was written"):
+        backend.enqueue([NewJob("t", PAYLOAD)])
+    backend.close()
+
+
+# -- damaged rows ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ['[{"attempt": 1, "at"', '{"not": "a list"}', "42", '[1, {"kind": "no such kind"}]'],
+)
+def test_a_corrupt_errors_column_does_not_break_inspection_or_acks(
+    backend: SQLiteBackend, db_path: Path, stored: str
+) -> None:
+    [job] = backend.enqueue([NewJob("t", PAYLOAD)])
+    raw(db_path).execute("UPDATE stagecrew_jobs SET errors = ? WHERE id = ?", (stored, job.id))
+
+    found = backend.get(job.id)
+    assert found is not None
+    assert found.errors and all(e.type == "CorruptErrorRecord" for e in found.errors)
+    assert backend.list_jobs(JobFilter())[0].id == job.id
+
+    [claimed] = backend.fetch(["default"], "w", 1, 30.0)
+    error = AttemptError(1, 5.0, ErrorKind.ERROR, "ValueError", "boom")
+    assert backend.ack([Ack(claimed.ref, AckKind.DISCARD, error=error)]) == [True]
+    after = backend.get(job.id)
+    assert after is not None and after.state is JobState.DEAD
+    assert after.errors[-1] == error
+    # what could not be read is still there for a person to look at
+    assert [(e.type, e.traceback) for e in after.errors[:-1]] == [
+        (e.type, e.traceback) for e in found.errors
+    ]
+
+
+def test_rescue_of_a_job_with_corrupt_errors_still_records_the_loss(
+    backend: SQLiteBackend, db_path: Path, clock: FakeClock
+) -> None:
+    [job] = backend.enqueue([NewJob("t", PAYLOAD)])
+    backend.fetch(["default"], "w", 1, 30.0)
+    raw(db_path).execute("UPDATE stagecrew_jobs SET errors = 'garbage' WHERE id = ?", (job.id,))
+    clock.advance(31)
+    assert backend.rescue().requeued == 1
+    after = backend.get(job.id)
+    assert after is not None and after.state is JobState.AVAILABLE
+    assert [e.type for e in after.errors] == ["CorruptErrorRecord", "WorkerLost"]
+    assert after.errors[0].traceback == "garbage"
+    assert after.errors[1].at == clock.now()
+
+
+# -- wake-ups ------------------------------------------------------------------------
+
+
+def test_wait_returns_soon_after_another_process_commits(db_path: Path) -> None:
+    url = f"sqlite:///{db_path}"
+
+    async def scenario() -> float:
+        with SQLiteBackend(url) as waiter, SQLiteBackend(url) as producer:
+            await waiter.wait(["default"], 0.0)  # settle what this thread has seen
+            timer = threading.Timer(0.1, producer.enqueue, [[NewJob("t", PAYLOAD)]])
+            started = time.monotonic()
+            timer.start()
+            await waiter.wait(["default"], 10.0)
+            timer.join()
+            return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 2.0
+
+
+def test_wait_returns_at_once_after_this_backend_enqueued(backend: SQLiteBackend) -> None:
+    async def scenario() -> float:
+        await backend.wait(["default"], 0.0)
+        backend.enqueue([NewJob("t", PAYLOAD)])  # same thread: data_version cannot see it
+        started = time.monotonic()
+        await backend.wait(["default"], 10.0)
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 0.5
+
+
+def test_wait_sleeps_for_the_timeout_when_nothing_is_committed(backend: SQLiteBackend) -> None:
+    async def scenario() -> float:
+        await backend.wait(["default"], 0.0)
+        started = time.monotonic()
+        await backend.wait(["default"], 0.2)
+        return time.monotonic() - started
+
+    assert 0.15 <= asyncio.run(scenario()) < 2.0
+
+
+# -- schema and configuration ---------------------------------------------------------
+
+
+def test_the_constructor_does_not_touch_the_file(db_path: Path) -> None:
+    SQLiteBackend(f"sqlite:///{db_path}").close()
+    assert not db_path.exists()
+
+
+def test_the_first_connection_creates_the_schema_without_migrate(db_path: Path) -> None:
+    with SQLiteBackend(f"sqlite:///{db_path}") as backend:
+        assert backend.enqueue([NewJob("t", PAYLOAD)])[0].id == 1
+    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version()
+    assert raw(db_path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_migrate_is_safe_when_many_callers_race_on_a_new_file(db_path: Path) -> None:
+    url = f"sqlite:///{db_path}"
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def migrate() -> None:
+        try:
+            start.wait()
+            with SQLiteBackend(url) as b:
+                b.migrate()
+                b.migrate()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version()
+
+
+def test_ids_are_never_reused_after_the_newest_job_is_purged(backend: SQLiteBackend) -> None:
+    [first] = backend.enqueue([NewJob("t", PAYLOAD)])
+    backend.cancel(first.id)
+    assert backend.purge(JobFilter()) == 1
+    assert backend.enqueue([NewJob("t", PAYLOAD)])[0].id == first.id + 1
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///:memory:", "sqlite://", "postgres://x", "sqlite:///a.db?nope=1"]
+)
+def test_urls_that_cannot_work_are_refused(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        SQLiteBackend(url)
+
+
+def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = SQLiteBackend("sqlite:///data/jobs.db?busy_timeout_ms=250&poll_ms=2")
+    assert relative.path == str(tmp_path / "data" / "jobs.db")
+    assert relative.busy_timeout_ms == 250
+    assert relative.poll_interval == pytest.approx(0.002)
+    assert SQLiteBackend("sqlite:////srv/jobs.db").path == "/srv/jobs.db"
+
+
+def test_every_sql_file_starts_with_a_one_line_header() -> None:
+    folder = resources.files("stagecrew.backends.sqlite") / "sql"
+    files = [f for f in folder.iterdir() if f.name.endswith(".sql")]
+    files += [f for f in (folder / "migrations").iterdir() if f.name.endswith(".sql")]
+    assert len(files) > 10
+    for f in files:
+        assert f.read_text().startswith("-- "), f.name
+
+
+# -- differential run against the memory engine ----------------------------------------
+
+
+def _random_operations(
+    a: Backend, b: Backend, clock_a: FakeClock, clock_b: FakeClock, seed: int
+) -> None:
+    """Apply the same random operations to both engines; every answer must be equal."""
+    rng = random.Random(seed)
+    queues = ["default", "mail", "slow"]
+    workers = ["w1", "w2"]
+    held: dict[str, list[Any]] = {w: [] for w in workers}
+
+    def same(op: str, *args: Any) -> Any:
+        left, right = getattr(a, op)(*args), getattr(b, op)(*args)
+        assert left == right, (op, args)
+        return left
+
+    for step in range(600):
+        roll = rng.random()
+        if roll < 0.25:
+            batch = [
+                NewJob(
+                    task=rng.choice(["send", "resize"]),
+                    payload=PAYLOAD,
+                    queue=rng.choice(queues),
+                    priority=rng.randint(0, 2),
+                    run_at=None if rng.random() < 0.7 else clock_a.now() + rng.uniform(-5, 30),
+                    delay=rng.choice([0.0, 0.0, 3.0]),
+                    max_attempts=rng.randint(1, 3),
+                    idempotency_key=rng.choice([None, None, f"k{rng.randint(0, 40)}"]),
+                )
+                for _ in range(rng.randint(1, 6))
+            ]
+            same("enqueue", batch)
+        elif roll < 0.45:
+            worker = rng.choice(workers)
+            wanted = rng.sample(queues, rng.randint(1, 3))
+            claimed = same("fetch", wanted, worker, rng.randint(1, 4), rng.choice([5.0, 30.0]))
+            held[worker].extend(claimed)
+        elif roll < 0.65:
+            worker = rng.choice(workers)
+            rng.shuffle(held[worker])
+            take, held[worker] = held[worker][:3], held[worker][3:]
+            acks = []
+            for job in take:
+                kind = rng.choice(list(AckKind))
+                error = AttemptError(job.attempt, clock_a.now(), ErrorKind.ERROR, "E", f"s{step}")
+                acks.append(
+                    Ack(
+                        job.ref,
+                        kind,
+                        result='{"ok": true}' if kind is AckKind.COMPLETE else None,
+                        error=None if kind is AckKind.COMPLETE else error,
+                        retry_at=clock_a.now() + rng.uniform(0, 10),
+                    )
+                )
+            same("ack", acks)
+        elif roll < 0.72:
+            worker = rng.choice(workers)
+            same("heartbeat", worker, [j.ref for j in held[worker]], 30.0)
+        elif roll < 0.78:
+            same("rescue", rng.randint(1, 3))
+        elif roll < 0.83:
+            same("cancel", rng.randint(1, 60))
+        elif roll < 0.86:
+            same("requeue", JobFilter(queues=frozenset({rng.choice(queues)})))
+        elif roll < 0.88:
+            same("prune", Retention(succeeded=5.0, cancelled=20.0, dead=None), 10_000)
+        elif roll < 0.89:
+            same("purge", JobFilter(states=frozenset({JobState.CANCELLED})))
+        elif roll < 0.93:
+            states = frozenset(rng.sample(list(JobState), 2))
+            same("list_jobs", JobFilter(states=states, limit=5, before_id=rng.randint(1, 80)))
+            same("next_run_at", rng.sample(queues, 2))
+            same("stats")
+        else:
+            step_seconds = rng.choice([0.5, 2.0, 10.0, 40.0])
+            clock_a.advance(step_seconds)
+            clock_b.advance(step_seconds)
+    assert a.list_jobs(JobFilter()) == b.list_jobs(JobFilter())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sqlite_answers_exactly_as_the_memory_engine(db_path: Path, seed: int) -> None:
+    clock_memory, clock_sqlite = FakeClock(), FakeClock()
+    memory = MemoryBackend("memory://", clock_memory)
+    with SQLiteBackend(f"sqlite:///{db_path}", clock_sqlite) as sqlite_backend:
+        _random_operations(memory, sqlite_backend, clock_memory, clock_sqlite, seed)
