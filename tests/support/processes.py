@@ -18,18 +18,20 @@ from stagecrew.testing.ledger import Ledger
 
 app = App()
 ledger = Ledger(os.environ["LEDGER_PATH"])
+LOW = float(os.environ.get("JOB_MIN_SECONDS", "0"))
+HIGH = float(os.environ.get("JOB_SECONDS", "0.01"))
 
 @app.task(max_attempts=int(os.environ.get("MAX_ATTEMPTS", "20")))
 def work(i: int, ctx: Context) -> int:
     ledger.record("start", ctx.job_id, ctx.attempt)
-    time.sleep(random.uniform(0, float(os.environ.get("JOB_SECONDS", "0.01"))))
+    time.sleep(random.uniform(LOW, HIGH))
     ledger.record("end", ctx.job_id, ctx.attempt)
     return i
 
 @app.task(max_attempts=int(os.environ.get("MAX_ATTEMPTS", "20")))
 async def awork(i: int, ctx: Context) -> int:
     ledger.record("start", ctx.job_id, ctx.attempt)
-    await asyncio.sleep(random.uniform(0, float(os.environ.get("JOB_SECONDS", "0.01"))))
+    await asyncio.sleep(random.uniform(LOW, HIGH))
     ledger.record("end", ctx.job_id, ctx.attempt)
     return i
 

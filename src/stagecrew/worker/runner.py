@@ -270,7 +270,7 @@ class Worker:
         self._signals += 1
         if self._signals == 1:
             log.warning(
-                "%s: finishing %d running jobs within %.0fs (send again to exit now)",
+                "%s: finishing %d running jobs within %gs (send again to exit now)",
                 sig.name, self._running, self.grace,
             )
             self.request_stop()

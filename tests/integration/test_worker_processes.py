@@ -1,0 +1,87 @@
+"""Real worker processes on one SQLite file: no attempt runs twice, shutdown hands jobs back."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from stagecrew import App, JobState
+from stagecrew.testing.ledger import Ledger, check
+from tests.support.processes import start_worker, stop, wait_for, write_app
+
+pytestmark = pytest.mark.slow
+
+
+def _ledger_app(tmp_path: Path, **env: str) -> tuple[App, str, dict[str, str]]:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    full_env = {"STAGECREW_URL": url, "LEDGER_PATH": str(tmp_path / "ledger.txt"), **env}
+    app_ref = write_app(tmp_path)
+    app = App(url)
+
+    @app.task(name="work")
+    def work(i: int) -> int: ...
+
+    @app.task(name="awork")
+    def awork(i: int) -> int: ...
+
+    return app, app_ref, full_env
+
+
+def test_two_worker_processes_never_run_the_same_attempt_twice(tmp_path: Path) -> None:
+    app, app_ref, env = _ledger_app(tmp_path, JOB_SECONDS="0.002")
+    jobs = app.tasks["work"].enqueue_many([(i,) for i in range(500)])
+    jobs += app.tasks["awork"].enqueue_many([(i,) for i in range(500)])
+    worker = start_worker(tmp_path, app_ref, env, "--processes", "2", "--concurrency", "10")
+    try:
+        done = wait_for(
+            lambda: sum(s.count(JobState.SUCCEEDED) for s in app.jobs.stats()) == 1000, 60
+        )
+    finally:
+        code, output = stop(worker)
+    assert done, output[-3000:]
+    report = check(Ledger(env["LEDGER_PATH"]), [j.id for j in jobs])
+    assert report.lost == frozenset()
+    assert report.attempts_started_twice == frozenset()
+    assert report.duplicate_runs == 0  # nothing crashed, so nothing ran twice
+    assert len(report.pids) == 2, "both processes should have taken work"
+    assert {j.get().attempt for j in jobs} == {1}
+    assert code == 0, output[-3000:]
+
+
+def test_sigterm_hands_running_jobs_back_without_burning_an_attempt(tmp_path: Path) -> None:
+    app, app_ref, env = _ledger_app(tmp_path, JOB_MIN_SECONDS="60", JOB_SECONDS="60", MAX_ATTEMPTS="1")
+    jobs = app.tasks["awork"].enqueue_many([(i,) for i in range(4)])
+    worker = start_worker(
+        tmp_path, app_ref, env, "--processes", "1", "--concurrency", "4", "--grace", "0.5"
+    )
+    ledger = Ledger(env["LEDGER_PATH"])
+    try:
+        assert wait_for(lambda: len(ledger.entries()) == 4, 30)
+    finally:
+        code, output = stop(worker)
+    assert code == 0, output[-3000:]
+    for job in jobs:
+        stored = job.get()
+        assert stored.state is JobState.AVAILABLE, output[-3000:]
+        assert stored.attempt == 0 and stored.errors == ()
+
+
+def test_supervisor_restarts_a_worker_that_was_killed(tmp_path: Path) -> None:
+    app, app_ref, env = _ledger_app(tmp_path, JOB_SECONDS="0.01")
+    worker = start_worker(tmp_path, app_ref, env, "--processes", "1", "--lease-seconds", "1")
+    ledger = Ledger(env["LEDGER_PATH"])
+    try:
+        first = app.tasks["work"].enqueue(1)
+        assert wait_for(lambda: first.state() is JobState.SUCCEEDED, 30)
+        victim = ledger.entries()[-1].pid
+        os.kill(victim, signal.SIGKILL)
+        second = app.tasks["work"].enqueue(2)
+        assert wait_for(lambda: second.state() is JobState.SUCCEEDED, 30)
+    finally:
+        code, output = stop(worker)
+    assert ledger.entries()[-1].pid != victim
+    assert "restarting" in output
+    assert code == 0
