@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -44,10 +43,17 @@ class Context:
         self.attempt = attempt
         self.max_attempts = max_attempts
         self.enqueued_at = enqueued_at
-        self._cancelled = threading.Event()
-        self.log = JobLogAdapter(
-            job_logger, {"job_id": job_id, "task": task, "attempt": attempt}
-        )
+        self._cancelled = False
+        self._log: JobLogAdapter | None = None
+
+    @property
+    def log(self) -> JobLogAdapter:
+        """A logger whose lines carry this job's id, task and attempt."""
+        if self._log is None:
+            self._log = JobLogAdapter(
+                job_logger, {"job_id": self.job_id, "task": self.task, "attempt": self.attempt}
+            )
+        return self._log
 
     @property
     def cancelled(self) -> bool:
@@ -56,11 +62,11 @@ class Context:
         A sync task should look at this between units of work and return early:
         its result is discarded either way.
         """
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def checkpoint(self) -> None:
         """Raise `JobCancelled` if the job should stop now."""
-        if self._cancelled.is_set():
+        if self._cancelled:
             raise JobCancelled(f"job {self.job_id} was cancelled")
 
     @property
@@ -68,4 +74,4 @@ class Context:
         return self.attempt >= self.max_attempts
 
     def _cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True

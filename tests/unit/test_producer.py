@@ -148,3 +148,42 @@ def test_duplicate_task_names_are_refused(app: App) -> None:
 
 def test_calling_a_task_runs_the_function_directly(app: App) -> None:
     assert app.tasks["resize"]("a.png", width=3) == "a.png@3"
+
+
+def _sig_fn(a: int, b: int = 2, c: int = 3) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((), {}),
+        ((1,), {}),
+        ((1, 2, 3), {}),
+        ((1, 2, 3, 4), {}),
+        ((1,), {"c": 5}),
+        ((1,), {"a": 5}),
+        ((), {"a": 1, "b": 2}),
+        ((), {"b": 2}),
+        ((1,), {"d": 1}),
+        ((1, 2), {"b": 1}),
+    ],
+)
+def test_fast_argument_check_agrees_with_signature_bind(
+    args: tuple[int, ...], kwargs: dict[str, int]
+) -> None:
+    import inspect
+
+    app = App("memory://")
+    task = app.task(_sig_fn)
+    try:
+        inspect.signature(_sig_fn).bind(*args, **kwargs)
+        expected = True
+    except TypeError:
+        expected = False
+    try:
+        task.bind(args, kwargs)
+        got = True
+    except InvalidArgumentsError:
+        got = False
+    assert got is expected
+    assert task._binder is not None and task._binder(args, kwargs) is expected

@@ -113,35 +113,34 @@ class Executor:
 
     async def _run(self, flight: InFlight) -> Ack | None:
         job = flight.job
-        # resolve the task and its arguments: failures here are not worth a retry
+        # failures to resolve the task or decode its arguments are not worth a retry
         try:
             task = self.app.get_task(job.task)
             args, kwargs = decode_payload(job.payload)
-            task.bind(args, kwargs)
-        except (UnknownTaskError, SerializationError, InvalidArgumentsError) as exc:
-            log.error("job %s cannot run, dead-lettered: %s", job.id, exc)
-            return self._discard(job, self._error(job, ErrorKind.UNRUNNABLE, exc))
+        except (UnknownTaskError, SerializationError) as exc:
+            return self._unrunnable(job, exc)
 
-        ctx = Context(
-            job_id=job.id,
-            task=task.name,
-            queue=job.queue,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            enqueued_at=job.enqueued_at,
-        )
-        flight.ctx = ctx
         flight.job_is_async = task.is_async
-        if flight.stop_reason is not None:
-            ctx._cancel()
+        call_kwargs = kwargs
         if task.context_parameter:
-            kwargs[task.context_parameter] = ctx
+            ctx = Context(
+                job_id=job.id,
+                task=task.name,
+                queue=job.queue,
+                attempt=job.attempt,
+                max_attempts=job.max_attempts,
+                enqueued_at=job.enqueued_at,
+            )
+            flight.ctx = ctx
+            if flight.stop_reason is not None:
+                ctx._cancel()
+            call_kwargs = {**kwargs, task.context_parameter: ctx}
 
         try:
             if task.is_async:
-                result = await self._perform_async(task, args, kwargs)
+                result = await self._perform_async(task, args, call_kwargs)
             else:
-                result = await self._perform_sync(flight, task, args, kwargs)
+                result = await self._perform_sync(flight, task, args, call_kwargs)
         except asyncio.CancelledError:
             if flight.stop_reason is None:
                 raise
@@ -173,15 +172,28 @@ class Executor:
                 job, task, self._error(job, ErrorKind.ERROR, exc), retryable=True, delay=exc.in_
             )
         except Exception as exc:
+            if isinstance(exc, TypeError):
+                # Arguments are checked only when a call fails this way: Python
+                # rejects a call whose arguments do not bind before any task code runs.
+                try:
+                    task.bind(args, kwargs)
+                except InvalidArgumentsError as invalid:
+                    return self._unrunnable(job, invalid)
             return self._failure(job, task, exc)
 
         if flight.stop_reason is not None:
             return self._stopped(flight)
+        if result is None:
+            return Ack(job.ref, AckKind.COMPLETE, result="null")
         try:
             encoded = encode(result, what=f"the result of task {task.name!r}").decode()
         except StagecrewError as exc:
             return self._discard(job, self._error(job, ErrorKind.ERROR, exc))
         return Ack(job.ref, AckKind.COMPLETE, result=encoded)
+
+    def _unrunnable(self, job: ClaimedJob, exc: Exception) -> Ack:
+        log.error("job %s cannot run, dead-lettered: %s", job.id, exc)
+        return self._discard(job, self._error(job, ErrorKind.UNRUNNABLE, exc))
 
     def _failure(self, job: ClaimedJob, task: Task[Any, Any], exc: Exception) -> Ack:
         retryable = task.retryable(exc)
@@ -234,8 +246,8 @@ class Executor:
             if future.done():
                 return future.result()
         # overran: ask it to stop, then give it a short grace to yield
-        assert flight.ctx is not None
-        flight.ctx._cancel()
+        if flight.ctx is not None:
+            flight.ctx._cancel()
         try:
             await asyncio.wait_for(asyncio.shield(future), self.stuck_grace)
         except TimeoutError:
