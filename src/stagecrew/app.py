@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -198,7 +199,7 @@ class Jobs:
         task: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         return self._app.backend.list_jobs(
             JobFilter(
                 states=frozenset({JobState(state)}) if state else frozenset(),
@@ -252,7 +253,7 @@ class Jobs:
             )
         )
 
-    def stats(self) -> list[QueueStats]:
+    def stats(self) -> builtins.list[QueueStats]:
         return self._app.backend.stats()
 
 

@@ -66,6 +66,17 @@ def after_lease_expired(
     return S.AVAILABLE
 
 
+def after_ack(target: JobState, *, cancel_requested: bool) -> JobState:
+    """The state an attempt's outcome leads to, given a pending cancellation.
+
+    A job whose cancellation was requested while it ran never goes back to
+    the queue: a retry or a shutdown hand-back ends it cancelled instead.
+    """
+    if cancel_requested and target in (S.SCHEDULED, S.AVAILABLE):
+        return S.CANCELLED
+    return target
+
+
 def on_cancel(current: JobState) -> JobState | None:
     """Cancelling: waiting jobs are cancelled now; running ones get a cancel request (None)."""
     if current in (S.SCHEDULED, S.AVAILABLE):

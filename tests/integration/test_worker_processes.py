@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,31 @@ def test_supervisor_restarts_a_worker_that_was_killed(tmp_path: Path) -> None:
     assert ledger.entries()[-1].pid != victim
     assert "restarting" in output
     assert code == 0
+
+
+def test_supervisor_gives_up_when_a_worker_cannot_load_its_app(tmp_path: Path) -> None:
+    (tmp_path / "broken_app.py").write_text(
+        "import os\n"
+        "from stagecrew import App\n"
+        "if os.getpid() != int(os.environ['SUPERVISOR_PID']):\n"
+        "    raise RuntimeError('missing setting in the worker')\n"
+        "app = App()\n"
+    )
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    script = (
+        "import os, sys\n"
+        f"sys.path[:0] = [{str(tmp_path)!r}]\n"
+        "os.environ['SUPERVISOR_PID'] = str(os.getpid())\n"
+        "from stagecrew.worker.supervisor import Supervisor, WorkerOptions\n"
+        "sys.exit(Supervisor('broken_app:app', 1, WorkerOptions()).run())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "STAGECREW_URL": url, "PYTHONPATH": str(root / "src")},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr.decode()[-2000:]
+    assert b"cannot start" in result.stderr

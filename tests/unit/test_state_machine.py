@@ -198,20 +198,21 @@ class BackendMachine(RuleBasedStateMachine):
         job = self.model.get(ack.ref.id)
         if job is None or not job.holds(ack.ref):
             return False
-        if ack.kind is AckKind.RETRY:
+        target = {
+            AckKind.COMPLETE: S.SUCCEEDED,
+            AckKind.RETRY: S.SCHEDULED,
+            AckKind.DISCARD: S.DEAD,
+            AckKind.CANCEL: S.CANCELLED,
+            AckKind.RELEASE: S.AVAILABLE,
+        }[ack.kind]
+        if job.cancel_requested and target in (S.SCHEDULED, S.AVAILABLE):
+            target = S.CANCELLED  # a pending cancel wins over going back to the queue
+        if ack.kind is AckKind.RETRY and target is S.SCHEDULED:
             assert ack.retry_at is not None
             job.run_at = ack.retry_at
         elif ack.kind is AckKind.RELEASE:
             job.attempt -= 1
-        job.leave_running(
-            {
-                AckKind.COMPLETE: S.SUCCEEDED,
-                AckKind.RETRY: S.SCHEDULED,
-                AckKind.DISCARD: S.DEAD,
-                AckKind.CANCEL: S.CANCELLED,
-                AckKind.RELEASE: S.AVAILABLE,
-            }[ack.kind]
-        )
+        job.leave_running(target)
         return True
 
     def make_ack(self, ref: JobRef, outcome: str, retry_in: float) -> Ack:

@@ -397,3 +397,26 @@ def test_fake_clock_drives_the_store_the_backoff_and_the_worker() -> None:
         kit.run_until_idle()
         assert job.get().result_value == 2
         assert job.get().finished_at == retry_at
+
+
+def test_idle_worker_wakes_for_a_delayed_job_without_waiting_a_whole_poll_interval() -> None:
+    app = App("memory://")
+
+    @app.task
+    async def soon() -> str:
+        return "ran"
+
+    job = soon.options(delay=0.2).enqueue()
+
+    async def main() -> None:
+        worker = Worker(app, poll_interval=600, lease_seconds=5)
+        run = asyncio.create_task(worker.run(install_signal_handlers=False))
+        for _ in range(2000):  # up to ~20 s, far below the 600 s poll interval
+            if app.jobs.get(job.id).state is JobState.SUCCEEDED:
+                break
+            await asyncio.sleep(0.01)
+        worker.request_stop()
+        await asyncio.wait_for(run, 5)
+
+    asyncio.run(main())
+    assert job.get().state is JobState.SUCCEEDED

@@ -296,6 +296,9 @@ class Backend(ABC):
     async def get_async(self, job_id: int) -> Job | None:
         return await self._offload(self.get, job_id)
 
+    async def next_run_at_async(self, queues: Sequence[str] | None = None) -> float | None:
+        return await self._offload(self.next_run_at, queues)
+
     def __enter__(self) -> Backend:
         return self
 

@@ -196,18 +196,21 @@ class MemoryBackend(Backend):
                     applied.append(False)
                     continue
                 errors = job.errors + ((ack.error,) if ack.error is not None else ())
+                target = transitions.after_ack(
+                    ACK_TARGET[ack.kind], cancel_requested=job.cancel_requested
+                )
                 common: dict[str, object] = {
-                    "state": ACK_TARGET[ack.kind],
+                    "state": target,
                     "lease_owner": None,
                     "lease_expires_at": None,
                     "errors": errors,
                 }
-                if ack.kind is AckKind.COMPLETE:
-                    common.update(result=ack.result, finished_at=now)
-                elif ack.kind is AckKind.RETRY:
-                    common.update(run_at=now if ack.retry_at is None else ack.retry_at)
-                elif ack.kind in (AckKind.DISCARD, AckKind.CANCEL):
+                if target.is_final:
                     common.update(finished_at=now)
+                if ack.kind is AckKind.COMPLETE:
+                    common.update(result=ack.result)
+                elif ack.kind is AckKind.RETRY and target is S.SCHEDULED:
+                    common.update(run_at=now if ack.retry_at is None else ack.retry_at)
                 elif ack.kind is AckKind.RELEASE:
                     common.update(attempt=job.attempt - 1, errors=job.errors)
                 self._replace(job, **common)

@@ -23,12 +23,16 @@ def load_app(ref: str | None) -> App:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import {module_name!r} for the app {ref!r}: {exc}") from exc
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot import {module_name!r} for the app {ref!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         app = getattr(module, attr or "app")
     except AttributeError:
-        raise ConfigurationError(f"module {module_name!r} has no attribute {attr or 'app'!r}") from None
+        raise ConfigurationError(
+            f"module {module_name!r} has no attribute {attr or 'app'!r}"
+        ) from None
     if not isinstance(app, App):
         raise ConfigurationError(f"{ref!r} is a {type(app).__name__}, not a stagecrew App")
     return app

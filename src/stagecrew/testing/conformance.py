@@ -648,6 +648,21 @@ class AckConformance(_Harness):
         assert backend.ack([Ack(ref, AckKind.CANCEL, error=reason)]) == [True]
         assert must_get(backend, job_id).state is S.CANCELLED
 
+    @pytest.mark.parametrize("kind", [AckKind.RETRY, AckKind.RELEASE])
+    def test_a_job_whose_cancel_is_pending_is_cancelled_instead_of_going_back_to_the_queue(
+        self, backend: Backend, clock: FakeClock, kind: AckKind
+    ) -> None:
+        job_id = enqueue_one(backend, max_attempts=5)
+        ref = claim(backend, job_id).ref
+        backend.cancel(job_id)
+        error = attempt_error(ref, clock.now(), "boom") if kind is AckKind.RETRY else None
+        ack = Ack(ref, kind, error=error, retry_at=clock.now() if error else None)
+        assert backend.ack([ack]) == [True]
+        job = must_get(backend, job_id)
+        assert job.state is S.CANCELLED
+        assert job.finished_at == approx_time(clock.now())
+        assert backend.fetch(["default"], "w2", 10, LEASE) == []
+
     def test_ack_release_makes_the_job_available_without_counting_the_attempt(
         self, backend: Backend, clock: FakeClock
     ) -> None:

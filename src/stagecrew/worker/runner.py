@@ -197,7 +197,12 @@ class Worker:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            waiter = asyncio.create_task(backend.wait(self.queues, self.poll_interval))
+            timeout = self.poll_interval
+            with contextlib.suppress(Exception):
+                due = await backend.next_run_at_async(self.queues)
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due - self.app.clock.now()))
+            waiter = asyncio.create_task(backend.wait(self.queues, timeout))
             stopper = asyncio.create_task(self._stopping.wait())
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()

@@ -22,6 +22,8 @@ from .logs import configure
 log = logging.getLogger("stagecrew.supervisor")
 
 CRASH_WINDOW = 5.0
+EXIT_CONFIG = 78
+"""A child that cannot start (its app does not load): restarting it would not help."""
 MAX_RESTART_DELAY = 10.0
 
 
@@ -45,17 +47,22 @@ def run_child(app_ref: str, options: WorkerOptions) -> None:
 
     os.setpgrp()
     configure(options.log_level)
-    app = load_app(app_ref)
-    worker = Worker(
-        app,
-        queues=options.queues,
-        concurrency=options.concurrency,
-        lease_seconds=options.lease_seconds,
-        grace=options.grace,
-        poll_interval=options.poll_interval,
-        watch_parent=True,
-        **options.extra,
-    )
+    try:
+        app = load_app(app_ref)
+        worker = Worker(
+            app,
+            queues=options.queues,
+            concurrency=options.concurrency,
+            lease_seconds=options.lease_seconds,
+            grace=options.grace,
+            poll_interval=options.poll_interval,
+            watch_parent=True,
+            **options.extra,
+        )
+    except Exception as exc:
+        log.error("worker cannot start: %s", exc)
+        logging.shutdown()
+        os._exit(EXIT_CONFIG)
     code = 1
     try:
         code = asyncio.run(worker.run())
@@ -83,6 +90,7 @@ class Supervisor:
         self._ctx = multiprocessing.get_context("spawn")
         self._children: dict[int, _Child] = {}
         self._signals = 0
+        self._failed = False
         self.restarts = 0
 
     def _start(self, slot: int, crashes: int = 0) -> None:
@@ -129,6 +137,12 @@ class Supervisor:
                 code = child.process.exitcode
                 if self._signals:
                     continue
+                if code == EXIT_CONFIG:
+                    log.error("worker-%d cannot start; stopping all workers", slot)
+                    self._signals += 1
+                    self._failed = True
+                    self._send(signal.SIGTERM)
+                    continue
                 quick = time.monotonic() - child.started < CRASH_WINDOW
                 crashes = child.crashes + 1 if quick else 0
                 delay = min(MAX_RESTART_DELAY, 0.1 * 2**crashes) if quick else 0.0
@@ -151,4 +165,4 @@ class Supervisor:
         for child in self._children.values():
             child.process.join()
         log.info("all workers stopped")
-        return 0
+        return 2 if self._failed else 0

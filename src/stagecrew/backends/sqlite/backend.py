@@ -707,6 +707,7 @@ class SQLiteBackend(Backend):
                 "uncounted": 1 if release else 0,
                 "run_at": run_at,
                 "finished_at": now if target.is_final else None,
+                "now": now,
                 "set_result": kind is AckKind.COMPLETE,
                 "result": ack.result,
                 "error": error,

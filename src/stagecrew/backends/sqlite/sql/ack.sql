@@ -1,12 +1,19 @@
 -- Record one attempt's outcome, fenced: only job :id still running attempt :attempt changes.
+-- A retry or hand-back of a job with a pending cancel request ends it cancelled instead.
 -- :error is AttemptError JSON, or NULL to leave errors alone. A stored errors value that is not
 -- a JSON array is kept as the traceback of one CorruptErrorRecord entry instead of failing the
 -- ack (the same expression is in rescue.sql).
 UPDATE stagecrew_jobs
-SET state = :state,
+SET state = CASE
+        WHEN cancel_requested AND :state IN ('scheduled', 'available') THEN 'cancelled'
+        ELSE :state
+    END,
     attempt = attempt - :uncounted,
-    run_at = coalesce(:run_at, run_at),
-    finished_at = coalesce(:finished_at, finished_at),
+    run_at = CASE WHEN cancel_requested THEN run_at ELSE coalesce(:run_at, run_at) END,
+    finished_at = CASE
+        WHEN cancel_requested AND :state IN ('scheduled', 'available') THEN :now
+        ELSE coalesce(:finished_at, finished_at)
+    END,
     result = CASE WHEN :set_result THEN :result ELSE result END,
     errors = CASE
         WHEN :error IS NULL THEN errors

@@ -1,0 +1,213 @@
+"""How commands talk to people and to scripts: rich tables by default, JSON with `--json`.
+
+Errors a user can meet end as one line on stderr and a non-zero exit code:
+2 for a mistake in what was asked (bad arguments, an unknown task, an app that
+does not load), 1 when the store fails or a job is not there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..errors import (
+    ConfigurationError,
+    InvalidArgumentsError,
+    SerializationError,
+    StagecrewError,
+    UnknownTaskError,
+)
+from ..job import Job, JobState
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+PIPED_WIDTH = 160
+
+USAGE_ERRORS = (ConfigurationError, UnknownTaskError, InvalidArgumentsError, SerializationError)
+"""Errors caused by what the user asked for, rather than by the store."""
+
+STATE_STYLES = {
+    JobState.SCHEDULED: "yellow",
+    JobState.AVAILABLE: "blue",
+    JobState.RUNNING: "cyan",
+    JobState.SUCCEEDED: "green",
+    JobState.DEAD: "bold red",
+    JobState.CANCELLED: "dim",
+}
+
+
+class CliError(click.ClickException):
+    """A failure the user can act on: printed as `Error: message`, no traceback; exit 1."""
+
+    exit_code = EXIT_FAILURE
+
+
+class CliUsageError(CliError):
+    """A mistake in what was asked (exit 2); the message alone says what to change."""
+
+    exit_code = EXIT_USAGE
+
+
+def as_cli_error(exc: StagecrewError) -> CliError:
+    return CliUsageError(str(exc)) if isinstance(exc, USAGE_ERRORS) else CliError(str(exc))
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console on the current stdout (or stderr); user text is never read as markup.
+
+    Piped output gets a wide page, so tables keep whole values for the program reading them
+    instead of being squeezed to 80 columns.
+    """
+    out = Console(stderr=stderr, highlight=False, markup=False, emoji=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = PIPED_WIDTH
+    return out
+
+
+def print_json(data: Any) -> None:
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+
+
+# -- values ------------------------------------------------------------------
+def format_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def format_duration(seconds: float | None) -> str:
+    """A short human duration: 850ms, 12.3s, 4m05s, 3h12m, 2d04h."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def state_text(state: JobState) -> Text:
+    return Text(str(state), style=STATE_STYLES.get(state, ""))
+
+
+def one_line(text: str, width: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _decoded(job: Job, what: str) -> Any:
+    """A decoded field of the job, or a note when the stored JSON is damaged."""
+    try:
+        return getattr(job, what)
+    except SerializationError as exc:
+        return {"undecodable": str(exc)}
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """The stored record with its arguments and result decoded, for `--json` output."""
+    data = job.to_json()
+    data["args"] = _decoded(job, "args")
+    data["kwargs"] = _decoded(job, "kwargs")
+    data["result_value"] = _decoded(job, "result_value")
+    return data
+
+
+def _compact_json(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return repr(value)
+
+
+# -- tables ------------------------------------------------------------------
+def jobs_table(jobs: Iterable[Job], *, title: str | None = None, reasons: bool = False) -> Table:
+    """One row per job; `reasons` adds the last error, as the dead-letter list wants."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("id", justify="right")
+    table.add_column("task")
+    table.add_column("queue")
+    table.add_column("state")
+    table.add_column("attempt", justify="right")
+    table.add_column("enqueued")
+    table.add_column("finished" if reasons else "run at")
+    if reasons:
+        table.add_column("reason", overflow="fold")
+    for job in jobs:
+        row: list[str | Text] = [
+            str(job.id),
+            job.task,
+            job.queue,
+            state_text(job.state),
+            f"{job.attempt}/{job.max_attempts}",
+            format_time(job.enqueued_at),
+            format_time(job.finished_at if reasons else job.run_at),
+        ]
+        if reasons:
+            last = job.last_error
+            row.append(one_line(f"{last.kind}: {last.type}: {last.message}") if last else "-")
+        table.add_row(*row)
+    return table
+
+
+def print_job(out: Console, job: Job) -> None:
+    """Every field of one job, its arguments and result, and each attempt's error in full."""
+    out.print(Text.assemble(("job ", "bold"), (str(job.id), "bold"), "  ", state_text(job.state)))
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="bold")
+    fields.add_column(overflow="fold")
+    rows: list[tuple[str, str | Text]] = [
+        ("task", job.task),
+        ("queue", job.queue),
+        ("state", state_text(job.state)),
+        ("attempt", f"{job.attempt} of {job.max_attempts}"),
+        ("priority", str(job.priority)),
+        ("enqueued at", format_time(job.enqueued_at)),
+        ("run at", format_time(job.run_at)),
+        ("started at", format_time(job.started_at)),
+        ("finished at", format_time(job.finished_at)),
+        (
+            "lease",
+            f"{job.lease_owner} until {format_time(job.lease_expires_at)}"
+            if job.lease_owner
+            else "-",
+        ),
+        ("idempotency key", job.idempotency_key or "-"),
+        ("cancel requested", "yes" if job.cancel_requested else "no"),
+        ("worker losses", str(job.lost)),
+        ("args", _compact_json(_decoded(job, "args"))),
+        ("kwargs", _compact_json(_decoded(job, "kwargs"))),
+        ("result", "-" if job.result is None else _compact_json(_decoded(job, "result_value"))),
+    ]
+    for name, value in rows:
+        fields.add_row(name, value)
+    out.print(fields)
+    if not job.errors:
+        return
+    out.print()
+    out.print(Text(f"errors ({len(job.errors)})", style="bold"))
+    for error in job.errors:
+        out.print(
+            Text.assemble(
+                (f"attempt {error.attempt}", "bold"),
+                f"  {format_time(error.at)}  {error.kind}  ",
+                (f"{error.type}: {error.message}", "red"),
+            )
+        )
+        if error.traceback:
+            out.print(Text(error.traceback.rstrip("\n"), style="dim"))

@@ -1,0 +1,59 @@
+"""`stagecrew stats`: how many jobs each queue holds in each state, and how late it runs."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from ..job import JobState
+from .options import app_option, json_option, load
+from .output import STATE_STYLES, console, format_duration, print_json
+
+
+@click.command()
+@app_option
+@json_option
+def stats(app_ref: str | None, as_json: bool) -> None:
+    """Jobs per queue and state, and the age of each queue's oldest waiting job.
+
+    The age is how long the longest-waiting due job has been due: a number that
+    keeps growing means the workers do not keep up with that queue.
+    """
+    app = load(app_ref)
+    queues = app.backend.stats()
+    if as_json:
+        print_json(
+            [
+                {
+                    "queue": q.queue,
+                    "counts": {str(state): q.count(state) for state in JobState},
+                    "oldest_available_age": q.oldest_available_age,
+                }
+                for q in queues
+            ]
+        )
+        return
+    out = console()
+    if not queues:
+        out.print(f"no jobs in {app.url}")
+        return
+    table = Table(title=f"queues in {app.url}", title_justify="left", header_style="bold")
+    table.add_column("queue")
+    for state in JobState:
+        table.add_column(str(state), justify="right", header_style=f"bold {STATE_STYLES[state]}")
+    table.add_column("oldest waiting", justify="right")
+    for q in queues:
+        table.add_row(
+            q.queue,
+            *[str(q.count(state)) for state in JobState],
+            format_duration(q.oldest_available_age),
+        )
+    if len(queues) > 1:
+        ages = [q.oldest_available_age for q in queues if q.oldest_available_age is not None]
+        table.add_section()
+        table.add_row(
+            "all",
+            *[str(sum(q.count(state) for q in queues)) for state in JobState],
+            format_duration(max(ages) if ages else None),
+        )
+    out.print(table)

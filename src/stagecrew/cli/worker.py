@@ -1,0 +1,115 @@
+"""`stagecrew worker`: run a supervisor and its worker processes until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import StagecrewError
+from ..worker.supervisor import Supervisor, WorkerOptions
+from .options import app_ref, load
+from .output import CliUsageError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def split_queues(values: tuple[str, ...]) -> list[str] | None:
+    """`--queues a,b --queues c` as ["a", "b", "c"]; None (every queue the app uses) if empty."""
+    queues = [q.strip() for value in values for q in value.split(",") if q.strip()]
+    return list(dict.fromkeys(queues)) or None
+
+
+@click.command()
+@click.argument("app_argument", metavar="[APP]", required=False)
+@click.option("--app", "app_option", metavar="MODULE:ATTR", help="Same as the APP argument.")
+@click.option(
+    "--queues",
+    "-q",
+    multiple=True,
+    metavar="Q1,Q2",
+    help="Queues to serve, comma-separated or repeated [default: every queue the app's tasks use].",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Jobs run at once by each worker process.",
+)
+@click.option(
+    "--processes",
+    "-p",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes the supervisor starts and restarts.",
+)
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="How long a claimed job stays with a worker that stops renewing it (a crash).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running jobs get to finish after SIGTERM before they are handed back.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Longest sleep of an idle worker between looks for due jobs.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+def worker(
+    *,
+    app_argument: str | None,
+    app_option: str | None,
+    queues: tuple[str, ...],
+    concurrency: int,
+    processes: int,
+    lease_seconds: float,
+    grace: float,
+    poll_interval: float,
+    log_level: str,
+) -> None:
+    """Run worker processes for APP (module:attr, or $STAGECREW_APP).
+
+    \b
+      stagecrew worker myapp.jobs:app --queues images,default --concurrency 20 --processes 2
+
+    SIGTERM or Ctrl-C once: stop fetching, let running jobs finish within
+    --grace, hand the rest back. A second signal stops at once; leases bring
+    those jobs back after --lease-seconds.
+    """
+    if app_argument and app_option and app_argument != app_option:
+        raise CliUsageError("give the app once: as the APP argument or with --app")
+    ref = app_ref(app_argument or app_option)
+    # load the app here first: a child that cannot import it would only crash and restart
+    app = load(ref)
+    try:
+        app.backend  # noqa: B018 - builds the engine, so a bad URL fails now, not in every child
+    except (StagecrewError, ImportError) as exc:
+        raise CliUsageError(f"the app's store {app.url!r} cannot be used: {exc}") from None
+    finally:
+        app.close()
+    assert ref is not None  # load() has succeeded, so a reference was given
+    options = WorkerOptions(
+        queues=split_queues(queues),
+        concurrency=concurrency,
+        lease_seconds=lease_seconds,
+        grace=grace,
+        poll_interval=poll_interval,
+        log_level=log_level.upper(),
+    )
+    click.get_current_context().exit(Supervisor(ref, processes, options).run())

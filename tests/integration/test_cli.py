@@ -1,0 +1,427 @@
+"""The `stagecrew` command line on a SQLite file: every command's round trip, JSON and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from stagecrew import App, JobState
+from stagecrew.cli.loading import load_app
+from stagecrew.cli.main import main
+from stagecrew.cli.options import parse_duration
+from stagecrew.worker.runner import Worker
+from tests.support.processes import start_worker, stop, wait_for
+
+APP_SOURCE = """
+import time
+from stagecrew import App
+
+app = App()
+
+@app.task(queue="images", max_attempts=2)
+def resize(path: str, width: int = 100) -> str:
+    return f"{path}@{width}"
+
+@app.task(max_attempts=1)
+def explode(reason: str) -> None:
+    raise ValueError(reason)
+
+@app.task
+def pause(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+"""
+
+
+@dataclass
+class CliApp:
+    """An app module written to a temp folder, found by the CLI through STAGECREW_APP."""
+
+    app: App
+    ref: str
+    url: str
+    directory: Path
+
+    def run(self, *args: str) -> Result:
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    def json(self, *args: str) -> Any:
+        result = self.run(*args, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    def drain(self) -> int:
+        """Run every due job in this process, as a worker would."""
+        return asyncio.run(Worker(self.app, concurrency=2).drain())
+
+
+@pytest.fixture
+def cli_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliApp]:
+    name = f"cli_app_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(APP_SOURCE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    monkeypatch.setenv("STAGECREW_URL", url)
+    monkeypatch.setenv("STAGECREW_APP", f"{name}:app")
+    app = load_app(f"{name}:app")
+    try:
+        yield CliApp(app, f"{name}:app", url, tmp_path)
+    finally:
+        app.close()
+        sys.modules.pop(name, None)
+
+
+def _dead_jobs(cli: CliApp, count: int) -> list[int]:
+    ids = [cli.app.enqueue("explode", [f"boom {i}"]).id for i in range(count)]
+    cli.drain()
+    assert all(cli.app.jobs.get(i).state is JobState.DEAD for i in ids)
+    return ids
+
+
+# -- help and app loading ------------------------------------------------------
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["worker"],
+        ["enqueue"],
+        ["jobs"],
+        ["jobs", "list"],
+        ["jobs", "show"],
+        ["jobs", "cancel"],
+        ["dlq"],
+        ["dlq", "list"],
+        ["dlq", "retry"],
+        ["dlq", "purge"],
+        ["stats"],
+        ["demo"],
+    ],
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output
+
+
+def test_without_an_app_commands_exit_2_saying_how_to_name_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STAGECREW_APP", raising=False)
+    result = CliRunner().invoke(main, ["stats"])
+    assert result.exit_code == 2
+    assert "--app module:attr" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_an_app_that_does_not_import_exits_2_with_one_line(cli_app: CliApp) -> None:
+    result = cli_app.run("stats", "--app", "no_such_module_here:app")
+    assert result.exit_code == 2
+    assert "cannot import 'no_such_module_here'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_module_that_raises_on_import_exits_2_with_one_line(
+    cli_app: CliApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (cli_app.directory / "broken_app_module.py").write_text("raise RuntimeError('no config')\n")
+    result = cli_app.run("stats", "--app", "broken_app_module:app")
+    sys.modules.pop("broken_app_module", None)
+    assert result.exit_code == 2
+    assert "RuntimeError: no config" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_app_option_works_before_the_command_and_on_it(
+    cli_app: CliApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STAGECREW_APP")
+    cli_app.app.enqueue("resize", ["a.png"])
+    before = CliRunner().invoke(main, ["--app", cli_app.ref, "stats", "--json"])
+    on = CliRunner().invoke(main, ["stats", "--app", cli_app.ref, "--json"])
+    assert before.exit_code == on.exit_code == 0, before.output + on.output
+    counts = [[q["counts"] for q in json.loads(r.stdout)] for r in (before, on)]
+    assert counts[0] == counts[1] and counts[0][0]["available"] == 1
+
+
+# -- enqueue -------------------------------------------------------------------
+def test_enqueue_prints_the_id_of_the_stored_job(cli_app: CliApp) -> None:
+    result = cli_app.run("enqueue", "resize", "--args", '["a.png"]', "--kwargs", '{"width": 3}')
+    assert result.exit_code == 0, result.output
+    job = cli_app.app.jobs.get(int(result.stdout.strip()))
+    assert (job.task, job.queue, job.args, job.kwargs) == (
+        "resize",
+        "images",
+        ["a.png"],
+        {"width": 3},
+    )
+    assert job.state is JobState.AVAILABLE
+
+
+def test_enqueue_json_says_whether_an_idempotency_key_created_a_job(cli_app: CliApp) -> None:
+    args = ("enqueue", "resize", "--args", '["a.png"]', "--idempotency-key", "order-42")
+    first = cli_app.json(*args)
+    second = cli_app.json(*args)
+    assert first["created"] is True
+    assert second == {"id": first["id"], "created": False}
+    assert len(cli_app.app.jobs.list()) == 1
+
+
+def test_enqueue_options_reach_the_job(cli_app: CliApp) -> None:
+    before = time.time()
+    created = cli_app.json(
+        "enqueue", "resize", "--args", '["b.png"]',
+        "--queue", "urgent", "--priority", "-5", "--delay", "15m", "--max-attempts", "7",
+    )  # fmt: skip
+    job = cli_app.app.jobs.get(created["id"])
+    assert (job.queue, job.priority, job.max_attempts) == ("urgent", -5, 7)
+    assert job.state is JobState.SCHEDULED
+    assert before + 900 <= job.run_at <= time.time() + 900
+
+
+def test_enqueue_of_an_unknown_task_exits_2_with_the_unknown_task_message(
+    cli_app: CliApp,
+) -> None:
+    result = cli_app.run("enqueue", "resise", "--args", '["a.png"]')
+    assert result.exit_code == 2
+    assert "no task named 'resise' is registered" in result.stderr
+    assert "Traceback" not in result.output
+    assert cli_app.app.jobs.list() == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--args", '["a.png",', "--args is not valid JSON"),
+        ("--args", '{"path": "a.png"}', "--args must be a JSON array"),
+        ("--kwargs", "width=3", "--kwargs is not valid JSON"),
+        ("--kwargs", "[3]", "--kwargs must be a JSON object"),
+    ],
+)
+def test_enqueue_with_bad_json_exits_2_naming_the_option(
+    cli_app: CliApp, option: str, value: str, message: str
+) -> None:
+    result = cli_app.run("enqueue", "resize", option, value)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert cli_app.app.jobs.list() == []
+
+
+def test_enqueue_with_arguments_that_do_not_fit_the_task_exits_2(cli_app: CliApp) -> None:
+    result = cli_app.run("enqueue", "resize", "--kwargs", '{"height": 3}')
+    assert result.exit_code == 2
+    assert "arguments do not fit task 'resize'" in result.stderr
+
+
+def test_enqueue_into_an_unreachable_store_exits_1_with_the_store_error(
+    cli_app: CliApp, tmp_path: Path
+) -> None:
+    cli_app.app.close()
+    cli_app.app.url = f"sqlite:///{tmp_path / 'missing' / 'dir' / 'jobs.db'}"
+    result = cli_app.run("enqueue", "resize", "--args", '["a.png"]')
+    assert result.exit_code == 1
+    assert "could not enqueue" in result.stderr
+    assert "Traceback" not in result.output
+
+
+# -- jobs ----------------------------------------------------------------------
+def test_jobs_list_filters_by_queue_task_and_state(cli_app: CliApp) -> None:
+    images = [cli_app.app.enqueue("resize", [f"{i}.png"]).id for i in range(3)]
+    other = cli_app.app.enqueue("pause", [0]).id
+    listed = cli_app.json("jobs", "list", "--queue", "images")
+    assert [j["id"] for j in listed] == sorted(images, reverse=True)
+    assert listed[0]["args"] == ["2.png"]
+    assert [j["id"] for j in cli_app.json("jobs", "list", "--task", "pause")] == [other]
+    assert cli_app.json("jobs", "list", "--state", "succeeded") == []
+    assert len(cli_app.json("jobs", "list", "--limit", "2")) == 2
+
+    human = cli_app.run("jobs", "list")
+    assert human.exit_code == 0
+    assert "resize" in human.stdout and "pause" in human.stdout
+
+
+def test_jobs_list_rejects_an_unknown_state(cli_app: CliApp) -> None:
+    result = cli_app.run("jobs", "list", "--state", "exploded")
+    assert result.exit_code == 2
+
+
+def test_jobs_show_prints_args_result_and_every_attempts_traceback(cli_app: CliApp) -> None:
+    done = cli_app.app.enqueue("resize", ["a.png"], {"width": 3}).id
+    (dead,) = _dead_jobs(cli_app, 1)
+    cli_app.drain()
+
+    shown = cli_app.json("jobs", "show", str(done))
+    assert shown["state"] == "succeeded"
+    assert shown["args"] == ["a.png"] and shown["kwargs"] == {"width": 3}
+    assert shown["result_value"] == "a.png@3"
+
+    failed = cli_app.json("jobs", "show", str(dead))
+    assert failed["state"] == "dead"
+    (error,) = failed["errors"]
+    assert error["type"] == "ValueError" and error["message"] == "boom 0"
+    assert "Traceback" in error["traceback"]
+
+    human = cli_app.run("jobs", "show", str(dead))
+    assert human.exit_code == 0
+    assert "ValueError: boom 0" in human.stdout
+    assert "Traceback (most recent call last)" in human.stdout
+    assert "raise ValueError(reason)" in human.stdout
+
+
+def test_jobs_show_of_a_missing_job_exits_1(cli_app: CliApp) -> None:
+    result = cli_app.run("jobs", "show", "4242")
+    assert result.exit_code == 1
+    assert "no job with id 4242" in result.stderr
+
+
+def test_jobs_cancel_cancels_a_waiting_job_and_leaves_a_finished_one(cli_app: CliApp) -> None:
+    waiting = cli_app.app.enqueue("resize", ["a.png"]).id
+    result = cli_app.run("jobs", "cancel", str(waiting))
+    assert result.exit_code == 0
+    assert "is cancelled" in result.stdout
+    assert cli_app.app.jobs.get(waiting).state is JobState.CANCELLED
+
+    finished = cli_app.app.enqueue("resize", ["b.png"]).id
+    cli_app.drain()
+    again = cli_app.json("jobs", "cancel", str(finished))
+    assert again["state"] == "succeeded"
+    assert "already finished" in cli_app.run("jobs", "cancel", str(finished)).stdout
+
+
+# -- stats ---------------------------------------------------------------------
+def test_stats_counts_jobs_per_queue_and_state(cli_app: CliApp) -> None:
+    for i in range(3):
+        cli_app.app.enqueue("resize", [f"{i}.png"])
+    _dead_jobs(cli_app, 2)  # drains the resize jobs too
+    cli_app.app.enqueue("resize", ["late.png"])
+    queues = {q["queue"]: q for q in cli_app.json("stats")}
+    assert set(queues) == {"images", "default"}
+    assert queues["images"]["counts"]["succeeded"] == 3
+    assert queues["images"]["counts"]["available"] == 1
+    assert queues["images"]["oldest_available_age"] >= 0
+    assert queues["default"]["counts"]["dead"] == 2
+    assert queues["default"]["oldest_available_age"] is None
+
+    human = cli_app.run("stats")
+    assert human.exit_code == 0
+    assert "images" in human.stdout and "oldest waiting" in human.stdout
+
+
+def test_stats_of_an_empty_store(cli_app: CliApp) -> None:
+    assert cli_app.json("stats") == []
+    assert "no jobs" in cli_app.run("stats").stdout
+
+
+# -- the dead-letter queue -------------------------------------------------------
+def test_dlq_list_retry_and_purge_round_trip(cli_app: CliApp) -> None:
+    first, second, third = _dead_jobs(cli_app, 3)
+    cli_app.app.enqueue("resize", ["alive.png"])
+
+    listed = cli_app.json("dlq", "list")
+    assert sorted(j["id"] for j in listed) == [first, second, third]
+    human = cli_app.run("dlq", "list")
+    assert "ValueError: boom 1" in human.stdout
+
+    assert cli_app.json("dlq", "retry", str(first)) == {"requeued": 1}
+    retried = cli_app.app.jobs.get(first)
+    assert (retried.state, retried.attempt) == (JobState.AVAILABLE, 0)
+    assert len(retried.errors) == 1, "past errors are kept"
+
+    assert cli_app.json("dlq", "retry", "--all", "--task", "resize") == {"requeued": 0}
+    assert cli_app.json("dlq", "retry", "--all") == {"requeued": 2}
+    cli_app.drain()
+    assert len(cli_app.json("dlq", "list")) == 3
+
+    recent = cli_app.run("dlq", "purge", "--older-than", "1h")
+    assert recent.exit_code == 0 and "purged 0 jobs" in recent.stdout
+    assert cli_app.json("dlq", "purge", "--all", "--queue", "images") == {"purged": 0}
+    assert cli_app.json("dlq", "purge", "--all") == {"purged": 3}
+    assert "empty" in cli_app.run("dlq", "list").stdout
+    assert [j.task for j in cli_app.app.jobs.list()] == ["resize"], "only dead jobs are purged"
+
+
+def test_dlq_purge_of_old_jobs_keeps_the_recent_ones(cli_app: CliApp) -> None:
+    _dead_jobs(cli_app, 2)
+    time.sleep(1.1)
+    (recent,) = _dead_jobs(cli_app, 1)
+    assert cli_app.json("dlq", "purge", "--older-than", "1s") == {"purged": 2}
+    assert [j["id"] for j in cli_app.json("dlq", "list")] == [recent]
+
+
+def test_dlq_retry_and_purge_need_to_be_told_which_jobs(cli_app: CliApp) -> None:
+    _dead_jobs(cli_app, 1)
+    for args in (
+        ["dlq", "retry"],
+        ["dlq", "purge"],
+        ["dlq", "purge", "--all", "--older-than", "7d"],
+    ):
+        result = cli_app.run(*args)
+        assert result.exit_code == 2, args
+        assert "Traceback" not in result.output
+    bad = cli_app.run("dlq", "purge", "--older-than", "7 days")
+    assert bad.exit_code == 2
+    assert "not a duration" in bad.stderr
+    assert len(cli_app.app.jobs.list(state="dead")) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("30s", 30), ("15m", 900), ("12h", 43_200), ("7d", 604_800), ("2w", 1_209_600),
+     ("1h30m", 5_400), ("0.5s", 0.5)],
+)  # fmt: skip
+def test_durations_accept_seconds_and_units(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "7x", "d7", "-5s", "-5", "inf", "nan", "1h 30", "seven days"])
+def test_durations_refuse_anything_else(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+# -- worker --------------------------------------------------------------------
+def test_worker_with_an_app_that_does_not_load_exits_2_before_starting_processes(
+    cli_app: CliApp,
+) -> None:
+    result = cli_app.run("worker", "no_such_module_here:app", "--processes", "2")
+    assert result.exit_code == 2
+    assert "cannot import 'no_such_module_here'" in result.stderr
+
+
+def test_worker_with_an_unusable_store_url_exits_2(cli_app: CliApp) -> None:
+    cli_app.app.close()
+    cli_app.app.url = "mysql://localhost/jobs"
+    result = cli_app.run("worker", cli_app.ref)
+    assert result.exit_code == 2
+    assert "unsupported store URL" in result.stderr
+
+
+@pytest.mark.slow
+def test_worker_process_runs_jobs_and_exits_0_on_sigterm(cli_app: CliApp) -> None:
+    ids = [cli_app.app.enqueue("resize", [f"{i}.png"], {"width": i}).id for i in range(20)]
+    process = start_worker(
+        cli_app.directory,
+        cli_app.ref,
+        {"STAGECREW_URL": cli_app.url},
+        "--processes", "1", "--concurrency", "4", "--queues", "images,default", "--grace", "5",
+    )  # fmt: skip
+    try:
+        done = wait_for(
+            lambda: all(cli_app.app.jobs.get(i).state is JobState.SUCCEEDED for i in ids), 30
+        )
+    finally:
+        code, output = stop(process)
+    assert done, output[-3000:]
+    assert code == 0, output[-3000:]
+    assert cli_app.app.jobs.get(ids[3]).result_value == "3.png@3"
+    assert "all workers stopped" in output
