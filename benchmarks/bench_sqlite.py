@@ -35,9 +35,7 @@ def raw_loop(path: Path, jobs: int) -> float:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute(
-        "CREATE TABLE q (id INTEGER PRIMARY KEY, payload TEXT, state TEXT, run_at REAL)"
-    )
+    db.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, payload TEXT, state TEXT, run_at REAL)")
     db.execute("CREATE INDEX q_ready ON q (run_at) WHERE state = 'available'")
     start = time.perf_counter()
     for i in range(jobs):
@@ -91,9 +89,17 @@ def start_workers(url: str, processes: int, concurrency: int) -> subprocess.Pope
     }
     return subprocess.Popen(
         [
-            sys.executable, "-m", "stagecrew", "worker", "bench_app:app",
-            "--processes", str(processes), "--concurrency", str(concurrency),
-            "--log-level", "WARNING",
+            sys.executable,
+            "-m",
+            "stagecrew",
+            "worker",
+            "bench_app:app",
+            "--processes",
+            str(processes),
+            "--concurrency",
+            str(concurrency),
+            "--log-level",
+            "WARNING",
         ],
         env=env,
         cwd=HERE,
@@ -150,9 +156,7 @@ def pickup_latency(app: App, url: str, samples: int, processes: int) -> tuple[fl
             time.sleep(0.05)
     finally:
         stop_workers(proc)
-    waits = sorted(
-        (j.started_at or 0) - j.enqueued_at for j in (h.get() for h in handles)
-    )
+    waits = sorted((j.started_at or 0) - j.enqueued_at for j in (h.get() for h in handles))
     p50 = statistics.median(waits)
     p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
     return p50, p99
@@ -234,7 +238,8 @@ def write_results(
             f"| {rate:,.0f} jobs/s | {rate / raw:.2f} |"
         )
     lines.append(
-        f"| pickup latency, idle workers (p50 / p99) | {p50 * 1000:.1f} ms / {p99 * 1000:.1f} ms | |"
+        f"| pickup latency, idle workers (p50 / p99) "
+        f"| {p50 * 1000:.1f} ms / {p99 * 1000:.1f} ms | |"
     )
     path = HERE / "RESULTS.md"
     header = "# Benchmark results\n\nProduced by `make bench`; newest first.\n\n"

@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from .backends import DEFAULT_URL, backend_from_url
 from .backends.base import DEFAULT_MAX_LOST, Backend, JobFilter, QueueStats, Retention
@@ -21,6 +21,12 @@ from .task import DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class TaskDecorator(Protocol):
+    """What `app.task(...)` with options returns: a decorator keeping the function's types."""
+
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
 class App:
@@ -95,12 +101,11 @@ class App:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         dont_retry_on: tuple[type[BaseException], ...] = (),
         backoff: Backoff | Mapping[str, float] | None = None,
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    ) -> TaskDecorator: ...
 
     def task(
         self,
-        fn: Callable[P, R] | None = None,
-        /,
+        fn: Callable[..., Any] | None = None,
         *,
         name: str | None = None,
         queue: str | None = None,
@@ -110,7 +115,7 @@ class App:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         dont_retry_on: tuple[type[BaseException], ...] = (),
         backoff: Backoff | Mapping[str, float] | None = None,
-    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    ) -> Any:
         """Register a function as a task (sync or async).
 
         Failures retry with exponential backoff and full jitter while the
@@ -119,7 +124,7 @@ class App:
         queue. `timeout` (seconds) bounds one attempt.
         """
 
-        def register(func: Callable[P, R]) -> Task[P, R]:
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or func.__name__
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ConfigurationError(
@@ -127,7 +132,7 @@ class App:
                     "pass name='...' to tell them apart"
                 )
             seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-            registered: Task[P, R] = Task(
+            registered: Task[Any, Any] = Task(
                 self,
                 func,
                 name=task_name,
@@ -242,7 +247,7 @@ class Jobs:
         task: str | None = None,
         queue: str | None = None,
     ) -> int:
-        """Delete finished jobs in `state`, optionally only those finished over `older_than` s ago."""
+        """Delete finished jobs in `state`; with `older_than`, only those finished that long ago."""
         before = None if older_than is None else self._app.clock.now() - older_than
         return self._app.backend.purge(
             JobFilter(

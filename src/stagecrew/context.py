@@ -14,13 +14,15 @@ job_logger = logging.getLogger("stagecrew.job")
 class JobLogAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Adds job id, task and attempt to every line a job logs through `ctx.log`."""
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         extra = self.extra or {}
         kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
         return f"[job {extra['job_id']} {extra['task']} attempt {extra['attempt']}] {msg}", kwargs
 
 
-class JobCancelled(StagecrewError):  # noqa: N818 - raised at a checkpoint inside task code
+class JobCancelled(StagecrewError):
     """Raised by `Context.checkpoint()` once the job's cancellation was requested."""
 
 

@@ -214,7 +214,7 @@ class Job:
         }
 
 
-class Retry(Exception):  # noqa: N818 - raised by task code as a control-flow signal
+class Retry(Exception):
     """Raise from a task to retry it after `in_` seconds (or at the task's backoff).
 
     The attempt counts towards `max_attempts`.
@@ -226,7 +226,7 @@ class Retry(Exception):  # noqa: N818 - raised by task code as a control-flow si
         self.reason = reason
 
 
-class Cancel(Exception):  # noqa: N818 - raised by task code as a control-flow signal
+class Cancel(Exception):
     """Raise from a task to stop it for good: the job becomes cancelled, not dead."""
 
     def __init__(self, reason: str = "") -> None:

@@ -143,9 +143,7 @@ class Task(Generic[P, R]):
         self.context_parameter = _find_context_parameter(fn)
         signature = inspect.signature(fn)
         self.signature = signature.replace(
-            parameters=[
-                p for n, p in signature.parameters.items() if n != self.context_parameter
-            ]
+            parameters=[p for n, p in signature.parameters.items() if n != self.context_parameter]
         )
         self._binder = _simple_binder(self.signature)
         self.__doc__ = fn.__doc__

@@ -22,7 +22,9 @@ def _all_finished(app: App) -> bool:
     for queue in app.jobs.stats():
         for state, n in queue.counts.items():
             counts[state] = counts.get(state, 0) + n
-    return not any(counts.get(s, 0) for s in (JobState.AVAILABLE, JobState.SCHEDULED, JobState.RUNNING))
+    return not any(
+        counts.get(s, 0) for s in (JobState.AVAILABLE, JobState.SCHEDULED, JobState.RUNNING)
+    )
 
 
 def test_sigkilled_workers_lose_no_job_and_never_run_an_attempt_twice(tmp_path: Path) -> None:

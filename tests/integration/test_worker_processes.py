@@ -54,7 +54,9 @@ def test_two_worker_processes_never_run_the_same_attempt_twice(tmp_path: Path) -
 
 
 def test_sigterm_hands_running_jobs_back_without_burning_an_attempt(tmp_path: Path) -> None:
-    app, app_ref, env = _ledger_app(tmp_path, JOB_MIN_SECONDS="60", JOB_SECONDS="60", MAX_ATTEMPTS="1")
+    app, app_ref, env = _ledger_app(
+        tmp_path, JOB_MIN_SECONDS="60", JOB_SECONDS="60", MAX_ATTEMPTS="1"
+    )
     jobs = app.tasks["awork"].enqueue_many([(i,) for i in range(4)])
     worker = start_worker(
         tmp_path, app_ref, env, "--processes", "1", "--concurrency", "4", "--grace", "0.5"

@@ -155,7 +155,7 @@ class Backend(ABC):
         self._executor_lock = threading.Lock()
 
     # -- life cycle ------------------------------------------------------
-    def migrate(self) -> None:
+    def migrate(self) -> None:  # noqa: B027 - engines without a schema need nothing here
         """Create or upgrade the schema. Safe to call repeatedly and concurrently."""
 
     def prepare(self) -> None:

@@ -27,8 +27,8 @@ from ..job import (
     NewJob,
 )
 from .base import (
-    DEFAULT_MAX_LOST,
     ACK_TARGET,
+    DEFAULT_MAX_LOST,
     Ack,
     AckKind,
     Backend,
@@ -135,11 +135,11 @@ class MemoryBackend(Backend):
                 key=lambda j: (j.priority, j.run_at, j.id),
             )[:limit]
             claimed = []
-            for job in due:
+            for waiting in due:
                 job = self._replace(
-                    job,
+                    waiting,
                     state=S.RUNNING,
-                    attempt=job.attempt + 1,
+                    attempt=waiting.attempt + 1,
                     lease_owner=worker,
                     lease_expires_at=now + lease_seconds,
                     started_at=now,
@@ -354,9 +354,7 @@ class MemoryBackend(Backend):
     def purge(self, job_filter: JobFilter) -> int:
         with self._lock:
             doomed = [
-                j
-                for j in self._jobs.values()
-                if j.state in FINAL_STATES and matches(j, job_filter)
+                j for j in self._jobs.values() if j.state in FINAL_STATES and matches(j, job_filter)
             ]
             for job in doomed:
                 self._delete(job)

@@ -15,8 +15,7 @@ def load_app(ref: str | None) -> App:
     ref = ref or os.environ.get("STAGECREW_APP")
     if not ref:
         raise ConfigurationError(
-            "no app given: pass --app module:attr (for example myapp.jobs:app) "
-            "or set STAGECREW_APP"
+            "no app given: pass --app module:attr (for example myapp.jobs:app) or set STAGECREW_APP"
         )
     module_name, _, attr = ref.partition(":")
     if os.getcwd() not in sys.path and "" not in sys.path:

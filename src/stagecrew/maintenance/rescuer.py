@@ -15,6 +15,9 @@ async def rescue_expired(backend: Backend, max_lost: int) -> RescueReport:
         log.warning(
             "rescued %d jobs from lost workers: %d requeued, %d dead (worker lost too often), "
             "%d cancelled",
-            report.total, report.requeued, report.dead, report.cancelled,
+            report.total,
+            report.requeued,
+            report.dead,
+            report.cancelled,
         )
     return report

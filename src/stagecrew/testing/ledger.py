@@ -44,7 +44,9 @@ class Ledger:
             parts = line.split()
             if len(parts) != 5:
                 continue  # a line torn by SIGKILL mid-write
-            out.append(Entry(parts[0], int(parts[1]), int(parts[2]), int(parts[3]), float(parts[4])))
+            out.append(
+                Entry(parts[0], int(parts[1]), int(parts[2]), int(parts[3]), float(parts[4]))
+            )
         return out
 
 

@@ -70,7 +70,9 @@ class Completer:
             except Exception as exc:
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
-                log.warning("could not write %d acks (%s); retrying in %.2fs", len(batch), exc, delay)
+                log.warning(
+                    "could not write %d acks (%s); retrying in %.2fs", len(batch), exc, delay
+                )
                 await asyncio.sleep(delay)
                 continue
             failures = 0
@@ -80,7 +82,9 @@ class Completer:
                     log.warning(
                         "job %s attempt %s: outcome %s rejected, the lease was lost "
                         "(another attempt owns the job now)",
-                        ack.ref.id, ack.ref.attempt, ack.kind,
+                        ack.ref.id,
+                        ack.ref.attempt,
+                        ack.kind,
                     )
                 self.on_written(ack, ok)
 

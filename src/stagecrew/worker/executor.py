@@ -60,7 +60,7 @@ class InFlight:
     job_is_async: bool = False
 
 
-class _Overran(Exception):  # noqa: N818
+class _Overran(Exception):
     pass
 
 
@@ -94,7 +94,12 @@ class Executor:
         return Ack(job.ref, AckKind.DISCARD, error=error)
 
     def _failed(
-        self, job: ClaimedJob, task: Task[Any, Any], error: AttemptError, *, retryable: bool,
+        self,
+        job: ClaimedJob,
+        task: Task[Any, Any],
+        error: AttemptError,
+        *,
+        retryable: bool,
         delay: float | None = None,
     ) -> Ack:
         if retryable and job.attempt < job.max_attempts:
@@ -161,7 +166,9 @@ class Executor:
         except TimeoutError as exc:
             if getattr(exc, "_stagecrew_timeout", False):
                 return self._failed(
-                    job, task, self._error(job, ErrorKind.TIMEOUT, f"timed out after {task.timeout}s"),
+                    job,
+                    task,
+                    self._error(job, ErrorKind.TIMEOUT, f"timed out after {task.timeout}s"),
                     retryable=True,
                 )
             return self._failure(job, task, exc)
@@ -202,7 +209,12 @@ class Executor:
         log.log(
             level,
             "job %s %s attempt %s/%s failed (%s: %s), %s",
-            job.id, task.name, job.attempt, job.max_attempts, type(exc).__name__, exc,
+            job.id,
+            task.name,
+            job.attempt,
+            job.max_attempts,
+            type(exc).__name__,
+            exc,
             "will retry" if ack.kind is AckKind.RETRY else "moved to the dead-letter queue",
         )
         return ack

@@ -61,8 +61,10 @@ class Worker:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         self.app = app
-        self.queues = list(queues) if queues else sorted(
-            {t.queue for t in app.tasks.values()} | {app.default_queue}
+        self.queues = (
+            list(queues)
+            if queues
+            else sorted({t.queue for t in app.tasks.values()} | {app.default_queue})
         )
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
@@ -103,7 +105,11 @@ class Worker:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         log.info(
             "worker %s started: queues=%s concurrency=%d lease=%.1fs on %s",
-            self.id, ",".join(self.queues), self.concurrency, self.lease_seconds, self.app.url,
+            self.id,
+            ",".join(self.queues),
+            self.concurrency,
+            self.lease_seconds,
+            self.app.url,
         )
         for warning in await asyncio.to_thread(self.app.backend.preflight):
             log.warning("%s", warning)
@@ -251,9 +257,7 @@ class Worker:
             if not refs:
                 continue
             try:
-                reply = await self.app.backend.heartbeat_async(
-                    self.id, refs, self.lease_seconds
-                )
+                reply = await self.app.backend.heartbeat_async(self.id, refs, self.lease_seconds)
             except Exception as exc:
                 log.warning("heartbeat failed (%s); leases may expire", exc)
                 continue
@@ -276,11 +280,15 @@ class Worker:
         if self._signals == 1:
             log.warning(
                 "%s: finishing %d running jobs within %gs (send again to exit now)",
-                sig.name, self._running, self.grace,
+                sig.name,
+                self._running,
+                self.grace,
             )
             self.request_stop()
         else:
-            log.warning("%s again: exiting now; unfinished jobs return when their leases expire", sig.name)
+            log.warning(
+                "%s again: exiting now; unfinished jobs return when their leases expire", sig.name
+            )
             os._exit(1)
 
     def _begin_recycle(self) -> None:
@@ -313,4 +321,6 @@ class Worker:
         try:
             await asyncio.wait_for(self._completer.flushed(), timeout=max(self.lease_seconds, 5.0))
         except TimeoutError:
-            log.error("could not write final outcomes; those jobs will run again after lease expiry")
+            log.error(
+                "could not write final outcomes; those jobs will run again after lease expiry"
+            )

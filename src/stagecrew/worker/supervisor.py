@@ -8,6 +8,7 @@ elsewhere. A child that sees its supervisor vanish stops by itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -117,10 +118,8 @@ class Supervisor:
     def _send(self, sig: signal.Signals) -> None:
         for child in self._children.values():
             if child.process.is_alive() and child.process.pid:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(child.process.pid, sig)
-                except ProcessLookupError:
-                    pass
 
     def run(self) -> int:
         configure(self.options.log_level)
@@ -148,7 +147,10 @@ class Supervisor:
                 delay = min(MAX_RESTART_DELAY, 0.1 * 2**crashes) if quick else 0.0
                 log.warning(
                     "worker-%d (pid %s) exited with code %s; restarting in %.1fs",
-                    slot, child.process.pid, code, delay,
+                    slot,
+                    child.process.pid,
+                    code,
+                    delay,
                 )
                 child.crashes = crashes
                 pending_restarts[slot] = time.monotonic() + delay

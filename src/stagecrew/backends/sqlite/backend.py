@@ -762,7 +762,7 @@ class SQLiteBackend(Backend):
     async def wait(
         self,
         queues: Sequence[str],
-        timeout: float,  # noqa: ASYNC109 - the Backend signature
+        timeout: float,
     ) -> None:
         """Poll `PRAGMA data_version` until another connection commits, or the timeout.
 
