@@ -1,0 +1,86 @@
+#!lua flags=allow-oom
+-- ack: record the outcomes of attempts on jobs of one queue, each fenced by (job id, attempt):
+-- only a job still running that attempt changes. A retry or hand-back of a job whose
+-- cancellation was requested ends it cancelled instead (transitions.after_ack).
+--
+-- KEYS: the queue's keys (see _lib.lua). Writes KEYS[3] running, then the target's index:
+--   KEYS[1] available, KEYS[2] scheduled, KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled;
+--   and the jobs' hashes T:job:<id>. Publishes on T:wake when a job is due again.
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); then 6 per outcome: job id, attempt,
+--   kind (complete | retry | discard | cancel | release), result JSON ('' = none),
+--   error JSON ('' = none; ignored for release), retry_at ('' = now).
+-- Returns one code per outcome: 1 applied, 0 fenced off (not running that attempt),
+--   -1 no such job in this queue.
+local now = clock(ARGV[2])
+local now_s = fmt(now)
+local TARGET = {
+    complete = 'succeeded', retry = 'scheduled', discard = 'dead',
+    cancel = 'cancelled', release = 'available',
+}
+local out = {}
+local due = false
+local done = {}
+local finished = { succeeded = {}, dead = {}, cancelled = {} }
+for i = 3, #ARGV, 6 do
+    local id, attempt, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local result, err, retry_at = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+    local k = job_key(id)
+    local f = redis.call('HMGET', k, 'state', 'attempt', 'priority', 'run_at', 'errors',
+        'cancel_requested')
+    if not f[1] then
+        out[#out + 1] = -1
+    elseif f[1] ~= 'running' or f[2] ~= attempt then
+        out[#out + 1] = 0
+    else
+        local target = TARGET[kind]
+        if f[6] == '1' and (target == 'scheduled' or target == 'available') then
+            target = 'cancelled'
+        end
+        done[#done + 1] = id
+        if kind == 'release' then
+            redis.call('HINCRBY', k, 'attempt', -1)
+        elseif err ~= '' then
+            redis.call('HSET', k, 'errors', append_error(f[5], err))
+        end
+        if kind == 'complete' then
+            redis.call('HSET', k, 'state', target, 'finished_at', now_s, 'result', result,
+                'lease_owner', '', 'lease_expires_at', '')
+        elseif target == 'scheduled' then
+            local run_at = now
+            if retry_at ~= '' then
+                run_at = tonumber(retry_at)
+            end
+            redis.call('HSET', k, 'state', 'scheduled', 'run_at', fmt(run_at),
+                'lease_owner', '', 'lease_expires_at', '')
+            redis.call('ZADD', SCHEDULED, fmt(run_at), id)
+            if run_at <= now then
+                due = true
+            end
+        elseif target == 'available' then
+            redis.call('HSET', k, 'state', 'available', 'lease_owner', '', 'lease_expires_at', '')
+            make_available(id, f[3], f[4])
+            due = true
+        else
+            redis.call('HSET', k, 'state', target, 'finished_at', now_s,
+                'lease_owner', '', 'lease_expires_at', '')
+        end
+        if finished[target] then
+            local list = finished[target]
+            list[#list + 1] = now_s
+            list[#list + 1] = id
+        end
+        out[#out + 1] = 1
+    end
+end
+if #done > 0 then
+    call_many('ZREM', RUNNING, done)
+end
+for state, list in pairs(finished) do
+    if #list > 0 then
+        call_many('ZADD', FINISHED[state], list)
+    end
+end
+if due then
+    wake()
+end
+return out

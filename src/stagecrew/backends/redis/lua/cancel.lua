@@ -1,0 +1,23 @@
+#!lua flags=allow-oom
+-- cancel: cancel one waiting job now, or flag a running one (its worker stops it at a
+-- checkpoint, seeing the flag in its heartbeat reply). Finished jobs are left as they are.
+--
+-- KEYS: the queue's keys (see _lib.lua). Writes KEYS[1] available, KEYS[2] scheduled or
+--   KEYS[10] due, KEYS[6] cancelled and the job's hash T:job:<id>.
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] job id.
+-- Returns the job's hash after the change (HGETALL), or false when there is no such job.
+local k = job_key(ARGV[3])
+local f = redis.call('HMGET', k, 'state', 'run_at')
+if not f[1] then
+    return false
+end
+local id = ARGV[3]
+if f[1] == 'available' or f[1] == 'scheduled' then
+    local now_s = fmt(clock(ARGV[2]))
+    unindex(id, f[1], f[2])
+    redis.call('HSET', k, 'state', 'cancelled', 'finished_at', now_s)
+    redis.call('ZADD', FINISHED.cancelled, now_s, id)
+elseif f[1] == 'running' then
+    redis.call('HSET', k, 'cancel_requested', '1')
+end
+return redis.call('HGETALL', k)

@@ -1,0 +1,107 @@
+#!lua flags=allow-oom
+-- claim: move the queue's scheduled jobs whose run_at has passed to T:due, then move the first
+-- `limit` waiting jobs, in (priority, run_at, id) order over T:available and T:due, straight
+-- into the running set with a lease. A claimed job is never only "popped": it is in T:running,
+-- scored by its lease expiry, in the same atomic step, so a worker that dies after this returns
+-- loses nothing (the rescuer finds it there).
+--
+-- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[1] available, KEYS[2] scheduled,
+--   KEYS[10] due, KEYS[3] running and the claimed jobs' hashes T:job:<id>.
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] worker id; ARGV[4] limit;
+--   ARGV[5] lease seconds; ARGV[6] the most scheduled jobs to move to T:due in this call.
+-- Returns {now, lease_expires_at, then 8 per claimed job: id, attempt, task, payload,
+--   max_attempts, priority, enqueued_at, run_at}.
+local now = clock(ARGV[2])
+local now_s = fmt(now)
+local lease_s = fmt(now + tonumber(ARGV[5]))
+
+local became_due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now_s, 'LIMIT', 0,
+    tonumber(ARGV[6]))
+if #became_due > 0 then
+    local moved = {}
+    for _, id in ipairs(became_due) do
+        local f = redis.call('HMGET', job_key(id), 'priority', 'run_at')
+        if f[1] then
+            moved[#moved + 1] = f[1]
+            moved[#moved + 1] = due_member(f[2], id)
+        end
+    end
+    call_many('ZREM', SCHEDULED, became_due)
+    if #moved > 0 then
+        call_many('ZADD', DUE, moved)
+    end
+end
+
+local out = { now_s, lease_s }
+local limit = tonumber(ARGV[4])
+if limit <= 0 then
+    return out
+end
+-- Merge the heads of the two ordered indexes. Members are compared by their numbers: Lua
+-- compares strings with the server's locale, which may not order them byte by byte.
+local function before(pa, ma, pd, md)
+    if pa ~= pd then
+        return pa < pd
+    end
+    local ra, rd = tonumber(string.sub(ma, 1, 17)), tonumber(string.sub(md, 1, 17))
+    if ra ~= rd then
+        return ra < rd
+    end
+    return tonumber(id_of_member(ma)) < tonumber(id_of_member(md))
+end
+local a = redis.call('ZRANGE', AVAILABLE, 0, limit - 1, 'WITHSCORES')
+local d = redis.call('ZRANGE', DUE, 0, limit - 1, 'WITHSCORES')
+local taken_a, taken_d, picked = {}, {}, {}
+local i, j = 1, 1
+while #picked < limit and (i <= #a or j <= #d) do
+    local take_a
+    if i > #a then
+        take_a = false
+    elseif j > #d then
+        take_a = true
+    else
+        take_a = before(tonumber(a[i + 1]), a[i], tonumber(d[j + 1]), d[j])
+    end
+    if take_a then
+        taken_a[#taken_a + 1] = a[i]
+        picked[#picked + 1] = a[i]
+        i = i + 2
+    else
+        taken_d[#taken_d + 1] = d[j]
+        picked[#picked + 1] = d[j]
+        j = j + 2
+    end
+end
+if #picked == 0 then
+    return out
+end
+if #taken_a > 0 then
+    call_many('ZREM', AVAILABLE, taken_a)
+end
+if #taken_d > 0 then
+    call_many('ZREM', DUE, taken_d)
+end
+local worker = ARGV[3]
+local running = {}
+for _, member in ipairs(picked) do
+    local id = id_of_member(member)
+    local k = job_key(id)
+    local f = redis.call('HMGET', k, 'task', 'payload', 'max_attempts', 'priority',
+        'enqueued_at', 'run_at', 'attempt')
+    if f[1] then
+        local attempt = (tonumber(f[7]) or 0) + 1
+        redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'lease_owner', worker,
+            'lease_expires_at', lease_s, 'started_at', now_s)
+        running[#running + 1] = lease_s
+        running[#running + 1] = id
+        out[#out + 1] = id
+        out[#out + 1] = attempt
+        for n = 1, 6 do
+            out[#out + 1] = f[n]
+        end
+    end
+end
+if #running > 0 then
+    call_many('ZADD', RUNNING, running)
+end
+return out

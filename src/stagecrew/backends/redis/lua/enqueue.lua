@@ -1,0 +1,135 @@
+#!lua
+-- enqueue: insert a batch of new jobs into one queue in one atomic step, deduplicating on
+-- idempotency key, and publish a wake-up on T:wake when any of them is due now.
+--
+-- KEYS: the queue's keys (see _lib.lua). Reads KEYS[9] (registered) and KEYS[8] (idempotency);
+--   writes T:job:<id> (HSET), KEYS[1] available or KEYS[2] scheduled, KEYS[7] all, KEYS[8];
+--   INCRBY KEYS[11] (the id counter) when the caller did not reserve ids.
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] queue name (unused: the keys name it);
+--   ARGV[4] n, the number of jobs; then 8 per job: id ('' = take the next id from KEYS[11]),
+--   task, payload, priority, run_at ('' = now + delay), delay, max_attempts,
+--   idempotency key ('' = none, else '=' .. key).
+-- Returns {0} when the queue is not registered yet (nothing written: register it, call again);
+--   {-1, id} when a reserved id is taken already (nothing written); else
+--   {1, now, id_1, created_1, ..., id_n, created_n}.
+-- Nothing is written before every job was checked, so a refused call leaves no trace; under
+-- maxmemory the #!lua flags (no allow-oom) make Redis refuse the whole script up front.
+if redis.call('EXISTS', REGISTERED) == 0 then
+    return { 0 }
+end
+local now = clock(ARGV[2])
+local now_s = fmt(now)
+local n = tonumber(ARGV[4])
+local BASE, WIDTH = 4, 8
+
+-- Pass 1: decide, without writing. plan[i] = stored id (a duplicate of a stored job),
+-- {index} (a duplicate of an earlier job of this batch), or true (a new job).
+local plan = {}
+local first_in_batch = {}
+local fresh = 0
+for i = 1, n do
+    local o = BASE + (i - 1) * WIDTH
+    local key = ARGV[o + 8]
+    local decided = false
+    if key ~= '' then
+        key = string.sub(key, 2)
+        local stored = redis.call('HGET', IDEMPOTENCY, key)
+        if stored then
+            plan[i] = stored
+            decided = true
+        elseif first_in_batch[key] then
+            plan[i] = { first_in_batch[key] }
+            decided = true
+        else
+            first_in_batch[key] = i
+        end
+    end
+    if not decided then
+        plan[i] = true
+        fresh = fresh + 1
+        local id = ARGV[o + 1]
+        if id ~= '' and redis.call('EXISTS', job_key(id)) == 1 then
+            return { -1, id }
+        end
+    end
+end
+
+-- Pass 2: write. Index entries are collected and added with one command per index.
+local next_id = nil
+if fresh > 0 and ARGV[BASE + 1] == '' then
+    next_id = redis.call('INCRBY', KEYS[11], fresh) - fresh + 1
+end
+local now_prefix = due_prefix(now)
+local out = { 1, now_s }
+local ids = {}
+local available, scheduled, all, keys = {}, {}, {}, {}
+for i = 1, n do
+    local o = BASE + (i - 1) * WIDTH
+    local p = plan[i]
+    if p == true then
+        local id = ARGV[o + 1]
+        if id == '' then
+            id = int(next_id)
+            next_id = next_id + 1
+        end
+        ids[i] = id
+        local priority = ARGV[o + 4]
+        local run_at, run_at_s, prefix = now, now_s, now_prefix
+        if ARGV[o + 5] ~= '' then
+            run_at = tonumber(ARGV[o + 5])
+            run_at_s, prefix = fmt(run_at), nil
+        elseif ARGV[o + 6] ~= '0.0' then
+            run_at = now + tonumber(ARGV[o + 6])
+            run_at_s, prefix = fmt(run_at), nil
+        end
+        local state = 'available'
+        if run_at > now then
+            state = 'scheduled'
+        end
+        local k = job_key(id)
+        local key = ARGV[o + 8]
+        if key ~= '' then
+            key = string.sub(key, 2)
+            redis.call('HSET', k, 'task', ARGV[o + 2], 'state', state, 'payload', ARGV[o + 3],
+                'priority', priority, 'run_at', run_at_s, 'max_attempts', ARGV[o + 7],
+                'enqueued_at', now_s, 'idempotency_key', key)
+            keys[#keys + 1] = key
+            keys[#keys + 1] = id
+        else
+            redis.call('HSET', k, 'task', ARGV[o + 2], 'state', state, 'payload', ARGV[o + 3],
+                'priority', priority, 'run_at', run_at_s, 'max_attempts', ARGV[o + 7],
+                'enqueued_at', now_s)
+        end
+        if state == 'available' then
+            available[#available + 1] = priority
+            available[#available + 1] = (prefix or due_prefix(run_at)) .. string.char(48 + #id) .. id
+        else
+            scheduled[#scheduled + 1] = run_at_s
+            scheduled[#scheduled + 1] = id
+        end
+        all[#all + 1] = id
+        all[#all + 1] = id
+        out[#out + 1] = id
+        out[#out + 1] = 1
+    elseif type(p) == 'table' then
+        out[#out + 1] = ids[p[1]]
+        out[#out + 1] = 0
+    else
+        out[#out + 1] = p
+        out[#out + 1] = 0
+    end
+end
+if #keys > 0 then
+    call_many('HSET', IDEMPOTENCY, keys)
+end
+if #scheduled > 0 then
+    call_many('ZADD', SCHEDULED, scheduled)
+end
+if #all > 0 then
+    call_many('ZADD', ALL, all)
+end
+if #available > 0 then
+    call_many('ZADD', AVAILABLE, available)
+    wake()
+end
+return out

@@ -1,0 +1,34 @@
+#!lua flags=no-writes
+-- peek: the first waiting jobs of one queue, as claim.lua would take them, without claiming.
+-- A fetch over several queues peeks at each, merges the heads, and then claims from each queue
+-- only as many as it won in the merge (one claim.lua call per queue).
+--
+-- KEYS: the queue's keys (see _lib.lua). Reads KEYS[1] available, KEYS[10] due, KEYS[2]
+--   scheduled, and the priority and run_at of due scheduled jobs' hashes.
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] limit; ARGV[4] the most scheduled jobs
+--   claim.lua moves to T:due per call.
+-- Returns {priority_1, sort member_1, priority_2, sort member_2, ...}, unordered; a sort member
+--   is "<run_at µs>:<L><id>" as in KEYS[1].
+local now = clock(ARGV[2])
+local limit = tonumber(ARGV[3])
+local out = {}
+if limit <= 0 then
+    return out
+end
+for _, index in ipairs({ AVAILABLE, DUE }) do
+    local heads = redis.call('ZRANGE', index, 0, limit - 1, 'WITHSCORES')
+    for i = 1, #heads, 2 do
+        out[#out + 1] = heads[i + 1]
+        out[#out + 1] = heads[i]
+    end
+end
+local became_due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', fmt(now), 'LIMIT', 0,
+    tonumber(ARGV[4]))
+for _, id in ipairs(became_due) do
+    local f = redis.call('HMGET', job_key(id), 'priority', 'run_at')
+    if f[1] then
+        out[#out + 1] = f[1]
+        out[#out + 1] = due_member(f[2], id)
+    end
+end
+return out

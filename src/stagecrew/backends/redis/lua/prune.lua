@@ -1,0 +1,28 @@
+#!lua flags=allow-oom
+-- prune: delete up to `limit` finished jobs of one queue that are older than their state's
+-- retention (finished_at < now - horizon); a state without a horizon is kept.
+--
+-- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[4] succeeded, KEYS[5] dead,
+--   KEYS[6] cancelled, KEYS[7] all, KEYS[8] idempotency; deletes the jobs' hashes T:job:<id>.
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] limit; ARGV[4] succeeded horizon;
+--   ARGV[5] cancelled horizon; ARGV[6] dead horizon (seconds; '' = keep forever).
+-- Returns the number of jobs deleted.
+local now = clock(ARGV[2])
+local remaining = tonumber(ARGV[3])
+local horizons = { { 'succeeded', ARGV[4] }, { 'cancelled', ARGV[5] }, { 'dead', ARGV[6] } }
+local deleted = 0
+for _, pair in ipairs(horizons) do
+    local state, horizon = pair[1], pair[2]
+    if horizon ~= '' and remaining > 0 then
+        local cutoff = '(' .. fmt(now - tonumber(horizon))
+        local ids = redis.call('ZRANGEBYSCORE', FINISHED[state], '-inf', cutoff, 'LIMIT', 0,
+            remaining)
+        for _, id in ipairs(ids) do
+            local key = redis.call('HGET', job_key(id), 'idempotency_key')
+            delete_job(id, state, key)
+        end
+        remaining = remaining - #ids
+        deleted = deleted + #ids
+    end
+end
+return deleted

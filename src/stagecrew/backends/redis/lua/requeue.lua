@@ -1,0 +1,48 @@
+#!lua flags=allow-oom
+-- requeue: make dead or cancelled jobs of one queue available again, with attempt 0, a fresh
+-- lost budget, run_at = now and no pending cancellation; their errors are kept.
+--
+-- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[5] dead or KEYS[6] cancelled;
+--   writes KEYS[1] available and the jobs' hashes T:job:<id>. Publishes on T:wake.
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] a JobFilter as JSON (see _lib.lua);
+--   ARGV[4] the state whose index to scan (dead | cancelled); ARGV[5] how many non-matching
+--   entries at the head of that index to skip; ARGV[6] the most entries to look at;
+--   ARGV[7...] job ids: when given, only these jobs are looked at and ARGV[4..6] are ignored.
+-- Returns {requeued, looked at, skip for the next call}; a scan is complete once "looked at"
+--   is below ARGV[6].
+local now_s = fmt(clock(ARGV[2]))
+local matches = job_filter(ARGV[3])
+local candidates
+local skip = tonumber(ARGV[5])
+if #ARGV >= 7 then
+    candidates = {}
+    for i = 7, #ARGV do
+        candidates[#candidates + 1] = ARGV[i]
+    end
+else
+    local f = cjson.decode(ARGV[3])
+    local upper = '+inf'
+    if f.finished_before and f.finished_before ~= cjson.null then
+        upper = '(' .. fmt(f.finished_before)
+    end
+    candidates = redis.call('ZRANGEBYSCORE', FINISHED[ARGV[4]], '-inf', upper, 'LIMIT', skip,
+        tonumber(ARGV[6]))
+end
+local requeued = 0
+for _, id in ipairs(candidates) do
+    local k = job_key(id)
+    local f = redis.call('HMGET', k, 'state', 'task', 'finished_at', 'priority')
+    if (f[1] == 'dead' or f[1] == 'cancelled') and matches(id, f[1], f[2], f[3]) then
+        unindex(id, f[1], nil)
+        redis.call('HSET', k, 'state', 'available', 'run_at', now_s)
+        redis.call('HDEL', k, 'attempt', 'lost', 'finished_at', 'cancel_requested')
+        make_available(id, f[4], now_s)
+        requeued = requeued + 1
+    else
+        skip = skip + 1
+    end
+end
+if requeued > 0 then
+    wake()
+end
+return { requeued, #candidates, skip }

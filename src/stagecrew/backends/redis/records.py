@@ -1,0 +1,124 @@
+"""Job records to and from what the scripts take and return."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from ...job import AttemptError, ErrorKind, Job, JobState, NewJob
+from ..base import JobFilter
+
+Arg = str | bytes | int | float
+"""One argument of a Redis command."""
+
+_STATES = {state.value: state for state in JobState}
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def opt_text(value: Any) -> str | None:
+    """A field that may be absent or '' (the scripts write '' for None)."""
+    return None if value is None or value in (b"", "") else text(value)
+
+
+def opt_float(value: Any) -> float | None:
+    return None if value is None or value in (b"", "") else float(value)
+
+
+def pairs(flat: Sequence[Any]) -> dict[bytes, Any]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def hash_fields(reply: Any) -> dict[bytes, Any]:
+    """An HGETALL reply: a flat list from the lean wires, a dict from redis-py's clients."""
+    return reply if isinstance(reply, dict) else pairs(reply)
+
+
+def _corrupt_errors(raw: object, why: str) -> AttemptError:
+    return AttemptError(
+        attempt=0,
+        at=0.0,
+        kind=ErrorKind.ERROR,
+        type="CorruptErrorRecord",
+        message=f"the stored errors of this job could not be read ({why}); "
+        "the stored text is kept as this entry's traceback",
+        traceback=text(raw),
+    )
+
+
+def decode_errors(raw: Any) -> tuple[AttemptError, ...]:
+    """Read the errors field without ever failing: inspection must work on a damaged job."""
+    if raw is None or raw == b"[]":
+        return ()
+    try:
+        items = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return (_corrupt_errors(raw, f"not valid JSON: {exc}"),)
+    if not isinstance(items, list):
+        return (_corrupt_errors(raw, "not a JSON array"),)
+    errors = []
+    for item in items:
+        try:
+            errors.append(AttemptError.from_json(item))
+        except (AttributeError, TypeError, ValueError) as exc:
+            errors.append(_corrupt_errors(orjson.dumps(item), f"a bad entry: {exc}"))
+    return tuple(errors)
+
+
+def job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
+    return Job(
+        id=job_id,
+        task=text(h[b"task"]),
+        queue=queue,
+        state=_STATES[text(h[b"state"])],
+        payload=text(h[b"payload"]),
+        priority=int(h[b"priority"]),
+        run_at=float(h[b"run_at"]),
+        attempt=int(h.get(b"attempt") or 0),
+        max_attempts=int(h[b"max_attempts"]),
+        enqueued_at=float(h[b"enqueued_at"]),
+        started_at=opt_float(h.get(b"started_at")),
+        finished_at=opt_float(h.get(b"finished_at")),
+        lease_owner=opt_text(h.get(b"lease_owner")),
+        lease_expires_at=opt_float(h.get(b"lease_expires_at")),
+        idempotency_key=opt_text(h.get(b"idempotency_key")),
+        cancel_requested=h.get(b"cancel_requested") == b"1",
+        lost=int(h.get(b"lost") or 0),
+        result=opt_text(h.get(b"result")),
+        errors=decode_errors(h.get(b"errors")),
+    )
+
+
+def new_job_fields(new: NewJob) -> tuple[Arg, ...]:
+    """A job's fields as enqueue.lua reads them (after the reserved id)."""
+    key, run_at, delay = new.idempotency_key, new.run_at, new.delay
+    return (
+        new.task,
+        new.payload,
+        str(int(new.priority)),
+        "" if run_at is None else repr(float(run_at)),
+        "0.0" if not delay else repr(float(delay)),
+        str(int(new.max_attempts)),
+        "" if key is None else "=" + key,
+    )
+
+
+def filter_json(job_filter: JobFilter, states: Iterable[JobState] | None = None) -> str:
+    """A JobFilter as the scripts read it (`job_filter` in lua/_lib.lua); queues are ours."""
+    data: dict[str, Any] = {}
+    wanted = job_filter.states if states is None else states
+    if wanted:
+        data["states"] = sorted(s.value for s in wanted)
+    if job_filter.tasks:
+        data["tasks"] = sorted(job_filter.tasks)
+    if job_filter.ids:
+        data["ids"] = sorted(job_filter.ids)
+    if job_filter.before_id is not None:
+        data["before_id"] = job_filter.before_id
+    if job_filter.finished_before is not None:
+        data["finished_before"] = job_filter.finished_before
+    return orjson.dumps(data).decode()

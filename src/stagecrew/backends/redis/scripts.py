@@ -1,0 +1,116 @@
+"""The engine's Lua scripts, read from `lua/*.lua` and composed with `lua/_lib.lua`.
+
+Each script file starts with its `#!lua` line (Redis 7 script flags), then a header naming every
+key it touches and every argument. The loader inserts the shared helpers of `_lib.lua` that the
+script uses right after that first line. Scripts are called by SHA (EVALSHA) and loaded again
+when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH); inside MULTI they are sent whole
+(EVAL).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+_LUA_DIR = resources.files("stagecrew.backends.redis") / "lua"
+_FUNCTION = re.compile(r"^local function (\w+)\(")
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    text: str
+    sha: str
+
+    def __repr__(self) -> str:
+        return f"<Script {self.name} {self.sha[:10]}>"
+
+
+@functools.cache
+def _library() -> tuple[str, dict[str, str]]:
+    """`_lib.lua` split into its preamble and its `local function` blocks, by name."""
+    preamble: list[str] = []
+    blocks: dict[str, str] = {}
+    current: list[str] | None = None
+    pending: list[str] = []  # comment lines just above a function
+    for line in (_LUA_DIR / "_lib.lua").read_text(encoding="utf-8").splitlines(keepends=True):
+        match = _FUNCTION.match(line)
+        if match:
+            current = [*pending, line]
+            pending = []
+            blocks[match.group(1)] = ""
+            name = match.group(1)
+        elif current is not None:
+            current.append(line)
+            if line.rstrip() == "end":
+                blocks[name] = "".join(current)
+                current = None
+            continue
+        elif line.startswith("--"):
+            pending.append(line)
+        elif line.strip():
+            preamble.extend(pending)
+            pending = []
+            preamble.append(line)
+    return "".join(preamble), blocks
+
+
+def _helpers_for(body: str) -> str:
+    """The helpers `body` calls, with the helpers they call, in `_lib.lua`'s order.
+
+    Only what a script uses is sent, because Redis builds every local function of a script
+    on each call.
+    """
+    preamble, blocks = _library()
+    wanted: set[str] = set()
+    frontier = [body]
+    while frontier:
+        text = frontier.pop()
+        for name, block in blocks.items():
+            if name not in wanted and re.search(rf"\b{name}\(", text):
+                wanted.add(name)
+                frontier.append(block)
+    return preamble + "".join(block for name, block in blocks.items() if name in wanted)
+
+
+@functools.cache
+def script(name: str) -> Script:
+    """The script `lua/<name>.lua`, ready to send."""
+    source = (_LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+    shebang, _, body = source.partition("\n")
+    if not shebang.startswith("#!lua"):
+        raise RuntimeError(f"lua/{name}.lua must start with a #!lua line (Redis 7 script flags)")
+    text = f"{shebang}\n{_helpers_for(body)}\n{body}"
+    return Script(name, text, hashlib.sha1(text.encode("utf-8")).hexdigest())
+
+
+ENQUEUE = "enqueue"
+CLAIM = "claim"
+PEEK = "peek"
+HEARTBEAT = "heartbeat"
+ACK = "ack"
+RESCUE = "rescue"
+CANCEL = "cancel"
+REQUEUE = "requeue"
+PURGE = "purge"
+PRUNE = "prune"
+SUMMARY = "summary"
+LIST_PAGE = "list_page"
+
+ALL_SCRIPTS = (
+    ENQUEUE,
+    CLAIM,
+    PEEK,
+    HEARTBEAT,
+    ACK,
+    RESCUE,
+    CANCEL,
+    REQUEUE,
+    PURGE,
+    PRUNE,
+    SUMMARY,
+    LIST_PAGE,
+)

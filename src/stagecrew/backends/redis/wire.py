@@ -1,0 +1,260 @@
+"""Lean command paths over redis-py connections, for the engine's hot paths.
+
+redis-py's client spends more time per command in its pool, retry and observability layers
+than a local Redis needs to run a script; an enqueue is one command, so that overhead would
+halve the producer's rate. These classes keep redis-py's `Connection` (socket handling,
+hiredis parsing, TLS, AUTH, timeouts) and skip the rest:
+
+- `SyncWire`: one connection per thread (and per process: a connection inherited through
+  `fork` is never used by the child).
+- `AsyncWire`: a small stack of idle connections for one event loop; a connection that failed,
+  or was interrupted (cancelled) mid-command, is dropped instead of reused.
+- `ClusterWire`, `AsyncClusterWire`: Redis Cluster, through redis-py's cluster clients (they
+  route by slot and follow MOVED/ASK; there the routing is worth its cost).
+
+Replies are raw (HGETALL is a flat list). Error replies inside a pipeline come back as
+`ResponseError` instances in place, so one failed command never desynchronises the connection.
+Before use, a connection Redis closed (after a restart) is noticed and replaced, as redis-py's
+pool does; nothing is ever sent twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+_pack_command: Any
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # redis-py packs instead
+    _pack_command = None
+
+Command = Sequence[Any]
+
+IDLE_CHECK = 0.5
+"""Seconds a connection may sit idle before it is checked for a close by Redis."""
+
+
+def _pack(conn: Any, commands: Sequence[Command]) -> Any:
+    if _pack_command is not None:
+        return [b"".join(_pack_command(tuple(c)) for c in commands)]
+    return conn.pack_commands(commands)
+
+
+def _transaction(commands: Sequence[Command]) -> list[Command]:
+    return [("MULTI",), *commands, ("EXEC",)]
+
+
+def _transaction_result(replies: list[Any]) -> list[Any]:
+    """The EXEC reply; when Redis refused the transaction, the reason it gave first."""
+    result = replies[-1]
+    if isinstance(result, BaseException):
+        for reply in replies[:-1]:
+            if isinstance(reply, BaseException):
+                raise reply
+        raise result
+    return list(result)
+
+
+class SyncWire:
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        pool = redis.ConnectionPool.from_url(url, **options)
+        self._class: Any = pool.connection_class
+        self._kwargs = dict(pool.connection_kwargs)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._made: list[tuple[int, Any]] = []
+
+    def _connection(self) -> Any:
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            conn = self._class(**self._kwargs)
+            local.conn, local.pid, local.used = conn, os.getpid(), 0.0
+            with self._lock:
+                self._made.append((local.pid, conn))
+        conn.connect()
+        now = time.monotonic()
+        if now - local.used > IDLE_CHECK:
+            # Redis may have closed it (a restart) while this thread was idle: check before
+            # sending (a poll), as redis-py's pool does, and connect again.
+            try:
+                stale = conn.can_read()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                stale = True
+            if stale:
+                conn.disconnect()
+                conn.connect()
+        local.used = now
+        return conn
+
+    def call(self, command: Command) -> Any:
+        conn = self._connection()
+        if _pack_command is not None:
+            conn.send_packed_command([_pack_command(tuple(command))])
+        else:
+            conn.send_command(*command)
+        return conn.read_response()
+
+    def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        conn = self._connection()
+        conn.send_packed_command(_pack(conn, commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+
+    def transaction(self, commands: Sequence[Command]) -> list[Any]:
+        return _transaction_result(self.pipeline(_transaction(commands)))
+
+    def load_script(self, text: str) -> None:
+        self.call(("SCRIPT", "LOAD", text))
+
+    def close(self) -> None:
+        pid = os.getpid()
+        with self._lock:
+            made, self._made = self._made, []
+        for owner, conn in made:
+            if owner == pid:
+                conn.disconnect()
+
+
+class AsyncWire:
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        pool = redis.asyncio.ConnectionPool.from_url(url, **options)
+        self._class: Any = pool.connection_class
+        self._kwargs = dict(pool.connection_kwargs)
+        self._idle: list[Any] = []
+        self._all: set[Any] = set()
+
+    async def _acquire(self) -> Any:
+        if self._idle:
+            conn = self._idle.pop()
+        else:
+            conn = self._class(**self._kwargs)
+            self._all.add(conn)
+        try:
+            await conn.connect()
+            # redis-py 8 renamed can_read_destructive to can_read
+            can_read = getattr(conn, "can_read", None) or conn.can_read_destructive
+            try:
+                stale = await can_read()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                stale = True
+            if stale:
+                await conn.disconnect()
+                await conn.connect()
+        except BaseException:
+            self._all.discard(conn)
+            await conn.disconnect(nowait=True)
+            raise
+        return conn
+
+    async def _run(self, commands: Sequence[Command]) -> list[Any]:
+        conn = await self._acquire()
+        healthy = False
+        try:
+            await conn.send_packed_command(_pack(conn, commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+            healthy = True
+            return replies
+        finally:
+            if healthy:
+                self._idle.append(conn)
+            else:
+                self._all.discard(conn)
+                await conn.disconnect(nowait=True)
+
+    async def call(self, command: Command) -> Any:
+        [reply] = await self._run([command])
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        return await self._run(commands)
+
+    async def transaction(self, commands: Sequence[Command]) -> list[Any]:
+        return _transaction_result(await self._run(_transaction(commands)))
+
+    async def load_script(self, text: str) -> None:
+        await self.call(("SCRIPT", "LOAD", text))
+
+    async def aclose(self) -> None:
+        conns, self._all, self._idle = self._all, set(), []
+        for conn in conns:
+            await conn.disconnect()
+
+
+class ClusterWire:
+    """Redis Cluster through redis-py's `RedisCluster`, which routes each command to its slot.
+
+    Every script call names keys of one slot, so it lands on the node that owns them; pipelines
+    are split per node by redis-py. Transactions are never needed here (the Cluster layout
+    writes one queue per script).
+    """
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self.client: Any = redis.cluster.RedisCluster.from_url(url, **options)
+
+    def call(self, command: Command) -> Any:
+        return self.client.execute_command(*command)
+
+    def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        pipe = self.client.pipeline()
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute(raise_on_error=False))
+
+    def transaction(self, commands: Sequence[Command]) -> list[Any]:
+        raise NotImplementedError("the Cluster layout writes one queue per script")
+
+    def load_script(self, text: str) -> None:
+        self.client.script_load(text)  # on every primary
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class AsyncClusterWire:
+    """The asynchronous `ClusterWire`, on `redis.asyncio.cluster.RedisCluster`."""
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self.client: Any = redis.asyncio.cluster.RedisCluster.from_url(url, **options)
+
+    async def call(self, command: Command) -> Any:
+        return await self.client.execute_command(*command)
+
+    async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        pipe = self.client.pipeline()
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def transaction(self, commands: Sequence[Command]) -> list[Any]:
+        raise NotImplementedError("the Cluster layout writes one queue per script")
+
+    async def load_script(self, text: str) -> None:
+        await self.client.script_load(text)  # on every primary
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

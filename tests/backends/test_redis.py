@@ -1,0 +1,677 @@
+"""The Redis engine: the whole conformance suite, plus what only the Redis engine promises.
+
+Reads STAGECREW_TEST_REDIS_URL (default redis://127.0.0.1:6379/0). Every test gets key
+prefixes of its own, with random names, whose keys are deleted afterwards. Without a reachable
+server these tests skip, except in CI (the CI variable set), where that is a failure. Tests
+that restart Redis, fill its memory or change its eviction policy start a throwaway
+redis-server of their own (see test_redis_servers.py); this module never reconfigures the
+shared server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from stagecrew.backends import backend_from_url
+from stagecrew.backends.base import Ack, AckKind, JobFilter, RescueReport, Retention
+from stagecrew.backends.redis import RedisBackend, scripts
+from stagecrew.backends.redis.backend import _Eval, _Step
+from stagecrew.clock import FakeClock
+from stagecrew.errors import BackendError, ConfigurationError, EnqueueError
+from stagecrew.job import EnqueuedJob, JobState, NewJob
+from stagecrew.testing.conformance import BackendConformance, BackendFactory
+
+URL = os.environ.get("STAGECREW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _server_or_skip() -> None:
+    try:
+        redis.Redis.from_url(URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        reason = f"Redis is not reachable at STAGECREW_TEST_REDIS_URL={URL!r}: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _redis_server() -> None:
+    _server_or_skip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def with_query(url: str, **params: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        for pattern in (f"{{{prefix}}}:*", f"{{{prefix}:*"):
+            batch = list(client.scan_iter(match=pattern, count=1000))
+            for i in range(0, len(batch), 500):
+                client.delete(*batch[i : i + 500])
+    finally:
+        client.close()
+
+
+class Prefixes:
+    """Fresh key prefixes for one test; all their keys are deleted at teardown."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.names: list[str] = []
+
+    def new(self) -> str:
+        name = f"sctest-{uuid.uuid4().hex[:12]}"
+        self.names.append(name)
+        return name
+
+    def url_for(self, prefix: str | None = None, **params: str) -> str:
+        return with_query(self.url, prefix=prefix or self.new(), **params)
+
+    def delete(self) -> None:
+        for name in self.names:
+            delete_prefix(self.url, name)
+
+
+@pytest.fixture
+def prefixes() -> Iterator[Prefixes]:
+    made = Prefixes(URL)
+    try:
+        yield made
+    finally:
+        made.delete()
+
+
+@pytest.fixture
+def backend_factory(prefixes: Prefixes) -> BackendFactory:
+    def make(clock: FakeClock) -> RedisBackend:
+        return RedisBackend(prefixes.url_for(), clock)
+
+    return make
+
+
+class TestRedisConformance(BackendConformance):
+    """Every guarantee of the Backend contract, against a real Redis."""
+
+
+@pytest.fixture
+def make_backend(prefixes: Prefixes) -> Iterator[Callable[..., RedisBackend]]:
+    made: list[RedisBackend] = []
+
+    def make(clock: FakeClock | None = None, **params: str) -> RedisBackend:
+        backend = RedisBackend(prefixes.url_for(**params), clock)
+        made.append(backend)
+        return backend
+
+    try:
+        yield make
+    finally:
+        for backend in made:
+            backend.close()
+
+
+class TestRedisConformanceWithClusterLayout(BackendConformance):
+    """The same suite with the Cluster key layout: ids reserved first, idempotency per queue."""
+
+    @pytest.fixture
+    def backend_factory(self, prefixes: Prefixes) -> BackendFactory:
+        def make(clock: FakeClock) -> RedisBackend:
+            return RedisBackend(prefixes.url_for(cluster_layout="1"), clock)
+
+        return make
+
+
+# -- Redis-specific guarantees -------------------------------------------------------------
+S = JobState
+PAYLOAD = '{"args":[],"kwargs":{}}'
+LEASE = 30.0
+
+
+def job(task: str = "t", *, key: str | None = None, **fields: Any) -> NewJob:
+    payload = fields.pop("payload", PAYLOAD)
+    return NewJob(task=task, payload=payload, idempotency_key=key, **fields)
+
+
+def raw(backend: RedisBackend) -> redis.Redis:
+    return redis.Redis.from_url(backend._settings.redis_url)
+
+
+class TestKeyLayout:
+    def test_every_script_call_touches_one_cluster_slot_in_the_cluster_layout(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock(), cluster_layout="1")
+        calls: list[_Eval] = []
+        execute = backend._execute
+
+        def spy(step: _Step) -> list[Any]:
+            calls.extend(c for c in step.calls if isinstance(c, _Eval))
+            return execute(step)
+
+        backend._execute = spy  # type: ignore[method-assign]
+        exercise_every_operation(backend)
+        assert {c.script.name for c in calls} == set(scripts.ALL_SCRIPTS)
+        for call in calls:
+            tag = call.args[0]
+            assert isinstance(tag, str)
+            slots = {key_slot(k.encode()) for k in call.keys} | {key_slot(f"{tag}:job:1".encode())}
+            assert len(slots) == 1, (call.script.name, call.keys)
+
+    def test_on_a_single_redis_only_the_id_counter_and_idempotency_index_leave_the_queue_slot(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        prefix = backend.prefix
+        queue = backend._keys.queue("q")
+        slot = key_slot(queue.keys[0].encode())
+        store_wide = {f"{{{prefix}}}:ids", f"{{{prefix}}}:idempotency"}
+        assert {k for k in queue.keys if key_slot(k.encode()) != slot} == store_wide
+
+    def test_queue_names_with_braces_and_colons_get_keys_of_their_own(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        names = ["a", "a:b", "{x}", "}", "é/ü", "a b"]
+        ids = {name: backend.enqueue([job(queue=name)])[0].id for name in names}
+        for name, job_id in ids.items():
+            [claimed] = backend.fetch([name], "w", 10, LEASE)
+            assert (claimed.id, claimed.queue) == (job_id, name)
+            keys = backend._keys.queue(name).keys
+            assert len({key_slot(k.encode()) for k in keys[:7]}) == 1
+        assert {s.queue for s in backend.stats()} == set(names)
+
+
+def exercise_every_operation(backend: RedisBackend) -> None:
+    clock = backend.clock
+    assert isinstance(clock, FakeClock)
+    [a] = backend.enqueue([job(queue="a", key="k")])
+    backend.enqueue([job(queue="b"), job(queue="a", delay=5.0)])
+    clock.advance(10.0)
+    claimed = backend.fetch(["a", "b"], "w", 10, LEASE)
+    assert len(claimed) == 3
+    refs = {c.id: c.ref for c in claimed}
+    assert backend.heartbeat("w", list(refs.values()), LEASE).lost == frozenset()
+    backend.ack([Ack(refs[a.id], AckKind.DISCARD)])
+    backend.requeue(JobFilter(states=frozenset({S.DEAD})))
+    backend.requeue(JobFilter(ids=frozenset({a.id})))
+    backend.cancel(a.id)
+    clock.advance(LEASE + 1)
+    backend.rescue()
+    backend.purge(JobFilter(states=frozenset({S.DEAD})))
+    backend.prune(Retention(succeeded=0.0, cancelled=0.0, dead=0.0))
+    backend.list_jobs(JobFilter(queues=frozenset({"a"})))
+    backend.stats()
+    backend.next_run_at()
+    backend.get(a.id)
+
+
+class TestEnqueue:
+    def test_a_batch_over_several_queues_gets_ids_in_input_order(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        entries = backend.enqueue([job("1", queue="a"), job("2", queue="b"), job("3", queue="a")])
+        ids = [e.id for e in entries]
+        assert ids == sorted(ids) and len(set(ids)) == 3
+        assert [(j.task, j.queue) for j in map(backend.get, ids) if j] == [
+            ("1", "a"),
+            ("2", "b"),
+            ("3", "a"),
+        ]
+
+    def test_a_batch_over_several_queues_is_written_in_one_transaction(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        backend.enqueue([job(queue="a"), job(queue="b")])  # registers both queues
+        steps: list[_Step] = []
+        execute = backend._execute
+
+        def spy(step: _Step) -> list[Any]:
+            steps.append(step)
+            return execute(step)
+
+        backend._execute = spy  # type: ignore[method-assign]
+        backend.enqueue([job(queue="a"), job(queue="b"), job(queue="c")])
+        writes = [s for s in steps if any(isinstance(c, _Eval) for c in s.calls)]
+        assert len(writes) == 1
+        assert writes[0].atomic and len(writes[0].calls) == 3
+
+    def test_an_idempotency_key_dedupes_across_queues_on_a_single_redis(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        [first] = backend.enqueue([job(queue="a", key="k")])
+        [again] = backend.enqueue([job(queue="b", key="k")])
+        assert (again.id, again.created) == (first.id, False)
+        mixed = backend.enqueue([job(queue="c", key="m"), job(queue="d", key="m")])
+        assert [e.created for e in mixed] == [True, False]
+        assert mixed[1].id == mixed[0].id
+        assert backend.get(mixed[0].id).queue == "c"  # type: ignore[union-attr]
+
+    def test_the_cluster_layout_dedupes_idempotency_keys_within_a_queue(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock(), cluster_layout="1")
+        [first] = backend.enqueue([job(queue="a", key="k")])
+        assert backend.enqueue([job(queue="a", key="k")])[0] == EnqueuedJob(first.id, False)
+        assert backend.enqueue([job(queue="b", key="k")])[0].created is True
+
+    def test_payloads_and_results_keep_every_character(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        payload = '{"args":["\\u0000 nul, é, 😀, \\"quotes\\", \\\\ and ]"],"kwargs":{}}'
+        [entry] = backend.enqueue([job(payload=payload, key="ключ 😀")])
+        [claimed] = backend.fetch(["default"], "w", 1, LEASE)
+        assert claimed.payload == payload
+        result = '"\\u0000 and 😀"'
+        assert backend.ack([Ack(claimed.ref, AckKind.COMPLETE, result=result)]) == [True]
+        stored = backend.get(entry.id)
+        assert stored is not None
+        assert (stored.payload, stored.result, stored.idempotency_key) == (
+            payload,
+            result,
+            "ключ 😀",
+        )
+
+    def test_the_job_hash_names_no_queue_it_does_not_need(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        [entry] = backend.enqueue([job(queue="q")])
+        stored = raw(backend).hgetall(backend._keys.queue("q").job(entry.id))
+        assert b"queue" not in stored
+        assert stored[b"state"] == b"available"
+
+
+class TestServerClock:
+    def test_without_a_fake_clock_the_redis_server_decides_the_time(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        class Stopped:
+            """A clock stuck in 1970: the engine must not read it."""
+
+            def now(self) -> float:
+                return 0.0
+
+        backend = make_backend()
+        backend.clock = Stopped()
+        server_now = float(".".join(str(p) for p in raw(backend).time()))
+        [entry] = backend.enqueue([job(delay=0.3)])
+        stored = backend.get(entry.id)
+        assert stored is not None and stored.state is S.SCHEDULED
+        assert abs(stored.enqueued_at - server_now) < 5.0
+        assert backend.fetch(["default"], "w", 1, LEASE) == []
+        time.sleep(0.35)
+        [claimed] = backend.fetch(["default"], "w", 1, LEASE)
+        assert claimed.lease_expires_at == pytest.approx(claimed.started_at + LEASE)
+
+
+class TestFindingJobs:
+    def test_a_backend_that_never_saw_a_job_finds_it_by_id(
+        self, make_backend: Callable[..., RedisBackend], prefixes: Prefixes
+    ) -> None:
+        clock = FakeClock()
+        producer = make_backend(clock)
+        [entry] = producer.enqueue([job(queue="elsewhere")])
+        worker = RedisBackend(with_query(URL, prefix=producer.prefix), clock)
+        other = RedisBackend(with_query(URL, prefix=producer.prefix), clock)
+        try:
+            [claimed] = worker.fetch(["elsewhere"], "w", 1, LEASE)
+            assert other.get(entry.id) is not None
+            assert other.heartbeat("w", [claimed.ref], LEASE).lost == frozenset()
+            job_after = other.cancel(entry.id)
+            assert job_after is not None and job_after.cancel_requested
+            assert other.ack([Ack(claimed.ref, AckKind.CANCEL)]) == [True]
+            assert other.get(entry.id).state is S.CANCELLED  # type: ignore[union-attr]
+        finally:
+            worker.close()
+            other.close()
+
+    def test_a_remembered_queue_that_no_longer_holds_the_job_is_looked_up_again(
+        self, make_backend: Callable[..., RedisBackend], prefixes: Prefixes
+    ) -> None:
+        clock = FakeClock()
+        old = make_backend(clock)
+        [first] = old.enqueue([job(queue="a")])
+        delete_prefix(URL, old.prefix)  # the store lost its data (a restart without persistence)
+        fresh = RedisBackend(with_query(URL, prefix=old.prefix), clock)
+        try:
+            [again] = fresh.enqueue([job("new", queue="b")])
+            assert again.id == first.id  # the counter started over
+            found = old.get(first.id)
+            assert found is not None and (found.task, found.queue) == ("new", "b")
+            [claimed] = fresh.fetch(["b"], "w", 1, LEASE)
+            old._where[first.id] = "a"  # as remembered before the data was lost
+            assert old.heartbeat("w", [claimed.ref], LEASE).lost == frozenset()
+            old._where[first.id] = "a"
+            assert old.ack([Ack(claimed.ref, AckKind.COMPLETE, result="1")]) == [True]
+            old._where[first.id] = "a"
+            assert old.cancel(first.id).state is S.SUCCEEDED  # type: ignore[union-attr]
+        finally:
+            fresh.close()
+
+
+class TestFetch:
+    def test_fetch_over_several_queues_claims_by_priority_across_them(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        clock = FakeClock()
+        backend = make_backend(clock)
+        slow = backend.enqueue([job(queue="a", priority=5) for _ in range(3)])
+        urgent = backend.enqueue([job(queue="b", priority=-1) for _ in range(2)])
+        due_later = backend.enqueue([job(queue="c", priority=-9, delay=10.0)])
+        claimed = backend.fetch(["a", "b", "c"], "w", 3, LEASE)
+        assert [c.id for c in claimed] == [e.id for e in urgent] + [slow[0].id]
+        clock.advance(10.0)
+        [next_one] = backend.fetch(["a", "b", "c"], "w", 1, LEASE)
+        assert next_one.id == due_later[0].id
+
+    def test_a_due_scheduled_job_stays_scheduled_until_it_is_claimed(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        clock = FakeClock()
+        backend = make_backend(clock)
+        first, second, third = backend.enqueue([job(delay=10.0) for _ in range(3)])
+        clock.advance(20.0)
+        [claimed] = backend.fetch(["default"], "w", 1, LEASE)  # moves all three to T:due
+        assert claimed.id == first.id
+        assert backend.get(second.id).state is S.SCHEDULED  # type: ignore[union-attr]
+        due_key = backend._keys.queue("default").keys[9]
+        assert raw(backend).zcard(due_key) == 2
+        stats = {s.queue: s for s in backend.stats()}["default"]
+        assert stats.counts == {S.RUNNING: 1, S.SCHEDULED: 2}
+        assert stats.oldest_available_age == pytest.approx(10.0)
+        listed = backend.list_jobs(JobFilter(states=frozenset({S.SCHEDULED})))
+        assert [j.id for j in listed] == [third.id, second.id]
+        assert backend.cancel(second.id).state is S.CANCELLED  # type: ignore[union-attr]
+        assert raw(backend).zcard(due_key) == 1
+        assert backend.next_run_at() == pytest.approx(clock.now() - 10.0)
+        [last] = backend.fetch(["default"], "w", 5, LEASE)
+        assert last.id == third.id
+
+    def test_many_jobs_claimed_rescued_and_requeued_in_batches(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        clock = FakeClock()
+        backend = make_backend(clock)
+        n = 2500
+        backend.enqueue([job("even" if i % 2 == 0 else "odd", max_attempts=1) for i in range(n)])
+        assert len(backend.fetch(["default"], "w", n, LEASE)) == n
+        clock.advance(LEASE + 1)
+        assert backend.rescue() == RescueReport(dead=n)
+        requeued = backend.requeue(JobFilter(tasks=frozenset({"odd"})))
+        assert requeued == n // 2
+        counts = {s.queue: s.counts for s in backend.stats()}["default"]
+        assert counts == {S.AVAILABLE: n // 2, S.DEAD: n // 2}
+        assert backend.purge(JobFilter(states=frozenset({S.DEAD}))) == n // 2
+        listed = backend.list_jobs(JobFilter(states=frozenset({S.AVAILABLE})))
+        assert len(listed) == n // 2
+        assert [j.id for j in listed] == sorted((j.id for j in listed), reverse=True)
+        assert {j.task for j in listed} == {"odd"}
+
+
+class TestListing:
+    def test_listing_merges_queues_newest_first_across_pages(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        ids: list[int] = []
+        for i in range(6):
+            queue = "a" if i % 3 else "b"
+            ids += [e.id for e in backend.enqueue([job(queue=queue) for _ in range(400)])]
+        listed = backend.list_jobs(JobFilter())
+        assert [j.id for j in listed] == sorted(ids, reverse=True)
+        page = backend.list_jobs(JobFilter(limit=700, before_id=ids[1000]))
+        assert [j.id for j in page] == sorted((i for i in ids if i < ids[1000]), reverse=True)[:700]
+        few = backend.list_jobs(JobFilter(queues=frozenset({"b"}), limit=3))
+        assert [j.queue for j in few] == ["b"] * 3
+
+
+class TestWait:
+    def test_wait_wakes_on_work_in_its_own_queues_only(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+
+        async def scenario() -> tuple[float, float]:
+            await backend.wait(["a"], 0.5)  # subscribes (and returns at once)
+            waiter = asyncio.create_task(backend.wait(["a"], 0.5))
+            await asyncio.sleep(0.05)
+            await asyncio.to_thread(backend.enqueue, [job(queue="b")])
+            started = time.monotonic()
+            await waiter
+            other = time.monotonic() - started
+            waiter = asyncio.create_task(backend.wait(["a"], 5.0))
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            await asyncio.to_thread(backend.enqueue, [job(queue="a")])
+            await waiter
+            return other, time.monotonic() - started
+
+        other, own = asyncio.run(scenario())
+        assert other > 0.3
+        assert own < 1.0
+
+    def test_a_wakeup_published_while_nobody_waits_is_not_lost(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+
+        async def scenario() -> float:
+            await backend.wait(["default"], 0.5)  # subscribes
+            await asyncio.to_thread(backend.enqueue, [job()])  # while busy, not waiting
+            started = time.monotonic()
+            await backend.wait(["default"], 5.0)
+            return time.monotonic() - started
+
+        assert asyncio.run(scenario()) < 1.0
+
+    def test_delayed_work_does_not_wake_waiters(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+
+        async def scenario() -> float:
+            await backend.wait(["default"], 0.5)
+            started = time.monotonic()
+            waiter = asyncio.create_task(backend.wait(["default"], 0.4))
+            await asyncio.to_thread(backend.enqueue, [job(delay=60.0)])
+            await waiter
+            return time.monotonic() - started
+
+        assert asyncio.run(scenario()) > 0.3
+
+    def test_concurrent_waits_on_one_loop_take_turns_without_errors(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+
+        async def scenario() -> float:
+            await backend.wait(["default"], 0.5)
+            started = time.monotonic()
+            waiters = [asyncio.create_task(backend.wait(["default"], 0.3)) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            await asyncio.to_thread(backend.enqueue, [job()])
+            await asyncio.gather(*waiters)
+            return time.monotonic() - started
+
+        assert asyncio.run(scenario()) < 2.0
+
+    def test_the_async_operations_run_on_redis_asyncio_not_on_a_thread(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        clock = FakeClock()
+        backend = make_backend(clock)
+
+        async def scenario() -> None:
+            [entry] = await backend.enqueue_async([job()])
+            [claimed] = await backend.fetch_async(["default"], "w", 1, LEASE)
+            await backend.heartbeat_async("w", [claimed.ref], LEASE)
+            assert await backend.ack_async([Ack(claimed.ref, AckKind.COMPLETE)]) == [True]
+            assert (await backend.get_async(entry.id)).state is S.SUCCEEDED  # type: ignore[union-attr]
+            assert await backend.next_run_at_async() is None
+            assert await backend.rescue_async() == RescueReport()
+            clock.advance(8 * 86_400.0)
+            assert await backend.prune_async(Retention()) == 1
+
+        asyncio.run(scenario())
+        assert backend._executor is None
+
+
+class TestPackaging:
+    def test_the_engine_package_does_not_shadow_redis_py(self) -> None:
+        import stagecrew.backends.redis.backend as engine
+
+        assert engine.redis.__name__ == "redis"
+        assert "site-packages" in (engine.redis.__file__ or "")
+        assert hasattr(engine.redis, "Redis")
+
+    def test_every_script_is_packaged_with_a_header_naming_keys_and_arguments(self) -> None:
+        for name in scripts.ALL_SCRIPTS:
+            script = scripts.script(name)
+            assert script.text.startswith("#!lua")
+            body = script.text.split("local TAG = ARGV[1]", 1)[1]
+            assert "KEYS" in body and "ARGV" in body, name
+
+    def test_a_wait_on_no_queue_just_sleeps(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        started = time.monotonic()
+        asyncio.run(backend.wait([], 0.1))
+        assert 0.05 < time.monotonic() - started < 2.0
+
+
+class TestErrors:
+    def test_enqueue_to_an_unreachable_redis_fails_at_once_with_enqueue_error(self) -> None:
+        backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0?prefix=nowhere")
+        try:
+            started = time.monotonic()
+            with pytest.raises(EnqueueError, match=r"could not enqueue.*reachable"):
+                backend.enqueue([job()])
+            assert time.monotonic() - started < 2.0
+            with pytest.raises(BackendError, match="fetch failed"):
+                backend.fetch(["default"], "w", 1, LEASE)
+            with pytest.raises(BackendError):
+                asyncio.run(backend.get_async(1))
+            backend.prepare()  # an unreachable store is reported by the operations, not here
+        finally:
+            backend.close()
+
+    def test_the_password_never_shows_in_messages(self) -> None:
+        url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
+        backend = RedisBackend(url)
+        try:
+            with pytest.raises(EnqueueError) as raised:
+                backend.enqueue([job()])
+            assert "s3cret" not in str(raised.value)
+            assert "s3cret" not in repr(backend)
+        finally:
+            backend.close()
+
+    @pytest.mark.parametrize("prefix", ["", "a{b", "c}"])
+    def test_a_prefix_with_braces_is_refused(self, prefix: str) -> None:
+        with pytest.raises(ConfigurationError, match="prefix"):
+            RedisBackend(f"{URL}?prefix={prefix}")
+
+    def test_redis_py_options_in_the_url_reach_redis_py(self) -> None:
+        backend = RedisBackend(f"{URL}?prefix=x&socket_timeout=7")
+        try:
+            assert backend._client.connection_pool.connection_kwargs["socket_timeout"] == 7.0
+        finally:
+            backend.close()
+
+    def test_the_url_factory_builds_the_redis_engine(self) -> None:
+        backend = backend_from_url(f"{URL}?prefix=factory")
+        try:
+            assert isinstance(backend, RedisBackend)
+            assert backend.capabilities.server_clock and backend.capabilities.instant_wakeup
+        finally:
+            backend.close()
+
+
+class TestPreflight:
+    def test_it_warns_loudly_when_redis_persists_nothing(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend()
+        client = raw(backend)
+        appendonly = client.config_get("appendonly")["appendonly"]
+        save = client.config_get("save")["save"]
+        if appendonly != "no" or save != "":
+            pytest.skip("the shared Redis persists data; see test_redis_servers.py")
+        warnings = backend.preflight()
+        assert any("persists NOTHING" in w for w in warnings)
+
+    def test_prepare_records_the_key_layout_and_refuses_a_newer_one(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend()
+        backend.prepare()
+        client = raw(backend)
+        assert client.get(backend._keys.layout) == b"1"
+        client.set(backend._keys.layout, "99")
+        with pytest.raises(BackendError, match="newer"):
+            backend.migrate()
+
+    def test_prepare_refuses_a_store_written_by_a_newer_stagecrew(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend()
+        raw(backend).set(backend._keys.layout, "99")
+        with pytest.raises(BackendError, match="upgrade stagecrew"):
+            backend.prepare()
+
+
+class TestIdCounter:
+    def test_a_reserved_id_that_is_taken_is_refused_and_nothing_is_written(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock(), cluster_layout="1")
+        [first] = backend.enqueue([job()])
+        raw(backend).set(backend._keys.ids, 0)  # as if restored from an older copy
+        with pytest.raises(EnqueueError, match=r"taken already.*nothing was written"):
+            backend.enqueue([job("second"), job("third")])
+        assert [j.task for j in backend.list_jobs(JobFilter())] == ["t"]
+        raw(backend).set(backend._keys.ids, first.id)
+        assert backend.enqueue([job("later")])[0].id == first.id + 1
+
+
+def test_random_operation_sequences_follow_the_reference_model(prefixes: Prefixes) -> None:
+    """The hypothesis state machine of tests/unit, on Redis (a key prefix per example)."""
+    from hypothesis import HealthCheck, settings
+    from hypothesis.stateful import run_state_machine_as_test
+    from tests.unit.test_state_machine import BackendMachine
+
+    class RedisMachine(BackendMachine):
+        make_backend = staticmethod(lambda clock: RedisBackend(prefixes.url_for(), clock))
+
+    run_state_machine_as_test(
+        RedisMachine,
+        settings=settings(
+            max_examples=60,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
