@@ -1,0 +1,1144 @@
+"""The PostgreSQL engine (`postgresql://...`): any number of workers on any number of hosts.
+
+Every statement lives in a `.sql` file under `sql/` (see `statements.py`).
+Each operation is written once, as a generator that yields statements and
+receives their rows (`_Op`); the synchronous methods drive it on a
+connection from the sync pool, the `*_async` methods on one from the asyncio
+pool, and `enqueue_in` / `complete_in` on the caller's own connection. Almost
+every operation is one statement in autocommit mode: one round trip, atomic
+on its own, whatever the batch size. The exceptions: a large enqueue without
+idempotency keys (ids drawn, COPY, NOTIFY: one transaction), and `migrate`.
+
+Plans. A queue table's statistics are nearly always stale (every job was
+waiting at the last ANALYZE), so no hot statement joins the jobs table to its
+input: rows are found by index, through `id = ANY(...)` or the partial
+indexes of the migration, and a statement cannot degrade into a scan per row.
+
+Time. The server's clock is the only clock for due times, leases and
+timestamps: statements read `store_now(NULL)`, the statement's start time on
+the server, so a worker whose clock is off can neither run a job early nor
+rescue one early. The one exception is a `FakeClock` (tests): its time is
+passed to every statement instead. Absolute times given by callers (`run_at`,
+a retry's `retry_at`) are stored as given. Times are epoch seconds
+(`double precision`) throughout, as in `Job`.
+
+Concurrency. Claims lock rows with `FOR UPDATE SKIP LOCKED`, so concurrent
+workers take different jobs without waiting on each other; acks, heartbeats
+and rescues are fenced on (id, attempt, state) in their WHERE clauses, which
+PostgreSQL re-checks on the newest row version when two writers meet.
+
+Failures. psycopg errors become `EnqueueError` (enqueue) or `BackendError`
+(everything else) naming the server, the schema and what to do; nothing is
+retried here. The pools replace connections the server dropped, and the
+worker's own retry with backoff carries it through a server restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection, AsyncCursor, Connection, Cursor
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
+
+from ... import transitions
+from ...clock import Clock, is_fake
+from ...errors import BackendError, EnqueueError, SchemaOutOfDateError, StagecrewError
+from ...job import (
+    AttemptError,
+    ClaimedJob,
+    EnqueuedJob,
+    ErrorKind,
+    Job,
+    JobRef,
+    JobState,
+    NewJob,
+)
+from ..base import (
+    ACK_TARGET,
+    DEFAULT_MAX_LOST,
+    Ack,
+    AckKind,
+    Backend,
+    Capabilities,
+    HeartbeatReply,
+    JobFilter,
+    QueueStats,
+    RescueReport,
+    Retention,
+)
+from .listener import NotificationListener
+from .pools import AsyncConn, AsyncPools, SyncConnection, SyncPool, connect_kwargs
+from .settings import PostgresSettings, parse_url
+from .statements import Statements, schema_version
+from .vacuum import TableVacuumer
+
+log = logging.getLogger("stagecrew.postgres")
+
+T = TypeVar("T")
+
+COPY_MIN_BATCH = 200
+"""From this many jobs without idempotency keys, enqueue streams them with COPY."""
+COPY_TYPES = ("int8", "text", "text", "text", "text", "int4", "float8", "int4", "float8")
+"""Column types of enqueue_copy.sql: id, task, queue, state, payload, priority, run_at,
+max_attempts, enqueued_at."""
+RESCUE_BATCH = 5000
+"""Expired leases settled per statement, so rows are locked briefly however many expired."""
+MAX_KEY_LOOKUPS = 3
+"""Times `enqueue` looks again for a key a concurrent transaction stored (see enqueue.sql)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    sql: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    """COPY ... FROM STDIN (FORMAT BINARY) of `rows`, whose columns have the given types."""
+
+    sql: str
+    types: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    rows: list[tuple[Any, ...]]
+    rowcount: int
+
+
+_Op = Generator[_Statement | _Copy, _Result, T]
+"""An operation: yields the statements to run, in order, and returns its value."""
+
+
+@dataclass(slots=True)
+class _Progress:
+    sent: bool = False
+    """A statement reached the server: a failure after this may have changed data."""
+
+
+def _drive(conn: Connection[Any], op: _Op[T], progress: _Progress) -> T:
+    try:
+        step = next(op)
+        while True:
+            with conn.cursor(row_factory=tuple_row) as cur:
+                progress.sent = True
+                if isinstance(step, _Copy):
+                    with cur.copy(step.sql) as copy:
+                        copy.set_types(step.types)
+                        for row in step.rows:
+                            copy.write_row(row)
+                    result = _Result([], cur.rowcount)
+                else:
+                    cur.execute(step.sql, step.params)
+                    rows = cur.fetchall() if cur.description is not None else []
+                    result = _Result(rows, cur.rowcount)
+            step = op.send(result)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+
+
+async def _drive_async(conn: AsyncConnection[Any], op: _Op[T], progress: _Progress) -> T:
+    try:
+        step = next(op)
+        while True:
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                progress.sent = True
+                if isinstance(step, _Copy):
+                    async with cur.copy(step.sql) as copy:
+                        copy.set_types(step.types)
+                        for row in step.rows:
+                            await copy.write_row(row)
+                    result = _Result([], cur.rowcount)
+                else:
+                    await cur.execute(step.sql, step.params)
+                    rows = await cur.fetchall() if cur.description is not None else []
+                    result = _Result(rows, cur.rowcount)
+            step = op.send(result)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+
+
+def _rounds(items: Sequence[T], key: Callable[[T], int]) -> list[list[int]]:
+    """Positions of `items` split so that no key repeats within a round, each sorted by key.
+
+    Round n holds the n-th occurrence of each key, so applying the rounds one
+    after another applies the items in order. Nearly always there is one round.
+    Sorted, the keys of a round can be searched by `width_bucket` in SQL.
+    """
+    rounds: list[list[int]] = []
+    seen: dict[int, int] = {}
+    for position, item in enumerate(items):
+        k = key(item)
+        n = seen.get(k, 0)
+        seen[k] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(position)
+    for positions in rounds:
+        positions.sort(key=lambda p: key(items[p]))
+    return rounds
+
+
+# -- rows to records -----------------------------------------------------------------
+_JOB_STATE = {state.value: state for state in JobState}
+
+
+def _corrupt_errors(raw: object, why: str) -> AttemptError:
+    return AttemptError(
+        attempt=0,
+        at=0.0,
+        kind=ErrorKind.ERROR,
+        type="CorruptErrorRecord",
+        message=f"the stored errors of this job could not be read ({why}); "
+        "the stored text is kept as this entry's traceback",
+        traceback=raw if isinstance(raw, str) else repr(raw),
+    )
+
+
+def _decode_errors(raw: object) -> tuple[AttemptError, ...]:
+    """Read the errors column without ever failing: inspection must work on a damaged row."""
+    if raw == "[]":
+        return ()
+    if not isinstance(raw, str):
+        return (_corrupt_errors(raw, f"a {type(raw).__name__}, not JSON text"),)
+    try:
+        items = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return (_corrupt_errors(raw, f"not valid JSON: {exc}"),)
+    if not isinstance(items, list):
+        return (_corrupt_errors(raw, "not a JSON array"),)
+    errors = []
+    for item in items:
+        try:
+            errors.append(AttemptError.from_json(item))
+        except (AttributeError, TypeError, ValueError) as exc:
+            errors.append(_corrupt_errors(orjson.dumps(item).decode(), f"a bad entry: {exc}"))
+    return tuple(errors)
+
+
+def _job_from_row(row: Sequence[Any]) -> Job:
+    return Job(
+        id=row[0],
+        task=row[1],
+        queue=row[2],
+        state=_JOB_STATE[row[3]],
+        payload=row[4],
+        priority=row[5],
+        run_at=row[6],
+        attempt=row[7],
+        max_attempts=row[8],
+        enqueued_at=row[9],
+        started_at=row[10],
+        finished_at=row[11],
+        lease_owner=row[12],
+        lease_expires_at=row[13],
+        idempotency_key=row[14],
+        cancel_requested=row[15],
+        lost=row[16],
+        result=row[17],
+        errors=_decode_errors(row[18]),
+    )
+
+
+def _filter_sql(job_filter: JobFilter) -> tuple[str, dict[str, Any]]:
+    """The WHERE terms (each starting with AND) and parameters of a JobFilter.
+
+    Lists are bound as one array each, so the statement text depends only on
+    which fields are set, and stays prepared.
+    """
+    terms: list[str] = []
+    params: dict[str, Any] = {}
+    if job_filter.states:
+        terms.append("state = ANY(%(f_states)b::text[])")
+        params["f_states"] = sorted(str(s) for s in job_filter.states)
+    if job_filter.queues:
+        terms.append("queue = ANY(%(f_queues)b::text[])")
+        params["f_queues"] = sorted(job_filter.queues)
+    if job_filter.tasks:
+        terms.append("task = ANY(%(f_tasks)b::text[])")
+        params["f_tasks"] = sorted(job_filter.tasks)
+    if job_filter.ids:
+        terms.append("id = ANY(%(f_ids)b::bigint[])")
+        params["f_ids"] = sorted(job_filter.ids)
+    if job_filter.before_id is not None:
+        terms.append("id < %(f_before_id)s")
+        params["f_before_id"] = job_filter.before_id
+    if job_filter.finished_before is not None:
+        terms.append("finished_at < %(f_finished_before)s::double precision")
+        params["f_finished_before"] = job_filter.finished_before
+    return "".join(f" AND {term}" for term in terms), params
+
+
+def _raw_connection(target: object) -> object:
+    """The psycopg connection behind a connection, a cursor, or a framework's wrapper of one.
+
+    Unwraps psycopg cursors (`.connection`), SQLAlchemy's `Connection`
+    (`.connection`, then `.driver_connection`) and Django's connection
+    (`.connection`, connecting it first with `ensure_connection()`).
+    """
+    for _ in range(4):
+        if isinstance(target, Connection | AsyncConnection):
+            return target
+        if isinstance(target, Cursor | AsyncCursor):
+            return target.connection
+        inner = getattr(target, "driver_connection", None)
+        if inner is None:
+            ensure = getattr(target, "ensure_connection", None)
+            if callable(ensure) and getattr(target, "connection", None) is None:
+                ensure()  # Django connects lazily
+            inner = getattr(target, "connection", None)
+        if inner is None:
+            break
+        target = inner
+    return target
+
+
+class PostgresBackend(Backend):
+    """Jobs in one PostgreSQL schema, shared by every worker that can reach the server.
+
+    `url` is a libpq URI; its query string may also carry `schema` (default
+    `stagecrew`), `pool_min`, `pool_max` (default 1 and 4), `pool_timeout`
+    and `task_pool_max`, which are taken out before the URI reaches libpq.
+    The constructor connects to nothing: pools open on first use, and
+    `prepare()` (called by `App` once) only checks the schema version. Create
+    or upgrade the schema with `migrate()` (`stagecrew migrate`).
+    """
+
+    capabilities = Capabilities(
+        cross_process=True, server_clock=True, instant_wakeup=True, transactional_enqueue=True
+    )
+
+    def __init__(self, url: str, clock: Clock | None = None) -> None:
+        super().__init__(clock)
+        self.url = url
+        self.settings: PostgresSettings = parse_url(url)
+        self.schema = self.settings.schema
+        self._sql = Statements(self.schema)
+        name = f"stagecrew:{self.schema}"
+        self._pool = SyncPool(self.settings, name, self.settings.pool_max)
+        self._apools = AsyncPools(self.settings, name, self.settings.pool_max)
+        self._task_pool = SyncPool(self.settings, f"{name}:tasks", self.settings.task_pool_max)
+        self._task_apools = AsyncPools(self.settings, f"{name}:tasks", self.settings.task_pool_max)
+        self._vacuumer: TableVacuumer | None = None
+        """Started by the first claim in a process (workers only): see vacuum.py."""
+        self._listener: NotificationListener | None = None
+        self._seen = 0
+        """The listener's sequence number when the last fetch started (see listener.py)."""
+
+    def __repr__(self) -> str:
+        return f"<PostgresBackend {self.settings.where} schema={self.schema}>"
+
+    # -- plumbing ----------------------------------------------------------------
+    def _now(self) -> float | None:
+        """The time to pass to statements: None (the server's clock) unless the clock is fake."""
+        return self.clock.now() if is_fake(self.clock) else None
+
+    def _failure(self, operation: str, exc: Exception, progress: _Progress) -> str:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        text = (
+            f"{operation} failed on PostgreSQL {self.settings.where} "
+            f"(schema {self.schema!r}): {detail}"
+        )
+        if isinstance(
+            exc,
+            psycopg.errors.UndefinedTable
+            | psycopg.errors.UndefinedFunction
+            | psycopg.errors.InvalidSchemaName,
+        ):
+            text += ". The schema is missing or out of date: run `stagecrew migrate`"
+        elif isinstance(exc, psycopg.OperationalError) and not progress.sent:
+            text += ". Check that the server is running and reachable from this host"
+        if operation == "enqueue":
+            sqlstate = getattr(exc, "sqlstate", None)
+            if not progress.sent or (sqlstate is not None and not sqlstate.startswith("08")):
+                text += "; nothing was written"
+            else:
+                text += (
+                    "; the connection failed while the jobs were being written, so they may "
+                    "or may not be stored (enqueueing again with the same idempotency keys is "
+                    "safe)"
+                )
+        return text
+
+    def _run(
+        self,
+        op: _Op[T],
+        operation: str,
+        error: type[StagecrewError] = BackendError,
+        *,
+        transaction: bool = False,
+    ) -> T:
+        """Run `op` on a pooled connection: each statement on its own, or all in one transaction."""
+        progress = _Progress()
+        try:
+            with self._pool.connection() as conn:
+                if not transaction:
+                    return _drive(conn, op, progress)
+                with conn.transaction():
+                    return _drive(conn, op, progress)
+        except psycopg.Error as exc:
+            raise error(self._failure(operation, exc, progress)) from exc
+
+    async def _run_async(
+        self,
+        op: _Op[T],
+        operation: str,
+        error: type[StagecrewError] = BackendError,
+        *,
+        transaction: bool = False,
+    ) -> T:
+        progress = _Progress()
+        try:
+            async with self._apools.connection() as conn:
+                if not transaction:
+                    return await _drive_async(conn, op, progress)
+                async with conn.transaction():
+                    return await _drive_async(conn, op, progress)
+        except psycopg.Error as exc:
+            raise error(self._failure(operation, exc, progress)) from exc
+
+    @contextlib.contextmanager
+    def _direct_connection(self, operation: str) -> Iterator[SyncConnection]:
+        """A connection of its own, outside the pools (migrate, prepare, preflight)."""
+        try:
+            conn = psycopg.Connection.connect(
+                self.settings.conninfo, **connect_kwargs(self.settings)
+            )
+        except psycopg.Error as exc:
+            raise BackendError(self._failure(operation, exc, _Progress())) from exc
+        with conn:
+            yield conn
+
+    # -- life cycle ------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Create the schema and apply the missing migrations, in one transaction.
+
+        Safe from many hosts at once: a transaction-scoped advisory lock (one
+        per schema) serialises them, and the applied version is read under it,
+        so each migration runs once. Versions are recorded in
+        `<schema>.schema_migrations`.
+        """
+        target = schema_version()
+        progress = _Progress(sent=True)
+        with self._direct_connection("migrate") as conn:
+            try:
+                with conn.transaction():
+                    key = self.settings.migration_lock_key
+                    conn.execute(self._sql.get("migrate_lock"), {"key": key})
+                    conn.execute(self._sql.get("migrate_bootstrap"))
+                    row = conn.execute(self._sql.get("schema_version")).fetchone()
+                    current = int(row[0]) if row else 0
+                    if current > target:
+                        log.warning(
+                            "schema %r is at version %d, newer than this stagecrew (%d): "
+                            "nothing to do; upgrade stagecrew on this host",
+                            self.schema,
+                            current,
+                            target,
+                        )
+                    for version, name, script in self._sql.migrations():
+                        if version <= current:
+                            continue
+                        conn.execute(script)
+                        conn.execute(
+                            self._sql.get("migrate_record"), {"version": version, "name": name}
+                        )
+                        log.info("schema %r: applied migration %s", self.schema, name)
+            except psycopg.Error as exc:
+                raise BackendError(self._failure("migrate", exc, progress)) from exc
+
+    def _stored_version(self, conn: SyncConnection) -> int | None:
+        """The schema's applied version, or None if it was never migrated."""
+        try:
+            row = conn.execute(self._sql.get("schema_version")).fetchone()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+            return None
+        return int(row[0]) if row else 0
+
+    def _check_version(self, conn: SyncConnection) -> int:
+        target = schema_version()
+        stored = self._stored_version(conn)
+        if stored is None or stored < target:
+            state = "does not exist" if stored is None else f"is at version {stored}"
+            raise SchemaOutOfDateError(
+                f"the stagecrew schema {self.schema!r} in PostgreSQL {self.settings.where} "
+                f"{state}, and this stagecrew needs version {target}: run `stagecrew migrate` "
+                "against this database (STAGECREW_URL or --url), then start again"
+            )
+        return stored
+
+    def prepare(self) -> None:
+        """Check that the schema is migrated; never changes it.
+
+        Raises `SchemaOutOfDateError` (naming `stagecrew migrate`) when the
+        schema is missing or older than this stagecrew, and `BackendError`
+        when the server cannot be reached.
+        """
+        with self._direct_connection("prepare") as conn:
+            try:
+                self._check_version(conn)
+            except psycopg.Error as exc:
+                raise BackendError(self._failure("prepare", exc, _Progress(sent=True))) from exc
+
+    def preflight(self) -> list[str]:
+        """Check the schema and the server settings a healthy queue needs; return warnings."""
+        warnings: list[str] = []
+        with self._direct_connection("preflight") as conn:
+            try:
+                stored = self._check_version(conn)
+                row = conn.execute(self._sql.get("server_settings")).fetchone()
+            except psycopg.Error as exc:
+                raise BackendError(self._failure("preflight", exc, _Progress(sent=True))) from exc
+        if stored > schema_version():
+            warnings.append(
+                f"the stagecrew schema {self.schema!r} is at version {stored}, newer than this "
+                f"stagecrew knows ({schema_version()}): upgrade stagecrew on this host"
+            )
+        autovacuum, fsync, synchronous_commit = row if row else ("on", "on", "on")
+        if autovacuum != "on":
+            warnings.append(
+                f"autovacuum is off on PostgreSQL {self.settings.where}: the jobs table's dead "
+                "rows are never reclaimed and claims slow down as it bloats; turn autovacuum on "
+                "(stagecrew's migration already tunes it for the jobs table)"
+            )
+        if fsync != "on":
+            warnings.append(
+                f"fsync is off on PostgreSQL {self.settings.where}: a server crash can lose "
+                "or corrupt enqueued jobs"
+            )
+        if synchronous_commit == "off":
+            warnings.append(
+                f"synchronous_commit is off on PostgreSQL {self.settings.where}: a server crash "
+                "can lose the jobs enqueued and the outcomes written in its last moments"
+            )
+        return warnings
+
+    def close(self) -> None:
+        if self._vacuumer is not None:
+            self._vacuumer.stop()
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        self._apools.close()
+        self._task_apools.close()
+        self._pool.close()
+        self._task_pool.close()
+        super().close()
+
+    async def aclose(self) -> None:
+        """`close`, closing the running loop's async pools properly first."""
+        await self._apools.aclose()
+        await self._task_apools.aclose()
+        await asyncio.to_thread(self.close)
+
+    # -- producer --------------------------------------------------------------------
+    def _enqueue_op(self, jobs: Sequence[NewJob]) -> _Op[list[EnqueuedJob]]:
+        """Deduplicate within the batch here, then insert the rest with enqueue.sql.
+
+        A job whose key an earlier job of the batch holds gets that job's id
+        (created=False). Every field of every job is read before the first
+        statement is sent, so a bad job fails the batch with nothing written.
+        """
+        keys = [job.idempotency_key for job in jobs]
+        if not any(key is not None for key in keys):  # the common case: nothing to look up
+            if len(jobs) == 1:
+                done = yield self._enqueue_one(jobs[0])
+                return [EnqueuedJob(row[1], created=True) for row in done.rows if row[0] == "new"]
+            done = yield _Statement(self._sql.get("enqueue"), self._enqueue_params(jobs))
+            drawn: list[int] = next(row[1] for row in done.rows if row[0] == "new")
+            return [EnqueuedJob(job_id, created=True) for job_id in drawn]
+
+        results: list[EnqueuedJob | None] = [None] * len(jobs)
+        first_with_key: dict[str, int] = {}
+        repeats: list[tuple[int, int]] = []  # (index, index of the batch's first job with its key)
+        pending: list[int] = []
+        for index, key in enumerate(keys):
+            if key is not None:
+                if key in first_with_key:
+                    repeats.append((index, first_with_key[key]))
+                    continue
+                first_with_key[key] = index
+            pending.append(index)
+        for _ in range(MAX_KEY_LOOKUPS):
+            if len(pending) == 1:
+                [index] = pending
+                done = yield self._enqueue_one(jobs[index])
+                for tag, job_id in done.rows:
+                    if tag != "woken":
+                        results[index] = EnqueuedJob(job_id, created=tag == "new")
+            else:
+                params = self._enqueue_params([jobs[i] for i in pending])
+                done = yield _Statement(self._sql.get("enqueue"), params)
+                drawn = []
+                inserted_with_key: set[int] = set()
+                stored: dict[str, int] = {}
+                for tag, ids, job_id, key in done.rows:
+                    if tag == "new":
+                        drawn = ids
+                    elif tag == "key":
+                        inserted_with_key.add(job_id)
+                    elif tag == "stored":
+                        stored[key] = job_id
+                for index, job_id in zip(pending, drawn, strict=True):
+                    key = keys[index]
+                    if key is None or job_id in inserted_with_key:
+                        results[index] = EnqueuedJob(job_id, created=True)
+                    elif key in stored:
+                        results[index] = EnqueuedJob(stored[key], created=False)
+            pending = [i for i in pending if results[i] is None]
+            if not pending:
+                break
+        else:
+            raise psycopg.errors.SerializationFailure(
+                f"{len(pending)} idempotency key(s) kept changing hands while being enqueued; retry"
+            )
+        for index, first in repeats:
+            first_result = results[first]
+            assert first_result is not None
+            results[index] = EnqueuedJob(first_result.id, created=False)
+        return cast(list[EnqueuedJob], results)
+
+    def _enqueue_by_copy_op(self, jobs: Sequence[NewJob]) -> _Op[list[EnqueuedJob]]:
+        """A large batch without idempotency keys: draw ids, COPY, wake; run in one transaction.
+
+        COPY inserts a row for a fraction of what INSERT ... SELECT costs. Ids
+        and the store's time come from the server first (enqueue_reserve.sql),
+        so rows are complete when they are streamed, and every field of every
+        job is read before anything is sent.
+        """
+        fields = [
+            (
+                job.task,
+                job.queue,
+                job.payload,
+                int(job.priority),
+                None if job.run_at is None else float(job.run_at),
+                float(job.delay),
+                int(job.max_attempts),
+            )
+            for job in jobs
+        ]
+        done = yield _Statement(
+            self._sql.get("enqueue_reserve"), {"now": self._now(), "count": len(jobs)}
+        )
+        now, ids = done.rows[0]
+        rows = []
+        for job_id, (task, queue, payload, priority, run_at, delay, max_attempts) in zip(
+            ids, fields, strict=True
+        ):
+            due = now + delay if run_at is None else run_at
+            state = transitions.initial_state(due, now).value
+            rows.append((job_id, task, queue, state, payload, priority, due, max_attempts, now))
+        yield _Copy(self._sql.get("enqueue_copy"), COPY_TYPES, rows)
+        queues = sorted({row[1] for row in fields})
+        yield _Statement(
+            self._sql.get("notify_queues"), {"channel": self.settings.channel, "queues": queues}
+        )
+        return [EnqueuedJob(job_id, created=True) for job_id in ids]
+
+    def _enqueue_one(self, job: NewJob) -> _Statement:
+        params = {
+            "now": self._now(),
+            "channel": self.settings.channel,
+            "task": job.task,
+            "queue": job.queue,
+            "payload": job.payload,
+            "priority": int(job.priority),
+            "run_at": None if job.run_at is None else float(job.run_at),
+            "delay": float(job.delay),
+            "max_attempts": int(job.max_attempts),
+            "key": job.idempotency_key,
+        }
+        return _Statement(self._sql.get("enqueue_one"), params)
+
+    def _enqueue_params(self, jobs: Sequence[NewJob]) -> dict[str, Any]:
+        return {
+            "now": self._now(),
+            "channel": self.settings.channel,
+            "tasks": [job.task for job in jobs],
+            "queues": [job.queue for job in jobs],
+            "payloads": [job.payload for job in jobs],
+            "priorities": [int(job.priority) for job in jobs],
+            "run_ats": [None if job.run_at is None else float(job.run_at) for job in jobs],
+            "delays": [float(job.delay) for job in jobs],
+            "max_attempts": [int(job.max_attempts) for job in jobs],
+            "keys": [job.idempotency_key for job in jobs],
+        }
+
+    def _bulk(self, jobs: Sequence[NewJob]) -> bool:
+        """Whether to enqueue by COPY (large batches without keys, on our own connections)."""
+        return len(jobs) >= COPY_MIN_BATCH and all(job.idempotency_key is None for job in jobs)
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
+        """Insert the batch atomically, deduplicating on idempotency key.
+
+        One statement (INSERT ... SELECT FROM unnest(...)), or for a large batch
+        without keys one transaction around a COPY. One `pg_notify` per queue of
+        the batch goes out with the commit. If the server cannot be reached,
+        `EnqueueError` is raised at once.
+        """
+        if not jobs:
+            return []
+        if self._bulk(jobs):
+            return self._run(
+                self._enqueue_by_copy_op(jobs), "enqueue", EnqueueError, transaction=True
+            )
+        return self._run(self._enqueue_op(jobs), "enqueue", EnqueueError)
+
+    async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
+        if not jobs:
+            return []
+        if self._bulk(jobs):
+            return await self._run_async(
+                self._enqueue_by_copy_op(jobs), "enqueue", EnqueueError, transaction=True
+            )
+        return await self._run_async(self._enqueue_op(jobs), "enqueue", EnqueueError)
+
+    def _in_caller_transaction(
+        self, operation: str, error: type[StagecrewError], exc: Exception, conn: object
+    ) -> StagecrewError:
+        text = self._failure(operation, exc, _Progress(sent=True))
+        status = getattr(getattr(conn, "info", None), "transaction_status", None)
+        if status == TransactionStatus.INERROR:
+            text += "; your transaction is aborted now: roll it back"
+        return error(text)
+
+    def enqueue_in(self, connection: object, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
+        """Enqueue inside the caller's own transaction, on their psycopg connection or cursor.
+
+        Committed means enqueued; rolled back means never enqueued (no worker
+        sees the jobs before the commit, and the wake-up NOTIFY is only sent by
+        it). `connection` is a `psycopg.Connection` or `Cursor`, or a wrapper
+        of one (Django's `connection`, SQLAlchemy's `Connection`); it must be
+        a connection to this store's database. In autocommit mode, with no
+        transaction open, the enqueue commits by itself. A failure raises
+        `EnqueueError`; the caller's transaction is then aborted and must be
+        rolled back. The statement is schema-qualified: the connection's
+        `search_path` does not matter and is not changed.
+        """
+        if not jobs:
+            return []
+        conn = _raw_connection(connection)
+        if not isinstance(conn, Connection):
+            raise TypeError(
+                f"enqueue_in needs a psycopg (3) Connection or Cursor, not {type(connection)!r}; "
+                "use enqueue_in_async for an AsyncConnection"
+            )
+        try:
+            return _drive(conn, self._enqueue_op(jobs), _Progress())
+        except psycopg.Error as exc:
+            raise self._in_caller_transaction("enqueue", EnqueueError, exc, conn) from exc
+
+    async def enqueue_in_async(
+        self, connection: object, jobs: Sequence[NewJob]
+    ) -> list[EnqueuedJob]:
+        """`enqueue_in` on a `psycopg.AsyncConnection` or `AsyncCursor`."""
+        if not jobs:
+            return []
+        conn = _raw_connection(connection)
+        if not isinstance(conn, AsyncConnection):
+            raise TypeError(
+                "enqueue_in_async needs a psycopg (3) AsyncConnection or AsyncCursor, not "
+                f"{type(connection)!r}; use enqueue_in for a Connection"
+            )
+        try:
+            return await _drive_async(conn, self._enqueue_op(jobs), _Progress())
+        except psycopg.Error as exc:
+            raise self._in_caller_transaction("enqueue", EnqueueError, exc, conn) from exc
+
+    # -- worker ------------------------------------------------------------------------
+    def _mark_fetch(self) -> None:
+        """Notifications up to here are answered by the claim about to run (listener.py).
+
+        The first claim in a process also starts the table vacuumer (vacuum.py).
+        """
+        if self._listener is not None:
+            self._seen = max(self._seen, self._listener.sequence)
+        if self._vacuumer is None:
+            self._vacuumer = TableVacuumer(self.settings, self._sql)
+            self._vacuumer.start()
+
+    def _fetch_op(
+        self, queues: list[str], worker: str, limit: int, lease_seconds: float
+    ) -> _Op[list[ClaimedJob]]:
+        params = {
+            "now": self._now(),
+            "queues": queues,
+            "worker": worker,
+            "limit": limit,
+            "lease_seconds": float(lease_seconds),
+        }
+        done = yield _Statement(self._sql.get("fetch"), params)
+        claimed = [
+            ClaimedJob(
+                id=r[0],
+                task=r[1],
+                queue=r[2],
+                payload=r[3],
+                attempt=r[4],
+                max_attempts=r[5],
+                priority=r[6],
+                enqueued_at=r[7],
+                run_at=r[8],
+                started_at=r[9],
+                lease_expires_at=r[10],
+            )
+            for r in done.rows
+        ]
+        claimed.sort(key=lambda c: (c.priority, c.run_at, c.id))
+        return claimed
+
+    def fetch(
+        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
+    ) -> list[ClaimedJob]:
+        wanted = list(dict.fromkeys(queues))
+        if limit <= 0 or not wanted:
+            return []
+        self._mark_fetch()
+        return self._run(self._fetch_op(wanted, worker, limit, lease_seconds), "fetch")
+
+    async def fetch_async(
+        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
+    ) -> list[ClaimedJob]:
+        wanted = list(dict.fromkeys(queues))
+        if limit <= 0 or not wanted:
+            return []
+        self._mark_fetch()
+        return await self._run_async(self._fetch_op(wanted, worker, limit, lease_seconds), "fetch")
+
+    def _heartbeat_op(
+        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
+    ) -> _Op[HeartbeatReply]:
+        held: set[tuple[int, int]] = set()
+        cancel: set[int] = set()
+        for batch in _rounds(refs, lambda ref: ref.id):
+            params = {
+                "now": self._now(),
+                "worker": worker,
+                "lease_seconds": float(lease_seconds),
+                "ids": [refs[i].id for i in batch],
+                "attempts": [refs[i].attempt for i in batch],
+            }
+            done = yield _Statement(self._sql.get("heartbeat"), params)
+            held.update((row[0], row[1]) for row in done.rows)
+            cancel.update(row[0] for row in done.rows if row[2])
+        lost = frozenset(ref.id for ref in refs if (ref.id, ref.attempt) not in held)
+        return HeartbeatReply(lost, frozenset(cancel))
+
+    def heartbeat(
+        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
+    ) -> HeartbeatReply:
+        if not refs:
+            return HeartbeatReply(frozenset(), frozenset())
+        return self._run(self._heartbeat_op(worker, refs, lease_seconds), "heartbeat")
+
+    async def heartbeat_async(
+        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
+    ) -> HeartbeatReply:
+        if not refs:
+            return HeartbeatReply(frozenset(), frozenset())
+        return await self._run_async(self._heartbeat_op(worker, refs, lease_seconds), "heartbeat")
+
+    def _ack_op(self, acks: Sequence[Ack]) -> _Op[list[bool]]:
+        applied = [False] * len(acks)
+        for batch in _rounds(acks, lambda ack: ack.ref.id):
+            done = yield _Statement(
+                self._sql.get("ack"), self._ack_params([acks[i] for i in batch])
+            )
+            for row in done.rows:
+                applied[batch[row[0] - 1]] = True
+        return applied
+
+    def _ack_params(self, acks: Sequence[Ack]) -> dict[str, Any]:
+        ids: list[int] = []
+        attempts: list[int] = []
+        kinds: list[str] = []
+        states: list[str] = []
+        results: list[str | None] = []
+        errors: list[str | None] = []
+        run_ats: list[float | None] = []
+        for ack in acks:
+            ids.append(ack.ref.id)
+            attempts.append(ack.ref.attempt)
+            kinds.append(ack.kind.value)
+            states.append(ACK_TARGET[ack.kind].value)
+            results.append(ack.result if ack.kind is AckKind.COMPLETE else None)
+            if ack.error is None or ack.kind is AckKind.RELEASE:  # a hand-back records no error
+                errors.append(None)
+            else:
+                errors.append(orjson.dumps(ack.error.to_json()).decode())
+            retry_at = ack.retry_at if ack.kind is AckKind.RETRY else None
+            run_ats.append(None if retry_at is None else float(retry_at))
+        return {
+            "now": self._now(),
+            "channel": self.settings.channel,
+            "ids": ids,
+            "attempts": attempts,
+            "kinds": kinds,
+            "states": states,
+            "results": results,
+            "errors": errors,
+            "run_ats": run_ats,
+        }
+
+    def ack(self, acks: Sequence[Ack]) -> list[bool]:
+        """Apply every outcome with one statement; each is fenced on (id, attempt, running).
+
+        A batch that names a job twice takes one more statement per repeat.
+        """
+        if not acks:
+            return []
+        return self._run(self._ack_op(acks), "ack")
+
+    async def ack_async(self, acks: Sequence[Ack]) -> list[bool]:
+        if not acks:
+            return []
+        return await self._run_async(self._ack_op(acks), "ack")
+
+    def _rescue_op(self, max_lost: int) -> _Op[RescueReport]:
+        """Settle expired leases RESCUE_BATCH at a time, each batch committed on its own."""
+        totals = [0, 0, 0]
+        while True:
+            params = {
+                "now": self._now(),
+                "channel": self.settings.channel,
+                "max_lost": max_lost,
+                "limit": RESCUE_BATCH,
+            }
+            done = yield _Statement(self._sql.get("rescue"), params)
+            counts = done.rows[0][:3]
+            for i, count in enumerate(counts):
+                totals[i] += count
+            if sum(counts) < RESCUE_BATCH:
+                return RescueReport(requeued=totals[0], dead=totals[1], cancelled=totals[2])
+
+    def rescue(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        return self._run(self._rescue_op(max_lost), "rescue")
+
+    async def rescue_async(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        return await self._run_async(self._rescue_op(max_lost), "rescue")
+
+    def _prune_op(self, retention: Retention, limit: int) -> _Op[int]:
+        params = {
+            "now": self._now(),
+            "limit": limit,
+            "succeeded": retention.horizon(JobState.SUCCEEDED),
+            "cancelled": retention.horizon(JobState.CANCELLED),
+            "dead": retention.horizon(JobState.DEAD),
+        }
+        done = yield _Statement(self._sql.get("prune"), params)
+        return max(done.rowcount, 0)
+
+    def prune(self, retention: Retention, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        return self._run(self._prune_op(retention, limit), "prune")
+
+    async def prune_async(self, retention: Retention, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        return await self._run_async(self._prune_op(retention, limit), "prune")
+
+    def _get_listener(self) -> NotificationListener:
+        listener = self._listener
+        if listener is None or listener.pid != os.getpid():
+            listener = NotificationListener(self.settings)
+            self._listener = listener
+            self._seen = 0
+            listener.start()
+        return listener
+
+    async def wait(
+        self,
+        queues: Sequence[str],
+        timeout: float,
+    ) -> None:
+        """Return on a NOTIFY for one of `queues`, or after `timeout` seconds.
+
+        Returns at once if such a notification arrived since the last fetch
+        began (or the LISTEN connection was (re)established meanwhile, when
+        notifications may have been missed). See `listener.py`.
+        """
+        listener = self._get_listener()
+        waiter = listener.add_waiter(queues)
+        try:
+            latest = listener.latest(queues)
+            if latest <= self._seen:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.event.wait(), max(timeout, 0.0))
+                latest = listener.latest(queues)
+            self._seen = max(self._seen, latest)
+        finally:
+            listener.remove_waiter(waiter)
+
+    # -- completing with the task's own writes ---------------------------------------------
+    def complete_in(self, connection: object, ref: JobRef, result: str | None) -> bool:
+        """Mark attempt `ref` succeeded with `result` (JSON text) inside the caller's transaction.
+
+        This is the fenced COMPLETE ack, run on the caller's connection, so the
+        job's success commits or rolls back together with whatever else that
+        transaction wrote. Returns False, changing nothing, when the attempt no
+        longer holds the job (its lease expired and it was rescued, perhaps
+        claimed again): the caller must then roll back, since another attempt
+        owns the work.
+
+        Guaranteed, when the transaction is on this store's database and the
+        caller commits only after a True: the task's writes in that transaction
+        and the job's success are stored together or not at all. A crash or
+        rollback before the commit leaves neither, and the job runs again after
+        its lease expires; so effects kept in that transaction happen once. If
+        the connection fails during COMMIT the outcome is unknown to the
+        caller, but it is still all or nothing.
+
+        Not guaranteed: anything outside that transaction (HTTP calls, e-mails,
+        other databases, other connections) may happen again when a job is
+        retried or rescued. The UPDATE locks the job's row until the
+        transaction ends, which blocks heartbeats and rescue of that job (and
+        of the worker's heartbeat batch): call this last, just before COMMIT,
+        and keep the transaction READ COMMITTED (under REPEATABLE READ a lease
+        renewed meanwhile makes it fail with a serialization error).
+        """
+        conn = _raw_connection(connection)
+        if not isinstance(conn, Connection):
+            raise TypeError(
+                f"complete_in needs a psycopg (3) Connection or Cursor, not {type(connection)!r}"
+            )
+        ack = Ack(ref, AckKind.COMPLETE, result=result)
+        try:
+            [applied] = _drive(conn, self._ack_op([ack]), _Progress())
+        except psycopg.Error as exc:
+            raise self._in_caller_transaction("complete", BackendError, exc, conn) from exc
+        return applied
+
+    async def complete_in_async(self, connection: object, ref: JobRef, result: str | None) -> bool:
+        """`complete_in` on a `psycopg.AsyncConnection` or `AsyncCursor`."""
+        conn = _raw_connection(connection)
+        if not isinstance(conn, AsyncConnection):
+            raise TypeError(
+                "complete_in_async needs a psycopg (3) AsyncConnection or AsyncCursor, not "
+                f"{type(connection)!r}"
+            )
+        ack = Ack(ref, AckKind.COMPLETE, result=result)
+        try:
+            [applied] = await _drive_async(conn, self._ack_op([ack]), _Progress())
+        except psycopg.Error as exc:
+            raise self._in_caller_transaction("complete", BackendError, exc, conn) from exc
+        return applied
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[SyncConnection]:
+        """A connection in an open transaction, for a task's own writes and `complete_in`.
+
+        Commits when the block ends normally, rolls back when it raises. The
+        connection comes from a pool of its own (`task_pool_max`, default 10),
+        so tasks holding transactions never starve the worker's claims and acks.
+        """
+        try:
+            with self._task_pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:  # reaching the server, not the task's own SQL
+                raise BackendError(self._failure("transaction", exc, _Progress())) from exc
+            raise
+
+    @contextlib.asynccontextmanager
+    async def transaction_async(self) -> AsyncIterator[AsyncConn]:
+        """`transaction` for async tasks, on an `AsyncConnection`."""
+        try:
+            async with self._task_apools.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:
+                raise BackendError(self._failure("transaction", exc, _Progress())) from exc
+            raise
+
+    # -- inspection and admin ----------------------------------------------------------
+    def _get_op(self, job_id: int) -> _Op[Job | None]:
+        done = yield _Statement(self._sql.get("get_job"), {"id": job_id})
+        return _job_from_row(done.rows[0]) if done.rows else None
+
+    def get(self, job_id: int) -> Job | None:
+        return self._run(self._get_op(job_id), "get")
+
+    async def get_async(self, job_id: int) -> Job | None:
+        return await self._run_async(self._get_op(job_id), "get")
+
+    def _list_op(self, job_filter: JobFilter) -> _Op[list[Job]]:
+        terms, params = _filter_sql(job_filter)
+        params["f_limit"] = job_filter.limit
+        done = yield _Statement(self._sql.get("list_jobs", terms), params)
+        return [_job_from_row(row) for row in done.rows]
+
+    def list_jobs(self, job_filter: JobFilter) -> list[Job]:
+        if job_filter.limit is not None and job_filter.limit <= 0:
+            return []
+        return self._run(self._list_op(job_filter), "list_jobs")
+
+    def _stats_op(self) -> _Op[list[QueueStats]]:
+        done = yield _Statement(self._sql.get("stats"), {"now": self._now()})
+        counts: dict[str, dict[JobState, int]] = {}
+        oldest: dict[str, float] = {}
+        for queue, state, count, age in done.rows:
+            counts.setdefault(queue, {})[_JOB_STATE[state]] = count
+            if age is not None:
+                oldest[queue] = max(oldest.get(queue, age), age)
+        return [
+            QueueStats(queue=queue, counts=counts[queue], oldest_available_age=oldest.get(queue))
+            for queue in sorted(counts)
+        ]
+
+    def stats(self) -> list[QueueStats]:
+        return self._run(self._stats_op(), "stats")
+
+    def _cancel_op(self, job_id: int) -> _Op[Job | None]:
+        done = yield _Statement(self._sql.get("cancel"), {"now": self._now(), "id": job_id})
+        return _job_from_row(done.rows[0]) if done.rows else None
+
+    def cancel(self, job_id: int) -> Job | None:
+        return self._run(self._cancel_op(job_id), "cancel")
+
+    def _requeue_op(self, job_filter: JobFilter) -> _Op[int]:
+        terms, params = _filter_sql(job_filter)
+        params.update(now=self._now(), channel=self.settings.channel)
+        done = yield _Statement(self._sql.get("requeue", terms), params)
+        count: int = done.rows[0][0]
+        return count
+
+    def requeue(self, job_filter: JobFilter) -> int:
+        """Requeue every match; `job_filter.limit` is ignored, as by the memory engine."""
+        return self._run(self._requeue_op(job_filter), "requeue")
+
+    def _purge_op(self, job_filter: JobFilter) -> _Op[int]:
+        terms, params = _filter_sql(job_filter)
+        done = yield _Statement(self._sql.get("purge", terms), params)
+        return max(done.rowcount, 0)
+
+    def purge(self, job_filter: JobFilter) -> int:
+        """Delete every match; `job_filter.limit` is ignored, as by the memory engine."""
+        return self._run(self._purge_op(job_filter), "purge")
+
+    def _next_run_at_op(self, queues: Sequence[str] | None) -> _Op[float | None]:
+        if queues is None:
+            done = yield _Statement(self._sql.get("next_run_at"), {})
+        else:
+            statement = self._sql.get("next_run_at_queues")
+            done = yield _Statement(statement, {"queues": list(queues)})
+        value: float | None = done.rows[0][0] if done.rows else None
+        return value
+
+    def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
+        return self._run(self._next_run_at_op(queues), "next_run_at")
+
+    async def next_run_at_async(self, queues: Sequence[str] | None = None) -> float | None:
+        return await self._run_async(self._next_run_at_op(queues), "next_run_at")

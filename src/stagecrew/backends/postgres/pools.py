@@ -1,0 +1,315 @@
+"""Connection pools: opened on first use, quick to report a down server, safe after restarts.
+
+psycopg-pool keeps connections and replaces broken ones in the background.
+Two things are added here:
+
+- A checkout never hands out a connection the server already closed. While a
+  connection sits idle nothing reads its socket, so one the server dropped
+  (restart, `pg_terminate_backend`, idle timeout) shows up as a readable
+  socket: only then is it pinged, and discarded if dead. A live idle
+  connection costs one `select()` call, no round trip.
+- A checkout does not wait out the pool's reconnect backoff. If no connection
+  is ready within `QUICK_WAIT` seconds, one direct connection attempt tells
+  a down server (its error is raised at once, so `enqueue` fails fast) from a
+  busy pool or a pool still backing off after an outage (then that direct
+  connection serves the operation and is closed after it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import select
+import threading
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection, Connection
+from psycopg.pq import TransactionStatus
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+
+from .settings import DEFAULT_CONNECT_TIMEOUT, PostgresSettings
+
+log = logging.getLogger("stagecrew.postgres")
+
+QUICK_WAIT = 0.1
+"""Seconds a checkout waits for a pooled connection before trying the server directly."""
+RECONNECT_TIMEOUT = 10.0
+"""Seconds the pool keeps retrying a lost connection in the background before starting over;
+short, so that its backoff never grows far past the end of an outage."""
+APPLICATION_NAME = "stagecrew"
+
+SyncConnection = Connection[TupleRow]
+AsyncConn = AsyncConnection[TupleRow]
+
+_inherited: list[object] = []
+"""Pools that belong to a parent process (we were forked): never used, and never garbage
+collected, because closing them here would end the parent's sessions."""
+
+
+def connect_kwargs(settings: PostgresSettings) -> dict[str, Any]:
+    """Connection options stagecrew adds to the URL's (which win where both are set).
+
+    Sessions are named `stagecrew:<schema>` in `pg_stat_activity`, unless the
+    URL sets `application_name`.
+    """
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "fallback_application_name": f"{APPLICATION_NAME}:{settings.schema}"[:63],
+    }
+    if not settings.connect_timeout_set:
+        kwargs["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
+    return kwargs
+
+
+def _socket_has_data(fileno: int) -> bool:
+    try:
+        readable, _, _ = select.select([fileno], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _idle_and_open(conn: SyncConnection | AsyncConn) -> bool:
+    return (
+        not conn.closed
+        and conn.pgconn.transaction_status == TransactionStatus.IDLE
+        and not _socket_has_data(conn.pgconn.socket)
+    )
+
+
+class SyncPool:
+    """A `ConnectionPool` opened on first use; `connection()` is the only way in."""
+
+    def __init__(self, settings: PostgresSettings, name: str, max_size: int) -> None:
+        self.settings = settings
+        self.name = name
+        self.max_size = max_size
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool[SyncConnection] | None = None
+        self._pid = 0
+        self._closed = False
+
+    def _get_pool(self) -> ConnectionPool[SyncConnection]:
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        with self._lock:
+            if self._closed:
+                raise psycopg.OperationalError("the store was closed")
+            if self._pool is not None and self._pid != os.getpid():
+                _inherited.append(self._pool)
+                self._pool = None
+            if self._pool is None:
+                pool = ConnectionPool(
+                    self.settings.conninfo,
+                    kwargs=connect_kwargs(self.settings),
+                    min_size=min(self.settings.pool_min, self.max_size),
+                    max_size=self.max_size,
+                    timeout=self.settings.pool_timeout,
+                    reconnect_timeout=RECONNECT_TIMEOUT,
+                    name=self.name,
+                    open=False,
+                )
+                pool.open(wait=False)
+                self._pool, self._pid = pool, os.getpid()
+            return self._pool
+
+    def _direct(self) -> SyncConnection:
+        return psycopg.Connection.connect(self.settings.conninfo, **connect_kwargs(self.settings))
+
+    def _checkout(self) -> tuple[SyncConnection, ConnectionPool[SyncConnection] | None]:
+        pool = self._get_pool()
+        for _ in range(self.max_size + 1):
+            try:
+                conn = pool.getconn(timeout=QUICK_WAIT)
+            except PoolTimeout:
+                return self._direct(), None  # raises at once if the server is down
+            if _idle_and_open(conn) or _still_alive(conn):
+                return conn, pool
+            conn.close()
+            pool.putconn(conn)  # a closed connection is dropped and replaced
+        return self._direct(), None
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[SyncConnection]:
+        """A live connection in autocommit mode, returned (or closed) afterwards."""
+        conn, pool = self._checkout()
+        try:
+            yield conn
+        finally:
+            if pool is None:
+                conn.close()
+            else:
+                pool.putconn(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.close(timeout=5.0)
+
+
+def _still_alive(conn: SyncConnection) -> bool:
+    """Ping a connection whose idle socket had data: the server may have closed it."""
+    if conn.closed:
+        return False
+    try:
+        conn.execute("")
+    except psycopg.Error:
+        return False
+    return conn.pgconn.transaction_status == TransactionStatus.IDLE
+
+
+async def _still_alive_async(conn: AsyncConn) -> bool:
+    if conn.closed:
+        return False
+    try:
+        await conn.execute("")
+    except psycopg.Error:
+        return False
+    return conn.pgconn.transaction_status == TransactionStatus.IDLE
+
+
+@dataclass(slots=True)
+class _LoopPool:
+    pool: AsyncConnectionPool[AsyncConn]
+    connections: weakref.WeakSet[AsyncConn]
+
+
+class AsyncPools:
+    """One `AsyncConnectionPool` per event loop, opened on first use in that loop.
+
+    asyncio objects belong to the loop that made them, and a backend may
+    outlive a loop (each `asyncio.run` makes a new one), so pools are kept per
+    loop. A pool whose loop has closed is dropped, its connections closed.
+    """
+
+    def __init__(self, settings: PostgresSettings, name: str, max_size: int) -> None:
+        self.settings = settings
+        self.name = name
+        self.max_size = max_size
+        self._lock = threading.Lock()
+        self._pools: dict[asyncio.AbstractEventLoop, _LoopPool] = {}
+        self._pid = os.getpid()
+        self._closed = False
+        self._closing_tasks: set[asyncio.Task[None]] = set()
+
+    async def _get_pool(self) -> AsyncConnectionPool[AsyncConn]:
+        loop = asyncio.get_running_loop()
+        entry = self._pools.get(loop)
+        if entry is None or self._pid != os.getpid():
+            with self._lock:
+                if self._closed:
+                    raise psycopg.OperationalError("the store was closed")
+                if self._pid != os.getpid():
+                    _inherited.append(self._pools)
+                    self._pools, self._pid = {}, os.getpid()
+                for old in [lp for lp in self._pools if lp.is_closed()]:
+                    _finish(self._pools.pop(old))
+                entry = self._pools.get(loop)
+                if entry is None:
+                    entry = self._new_pool()
+                    self._pools[loop] = entry
+        await entry.pool.open(wait=False)
+        return entry.pool
+
+    def _new_pool(self) -> _LoopPool:
+        connections: weakref.WeakSet[AsyncConn] = weakref.WeakSet()
+
+        async def track(conn: AsyncConn) -> None:
+            connections.add(conn)  # so they can be closed even once the loop is gone
+
+        pool = AsyncConnectionPool(
+            self.settings.conninfo,
+            kwargs=connect_kwargs(self.settings),
+            min_size=min(self.settings.pool_min, self.max_size),
+            max_size=self.max_size,
+            timeout=self.settings.pool_timeout,
+            reconnect_timeout=RECONNECT_TIMEOUT,
+            name=self.name,
+            configure=track,
+            open=False,
+        )
+        return _LoopPool(pool, connections)
+
+    async def _direct(self) -> AsyncConn:
+        return await psycopg.AsyncConnection.connect(
+            self.settings.conninfo, **connect_kwargs(self.settings)
+        )
+
+    async def _checkout(self) -> tuple[AsyncConn, AsyncConnectionPool[AsyncConn] | None]:
+        pool = await self._get_pool()
+        for _ in range(self.max_size + 1):
+            try:
+                conn = await pool.getconn(timeout=QUICK_WAIT)
+            except PoolTimeout:
+                return await self._direct(), None
+            if _idle_and_open(conn) or await _still_alive_async(conn):
+                return conn, pool
+            await conn.close()
+            await pool.putconn(conn)
+        return await self._direct(), None
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConn]:
+        """A live connection in autocommit mode, returned (or closed) afterwards."""
+        conn, pool = await self._checkout()
+        try:
+            yield conn
+        finally:
+            if pool is None:
+                await conn.close()
+            else:
+                await pool.putconn(conn)
+
+    async def aclose(self) -> None:
+        """Close the pool of the running loop properly (the others as `close` does)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._pools.pop(loop, None)
+        if entry is not None:
+            await entry.pool.close(timeout=5.0)
+        self.close()
+
+    def close(self) -> None:
+        """Close every loop's pool: awaited where its loop runs elsewhere, else by force."""
+        with self._lock:
+            self._closed = True
+            pools, self._pools = self._pools, {}
+        if self._pid != os.getpid():
+            _inherited.append(pools)
+            return
+        for loop, entry in pools.items():
+            if loop.is_closed() or not loop.is_running():
+                _finish(entry)
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:  # called from inside that loop: close in the background
+                task = loop.create_task(entry.pool.close(timeout=5.0))
+                self._closing_tasks.add(task)
+                task.add_done_callback(self._closing_tasks.discard)
+            else:
+                future = asyncio.run_coroutine_threadsafe(entry.pool.close(timeout=5.0), loop)
+                try:
+                    future.result(timeout=10.0)
+                except Exception:  # the loop stopped meanwhile
+                    _finish(entry)
+
+
+def _finish(entry: _LoopPool) -> None:
+    """Close a pool's connections without its (closed or stopped) event loop."""
+    for conn in list(entry.connections):
+        if not conn.closed:
+            with contextlib.suppress(Exception):
+                conn.pgconn.finish()

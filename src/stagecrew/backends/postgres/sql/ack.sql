@@ -1,0 +1,56 @@
+-- Record attempt outcomes, each fenced: a job changes only while it still runs that attempt; returns the positions applied.
+-- Acks arrive as parallel arrays sorted by id, each id at most once per statement (the backend
+-- sends a later ack of the same job in a statement of its own). Rows are found by index with
+-- "id = ANY(...)", and each row finds its own ack by binary search (width_bucket over the sorted
+-- ids): no join, so a stale statistic (a queue table's always are) cannot turn this into a scan
+-- of the jobs per ack, and a batch of any size costs n log n.
+-- %(states)s holds each outcome's target (ACK_TARGET); a retry or hand-back of a job whose cancel
+-- is pending ends it cancelled instead (transitions.after_ack). %(errors)s holds AttemptError
+-- JSON, or NULL to leave the errors alone; it is appended to the stored JSON array as text, so no
+-- stored value is ever re-parsed. Queues that got work back (retry, hand-back) are woken once each.
+WITH clock AS (
+    SELECT {schema}.store_now(%(now)s) AS now
+),
+batch AS (
+    SELECT %(ids)b::bigint[] AS ids,
+           %(attempts)b::integer[] AS attempts,
+           %(kinds)b::text[] AS kinds,
+           %(states)b::text[] AS states,
+           %(results)b::text[] AS results,
+           %(errors)b::text[] AS errors,
+           %(run_ats)b::double precision[] AS run_ats
+),
+applied AS (
+    UPDATE {schema}.jobs AS j
+    SET state = CASE WHEN j.cancel_requested
+                          AND b.kinds[width_bucket(j.id, b.ids)] IN ('retry', 'release')
+                     THEN 'cancelled'
+                     ELSE b.states[width_bucket(j.id, b.ids)] END,
+        attempt = CASE WHEN b.kinds[width_bucket(j.id, b.ids)] = 'release'
+                       THEN j.attempt - 1 ELSE j.attempt END,
+        run_at = CASE WHEN b.kinds[width_bucket(j.id, b.ids)] = 'retry' AND NOT j.cancel_requested
+                      THEN coalesce(b.run_ats[width_bucket(j.id, b.ids)], clock.now)
+                      ELSE j.run_at END,
+        finished_at = CASE WHEN b.states[width_bucket(j.id, b.ids)]
+                                    IN ('succeeded', 'dead', 'cancelled')
+                                OR (j.cancel_requested
+                                    AND b.kinds[width_bucket(j.id, b.ids)] IN ('retry', 'release'))
+                           THEN clock.now ELSE j.finished_at END,
+        result = CASE WHEN b.kinds[width_bucket(j.id, b.ids)] = 'complete'
+                      THEN b.results[width_bucket(j.id, b.ids)] ELSE j.result END,
+        errors = CASE WHEN b.errors[width_bucket(j.id, b.ids)] IS NULL THEN j.errors
+                      WHEN j.errors = '[]' THEN '[' || b.errors[width_bucket(j.id, b.ids)] || ']'
+                      ELSE left(j.errors, -1) || ',' || b.errors[width_bucket(j.id, b.ids)] || ']'
+                 END,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    FROM batch AS b CROSS JOIN clock
+    WHERE j.id = ANY(%(ids)b::bigint[])
+      AND j.state = 'running'
+      AND j.attempt = b.attempts[width_bucket(j.id, b.ids)]
+    RETURNING width_bucket(j.id, b.ids), j.queue, j.state
+)
+SELECT width_bucket,
+       (SELECT count(pg_notify(%(channel)s, q.queue))
+        FROM (SELECT DISTINCT queue FROM applied WHERE state IN ('available', 'scheduled')) AS q)
+FROM applied

@@ -1,0 +1,23 @@
+-- Cancel job %(id)s now if it waits, or flag it if it runs (transitions.on_cancel); return the job as it is afterwards.
+WITH clock AS (
+    SELECT {schema}.store_now(%(now)s) AS now
+),
+changed AS (
+    UPDATE {schema}.jobs AS j
+    SET state = CASE WHEN j.state = 'running' THEN 'running' ELSE 'cancelled' END,
+        finished_at = CASE WHEN j.state = 'running' THEN j.finished_at ELSE clock.now END,
+        cancel_requested = j.cancel_requested OR j.state = 'running'
+    FROM clock
+    WHERE j.id = %(id)s
+      AND j.state IN ('scheduled', 'available', 'running')
+    RETURNING j.id, j.task, j.queue, j.state, j.payload, j.priority, j.run_at, j.attempt,
+              j.max_attempts, j.enqueued_at, j.started_at, j.finished_at, j.lease_owner,
+              j.lease_expires_at, j.idempotency_key, j.cancel_requested, j.lost, j.result, j.errors
+)
+SELECT * FROM changed
+UNION ALL
+SELECT id, task, queue, state, payload, priority, run_at, attempt, max_attempts, enqueued_at,
+       started_at, finished_at, lease_owner, lease_expires_at, idempotency_key, cancel_requested,
+       lost, result, errors
+FROM {schema}.jobs
+WHERE id = %(id)s AND NOT EXISTS (SELECT FROM changed)

@@ -1,0 +1,19 @@
+-- Make dead and cancelled jobs matching a JobFilter available again from attempt 0 (errors kept); wake their queues.
+WITH clock AS (
+    SELECT {schema}.store_now(%(now)s) AS now
+),
+requeued AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'available',
+        attempt = 0,
+        lost = 0,
+        run_at = clock.now,
+        finished_at = NULL,
+        cancel_requested = false
+    FROM clock
+    WHERE j.state IN ('dead', 'cancelled') {filter}
+    RETURNING j.queue
+)
+SELECT count(*),
+       (SELECT count(pg_notify(%(channel)s, q.queue)) FROM (SELECT DISTINCT queue FROM requeued) AS q)
+FROM requeued

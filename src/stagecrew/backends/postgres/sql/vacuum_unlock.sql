@@ -1,0 +1,2 @@
+-- Release this schema's vacuum lock.
+SELECT pg_advisory_unlock(%(key)s)

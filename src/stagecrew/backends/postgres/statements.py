@@ -1,0 +1,76 @@
+"""The engine's SQL: files under `sql/`, rendered once per schema with every name qualified.
+
+Each file holds one statement with a one-line `-- ` header saying what it does
+(comment lines are dropped before a statement is sent, so they may mention
+placeholders freely). `{schema}` stands for the quoted schema name, so the text works on any
+connection, including a caller's own (transactional enqueue) whose
+`search_path` stagecrew must not touch. A few statements take a `{filter}`
+fragment (the terms of a `JobFilter`, built by the backend from fixed text).
+Parameters are psycopg named placeholders, `%(name)s`.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+from psycopg import sql
+
+_SQL_DIR = resources.files("stagecrew.backends.postgres") / "sql"
+
+
+@functools.cache
+def _source(name: str) -> str:
+    return (_SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+@functools.cache
+def _migration_sources() -> tuple[tuple[int, str, str], ...]:
+    """(version, file name, SQL) of every file in sql/migrations, in version order."""
+    found = []
+    for entry in (_SQL_DIR / "migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    if [version for version, _, _ in found] != list(range(1, len(found) + 1)):
+        names = [name for _, name, _ in found]
+        raise RuntimeError(f"PostgreSQL migrations must be numbered 1, 2, 3 ...: {names}")
+    return tuple(found)
+
+
+def schema_version() -> int:
+    """The schema version this stagecrew expects: the number of its migrations."""
+    return len(_migration_sources())
+
+
+class Statements:
+    """The engine's statements for one schema, rendered on first use and kept."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self._names = {
+            "schema": sql.Identifier(schema),
+            "id_sequence": sql.Literal(sql.Identifier(schema, "jobs_id_seq").as_string()),
+            "jobs_table": sql.Literal(sql.Identifier(schema, "jobs").as_string()),
+        }
+        self._rendered: dict[tuple[str, str], str] = {}
+
+    def _render(self, text: str, filter_terms: str = "") -> str:
+        body = "".join(
+            line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("--")
+        )
+        return sql.SQL(body).format(filter=sql.SQL(filter_terms), **self._names).as_string()
+
+    def get(self, name: str, filter_terms: str = "") -> str:
+        """Statement `name` (sql/<name>.sql), with `filter_terms` put in place of `{filter}`."""
+        key = (name, filter_terms)
+        text = self._rendered.get(key)
+        if text is None:
+            text = self._render(_source(name), filter_terms)
+            self._rendered[key] = text
+        return text
+
+    def migrations(self) -> list[tuple[int, str, str]]:
+        """(version, file name, rendered script) of every migration, oldest first."""
+        return [(version, name, self._render(text)) for version, name, text in _migration_sources()]
