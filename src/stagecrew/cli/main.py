@@ -15,6 +15,7 @@ from .demo import demo
 from .dlq import dlq
 from .enqueue import enqueue
 from .jobs import jobs
+from .migrate import migrate
 from .options import APP_HELP
 from .output import as_cli_error
 from .stats import stats
@@ -47,5 +48,5 @@ def main(app_ref: str | None) -> None:
     """
 
 
-for command in (worker, enqueue, jobs, dlq, stats, demo):
+for command in (worker, enqueue, jobs, dlq, stats, demo, migrate):
     main.add_command(command)
