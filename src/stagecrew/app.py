@@ -170,18 +170,24 @@ class App:
     def _handles(self, results: Sequence[Any]) -> list[JobHandle]:
         return [JobHandle(self, r.id, created=r.created) for r in results]
 
-    def _enqueue(self, jobs: list[NewJob]) -> list[JobHandle]:
+    def _enqueue(self, jobs: list[NewJob], connection: object | None = None) -> list[JobHandle]:
         try:
+            if connection is not None:
+                return self._handles(self.backend.enqueue_in(connection, jobs))
             return self._handles(self.backend.enqueue(jobs))
-        except EnqueueError:
+        except (EnqueueError, ConfigurationError):
             raise
         except Exception as exc:
             raise EnqueueError(f"could not enqueue into {self.url}: {exc}") from exc
 
-    async def _enqueue_async(self, jobs: list[NewJob]) -> list[JobHandle]:
+    async def _enqueue_async(
+        self, jobs: list[NewJob], connection: object | None = None
+    ) -> list[JobHandle]:
         try:
+            if connection is not None:
+                return self._handles(await self.backend.enqueue_in_async(connection, jobs))
             return self._handles(await self.backend.enqueue_async(jobs))
-        except EnqueueError:
+        except (EnqueueError, ConfigurationError):
             raise
         except Exception as exc:
             raise EnqueueError(f"could not enqueue into {self.url}: {exc}") from exc

@@ -47,6 +47,8 @@ class EnqueueOptions:
     run_at: float | None = None
     max_attempts: int | None = None
     idempotency_key: str | None = None
+    connection: object | None = None
+    """A psycopg connection or cursor: enqueue inside its open transaction."""
 
 
 def _seconds(value: float | timedelta) -> float:
@@ -206,8 +208,14 @@ class Task(Generic[P, R]):
         run_at: datetime | float | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
+        connection: object | None = None,
     ) -> BoundTask[P, R]:
-        """Per-call options: `task.options(delay=60, priority=5).enqueue(...)`."""
+        """Per-call options: `task.options(delay=60, priority=5).enqueue(...)`.
+
+        `connection` (a psycopg connection or cursor, sync or async, on the
+        store's PostgreSQL database) writes the job inside that connection's
+        transaction: rolled back means never enqueued.
+        """
         if delay is not None and run_at is not None:
             raise ConfigurationError("give delay or run_at, not both")
         opts = EnqueueOptions(
@@ -217,6 +225,7 @@ class Task(Generic[P, R]):
             run_at=None if run_at is None else _timestamp(run_at),
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
+            connection=connection,
         )
         return BoundTask(self, opts)
 
@@ -246,11 +255,11 @@ class BoundTask(Generic[P, R]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         job = self.task.build(args, kwargs, self.opts)
-        return self.task.app._enqueue([job])[0]
+        return self.task.app._enqueue([job], self.opts.connection)[0]
 
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         job = self.task.build(args, kwargs, self.opts)
-        return (await self.task.app._enqueue_async([job]))[0]
+        return (await self.task.app._enqueue_async([job], self.opts.connection))[0]
 
     def enqueue_many(self, calls: Iterable[Any]) -> list[JobHandle]:
         """Enqueue many jobs in one write: all of them, or (on error) none.
@@ -259,7 +268,7 @@ class BoundTask(Generic[P, R]):
         arguments, or a `call(*args, **kwargs)`.
         """
         jobs = [self.task.build(*_split(item), self.opts) for item in calls]
-        return self.task.app._enqueue(jobs) if jobs else []
+        return self.task.app._enqueue(jobs, self.opts.connection) if jobs else []
 
 
 def vars_of(opts: EnqueueOptions) -> dict[str, Any]:

@@ -762,6 +762,27 @@ def test_async_operations_on_an_unreachable_server_fail_promptly(schema: str) ->
     backend.close()
 
 
+def test_a_busy_pool_waits_its_turn_instead_of_opening_more_connections(schema: str) -> None:
+    backend = PostgresBackend(f"{with_schema(URL, schema)}&pool_max=2")
+    pids: set[int] = set()
+    lock = threading.Lock()
+
+    def slow_statement() -> None:
+        with backend._pool.connection() as conn:
+            row = conn.execute("SELECT pg_backend_pid() FROM pg_sleep(0.3)").fetchone()
+            assert row is not None
+            with lock:
+                pids.add(row[0])
+
+    threads = [threading.Thread(target=slow_statement) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    backend.close()
+    assert 1 <= len(pids) <= 2
+
+
 def test_terminated_connections_lose_no_job_and_operations_recover(
     backend: PostgresBackend, clock: FakeClock
 ) -> None:

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from ..clock import Clock, SystemClock
+from ..errors import ConfigurationError
 from ..job import AttemptError, ClaimedJob, EnqueuedJob, Job, JobRef, JobState, NewJob
 
 T = TypeVar("T")
@@ -189,6 +190,21 @@ class Backend(ABC):
         entry holds the stored job's id and `created=False`. Returns one entry
         per input job, in order. On any failure nothing is written.
         """
+
+    def enqueue_in(self, connection: object, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
+        """Enqueue inside the caller's own database transaction (committed means enqueued).
+
+        Only engines with `capabilities.transactional_enqueue` support it.
+        """
+        raise ConfigurationError(
+            f"the {type(self).__name__} store cannot enqueue inside your transaction; "
+            "transactional enqueue needs PostgreSQL"
+        )
+
+    async def enqueue_in_async(
+        self, connection: object, jobs: Sequence[NewJob]
+    ) -> list[EnqueuedJob]:
+        return self.enqueue_in(connection, jobs)
 
     # -- worker ----------------------------------------------------------
     @abstractmethod

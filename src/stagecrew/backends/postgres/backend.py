@@ -308,8 +308,9 @@ class PostgresBackend(Backend):
     """Jobs in one PostgreSQL schema, shared by every worker that can reach the server.
 
     `url` is a libpq URI; its query string may also carry `schema` (default
-    `stagecrew`), `pool_min`, `pool_max` (default 1 and 4), `pool_timeout`
-    and `task_pool_max`, which are taken out before the URI reaches libpq.
+    `stagecrew`), `pool_min`, `pool_max` (default 1 and 4), `pool_timeout`,
+    `task_pool_max` and `vacuum` (see settings.py), which are taken out before
+    the URI reaches libpq.
     The constructor connects to nothing: pools open on first use, and
     `prepare()` (called by `App` once) only checks the schema version. Create
     or upgrade the schema with `migrate()` (`stagecrew migrate`).
@@ -361,7 +362,10 @@ class PostgresBackend(Backend):
             text += ". Check that the server is running and reachable from this host"
         if operation == "enqueue":
             sqlstate = getattr(exc, "sqlstate", None)
-            if not progress.sent or (sqlstate is not None and not sqlstate.startswith("08")):
+            connection_lost = isinstance(exc, psycopg.OperationalError) and (
+                sqlstate is None or sqlstate.startswith(("08", "57P"))
+            )
+            if not (progress.sent and connection_lost):  # the server rolled it back
                 text += "; nothing was written"
             else:
                 text += (

@@ -9,10 +9,12 @@ Two things are added here:
   socket: only then is it pinged, and discarded if dead. A live idle
   connection costs one `select()` call, no round trip.
 - A checkout does not wait out the pool's reconnect backoff. If no connection
-  is ready within `QUICK_WAIT` seconds, one direct connection attempt tells
-  a down server (its error is raised at once, so `enqueue` fails fast) from a
-  busy pool or a pool still backing off after an outage (then that direct
-  connection serves the operation and is closed after it).
+  is ready within `QUICK_WAIT` seconds although fewer than `max_size` are in
+  use here, the pool is still connecting or backing off after an outage: one
+  direct connection attempt then either fails at once (a down server, so
+  `enqueue` fails fast) or serves this operation and is closed after it. A
+  pool whose connections are all in use is simply waited for (`pool_timeout`),
+  so a busy process never opens connections beyond `pool_max`.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class SyncPool:
         self._pool: ConnectionPool[SyncConnection] | None = None
         self._pid = 0
         self._closed = False
+        self._in_use = 0
 
     def _get_pool(self) -> ConnectionPool[SyncConnection]:
         pool = self._pool
@@ -124,26 +127,38 @@ class SyncPool:
     def _direct(self) -> SyncConnection:
         return psycopg.Connection.connect(self.settings.conninfo, **connect_kwargs(self.settings))
 
+    def _getconn(self, pool: ConnectionPool[SyncConnection]) -> SyncConnection | None:
+        """A pooled connection, or None if the pool cannot give one now and is not just busy."""
+        try:
+            return pool.getconn(timeout=QUICK_WAIT)
+        except PoolTimeout:
+            if self._in_use < self.max_size:
+                return None
+        return pool.getconn(timeout=self.settings.pool_timeout)
+
     def _checkout(self) -> tuple[SyncConnection, ConnectionPool[SyncConnection] | None]:
         pool = self._get_pool()
         for _ in range(self.max_size + 1):
-            try:
-                conn = pool.getconn(timeout=QUICK_WAIT)
-            except PoolTimeout:
-                return self._direct(), None  # raises at once if the server is down
+            conn = self._getconn(pool)
+            if conn is None:
+                break
             if _idle_and_open(conn) or _still_alive(conn):
                 return conn, pool
             conn.close()
             pool.putconn(conn)  # a closed connection is dropped and replaced
-        return self._direct(), None
+        return self._direct(), None  # raises at once if the server is down
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[SyncConnection]:
         """A live connection in autocommit mode, returned (or closed) afterwards."""
         conn, pool = self._checkout()
+        with self._lock:
+            self._in_use += 1
         try:
             yield conn
         finally:
+            with self._lock:
+                self._in_use -= 1
             if pool is None:
                 conn.close()
             else:
@@ -182,6 +197,7 @@ async def _still_alive_async(conn: AsyncConn) -> bool:
 class _LoopPool:
     pool: AsyncConnectionPool[AsyncConn]
     connections: weakref.WeakSet[AsyncConn]
+    in_use: int = 0
 
 
 class AsyncPools:
@@ -202,7 +218,7 @@ class AsyncPools:
         self._closed = False
         self._closing_tasks: set[asyncio.Task[None]] = set()
 
-    async def _get_pool(self) -> AsyncConnectionPool[AsyncConn]:
+    async def _get_pool(self) -> _LoopPool:
         loop = asyncio.get_running_loop()
         entry = self._pools.get(loop)
         if entry is None or self._pid != os.getpid():
@@ -219,7 +235,7 @@ class AsyncPools:
                     entry = self._new_pool()
                     self._pools[loop] = entry
         await entry.pool.open(wait=False)
-        return entry.pool
+        return entry
 
     def _new_pool(self) -> _LoopPool:
         connections: weakref.WeakSet[AsyncConn] = weakref.WeakSet()
@@ -245,30 +261,41 @@ class AsyncPools:
             self.settings.conninfo, **connect_kwargs(self.settings)
         )
 
-    async def _checkout(self) -> tuple[AsyncConn, AsyncConnectionPool[AsyncConn] | None]:
-        pool = await self._get_pool()
+    async def _getconn(self, entry: _LoopPool) -> AsyncConn | None:
+        """A pooled connection, or None if the pool cannot give one now and is not just busy."""
+        try:
+            return await entry.pool.getconn(timeout=QUICK_WAIT)
+        except PoolTimeout:
+            if entry.in_use < self.max_size:
+                return None
+        return await entry.pool.getconn(timeout=self.settings.pool_timeout)
+
+    async def _checkout(self) -> tuple[AsyncConn, _LoopPool | None]:
+        entry = await self._get_pool()
         for _ in range(self.max_size + 1):
-            try:
-                conn = await pool.getconn(timeout=QUICK_WAIT)
-            except PoolTimeout:
-                return await self._direct(), None
+            conn = await self._getconn(entry)
+            if conn is None:
+                break
             if _idle_and_open(conn) or await _still_alive_async(conn):
-                return conn, pool
+                return conn, entry
             await conn.close()
-            await pool.putconn(conn)
+            await entry.pool.putconn(conn)
         return await self._direct(), None
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConn]:
         """A live connection in autocommit mode, returned (or closed) afterwards."""
-        conn, pool = await self._checkout()
+        conn, entry = await self._checkout()
+        if entry is not None:
+            entry.in_use += 1
         try:
             yield conn
         finally:
-            if pool is None:
+            if entry is None:
                 await conn.close()
             else:
-                await pool.putconn(conn)
+                entry.in_use -= 1
+                await entry.pool.putconn(conn)
 
     async def aclose(self) -> None:
         """Close the pool of the running loop properly (the others as `close` does)."""
