@@ -275,6 +275,16 @@ def test_migrate_is_idempotent_and_records_the_version(schema: str) -> None:
     backend.close()
 
 
+def test_preflight_on_a_migrated_schema_warns_about_settings_that_hurt_a_queue(
+    backend: PostgresBackend,
+) -> None:
+    warnings = backend.preflight()
+    with admin() as conn:
+        row = conn.execute("SHOW autovacuum").fetchone()
+    assert row is not None
+    assert any("autovacuum is off" in w for w in warnings) == (row[0] == "off")
+
+
 def test_migration_sets_aggressive_autovacuum_on_the_jobs_table(backend: PostgresBackend) -> None:
     with admin() as conn:
         row = conn.execute(

@@ -7,7 +7,6 @@ Reads STAGECREW_TEST_POSTGRES_URL like test_postgres.py; skips without a server
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections import Counter
@@ -104,7 +103,6 @@ def test_several_worker_processes_share_one_schema_and_never_run_an_attempt_twic
     ledger_path = tmp_path / "ledger.txt"
     app_ref = write_app(tmp_path)
     env = {"STAGECREW_URL": url, "LEDGER_PATH": str(ledger_path), "JOB_SECONDS": "0.01"}
-    os.environ.update(env)
     app = App(url)
 
     @app.task(name="work")

@@ -331,7 +331,6 @@ def test_a_redis_crash_and_restart_with_aof_always_during_a_run_loses_nothing(
     ledger_path = tmp_path / "ledger.txt"
     app_ref = write_app(tmp_path)
     env = {"STAGECREW_URL": url, "LEDGER_PATH": str(ledger_path), "JOB_SECONDS": "0.02"}
-    os.environ.update(env)
     app = App(url)
 
     @app.task(name="work")
@@ -497,7 +496,6 @@ def test_sigkilled_workers_lose_no_job_and_never_run_an_attempt_twice(
     ledger_path = tmp_path / "ledger.txt"
     app_ref = write_app(tmp_path)
     env = {"STAGECREW_URL": url, "LEDGER_PATH": str(ledger_path), "JOB_SECONDS": "0.2"}
-    os.environ.update(env)
     app = App(url)
 
     @app.task(name="work")

@@ -32,7 +32,6 @@ def test_sigkilled_workers_lose_no_job_and_never_run_an_attempt_twice(tmp_path: 
     ledger_path = tmp_path / "ledger.txt"
     app_ref = write_app(tmp_path)
     env = {"STAGECREW_URL": url, "LEDGER_PATH": str(ledger_path), "JOB_SECONDS": "0.05"}
-    os.environ.update(env)
     app = App(url)
 
     @app.task(name="work")
@@ -75,7 +74,6 @@ def test_sigkilled_workers_lose_no_job_and_never_run_an_attempt_twice(tmp_path: 
 def test_job_that_keeps_killing_its_worker_goes_dead_as_worker_lost(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     env = {"STAGECREW_URL": url, "LEDGER_PATH": str(tmp_path / "ledger.txt")}
-    os.environ.update(env)
     app_ref = write_app(tmp_path)
     app = App(url)
 
