@@ -9,6 +9,7 @@ instead of being converted into something that comes back as a different type.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -58,12 +59,14 @@ def decode(data: bytes | str, *, what: str = "value") -> Any:
 
 def encode_payload(
     args: list[Any] | tuple[Any, ...],
-    kwargs: dict[str, Any],
+    kwargs: Mapping[str, Any],
     *,
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> str:
     """The stored form of a job's arguments: `{"args": [...], "kwargs": {...}}`."""
-    data = encode({"args": list(args), "kwargs": kwargs}, what="job arguments")
+    if not isinstance(kwargs, dict):
+        kwargs = dict(kwargs)
+    data = encode({"args": args, "kwargs": kwargs}, what="job arguments")
     if len(data) > max_bytes:
         raise PayloadTooLargeError(
             f"job arguments are {len(data)} bytes encoded, over the limit of {max_bytes}; "

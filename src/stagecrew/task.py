@@ -181,9 +181,10 @@ class Task(Generic[P, R]):
         options: EnqueueOptions,
     ) -> NewJob:
         """Validate and encode one job; raises before anything is written."""
-        args = tuple(args)
+        if type(args) is not tuple:
+            args = tuple(args)
         self.bind(args, kwargs)
-        payload = encode_payload(args, dict(kwargs), max_bytes=self.app.max_payload_bytes)
+        payload = encode_payload(args, kwargs, max_bytes=self.app.max_payload_bytes)
         max_attempts = options.max_attempts or self.max_attempts
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")

@@ -511,10 +511,16 @@ class PostgresBackend(Backend):
             )
         autovacuum, fsync, synchronous_commit = row if row else ("on", "on", "on")
         if autovacuum != "on":
+            if self.settings.vacuum == "off":
+                consequence = (
+                    "the jobs table's dead rows are never reclaimed and claims slow down as it "
+                    "bloats (vacuum=off in the URL)"
+                )
+            else:
+                consequence = "stagecrew's workers vacuum the jobs table themselves meanwhile"
             warnings.append(
-                f"autovacuum is off on PostgreSQL {self.settings.where}: the jobs table's dead "
-                "rows are never reclaimed and claims slow down as it bloats; turn autovacuum on "
-                "(stagecrew's migration already tunes it for the jobs table)"
+                f"autovacuum is off on PostgreSQL {self.settings.where}: {consequence}; turn "
+                "autovacuum on (stagecrew's migration already tunes it for the jobs table)"
             )
         if fsync != "on":
             warnings.append(

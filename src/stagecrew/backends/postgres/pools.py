@@ -152,16 +152,17 @@ class SyncPool:
     def connection(self) -> Iterator[SyncConnection]:
         """A live connection in autocommit mode, returned (or closed) afterwards."""
         conn, pool = self._checkout()
-        with self._lock:
-            self._in_use += 1
+        if pool is not None:
+            with self._lock:
+                self._in_use += 1
         try:
             yield conn
         finally:
-            with self._lock:
-                self._in_use -= 1
             if pool is None:
                 conn.close()
             else:
+                with self._lock:
+                    self._in_use -= 1
                 pool.putconn(conn)
 
     def close(self) -> None:
@@ -198,6 +199,7 @@ class _LoopPool:
     pool: AsyncConnectionPool[AsyncConn]
     connections: weakref.WeakSet[AsyncConn]
     in_use: int = 0
+    opened: bool = False
 
 
 class AsyncPools:
@@ -234,7 +236,9 @@ class AsyncPools:
                 if entry is None:
                     entry = self._new_pool()
                     self._pools[loop] = entry
-        await entry.pool.open(wait=False)
+        if not entry.opened:
+            await entry.pool.open(wait=False)
+            entry.opened = True
         return entry
 
     def _new_pool(self) -> _LoopPool:
