@@ -420,3 +420,32 @@ def test_idle_worker_wakes_for_a_delayed_job_without_waiting_a_whole_poll_interv
 
     asyncio.run(main())
     assert job.get().state is JobState.SUCCEEDED
+
+
+def test_worker_stops_claiming_while_the_store_is_slow_to_take_outcomes(app: App) -> None:
+    """Finished jobs keep their lease until their outcome is written: claims must not run ahead."""
+
+    @app.task
+    async def quick(i: int) -> int:
+        return i
+
+    quick.enqueue_many([(i,) for i in range(200)])
+    backend = app.backend
+    real_ack = backend.ack_async
+    most_leased = 0
+
+    async def slow_ack(acks):  # type: ignore[no-untyped-def]
+        nonlocal most_leased
+        running = backend.list_jobs(JobFilter(states=frozenset({JobState.RUNNING})))
+        most_leased = max(most_leased, len(running))
+        await asyncio.sleep(0.05)
+        return await real_ack(acks)
+
+    backend.ack_async = slow_ack  # type: ignore[method-assign]
+
+    async def main() -> int:
+        worker = Worker(app, concurrency=5, lease_seconds=30)
+        return await worker.drain()
+
+    assert asyncio.run(main()) == 200
+    assert 0 < most_leased <= 10  # concurrency plus at most as many outcomes in flight

@@ -32,6 +32,7 @@ EXIT_OK = 0
 EXIT_RECYCLE = 75
 """Exit code of a worker that recycled itself (a sync job would not stop); restart it."""
 
+MIN_IDLE_WAIT = 0.02
 FETCH_ERROR_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -173,7 +174,12 @@ class Worker:
         backend = self.app.backend
         failures = 0
         while not self._stopping.is_set():
-            free = self.concurrency - self._running
+            # Finished jobs whose outcome is not yet written still hold a lease: while the
+            # store is slow to take acks, stop claiming rather than pile up leased jobs.
+            free = min(
+                self.concurrency - self._running,
+                2 * self.concurrency - len(self._inflight),
+            )
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
@@ -207,7 +213,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 due = await backend.next_run_at_async(self.queues)
                 if due is not None:
-                    timeout = min(timeout, max(0.0, due - self.app.clock.now()))
+                    # never 0: a store whose clock is behind ours would make this spin
+                    timeout = min(timeout, max(MIN_IDLE_WAIT, due - self.app.clock.now()))
             waiter = asyncio.create_task(backend.wait(self.queues, timeout))
             stopper = asyncio.create_task(self._stopping.wait())
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -242,8 +249,7 @@ class Worker:
         self.processed += 1
         if applied:
             self.acked[ack.kind] += 1
-        if not self._inflight:
-            self._slot_free.set()
+        self._slot_free.set()
 
     # -- leases ------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:

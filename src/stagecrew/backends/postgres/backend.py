@@ -53,10 +53,8 @@ from ... import transitions
 from ...clock import Clock, is_fake
 from ...errors import BackendError, EnqueueError, SchemaOutOfDateError, StagecrewError
 from ...job import (
-    AttemptError,
     ClaimedJob,
     EnqueuedJob,
-    ErrorKind,
     Job,
     JobRef,
     JobState,
@@ -75,6 +73,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
+from ..records import decode_errors
 from .listener import NotificationListener
 from .pools import AsyncConn, AsyncPools, SyncConnection, SyncPool, connect_kwargs
 from .settings import PostgresSettings, parse_url
@@ -194,39 +193,6 @@ def _rounds(items: Sequence[T], key: Callable[[T], int]) -> list[list[int]]:
 _JOB_STATE = {state.value: state for state in JobState}
 
 
-def _corrupt_errors(raw: object, why: str) -> AttemptError:
-    return AttemptError(
-        attempt=0,
-        at=0.0,
-        kind=ErrorKind.ERROR,
-        type="CorruptErrorRecord",
-        message=f"the stored errors of this job could not be read ({why}); "
-        "the stored text is kept as this entry's traceback",
-        traceback=raw if isinstance(raw, str) else repr(raw),
-    )
-
-
-def _decode_errors(raw: object) -> tuple[AttemptError, ...]:
-    """Read the errors column without ever failing: inspection must work on a damaged row."""
-    if raw == "[]":
-        return ()
-    if not isinstance(raw, str):
-        return (_corrupt_errors(raw, f"a {type(raw).__name__}, not JSON text"),)
-    try:
-        items = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return (_corrupt_errors(raw, f"not valid JSON: {exc}"),)
-    if not isinstance(items, list):
-        return (_corrupt_errors(raw, "not a JSON array"),)
-    errors = []
-    for item in items:
-        try:
-            errors.append(AttemptError.from_json(item))
-        except (AttributeError, TypeError, ValueError) as exc:
-            errors.append(_corrupt_errors(orjson.dumps(item).decode(), f"a bad entry: {exc}"))
-    return tuple(errors)
-
-
 def _job_from_row(row: Sequence[Any]) -> Job:
     return Job(
         id=row[0],
@@ -247,7 +213,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         cancel_requested=row[15],
         lost=row[16],
         result=row[17],
-        errors=_decode_errors(row[18]),
+        errors=decode_errors(row[18]),
     )
 
 

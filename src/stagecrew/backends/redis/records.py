@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 
-from ...job import AttemptError, ErrorKind, Job, JobState, NewJob
+from ...job import Job, JobState, NewJob
 from ..base import JobFilter
+from ..records import decode_errors
 
 Arg = str | bytes | int | float
 """One argument of a Redis command."""
@@ -36,37 +37,6 @@ def pairs(flat: Sequence[Any]) -> dict[bytes, Any]:
 def hash_fields(reply: Any) -> dict[bytes, Any]:
     """An HGETALL reply: a flat list from the lean wires, a dict from redis-py's clients."""
     return reply if isinstance(reply, dict) else pairs(reply)
-
-
-def _corrupt_errors(raw: object, why: str) -> AttemptError:
-    return AttemptError(
-        attempt=0,
-        at=0.0,
-        kind=ErrorKind.ERROR,
-        type="CorruptErrorRecord",
-        message=f"the stored errors of this job could not be read ({why}); "
-        "the stored text is kept as this entry's traceback",
-        traceback=text(raw),
-    )
-
-
-def decode_errors(raw: Any) -> tuple[AttemptError, ...]:
-    """Read the errors field without ever failing: inspection must work on a damaged job."""
-    if raw is None or raw == b"[]":
-        return ()
-    try:
-        items = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return (_corrupt_errors(raw, f"not valid JSON: {exc}"),)
-    if not isinstance(items, list):
-        return (_corrupt_errors(raw, "not a JSON array"),)
-    errors = []
-    for item in items:
-        try:
-            errors.append(AttemptError.from_json(item))
-        except (AttributeError, TypeError, ValueError) as exc:
-            errors.append(_corrupt_errors(orjson.dumps(item), f"a bad entry: {exc}"))
-    return tuple(errors)
 
 
 def job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:

@@ -45,10 +45,8 @@ from ... import transitions
 from ...clock import Clock
 from ...errors import BackendError, ConfigurationError, EnqueueError
 from ...job import (
-    AttemptError,
     ClaimedJob,
     EnqueuedJob,
-    ErrorKind,
     Job,
     JobRef,
     JobState,
@@ -67,6 +65,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
+from ..records import decode_errors
 
 URL_PREFIX = "sqlite:///"
 DEFAULT_BUSY_TIMEOUT_MS = 5000
@@ -139,39 +138,6 @@ def _claim_sql(queue_count: int) -> str:
 _JOB_STATE = {state.value: state for state in JobState}
 
 
-def _corrupt_errors(raw: object, why: str) -> AttemptError:
-    return AttemptError(
-        attempt=0,
-        at=0.0,
-        kind=ErrorKind.ERROR,
-        type="CorruptErrorRecord",
-        message=f"the stored errors of this job could not be read ({why}); "
-        "the stored text is kept as this entry's traceback",
-        traceback=raw if isinstance(raw, str) else repr(raw),
-    )
-
-
-def _decode_errors(raw: object) -> tuple[AttemptError, ...]:
-    """Read the errors column without ever failing: inspection must work on a damaged row."""
-    if raw == "[]":
-        return ()
-    if not isinstance(raw, str | bytes):
-        return (_corrupt_errors(raw, f"a {type(raw).__name__}, not JSON text"),)
-    try:
-        items = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return (_corrupt_errors(raw, f"not valid JSON: {exc}"),)
-    if not isinstance(items, list):
-        return (_corrupt_errors(raw, "not a JSON array"),)
-    errors = []
-    for item in items:
-        try:
-            errors.append(AttemptError.from_json(item))
-        except (AttributeError, TypeError, ValueError) as exc:
-            errors.append(_corrupt_errors(orjson.dumps(item).decode(), f"a bad entry: {exc}"))
-    return tuple(errors)
-
-
 def _real(value: Any) -> Any:
     """A REAL column's value as a float.
 
@@ -202,7 +168,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         cancel_requested=bool(row[15]),
         lost=row[16],
         result=row[17],
-        errors=_decode_errors(row[18]),
+        errors=decode_errors(row[18]),
     )
 
 
