@@ -12,31 +12,20 @@ Parameters are psycopg named placeholders, `%(name)s`.
 from __future__ import annotations
 
 import functools
-from importlib import resources
 
 from psycopg import sql
 
-_SQL_DIR = resources.files("stagecrew.backends.postgres") / "sql"
+from ..sql_files import read_migrations, read_statement
 
 
 @functools.cache
 def _source(name: str) -> str:
-    return (_SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+    return read_statement("stagecrew.backends.postgres", name)
 
 
 @functools.cache
 def _migration_sources() -> tuple[tuple[int, str, str], ...]:
-    """(version, file name, SQL) of every file in sql/migrations, in version order."""
-    found = []
-    for entry in (_SQL_DIR / "migrations").iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
-    found.sort()
-    if [version for version, _, _ in found] != list(range(1, len(found) + 1)):
-        names = [name for _, name, _ in found]
-        raise RuntimeError(f"PostgreSQL migrations must be numbered 1, 2, 3 ...: {names}")
-    return tuple(found)
+    return read_migrations("stagecrew.backends.postgres", "PostgreSQL")
 
 
 def schema_version() -> int:

@@ -35,7 +35,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -66,6 +65,7 @@ from ..base import (
     Retention,
 )
 from ..records import decode_errors
+from ..sql_files import read_migrations, read_statement
 
 URL_PREFIX = "sqlite:///"
 DEFAULT_BUSY_TIMEOUT_MS = 5000
@@ -75,27 +75,15 @@ MAX_UNION_QUEUES = 64
 """Up to this many queues, a claim reads each queue's index in order and merges the heads;
 past it, one scan over all of them (SQLite caps the terms of a compound SELECT)."""
 
-_SQL_DIR = resources.files("stagecrew.backends.sqlite") / "sql"
-
 
 @functools.cache
 def _sql(name: str) -> str:
-    return (_SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+    return read_statement("stagecrew.backends.sqlite", name)
 
 
 @functools.cache
 def _migrations() -> tuple[tuple[int, str, str], ...]:
-    """(version, file name, SQL) for every file in sql/migrations, in version order."""
-    found = []
-    for entry in (_SQL_DIR / "migrations").iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
-    found.sort()
-    if [v for v, _, _ in found] != list(range(1, len(found) + 1)):
-        names = [name for _, name, _ in found]
-        raise RuntimeError(f"SQLite migrations must be numbered 1, 2, 3 ...: {names}")
-    return tuple(found)
+    return read_migrations("stagecrew.backends.sqlite", "SQLite")
 
 
 def schema_version() -> int:
