@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
 
-from .errors import StagecrewError
+from .errors import ConfigurationError, StagecrewError
+
+if TYPE_CHECKING:
+    from .worker.job_transaction import JobTransaction
 
 job_logger = logging.getLogger("stagecrew.job")
 
@@ -38,6 +41,7 @@ class Context:
         attempt: int,
         max_attempts: int,
         enqueued_at: float,
+        transaction: Callable[[Context], JobTransaction] | None = None,
     ) -> None:
         self.job_id = job_id
         self.task = task
@@ -47,6 +51,7 @@ class Context:
         self.enqueued_at = enqueued_at
         self._cancelled = False
         self._log: JobLogAdapter | None = None
+        self._transaction = transaction
 
     @property
     def log(self) -> JobLogAdapter:
@@ -70,6 +75,25 @@ class Context:
         """Raise `JobCancelled` if the job should stop now."""
         if self._cancelled:
             raise JobCancelled(f"job {self.job_id} was cancelled")
+
+    def transaction(self) -> JobTransaction:
+        """A database transaction that also marks this job succeeded when it commits.
+
+        Use it once, as the last thing the task does (PostgreSQL only)::
+
+            with ctx.transaction() as conn:          # async: async with
+                conn.execute("INSERT INTO payments ...")
+
+        The job's success and the block's writes commit together or not at
+        all, so writes kept inside the block happen once even though the job
+        may run more than once. The block raising rolls everything back and
+        the attempt fails as usual; a lost lease rolls it back and raises
+        `LeaseLostError`. The job's stored result is None. See
+        docs/postgres.md for exactly what is and is not guaranteed.
+        """
+        if self._transaction is None:
+            raise ConfigurationError("ctx.transaction() is only available inside a running job")
+        return self._transaction(self)
 
     @property
     def is_last_attempt(self) -> bool:

@@ -56,3 +56,11 @@ class JobCancelledError(StagecrewError):
 
 class SchemaOutOfDateError(StagecrewError):
     """The store's schema is older than this version of stagecrew expects."""
+
+
+class LeaseLostError(StagecrewError):
+    """The attempt no longer holds its job: the lease expired and another attempt owns it.
+
+    Raised out of `ctx.transaction()` when the job's success could not be
+    recorded; the transaction was rolled back, so none of its writes happened.
+    """

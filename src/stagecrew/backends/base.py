@@ -44,6 +44,8 @@ class Capabilities:
     """`wait` returns on new work without polling (LISTEN/NOTIFY, blocking reads)."""
     transactional_enqueue: bool = False
     """Jobs can be enqueued inside the caller's own database transaction."""
+    transactional_complete: bool = False
+    """A task can mark its job succeeded inside its own transaction (`ctx.transaction()`)."""
 
 
 class AckKind(StrEnum):
@@ -205,6 +207,29 @@ class Backend(ABC):
         self, connection: object, jobs: Sequence[NewJob]
     ) -> list[EnqueuedJob]:
         return self.enqueue_in(connection, jobs)
+
+    def _no_transactional_complete(self) -> ConfigurationError:
+        return ConfigurationError(
+            f"the {type(self).__name__} store cannot complete a job inside your transaction; "
+            "ctx.transaction() needs PostgreSQL"
+        )
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """A connection in an open transaction, for a task's writes and `complete_in`.
+
+        Only engines with `capabilities.transactional_complete` support it.
+        """
+        raise self._no_transactional_complete()
+
+    def transaction_async(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        raise self._no_transactional_complete()
+
+    def complete_in(self, connection: object, ref: JobRef, result: str | None) -> bool:
+        """Mark attempt `ref` succeeded inside the caller's transaction; False if fenced out."""
+        raise self._no_transactional_complete()
+
+    async def complete_in_async(self, connection: object, ref: JobRef, result: str | None) -> bool:
+        raise self._no_transactional_complete()
 
     # -- worker ----------------------------------------------------------
     @abstractmethod

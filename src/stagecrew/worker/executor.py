@@ -22,10 +22,17 @@ from typing import Any
 from ..app import App
 from ..backends.base import Ack, AckKind
 from ..context import Context, JobCancelled
-from ..errors import InvalidArgumentsError, SerializationError, StagecrewError, UnknownTaskError
+from ..errors import (
+    InvalidArgumentsError,
+    LeaseLostError,
+    SerializationError,
+    StagecrewError,
+    UnknownTaskError,
+)
 from ..job import AttemptError, Cancel, ClaimedJob, ErrorKind, Retry
 from ..serialization import decode_payload, encode
 from ..task import Task
+from .job_transaction import JobTransaction
 from .logs import current_job
 
 log = logging.getLogger("stagecrew.worker")
@@ -48,6 +55,8 @@ class InFlight:
     finished: bool = False
     stuck: bool = field(default=False)
     """A sync attempt that overran its timeout and did not yield to `ctx.cancelled`."""
+    committed: bool = False
+    """The task's `ctx.transaction()` committed: the job's success is already stored."""
 
     def stop(self, reason: StopReason) -> None:
         if self.stop_reason is None:
@@ -58,6 +67,9 @@ class InFlight:
             self.task.cancel()
 
     job_is_async: bool = False
+
+    def mark_committed(self) -> None:
+        self.committed = True
 
 
 class _Overran(Exception):
@@ -112,9 +124,23 @@ class Executor:
         job = flight.job
         token = current_job.set(str(job.id))
         try:
-            return await self._run(flight)
+            ack = await self._run(flight)
         finally:
             current_job.reset(token)
+        if flight.committed:
+            return self._committed(flight, ack)
+        return ack
+
+    def _committed(self, flight: InFlight, ack: Ack | None) -> Ack:
+        """The outcome of an attempt whose transaction already stored its success."""
+        if ack is None or ack.kind is not AckKind.COMPLETE:
+            log.warning(
+                "job %s: the attempt ended %s after its transaction had committed the job as "
+                "succeeded; it stays succeeded",
+                flight.job.id,
+                "without an outcome" if ack is None else f"with outcome {ack.kind}",
+            )
+        return Ack(flight.job.ref, AckKind.COMPLETE, result="null")
 
     async def _run(self, flight: InFlight) -> Ack | None:
         job = flight.job
@@ -135,6 +161,9 @@ class Executor:
                 attempt=job.attempt,
                 max_attempts=job.max_attempts,
                 enqueued_at=job.enqueued_at,
+                transaction=lambda ctx: JobTransaction(
+                    self.app.backend, job.ref, ctx, flight.mark_committed
+                ),
             )
             flight.ctx = ctx
             if flight.stop_reason is not None:
@@ -172,6 +201,9 @@ class Executor:
                     retryable=True,
                 )
             return self._failure(job, task, exc)
+        except LeaseLostError as exc:
+            log.warning("job %s: %s", job.id, exc)
+            return None
         except (Cancel, JobCancelled) as exc:
             return Ack(job.ref, AckKind.CANCEL, error=self._error(job, ErrorKind.CANCELLED, exc))
         except Retry as exc:

@@ -234,6 +234,9 @@ class Worker:
         self._slot_free.set()
         if flight.stuck:
             self._begin_recycle()
+        if flight.committed and ack is not None:
+            self._on_written(ack, True)  # durable already: the task's transaction wrote it
+            return
         if ack is None or flight.stop_reason is StopReason.LOST:
             self._inflight.pop(flight.job.id, None)
             return

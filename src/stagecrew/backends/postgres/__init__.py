@@ -23,9 +23,10 @@ cursor (sync or async), or a framework's wrapper of one::
         session.add(order)
         backend.enqueue_in(session.connection(), [job])
 
-Completing with the work: `PostgresBackend.transaction()` and `complete_in`
-mark an attempt succeeded in the same transaction as the task's own writes;
-their docstrings say exactly what is and is not guaranteed.
+Completing with the work: a task's `ctx.transaction()` (built on
+`PostgresBackend.transaction()` and `complete_in`) marks its attempt
+succeeded in the same transaction as the task's own writes; docs/postgres.md
+says exactly what is and is not guaranteed.
 """
 
 from __future__ import annotations

@@ -283,7 +283,11 @@ class PostgresBackend(Backend):
     """
 
     capabilities = Capabilities(
-        cross_process=True, server_clock=True, instant_wakeup=True, transactional_enqueue=True
+        cross_process=True,
+        server_clock=True,
+        instant_wakeup=True,
+        transactional_enqueue=True,
+        transactional_complete=True,
     )
 
     def __init__(self, url: str, clock: Clock | None = None) -> None:

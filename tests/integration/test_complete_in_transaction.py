@@ -1,0 +1,264 @@
+"""`ctx.transaction()`: a task's own writes and its job's success commit together or not at all."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stagecrew import App, ConfigurationError, Context, ErrorKind, JobState
+from stagecrew.backends import backend_from_url
+from stagecrew.backends.base import AckKind
+from stagecrew.worker.runner import Worker
+from tests.support.processes import start_worker, stop, wait_for, write_app
+
+POSTGRES_URL = os.environ.get(
+    "STAGECREW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+psycopg = pytest.importorskip("psycopg")
+
+
+@dataclass
+class Store:
+    url: str
+    schema: str
+    admin: psycopg.Connection  # type: ignore[type-arg]
+
+    @property
+    def payments(self) -> str:
+        return f'"{self.schema}".payments'
+
+    def paid(self) -> list[tuple[int, int]]:
+        rows = self.admin.execute(f"SELECT job_id, attempt FROM {self.payments} ORDER BY 1, 2")
+        return [(int(job_id), int(attempt)) for job_id, attempt in rows.fetchall()]
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    schema = f"txn_complete_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is unreachable in CI: {exc}")
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable: {exc}")
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    url = f"{POSTGRES_URL}{sep}schema={schema}"
+    migrator = backend_from_url(url)
+    migrator.migrate()
+    migrator.close()
+    admin.execute(f'CREATE TABLE "{schema}".payments (job_id bigint, attempt int)')
+    try:
+        yield Store(url, schema, admin)
+    finally:
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.close()
+
+
+def drain(app: App, **options: float) -> Worker:
+    worker = Worker(app, concurrency=2, lease_seconds=5, poll_interval=0.01, **options)  # type: ignore[arg-type]
+    asyncio.run(worker.drain())
+    return worker
+
+
+def test_writes_and_success_commit_together(store: Store) -> None:
+    app = App(store.url)
+
+    @app.task
+    def pay(amount: int, ctx: Context) -> None:
+        with ctx.transaction() as conn:
+            conn.execute(f"INSERT INTO {store.payments} VALUES (%s, %s)", (ctx.job_id, ctx.attempt))
+
+    handle = pay.enqueue(10)
+    worker = drain(app)
+    assert worker.acked[AckKind.COMPLETE] == 1  # counted as written, not sent again and fenced
+    job = handle.get()
+    assert job.state is JobState.SUCCEEDED
+    assert job.result is None
+    assert store.paid() == [(handle.id, 1)]
+    app.close()
+
+
+def test_async_task_commits_with_async_with(store: Store) -> None:
+    app = App(store.url)
+
+    @app.task
+    async def pay(ctx: Context) -> None:
+        async with ctx.transaction() as conn:
+            await conn.execute(
+                f"INSERT INTO {store.payments} VALUES (%s, %s)", (ctx.job_id, ctx.attempt)
+            )
+
+    handle = pay.enqueue()
+    drain(app)
+    assert handle.get().state is JobState.SUCCEEDED
+    assert store.paid() == [(handle.id, 1)]
+    app.close()
+
+
+def test_a_block_that_raises_rolls_back_its_writes_and_the_job_retries(store: Store) -> None:
+    app = App(store.url)
+
+    @app.task(max_attempts=3)
+    def pay(ctx: Context) -> None:
+        with ctx.transaction() as conn:
+            conn.execute(f"INSERT INTO {store.payments} VALUES (%s, %s)", (ctx.job_id, ctx.attempt))
+            raise RuntimeError("card declined")
+
+    handle = pay.enqueue()
+    drain(app)
+    job = handle.get()
+    assert job.state is JobState.SCHEDULED
+    assert job.errors[-1].message == "card declined"
+    assert store.paid() == []
+    app.close()
+
+
+def test_a_task_that_raises_after_its_commit_stays_succeeded(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App(store.url)
+
+    @app.task
+    def pay(ctx: Context) -> None:
+        with ctx.transaction() as conn:
+            conn.execute(f"INSERT INTO {store.payments} VALUES (%s, %s)", (ctx.job_id, ctx.attempt))
+        raise RuntimeError("after the fact")
+
+    handle = pay.enqueue()
+    with caplog.at_level(logging.WARNING, logger="stagecrew.worker"):
+        worker = drain(app)
+    assert handle.get().state is JobState.SUCCEEDED
+    assert store.paid() == [(handle.id, 1)]
+    assert "stays succeeded" in caplog.text
+    assert worker.processed == 1
+    app.close()
+
+
+def test_a_lost_lease_rolls_back_the_writes(store: Store) -> None:
+    """The first attempt's job is rescued while it is inside the block: its commit is refused."""
+    app = App(store.url)
+
+    @app.task(max_attempts=3)
+    def pay(ctx: Context) -> None:
+        with ctx.transaction() as conn:
+            conn.execute(f"INSERT INTO {store.payments} VALUES (%s, %s)", (ctx.job_id, ctx.attempt))
+            if ctx.attempt == 1:
+                store.admin.execute(
+                    f'UPDATE "{store.schema}".jobs SET lease_expires_at = 0 WHERE id = %s',
+                    (ctx.job_id,),
+                )
+                assert app.backend.rescue().requeued == 1
+
+    handle = pay.enqueue()
+    drain(app)
+    job = handle.get()
+    assert job.state is JobState.SUCCEEDED
+    assert [(e.attempt, e.kind) for e in job.errors] == [(1, ErrorKind.LOST)]
+    assert store.paid() == [(handle.id, 2)]
+    app.close()
+
+
+def test_a_timed_out_attempt_rolls_back_its_writes(store: Store) -> None:
+    app = App(store.url)
+
+    @app.task(timeout=0.2, max_attempts=3)
+    def pay(ctx: Context) -> None:
+        with ctx.transaction() as conn:
+            conn.execute(f"INSERT INTO {store.payments} VALUES (%s, %s)", (ctx.job_id, ctx.attempt))
+            time.sleep(0.5)
+
+    handle = pay.enqueue()
+    drain(app, stuck_grace=2.0)
+    job = handle.get()
+    assert job.state is JobState.SCHEDULED
+    assert "timed out" in job.errors[-1].message
+    assert store.paid() == []
+    app.close()
+
+
+def test_a_store_without_it_fails_the_attempt_with_a_clear_error() -> None:
+    app = App("memory://")
+
+    @app.task(max_attempts=1)
+    def pay(ctx: Context) -> None:
+        with ctx.transaction():
+            pass
+
+    handle = pay.enqueue()
+    drain(app)
+    job = handle.get()
+    assert job.state is JobState.DEAD
+    assert "ctx.transaction() needs PostgreSQL" in job.errors[-1].message
+    assert not app.backend.capabilities.transactional_complete
+
+
+def test_the_block_can_be_entered_once_per_attempt(store: Store) -> None:
+    app = App(store.url)
+
+    @app.task(max_attempts=1)
+    def pay(ctx: Context) -> None:
+        transaction = ctx.transaction()
+        with transaction:
+            pass
+        with transaction:
+            pass
+
+    handle = pay.enqueue()
+    drain(app)
+    assert handle.get().state is JobState.SUCCEEDED  # the first block committed it
+
+
+def test_outside_a_worker_it_is_a_configuration_error() -> None:
+    ctx = Context(job_id=1, task="t", queue="q", attempt=1, max_attempts=1, enqueued_at=0.0)
+    with pytest.raises(ConfigurationError):
+        ctx.transaction()
+
+
+CRASHING_APP = """
+import os
+from stagecrew import App, Context
+
+app = App()
+PAYMENTS = os.environ["PAYMENTS_TABLE"]
+
+@app.task
+def pay(ctx: Context) -> None:
+    with ctx.transaction() as conn:
+        conn.execute(f"INSERT INTO {PAYMENTS} VALUES (%s, %s)", (ctx.job_id, ctx.attempt))
+        if ctx.attempt == 1:
+            os._exit(9)  # the worker dies after the write, before the commit
+"""
+
+
+def test_a_worker_killed_before_the_commit_leaves_no_write_and_the_rerun_writes_once(
+    store: Store, tmp_path: Path
+) -> None:
+    app_ref = write_app(tmp_path, "crashing_app", CRASHING_APP)
+    app = App(store.url)
+
+    @app.task(name="pay")
+    def pay() -> None: ...
+
+    handles = pay.enqueue_many([() for _ in range(5)])
+    env = {"STAGECREW_URL": store.url, "PAYMENTS_TABLE": store.payments}
+    worker = start_worker(
+        tmp_path, app_ref, env, "--processes", "1", "--concurrency", "1", "--lease-seconds", "1"
+    )
+    try:
+        finished = wait_for(
+            lambda: all(h.get().state is JobState.SUCCEEDED for h in handles), timeout=60
+        )
+    finally:
+        code, output = stop(worker)
+    assert finished, output[-3000:]
+    assert store.paid() == [(h.id, 2) for h in handles]
+    assert code == 0, output[-3000:]
+    app.close()
