@@ -82,3 +82,59 @@ def test_a_store_without_transactions_refuses_a_connection(tmp_path: object) -> 
 
     with pytest.raises(ConfigurationError, match="transactional enqueue needs PostgreSQL"):
         noop.options(connection=object()).enqueue()
+
+
+def test_sqlalchemy_engine_begin_enqueues_inside_its_transaction(app: App) -> None:
+    """The docs/postgres.md example, with SQLAlchemy 2 on the psycopg 3 driver."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    task = app.tasks["send_welcome"]
+    engine = sqlalchemy.create_engine(
+        POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://")
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+            kept = task.options(connection=conn).enqueue(5)
+        with pytest.raises(RuntimeError), engine.begin() as conn:
+            dropped = task.options(connection=conn).enqueue(6)
+            raise RuntimeError("roll back")
+    finally:
+        engine.dispose()
+    assert kept.get().args == [5]
+    with pytest.raises(JobNotFoundError):
+        dropped.get()
+
+
+def test_django_atomic_block_enqueues_inside_its_transaction(app: App) -> None:
+    """The docs/postgres.md example, with Django's psycopg 3 backend."""
+    django = pytest.importorskip("django")
+    from django.conf import settings
+    from django.db import connection, transaction
+    from psycopg.conninfo import conninfo_to_dict
+
+    if not settings.configured:
+        info = conninfo_to_dict(POSTGRES_URL)
+        settings.configure(
+            DATABASES={
+                "default": {
+                    "ENGINE": "django.db.backends.postgresql",
+                    "NAME": info.get("dbname", ""),
+                    "USER": info.get("user", ""),
+                    "HOST": info.get("host", ""),
+                    "PORT": info.get("port", ""),
+                }
+            }
+        )
+        django.setup()
+    task = app.tasks["send_welcome"]
+    try:
+        with transaction.atomic():
+            kept = task.options(connection=connection).enqueue(7)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            dropped = task.options(connection=connection).enqueue(8)
+            raise RuntimeError("roll back")
+    finally:
+        connection.close()
+    assert kept.get().args == [7]
+    with pytest.raises(JobNotFoundError):
+        dropped.get()
