@@ -6,13 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from subprocess import Popen
 
 import pytest
 
-from stagecrew import App, JobState
+from stagecrew import App, JobHandle, JobState
 from stagecrew.testing.ledger import Ledger, check
-from tests.support.processes import start_worker, stop, wait_for, write_app
+from tests.support.processes import kill, start_worker, stop, wait_for, write_app
 
 pytestmark = pytest.mark.slow
 
@@ -117,3 +119,74 @@ def test_supervisor_gives_up_when_a_worker_cannot_load_its_app(tmp_path: Path) -
     )
     assert result.returncode == 2, result.stderr.decode()[-2000:]
     assert b"cannot start" in result.stderr
+
+
+def _running_sync_jobs(tmp_path: Path) -> tuple[App, list[JobHandle], Ledger, Popen[bytes]]:
+    """Two processes each running two sync jobs of a minute, with a grace of a minute."""
+    app, app_ref, env = _ledger_app(tmp_path, JOB_MIN_SECONDS="60", JOB_SECONDS="60")
+    jobs = app.tasks["work"].enqueue_many([(i,) for i in range(4)])
+    worker = start_worker(
+        tmp_path,
+        app_ref,
+        env,
+        *("--processes", "2", "--concurrency", "2", "--grace", "60", "--lease-seconds", "1"),
+    )
+    ledger = Ledger(env["LEDGER_PATH"])
+    if not wait_for(lambda: len(ledger.entries()) == 4, 30):
+        _, output = stop(worker)
+        pytest.fail(f"the jobs did not start: {output[-3000:]}")
+    return app, jobs, ledger, worker
+
+
+def _signal_twice(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGTERM)
+
+
+def _gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _came_back(app: App, jobs: list[JobHandle]) -> bool:
+    app.backend.rescue()
+    return all(j.get().state is JobState.AVAILABLE for j in jobs)
+
+
+def test_a_second_sigterm_to_the_supervisor_kills_its_workers_at_once(tmp_path: Path) -> None:
+    app, jobs, ledger, worker = _running_sync_jobs(tmp_path)
+    children = {e.pid for e in ledger.entries()}
+    try:
+        _signal_twice(worker.pid)
+        exited = wait_for(lambda: worker.poll() is not None, 15)
+    finally:
+        code, output = stop(worker)
+    assert exited, output[-3000:]
+    assert code == 0, output[-3000:]
+    assert "again: killing workers" in output
+    assert all(_gone(pid) for pid in children), output[-3000:]
+    assert wait_for(lambda: _came_back(app, jobs), 10)
+    assert {tuple(e.kind.value for e in j.get().errors) for j in jobs} == {("lost",)}
+
+
+def test_a_second_sigterm_to_a_worker_exits_it_at_once(tmp_path: Path) -> None:
+    app, jobs, ledger, worker = _running_sync_jobs(tmp_path)
+    child = ledger.entries()[0].pid
+    mine = [j for j in jobs if any(e.pid == child and e.job_id == j.id for e in ledger.entries())]
+    try:
+        _signal_twice(child)
+        exited = wait_for(lambda: _gone(child), 15)
+    finally:
+        kill(worker)  # the other worker's jobs would hold it for a minute
+        _, output = stop(worker)
+    assert exited, output[-3000:]
+    assert "again: exiting now" in output
+    assert len(mine) == 2
+    assert wait_for(lambda: _came_back(app, mine), 10)

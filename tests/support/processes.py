@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -72,9 +73,18 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, st
     try:
         out, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill(process)
         out, _ = process.communicate()
     return process.returncode, out.decode(errors="replace")
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a `stagecrew worker` and its workers (each in a process group of its own)."""
+    for pid in children_of(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
