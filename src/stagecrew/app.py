@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from .backends import DEFAULT_URL, backend_from_url
+from .backends import DEFAULT_URL, backend_from_url, redact_url
 from .backends.base import DEFAULT_MAX_LOST, Backend, JobFilter, QueueStats, Retention
 from .clock import Clock, SystemClock
-from .errors import ConfigurationError, EnqueueError, UnknownTaskError
+from .errors import BackendError, ConfigurationError, EnqueueError, UnknownTaskError
 from .handle import JobHandle, require
 from .job import Job, JobState, NewJob
 from .retry import Backoff
@@ -170,27 +170,36 @@ class App:
     def _handles(self, results: Sequence[Any]) -> list[JobHandle]:
         return [JobHandle(self, r.id, created=r.created) for r in results]
 
+    def _producer_backend(self) -> Backend:
+        """The store, for an enqueue: one that cannot be opened is an `EnqueueError` too."""
+        try:
+            return self.backend
+        except BackendError as exc:  # e.g. the server is down when the first job is enqueued
+            raise EnqueueError(f"could not enqueue, nothing was written: {exc}") from exc
+
     def _enqueue(self, jobs: list[NewJob], connection: object | None = None) -> list[JobHandle]:
         try:
+            backend = self._producer_backend()
             if connection is not None:
-                return self._handles(self.backend.enqueue_in(connection, jobs))
-            return self._handles(self.backend.enqueue(jobs))
+                return self._handles(backend.enqueue_in(connection, jobs))
+            return self._handles(backend.enqueue(jobs))
         except (EnqueueError, ConfigurationError):
             raise
         except Exception as exc:
-            raise EnqueueError(f"could not enqueue into {self.url}: {exc}") from exc
+            raise EnqueueError(f"could not enqueue into {redact_url(self.url)}: {exc}") from exc
 
     async def _enqueue_async(
         self, jobs: list[NewJob], connection: object | None = None
     ) -> list[JobHandle]:
         try:
+            backend = self._producer_backend()
             if connection is not None:
-                return self._handles(await self.backend.enqueue_in_async(connection, jobs))
-            return self._handles(await self.backend.enqueue_async(jobs))
+                return self._handles(await backend.enqueue_in_async(connection, jobs))
+            return self._handles(await backend.enqueue_async(jobs))
         except (EnqueueError, ConfigurationError):
             raise
         except Exception as exc:
-            raise EnqueueError(f"could not enqueue into {self.url}: {exc}") from exc
+            raise EnqueueError(f"could not enqueue into {redact_url(self.url)}: {exc}") from exc
 
 
 class Jobs:

@@ -13,7 +13,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -22,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from redis.crc import key_slot
 from tests.support.processes import start_worker, stop, wait_for, write_app
+from tests.support.servers import REDIS_BINARY, RedisServer
 
 from stagecrew import App, JobState
 from stagecrew.backends.base import Ack, AckKind, JobFilter, Retention
@@ -38,92 +37,15 @@ from stagecrew.testing.ledger import Ledger, check
 S = JobState
 PAYLOAD = '{"args":[],"kwargs":{}}'
 LEASE = 30.0
-BINARY = shutil.which("redis-server")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _redis_binary() -> None:
-    if BINARY is None:
+    if REDIS_BINARY is None:
         reason = "redis-server is not installed: the throwaway-server tests need it"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
-    for _ in range(1000):
-        port = random.randrange(20_000, 50_000)
-        if _bindable(port) and _bindable(port + 10_000):
-            return port
-    raise RuntimeError("no free port pair for a throwaway redis-server")
-
-
-class RedisServer:
-    """One redis-server process; `settings` are its command-line options (name -> value)."""
-
-    def __init__(self, directory: Path, **settings: str | tuple[str, ...]) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.settings: dict[str, str | tuple[str, ...]] = {
-            "save": "",
-            "appendonly": "no",
-            **settings,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_connect_timeout=2)
-
-    def start(self) -> None:
-        assert BINARY is not None
-        args = [BINARY, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")]
-        for name, value in self.settings.items():
-            values = value if isinstance(value, tuple) else (value,)
-            args += [f"--{name.replace('_', '-')}", *values]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        client = self.client()
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.BusyLoadingError:
-                    pass
-                except redis.ConnectionError:
-                    if self.process.poll() is not None:
-                        log = (self.directory / "redis.log").read_text()
-                        raise RuntimeError(f"redis-server exited: {log[-2000:]}") from None
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start within 15 s")
-                time.sleep(0.02)
-        finally:
-            client.close()
-
-    def crash(self) -> None:
-        """SIGKILL: what a power cut or the OOM killer does."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def restart(self) -> None:
-        self.crash()
-        self.start()
 
 
 @pytest.fixture

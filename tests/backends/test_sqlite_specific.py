@@ -172,6 +172,27 @@ def test_enqueue_raises_enqueue_error_and_writes_nothing_while_the_file_is_locke
         assert [e.id for e in backend.enqueue([NewJob("t", PAYLOAD)])] == [1]
 
 
+def test_writers_wait_out_a_lock_held_for_seconds_within_the_busy_timeout(
+    db_path: Path, clock: FakeClock
+) -> None:
+    """Every write waits for the lock up to busy_timeout_ms (5 s by default), however long."""
+    with SQLiteBackend(f"sqlite:///{db_path}", clock) as backend:
+        backend.migrate()
+        holder = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN EXCLUSIVE")
+        release = threading.Timer(2.0, holder.execute, ("COMMIT",))
+        release.start()
+        started = time.monotonic()
+        try:
+            [entry] = backend.enqueue([NewJob("t", PAYLOAD)])
+            [claimed] = backend.fetch(["default"], "w", 1, 30.0)
+        finally:
+            release.join()
+            holder.close()
+        assert time.monotonic() - started >= 1.9
+        assert claimed.id == entry.id
+
+
 def test_enqueue_into_an_unwritable_path_raises_enqueue_error(tmp_path: Path) -> None:
     backend = SQLiteBackend(f"sqlite:///{tmp_path}/missing-folder/jobs.db")
     with pytest.raises(EnqueueError, match="nothing was written"):

@@ -49,22 +49,38 @@ def write_app(directory: Path, name: str = "ledger_app", source: str = LEDGER_AP
 
 
 def start_worker(
-    directory: Path, app_ref: str, env: dict[str, str], *args: str
+    directory: Path, app_ref: str, env: dict[str, str], *args: str, log_file: Path | None = None
 ) -> subprocess.Popen[bytes]:
+    """`stagecrew worker app_ref *args`; its output goes to `log_file`, or to a pipe `stop` reads.
+
+    A pipe holds 64 KiB: a run expected to log a lot (an outage) should use a file, or the
+    workers would block on a full pipe.
+    """
     root = Path(__file__).resolve().parents[2]
     full_env = {
         **os.environ,
         **env,
         "PYTHONPATH": os.pathsep.join([str(directory), str(root / "src")]),
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "stagecrew", "worker", app_ref, *args],
-        cwd=directory,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    command = [sys.executable, "-m", "stagecrew", "worker", app_ref, *args]
+    if log_file is None:
+        return subprocess.Popen(
+            command,
+            cwd=directory,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    with log_file.open("ab") as output:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            command,
+            cwd=directory,
+            env=full_env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, str]:
@@ -75,7 +91,7 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, st
     except subprocess.TimeoutExpired:
         kill(process)
         out, _ = process.communicate()
-    return process.returncode, out.decode(errors="replace")
+    return process.returncode, (out or b"").decode(errors="replace")
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import socket
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,6 +22,7 @@ from stagecrew import (
     UnknownTaskError,
     call,
 )
+from stagecrew.backends import redact_url
 
 
 @pytest.fixture
@@ -137,6 +140,40 @@ def test_store_that_cannot_be_reached_raises_enqueue_error(tmp_path: object) -> 
 
     with pytest.raises(EnqueueError):
         noop.enqueue()
+
+
+def test_a_producer_whose_server_is_down_fails_at_once_without_showing_the_password() -> None:
+    with socket.socket() as s:  # a port nobody listens on: the connection is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = App(f"postgresql://jobs:s3cret@127.0.0.1:{port}/app")
+
+    @app.task
+    def noop() -> None: ...
+
+    started = time.monotonic()
+    with pytest.raises(EnqueueError) as raised:
+        noop.enqueue()
+    assert time.monotonic() - started < 2.0
+    message = str(raised.value)
+    assert "nothing was written" in message and f"127.0.0.1:{port}" in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://jobs:s3cret@db:5432/app?sslmode=require",
+            "postgresql://jobs:***@db:5432/app?sslmode=require",
+        ),
+        ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("postgresql://jobs@db/app", "postgresql://jobs@db/app"),
+        ("sqlite:///jobs.db", "sqlite:///jobs.db"),
+    ],
+)
+def test_store_urls_in_messages_never_show_a_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
 
 
 def test_duplicate_task_names_are_refused(app: App) -> None:

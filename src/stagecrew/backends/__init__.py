@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from ..clock import Clock
 from ..errors import ConfigurationError
 from .base import Backend
 
 DEFAULT_URL = "sqlite:///stagecrew.db"
+
+
+def redact_url(url: str) -> str:
+    """The store URL for messages and logs: its password, if any, replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
 
 
 def backend_from_url(url: str, clock: Clock | None = None) -> Backend:

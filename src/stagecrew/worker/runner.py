@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ..app import App
+from ..backends import redact_url
 from ..backends.base import Ack, AckKind
 from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
@@ -110,7 +111,7 @@ class Worker:
             ",".join(self.queues),
             self.concurrency,
             self.lease_seconds,
-            self.app.url,
+            redact_url(self.app.url),
         )
         for warning in await asyncio.to_thread(self.app.backend.preflight):
             log.warning("%s", warning)
@@ -173,6 +174,7 @@ class Worker:
     async def _fetch_loop(self, *, drain: bool) -> None:
         backend = self.app.backend
         failures = 0
+        failing_since = 0.0
         while not self._stopping.is_set():
             # Finished jobs whose outcome is not yet written still hold a lease: while the
             # store is slow to take acks, stop claiming rather than pile up leased jobs.
@@ -190,11 +192,19 @@ class Worker:
                 )
             except Exception as exc:
                 delay = FETCH_ERROR_DELAYS[min(failures, len(FETCH_ERROR_DELAYS) - 1)]
+                if not failures:
+                    failing_since = time.monotonic()
                 failures += 1
                 log.warning("fetch failed (%s); retrying in %.2fs", exc, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 continue
+            if failures:
+                log.info(
+                    "store reachable again: fetch works after %d failed tries over %.1fs",
+                    failures,
+                    time.monotonic() - failing_since,
+                )
             failures = 0
             for job in jobs:
                 flight = InFlight(job)

@@ -233,7 +233,7 @@ def _begin_immediate(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
                     deadline = now + busy_timeout_ms / 1000.0
                 if now >= deadline:
                     raise
-                tries += 1
+                tries = min(tries + 1, 5)  # 2**tries past ~1000 tries is too big for a float
                 pause = random.uniform(0.0, min(0.002, 0.0001 * 2**tries))
                 time.sleep(min(pause, deadline - now))
     finally:
