@@ -58,7 +58,7 @@ class App:
         self.jobs = Jobs(self)
 
     def __repr__(self) -> str:
-        return f"<App {self.url} tasks={sorted(self.tasks)}>"
+        return f"<App {redact_url(self.url)} tasks={sorted(self.tasks)}>"
 
     # -- the store ---------------------------------------------------------
     @property

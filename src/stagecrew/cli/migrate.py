@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..backends import backend_from_url
+from ..backends import backend_from_url, redact_url
 from .options import app_option, load
 
 
@@ -23,4 +23,4 @@ def migrate(app_ref: str | None) -> None:
         backend.migrate()
     finally:
         backend.close()
-    click.echo(f"the schema of {app.url} is up to date")
+    click.echo(f"the schema of {redact_url(app.url)} is up to date")

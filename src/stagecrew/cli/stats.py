@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
+from ..backends import redact_url
 from ..job import JobState
 from .options import app_option, json_option, load
 from .output import STATE_STYLES, console, format_duration, print_json
@@ -35,9 +36,10 @@ def stats(app_ref: str | None, as_json: bool) -> None:
         return
     out = console()
     if not queues:
-        out.print(f"no jobs in {app.url}")
+        out.print(f"no jobs in {redact_url(app.url)}")
         return
-    table = Table(title=f"queues in {app.url}", title_justify="left", header_style="bold")
+    title = f"queues in {redact_url(app.url)}"
+    table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("queue")
     for state in JobState:
         table.add_column(str(state), justify="right", header_style=f"bold {STATE_STYLES[state]}")

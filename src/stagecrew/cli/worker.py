@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..backends import redact_url
 from ..errors import StagecrewError
 from ..worker.supervisor import Supervisor, WorkerOptions
 from .options import app_ref, load
@@ -100,7 +101,8 @@ def worker(
     try:
         app.backend  # noqa: B018 - builds the engine, so a bad URL fails now, not in every child
     except (StagecrewError, ImportError) as exc:
-        raise CliUsageError(f"the app's store {app.url!r} cannot be used: {exc}") from None
+        store = redact_url(app.url)
+        raise CliUsageError(f"the app's store {store!r} cannot be used: {exc}") from None
     finally:
         app.close()
     assert ref is not None  # load() has succeeded, so a reference was given
