@@ -18,10 +18,10 @@ enqueued and what the store says now, and reports:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from itertools import pairwise
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any
 
 from ..job import ErrorKind, Job, JobState
