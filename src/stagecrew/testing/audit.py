@@ -77,6 +77,8 @@ class AuditReport:
     completed: int
     lost: frozenset[int]
     stuck: frozenset[int]
+    lost_as: Mapping[int, str]
+    """What the store says of each lost job it still holds (its state and last error)."""
     unsettled: Mapping[int, str]
     """Completed in the ledger, but the store shows another state (or no job)."""
     executions: int
@@ -128,7 +130,7 @@ class AuditReport:
         i = self.interruptions
         lines.append(
             f"  processes    {len(i.killed)} killed or crashed, {len(i.paused)} paused, "
-            f"{len(i.stopped)} stopped with jobs running"
+            f"{len(i.stopped)} sent SIGTERM"
         )
         by_cause = self.duplicates_by_cause()
         causes = ", ".join(f"{n} {cause}" for cause, n in sorted(by_cause.items())) or "none"
@@ -143,7 +145,10 @@ class AuditReport:
             lines.append(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}{detail}")
         lines.extend(f"  note: {note}" for note in self.notes)
         problems: list[tuple[str, list[Any]]] = [
-            ("lost", sorted(self.lost)),
+            (
+                "lost",
+                [f"{j} ({self.lost_as[j]})" if j in self.lost_as else j for j in sorted(self.lost)],
+            ),
             ("stuck", sorted(self.stuck)),
             ("unsettled", [f"{k} ({v})" for k, v in sorted(self.unsettled.items())]),
             (
@@ -234,12 +239,20 @@ def audit(
             if job is not None:
                 highest = max(highest, job.attempt)
 
+    lost = expected - completed
+    lost_as: dict[int, str] = {}
+    for job_id in lost:
+        job = jobs.get(job_id) if jobs is not None else None
+        if job is not None:
+            last = job.errors[-1].message if job.errors else ""
+            lost_as[job_id] = f"{job.state.value}: {last}" if last else job.state.value
     return AuditReport(
         title=title,
         expected=len(expected),
         completed=len(completed),
-        lost=expected - completed,
+        lost=lost,
         stuck=frozenset(stuck),
+        lost_as=lost_as,
         unsettled=unsettled,
         executions=len(runs),
         finished_executions=sum(returned.values()),
