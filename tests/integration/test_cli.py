@@ -106,6 +106,7 @@ def _dead_jobs(cli: CliApp, count: int) -> list[int]:
         ["dlq", "purge"],
         ["stats"],
         ["demo"],
+        ["chaos"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:

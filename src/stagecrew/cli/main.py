@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..errors import StagecrewError
+from .chaos import chaos
 from .demo import demo
 from .dlq import dlq
 from .enqueue import enqueue
@@ -45,8 +46,9 @@ def main(app_ref: str | None) -> None:
       stagecrew enqueue resize --args '["a.png"]' --kwargs '{"width": 3}'
       stagecrew stats
       stagecrew demo
+      stagecrew chaos --url sqlite:///chaos.db --scenario kill-storm
     """
 
 
-for command in (worker, enqueue, jobs, dlq, stats, demo, migrate):
+for command in (worker, enqueue, jobs, dlq, stats, demo, migrate, chaos):
     main.add_command(command)

@@ -1,8 +1,10 @@
 """A ledger that jobs write outside the store under test, to prove what really ran.
 
 Each execution appends `start` and `end` lines (job id, attempt, pid, time) to
-a plain file with O_APPEND, so lines from many processes never interleave. The
-checker then tells lost jobs, duplicate runs and attempts that ran twice.
+a plain file with O_APPEND, so lines from many processes never interleave.
+`executions()` pairs them up; `check` tells lost jobs, duplicate runs and
+attempts that ran twice, and `stagecrew.testing.audit` builds the full report
+(causes of duplicates, stuck jobs, attempt counts) of a crash scenario.
 """
 
 from __future__ import annotations
@@ -22,6 +24,17 @@ class Entry:
     attempt: int
     pid: int
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One run of a job's function as the ledger saw it; `ended` is None if it never returned."""
+
+    job_id: int
+    attempt: int
+    pid: int
+    started: float
+    ended: float | None
 
 
 class Ledger:
@@ -44,10 +57,27 @@ class Ledger:
             parts = line.split()
             if len(parts) != 5:
                 continue  # a line torn by SIGKILL mid-write
-            out.append(
-                Entry(parts[0], int(parts[1]), int(parts[2]), int(parts[3]), float(parts[4]))
-            )
+            try:
+                out.append(
+                    Entry(parts[0], int(parts[1]), int(parts[2]), int(parts[3]), float(parts[4]))
+                )
+            except ValueError:
+                continue  # torn differently: a number cut short
         return out
+
+    def executions(self) -> list[Execution]:
+        """Every started run, in the order of their start lines, with its end when there is one."""
+        runs: list[Execution] = []
+        open_runs: dict[tuple[int, int, int], list[int]] = {}
+        for e in self.entries():
+            key = (e.job_id, e.attempt, e.pid)
+            if e.event == "start":
+                open_runs.setdefault(key, []).append(len(runs))
+                runs.append(Execution(e.job_id, e.attempt, e.pid, e.at, None))
+            elif e.event == "end" and open_runs.get(key):
+                index = open_runs[key].pop()
+                runs[index] = Execution(e.job_id, e.attempt, e.pid, runs[index].started, e.at)
+        return runs
 
 
 @dataclass(frozen=True, slots=True)

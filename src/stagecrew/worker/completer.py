@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 
 from ..backends.base import Ack, Backend
+from .faults import FaultPoint, Faults
 
 log = logging.getLogger("stagecrew.worker")
 
@@ -28,8 +29,10 @@ class Completer:
         on_written: Callable[[Ack, bool], None],
         *,
         max_batch: int = MAX_BATCH,
+        faults: Faults | None = None,
     ) -> None:
         self.backend = backend
+        self.faults = faults
         self.on_written = on_written
         self.max_batch = max_batch
         self._pending: list[Ack] = []
@@ -65,6 +68,8 @@ class Completer:
                 await asyncio.sleep(0)
                 continue
             batch = self._pending[: self.max_batch]
+            if self.faults is not None:
+                self.faults.soon(FaultPoint.DURING_ACK)
             try:
                 applied = await self.backend.ack_async(batch)
             except Exception as exc:

@@ -26,6 +26,7 @@ from ..maintenance.pruner import prune_finished
 from ..maintenance.rescuer import rescue_expired
 from .completer import Completer
 from .executor import Executor, InFlight, StopReason
+from .faults import FaultPoint, Faults
 
 log = logging.getLogger("stagecrew.worker")
 
@@ -57,6 +58,7 @@ class Worker:
         stuck_grace: float = 5.0,
         fetch_batch: int = 100,
         watch_parent: bool = False,
+        faults: Faults | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -77,6 +79,8 @@ class Worker:
         self.prune_interval = prune_interval
         self.fetch_batch = fetch_batch
         self.watch_parent = watch_parent
+        self.faults = faults if faults is not None else Faults.from_env()
+        """Crash points for tests (see `stagecrew.worker.faults`); None in production."""
         self.id = make_worker_id()
         self._threads = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="stagecrew-job"
@@ -115,7 +119,7 @@ class Worker:
         )
         for warning in await asyncio.to_thread(self.app.backend.preflight):
             log.warning("%s", warning)
-        self._completer = Completer(self.app.backend, self._on_written)
+        self._completer = Completer(self.app.backend, self._on_written, faults=self.faults)
         background = [
             asyncio.create_task(self._completer.run(), name="completer"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -206,6 +210,8 @@ class Worker:
                     time.monotonic() - failing_since,
                 )
             failures = 0
+            if jobs and self.faults is not None:
+                self.faults.at(FaultPoint.AFTER_CLAIM)
             for job in jobs:
                 flight = InFlight(job)
                 self._inflight[job.id] = flight
@@ -253,6 +259,8 @@ class Worker:
         if self._inflight.get(flight.job.id) is not flight:
             return  # already handed back at shutdown
         assert self._completer is not None
+        if self.faults is not None:
+            self.faults.at(FaultPoint.BEFORE_ACK)
         self._completer.submit(ack)
 
     def _on_written(self, ack: Ack, applied: bool) -> None:
