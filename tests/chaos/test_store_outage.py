@@ -83,6 +83,9 @@ class Run:
             "LEDGER_PATH": str(self.ledger.path),
             "JOB_MIN_SECONDS": "0.02",
             "JOB_SECONDS": "0.12",
+            # An outage longer than a lease costs the jobs in flight a lost worker each; on a
+            # loaded machine one job can lose several. What is tested here is that none is lost.
+            "MAX_WORKER_LOSSES": "10",
         }
         self.workers = start_worker(
             tmp_path,

@@ -17,7 +17,7 @@ import asyncio, os, random, time
 from stagecrew import App, Context
 from stagecrew.testing.ledger import Ledger
 
-app = App()
+app = App(max_worker_losses=int(os.environ.get("MAX_WORKER_LOSSES", "3")))
 ledger = Ledger(os.environ["LEDGER_PATH"])
 LOW = float(os.environ.get("JOB_MIN_SECONDS", "0"))
 HIGH = float(os.environ.get("JOB_SECONDS", "0.01"))
