@@ -30,6 +30,14 @@ class PayloadTooLargeError(SerializationError):
     """An encoded job payload is larger than the app's `max_payload_bytes`."""
 
 
+class CorruptJobError(StagecrewError):
+    """A stored job record is damaged: a field is missing, undecodable or of the wrong type.
+
+    Seen only as the reason of a dead-lettered job: the worker never runs such a job. Find
+    out what wrote to the store behind stagecrew's back.
+    """
+
+
 class InvalidArgumentsError(StagecrewError):
     """Arguments do not bind to the task function's signature."""
 

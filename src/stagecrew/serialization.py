@@ -78,10 +78,13 @@ def encode_payload(
 def decode_payload(payload: str | bytes) -> tuple[list[Any], dict[str, Any]]:
     """Inverse of `encode_payload`; raises `SerializationError` on any malformed payload."""
     value = decode(payload, what="job payload")
-    if not isinstance(value, dict):
-        raise SerializationError("job payload is not a JSON object")
-    args = value.get("args", [])
-    kwargs = value.get("kwargs", {})
-    if not isinstance(args, list) or not isinstance(kwargs, dict):
-        raise SerializationError("job payload must hold a list 'args' and an object 'kwargs'")
+    try:
+        args = value["args"]
+        kwargs = value["kwargs"]
+    except (KeyError, TypeError):
+        args = kwargs = None
+    if type(args) is not list or type(kwargs) is not dict:
+        raise SerializationError(
+            "job payload must be a JSON object holding a list 'args' and an object 'kwargs'"
+        )
     return args, kwargs

@@ -22,7 +22,13 @@ from typing import Any
 from ..app import App
 from ..backends.base import Ack, AckKind
 from ..context import Context, JobCancelled
-from ..errors import InvalidArgumentsError, SerializationError, StagecrewError, UnknownTaskError
+from ..errors import (
+    CorruptJobError,
+    InvalidArgumentsError,
+    SerializationError,
+    StagecrewError,
+    UnknownTaskError,
+)
 from ..job import AttemptError, Cancel, ClaimedJob, ErrorKind, Retry
 from ..serialization import decode_payload, encode
 from ..task import Task
@@ -118,6 +124,10 @@ class Executor:
 
     async def _run(self, flight: InFlight) -> Ack | None:
         job = flight.job
+        if job.defect is not None:
+            return self._unrunnable(
+                job, CorruptJobError(f"the stored job is damaged ({job.defect}); it was not run")
+            )
         # failures to resolve the task or decode its arguments are not worth a retry
         try:
             task = self.app.get_task(job.task)
