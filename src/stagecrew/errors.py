@@ -38,6 +38,14 @@ class CorruptJobError(StagecrewError):
     """
 
 
+class SignatureError(StagecrewError):
+    """A job's payload signature is missing or does not verify with any of the app's keys.
+
+    Seen as the reason of a dead-lettered job when `App(signing_key=...)` is set:
+    the job was not enqueued by a producer holding the key, or was changed since.
+    """
+
+
 class InvalidArgumentsError(StagecrewError):
     """Arguments do not bind to the task function's signature."""
 

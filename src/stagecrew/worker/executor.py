@@ -26,6 +26,7 @@ from ..errors import (
     CorruptJobError,
     InvalidArgumentsError,
     SerializationError,
+    SignatureError,
     StagecrewError,
     UnknownTaskError,
 )
@@ -128,11 +129,14 @@ class Executor:
             return self._unrunnable(
                 job, CorruptJobError(f"the stored job is damaged ({job.defect}); it was not run")
             )
-        # failures to resolve the task or decode its arguments are not worth a retry
+        # failures to verify, resolve the task or decode its arguments are not worth a retry
         try:
+            payload = job.payload
+            if self.app._signer is not None:
+                payload = self.app._signer.verify(job.task, payload)
             task = self.app.get_task(job.task)
-            args, kwargs = decode_payload(job.payload)
-        except (UnknownTaskError, SerializationError) as exc:
+            args, kwargs = decode_payload(payload)
+        except (SignatureError, UnknownTaskError, SerializationError) as exc:
             return self._unrunnable(job, exc)
 
         flight.job_is_async = task.is_async
