@@ -243,7 +243,7 @@ def test_the_pickle_exploit_is_live(tmp_path: Path) -> None:
 
 
 @settings(
-    max_examples=25,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
