@@ -16,7 +16,7 @@ from .errors import BackendError, ConfigurationError, EnqueueError, UnknownTaskE
 from .handle import JobHandle, require
 from .job import Job, JobState, NewJob
 from .retry import Backoff
-from .serialization import DEFAULT_MAX_PAYLOAD_BYTES
+from .serialization import DEFAULT_MAX_PAYLOAD_BYTES, PayloadSigner
 from .task import DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Task
 
 P = ParamSpec("P")
@@ -34,6 +34,12 @@ class App:
 
     `url` picks the engine: `sqlite:///path.db` (the default, `./stagecrew.db`),
     `memory://`; else the `STAGECREW_URL` environment variable is read.
+
+    `signing_key` (bytes or str, or several: the first signs, all verify) makes
+    every enqueued payload carry an HMAC-SHA256 of it and its task name, and
+    makes workers dead-letter, unrun, any job whose signature is missing or
+    wrong; else the comma-separated `STAGECREW_SIGNING_KEYS` is read. An app
+    without a key signs nothing and checks nothing (see docs/guarantees.md).
     """
 
     def __init__(
@@ -45,8 +51,10 @@ class App:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_worker_losses: int = DEFAULT_MAX_LOST,
         default_queue: str = "default",
+        signing_key: bytes | str | Sequence[bytes | str] | None = None,
     ) -> None:
         self.url = url or os.environ.get("STAGECREW_URL") or DEFAULT_URL
+        self._signer = PayloadSigner.configured(signing_key, os.environ)
         self.clock: Clock = clock or SystemClock()
         self.retention = retention or Retention()
         self.max_payload_bytes = max_payload_bytes

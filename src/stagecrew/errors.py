@@ -30,6 +30,22 @@ class PayloadTooLargeError(SerializationError):
     """An encoded job payload is larger than the app's `max_payload_bytes`."""
 
 
+class CorruptJobError(StagecrewError):
+    """A stored job record is damaged: a field is missing, undecodable or of the wrong type.
+
+    Seen only as the reason of a dead-lettered job: the worker never runs such a job. Find
+    out what wrote to the store behind stagecrew's back.
+    """
+
+
+class SignatureError(StagecrewError):
+    """A job's payload signature is missing or does not verify with any of the app's keys.
+
+    Seen as the reason of a dead-lettered job when `App(signing_key=...)` is set:
+    the job was not enqueued by a producer holding the key, or was changed since.
+    """
+
+
 class InvalidArgumentsError(StagecrewError):
     """Arguments do not bind to the task function's signature."""
 

@@ -129,6 +129,12 @@ class ClaimedJob:
     run_at: float
     started_at: float
     lease_expires_at: float
+    defect: str | None = None
+    """Why the stored record is damaged (a field missing, undecodable or of the wrong type).
+
+    The engine still claims such a job, so it cannot block the queue, and fills the damaged
+    fields with placeholders; the worker dead-letters it without running it.
+    """
 
     @property
     def ref(self) -> JobRef:

@@ -185,6 +185,8 @@ class Task(Generic[P, R]):
             args = tuple(args)
         self.bind(args, kwargs)
         payload = encode_payload(args, kwargs, max_bytes=self.app.max_payload_bytes)
+        if self.app._signer is not None:
+            payload = self.app._signer.sign(self.name, payload)
         max_attempts = options.max_attempts or self.max_attempts
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")

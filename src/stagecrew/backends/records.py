@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import orjson
 
-from ..job import AttemptError, ErrorKind
+from ..job import AttemptError, ClaimedJob, ErrorKind
 
 
 def _as_text(raw: object) -> str:
@@ -48,3 +51,78 @@ def decode_errors(raw: object) -> tuple[AttemptError, ...]:
         except (AttributeError, TypeError, ValueError) as exc:
             errors.append(_corrupt(orjson.dumps(item), f"a bad entry: {exc}"))
     return tuple(errors)
+
+
+class _Salvage:
+    """Lenient readers of stored fields that note what is wrong instead of raising."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def text(self, name: str, raw: object) -> str:
+        if type(raw) is str:
+            return raw
+        if isinstance(raw, bytes):
+            try:
+                return raw.decode()
+            except UnicodeDecodeError:
+                self.problems.append(f"{name} is not valid UTF-8")
+                return raw.decode("utf-8", "replace")
+        self.problems.append(f"{name} is missing" if raw is None else f"{name} is not text")
+        return ""
+
+    def number(self, name: str, raw: object, default: float, kind: type[int] | type[float]) -> Any:
+        if type(raw) is int or (type(raw) is float and kind is float):
+            return raw if kind is int else float(raw)
+        if isinstance(raw, bytes | str):
+            try:
+                return kind(raw)
+            except ValueError:
+                pass
+        wanted = "an integer" if kind is int else "a number"
+        self.problems.append(
+            f"{name} is missing"
+            if raw is None
+            else f"{name} is not {wanted}: {_as_text(raw)[:40]!r}"
+        )
+        return default
+
+
+def salvage_claim(
+    *,
+    job_id: int,
+    attempt: int,
+    queue: str,
+    task: object,
+    payload: object,
+    max_attempts: object,
+    priority: object,
+    enqueued_at: object,
+    run_at: object,
+    started_at: float,
+    lease_expires_at: float,
+) -> ClaimedJob:
+    """A claimed job from stored fields that may be damaged; never raises.
+
+    An engine calls this only when its fast conversion failed. A sound record
+    comes out as the fast path would make it; a damaged one gets placeholders
+    and a `defect` naming every bad field, and the worker dead-letters it unrun.
+    `job_id`, `attempt` (the fencing token) and `queue` are taken as they are.
+    """
+    read = _Salvage()
+    job = ClaimedJob(
+        id=job_id,
+        task=read.text("task", task),
+        queue=queue,
+        payload=read.text("payload", payload),
+        attempt=attempt,
+        max_attempts=read.number("max_attempts", max_attempts, attempt, int),
+        priority=read.number("priority", priority, 0, int),
+        enqueued_at=read.number("enqueued_at", enqueued_at, started_at, float),
+        run_at=read.number("run_at", run_at, started_at, float),
+        started_at=started_at,
+        lease_expires_at=lease_expires_at,
+    )
+    if not read.problems:
+        return job
+    return replace(job, defect="; ".join(read.problems))

@@ -23,9 +23,11 @@ from ..app import App
 from ..backends.base import Ack, AckKind
 from ..context import Context, JobCancelled
 from ..errors import (
+    CorruptJobError,
     InvalidArgumentsError,
     LeaseLostError,
     SerializationError,
+    SignatureError,
     StagecrewError,
     UnknownTaskError,
 )
@@ -144,11 +146,18 @@ class Executor:
 
     async def _run(self, flight: InFlight) -> Ack | None:
         job = flight.job
-        # failures to resolve the task or decode its arguments are not worth a retry
+        if job.defect is not None:
+            return self._unrunnable(
+                job, CorruptJobError(f"the stored job is damaged ({job.defect}); it was not run")
+            )
+        # failures to verify, resolve the task or decode its arguments are not worth a retry
         try:
+            payload = job.payload
+            if self.app._signer is not None:
+                payload = self.app._signer.verify(job.task, payload)
             task = self.app.get_task(job.task)
-            args, kwargs = decode_payload(job.payload)
-        except (UnknownTaskError, SerializationError) as exc:
+            args, kwargs = decode_payload(payload)
+        except (SignatureError, UnknownTaskError, SerializationError) as exc:
             return self._unrunnable(job, exc)
 
         flight.job_is_async = task.is_async

@@ -135,6 +135,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
+from ..records import salvage_claim
 from . import scripts
 from .keys import Keys, QueueKeys, parse_url
 from .records import (
@@ -824,24 +825,41 @@ class RedisBackend(Backend):
         for queue, reply in zip(shares, replies, strict=True):
             started, expires = float(reply[0]), float(reply[1])
             ids = [int(i) for i in reply[2::8]]
-            claimed += [
-                ClaimedJob(
-                    id=job_id,
-                    task=task.decode(),
-                    queue=queue,
-                    payload=payload.decode(),
-                    attempt=attempt,
-                    max_attempts=int(max_attempts),
-                    priority=int(priority),
-                    enqueued_at=float(enqueued_at),
-                    run_at=float(run_at),
-                    started_at=started,
-                    lease_expires_at=expires,
-                )
-                for job_id, attempt, task, payload, max_attempts, priority, enqueued_at, run_at in (
-                    zip(ids, *(reply[2 + k :: 8] for k in range(1, 8)), strict=True)
-                )
-            ]
+            rows = list(zip(ids, *(reply[2 + k :: 8] for k in range(1, 8)), strict=True))
+            try:
+                claimed += [
+                    ClaimedJob(
+                        id=job_id,
+                        task=task.decode(),
+                        queue=queue,
+                        payload=payload.decode(),
+                        attempt=attempt,
+                        max_attempts=int(most),
+                        priority=int(priority),
+                        enqueued_at=float(enqueued),
+                        run_at=float(run_at),
+                        started_at=started,
+                        lease_expires_at=expires,
+                    )
+                    for job_id, attempt, task, payload, most, priority, enqueued, run_at in rows
+                ]
+            except (AttributeError, TypeError, ValueError):  # a damaged job hash
+                claimed += [
+                    salvage_claim(
+                        job_id=r[0],
+                        attempt=r[1],
+                        queue=queue,
+                        task=r[2],
+                        payload=r[3],
+                        max_attempts=r[4],
+                        priority=r[5],
+                        enqueued_at=r[6],
+                        run_at=r[7],
+                        started_at=started,
+                        lease_expires_at=expires,
+                    )
+                    for r in rows
+                ]
             self._remember_many(ids, queue)
         if len(shares) > 1:
             claimed.sort(key=lambda c: (c.priority, c.run_at, c.id))

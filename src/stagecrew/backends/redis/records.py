@@ -40,6 +40,54 @@ def hash_fields(reply: Any) -> dict[bytes, Any]:
 
 
 def job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
+    try:
+        return _job_from_hash(job_id, queue, h)
+    except (KeyError, ValueError, TypeError):
+        return _damaged_job_from_hash(job_id, queue, h)
+
+
+def _damaged_job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
+    """A job hash with fields missing or garbled, shown as far as it can be read.
+
+    Inspection must work on a damaged job (the worker dead-letters one it claims):
+    unreadable text is shown with U+FFFD, unreadable numbers as 0 or NaN.
+    """
+
+    def lenient(name: bytes) -> str:
+        raw = h.get(name)
+        return "" if raw is None else bytes(raw).decode("utf-8", "replace")
+
+    def number(name: bytes, kind: type[int] | type[float], default: float | None) -> Any:
+        try:
+            return kind(h[name])
+        except (KeyError, ValueError, TypeError):
+            return default
+
+    nan = float("nan")
+    return Job(
+        id=job_id,
+        task=lenient(b"task"),
+        queue=queue,
+        state=_STATES.get(lenient(b"state"), JobState.DEAD),
+        payload=lenient(b"payload"),
+        priority=number(b"priority", int, 0),
+        run_at=number(b"run_at", float, nan),
+        attempt=number(b"attempt", int, 0),
+        max_attempts=number(b"max_attempts", int, 0),
+        enqueued_at=number(b"enqueued_at", float, nan),
+        started_at=number(b"started_at", float, None),
+        finished_at=number(b"finished_at", float, None),
+        lease_owner=lenient(b"lease_owner") or None,
+        lease_expires_at=number(b"lease_expires_at", float, None),
+        idempotency_key=lenient(b"idempotency_key") or None,
+        cancel_requested=h.get(b"cancel_requested") == b"1",
+        lost=number(b"lost", int, 0),
+        result=lenient(b"result") or None,
+        errors=decode_errors(h.get(b"errors")),
+    )
+
+
+def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
     return Job(
         id=job_id,
         task=text(h[b"task"]),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 import random
 import sqlite3
@@ -64,7 +65,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
-from ..records import decode_errors
+from ..records import decode_errors, salvage_claim
 from ..sql_files import read_migrations, read_statement
 
 URL_PREFIX = "sqlite:///"
@@ -127,13 +128,39 @@ _JOB_STATE = {state.value: state for state in JobState}
 
 
 def _real(value: Any) -> Any:
-    """A REAL column's value as a float.
+    """A REAL column's value as a float (NaN if the stored value is not a number).
 
     SQLite stores integral REALs as integers and `RETURNING` hands them back
     without converting (a plain SELECT does convert), so 1700000000.0 would
     otherwise come back as the int 1700000000.
     """
-    return value if value is None or type(value) is float else float(value)
+    if value is None or type(value) is float:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _read_rows(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Rows of a read, even where a TEXT value is not valid UTF-8 (shown with U+FFFD).
+
+    Inspection must work on a damaged job; only a failed decode pays for a second read.
+    """
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if not _is_decode_error(exc):
+            raise
+    conn.text_factory = _lenient_text
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.text_factory = str
 
 
 def _job_from_row(row: Sequence[Any]) -> Job:
@@ -158,6 +185,37 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         result=row[17],
         errors=decode_errors(row[18]),
     )
+
+
+class _DamagedRow(Exception):
+    """A claimed row holds a value of the wrong type: undo the claim and read it leniently."""
+
+
+def _is_decode_error(exc: sqlite3.OperationalError) -> bool:
+    """Python could not decode a TEXT value (SQLite stores whatever bytes it is given)."""
+    return str(exc).startswith("Could not decode to UTF-8")
+
+
+def _salvage_claims(rows: Sequence[Any], now: float, expires: float) -> list[ClaimedJob]:
+    """Claimed rows read with text as bytes, some damaged: `ClaimedJob.defect` says which."""
+    claimed = [
+        salvage_claim(
+            job_id=r[0],
+            attempt=r[4],
+            queue=r[2].decode() if isinstance(r[2], bytes) else r[2],
+            task=r[1],
+            payload=r[3],
+            max_attempts=r[5],
+            priority=r[6],
+            enqueued_at=r[7],
+            run_at=r[8],
+            started_at=now,
+            lease_expires_at=expires,
+        )
+        for r in rows
+    ]
+    claimed.sort(key=lambda c: (c.priority, c.run_at, c.id))
+    return claimed
 
 
 def _json_list(values: Iterable[str | int]) -> str:
@@ -547,10 +605,25 @@ class SQLiteBackend(Backend):
             params["queues"] = orjson.dumps(wanted).decode()
         else:
             params.update({f"q{i}": q for i, q in enumerate(wanted)})
+        sql = _claim_sql(len(wanted))
         with self._failures("fetch"):
             conn = self._conn()
-            with _write_transaction(conn, self.busy_timeout_ms):
-                rows = conn.execute(_claim_sql(len(wanted)), params).fetchall()
+            try:
+                with _write_transaction(conn, self.busy_timeout_ms):
+                    rows = conn.execute(sql, params).fetchall()
+                    if not all(r[9] for r in rows):
+                        raise _DamagedRow
+            except (_DamagedRow, sqlite3.OperationalError) as exc:
+                if isinstance(exc, sqlite3.OperationalError) and not _is_decode_error(exc):
+                    raise
+                # claim again, reading text as bytes, so that every row can be read
+                conn.text_factory = bytes
+                try:
+                    with _write_transaction(conn, self.busy_timeout_ms):
+                        rows = conn.execute(sql, params).fetchall()
+                finally:
+                    conn.text_factory = str
+                return _salvage_claims(rows, now, expires)
         claimed = [
             ClaimedJob(
                 id=r[0],
@@ -748,8 +821,8 @@ class SQLiteBackend(Backend):
     # -- inspection and admin ----------------------------------------------
     def get(self, job_id: int) -> Job | None:
         with self._failures("get"):
-            row = self._conn().execute(_sql("get_job"), {"id": job_id}).fetchone()
-        return None if row is None else _job_from_row(row)
+            rows = _read_rows(self._conn(), _sql("get_job"), {"id": job_id})
+        return _job_from_row(rows[0]) if rows else None
 
     def list_jobs(self, job_filter: JobFilter) -> list[Job]:
         if job_filter.limit is not None and job_filter.limit <= 0:
@@ -763,7 +836,7 @@ class SQLiteBackend(Backend):
             sql += "\nLIMIT :f_limit"
             params["f_limit"] = job_filter.limit
         with self._failures("list_jobs"):
-            rows = self._conn().execute(sql, params).fetchall()
+            rows = _read_rows(self._conn(), sql, params)
         return [_job_from_row(row) for row in rows]
 
     def stats(self) -> list[QueueStats]:

@@ -50,9 +50,10 @@ local function clock(arg)
     return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
--- The first half of an available member: run_at in whole microseconds, 17 digits.
+-- The first half of an available member: run_at in whole microseconds, 17 digits (a damaged
+-- run_at counts as 0, so the job is claimed, and dead-lettered, rather than fail the script).
 local function due_prefix(run_at)
-    local us = math.floor(tonumber(run_at) * 1000000 + 0.5)
+    local us = math.floor((tonumber(run_at) or 0) * 1000000 + 0.5)
     if us < 0 then
         us = 0
     elseif us > 99999999999999999 then
@@ -80,7 +81,7 @@ local function id_of_member(member)
 end
 
 local function make_available(id, priority, run_at)
-    redis.call('ZADD', AVAILABLE, priority, due_member(run_at, id))
+    redis.call('ZADD', AVAILABLE, tonumber(priority) or 0, due_member(run_at, id))
 end
 
 -- Remove a job from the index of `state`; `run_at` is needed for waiting jobs only.

@@ -21,8 +21,8 @@ if #became_due > 0 then
     local moved = {}
     for _, id in ipairs(became_due) do
         local f = redis.call('HMGET', job_key(id), 'priority', 'run_at')
-        if f[1] then
-            moved[#moved + 1] = f[1]
+        if f[1] or redis.call('EXISTS', job_key(id)) == 1 then
+            moved[#moved + 1] = tonumber(f[1]) or 0
             moved[#moved + 1] = due_member(f[2], id)
         end
     end
@@ -88,8 +88,10 @@ for _, member in ipairs(picked) do
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'task', 'payload', 'max_attempts', 'priority',
         'enqueued_at', 'run_at', 'attempt')
-    if f[1] then
-        local attempt = (tonumber(f[7]) or 0) + 1
+    -- a hash missing fields is claimed all the same (the worker dead-letters it); only a
+    -- member whose hash is gone is dropped
+    if f[1] or redis.call('EXISTS', k) == 1 then
+        local attempt = math.floor(tonumber(f[7]) or 0) + 1
         redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'lease_owner', worker,
             'lease_expires_at', lease_s, 'started_at', now_s)
         running[#running + 1] = lease_s

@@ -26,8 +26,8 @@ local became_due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', fmt(now), 'LIM
     tonumber(ARGV[4]))
 for _, id in ipairs(became_due) do
     local f = redis.call('HMGET', job_key(id), 'priority', 'run_at')
-    if f[1] then
-        out[#out + 1] = f[1]
+    if f[1] or redis.call('EXISTS', job_key(id)) == 1 then
+        out[#out + 1] = tonumber(f[1]) or 0
         out[#out + 1] = due_member(f[2], id)
     end
 end

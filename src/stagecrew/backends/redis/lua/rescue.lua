@@ -21,12 +21,12 @@ for _, id in ipairs(expired) do
     local f = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'lost',
         'cancel_requested', 'lease_owner', 'errors', 'priority', 'run_at')
     if f[1] == 'running' then
-        local attempt = tonumber(f[2])
+        local attempt = tonumber(f[2]) or 0
         local lost = (tonumber(f[4]) or 0) + 1
         local target, kind
         if f[5] == '1' then
             target, kind = 'cancelled', 'cancelled'
-        elseif attempt >= tonumber(f[3]) or lost >= max_lost then
+        elseif attempt >= (tonumber(f[3]) or 0) or lost >= max_lost then
             target, kind = 'dead', 'lost'
         else
             target, kind = 'available', 'lost'

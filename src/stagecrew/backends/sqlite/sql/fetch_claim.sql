@@ -1,4 +1,6 @@
 -- Claim the first :limit due jobs among the per-queue candidates the backend splices in below.
+-- The last column says whether the row holds what stagecrew wrote (SQLite columns take values
+-- of any type): the backend reads a batch with a damaged row again, leniently.
 UPDATE stagecrew_jobs
 SET state = 'running',
     attempt = attempt + 1,
@@ -10,4 +12,7 @@ WHERE id IN (
     ORDER BY priority, run_at, id
     LIMIT :limit
 )
-RETURNING id, task, queue, payload, attempt, max_attempts, priority, enqueued_at, run_at
+RETURNING id, task, queue, payload, attempt, max_attempts, priority, enqueued_at, run_at,
+    typeof(task) = 'text' AND typeof(payload) = 'text' AND typeof(max_attempts) = 'integer'
+    AND typeof(priority) = 'integer' AND typeof(enqueued_at) IN ('real', 'integer')
+    AND typeof(run_at) IN ('real', 'integer')
