@@ -129,6 +129,13 @@ class ClaimedJob:
     run_at: float
     started_at: float
     lease_expires_at: float
+    lost: int = 0
+    """How many workers died or lost their lease while running this job before (see the rescuer).
+
+    A job one loss away from `App.max_worker_losses` runs alone on its worker, so
+    that the "worker lost" verdict falls only on a job that took down a worker
+    by itself, never on the jobs that happened to share a process with it.
+    """
     defect: str | None = None
     """Why the stored record is damaged (a field missing, undecodable or of the wrong type).
 

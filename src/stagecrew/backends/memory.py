@@ -157,6 +157,7 @@ class MemoryBackend(Backend):
                         run_at=job.run_at,
                         started_at=now,
                         lease_expires_at=now + lease_seconds,
+                        lost=job.lost,
                     )
                 )
             return claimed

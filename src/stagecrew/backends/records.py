@@ -101,6 +101,7 @@ def salvage_claim(
     run_at: object,
     started_at: float,
     lease_expires_at: float,
+    lost: object = 0,
 ) -> ClaimedJob:
     """A claimed job from stored fields that may be damaged; never raises.
 
@@ -122,6 +123,7 @@ def salvage_claim(
         run_at=read.number("run_at", run_at, started_at, float),
         started_at=started_at,
         lease_expires_at=lease_expires_at,
+        lost=lost if isinstance(lost, int) else 0,
     )
     if not read.problems:
         return job

@@ -317,12 +317,12 @@ def future_job(options: ChaosOptions) -> AuditReport:
 def poison_job(options: ChaosOptions) -> AuditReport:
     """A job that kills its worker every time goes dead as "worker lost"; the rest all finish.
 
-    Workers run one job at a time here: jobs claimed in the same batch as the
-    poison job die with it, and after `max_worker_losses` such deaths they go
-    dead too (see docs/chaos.md).
+    The jobs that share a worker with the poison job die with it, but they are
+    never condemned with it: a job one lost worker away from the limit runs
+    alone (see `Worker._must_run_alone`), so only the poison job reaches it.
     """
     with ChaosRun("poison-job", options, max_worker_losses=DEFAULT_MAX_LOST) as run:
-        run.fleet.start(options.processes, concurrency=1)
+        run.fleet.start(options.processes, concurrency=options.concurrency)
         poison = run.app.get_task(CRASH).enqueue().id
         good = run.enqueue_work(options.jobs)
         settled = run.settle([poison, *good])

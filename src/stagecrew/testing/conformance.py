@@ -807,11 +807,12 @@ class RescueConformance(_Harness):
         self, backend: Backend, clock: FakeClock
     ) -> None:
         job_id = enqueue_one(backend)
-        claim(backend, job_id, worker="w1")
+        assert claim(backend, job_id, worker="w1").lost == 0
         clock.advance(LEASE + 1.0)
         backend.rescue()
         again = claim(backend, job_id, worker="w2")
         assert again.attempt == 2
+        assert again.lost == 1  # the worker uses it to run a job near its loss limit alone
         assert backend.ack([Ack(again.ref, AckKind.COMPLETE, result=result_text(1))]) == [True]
 
     def test_rescue_leaves_unexpired_leases_alone(self, backend: Backend, clock: FakeClock) -> None:

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..app import App
 from ..backends import redact_url
 from ..backends.base import Ack, AckKind
+from ..job import ClaimedJob
 from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
 from ..maintenance.rescuer import rescue_expired
@@ -87,6 +88,8 @@ class Worker:
         )
         self.executor = Executor(app, self._threads, stuck_grace=stuck_grace)
         self._inflight: dict[int, InFlight] = {}
+        self._alone: InFlight | None = None
+        """The job that must run alone (`_must_run_alone`): waiting for the others, or running."""
         self._running = 0
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -180,6 +183,14 @@ class Worker:
         failures = 0
         failing_since = 0.0
         while not self._stopping.is_set():
+            if self._alone is not None:
+                # Alone means every other job's outcome is stored, not merely that none runs:
+                # an outcome still buffered here would be lost with the process.
+                if self._alone.task is None and len(self._inflight) <= 1:
+                    self._start_alone(self._alone)
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
             # Finished jobs whose outcome is not yet written still hold a lease: while the
             # store is slow to take acks, stop claiming rather than pile up leased jobs.
             free = min(
@@ -215,8 +226,15 @@ class Worker:
             for job in jobs:
                 flight = InFlight(job)
                 self._inflight[job.id] = flight
-                self._running += 1
-                flight.task = asyncio.create_task(self._execute(flight))
+                if not self._must_run_alone(job):
+                    self._start(flight)
+                elif self._alone is None:
+                    self._alone = flight
+                else:
+                    # Held here, it would die with the first one: let another worker take it.
+                    flight.finished = True
+                    assert self._completer is not None
+                    self._completer.submit(Ack(job.ref, AckKind.RELEASE))
             if jobs:
                 continue
             if drain:
@@ -237,6 +255,30 @@ class Worker:
             waiter.cancel()
             stopper.cancel()
 
+    def _start(self, flight: InFlight) -> None:
+        self._running += 1
+        flight.task = asyncio.create_task(self._execute(flight))
+
+    def _must_run_alone(self, job: ClaimedJob) -> bool:
+        """One more lost worker would send this job to the dead-letter queue as a poison job.
+
+        It then runs with nothing beside it, so that if it takes the process down
+        again, the jobs that would have shared the process are not charged with a
+        lost worker too, and only a job that crashed a worker by itself is condemned.
+        """
+        return job.lost > 0 and job.lost >= self.app.max_worker_losses - 1
+
+    def _start_alone(self, flight: InFlight) -> None:
+        if self._inflight.get(flight.job.id) is not flight:  # its lease was lost meanwhile
+            self._alone = None
+            return
+        log.warning(
+            "job %s: %d workers were lost while it ran; running it alone",
+            flight.job.id,
+            flight.job.lost,
+        )
+        self._start(flight)
+
     async def _execute(self, flight: InFlight) -> None:
         try:
             ack = await self.executor.run(flight)
@@ -247,6 +289,8 @@ class Worker:
             ack = None
         flight.finished = True
         self._running -= 1
+        if self._alone is flight:
+            self._alone = None
         self._slot_free.set()
         if flight.stuck:
             self._begin_recycle()

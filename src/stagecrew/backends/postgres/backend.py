@@ -773,6 +773,7 @@ class PostgresBackend(Backend):
                 run_at=r[8],
                 started_at=r[9],
                 lease_expires_at=r[10],
+                lost=r[11],
             )
             for r in done.rows
         ]

@@ -824,8 +824,8 @@ class RedisBackend(Backend):
         claimed: list[ClaimedJob] = []
         for queue, reply in zip(shares, replies, strict=True):
             started, expires = float(reply[0]), float(reply[1])
-            ids = [int(i) for i in reply[2::8]]
-            rows = list(zip(ids, *(reply[2 + k :: 8] for k in range(1, 8)), strict=True))
+            ids = [int(i) for i in reply[2::9]]
+            rows = list(zip(ids, *(reply[2 + k :: 9] for k in range(1, 9)), strict=True))
             try:
                 claimed += [
                     ClaimedJob(
@@ -840,8 +840,11 @@ class RedisBackend(Backend):
                         run_at=float(run_at),
                         started_at=started,
                         lease_expires_at=expires,
+                        lost=lost,
                     )
-                    for job_id, attempt, task, payload, most, priority, enqueued, run_at in rows
+                    for job_id, attempt, task, payload, most, priority, enqueued, run_at, lost in (
+                        rows
+                    )
                 ]
             except (AttributeError, TypeError, ValueError):  # a damaged job hash
                 claimed += [
@@ -857,6 +860,7 @@ class RedisBackend(Backend):
                         run_at=r[7],
                         started_at=started,
                         lease_expires_at=expires,
+                        lost=r[8],
                     )
                     for r in rows
                 ]

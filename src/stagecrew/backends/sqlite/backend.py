@@ -211,6 +211,7 @@ def _salvage_claims(rows: Sequence[Any], now: float, expires: float) -> list[Cla
             run_at=r[8],
             started_at=now,
             lease_expires_at=expires,
+            lost=r[9],
         )
         for r in rows
     ]
@@ -611,7 +612,7 @@ class SQLiteBackend(Backend):
             try:
                 with _write_transaction(conn, self.busy_timeout_ms):
                     rows = conn.execute(sql, params).fetchall()
-                    if not all(r[9] for r in rows):
+                    if not all(r[10] for r in rows):
                         raise _DamagedRow
             except (_DamagedRow, sqlite3.OperationalError) as exc:
                 if isinstance(exc, sqlite3.OperationalError) and not _is_decode_error(exc):
@@ -637,6 +638,7 @@ class SQLiteBackend(Backend):
                 run_at=_real(r[8]),
                 started_at=now,
                 lease_expires_at=expires,
+                lost=r[9],
             )
             for r in rows
         ]

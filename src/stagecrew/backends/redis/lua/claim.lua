@@ -9,8 +9,8 @@
 --   KEYS[10] due, KEYS[3] running and the claimed jobs' hashes T:job:<id>.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] worker id; ARGV[4] limit;
 --   ARGV[5] lease seconds; ARGV[6] the most scheduled jobs to move to T:due in this call.
--- Returns {now, lease_expires_at, then 8 per claimed job: id, attempt, task, payload,
---   max_attempts, priority, enqueued_at, run_at}.
+-- Returns {now, lease_expires_at, then 9 per claimed job: id, attempt, task, payload,
+--   max_attempts, priority, enqueued_at, run_at, lost}.
 local now = clock(ARGV[2])
 local now_s = fmt(now)
 local lease_s = fmt(now + tonumber(ARGV[5]))
@@ -87,7 +87,7 @@ for _, member in ipairs(picked) do
     local id = id_of_member(member)
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'task', 'payload', 'max_attempts', 'priority',
-        'enqueued_at', 'run_at', 'attempt')
+        'enqueued_at', 'run_at', 'attempt', 'lost')
     -- a hash missing fields is claimed all the same (the worker dead-letters it); only a
     -- member whose hash is gone is dropped
     if f[1] or redis.call('EXISTS', k) == 1 then
@@ -101,6 +101,7 @@ for _, member in ipairs(picked) do
         for n = 1, 6 do
             out[#out + 1] = f[n]
         end
+        out[#out + 1] = tonumber(f[8]) or 0
     end
 end
 if #running > 0 then

@@ -12,7 +12,7 @@ WHERE id IN (
     ORDER BY priority, run_at, id
     LIMIT :limit
 )
-RETURNING id, task, queue, payload, attempt, max_attempts, priority, enqueued_at, run_at,
+RETURNING id, task, queue, payload, attempt, max_attempts, priority, enqueued_at, run_at, lost,
     typeof(task) = 'text' AND typeof(payload) = 'text' AND typeof(max_attempts) = 'integer'
     AND typeof(priority) = 'integer' AND typeof(enqueued_at) IN ('real', 'integer')
-    AND typeof(run_at) IN ('real', 'integer')
+    AND typeof(run_at) IN ('real', 'integer') AND typeof(lost) = 'integer'
