@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,18 +27,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stagecrew import App, ErrorKind, JobState
-from stagecrew.backends.postgres import PostgresBackend
 from stagecrew.errors import InvalidArgumentsError, PayloadTooLargeError, SerializationError
 from stagecrew.serialization import decode_payload
 from stagecrew.worker.runner import Worker
-from tests.backends.test_postgres import URL as POSTGRES_URL
-from tests.backends.test_postgres import Schemas, with_schema
-from tests.backends.test_postgres import _server_or_skip as _postgres_or_skip
-from tests.backends.test_redis import URL as REDIS_URL
-from tests.backends.test_redis import _server_or_skip as _redis_or_skip
-from tests.backends.test_redis import delete_prefix, with_query
 from tests.support.processes import start_worker, stop, wait_for, write_app
 from tests.support.raw_store import AsBlob, RawWriteRefused, write_raw_job
+from tests.support.stores import fresh_store
 
 ENGINES = ["sqlite", "postgres", "redis"]
 VALID = b'{"args":["ok"],"kwargs":{}}'
@@ -54,26 +47,8 @@ def engine(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store_url(engine: str, tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated store of `engine`: a file, a schema or a key prefix of this test's own."""
-    if engine == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-    elif engine == "postgres":
-        _postgres_or_skip()
-        schemas = Schemas()
-        url = with_schema(POSTGRES_URL, schemas.new())
-        backend = PostgresBackend(url)
-        backend.migrate()
-        backend.close()
-        try:
-            yield url
-        finally:
-            schemas.drop()
-    else:
-        _redis_or_skip()
-        prefix = f"sctest-{uuid.uuid4().hex[:12]}"
-        try:
-            yield with_query(REDIS_URL, prefix=prefix)
-        finally:
-            delete_prefix(REDIS_URL, prefix)
+    with fresh_store(engine, tmp_path) as url:
+        yield url
 
 
 @dataclass

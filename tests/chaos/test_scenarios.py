@@ -6,14 +6,13 @@ without a reachable server those skip, except in CI, where they fail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from stagecrew.backends.postgres import PostgresBackend
 from stagecrew.chaos import SCENARIOS, ChaosOptions, run_scenario
-from tests.backends import test_postgres, test_redis
+from tests.support.stores import fresh_store
 
 pytestmark = pytest.mark.slow
 
@@ -30,42 +29,10 @@ SHORT: dict[str, dict[str, object]] = {
 """The CI sizes: small counts and short leases, so the whole module takes a few minutes."""
 
 
-def _sqlite(tmp_path: Path) -> Iterator[str]:
-    yield f"sqlite:///{tmp_path / 'chaos.db'}"
-
-
-def _postgres(tmp_path: Path) -> Iterator[str]:
-    test_postgres._server_or_skip()
-    schemas = test_postgres.Schemas()
-    url = test_postgres.with_schema(test_postgres.URL, schemas.new())
-    backend = PostgresBackend(url)
-    backend.migrate()
-    backend.close()
-    try:
-        yield url
-    finally:
-        schemas.drop()
-
-
-def _redis(tmp_path: Path) -> Iterator[str]:
-    test_redis._server_or_skip()
-    prefixes = test_redis.Prefixes(test_redis.URL)
-    try:
-        yield prefixes.url_for()
-    finally:
-        prefixes.delete()
-
-
-ENGINES: dict[str, Callable[[Path], Iterator[str]]] = {
-    "sqlite": _sqlite,
-    "postgres": _postgres,
-    "redis": _redis,
-}
-
-
-@pytest.fixture(params=list(ENGINES))
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    yield from ENGINES[request.param](tmp_path)
+    with fresh_store(request.param, tmp_path) as url:
+        yield url
 
 
 def test_the_short_suite_sizes_every_scenario() -> None:

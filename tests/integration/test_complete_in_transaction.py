@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from stagecrew import App, ConfigurationError, Context, ErrorKind, JobState
-from stagecrew.backends import backend_from_url
 from stagecrew.backends.base import AckKind
 from stagecrew.worker.runner import Worker
+from tests.backends import test_postgres
 from tests.support.processes import start_worker, stop, wait_for, write_app
+from tests.support.stores import fresh_store
 
-POSTGRES_URL = os.environ.get(
-    "STAGECREW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 psycopg = pytest.importorskip("psycopg")
 
 
@@ -41,25 +38,12 @@ class Store:
 
 
 @pytest.fixture
-def store() -> Iterator[Store]:
-    schema = f"txn_complete_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is unreachable in CI: {exc}")
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable: {exc}")
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    url = f"{POSTGRES_URL}{sep}schema={schema}"
-    migrator = backend_from_url(url)
-    migrator.migrate()
-    migrator.close()
-    admin.execute(f'CREATE TABLE "{schema}".payments (job_id bigint, attempt int)')
-    try:
-        yield Store(url, schema, admin)
-    finally:
-        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.close()
+def store(tmp_path: Path) -> Iterator[Store]:
+    with fresh_store("postgres", tmp_path) as url:
+        schema = parse_qs(urlsplit(url).query)["schema"][0]
+        with psycopg.connect(test_postgres.URL, autocommit=True) as admin:
+            admin.execute(f'CREATE TABLE "{schema}".payments (job_id bigint, attempt int)')
+            yield Store(url, schema, admin)
 
 
 def drain(app: App, **options: float) -> Worker:

@@ -8,7 +8,6 @@ store, a SQLite file, a PostgreSQL schema or a Redis key prefix.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,17 +15,11 @@ from typing import Any
 import pytest
 
 from stagecrew import App, ErrorKind, JobState
-from stagecrew.backends.postgres import PostgresBackend
 from stagecrew.errors import ConfigurationError
 from stagecrew.job import NewJob
 from stagecrew.serialization import SIGNED_PREFIX, PayloadSigner
 from stagecrew.worker.runner import Worker
-from tests.backends.test_postgres import URL as POSTGRES_URL
-from tests.backends.test_postgres import Schemas, with_schema
-from tests.backends.test_postgres import _server_or_skip as _postgres_or_skip
-from tests.backends.test_redis import URL as REDIS_URL
-from tests.backends.test_redis import _server_or_skip as _redis_or_skip
-from tests.backends.test_redis import delete_prefix, with_query
+from tests.support.stores import fresh_store
 
 KEY = b"k" * 32
 OLD_KEY = "an old key of at least 16 bytes"
@@ -37,29 +30,8 @@ MakeApp = Callable[..., App]
 
 @pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    engine = request.param
-    if engine == "memory":
-        yield "memory://"
-    elif engine == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-    elif engine == "postgres":
-        _postgres_or_skip()
-        schemas = Schemas()
-        url = with_schema(POSTGRES_URL, schemas.new())
-        backend = PostgresBackend(url)
-        backend.migrate()
-        backend.close()
-        try:
-            yield url
-        finally:
-            schemas.drop()
-    else:
-        _redis_or_skip()
-        prefix = f"sctest-{uuid.uuid4().hex[:12]}"
-        try:
-            yield with_query(REDIS_URL, prefix=prefix)
-        finally:
-            delete_prefix(REDIS_URL, prefix)
+    with fresh_store(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
