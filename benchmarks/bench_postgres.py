@@ -22,29 +22,20 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
-import signal
-import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:0] = [str(ROOT / "src"), str(HERE)]
-
-from stagecrew import App  # noqa: E402
-from stagecrew.backends.postgres import PostgresBackend  # noqa: E402
-from stagecrew.job import NewJob  # noqa: E402
+import harness
+from harness import DrainRates, enqueue_batched, enqueue_one_by_one, make_app
+from stagecrew.backends.postgres import PostgresBackend
+from stagecrew.job import NewJob
 
 DEFAULT_URL = os.environ.get(
     "STAGECREW_BENCH_POSTGRES_URL",
@@ -76,7 +67,7 @@ def fresh_schema(url: str, migrate: bool = True) -> Iterator[str]:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
-def scalar(url: str, query: sql.Composable, params: Any = None) -> Any:
+def scalar(url: str, query: sql.Composed | sql.SQL, params: Any = None) -> Any:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(query, params).fetchone()
     return None if row is None else row[0]
@@ -174,34 +165,43 @@ def raw_batched_loop(url: str, jobs: int, processes: int, batch: int = 50) -> fl
         _drop_table(url, table)
 
 
+def raw_insert_loop(url: str, jobs: int) -> float:
+    """Jobs/s of a bare INSERT per job on one connection in autocommit: one commit each."""
+    table = _raw_table(url, f"bench_{uuid.uuid4().hex[:10]}")
+    q = sql.Identifier(table)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            insert = sql.SQL("INSERT INTO {} (payload, state) VALUES (%s, 'available')").format(q)
+            conn.execute(insert, (PAYLOAD,))
+            start = time.perf_counter()
+            for _ in range(jobs):
+                conn.execute(insert, (PAYLOAD,))
+            return jobs / (time.perf_counter() - start)
+    finally:
+        _drop_table(url, table)
+
+
+def raw_copy(url: str, jobs: int, batch: int) -> float:
+    """Jobs/s of a bare binary COPY of `batch` rows per transaction, on one connection."""
+    table = _raw_table(url, f"bench_{uuid.uuid4().hex[:10]}")
+    copy_sql = sql.SQL("COPY {} (payload, state) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table)
+    )
+    rows = [(PAYLOAD, "available")] * batch
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            start = time.perf_counter()
+            for _ in range(jobs // batch):
+                with conn.transaction(), conn.cursor().copy(copy_sql) as copy:
+                    copy.set_types(("text", "text"))
+                    for row in rows:
+                        copy.write_row(row)
+            return jobs // batch * batch / (time.perf_counter() - start)
+    finally:
+        _drop_table(url, table)
+
+
 # -- stagecrew ---------------------------------------------------------------------------------
-def make_app(url: str) -> App:
-    import bench_app
-
-    bench_app.app.close()
-    bench_app.app.url = url
-    bench_app.app._backend = None
-    return bench_app.app
-
-
-def enqueue_one_by_one(app: App, jobs: int) -> float:
-    noop = app.tasks["noop"]
-    noop.enqueue(0)  # connect and prepare outside the measurement
-    start = time.perf_counter()
-    for i in range(jobs):
-        noop.enqueue(i)
-    return jobs / (time.perf_counter() - start)
-
-
-def enqueue_batched(app: App, jobs: int, batch: int) -> float:
-    noop = app.tasks["noop"]
-    noop.enqueue_many([(0,)])
-    start = time.perf_counter()
-    for offset in range(0, jobs, batch):
-        noop.enqueue_many([(i,) for i in range(offset, min(jobs, offset + batch))])
-    return jobs / (time.perf_counter() - start)
-
-
 def engine_enqueue_batched(url: str, jobs: int, batch: int) -> float:
     """Jobs/s of `PostgresBackend.enqueue` alone, with the jobs already built (no App)."""
     with fresh_schema(url) as schema:
@@ -214,33 +214,6 @@ def engine_enqueue_batched(url: str, jobs: int, batch: int) -> float:
         elapsed = time.perf_counter() - start
         backend.close()
     return jobs // batch * batch / elapsed
-
-
-def start_workers(url: str, processes: int, concurrency: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "STAGECREW_URL": url,
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "src")]),
-    }
-    return subprocess.Popen(
-        [
-            *(sys.executable, "-m", "stagecrew", "worker", "bench_app:app"),
-            *("--processes", str(processes), "--concurrency", str(concurrency)),
-            *("--log-level", "WARNING"),
-        ],
-        env=env,
-        cwd=HERE,
-        start_new_session=True,
-    )
-
-
-def stop_workers(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _jobs(schema: str) -> sql.Composed:
@@ -261,9 +234,7 @@ def unfinished(url: str, schema: str) -> bool:
 
 def queue_jobs(url: str, schema: str, task: str, jobs: int) -> None:
     app = make_app(with_schema(url, schema))
-    fn = app.tasks[task]
-    for offset in range(0, jobs, 10_000):
-        fn.enqueue_many([(i,) for i in range(offset, min(jobs, offset + 10_000))])
+    harness.queue_jobs(app, task, jobs)
     app.close()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("ANALYZE {}").format(_jobs(schema)))
@@ -277,71 +248,39 @@ def drain(
     concurrency: int,
     task: str,
     progress: bool = False,
-) -> dict[str, float]:
-    """Queue `jobs` jobs of `task`, start workers, wait until none is left.
-
-    Returns jobs/s from the first claim to the last completion (store times),
-    overall and over the first and the last tenth of the jobs.
-    """
+) -> DrainRates:
+    """Queue `jobs` jobs of `task`, run workers until none is left; rates from store times."""
     queue_jobs(url, schema, task, jobs)
     marker = scalar(url, sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(_jobs(schema)))
     first_id = marker - jobs
-    store_url = with_schema(url, schema)
-    proc = start_workers(store_url, processes, concurrency)
-    started = time.monotonic()
-    reported = started
-    try:
-        while unfinished(url, schema):
-            if proc.poll() is not None:
-                raise RuntimeError("workers exited during the drain")
-            time.sleep(0.25)
-            if progress and time.monotonic() - reported >= 30:
-                reported = time.monotonic()
-                print(f"  ... {reported - started:.0f}s", flush=True)
-    finally:
-        stop_workers(proc)
+    harness.run_workers_until(
+        with_schema(url, schema),
+        processes,
+        concurrency,
+        lambda: not unfinished(url, schema),
+        poll=0.25,
+        progress=progress,
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             sql.SQL(
-                "SELECT started_at, finished_at FROM {} "
-                "WHERE id > %s AND state = 'succeeded' ORDER BY finished_at"
+                "SELECT started_at, finished_at FROM {} WHERE id > %s AND state = 'succeeded'"
             ).format(_jobs(schema)),
             (first_id,),
         ).fetchall()
     if len(rows) != jobs:
         raise RuntimeError(f"expected {jobs} succeeded jobs, found {len(rows)}")
-    first_start = min(r[0] for r in rows)
-    finished = [r[1] for r in rows]
-    tenth = max(1, jobs // 10)
-    return {
-        "rate": jobs / (finished[-1] - first_start),
-        "first_tenth": tenth / (finished[tenth - 1] - first_start),
-        "last_tenth": tenth / (finished[-1] - finished[-tenth - 1]),
-    }
+    return harness.drain_rates(rows)
 
 
 def pickup_latency(url: str, schema: str, samples: int, processes: int) -> tuple[float, float]:
     """Seconds from enqueue to claim with idle workers: p50, p99 (server timestamps)."""
     store_url = with_schema(url, schema)
     app = make_app(store_url)
-    noop = app.tasks["noop"]
-    proc = start_workers(store_url, processes, 10)
     try:
-        time.sleep(3.0)  # let the workers start, listen and go idle
-        handles = []
-        for i in range(samples):
-            handles.append(noop.enqueue(i))
-            time.sleep(0.02)
-        deadline = time.monotonic() + 30
-        while unfinished(url, schema) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        return harness.pickup_latency(app, store_url, samples, processes, settle=3.0)
     finally:
-        stop_workers(proc)
-    waits = sorted((j.started_at or 0) - j.enqueued_at for j in (h.get() for h in handles))
-    app.close()
-    p50 = statistics.median(waits)
-    p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
-    return p50, p99
+        app.close()
 
 
 def main() -> None:
@@ -359,9 +298,14 @@ def main() -> None:
     )
     parser.add_argument("--big-jobs", type=int, default=1_000_000)
     parser.add_argument("--write-results", action="store_true")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     opts = parser.parse_args()
     url = opts.url
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {
+        "server": scalar(url, sql.SQL("SHOW server_version")),
+        "synchronous_commit": scalar(url, sql.SQL("SHOW synchronous_commit")),
+    }
+    print(f"synchronous_commit = {results['synchronous_commit']} (every commit waits for fsync)")
 
     raw = raw_single_row_loop(url, opts.raw_jobs, opts.processes)
     results["raw"] = raw
@@ -374,27 +318,35 @@ def main() -> None:
         flush=True,
     )
 
+    insert = results["raw_insert"] = raw_insert_loop(url, opts.enqueue_jobs)
+    print(f"raw INSERT loop (1 connection, a commit per job): {insert:,.0f} jobs/s", flush=True)
+    copy = results["raw_copy"] = raw_copy(url, opts.batch_jobs, 10_000)
+    print(f"raw binary COPY (10,000 rows per transaction): {copy:,.0f} jobs/s", flush=True)
+
     with fresh_schema(url) as schema:
         app = make_app(with_schema(url, schema))
         one = enqueue_one_by_one(app, opts.enqueue_jobs)
-        print(f"enqueue one by one: {one:,.0f} jobs/s", flush=True)
+        print(f"enqueue one by one: {one:,.0f} jobs/s ({one / insert:.2f}x raw INSERT)", flush=True)
         many = enqueue_batched(app, opts.batch_jobs, 10_000)
-        print(f"enqueue_many (batches of 10,000): {many:,.0f} jobs/s", flush=True)
+        print(
+            f"enqueue_many (batches of 10,000): {many:,.0f} jobs/s ({many / copy:.2f}x raw COPY)",
+            flush=True,
+        )
         app.close()
     results["one"], results["many"] = one, many
     engine = engine_enqueue_batched(url, opts.batch_jobs, 10_000)
     results["engine_many"] = engine
     print(f"engine alone: PostgresBackend.enqueue, batches of 10,000: {engine:,.0f} jobs/s")
 
-    drains: dict[str, dict[str, float]] = {}
+    drains: dict[str, DrainRates] = {}
     for task in ("noop", "noop_sync"):
         with fresh_schema(url) as schema:
             figures = drain(url, schema, opts.drain_jobs, opts.processes, opts.concurrency, task)
         drains[task] = figures
         print(
             f"drain {opts.drain_jobs:,} {task} jobs, {opts.processes} processes: "
-            f"{figures['rate']:,.0f} jobs/s ({figures['rate'] / raw:.1f}x raw single-row, "
-            f"{figures['rate'] / raw_batched:.2f}x raw batched)",
+            f"{figures.rate:,.0f} jobs/s ({figures.rate / raw:.1f}x raw single-row, "
+            f"{figures.rate / raw_batched:.2f}x raw batched)",
             flush=True,
         )
     results["drains"] = drains
@@ -409,33 +361,35 @@ def main() -> None:
             print(f"queueing {opts.big_jobs:,} jobs ...", flush=True)
             big = drain(url, schema, opts.big_jobs, opts.processes, opts.concurrency, "noop", True)
             print(
-                f"drain {opts.big_jobs:,} queued noop jobs: {big['rate']:,.0f} jobs/s overall, "
-                f"{big['first_tenth']:,.0f} jobs/s over the first tenth, "
-                f"{big['last_tenth']:,.0f} over the last; "
-                f"{big['rate'] / drains['noop']['rate']:.2f}x the {opts.drain_jobs:,}-job drain",
+                f"drain {opts.big_jobs:,} queued noop jobs: {big.rate:,.0f} jobs/s overall, "
+                f"{big.first_tenth:,.0f} jobs/s over the first tenth, "
+                f"{big.last_tenth:,.0f} over the last; "
+                f"{big.rate / drains['noop'].rate:.2f}x the {opts.drain_jobs:,}-job drain",
                 flush=True,
             )
             retained = drain(url, schema, opts.drain_jobs, opts.processes, opts.concurrency, "noop")
             print(
                 f"drain {opts.drain_jobs:,} noop jobs with {opts.big_jobs:,} finished jobs "
-                f"retained: {retained['rate']:,.0f} jobs/s "
-                f"({retained['rate'] / drains['noop']['rate']:.2f}x the drain on an empty table)",
+                f"retained: {retained.rate:,.0f} jobs/s "
+                f"({retained.rate / drains['noop'].rate:.2f}x the drain on an empty table)",
                 flush=True,
             )
         results["big"], results["retained"] = big, retained
 
+    harness.write_json(opts.json, results)
     if opts.write_results:
         write_results(opts, results)
 
 
 def write_results(opts: argparse.Namespace, results: dict[str, Any]) -> None:
     raw = results["raw"]
-    server = scalar(opts.url, sql.SQL("SHOW server_version"))
     lines = [
         f"## PostgreSQL, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, PostgreSQL {server} on the same machine.",
+        harness.machine(
+            f"PostgreSQL {results['server']} on the same machine, synchronous_commit = "
+            f"{results['synchronous_commit']}"
+        ),
         "",
         "| measurement | figure | ratio to raw single-row loop |",
         "| --- | --- | --- |",
@@ -443,9 +397,14 @@ def write_results(opts: argparse.Namespace, results: dict[str, Any]) -> None:
         f"connections | {raw:,.0f} jobs/s | 1.00 |",
         f"| raw batched loop: claim 50 with SKIP LOCKED + one ack UPDATE per batch | "
         f"{results['raw_batched']:,.0f} jobs/s | {results['raw_batched'] / raw:.2f} |",
-        f"| enqueue one by one | {results['one']:,.0f} jobs/s | {results['one'] / raw:.2f} |",
+        f"| raw INSERT loop: one connection, a commit per job | {results['raw_insert']:,.0f} "
+        f"jobs/s | {results['raw_insert'] / raw:.2f} |",
+        f"| raw binary COPY, 10,000 rows per transaction | {results['raw_copy']:,.0f} jobs/s | "
+        f"{results['raw_copy'] / raw:.2f} |",
+        f"| enqueue one by one | {results['one']:,.0f} jobs/s | {results['one'] / raw:.2f} "
+        f"({results['one'] / results['raw_insert']:.2f} of the INSERT loop) |",
         f"| enqueue_many, batches of 10,000 | {results['many']:,.0f} jobs/s | "
-        f"{results['many'] / raw:.2f} |",
+        f"{results['many'] / raw:.2f} ({results['many'] / results['raw_copy']:.2f} of raw COPY) |",
         f"| engine alone: PostgresBackend.enqueue of built jobs, batches of 10,000 | "
         f"{results['engine_many']:,.0f} jobs/s | {results['engine_many'] / raw:.2f} |",
     ]
@@ -453,8 +412,8 @@ def write_results(opts: argparse.Namespace, results: dict[str, Any]) -> None:
         kind = "async" if task == "noop" else "sync"
         lines.append(
             f"| drain {opts.drain_jobs:,} pre-queued {kind} no-op jobs, --processes "
-            f"{opts.processes} --concurrency {opts.concurrency} | {figures['rate']:,.0f} jobs/s "
-            f"| {figures['rate'] / raw:.2f} |"
+            f"{opts.processes} --concurrency {opts.concurrency} | {figures.rate:,.0f} jobs/s "
+            f"| {figures.rate / raw:.2f} |"
         )
     p50, p99 = results["latency"]
     lines.append(
@@ -465,18 +424,14 @@ def write_results(opts: argparse.Namespace, results: dict[str, Any]) -> None:
         big, retained = results["big"], results["retained"]
         lines.append(
             f"| drain {opts.big_jobs:,} queued async no-op jobs (first tenth / last tenth) | "
-            f"{big['rate']:,.0f} jobs/s ({big['first_tenth']:,.0f} / {big['last_tenth']:,.0f})"
-            f" | {big['rate'] / raw:.2f} |"
+            f"{big.rate:,.0f} jobs/s ({big.first_tenth:,.0f} / {big.last_tenth:,.0f})"
+            f" | {big.rate / raw:.2f} |"
         )
         lines.append(
             f"| drain {opts.drain_jobs:,} with {opts.big_jobs:,} finished jobs retained | "
-            f"{retained['rate']:,.0f} jobs/s | {retained['rate'] / raw:.2f} |"
+            f"{retained.rate:,.0f} jobs/s | {retained.rate / raw:.2f} |"
         )
-    path = HERE / "RESULTS.md"
-    header = "# Benchmark results\n\nProduced by `make bench`; newest first.\n\n"
-    previous = path.read_text().removeprefix(header) if path.exists() else ""
-    path.write_text(header + "\n".join(lines) + "\n\n" + previous)
-    print(f"wrote {path}")
+    harness.prepend_results(lines)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Redis benchmark: stagecrew against the engine's raw limit, measured in the same run.
 
 Reports enqueue (one by one and batched), drain of pre-queued no-op jobs with real worker
-processes, and pickup latency with idle workers. The raw limit is a bare redis-py loop doing,
-per job, LPUSH, then an LMOVE claim onto a processing list and an LREM ack (the classic
-"reliable queue" with no job state at all), plus `redis-benchmark -t lpush`'s figure when the
-binary is installed.
+processes, and pickup latency with idle workers. The raw limits, all bare redis-py loops on the
+same server: per job LPUSH, then an LMOVE claim onto a processing list and an LREM ack (the
+classic "reliable queue" with no job state at all); the LMOVE claim + LREM ack alone over
+pre-queued jobs (the ceiling of a drain); a bare LPUSH per job and a bare EVALSHA per job (the
+ceilings of a one-by-one enqueue: no job state, and a script call's floor); LPUSHes pipelined
+10,000 per round trip (the ceiling of enqueue_many); plus `redis-benchmark -t lpush`'s figure
+when the binary is installed.
 
 By default it starts a throwaway redis-server (no persistence, like the CI server) on a free
 port and removes it afterwards; `--url redis://...` measures an existing server instead (keys
@@ -18,29 +21,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import platform
 import re
 import shutil
-import signal
 import socket
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:0] = [str(ROOT / "src"), str(HERE)]
-
-from stagecrew import App, JobState  # noqa: E402
+import harness
+from harness import drain, enqueue_batched, enqueue_one_by_one, make_app, pickup_latency
 
 
 # -- the server ------------------------------------------------------------------
@@ -116,6 +112,67 @@ def raw_loop(url: str, jobs: int) -> float:
     return jobs / elapsed
 
 
+def raw_claim_ack(url: str, jobs: int) -> float:
+    """Jobs/s of bare claims and acks of pre-queued jobs: LMOVE claim + LREM ack per job."""
+    client = redis.Redis.from_url(url)
+    queue, processing = f"bench-raw:{uuid.uuid4().hex}", f"bench-raw:{uuid.uuid4().hex}:busy"
+    for offset in range(0, jobs, 10_000):
+        batch = range(offset, min(jobs, offset + 10_000))
+        client.lpush(queue, *(f'{{"args":[{i}]}}' for i in batch))
+    start = time.perf_counter()
+    for _ in range(jobs):
+        item = client.lmove(queue, processing, "RIGHT", "LEFT")
+        client.lrem(processing, 1, item)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - start
+    client.delete(queue, processing)
+    client.close()
+    return jobs / elapsed
+
+
+def raw_lpush(url: str, jobs: int) -> float:
+    """Jobs/s of a bare LPUSH per job through redis-py: an enqueue with no job state at all."""
+    client = redis.Redis.from_url(url)
+    queue = f"bench-raw:{uuid.uuid4().hex}"
+    client.ping()
+    start = time.perf_counter()
+    for i in range(jobs):
+        client.lpush(queue, f'{{"args":[{i}]}}')
+    elapsed = time.perf_counter() - start
+    client.delete(queue)
+    client.close()
+    return jobs / elapsed
+
+
+def raw_evalsha(url: str, jobs: int) -> float:
+    """Jobs/s of a bare EVALSHA per job (a script doing one LPUSH): the floor of a script call."""
+    client = redis.Redis.from_url(url)
+    queue = f"bench-raw:{uuid.uuid4().hex}"
+    sha = client.script_load("return redis.call('LPUSH', KEYS[1], ARGV[1])")
+    start = time.perf_counter()
+    for i in range(jobs):
+        client.evalsha(sha, 1, queue, f'{{"args":[{i}]}}')
+    elapsed = time.perf_counter() - start
+    client.delete(queue)
+    client.close()
+    return jobs / elapsed
+
+
+def raw_pipelined_lpush(url: str, jobs: int, batch: int) -> float:
+    """Jobs/s of LPUSH per job, `batch` commands pipelined per round trip (redis-py)."""
+    client = redis.Redis.from_url(url)
+    queue = f"bench-raw:{uuid.uuid4().hex}"
+    start = time.perf_counter()
+    for offset in range(0, jobs, batch):
+        pipe = client.pipeline(transaction=False)
+        for i in range(offset, min(jobs, offset + batch)):
+            pipe.lpush(queue, f'{{"args":[{i}]}}')
+        pipe.execute()
+    elapsed = time.perf_counter() - start
+    client.delete(queue)
+    client.close()
+    return jobs / elapsed
+
+
 def round_trips(url: str, count: int) -> float:
     """PINGs/s through redis-py: one round trip, the floor under any one-by-one operation."""
     client = redis.Redis.from_url(url)
@@ -151,104 +208,6 @@ def redis_benchmark(url: str) -> str | None:
 
 
 # -- stagecrew ---------------------------------------------------------------------------
-def make_app(url: str) -> App:
-    import bench_app
-
-    bench_app.app.url = url
-    bench_app.app._backend = None
-    return bench_app.app
-
-
-def enqueue_one_by_one(app: App, jobs: int) -> float:
-    noop = app.tasks["noop"]
-    noop.enqueue(-1)  # connect and register the queue outside the timing
-    start = time.perf_counter()
-    for i in range(jobs):
-        noop.enqueue(i)
-    return jobs / (time.perf_counter() - start)
-
-
-def enqueue_batched(app: App, jobs: int, batch: int) -> float:
-    noop = app.tasks["noop"]
-    start = time.perf_counter()
-    for offset in range(0, jobs, batch):
-        noop.enqueue_many([(i,) for i in range(offset, min(jobs, offset + batch))])
-    return jobs / (time.perf_counter() - start)
-
-
-def start_workers(url: str, processes: int, concurrency: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "STAGECREW_URL": url,
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "src")]),
-    }
-    return subprocess.Popen(
-        [
-            sys.executable, "-m", "stagecrew", "worker", "bench_app:app",
-            "--processes", str(processes), "--concurrency", str(concurrency),
-            "--log-level", "WARNING",
-        ],
-        env=env,
-        cwd=HERE,
-        start_new_session=True,
-    )  # fmt: skip
-
-
-def stop_workers(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def count_state(app: App, state: JobState) -> int:
-    return sum(q.count(state) for q in app.jobs.stats())
-
-
-def drain(app: App, url: str, jobs: int, processes: int, concurrency: int, task: str) -> float:
-    """Jobs/s from the first claim to the last completion, read from the store."""
-    fn = app.tasks[task]
-    for offset in range(0, jobs, 5000):
-        fn.enqueue_many([(i,) for i in range(offset, min(jobs, offset + 5000))])
-    proc = start_workers(url, processes, concurrency)
-    try:
-        while count_state(app, JobState.SUCCEEDED) < jobs:
-            if proc.poll() is not None:
-                raise RuntimeError("workers exited during the drain")
-            time.sleep(0.05)
-    finally:
-        stop_workers(proc)
-    done = app.jobs.list(state=JobState.SUCCEEDED, task=task, limit=jobs)
-    first = min(j.started_at or 0 for j in done)
-    last = max(j.finished_at or 0 for j in done)
-    return jobs / (last - first)
-
-
-def pickup_latency(app: App, url: str, samples: int, processes: int) -> tuple[float, float]:
-    """Seconds from enqueue to start with idle workers: p50, p99 (store timestamps)."""
-    noop = app.tasks["noop"]
-    proc = start_workers(url, processes, 10)
-    try:
-        time.sleep(2.0)  # let the workers start and go idle
-        handles = []
-        for i in range(samples):
-            handles.append(noop.enqueue(i))
-            time.sleep(0.02)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if all(h.get().state is JobState.SUCCEEDED for h in handles[-5:]):
-                break
-            time.sleep(0.05)
-    finally:
-        stop_workers(proc)
-    waits = sorted((j.started_at or 0) - j.enqueued_at for j in (h.get() for h in handles))
-    p50 = statistics.median(waits)
-    p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
-    return p50, p99
-
-
 def with_prefix(url: str, prefix: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}prefix={prefix}"
 
@@ -264,11 +223,13 @@ def main() -> None:
     parser.add_argument("--batch-jobs", type=int, default=100_000)
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--write-results", action="store_true")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     opts = parser.parse_args()
+    r: dict[str, Any] = {}
 
     with contextlib.ExitStack() as stack:
         base = opts.url or stack.enter_context(throwaway_server())
-        version = server_version(base)
+        r["version"] = server_version(base)
         prefixes: list[str] = []
 
         def fresh_url() -> str:
@@ -281,88 +242,99 @@ def main() -> None:
 
         stack.callback(clean_up)
 
-        raw = raw_loop(base, opts.raw_jobs)
+        raw = r["raw"] = raw_loop(base, opts.raw_jobs)
         print(f"raw redis-py loop (LPUSH + LMOVE claim + LREM ack): {raw:,.0f} jobs/s")
+        r["raw_claim_ack"] = raw_claim_ack(base, opts.raw_jobs)
+        print(f"raw redis-py loop (LMOVE claim + LREM ack): {r['raw_claim_ack']:,.0f} jobs/s")
+        r["raw_lpush"] = raw_lpush(base, opts.raw_jobs)
+        print(f"raw redis-py LPUSH loop: {r['raw_lpush']:,.0f} jobs/s")
+        r["raw_evalsha"] = raw_evalsha(base, opts.raw_jobs)
+        print(f"raw redis-py EVALSHA loop (one LPUSH): {r['raw_evalsha']:,.0f} jobs/s")
+        r["raw_pipelined"] = raw_pipelined_lpush(base, opts.batch_jobs, 10_000)
+        print(f"raw redis-py pipelined LPUSH (10,000 a trip): {r['raw_pipelined']:,.0f} jobs/s")
         # redis-benchmark writes a key of its own ("mylist"): only on the throwaway server
-        lpush = redis_benchmark(base) if opts.url is None else None
-        if lpush is not None:
-            print(f"redis-benchmark -t lpush -n 100000 -q: {lpush}")
-        pings = round_trips(base, opts.raw_jobs)
-        print(f"redis-py round trips (PING), for scale: {pings:,.0f}/s")
+        r["redis_benchmark"] = redis_benchmark(base) if opts.url is None else None
+        if r["redis_benchmark"] is not None:
+            print(f"redis-benchmark -t lpush -n 100000 -q: {r['redis_benchmark']}")
+        r["pings"] = round_trips(base, opts.raw_jobs)
+        print(f"redis-py round trips (PING), for scale: {r['pings']:,.0f}/s")
 
-        url = fresh_url()
-        app = make_app(url)
-        one = enqueue_one_by_one(app, opts.enqueue_jobs)
-        print(f"enqueue one by one: {one:,.0f} jobs/s ({one / raw:.2f}x raw)")
-        many = enqueue_batched(app, opts.batch_jobs, 10_000)
-        print(f"enqueue_many (batches of 10,000): {many:,.0f} jobs/s ({many / raw:.2f}x raw)")
+        app = make_app(fresh_url())
+        one = r["one"] = enqueue_one_by_one(app, opts.enqueue_jobs)
+        print(
+            f"enqueue one by one: {one:,.0f} jobs/s ({one / r['raw_lpush']:.2f}x the LPUSH loop, "
+            f"{one / r['raw_evalsha']:.2f}x the EVALSHA loop)"
+        )
+        many = r["many"] = enqueue_batched(app, opts.batch_jobs, 10_000)
+        print(
+            f"enqueue_many (batches of 10,000): {many:,.0f} jobs/s "
+            f"({many / r['raw_pipelined']:.2f}x pipelined LPUSH)"
+        )
         app.close()
 
-        results = {}
+        r["drains"] = {}
         for task in ("noop", "noop_sync"):
             url = fresh_url()
             app = make_app(url)
-            rate = drain(app, url, opts.drain_jobs, opts.processes, opts.concurrency, task)
-            results[task] = rate
+            rate = drain(app, url, opts.drain_jobs, opts.processes, opts.concurrency, task).rate
+            r["drains"][task] = rate
             print(
                 f"drain {opts.drain_jobs:,} {task} jobs, {opts.processes} processes: "
-                f"{rate:,.0f} jobs/s ({rate / raw:.2f}x raw)"
+                f"{rate:,.0f} jobs/s ({rate / raw:.2f}x raw, "
+                f"{rate / r['raw_claim_ack']:.2f}x raw claim + ack)"
             )
             app.close()
 
         url = fresh_url()
         app = make_app(url)
         p50, p99 = pickup_latency(app, url, opts.latency_samples, opts.processes)
+        r["latency"] = (p50, p99)
         print(f"pickup latency, idle workers: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
         app.close()
 
+    harness.write_json(opts.json, r)
     if opts.write_results:
-        write_results(opts, version, raw, lpush, pings, one, many, results, p50, p99)
+        write_results(opts, r)
 
 
-def write_results(
-    opts: argparse.Namespace,
-    version: str,
-    raw: float,
-    lpush: str | None,
-    pings: float,
-    one: float,
-    many: float,
-    drains: dict[str, float],
-    p50: float,
-    p99: float,
-) -> None:
+def write_results(opts: argparse.Namespace, r: dict[str, Any]) -> None:
+    raw = r["raw"]
     lines = [
         f"## Redis, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, Redis {version}, redis-py {redis.__version__}.",
+        harness.machine(f"Redis {r['version']}, redis-py {redis.__version__}"),
         "",
         "| measurement | figure | ratio to raw loop |",
         "| --- | --- | --- |",
         f"| raw loop: LPUSH + LMOVE claim + LREM ack per job | {raw:,.0f} jobs/s | 1.00 |",
+        f"| raw loop: LMOVE claim + LREM ack per pre-queued job | {r['raw_claim_ack']:,.0f} "
+        f"jobs/s | {r['raw_claim_ack'] / raw:.2f} |",
+        f"| raw loop: LPUSH per job | {r['raw_lpush']:,.0f} jobs/s | {r['raw_lpush'] / raw:.2f} |",
+        f"| raw loop: EVALSHA (one LPUSH) per job | {r['raw_evalsha']:,.0f} jobs/s | "
+        f"{r['raw_evalsha'] / raw:.2f} |",
+        f"| raw: LPUSH per job, 10,000 pipelined per round trip | {r['raw_pipelined']:,.0f} "
+        f"jobs/s | {r['raw_pipelined'] / raw:.2f} |",
     ]
-    if lpush is not None:
-        lines.append(f"| redis-benchmark -t lpush -n 100000 -q | {lpush} | |")
-    lines.append(f"| redis-py round trips (PING), for scale | {pings:,.0f}/s | |")
+    if r["redis_benchmark"] is not None:
+        lines.append(f"| redis-benchmark -t lpush -n 100000 -q | {r['redis_benchmark']} | |")
     lines += [
-        f"| enqueue one by one | {one:,.0f} jobs/s | {one / raw:.2f} |",
-        f"| enqueue_many, batches of 10,000 | {many:,.0f} jobs/s | {many / raw:.2f} |",
+        f"| redis-py round trips (PING), for scale | {r['pings']:,.0f}/s | |",
+        f"| enqueue one by one | {r['one']:,.0f} jobs/s | {r['one'] / raw:.2f} "
+        f"({r['one'] / r['raw_lpush']:.2f} of the LPUSH loop) |",
+        f"| enqueue_many, batches of 10,000 | {r['many']:,.0f} jobs/s | {r['many'] / raw:.2f} "
+        f"({r['many'] / r['raw_pipelined']:.2f} of pipelined LPUSH) |",
     ]
-    for task, rate in drains.items():
+    for task, rate in r["drains"].items():
         kind = "async" if task == "noop" else "sync"
         lines.append(
             f"| drain {opts.drain_jobs:,} pre-queued {kind} no-op jobs, "
             f"--processes {opts.processes} --concurrency {opts.concurrency} "
             f"| {rate:,.0f} jobs/s | {rate / raw:.2f} |"
         )
+    p50, p99 = r["latency"]
     latency = f"{p50 * 1000:.1f} ms / {p99 * 1000:.1f} ms"
     lines.append(f"| pickup latency, idle workers (p50 / p99) | {latency} | |")
-    path = HERE / "RESULTS.md"
-    header = "# Benchmark results\n\nProduced by `make bench`; newest first.\n\n"
-    previous = path.read_text().removeprefix(header) if path.exists() else ""
-    path.write_text(header + "\n".join(lines) + "\n\n" + previous)
-    print(f"wrote {path}")
+    harness.prepend_results(lines)
 
 
 if __name__ == "__main__":

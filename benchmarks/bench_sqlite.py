@@ -11,23 +11,14 @@ claim-and-mark-done transaction (WAL, synchronous=NORMAL).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import signal
 import sqlite3
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:0] = [str(ROOT / "src"), str(HERE)]
-
-from stagecrew import App, JobState  # noqa: E402
+import harness
+from harness import drain, enqueue_batched, enqueue_one_by_one, make_app, pickup_latency
 
 
 def raw_loop(path: Path, jobs: int) -> float:
@@ -57,111 +48,6 @@ def raw_loop(path: Path, jobs: int) -> float:
     return jobs / elapsed
 
 
-def make_app(url: str) -> App:
-    import bench_app
-
-    bench_app.app.url = url
-    bench_app.app._backend = None
-    return bench_app.app
-
-
-def enqueue_one_by_one(app: App, jobs: int) -> float:
-    noop = app.tasks["noop"]
-    start = time.perf_counter()
-    for i in range(jobs):
-        noop.enqueue(i)
-    return jobs / (time.perf_counter() - start)
-
-
-def enqueue_batched(app: App, jobs: int, batch: int) -> float:
-    noop = app.tasks["noop"]
-    start = time.perf_counter()
-    for offset in range(0, jobs, batch):
-        noop.enqueue_many([(i,) for i in range(offset, min(jobs, offset + batch))])
-    return jobs / (time.perf_counter() - start)
-
-
-def start_workers(url: str, processes: int, concurrency: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "STAGECREW_URL": url,
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "src")]),
-    }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stagecrew",
-            "worker",
-            "bench_app:app",
-            "--processes",
-            str(processes),
-            "--concurrency",
-            str(concurrency),
-            "--log-level",
-            "WARNING",
-        ],
-        env=env,
-        cwd=HERE,
-        start_new_session=True,
-    )
-
-
-def stop_workers(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def count_state(app: App, state: JobState) -> int:
-    return sum(q.count(state) for q in app.jobs.stats())
-
-
-def drain(app: App, url: str, jobs: int, processes: int, concurrency: int, task: str) -> float:
-    """Jobs/s from the first claim to the last completion, read from the store."""
-    fn = app.tasks[task]
-    for offset in range(0, jobs, 5000):
-        fn.enqueue_many([(i,) for i in range(offset, min(jobs, offset + 5000))])
-    proc = start_workers(url, processes, concurrency)
-    try:
-        while count_state(app, JobState.SUCCEEDED) < jobs:
-            if proc.poll() is not None:
-                raise RuntimeError("workers exited during the drain")
-            time.sleep(0.05)
-    finally:
-        stop_workers(proc)
-    done = app.jobs.list(state=JobState.SUCCEEDED, task=task, limit=jobs)
-    first = min(j.started_at or 0 for j in done)
-    last = max(j.finished_at or 0 for j in done)
-    return jobs / (last - first)
-
-
-def pickup_latency(app: App, url: str, samples: int, processes: int) -> tuple[float, float]:
-    """Seconds from enqueue to start with idle workers: p50, p99 (store timestamps)."""
-    noop = app.tasks["noop"]
-    proc = start_workers(url, processes, 10)
-    try:
-        time.sleep(2.0)  # let the workers start and go idle
-        handles = []
-        for i in range(samples):
-            handles.append(noop.enqueue(i))
-            time.sleep(0.02)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if all(h.get().state is JobState.SUCCEEDED for h in handles[-5:]):
-                break
-            time.sleep(0.05)
-    finally:
-        stop_workers(proc)
-    waits = sorted((j.started_at or 0) - j.enqueued_at for j in (h.get() for h in handles))
-    p50 = statistics.median(waits)
-    p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
-    return p50, p99
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--drain-jobs", type=int, default=20_000)
@@ -172,6 +58,7 @@ def main() -> None:
     parser.add_argument("--batch-jobs", type=int, default=100_000)
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--write-results", action="store_true")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     opts = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,7 +78,7 @@ def main() -> None:
         for task in ("noop", "noop_sync"):
             url = f"sqlite:///{tmpdir / f'drain-{task}.db'}"
             app = make_app(url)
-            rate = drain(app, url, opts.drain_jobs, opts.processes, opts.concurrency, task)
+            rate = drain(app, url, opts.drain_jobs, opts.processes, opts.concurrency, task).rate
             results[task] = rate
             print(
                 f"drain {opts.drain_jobs:,} {task} jobs, {opts.processes} processes: "
@@ -205,6 +92,10 @@ def main() -> None:
         print(f"pickup latency, idle workers: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
         app.close()
 
+    harness.write_json(
+        opts.json,
+        {"raw": raw, "one": one, "many": many, "drains": results, "latency": [p50, p99]},
+    )
     if opts.write_results:
         write_results(opts, raw, one, many, results, p50, p99)
 
@@ -221,8 +112,7 @@ def write_results(
     lines = [
         f"## SQLite, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}.",
+        harness.machine(f"SQLite {sqlite3.sqlite_version}"),
         "",
         "| measurement | figure | ratio to raw loop |",
         "| --- | --- | --- |",
@@ -241,11 +131,7 @@ def write_results(
         f"| pickup latency, idle workers (p50 / p99) "
         f"| {p50 * 1000:.1f} ms / {p99 * 1000:.1f} ms | |"
     )
-    path = HERE / "RESULTS.md"
-    header = "# Benchmark results\n\nProduced by `make bench`; newest first.\n\n"
-    previous = path.read_text().removeprefix(header) if path.exists() else ""
-    path.write_text(header + "\n".join(lines) + "\n\n" + previous)
-    print(f"wrote {path}")
+    harness.prepend_results(lines)
 
 
 if __name__ == "__main__":

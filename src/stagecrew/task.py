@@ -51,6 +51,10 @@ class EnqueueOptions:
     """A psycopg connection or cursor: enqueue inside its open transaction."""
 
 
+_DEFAULT_OPTIONS = EnqueueOptions()
+"""Options of a plain `task.enqueue(...)` (frozen, so one instance serves every call)."""
+
+
 def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
@@ -92,13 +96,15 @@ def _simple_binder(
     names = [p.name for p in params]
     required = frozenset(p.name for p in params if p.default is inspect.Parameter.empty)
     count = len(names)
+    # rest_optional[g]: with g positional arguments and no keywords, the rest may be left out
+    rest_optional = [all(name not in required for name in names[g:]) for g in range(count + 1)]
 
     def binds(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
         given = len(args)
         if given > count:
             return False
         if not kwargs:
-            return all(name not in required for name in names[given:])
+            return rest_optional[given]
         positional = names[:given]
         if any(key in positional for key in kwargs):
             return False
@@ -181,25 +187,33 @@ class Task(Generic[P, R]):
         options: EnqueueOptions,
     ) -> NewJob:
         """Validate and encode one job; raises before anything is written."""
-        if type(args) is not tuple:
-            args = tuple(args)
-        self.bind(args, kwargs)
-        payload = encode_payload(args, kwargs, max_bytes=self.app.max_payload_bytes)
-        if self.app._signer is not None:
-            payload = self.app._signer.sign(self.name, payload)
+        return self.build_many([(args, kwargs)], options)[0]
+
+    def build_many(
+        self,
+        calls: Iterable[tuple[Iterable[Any], Mapping[str, Any]]],
+        options: EnqueueOptions,
+    ) -> list[NewJob]:
+        """Validate and encode jobs of (args, kwargs) sharing `options`; raises on the first
+        bad one, before anything is written. The options are resolved once for all of them."""
         max_attempts = options.max_attempts or self.max_attempts
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
-        return NewJob(
-            task=self.name,
-            payload=payload,
-            queue=options.queue or self.queue,
-            priority=self.priority if options.priority is None else options.priority,
-            run_at=options.run_at,
-            delay=options.delay or 0.0,
-            max_attempts=max_attempts,
-            idempotency_key=options.idempotency_key,
-        )
+        name, max_bytes, binder = self.name, self.app.max_payload_bytes, self._binder
+        signer = self.app._signer
+        queue = options.queue or self.queue
+        priority = self.priority if options.priority is None else options.priority
+        run_at, delay, key = options.run_at, options.delay or 0.0, options.idempotency_key
+        jobs = []
+        for given, kwargs in calls:
+            args = given if type(given) is tuple else tuple(given)
+            if binder is None or not binder(args, kwargs):
+                self.bind(args, kwargs)
+            payload = encode_payload(args, kwargs, max_bytes=max_bytes)
+            if signer is not None:
+                payload = signer.sign(name, payload)
+            jobs.append(NewJob(name, payload, queue, priority, run_at, delay, max_attempts, key))
+        return jobs
 
     # -- producing ---------------------------------------------------------
     def options(
@@ -233,13 +247,13 @@ class Task(Generic[P, R]):
         return BoundTask(self, opts)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        return BoundTask(self, EnqueueOptions()).enqueue(*args, **kwargs)
+        return BoundTask(self, _DEFAULT_OPTIONS).enqueue(*args, **kwargs)
 
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        return await BoundTask(self, EnqueueOptions()).enqueue_async(*args, **kwargs)
+        return await BoundTask(self, _DEFAULT_OPTIONS).enqueue_async(*args, **kwargs)
 
     def enqueue_many(self, calls: Iterable[Any]) -> list[JobHandle]:
-        return BoundTask(self, EnqueueOptions()).enqueue_many(calls)
+        return BoundTask(self, _DEFAULT_OPTIONS).enqueue_many(calls)
 
 
 class BoundTask(Generic[P, R]):
@@ -270,7 +284,7 @@ class BoundTask(Generic[P, R]):
         Each item is a tuple or list of positional arguments, a dict of keyword
         arguments, or a `call(*args, **kwargs)`.
         """
-        jobs = [self.task.build(*_split(item), self.opts) for item in calls]
+        jobs = self.task.build_many(map(_split, calls), self.opts)
         return self.task.app._enqueue(jobs, self.opts.connection) if jobs else []
 
 
@@ -281,6 +295,8 @@ def vars_of(opts: EnqueueOptions) -> dict[str, Any]:
 def _split(item: Any) -> tuple[tuple[Any, ...], Mapping[str, Any]]:
     if isinstance(item, Call):
         return item.args, item.kwargs
+    if type(item) is tuple:
+        return item, {}
     if isinstance(item, tuple | list):
         return tuple(item), {}
     if isinstance(item, Mapping):

@@ -613,12 +613,16 @@ class PostgresBackend(Backend):
             self._sql.get("enqueue_reserve"), {"now": self._now(), "count": len(jobs)}
         )
         now, ids = done.rows[0]
+        due_now = transitions.initial_state(now, now).value  # a job without run_at or delay
         rows = []
         for job_id, (task, queue, payload, priority, run_at, delay, max_attempts) in zip(
             ids, fields, strict=True
         ):
-            due = now + delay if run_at is None else run_at
-            state = transitions.initial_state(due, now).value
+            if run_at is None and not delay:
+                due, state = now, due_now
+            else:
+                due = now + delay if run_at is None else run_at
+                state = transitions.initial_state(due, now).value
             rows.append((job_id, task, queue, state, payload, priority, due, max_attempts, now))
         yield _Copy(self._sql.get("enqueue_copy"), COPY_TYPES, rows)
         queues = sorted({row[1] for row in fields})
