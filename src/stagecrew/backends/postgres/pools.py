@@ -15,13 +15,6 @@ Two things are added here:
   `enqueue` fails fast) or serves this operation and is closed after it. A
   pool whose connections are all in use is simply waited for (`pool_timeout`),
   so a busy process never opens connections beyond `pool_max`.
-- Checkouts take the most recently returned connection first (psycopg-pool
-  hands them out oldest first). A producer enqueueing one job at a time then
-  keeps using one warm server process instead of taking turns among every
-  connection the pool ever opened (the pool opens a second one as soon as the
-  first checkout has to wait for it; taking turns between the two cost a
-  third of the one-by-one enqueue rate here). The connections left idle are
-  the ones the pool closes when it shrinks.
 """
 
 from __future__ import annotations
@@ -33,7 +26,6 @@ import os
 import select
 import threading
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -94,29 +86,6 @@ def _idle_and_open(conn: SyncConnection | AsyncConn) -> bool:
     )
 
 
-def _newest_first(idle: object) -> None:
-    """Move the connection returned last to the front of psycopg-pool's idle deque.
-
-    psycopg-pool takes idle connections from the left and returns them on the right; this is
-    called under its lock just before it takes one. Where its internals differ (another
-    version), nothing is changed and its own order stands.
-    """
-    if isinstance(idle, deque) and len(idle) > 1:
-        idle.rotate(1)
-
-
-class _NewestFirstPool(ConnectionPool[SyncConnection]):
-    def _get_ready_connection(self, timeout: float | None) -> SyncConnection | None:
-        _newest_first(getattr(self, "_pool", None))
-        return super()._get_ready_connection(timeout)
-
-
-class _NewestFirstAsyncPool(AsyncConnectionPool[AsyncConn]):
-    async def _get_ready_connection(self, timeout: float | None) -> AsyncConn | None:
-        _newest_first(getattr(self, "_pool", None))
-        return await super()._get_ready_connection(timeout)
-
-
 class SyncPool:
     """A `ConnectionPool` opened on first use; `connection()` is the only way in."""
 
@@ -141,7 +110,7 @@ class SyncPool:
                 _inherited.append(self._pool)
                 self._pool = None
             if self._pool is None:
-                pool = _NewestFirstPool(
+                pool = ConnectionPool(
                     self.settings.conninfo,
                     kwargs=connect_kwargs(self.settings),
                     min_size=min(self.settings.pool_min, self.max_size),
@@ -278,7 +247,7 @@ class AsyncPools:
         async def track(conn: AsyncConn) -> None:
             connections.add(conn)  # so they can be closed even once the loop is gone
 
-        pool = _NewestFirstAsyncPool(
+        pool = AsyncConnectionPool(
             self.settings.conninfo,
             kwargs=connect_kwargs(self.settings),
             min_size=min(self.settings.pool_min, self.max_size),
