@@ -22,7 +22,7 @@ import pytest
 
 from stagecrew import App
 from stagecrew.backends import backend_from_url
-from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter
+from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter, Retention
 from stagecrew.backends.postgres import PostgresBackend, schema_version
 from stagecrew.backends.postgres.settings import parse_url
 from stagecrew.clock import FakeClock
@@ -965,3 +965,71 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
         assert expected[name] in text, text
         assert "Seq Scan on jobs" not in text, text
         assert "Nested Loop" not in text or name not in ("ack", "heartbeat"), text
+
+
+# -- prune against a concurrent requeue --------------------------------------------------------
+PAUSE_LOCK = 424242
+
+
+def _pause_store_now(schema: str) -> None:
+    """Make every statement of `schema` wait on an advisory lock the first time it reads the clock.
+
+    The statement's snapshot is taken before `store_now()` runs, so a change committed while
+    the statement waits is one its snapshot cannot see: exactly the race a prune can meet.
+    """
+    with admin() as conn:
+        conn.execute(
+            psycopg.sql.SQL(
+                "CREATE OR REPLACE FUNCTION {}.store_now(fake_now double precision) "
+                "RETURNS double precision LANGUAGE plpgsql VOLATILE AS $$ BEGIN "
+                "PERFORM pg_advisory_xact_lock_shared({}); "
+                "RETURN coalesce(fake_now, extract(epoch FROM statement_timestamp())); END $$"
+            ).format(psycopg.sql.Identifier(schema), psycopg.sql.Literal(PAUSE_LOCK))
+        )
+
+
+def _wait_for_a_paused_statement(conn: psycopg.Connection[Any]) -> None:
+    deadline = time.monotonic() + 30.0
+    while not conn.execute(
+        "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND objid = %s "
+        "AND NOT granted",
+        (PAUSE_LOCK,),
+    ).fetchone()[0]:  # type: ignore[index]
+        assert time.monotonic() < deadline, "the prune never reached the store clock"
+        time.sleep(0.01)
+
+
+def test_prune_never_deletes_a_job_requeued_while_it_runs(
+    backend: PostgresBackend, schema: str, clock: FakeClock
+) -> None:
+    (entry,) = backend.enqueue([job()])
+    jobs = psycopg.sql.SQL("{}.jobs").format(psycopg.sql.Identifier(schema))
+    with admin() as conn:
+        conn.execute(
+            psycopg.sql.SQL("UPDATE {} SET state = 'dead', finished_at = %s WHERE id = %s").format(
+                jobs
+            ),
+            (clock.now() - 100.0, entry.id),
+        )
+    _pause_store_now(schema)
+    pruned: list[int] = []
+    with admin() as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (PAUSE_LOCK,))
+        pruner = threading.Thread(target=lambda: pruned.append(backend.prune(Retention(dead=10.0))))
+        pruner.start()
+        try:
+            _wait_for_a_paused_statement(holder)
+            # requeued (as `dlq retry` does) after the prune's snapshot was taken
+            holder.execute(
+                psycopg.sql.SQL(
+                    "UPDATE {} SET state = 'available', attempt = 0, finished_at = NULL "
+                    "WHERE id = %s"
+                ).format(jobs),
+                (entry.id,),
+            )
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (PAUSE_LOCK,))
+            pruner.join(timeout=30.0)
+    assert pruned == [0]
+    kept = backend.get(entry.id)
+    assert kept is not None and kept.state is S.AVAILABLE
