@@ -276,6 +276,43 @@ def test_migrate_is_idempotent_and_records_the_version(schema: str) -> None:
     backend.close()
 
 
+def test_upgrading_a_schema_to_the_fencing_token_keeps_a_claim_in_flight_matching(
+    schema: str,
+) -> None:
+    """Schema 2 adds claims; jobs written under schema 1 start from their attempt."""
+    backend = PostgresBackend(with_schema(URL, schema))
+    statements = backend._sql
+    jobs = psycopg.sql.Identifier(schema, "jobs")
+    with admin() as conn, conn.transaction():
+        conn.execute(statements.get("migrate_bootstrap"))
+        [(version, name, script)] = [m for m in statements.migrations() if m[0] == 1]
+        conn.execute(script)
+        conn.execute(statements.get("migrate_record"), {"version": version, "name": name})
+        insert = psycopg.sql.SQL(
+            "INSERT INTO {} (id, task, queue, state, payload, run_at, attempt, max_attempts,"
+            " enqueued_at, lease_owner, lease_expires_at, finished_at)"
+            " VALUES (%s, 't', 'default', %s, %s, 0, %s, 5, 0, %s, %s, %s)"
+        ).format(jobs)
+        conn.execute(insert, (1, "running", PAYLOAD, 2, "w1", time.time() + 30, None))
+        conn.execute(insert, (2, "dead", PAYLOAD, 3, None, None, 0))
+    with pytest.raises(SchemaOutOfDateError, match="version 1"):
+        backend.prepare()
+    try:
+        backend.migrate()
+        backend.prepare()
+        running, dead = backend.get(1), backend.get(2)
+        assert running is not None and dead is not None
+        assert (running.claims, dead.claims) == (2, 3)
+        in_flight = JobRef(1, 2)  # claimed before the upgrade: its token is its attempt
+        assert backend.heartbeat("w1", [in_flight], 30.0).lost == frozenset()
+        assert backend.ack([Ack(in_flight, AckKind.COMPLETE, result="1")]) == [True]
+        assert backend.requeue(JobFilter(ids=frozenset({2}))) == 1
+        [again] = backend.fetch(["default"], "w2", 1, 30.0)
+        assert (again.id, again.attempt, again.token) == (2, 1, 4)
+    finally:
+        backend.close()
+
+
 def test_preflight_on_a_migrated_schema_warns_about_settings_that_hurt_a_queue(
     backend: PostgresBackend,
 ) -> None:
@@ -964,7 +1001,7 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
                     "now": None,
                     "channel": "c",
                     "ids": ids,
-                    "attempts": [1] * 500,
+                    "tokens": [1] * 500,
                     "kinds": ["complete"] * 500,
                     "states": ["succeeded"] * 500,
                     "results": ["1"] * 500,
@@ -979,7 +1016,7 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
                     "worker": "w",
                     "lease_seconds": 30.0,
                     "ids": ids,
-                    "attempts": [1] * 500,
+                    "tokens": [1] * 500,
                 },
             ),
             "rescue": plan("rescue", {"now": None, "channel": "c", "max_lost": 3, "limit": 5000}),

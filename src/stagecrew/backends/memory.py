@@ -139,6 +139,7 @@ class MemoryBackend(Backend):
                     waiting,
                     state=S.RUNNING,
                     attempt=waiting.attempt + 1,
+                    claims=waiting.claims + 1,
                     lease_owner=worker,
                     lease_expires_at=now + lease_seconds,
                     started_at=now,
@@ -150,6 +151,7 @@ class MemoryBackend(Backend):
                         queue=job.queue,
                         payload=job.payload,
                         attempt=job.attempt,
+                        token=job.claims,
                         max_attempts=job.max_attempts,
                         priority=job.priority,
                         enqueued_at=job.enqueued_at,
@@ -163,7 +165,7 @@ class MemoryBackend(Backend):
 
     def _holds(self, ref: JobRef, worker: str | None = None) -> Job | None:
         job = self._jobs.get(ref.id)
-        if job is None or job.state != S.RUNNING or job.attempt != ref.attempt:
+        if job is None or job.state != S.RUNNING or job.claims != ref.token:
             return None
         if worker is not None and job.lease_owner != worker:
             return None

@@ -25,8 +25,9 @@ given. Times are epoch seconds
 
 Concurrency. Claims lock rows with `FOR UPDATE SKIP LOCKED`, so concurrent
 workers take different jobs without waiting on each other; acks, heartbeats
-and rescues are fenced on (id, attempt, state) in their WHERE clauses, which
-PostgreSQL re-checks on the newest row version when two writers meet.
+and `complete_in` are fenced on (id, claims, state) in their WHERE clauses
+(rescues on state and lease expiry), which PostgreSQL re-checks on the newest
+row version when two writers meet.
 
 Failures. psycopg errors become `EnqueueError` (enqueue) or `BackendError`
 (everything else) naming the server, the schema and what to do; nothing is
@@ -214,6 +215,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         lost=row[16],
         result=row[17],
         errors=decode_errors(row[18]),
+        claims=row[19],
     )
 
 
@@ -771,6 +773,7 @@ class PostgresBackend(Backend):
                 queue=r[2],
                 payload=r[3],
                 attempt=r[4],
+                token=r[12],
                 max_attempts=r[5],
                 priority=r[6],
                 enqueued_at=r[7],
@@ -813,12 +816,12 @@ class PostgresBackend(Backend):
                 "worker": worker,
                 "lease_seconds": float(lease_seconds),
                 "ids": [refs[i].id for i in batch],
-                "attempts": [refs[i].attempt for i in batch],
+                "tokens": [refs[i].token for i in batch],
             }
             done = yield _Statement(self._sql.get("heartbeat"), params)
             held.update((row[0], row[1]) for row in done.rows)
             cancel.update(row[0] for row in done.rows if row[2])
-        lost = frozenset(ref.id for ref in refs if (ref.id, ref.attempt) not in held)
+        lost = frozenset(ref.id for ref in refs if (ref.id, ref.token) not in held)
         return HeartbeatReply(lost, frozenset(cancel))
 
     def heartbeat(
@@ -847,7 +850,7 @@ class PostgresBackend(Backend):
 
     def _ack_params(self, acks: Sequence[Ack]) -> dict[str, Any]:
         ids: list[int] = []
-        attempts: list[int] = []
+        tokens: list[int] = []
         kinds: list[str] = []
         states: list[str] = []
         results: list[str | None] = []
@@ -856,7 +859,7 @@ class PostgresBackend(Backend):
         for ack in acks:
             target = ack.target
             ids.append(ack.ref.id)
-            attempts.append(ack.ref.attempt)
+            tokens.append(ack.ref.token)
             kinds.append(ack.kind.value)
             states.append(target.value)
             results.append(ack.result if ack.kind is AckKind.COMPLETE else None)
@@ -866,7 +869,7 @@ class PostgresBackend(Backend):
             "now": self._now(),
             "channel": self.settings.channel,
             "ids": ids,
-            "attempts": attempts,
+            "tokens": tokens,
             "kinds": kinds,
             "states": states,
             "results": results,
@@ -875,7 +878,7 @@ class PostgresBackend(Backend):
         }
 
     def ack(self, acks: Sequence[Ack]) -> list[bool]:
-        """Apply every outcome with one statement; each is fenced on (id, attempt, running).
+        """Apply every outcome with one statement; each is fenced on (id, claim token, running).
 
         A batch that names a job twice takes one more statement per repeat.
         """
@@ -966,14 +969,14 @@ class PostgresBackend(Backend):
 
     # -- completing with the task's own writes ---------------------------------------------
     def complete_in(self, connection: object, ref: JobRef, result: str | None) -> bool:
-        """Mark attempt `ref` succeeded with `result` (JSON text) inside the caller's transaction.
+        """Mark the claim `ref` succeeded with `result` (JSON text) inside the caller's transaction.
 
         This is the fenced COMPLETE ack, run on the caller's connection, so the
         job's success commits or rolls back together with whatever else that
-        transaction wrote. Returns False, changing nothing, when the attempt no
-        longer holds the job (its lease expired and it was rescued, perhaps
-        claimed again): the caller must then roll back, since another attempt
-        owns the work.
+        transaction wrote. Returns False, changing nothing, when the claim no
+        longer holds the job (its lease expired and it was rescued, it was
+        handed back, re-run from the dead-letter queue, perhaps claimed again):
+        the caller must then roll back, since another claim owns the work.
 
         Guaranteed, when the transaction is on this store's database and the
         caller commits only after a True: the task's writes in that transaction

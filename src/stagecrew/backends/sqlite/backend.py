@@ -183,6 +183,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         lost=row[16],
         result=row[17],
         errors=decode_errors(row[18]),
+        claims=row[19],
     )
 
 
@@ -201,6 +202,7 @@ def _salvage_claims(rows: Sequence[Any], now: float, expires: float) -> list[Cla
         salvage_claim(
             job_id=r[0],
             attempt=r[4],
+            token=r[10],
             queue=r[2].decode() if isinstance(r[2], bytes) else r[2],
             task=r[1],
             payload=r[3],
@@ -611,7 +613,7 @@ class SQLiteBackend(Backend):
             try:
                 with _write_transaction(conn, self.busy_timeout_ms):
                     rows = conn.execute(sql, params).fetchall()
-                    if not all(r[10] for r in rows):
+                    if not all(r[11] for r in rows):
                         raise _DamagedRow
             except (_DamagedRow, sqlite3.OperationalError) as exc:
                 if isinstance(exc, sqlite3.OperationalError) and not _is_decode_error(exc):
@@ -631,6 +633,7 @@ class SQLiteBackend(Backend):
                 queue=r[2],
                 payload=r[3],
                 attempt=r[4],
+                token=r[10],
                 max_attempts=r[5],
                 priority=r[6],
                 enqueued_at=_real(r[7]),
@@ -661,7 +664,7 @@ class SQLiteBackend(Backend):
             with _write_transaction(conn, self.busy_timeout_ms):
                 for ref in refs:
                     params["id"] = ref.id
-                    params["attempt"] = ref.attempt
+                    params["token"] = ref.token
                     row = conn.execute(sql, params).fetchone()
                     if row is None:
                         lost.add(ref.id)
@@ -701,7 +704,7 @@ class SQLiteBackend(Backend):
                                 "now": now,
                                 "acks": orjson.dumps(
                                     [
-                                        (acks[i].ref.id, acks[i].ref.attempt, acks[i].result)
+                                        (acks[i].ref.id, acks[i].ref.token, acks[i].result)
                                         for i in bulk
                                     ]
                                 ).decode(),
@@ -725,7 +728,7 @@ class SQLiteBackend(Backend):
             _sql("ack"),
             {
                 "id": ack.ref.id,
-                "attempt": ack.ref.attempt,
+                "token": ack.ref.token,
                 "state": target.value,
                 "uncounted": 1 if kind is AckKind.RELEASE else 0,
                 "run_at": run_at,

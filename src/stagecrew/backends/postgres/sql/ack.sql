@@ -1,4 +1,4 @@
--- Record attempt outcomes, each fenced: a job changes only while it still runs that attempt; returns the positions applied.
+-- Record attempt outcomes, each fenced: a job changes only while it still runs that claim (claims = token); returns the positions applied.
 -- Acks arrive as parallel arrays sorted by id, each id at most once per statement (the backend
 -- sends a later ack of the same job in a statement of its own). Rows are found by index with
 -- "id = ANY(...)", and each row finds its own ack by binary search (width_bucket over the sorted
@@ -15,7 +15,7 @@ WITH clock AS (
 ),
 batch AS (
     SELECT %(ids)b::bigint[] AS ids,
-           %(attempts)b::integer[] AS attempts,
+           %(tokens)b::integer[] AS tokens,
            %(kinds)b::text[] AS kinds,
            %(states)b::text[] AS states,
            %(results)b::text[] AS results,
@@ -49,7 +49,7 @@ applied AS (
     FROM batch AS b CROSS JOIN clock
     WHERE j.id = ANY(%(ids)b::bigint[])
       AND j.state = 'running'
-      AND j.attempt = b.attempts[width_bucket(j.id, b.ids)]
+      AND j.claims = b.tokens[width_bucket(j.id, b.ids)]
     RETURNING width_bucket(j.id, b.ids), j.queue, j.state
 )
 SELECT width_bucket,

@@ -21,7 +21,8 @@
 -- where T is the queue's hash tag "{prefix:queue}", passed again as ARGV[1]: job hashes are named
 -- T:job:<id> and the wake-up channel T:wake. Those keys share T, hence the slot of KEYS[1..7,9,10].
 -- In a job hash, lease_owner, lease_expires_at and result hold '' where they are None, and an
--- absent attempt is 0.
+-- absent attempt, lost or claims is 0. `claims` counts every claim of the job and only claim.lua
+-- changes it (by one more): it is the fencing token of the latest claim.
 --
 -- Times are seconds since the epoch, written with %.17g so that a double survives the round trip.
 -- A "now" argument of '' means the Redis server's clock (TIME); tests pass a fake time instead.

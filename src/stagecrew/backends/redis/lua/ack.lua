@@ -1,17 +1,17 @@
 #!lua flags=allow-oom
--- ack: record the outcomes of attempts on jobs of one queue, each fenced by (job id, attempt):
--- only a job still running that attempt changes. A retry or hand-back of a job whose
+-- ack: record the outcomes of attempts on jobs of one queue, each fenced by (job id, token):
+-- only a job still running with that many claims (the claim's fencing token) changes. A retry or hand-back of a job whose
 -- cancellation was requested ends it cancelled instead (transitions.after_ack).
 --
 -- KEYS: the queue's keys (see _lib.lua). Writes KEYS[3] running, then the target's index:
 --   KEYS[1] available, KEYS[2] scheduled, KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled;
 --   and the jobs' hashes T:job:<id>. Publishes on T:wake when a job is due again.
--- ARGV[1] T; ARGV[2] now ('' = server TIME); then 6 per outcome: job id, attempt,
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); then 6 per outcome: job id, claim token,
 --   kind (complete | retry | discard | cancel | release), result JSON ('' = none),
 --   error JSON ('' = none; appended for any kind), delay in seconds ('' = none): a retry runs
 --   again at now + delay (now without one), a release with a delay is scheduled at now + delay
 --   instead of being available at once.
--- Returns one code per outcome: 1 applied, 0 fenced off (not running that attempt),
+-- Returns one code per outcome: 1 applied, 0 fenced off (not running that claim),
 --   -1 no such job in this queue.
 local now = clock(ARGV[2])
 local now_s = fmt(now)
@@ -24,14 +24,14 @@ local due = false
 local done = {}
 local finished = { succeeded = {}, dead = {}, cancelled = {} }
 for i = 3, #ARGV, 6 do
-    local id, attempt, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local id, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local result, err, delay = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
     local k = job_key(id)
-    local f = redis.call('HMGET', k, 'state', 'attempt', 'priority', 'run_at', 'errors',
+    local f = redis.call('HMGET', k, 'state', 'claims', 'priority', 'run_at', 'errors',
         'cancel_requested')
     if not f[1] then
         out[#out + 1] = -1
-    elseif f[1] ~= 'running' or f[2] ~= attempt then
+    elseif f[1] ~= 'running' or f[2] ~= token then
         out[#out + 1] = 0
     else
         local target = TARGET[kind]
