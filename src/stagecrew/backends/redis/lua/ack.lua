@@ -13,12 +13,31 @@
 --   instead of being available at once.
 -- Returns one code per outcome: 1 applied, 0 fenced off (not running that claim),
 --   -1 no such job in this queue.
-local now = clock(ARGV[2])
-local now_s = fmt(now)
+-- Every argument is checked before the first write (see _lib.lua): a batch with one bad outcome
+-- changes nothing.
 local TARGET = {
     complete = 'succeeded', retry = 'scheduled', discard = 'dead',
     cancel = 'cancelled', release = 'available',
 }
+if #ARGV < 2 or (#ARGV - 2) % 6 ~= 0 then
+    refuse('argument count', #ARGV)
+end
+local now = clock(now_arg(ARGV[2]))
+local now_s = fmt(now)
+for i = 3, #ARGV, 6 do
+    integer_arg(ARGV[i], 'job id')
+    integer_arg(ARGV[i + 1], 'claim token')
+    if not TARGET[ARGV[i + 2]] then
+        refuse('outcome kind', ARGV[i + 2])
+    end
+    local err = ARGV[i + 4]
+    if err ~= '' and (string.sub(err, 1, 1) ~= '{' or string.sub(err, -1) ~= '}') then
+        refuse('error record (not a JSON object)', err)
+    end
+    if ARGV[i + 5] ~= '' then
+        seconds_arg(ARGV[i + 5], 'delay')
+    end
+end
 local out = {}
 local due = false
 local done = {}

@@ -14,12 +14,23 @@
 --   ARGV[5] lease seconds; ARGV[6] the most scheduled jobs to move to T:due in this call.
 -- Returns {now, lease_expires_at, then 10 per claimed job: id, attempt, task, payload,
 --   max_attempts, priority, enqueued_at, run_at, lost, token}.
-local now = clock(ARGV[2])
+-- Every argument is checked before the first write (see _lib.lua).
+if #ARGV ~= 6 then
+    refuse('argument count', #ARGV)
+end
+local now = clock(now_arg(ARGV[2]))
+if ARGV[3] == '' then
+    refuse('worker id', "''")
+end
+local limit = integer_arg(ARGV[4], 'limit')
+local lease_s = fmt(now + seconds_arg(ARGV[5], 'lease seconds'))
+local promote = integer_arg(ARGV[6], 'promotion batch')
+if promote < 0 then
+    refuse('promotion batch', ARGV[6])
+end
 local now_s = fmt(now)
-local lease_s = fmt(now + tonumber(ARGV[5]))
 
-local became_due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now_s, 'LIMIT', 0,
-    tonumber(ARGV[6]))
+local became_due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now_s, 'LIMIT', 0, promote)
 if #became_due > 0 then
     local moved = {}
     for _, id in ipairs(became_due) do
@@ -36,7 +47,6 @@ if #became_due > 0 then
 end
 
 local out = { now_s, lease_s }
-local limit = tonumber(ARGV[4])
 if limit <= 0 then
     return out
 end

@@ -9,9 +9,20 @@
 --   then pairs: job id, claim token.
 -- Returns one code per pair: 0 held and extended, 1 held and extended but its cancellation was
 --   requested, 2 not held (lost), 3 no such job in this queue.
-local now = clock(ARGV[2])
-local lease_s = fmt(now + tonumber(ARGV[4]))
+-- Every argument is checked before the first write (see _lib.lua).
+if #ARGV < 4 or (#ARGV - 4) % 2 ~= 0 then
+    refuse('argument count', #ARGV)
+end
+local now = clock(now_arg(ARGV[2]))
 local worker = ARGV[3]
+if worker == '' then
+    refuse('worker id', "''")
+end
+local lease_s = fmt(now + seconds_arg(ARGV[4], 'lease seconds'))
+for i = 5, #ARGV, 2 do
+    integer_arg(ARGV[i], 'job id')
+    integer_arg(ARGV[i + 1], 'claim token')
+end
 local out = {}
 for i = 5, #ARGV, 2 do
     local id, token = ARGV[i], ARGV[i + 1]
