@@ -55,8 +55,9 @@ class Completer:
         """Forget every outcome of the claim `ref` not yet sent to the store.
 
         Called when a heartbeat reports that claim's lease lost: its outcome
-        would be refused by the fence anyway. A batch already being written
-        is left alone (the fence decides it).
+        would be refused by the fence anyway. One already on its way to the
+        store is not recalled (the fence decides it), but is not sent again
+        if that write fails.
         """
         self._pending = [ack for ack in self._pending if ack.ref != ref]
         self._writing = [ack for ack in self._writing if ack.ref != ref]

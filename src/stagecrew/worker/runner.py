@@ -347,6 +347,7 @@ class Worker:
                     flight.stop(StopReason.LOST)
                     if flight.finished:
                         self._inflight.pop(job_id, None)
+                        self._slot_free.set()  # its outcome will never be written now
             for job_id in reply.cancel_requested:
                 flight = self._inflight.get(job_id)
                 if flight is not None and not flight.finished:
