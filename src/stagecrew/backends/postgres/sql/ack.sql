@@ -30,7 +30,8 @@ applied AS (
                      ELSE b.states[width_bucket(j.id, b.ids)] END,
         attempt = CASE WHEN b.kinds[width_bucket(j.id, b.ids)] = 'release'
                        THEN j.attempt - 1 ELSE j.attempt END,
-        run_at = CASE WHEN b.delays[width_bucket(j.id, b.ids)] IS NOT NULL AND NOT j.cancel_requested
+        run_at = CASE WHEN b.delays[width_bucket(j.id, b.ids)] IS NOT NULL
+                           AND NOT j.cancel_requested
                       THEN clock.now + b.delays[width_bucket(j.id, b.ids)]
                       ELSE j.run_at END,
         finished_at = CASE WHEN b.states[width_bucket(j.id, b.ids)]

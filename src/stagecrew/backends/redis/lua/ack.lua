@@ -1,7 +1,8 @@
 #!lua flags=allow-oom
 -- ack: record the outcomes of attempts on jobs of one queue, each fenced by (job id, token):
--- only a job still running with that many claims (the claim's fencing token) changes. A retry or hand-back of a job whose
--- cancellation was requested ends it cancelled instead (transitions.after_ack).
+-- only a job still running with that many claims (the claim's fencing token) changes. A retry
+-- or hand-back of a job whose cancellation was requested ends it cancelled instead
+-- (transitions.after_ack).
 --
 -- KEYS: the queue's keys (see _lib.lua). Writes KEYS[3] running, then the target's index:
 --   KEYS[1] available, KEYS[2] scheduled, KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled;
