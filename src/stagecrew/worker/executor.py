@@ -240,12 +240,14 @@ class Executor:
         return Ack(job.ref, AckKind.COMPLETE, result=encoded)
 
     def _unrunnable(self, job: ClaimedJob, exc: Exception) -> Ack:
-        log.error("job %s cannot run, dead-lettered: %s", job.id, exc)
-        return self._discard(job, self._error(job, ErrorKind.UNRUNNABLE, exc))
+        error = self._error(job, ErrorKind.UNRUNNABLE, exc)
+        log.error("job %s cannot run, dead-lettered: %s", job.id, error.message)
+        return self._discard(job, error)
 
     def _failure(self, job: ClaimedJob, task: Task[Any, Any], exc: Exception) -> Ack:
         retryable = task.retryable(exc)
-        ack = self._failed(job, task, self._error(job, ErrorKind.ERROR, exc), retryable=retryable)
+        error = self._error(job, ErrorKind.ERROR, exc)
+        ack = self._failed(job, task, error, retryable=retryable)
         level = logging.WARNING if ack.kind is AckKind.RETRY else logging.ERROR
         log.log(
             level,
@@ -255,7 +257,7 @@ class Executor:
             job.attempt,
             job.max_attempts,
             type(exc).__name__,
-            exc,
+            error.message,  # made storable, so printable too
             "will retry" if ack.kind is AckKind.RETRY else "moved to the dead-letter queue",
         )
         return ack
