@@ -5,21 +5,44 @@ heartbeat) until its ack is durable: if the process dies with acks still
 buffered, those jobs run again after their lease expires, which is the
 at-least-once contract. An ack the store rejects (fenced) is logged and
 dropped: the job belongs to a newer attempt.
+
+One ack the store refuses must never hold back the others. When a batch
+fails, the completer asks the store a cheap question (a read): a store that
+does not answer is down, and everything waits with backoff, as it must. A
+store that answers refused something in the batch: the batch is split until
+every ack the store takes is written, and an ack it refuses on its own is set
+aside, its error text escaped if that may help, and retried on its own with a
+backoff of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from ..backends.base import Ack, Backend
+from ..job import AttemptError
 from .faults import FaultPoint, Faults
 
 log = logging.getLogger("stagecrew.worker")
 
 MAX_BATCH = 500
 RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+"""Waits between tries while the store is down."""
+SET_ASIDE_DELAYS = (0.05, 0.25, 1.0, 5.0, 30.0)
+"""Waits between tries of an ack the store refused on its own while it took others."""
+
+
+@dataclass(slots=True)
+class _SetAside:
+    ack: Ack
+    next_try: float
+    """In event-loop time."""
+    refusals: int = 1
 
 
 class Completer:
@@ -36,6 +59,11 @@ class Completer:
         self.on_written = on_written
         self.max_batch = max_batch
         self._pending: list[Ack] = []
+        self._aside: list[_SetAside] = []
+        self._outages = 0
+        """Rounds in a row that found the store down."""
+        self._resume_at = 0.0
+        """While the store is down: when to try again (event-loop time)."""
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -48,7 +76,8 @@ class Completer:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Acks not written yet, those set aside included."""
+        return len(self._pending) + len(self._aside)
 
     async def flushed(self) -> None:
         """Wait until every submitted ack was written (or rejected by the fence)."""
@@ -56,43 +85,183 @@ class Completer:
 
     async def run(self) -> None:
         """Flush loop; returns after `close()` once everything submitted is written."""
-        failures = 0
+        loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
+            now = loop.time()
+            if now >= self._resume_at:
+                if self._pending:
+                    await self._write_round()
+                    continue
+                due = [item for item in self._aside if item.next_try <= now]
+                if due:
+                    for item in due:
+                        await self._retry_alone(item)
+                    continue
+            if not self._pending and not self._aside:
                 self._idle.set()
                 if self._closing:
                     return
-                self._wake.clear()
-                await self._wake.wait()
-                # let jobs that finish in the same loop turn join this batch
-                await asyncio.sleep(0)
-                continue
-            batch = self._pending[: self.max_batch]
-            if self.faults is not None:
-                self.faults.soon(FaultPoint.DURING_ACK)
-            try:
-                applied = await self.backend.ack_async(batch)
-            except Exception as exc:
-                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
-                failures += 1
-                log.warning(
-                    "could not write %d acks (%s); retrying in %.2fs", len(batch), exc, delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            failures = 0
-            del self._pending[: len(batch)]
-            for ack, ok in zip(batch, applied, strict=True):
-                if not ok:
-                    log.warning(
-                        "job %s attempt %s: outcome %s rejected, the lease was lost "
-                        "(another attempt owns the job now)",
-                        ack.ref.id,
-                        ack.ref.attempt,
-                        ack.kind,
-                    )
-                self.on_written(ack, ok)
+            self._wake.clear()
+            await self._sleep_until(self._next_due())
+            # let jobs that finish in the same loop turn join this batch
+            await asyncio.sleep(0)
 
     def close(self) -> None:
         self._closing = True
         self._wake.set()
+
+    # -- one round -------------------------------------------------------------
+    async def _write_round(self) -> None:
+        batch = self._pending[: self.max_batch]
+        del self._pending[: len(batch)]
+        if self.faults is not None:
+            self.faults.soon(FaultPoint.DURING_ACK)
+        failure = await self._write(batch)
+        if failure is None:
+            self._outages = 0
+            return
+        if len(batch) > 1 and not await self._store_answers(batch[0]):
+            self._store_down(batch, failure)
+            return
+        unwritten = await self._separate(batch, failure)
+        if unwritten:
+            self._store_down(unwritten, failure)
+        else:
+            self._outages = 0
+
+    async def _separate(self, batch: list[Ack], failure: Exception) -> list[Ack]:
+        """Write what the store takes of `batch` in smaller writes; set aside what it refuses alone.
+
+        Returns the acks left unwritten because the store stopped answering meanwhile.
+        """
+        refused: deque[tuple[list[Ack], Exception]] = deque([(batch, failure)])
+        while refused:
+            part, failure = refused.popleft()
+            if len(part) == 1:
+                if not await self._store_answers(part[0]):
+                    return [ack for rest, _ in ((part, failure), *refused) for ack in rest]
+                self._set_aside(part[0], failure)
+                continue
+            middle = len(part) // 2
+            for half in (part[:middle], part[middle:]):
+                half_failure = await self._write(half)
+                if half_failure is not None:
+                    refused.append((half, half_failure))
+        return []
+
+    def _store_down(self, unwritten: list[Ack], failure: Exception) -> None:
+        """Everything waits, in order, and the next round tries again after a backoff."""
+        self._pending[:0] = unwritten
+        delay = RETRY_DELAYS[min(self._outages, len(RETRY_DELAYS) - 1)]
+        self._outages += 1
+        self._resume_at = asyncio.get_running_loop().time() + delay
+        log.warning(
+            "could not write %d acks (%s); retrying in %.2fs", len(unwritten), failure, delay
+        )
+
+    # -- acks set aside ----------------------------------------------------------
+    def _set_aside(self, ack: Ack, failure: Exception) -> None:
+        repaired = _repaired(ack)
+        log.error(
+            "job %s attempt %s: the store refused outcome %s on its own (%s); the other "
+            "outcomes go on, this one is retried on its own%s",
+            ack.ref.id,
+            ack.ref.attempt,
+            ack.kind,
+            failure,
+            " with its error text escaped" if repaired is not ack else "",
+        )
+        now = asyncio.get_running_loop().time()
+        if repaired is not ack:  # worth a try at once
+            self._aside.append(_SetAside(repaired, next_try=now))
+        else:
+            self._aside.append(_SetAside(ack, next_try=now + SET_ASIDE_DELAYS[0]))
+
+    async def _retry_alone(self, item: _SetAside) -> None:
+        failure = await self._write([item.ack])
+        if failure is None:
+            self._aside.remove(item)
+            log.warning(
+                "job %s attempt %s: outcome %s written after %d refusals",
+                item.ack.ref.id,
+                item.ack.ref.attempt,
+                item.ack.kind,
+                item.refusals,
+            )
+            return
+        item.refusals += 1
+        delay = SET_ASIDE_DELAYS[min(item.refusals - 1, len(SET_ASIDE_DELAYS) - 1)]
+        item.next_try = asyncio.get_running_loop().time() + delay
+        log.warning(
+            "job %s attempt %s: the store refused outcome %s again (%s); retrying in %.2fs",
+            item.ack.ref.id,
+            item.ack.ref.attempt,
+            item.ack.kind,
+            failure,
+            delay,
+        )
+
+    # -- the store ---------------------------------------------------------------
+    async def _write(self, batch: Sequence[Ack]) -> Exception | None:
+        """Write `batch` in one call; the failure, or None once written and reported."""
+        try:
+            applied = await self.backend.ack_async(batch)
+        except Exception as exc:
+            return exc
+        for ack, ok in zip(batch, applied, strict=True):
+            if not ok:
+                log.warning(
+                    "job %s attempt %s: outcome %s rejected, the lease was lost "
+                    "(another attempt owns the job now)",
+                    ack.ref.id,
+                    ack.ref.attempt,
+                    ack.kind,
+                )
+            self.on_written(ack, ok)
+        return None
+
+    async def _store_answers(self, ack: Ack) -> bool:
+        """Whether the store answers a read now: a refused write is then about the acks."""
+        try:
+            await self.backend.get_async(ack.ref.id)
+        except Exception:
+            return False
+        return True
+
+    def _next_due(self) -> float | None:
+        """When the loop has something to try without a new submit (event-loop time)."""
+        if self._pending:
+            return self._resume_at
+        if self._aside:
+            return max(self._resume_at, min(item.next_try for item in self._aside))
+        return None
+
+    async def _sleep_until(self, when: float | None) -> None:
+        """Until a submit or close wakes the loop, or `when` comes."""
+        if when is None:
+            await self._wake.wait()
+            return
+        timeout = when - asyncio.get_running_loop().time()
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+def _repaired(ack: Ack) -> Ack:
+    """`ack` with its error text reduced to escaped ASCII, or `ack` itself if that changes nothing.
+
+    Every `AttemptError` is already storable by every engine (see `storable_text`);
+    this is the last resort for a store that refuses some other text.
+    """
+    error = ack.error
+    if error is None:
+        return ack
+    fields = {name: getattr(error, name) for name in ("type", "message", "traceback")}
+    escaped = {name: _ascii(text) for name, text in fields.items()}
+    if escaped == fields:
+        return ack
+    return replace(ack, error=AttemptError(error.attempt, error.at, error.kind, **escaped))
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")
