@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from stagecrew import App
+from stagecrew import App, Retry
 from stagecrew.backends import backend_from_url
 from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter
 from stagecrew.backends.postgres import PostgresBackend, schema_version
@@ -34,6 +34,7 @@ from stagecrew.errors import (
 )
 from stagecrew.job import JobRef, JobState, NewJob
 from stagecrew.testing.conformance import BackendConformance, BackendFactory
+from stagecrew.worker.runner import Worker
 
 URL = os.environ.get("STAGECREW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PAYLOAD = '{"args":[],"kwargs":{}}'
@@ -716,6 +717,39 @@ def test_leases_expire_by_the_servers_clock_not_the_workers(schema: str) -> None
         backend.close()
 
 
+def server_now() -> float:
+    with admin() as conn:
+        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def test_a_retry_is_due_at_the_servers_now_plus_its_delay_whatever_the_workers_clock(
+    schema: str,
+) -> None:
+    url = with_schema(URL, schema)
+    with PostgresBackend(url) as backend:
+        backend.migrate()
+    app = App(url, clock=SkewedClock())
+
+    @app.task(name="flaky")
+    def flaky() -> None:
+        raise Retry(in_=60.0)
+
+    handle = flaky.enqueue()
+    before = server_now()
+    try:
+        assert asyncio.run(Worker(app, concurrency=1).drain()) == 1
+        after = server_now()
+        stored = app.jobs.get(handle.id)
+    finally:
+        app.close()
+    assert stored is not None
+    assert (stored.state, stored.attempt) == (S.SCHEDULED, 1)
+    # not an hour late: the worker sends the delay and the server adds it to its own clock
+    assert before + 60.0 - 0.01 <= stored.run_at <= after + 60.0 + 0.01
+
+
 def test_a_job_with_run_at_just_ahead_of_the_server_is_not_fetched_until_then(
     schema: str,
 ) -> None:
@@ -892,7 +926,7 @@ def test_a_batch_of_500_acks_and_one_of_10000_jobs_are_one_statement_each(
     claimed = backend.fetch(["default"], "w", 500, 30)
     statements.clear()
     acks = [Ack(c.ref, AckKind.COMPLETE, result="1") for c in claimed[:250]] + [
-        Ack(c.ref, AckKind.RETRY, retry_at=0.0) for c in claimed[250:]
+        Ack(c.ref, AckKind.RETRY, delay=0.0) for c in claimed[250:]
     ]
     assert backend.ack(acks) == [True] * 500
     assert len(statements) == 1
@@ -935,7 +969,7 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
                     "states": ["succeeded"] * 500,
                     "results": ["1"] * 500,
                     "errors": [None] * 500,
-                    "run_ats": [None] * 500,
+                    "delays": [None] * 500,
                 },
             ),
             "heartbeat": plan(

@@ -22,6 +22,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from stagecrew import App, Retry
 from stagecrew.backends import backend_from_url
 from stagecrew.backends.base import Ack, AckKind, JobFilter, RescueReport, Retention
 from stagecrew.backends.redis import RedisBackend, scripts
@@ -30,6 +31,7 @@ from stagecrew.clock import FakeClock
 from stagecrew.errors import BackendError, ConfigurationError, EnqueueError
 from stagecrew.job import EnqueuedJob, JobState, NewJob
 from stagecrew.testing.conformance import BackendConformance, BackendFactory
+from stagecrew.worker.runner import Worker
 
 URL = os.environ.get("STAGECREW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -324,6 +326,41 @@ class TestServerClock:
         time.sleep(0.35)
         [claimed] = backend.fetch(["default"], "w", 1, LEASE)
         assert claimed.lease_expires_at == pytest.approx(claimed.started_at + LEASE)
+
+    def test_a_retry_is_due_at_the_servers_now_plus_its_delay_whatever_the_workers_clock(
+        self, prefixes: Prefixes
+    ) -> None:
+        class HourFast:
+            """A worker clock an hour fast: not a FakeClock, so the server's clock must win."""
+
+            def now(self) -> float:
+                return time.time() + 3600.0
+
+        app = App(prefixes.url_for(), clock=HourFast())
+
+        @app.task(name="flaky")
+        def flaky() -> None:
+            raise Retry(in_=60.0)
+
+        handle = flaky.enqueue()
+        server = redis.Redis.from_url(URL)
+
+        def server_now() -> float:
+            seconds, micros = server.time()
+            return seconds + micros / 1e6
+
+        before = server_now()
+        try:
+            assert asyncio.run(Worker(app, concurrency=1).drain()) == 1
+            after = server_now()
+            stored = app.jobs.get(handle.id)
+        finally:
+            app.close()
+            server.close()
+        assert stored is not None
+        assert (stored.state, stored.attempt) == (S.SCHEDULED, 1)
+        # not an hour late: the worker sends the delay and Redis adds it to its own TIME
+        assert before + 60.0 - 0.01 <= stored.run_at <= after + 60.0 + 0.01
 
 
 class TestFindingJobs:

@@ -403,13 +403,14 @@ def _random_operations(
             for job in take:
                 kind = rng.choice(list(AckKind))
                 error = AttemptError(job.attempt, clock_a.now(), ErrorKind.ERROR, "E", f"s{step}")
+                delayed = kind is AckKind.RETRY or (kind is AckKind.RELEASE and rng.random() < 0.5)
                 acks.append(
                     Ack(
                         job.ref,
                         kind,
                         result='{"ok": true}' if kind is AckKind.COMPLETE else None,
                         error=None if kind is AckKind.COMPLETE else error,
-                        retry_at=clock_a.now() + rng.uniform(0, 10),
+                        delay=rng.uniform(0, 10) if delayed else None,
                     )
                 )
             same("ack", acks)

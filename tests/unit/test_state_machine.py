@@ -208,8 +208,8 @@ class BackendMachine(RuleBasedStateMachine):
         if job.cancel_requested and target in (S.SCHEDULED, S.AVAILABLE):
             target = S.CANCELLED  # a pending cancel wins over going back to the queue
         if ack.kind is AckKind.RETRY and target is S.SCHEDULED:
-            assert ack.retry_at is not None
-            job.run_at = ack.retry_at
+            assert ack.delay is not None
+            job.run_at = self.clock.now() + ack.delay
         elif ack.kind is AckKind.RELEASE:
             job.attempt -= 1
         job.leave_running(target)
@@ -227,9 +227,7 @@ class BackendMachine(RuleBasedStateMachine):
         retryable = outcome == "fail"
         if transitions.after_failure(ref.attempt, max_attempts, retryable=retryable) is S.DEAD:
             return Ack(ref, AckKind.DISCARD, error=self.error(ref, "gave up"))
-        return Ack(
-            ref, AckKind.RETRY, error=self.error(ref, "again"), retry_at=self.clock.now() + retry_in
-        )
+        return Ack(ref, AckKind.RETRY, error=self.error(ref, "again"), delay=retry_in)
 
     outcomes = st.sampled_from(["complete", "fail", "discard", "cancel", "release"])
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -52,10 +53,10 @@ class AckKind(StrEnum):
     """The outcome of one attempt, and the state it leads to."""
 
     COMPLETE = "complete"  # -> succeeded, with result
-    RETRY = "retry"  # -> scheduled at retry_at, error appended
-    DISCARD = "discard"  # -> dead, error appended
-    CANCEL = "cancel"  # -> cancelled, error appended (reason)
-    RELEASE = "release"  # -> available, the attempt not counted (shutdown hand-back)
+    RETRY = "retry"  # -> scheduled at the store's now + delay
+    DISCARD = "discard"  # -> dead
+    CANCEL = "cancel"  # -> cancelled
+    RELEASE = "release"  # -> available (or scheduled at now + delay), the attempt not counted
 
 
 ACK_TARGET: dict[AckKind, JobState] = {
@@ -74,13 +75,40 @@ class Ack:
     Fencing: an ack for (job id, attempt) changes the job only while it is
     running that same attempt. A worker that lost its lease (the job was rescued
     and perhaps claimed again) gets `False` back and changes nothing.
+
+    `delay` is in seconds and the store adds it to its own clock, never to the
+    worker's (a worker whose clock is off must not retry early or late): RETRY
+    runs again at the store's now + `delay` (0 if None); RELEASE with a delay is
+    scheduled at now + `delay` instead of being available at once, and still
+    counts neither an attempt nor a lost worker. An `error` given with any kind
+    is appended to the job's errors; None leaves them alone.
     """
 
     ref: JobRef
     kind: AckKind
     result: str | None = None
     error: AttemptError | None = None
-    retry_at: float | None = None
+    delay: float | None = None
+
+    def __post_init__(self) -> None:
+        delay = self.delay
+        if delay is None:
+            return
+        if self.kind not in (AckKind.RETRY, AckKind.RELEASE):
+            raise ValueError(
+                f"a delay is meaningful for a retry or a release only, not a {self.kind}"
+            )
+        if isinstance(delay, bool) or not isinstance(delay, int | float):
+            raise ValueError(f"an ack's delay must be a number of seconds, not {delay!r}")
+        if not math.isfinite(delay) or delay < 0:
+            raise ValueError(f"an ack's delay must be finite and >= 0 seconds, not {delay!r}")
+
+    @property
+    def target(self) -> JobState:
+        """The state this outcome leads to, before a pending cancel is taken into account."""
+        if self.kind is AckKind.RELEASE and self.delay is not None:
+            return JobState.SCHEDULED
+        return ACK_TARGET[self.kind]
 
 
 @dataclass(frozen=True, slots=True)

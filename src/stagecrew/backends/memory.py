@@ -27,7 +27,6 @@ from ..job import (
     NewJob,
 )
 from .base import (
-    ACK_TARGET,
     DEFAULT_MAX_LOST,
     Ack,
     AckKind,
@@ -197,9 +196,7 @@ class MemoryBackend(Backend):
                     applied.append(False)
                     continue
                 errors = job.errors + ((ack.error,) if ack.error is not None else ())
-                target = transitions.after_ack(
-                    ACK_TARGET[ack.kind], cancel_requested=job.cancel_requested
-                )
+                target = transitions.after_ack(ack.target, cancel_requested=job.cancel_requested)
                 common: dict[str, object] = {
                     "state": target,
                     "lease_owner": None,
@@ -208,12 +205,12 @@ class MemoryBackend(Backend):
                 }
                 if target.is_final:
                     common.update(finished_at=now)
+                if target is S.SCHEDULED:
+                    common.update(run_at=now + (ack.delay or 0.0))
                 if ack.kind is AckKind.COMPLETE:
                     common.update(result=ack.result)
-                elif ack.kind is AckKind.RETRY and target is S.SCHEDULED:
-                    common.update(run_at=now if ack.retry_at is None else ack.retry_at)
                 elif ack.kind is AckKind.RELEASE:
-                    common.update(attempt=job.attempt - 1, errors=job.errors)
+                    common.update(attempt=job.attempt - 1)
                 self._replace(job, **common)
                 applied.append(True)
             if any(a.kind in (AckKind.RETRY, AckKind.RELEASE) for a in acks):

@@ -36,6 +36,7 @@ from typing import Any, cast
 import pytest
 
 from ..backends.base import (
+    ACK_TARGET,
     Ack,
     AckKind,
     Backend,
@@ -566,19 +567,16 @@ class AckConformance(_Harness):
         assert job.lease_expires_at is None
         assert job.errors == ()
 
-    def test_ack_retry_schedules_the_job_at_retry_at_and_appends_the_error(
+    def test_ack_retry_schedules_the_job_at_the_store_now_plus_its_delay_and_appends_the_error(
         self, backend: Backend, clock: FakeClock
     ) -> None:
         job_id = enqueue_one(backend)
         claimed = claim(backend, job_id)
         error = attempt_error(claimed.ref, clock.now(), "boom")
-        retry_at = clock.now() + 120.0
-        assert backend.ack([Ack(claimed.ref, AckKind.RETRY, error=error, retry_at=retry_at)]) == [
-            True
-        ]
+        assert backend.ack([Ack(claimed.ref, AckKind.RETRY, error=error, delay=120.0)]) == [True]
         job = must_get(backend, job_id)
         assert job.state is S.SCHEDULED
-        assert job.run_at == approx_time(retry_at)
+        assert job.run_at == approx_time(clock.now() + 120.0)
         assert job.attempt == 1
         assert job.finished_at is None
         assert job.lease_owner is None
@@ -587,13 +585,13 @@ class AckConformance(_Harness):
         ]
         assert job.errors[0].at == approx_time(error.at)
 
-    def test_a_retried_job_is_fetched_again_after_retry_at_with_the_next_attempt(
+    def test_a_retried_job_is_fetched_again_after_its_delay_with_the_next_attempt(
         self, backend: Backend, clock: FakeClock
     ) -> None:
         job_id = enqueue_one(backend)
         first = claim(backend, job_id)
         error = attempt_error(first.ref, clock.now(), "boom")
-        backend.ack([Ack(first.ref, AckKind.RETRY, error=error, retry_at=clock.now() + 60.0)])
+        backend.ack([Ack(first.ref, AckKind.RETRY, error=error, delay=60.0)])
         clock.advance(59.5)
         assert backend.fetch(["default"], "w1", 10, LEASE) == []
         clock.advance(0.5)
@@ -608,7 +606,7 @@ class AckConformance(_Harness):
         for n in (1, 2):
             ref = claim(backend, job_id).ref
             error = attempt_error(ref, clock.now(), f"failure {n}")
-            backend.ack([Ack(ref, AckKind.RETRY, error=error, retry_at=clock.now() + 1.0)])
+            backend.ack([Ack(ref, AckKind.RETRY, error=error, delay=1.0)])
             clock.advance(1.0)
         ref = claim(backend, job_id).ref
         assert ref.attempt == 3
@@ -656,7 +654,7 @@ class AckConformance(_Harness):
         ref = claim(backend, job_id).ref
         backend.cancel(job_id)
         error = attempt_error(ref, clock.now(), "boom") if kind is AckKind.RETRY else None
-        ack = Ack(ref, kind, error=error, retry_at=clock.now() if error else None)
+        ack = Ack(ref, kind, error=error, delay=0.0 if error else None)
         assert backend.ack([ack]) == [True]
         job = must_get(backend, job_id)
         assert job.state is S.CANCELLED
@@ -669,7 +667,7 @@ class AckConformance(_Harness):
         job_id = enqueue_one(backend)
         first = claim(backend, job_id)
         error = attempt_error(first.ref, clock.now(), "boom")
-        backend.ack([Ack(first.ref, AckKind.RETRY, error=error, retry_at=clock.now())])
+        backend.ack([Ack(first.ref, AckKind.RETRY, error=error, delay=0.0)])
         second = claim(backend, job_id)
         assert second.attempt == 2
         assert backend.ack([Ack(second.ref, AckKind.RELEASE)]) == [True]
@@ -681,6 +679,68 @@ class AckConformance(_Harness):
         assert [e.message for e in job.errors] == ["boom"]
         again = claim(backend, job_id, worker="w2")
         assert again.attempt == second.attempt
+
+    def test_a_release_with_a_delay_schedules_the_job_counting_neither_an_attempt_nor_a_lost_worker(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        job_id = enqueue_one(backend, max_attempts=1)
+        claimed = claim(backend, job_id)
+        reason = attempt_error(claimed.ref, clock.now(), "no worker here knows this task")
+        assert backend.ack([Ack(claimed.ref, AckKind.RELEASE, error=reason, delay=45.0)]) == [True]
+        job = must_get(backend, job_id)
+        assert job.state is S.SCHEDULED
+        assert job.run_at == approx_time(clock.now() + 45.0)
+        assert (job.attempt, job.lost, job.lease_owner, job.finished_at) == (0, 0, None, None)
+        assert [(e.attempt, e.message) for e in job.errors] == [
+            (1, "no worker here knows this task")
+        ]
+        clock.advance(44.5)
+        assert backend.fetch(["default"], "w2", 10, LEASE) == []
+        clock.advance(0.5)
+        again = claim(backend, job_id, worker="w2")
+        assert again.attempt == 1  # its one attempt is still there to run
+        assert backend.ack([Ack(again.ref, AckKind.COMPLETE, result=result_text(1))]) == [True]
+        assert must_get(backend, job_id).state is S.SUCCEEDED
+
+    def test_a_release_with_a_delay_of_a_job_whose_cancel_is_pending_cancels_it(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        job_id = enqueue_one(backend)
+        ref = claim(backend, job_id).ref
+        backend.cancel(job_id)
+        assert backend.ack([Ack(ref, AckKind.RELEASE, delay=45.0)]) == [True]
+        job = must_get(backend, job_id)
+        assert job.state is S.CANCELLED
+        assert job.finished_at == approx_time(clock.now())
+        clock.advance(60.0)
+        assert backend.fetch(["default"], "w2", 10, LEASE) == []
+
+    @pytest.mark.parametrize("kind", list(AckKind))
+    def test_an_error_given_with_any_outcome_is_appended_to_the_jobs_errors(
+        self, backend: Backend, clock: FakeClock, kind: AckKind
+    ) -> None:
+        job_id = enqueue_one(backend, max_attempts=5)
+        ref = claim(backend, job_id).ref
+        error = attempt_error(ref, clock.now(), f"recorded with {kind}")
+        result = result_text("done") if kind is AckKind.COMPLETE else None
+        assert backend.ack([Ack(ref, kind, result=result, error=error)]) == [True]
+        job = must_get(backend, job_id)
+        assert [(e.attempt, e.message, e.traceback) for e in job.errors] == [
+            (1, f"recorded with {kind}", error.traceback)
+        ]
+        assert job.state is ACK_TARGET[kind]
+
+    def test_an_outcome_without_an_error_leaves_the_errors_alone(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        job_id = enqueue_one(backend, max_attempts=5)
+        first = claim(backend, job_id)
+        error = attempt_error(first.ref, clock.now(), "boom")
+        backend.ack([Ack(first.ref, AckKind.RETRY, error=error, delay=0.0)])
+        for kind in (AckKind.RELEASE, AckKind.RETRY):
+            ref = claim(backend, job_id).ref
+            assert backend.ack([Ack(ref, kind, delay=None)]) == [True]
+        assert [e.message for e in must_get(backend, job_id).errors] == ["boom"]
 
     def test_stale_ack_after_rescue_and_reclaim_changes_nothing(
         self, backend: Backend, clock: FakeClock
@@ -702,7 +762,8 @@ class AckConformance(_Harness):
         assert backend.ack([Ack(fresh.ref, AckKind.COMPLETE, result=new)]) == [True]
         error = attempt_error(stale.ref, clock.now(), "late failure")
         for kind in AckKind:
-            ack = Ack(stale.ref, kind, result=old, error=error, retry_at=clock.now())
+            delay = 0.0 if kind in (AckKind.RETRY, AckKind.RELEASE) else None
+            ack = Ack(stale.ref, kind, result=old, error=error, delay=delay)
             assert backend.ack([ack]) == [False]
         job = must_get(backend, job_id)
         assert job.state is S.SUCCEEDED
@@ -763,7 +824,7 @@ class AckConformance(_Harness):
                 refs[retried],
                 AckKind.RETRY,
                 error=attempt_error(refs[retried], now, "again"),
-                retry_at=now + 30.0,
+                delay=30.0,
             ),
             Ack(JobRef(wrong_attempt, 7), AckKind.COMPLETE, result=result_text("stale")),
             Ack(refs[dead], AckKind.DISCARD, error=attempt_error(refs[dead], now, "bad")),

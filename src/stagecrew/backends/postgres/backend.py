@@ -18,8 +18,9 @@ Time. The server's clock is the only clock for due times, leases and
 timestamps: statements read `store_now(NULL)`, the statement's start time on
 the server, so a worker whose clock is off can neither run a job early nor
 rescue one early. The one exception is a `FakeClock` (tests): its time is
-passed to every statement instead. Absolute times given by callers (`run_at`,
-a retry's `retry_at`) are stored as given. Times are epoch seconds
+passed to every statement instead. A retry's delay is added to that clock by
+the ack statement; only an absolute `run_at` given at enqueue is stored as
+given. Times are epoch seconds
 (`double precision`) throughout, as in `Job`.
 
 Concurrency. Claims lock rows with `FOR UPDATE SKIP LOCKED`, so concurrent
@@ -61,7 +62,6 @@ from ...job import (
     NewJob,
 )
 from ..base import (
-    ACK_TARGET,
     DEFAULT_MAX_LOST,
     Ack,
     AckKind,
@@ -852,19 +852,16 @@ class PostgresBackend(Backend):
         states: list[str] = []
         results: list[str | None] = []
         errors: list[str | None] = []
-        run_ats: list[float | None] = []
+        delays: list[float | None] = []
         for ack in acks:
+            target = ack.target
             ids.append(ack.ref.id)
             attempts.append(ack.ref.attempt)
             kinds.append(ack.kind.value)
-            states.append(ACK_TARGET[ack.kind].value)
+            states.append(target.value)
             results.append(ack.result if ack.kind is AckKind.COMPLETE else None)
-            if ack.error is None or ack.kind is AckKind.RELEASE:  # a hand-back records no error
-                errors.append(None)
-            else:
-                errors.append(orjson.dumps(ack.error.to_json()).decode())
-            retry_at = ack.retry_at if ack.kind is AckKind.RETRY else None
-            run_ats.append(None if retry_at is None else float(retry_at))
+            errors.append(None if ack.error is None else orjson.dumps(ack.error.to_json()).decode())
+            delays.append(float(ack.delay or 0.0) if target is JobState.SCHEDULED else None)
         return {
             "now": self._now(),
             "channel": self.settings.channel,
@@ -874,7 +871,7 @@ class PostgresBackend(Backend):
             "states": states,
             "results": results,
             "errors": errors,
-            "run_ats": run_ats,
+            "delays": delays,
         }
 
     def ack(self, acks: Sequence[Ack]) -> list[bool]:

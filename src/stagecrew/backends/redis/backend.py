@@ -958,7 +958,7 @@ class RedisBackend(Backend):
                         ack.kind.value,
                         "" if ack.result is None else ack.result,
                         "" if ack.error is None else orjson.dumps(ack.error.to_json()),
-                        "" if ack.retry_at is None else repr(float(ack.retry_at)),
+                        "" if ack.delay is None else repr(float(ack.delay)),
                     ]
                 calls.append(_eval(scripts.ACK, self._keys.queue(queue), *args))
             replies = yield _Step(tuple(calls))

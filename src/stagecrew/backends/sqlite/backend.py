@@ -53,7 +53,6 @@ from ...job import (
     NewJob,
 )
 from ..base import (
-    ACK_TARGET,
     DEFAULT_MAX_LOST,
     Ack,
     AckKind,
@@ -719,21 +718,16 @@ class SQLiteBackend(Backend):
 
     def _ack_one(self, conn: sqlite3.Connection, ack: Ack, now: float) -> bool:
         kind = ack.kind
-        target = ACK_TARGET[kind]
-        release = kind is AckKind.RELEASE
-        error = None
-        if ack.error is not None and not release:  # a hand-back records no error
-            error = orjson.dumps(ack.error.to_json()).decode()
-        run_at = None
-        if kind is AckKind.RETRY:
-            run_at = now if ack.retry_at is None else ack.retry_at
+        target = ack.target
+        error = None if ack.error is None else orjson.dumps(ack.error.to_json()).decode()
+        run_at = now + (ack.delay or 0.0) if target is JobState.SCHEDULED else None
         cursor = conn.execute(
             _sql("ack"),
             {
                 "id": ack.ref.id,
                 "attempt": ack.ref.attempt,
                 "state": target.value,
-                "uncounted": 1 if release else 0,
+                "uncounted": 1 if kind is AckKind.RELEASE else 0,
                 "run_at": run_at,
                 "finished_at": now if target.is_final else None,
                 "now": now,

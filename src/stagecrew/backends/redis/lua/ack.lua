@@ -8,7 +8,9 @@
 --   and the jobs' hashes T:job:<id>. Publishes on T:wake when a job is due again.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); then 6 per outcome: job id, attempt,
 --   kind (complete | retry | discard | cancel | release), result JSON ('' = none),
---   error JSON ('' = none; ignored for release), retry_at ('' = now).
+--   error JSON ('' = none; appended for any kind), delay in seconds ('' = none): a retry runs
+--   again at now + delay (now without one), a release with a delay is scheduled at now + delay
+--   instead of being available at once.
 -- Returns one code per outcome: 1 applied, 0 fenced off (not running that attempt),
 --   -1 no such job in this queue.
 local now = clock(ARGV[2])
@@ -23,7 +25,7 @@ local done = {}
 local finished = { succeeded = {}, dead = {}, cancelled = {} }
 for i = 3, #ARGV, 6 do
     local id, attempt, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    local result, err, retry_at = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+    local result, err, delay = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'state', 'attempt', 'priority', 'run_at', 'errors',
         'cancel_requested')
@@ -33,13 +35,17 @@ for i = 3, #ARGV, 6 do
         out[#out + 1] = 0
     else
         local target = TARGET[kind]
+        if kind == 'release' and delay ~= '' then
+            target = 'scheduled'
+        end
         if f[6] == '1' and (target == 'scheduled' or target == 'available') then
             target = 'cancelled'
         end
         done[#done + 1] = id
         if kind == 'release' then
             redis.call('HINCRBY', k, 'attempt', -1)
-        elseif err ~= '' then
+        end
+        if err ~= '' then
             redis.call('HSET', k, 'errors', append_error(f[5], err))
         end
         if kind == 'complete' then
@@ -47,8 +53,8 @@ for i = 3, #ARGV, 6 do
                 'lease_owner', '', 'lease_expires_at', '')
         elseif target == 'scheduled' then
             local run_at = now
-            if retry_at ~= '' then
-                run_at = tonumber(retry_at)
+            if delay ~= '' then
+                run_at = now + tonumber(delay)
             end
             redis.call('HSET', k, 'state', 'scheduled', 'run_at', fmt(run_at),
                 'lease_owner', '', 'lease_expires_at', '')
