@@ -285,8 +285,9 @@ class Executor:
                 exc,
             )
             return Ack(job.ref, AckKind.RELEASE, delay=min(UNKNOWN_TASK_DELAYS[0], window))
-        first = stored.errors[-1] if stored is not None and stored.errors else None
-        if first is None or first != _handed_back(job, first.at):
+        # while the job waits, its last error is the one its first hand-back recorded
+        recorded = stored.errors[-1] if stored is not None and stored.errors else None
+        if recorded is None or recorded != _handed_back(job, recorded.at):
             log.warning(
                 "job %s: no task named %r on this worker; handed back for a worker that has it "
                 "(dead-lettered if none runs it within %gs)",
@@ -300,7 +301,7 @@ class Executor:
                 error=_handed_back(job, now),
                 delay=min(UNKNOWN_TASK_DELAYS[0], window),
             )
-        waited = now - first.at
+        waited = now - recorded.at
         if waited >= window:
             error = AttemptError(
                 job.attempt,
