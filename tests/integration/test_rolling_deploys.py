@@ -24,6 +24,7 @@ from stagecrew.worker.runner import Worker
 from tests.support.stores import fresh_store
 
 Deploy = Callable[..., App]
+Drain = Callable[[App], int]
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
@@ -38,7 +39,22 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def deploy(store_url: str, clock: FakeClock) -> Iterator[Deploy]:
+def runner() -> Iterator[asyncio.Runner]:
+    """One event loop for the whole test: each store keeps one pool of async connections."""
+    with asyncio.Runner() as runner:
+        yield runner
+
+
+@pytest.fixture
+def drain(runner: asyncio.Runner) -> Drain:
+    def run(app: App) -> int:
+        return runner.run(asyncio.wait_for(Worker(app, concurrency=2).drain(), 30))
+
+    return run
+
+
+@pytest.fixture
+def deploy(store_url: str, clock: FakeClock, runner: asyncio.Runner) -> Iterator[Deploy]:
     """`deploy(new=...)`: one release's app on the shared store, with or without the new task."""
     made: list[App] = []
 
@@ -66,17 +82,13 @@ def deploy(store_url: str, clock: FakeClock) -> Iterator[Deploy]:
             app.close()
 
 
-def drain(app: App) -> int:
-    return asyncio.run(asyncio.wait_for(Worker(app, concurrency=2).drain(), 30))
-
-
 def until_due(clock: FakeClock, job: Job) -> None:
     assert job.state is JobState.SCHEDULED, job
     clock.set(max(clock.now(), job.run_at))
 
 
 def test_a_job_of_a_task_the_worker_does_not_have_is_handed_back_without_counting_an_attempt(
-    deploy: Deploy, clock: FakeClock
+    deploy: Deploy, clock: FakeClock, drain: Drain
 ) -> None:
     web, old = deploy(new=True), deploy(new=False)
     handed_back_at = clock.now()
@@ -108,7 +120,7 @@ def test_a_job_of_a_task_the_worker_does_not_have_is_handed_back_without_countin
 
 
 def test_a_handed_back_job_runs_as_soon_as_a_worker_that_has_its_task_claims_it(
-    deploy: Deploy, clock: FakeClock
+    deploy: Deploy, clock: FakeClock, drain: Drain
 ) -> None:
     web, old = deploy(new=True), deploy(new=False)
     job = web.tasks["watermark"].enqueue("cat.png")
@@ -126,7 +138,7 @@ def test_a_handed_back_job_runs_as_soon_as_a_worker_that_has_its_task_claims_it(
 
 
 def test_a_job_of_a_task_no_worker_has_goes_dead_only_after_the_unknown_task_window(
-    deploy: Deploy, clock: FakeClock
+    deploy: Deploy, clock: FakeClock, drain: Drain
 ) -> None:
     web, old = deploy(new=True), deploy(new=False, unknown_task_window=600)
     first_handback = clock.now()
@@ -155,7 +167,7 @@ def test_a_job_of_a_task_no_worker_has_goes_dead_only_after_the_unknown_task_win
 
 
 def test_a_job_whose_task_is_unknown_is_dead_at_once_with_a_window_of_zero(
-    deploy: Deploy,
+    deploy: Deploy, drain: Drain
 ) -> None:
     web, old = deploy(new=True), deploy(new=False, unknown_task_window=0)
     job = web.tasks["watermark"].enqueue("cat.png")
@@ -168,7 +180,7 @@ def test_a_job_whose_task_is_unknown_is_dead_at_once_with_a_window_of_zero(
     assert error.kind is ErrorKind.UNRUNNABLE and "no task named 'watermark'" in error.message
 
 
-def test_other_unrunnable_jobs_stay_dead_at_once(deploy: Deploy) -> None:
+def test_other_unrunnable_jobs_stay_dead_at_once(deploy: Deploy, drain: Drain) -> None:
     web, old = deploy(new=True), deploy(new=False)
     bad_payload, bad_arguments = old.backend.enqueue(
         [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,17 +25,25 @@ NON_UTF8_NAME = b"report-\xff.csv"
 lone surrogate U+DCFF, which no UTF-8 encoder takes."""
 
 
+@pytest.fixture
+def runner() -> Iterator[asyncio.Runner]:
+    """One event loop for the whole test: the store keeps one pool of async connections."""
+    with asyncio.Runner() as runner:
+        yield runner
+
+
 @pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[App]:
+def app(request: pytest.FixtureRequest, tmp_path: Path, runner: asyncio.Runner) -> Iterator[App]:
     with fresh_store(request.param, tmp_path) as url:
         app = App(url)
         yield app
         app.close()
 
 
-def drain(app: App) -> int:
+@pytest.fixture
+def drain(app: App, runner: asyncio.Runner) -> Callable[[], int]:
     """Run every due job; a worker that wedges fails the test instead of hanging it."""
-    return asyncio.run(asyncio.wait_for(Worker(app, concurrency=2).drain(), 30))
+    return lambda: runner.run(asyncio.wait_for(Worker(app, concurrency=2).drain(), 30))
 
 
 @pytest.mark.parametrize(
@@ -46,7 +54,7 @@ def drain(app: App) -> int:
     ],
 )
 def test_a_job_whose_error_text_no_engine_takes_ends_dead_and_the_jobs_after_it_complete(
-    app: App, bad_name: bytes, readable: str
+    app: App, drain: Callable[[], int], bad_name: bytes, readable: str
 ) -> None:
     @app.task(max_attempts=1)
     def parse(name_hex: str) -> None:
@@ -59,7 +67,7 @@ def test_a_job_whose_error_text_no_engine_takes_ends_dead_and_the_jobs_after_it_
     bad = parse.enqueue(bad_name.hex())
     after = [ok.enqueue(i) for i in range(5)]
 
-    drain(app)
+    drain()
 
     dead = bad.get()
     assert dead.state is JobState.DEAD
@@ -71,7 +79,7 @@ def test_a_job_whose_error_text_no_engine_takes_ends_dead_and_the_jobs_after_it_
 
 
 def test_a_retried_job_with_a_lone_surrogate_in_its_error_is_scheduled_with_a_readable_error(
-    app: App,
+    app: App, drain: Callable[[], int]
 ) -> None:
     @app.task(max_attempts=3)
     def parse(name_hex: str) -> None:
@@ -84,7 +92,7 @@ def test_a_retried_job_with_a_lone_surrogate_in_its_error_is_scheduled_with_a_re
     bad = parse.enqueue(NON_UTF8_NAME.hex())
     after = ok.enqueue()
 
-    drain(app)
+    drain()
 
     retried = bad.get()
     assert retried.state is JobState.SCHEDULED
