@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,19 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+DEFAULT_UNKNOWN_TASK_WINDOW = 3600.0
+"""Seconds a job of a task no worker has waits for one that has it (see `App`)."""
+
+
+def _seconds(value: float | timedelta, name: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigurationError(f"{name} must be finite and >= 0 seconds, not {value!r}")
+    return float(seconds)
+
+
 class TaskDecorator(Protocol):
     """What `app.task(...)` with options returns: a decorator keeping the function's types."""
 
@@ -34,6 +48,13 @@ class App:
 
     `url` picks the engine: `sqlite:///path.db` (the default, `./stagecrew.db`),
     `memory://`; else the `STAGECREW_URL` environment variable is read.
+
+    `unknown_task_window` (seconds, one hour by default) is how long a job of a
+    task this app does not have waits for a worker that has it: during a rolling
+    deploy, producers may know a task before every worker does. A worker hands
+    such a job back (no attempt counted) with a short, growing delay, and
+    dead-letters it only once this long has passed since the first hand-back;
+    0 dead-letters it at once.
 
     `signing_key` (bytes or str, or several: the first signs, all verify) makes
     every enqueued payload carry an HMAC-SHA256 of it and its task name, and
@@ -52,8 +73,10 @@ class App:
         max_worker_losses: int = DEFAULT_MAX_LOST,
         default_queue: str = "default",
         signing_key: bytes | str | Sequence[bytes | str] | None = None,
+        unknown_task_window: float | timedelta = DEFAULT_UNKNOWN_TASK_WINDOW,
     ) -> None:
         self.url = url or os.environ.get("STAGECREW_URL") or DEFAULT_URL
+        self.unknown_task_window = _seconds(unknown_task_window, "unknown_task_window")
         self._signer = PayloadSigner.configured(signing_key, os.environ)
         self.clock: Clock = clock or SystemClock()
         self.retention = retention or Retention()

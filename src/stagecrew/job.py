@@ -50,9 +50,31 @@ class ErrorKind(StrEnum):
     """Cancelled on request."""
 
 
+def storable_text(text: str) -> str:
+    """`text` with what some engine refuses to store written as escapes, readable as before.
+
+    A lone surrogate (what `os.fsdecode` makes of a byte of a file name that is not
+    UTF-8) cannot be encoded as UTF-8, so no engine can store it; a NUL is refused by
+    PostgreSQL text and cut short by C strings. They become `\\udcff` and `\\x00`:
+    the text shows what was there, and every engine takes it.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptError:
-    """What went wrong in one attempt; every attempt's error is kept on the job."""
+    """What went wrong in one attempt; every attempt's error is kept on the job.
+
+    Its text fields are made storable (`storable_text`) when it is built, so an
+    exception whose message holds text no engine takes still leaves a readable
+    error, and its outcome can always be written.
+    """
 
     attempt: int
     at: float
@@ -60,6 +82,13 @@ class AttemptError:
     type: str
     message: str
     traceback: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("type", "message", "traceback"):
+            text = getattr(self, name)
+            storable = storable_text(text)
+            if storable is not text:
+                object.__setattr__(self, name, storable)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -9,6 +9,12 @@ For every such job the guarantees are the same:
 - it is dead-lettered after exactly one attempt with an `unrunnable` error that says why;
 - good jobs enqueued alongside keep flowing and succeed.
 
+A job naming a task the worker does not have, with a payload that decodes, is
+not bad input but a rolling deploy (a newer producer's task): it is handed back
+unrun, without counting an attempt, to wait for a worker that has the task
+(tests/integration/test_rolling_deploys.py). With a payload that does not
+decode it is dead at once like any other.
+
 Each test gets its own SQLite file, PostgreSQL schema or Redis key prefix.
 """
 
@@ -85,6 +91,18 @@ class Store:
         assert self.ran == [], "a bad job ran"
         assert not self.marker.exists(), "the pickle payload was executed"
 
+    def assert_handed_back_unrun(self, ids: list[int]) -> None:
+        """Each job of an unknown task waits, unrun, for a worker that has its task."""
+        for job_id in ids:
+            job = self.app.jobs.get(job_id)
+            assert job.state in (JobState.SCHEDULED, JobState.AVAILABLE), (job.state, job.errors)
+            assert job.attempt == 0 and job.lost == 0, job
+            (error,) = job.errors
+            assert error.kind is ErrorKind.UNRUNNABLE, error
+            assert error.type == "UnknownTaskError", error
+            assert f"no task named {job.task!r}" in error.message, error.message
+        assert self.ran == [], "a job of an unknown task ran"
+
 
 @pytest.fixture
 def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
@@ -122,6 +140,17 @@ def _would_run(app: App, task: str | bytes, payload: bytes) -> bool:
         args, kwargs = decode_payload(payload)
         app.tasks[task].bind(args, kwargs)
     except (SerializationError, InvalidArgumentsError):
+        return False
+    return True
+
+
+def _waits_for_its_task(app: App, task: str | bytes, payload: bytes) -> bool:
+    """Whether a job is of a task `app` does not have, with a payload that decodes."""
+    if not isinstance(task, str) or task in app.tasks:
+        return False
+    try:
+        decode_payload(payload)
+    except SerializationError:
         return False
     return True
 
@@ -202,7 +231,9 @@ def bad_jobs(marker: Path) -> st.SearchStrategy[tuple[str | bytes, bytes]]:
     for_probe = st.one_of(
         truncated, invalid_utf8, not_finite, missing_fields, not_binding, too_deep, exploit
     )
-    unknown_task = st.text(max_size=30).filter(lambda t: t not in ("probe", "good"))
+    unknown_task = st.text(max_size=30).filter(
+        lambda t: t not in ("probe", "good") and "\x00" not in t  # PostgreSQL refuses NUL
+    )
     return st.one_of(
         st.tuples(st.just("probe"), for_probe | random_bytes),
         st.tuples(unknown_task, st.just(VALID) | for_probe),
@@ -229,14 +260,16 @@ def test_fuzzed_bad_jobs_are_dead_lettered_once_unrun_and_good_jobs_flow(
     jobs = data.draw(st.lists(bad_jobs(store.marker), min_size=1, max_size=5), label="bad jobs")
     good = _enqueue_good(store, 2)
     bad: list[int] = []
+    waiting: list[int] = []
     for task, payload in jobs:
         if _would_run(store.app, task, payload):
             continue
         job_id = store.write(task, payload)
         if job_id is not None:
-            bad.append(job_id)
+            (waiting if _waits_for_its_task(store.app, task, payload) else bad).append(job_id)
     store.drain()
     store.assert_dead_unrun(bad)
+    store.assert_handed_back_unrun(waiting)
     _assert_good_succeeded(store, good)
 
 
@@ -254,7 +287,7 @@ def test_fuzzed_bad_jobs_are_dead_lettered_once_unrun_and_good_jobs_flow(
         ("probe", b'{"args":{"token":"ok"},"kwargs":{}}', "must be a JSON object"),
         ("probe", b'{"args":[],"kwargs":{}}', "arguments do not fit"),
         ("probe", b'{"args":["ok"],"kwargs":{"nope":1}}', "arguments do not fit"),
-        ("nowhere", VALID, "no task named 'nowhere'"),
+        ("nowhere", VALID[:-1], "not valid JSON"),
     ],
     ids=[
         "truncated",
@@ -268,7 +301,7 @@ def test_fuzzed_bad_jobs_are_dead_lettered_once_unrun_and_good_jobs_flow(
         "args-a-dict",
         "missing-argument",
         "unknown-keyword",
-        "unknown-task",
+        "unknown-task-bad-payload",
     ],
 )
 def test_each_kind_of_bad_payload_is_dead_lettered_with_its_reason(
@@ -280,6 +313,15 @@ def test_each_kind_of_bad_payload_is_dead_lettered_with_its_reason(
         return
     store.drain()
     store.assert_dead_unrun([job_id], reason)
+    _assert_good_succeeded(store, good)
+
+
+def test_a_job_of_an_unknown_task_is_handed_back_unrun_and_good_jobs_flow(store: Store) -> None:
+    good = _enqueue_good(store)
+    job_id = store.write("nowhere", VALID)
+    assert job_id is not None
+    store.drain()
+    store.assert_handed_back_unrun([job_id])
     _assert_good_succeeded(store, good)
 
 
@@ -498,18 +540,23 @@ def test_worker_process_survives_every_bad_job_and_keeps_running_good_ones(
         processes = _descendants(worker.pid)
         assert processes, "no worker process found"
         bad: list[int] = []
+        waiting: list[int] = []
         good: list[int] = []
         finished = (JobState.SUCCEEDED, JobState.DEAD)
 
         def settled() -> bool:
-            return all(store.app.jobs.get(i).state in finished for i in bad + good)
+            return all(store.app.jobs.get(i).state in finished for i in bad + good) and all(
+                store.app.jobs.get(i).errors
+                for i in waiting  # handed back at least once
+            )
 
         for round_ in range(2):  # a second round reaches a worker that already met the first
             good += _enqueue_good(store, 5)
             for task, payload, fields in _process_bad_jobs(engine, store.marker):
                 job_id = store.write(task, payload, fields=fields)
                 if job_id is not None:
-                    bad.append(job_id)
+                    unknown = not fields and _waits_for_its_task(store.app, task, payload)
+                    (waiting if unknown else bad).append(job_id)
             good += _enqueue_good(store, 5)
             assert wait_for(settled, timeout=30), f"round {round_} did not settle"
         assert _descendants(worker.pid) == processes, "a worker process exited and was restarted"
@@ -517,6 +564,7 @@ def test_worker_process_survives_every_bad_job_and_keeps_running_good_ones(
         code, output = stop(worker)
     assert code == 0, output[-3000:]
     store.assert_dead_unrun(bad)
+    store.assert_handed_back_unrun(waiting)
     assert not ran_marker.exists(), "a bad job ran"
     for job_id in good:
         assert store.app.jobs.get(job_id).state is JobState.SUCCEEDED

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 
 from stagecrew import App, Cancel, Context, ErrorKind, FakeClock, JobState, Retry
 from stagecrew.backends.base import Ack, JobFilter
-from stagecrew.errors import BackendError
+from stagecrew.errors import BackendError, ConfigurationError
 from stagecrew.job import ClaimedJob, NewJob
 from stagecrew.testing.kit import TestKit
 from stagecrew.worker import Worker
@@ -189,7 +190,11 @@ def test_sync_job_that_ignores_its_timeout_recycles_the_worker(app: App) -> None
     assert "recycled" in stored.errors[0].message
 
 
-def test_unknown_task_is_dead_lettered_and_the_worker_keeps_going(app: App, kit: TestKit) -> None:
+def test_unrunnable_jobs_are_dead_lettered_and_the_worker_keeps_going(
+    app: App, kit: TestKit
+) -> None:
+    """A bad payload is dead at once; an unknown task once `unknown_task_window` has passed."""
+
     @app.task
     def good() -> str:
         return "fine"
@@ -207,6 +212,34 @@ def test_unknown_task_is_dead_lettered_and_the_worker_keeps_going(app: App, kit:
     assert "not valid JSON" in reasons
     assert "arguments do not fit" in reasons
     assert ok.get().state is JobState.SUCCEEDED
+
+
+@pytest.mark.parametrize("window", [-1.0, float("nan"), float("inf"), "soon"])
+def test_unknown_task_window_must_be_a_finite_number_of_seconds(window: object) -> None:
+    with pytest.raises(ConfigurationError, match="unknown_task_window"):
+        App("memory://", unknown_task_window=window)  # type: ignore[arg-type]
+
+
+def test_unknown_task_window_takes_a_timedelta() -> None:
+    assert App("memory://", unknown_task_window=timedelta(minutes=5)).unknown_task_window == 300
+
+
+def test_a_job_of_an_unknown_task_is_handed_back_even_when_its_errors_cannot_be_read(
+    app: App, kit: TestKit
+) -> None:
+    """The read that finds when the wait began is not worth a lost worker: hand back anyway."""
+
+    async def unreadable(job_id: int) -> None:
+        raise BackendError("the store is down")
+
+    kit.backend.get_async = unreadable  # type: ignore[method-assign]
+    (job,) = kit.backend.enqueue([NewJob(task="newer", payload='{"args":[],"kwargs":{}}')])
+
+    kit.run_until_idle()
+
+    waiting = app.jobs.get(job.id)
+    assert waiting.state is JobState.SCHEDULED
+    assert waiting.attempt == 0 and waiting.lost == 0 and waiting.errors == ()
 
 
 def test_unserializable_result_dead_letters_the_job(app: App, kit: TestKit) -> None:

@@ -93,8 +93,12 @@ def import_contact(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_app(url: str | None = None) -> App:
-    """The demo app on `url` (default: `STAGECREW_URL`, as every `App`)."""
-    app = App(url)
+    """The demo app on `url` (default: `STAGECREW_URL`, as every `App`).
+
+    Its job of a task no worker has waits a second, not the default hour, for a
+    worker that has it, so that the demo shows it dead-lettered before it ends.
+    """
+    app = App(url, unknown_task_window=1.0)
     app.task(queue="images", max_attempts=3, timeout=30)(thumbnail)
     app.task(
         queue="webhooks",

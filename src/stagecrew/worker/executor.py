@@ -79,6 +79,23 @@ class _Overran(Exception):
     pass
 
 
+UNKNOWN_TASK_DELAYS = (1.0, 60.0)
+"""A job of an unknown task is handed back for half the time it has waited so far, within these
+bounds (seconds): soon at first, as a worker that has the task may be starting, and rarely later."""
+
+
+def _handed_back(job: ClaimedJob, at: float) -> AttemptError:
+    """The error the first hand-back of a job of an unknown task records (compared, so exact)."""
+    return AttemptError(
+        job.attempt,
+        at,
+        ErrorKind.UNRUNNABLE,
+        UnknownTaskError.__qualname__,
+        f"no task named {job.task!r} is registered on the worker that claimed the job; "
+        "handed back for a worker that has it",
+    )
+
+
 class Executor:
     def __init__(
         self,
@@ -152,15 +169,18 @@ class Executor:
             return self._unrunnable(
                 job, CorruptJobError(f"the stored job is damaged ({job.defect}); it was not run")
             )
-        # failures to verify, resolve the task or decode its arguments are not worth a retry
+        # failures to verify or decode the payload are not worth a retry; an unknown task
+        # may be known to a worker of a newer release
         try:
             payload = job.payload
             if self.app._signer is not None:
                 payload = self.app._signer.verify(job.task, payload)
-            task = self.app.get_task(job.task)
             args, kwargs = decode_payload(payload)
-        except (SignatureError, UnknownTaskError, SerializationError) as exc:
+            task = self.app.get_task(job.task)
+        except (SignatureError, SerializationError) as exc:
             return self._unrunnable(job, exc)
+        except UnknownTaskError as exc:
+            return await self._unknown_task(job, exc)
 
         flight.job_is_async = task.is_async
         call_kwargs = kwargs
@@ -241,13 +261,72 @@ class Executor:
             return self._discard(job, self._error(job, ErrorKind.ERROR, exc))
         return Ack(job.ref, AckKind.COMPLETE, result=encoded)
 
+    async def _unknown_task(self, job: ClaimedJob, unknown: UnknownTaskError) -> Ack:
+        """Hand the job back for a worker that has its task, until `App.unknown_task_window` ends.
+
+        During a rolling deploy producers may know a task before every worker does. The
+        hand-back counts neither an attempt nor a lost worker, and its delay grows with
+        the time the job has waited. The first hand-back records an error saying which
+        task is missing; its time starts the window, read back here from the job's errors
+        (a rare path, worth one read).
+        """
+        window = self.app.unknown_task_window
+        if window <= 0:
+            return self._unrunnable(job, unknown)
+        now = self.app.clock.now()
+        try:
+            stored = await self.app.backend.get_async(job.id)
+        except Exception as exc:
+            log.warning(
+                "job %s: no task named %r on this worker; handed back (its errors could not be "
+                "read: %s)",
+                job.id,
+                job.task,
+                exc,
+            )
+            return Ack(job.ref, AckKind.RELEASE, delay=min(UNKNOWN_TASK_DELAYS[0], window))
+        # while the job waits, its last error is the one its first hand-back recorded
+        recorded = stored.errors[-1] if stored is not None and stored.errors else None
+        if recorded is None or recorded != _handed_back(job, recorded.at):
+            log.warning(
+                "job %s: no task named %r on this worker; handed back for a worker that has it "
+                "(dead-lettered if none runs it within %gs)",
+                job.id,
+                job.task,
+                window,
+            )
+            return Ack(
+                job.ref,
+                AckKind.RELEASE,
+                error=_handed_back(job, now),
+                delay=min(UNKNOWN_TASK_DELAYS[0], window),
+            )
+        waited = now - recorded.at
+        if waited >= window:
+            error = AttemptError(
+                job.attempt,
+                now,
+                ErrorKind.UNRUNNABLE,
+                type(unknown).__qualname__,
+                f"no task named {job.task!r} is registered on any worker that claimed the job "
+                f"within {window:g}s of its first hand-back (see unknown_task_window)",
+            )
+            log.error("job %s cannot run, dead-lettered: %s", job.id, error.message)
+            return self._discard(job, error)
+        low, high = UNKNOWN_TASK_DELAYS
+        delay = min(max(low, waited / 2), high, window - waited)
+        log.info("job %s: no task named %r on this worker; handed back again", job.id, job.task)
+        return Ack(job.ref, AckKind.RELEASE, delay=delay)
+
     def _unrunnable(self, job: ClaimedJob, exc: Exception) -> Ack:
-        log.error("job %s cannot run, dead-lettered: %s", job.id, exc)
-        return self._discard(job, self._error(job, ErrorKind.UNRUNNABLE, exc))
+        error = self._error(job, ErrorKind.UNRUNNABLE, exc)
+        log.error("job %s cannot run, dead-lettered: %s", job.id, error.message)
+        return self._discard(job, error)
 
     def _failure(self, job: ClaimedJob, task: Task[Any, Any], exc: Exception) -> Ack:
         retryable = task.retryable(exc)
-        ack = self._failed(job, task, self._error(job, ErrorKind.ERROR, exc), retryable=retryable)
+        error = self._error(job, ErrorKind.ERROR, exc)
+        ack = self._failed(job, task, error, retryable=retryable)
         level = logging.WARNING if ack.kind is AckKind.RETRY else logging.ERROR
         log.log(
             level,
@@ -257,7 +336,7 @@ class Executor:
             job.attempt,
             job.max_attempts,
             type(exc).__name__,
-            exc,
+            error.message,  # made storable, so printable too
             "will retry" if ack.kind is AckKind.RETRY else "moved to the dead-letter queue",
         )
         return ack
