@@ -38,10 +38,10 @@ S = JobState
 
 # Examples per engine, sized so each run takes well under a minute on a shared machine.
 SETTINGS: dict[str, settings] = {
-    "memory": interleaving_settings(max_examples=200, steps=40),
-    "sqlite": interleaving_settings(max_examples=100, steps=30),
-    "postgres": interleaving_settings(max_examples=60, steps=30),
-    "redis": interleaving_settings(max_examples=100, steps=30),
+    "memory": interleaving_settings(max_examples=500),
+    "sqlite": interleaving_settings(max_examples=300),
+    "postgres": interleaving_settings(max_examples=150),
+    "redis": interleaving_settings(max_examples=250),
 }
 
 
@@ -189,7 +189,7 @@ def test_only_the_claim_holding_a_job_changes_it_under_any_interleaving(
     factories = ENGINES[engine](tmp_path)
     try:
         factory = next(factories)
-        run_interleavings(factory, check_layout=check, settings=SETTINGS[engine])
+        run_interleavings(factory, name=engine, check_layout=check, settings=SETTINGS[engine])
     finally:
         factories.close()
         indexes.close()
