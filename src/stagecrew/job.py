@@ -123,6 +123,13 @@ class ClaimedJob:
     queue: str
     payload: str
     attempt: int
+    """The attempt this claim runs, as users see it (reset to 0 by a re-run from the DLQ)."""
+    token: int
+    """This claim's fencing token: the job's `claims` count after this claim.
+
+    It only ever grows (no re-run, hand-back or rescue gives it back), so
+    (job id, token) names one claim for the life of the job.
+    """
     max_attempts: int
     priority: int
     enqueued_at: float
@@ -145,15 +152,20 @@ class ClaimedJob:
 
     @property
     def ref(self) -> JobRef:
-        return JobRef(self.id, self.attempt)
+        return JobRef(self.id, self.token)
 
 
 @dataclass(frozen=True, slots=True)
 class JobRef:
-    """One attempt of one job: the fencing token for heartbeat and ack."""
+    """One claim of one job, as every write a worker makes for that claim names it.
+
+    The store applies such a write (ack, heartbeat, `complete_in`) only while
+    the job is running and its `claims` count still equals `token`: a worker
+    whose claim was rescued, handed back or re-run meanwhile changes nothing.
+    """
 
     id: int
-    attempt: int
+    token: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +191,8 @@ class Job:
     lost: int = 0
     result: str | None = None
     errors: tuple[AttemptError, ...] = field(default_factory=tuple)
+    claims: int = 0
+    """How many times the job was claimed, ever: the fencing token of its latest claim."""
 
     @property
     def args(self) -> list[Any]:
@@ -222,6 +236,7 @@ class Job:
             "idempotency_key": self.idempotency_key,
             "cancel_requested": self.cancel_requested,
             "lost": self.lost,
+            "claims": self.claims,
             "result": self.result,
             "errors": [e.to_json() for e in self.errors],
         }

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from stagecrew import App
+from stagecrew import App, Retry
 from stagecrew.backends import backend_from_url
 from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter
 from stagecrew.backends.postgres import PostgresBackend, schema_version
@@ -34,6 +34,7 @@ from stagecrew.errors import (
 )
 from stagecrew.job import JobRef, JobState, NewJob
 from stagecrew.testing.conformance import BackendConformance, BackendFactory
+from stagecrew.worker.runner import Worker
 
 URL = os.environ.get("STAGECREW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PAYLOAD = '{"args":[],"kwargs":{}}'
@@ -273,6 +274,43 @@ def test_migrate_is_idempotent_and_records_the_version(schema: str) -> None:
         ).fetchall()
     assert [r[0] for r in rows] == list(range(1, schema_version() + 1))
     backend.close()
+
+
+def test_upgrading_a_schema_to_the_fencing_token_keeps_a_claim_in_flight_matching(
+    schema: str,
+) -> None:
+    """Schema 2 adds claims; jobs written under schema 1 start from their attempt."""
+    backend = PostgresBackend(with_schema(URL, schema))
+    statements = backend._sql
+    jobs = psycopg.sql.Identifier(schema, "jobs")
+    with admin() as conn, conn.transaction():
+        conn.execute(statements.get("migrate_bootstrap"))
+        [(version, name, script)] = [m for m in statements.migrations() if m[0] == 1]
+        conn.execute(script)
+        conn.execute(statements.get("migrate_record"), {"version": version, "name": name})
+        insert = psycopg.sql.SQL(
+            "INSERT INTO {} (id, task, queue, state, payload, run_at, attempt, max_attempts,"
+            " enqueued_at, lease_owner, lease_expires_at, finished_at)"
+            " VALUES (%s, 't', 'default', %s, %s, 0, %s, 5, 0, %s, %s, %s)"
+        ).format(jobs)
+        conn.execute(insert, (1, "running", PAYLOAD, 2, "w1", time.time() + 30, None))
+        conn.execute(insert, (2, "dead", PAYLOAD, 3, None, None, 0))
+    with pytest.raises(SchemaOutOfDateError, match="version 1"):
+        backend.prepare()
+    try:
+        backend.migrate()
+        backend.prepare()
+        running, dead = backend.get(1), backend.get(2)
+        assert running is not None and dead is not None
+        assert (running.claims, dead.claims) == (2, 3)
+        in_flight = JobRef(1, 2)  # claimed before the upgrade: its token is its attempt
+        assert backend.heartbeat("w1", [in_flight], 30.0).lost == frozenset()
+        assert backend.ack([Ack(in_flight, AckKind.COMPLETE, result="1")]) == [True]
+        assert backend.requeue(JobFilter(ids=frozenset({2}))) == 1
+        [again] = backend.fetch(["default"], "w2", 1, 30.0)
+        assert (again.id, again.attempt, again.token) == (2, 1, 4)
+    finally:
+        backend.close()
 
 
 def test_preflight_on_a_migrated_schema_warns_about_settings_that_hurt_a_queue(
@@ -716,6 +754,39 @@ def test_leases_expire_by_the_servers_clock_not_the_workers(schema: str) -> None
         backend.close()
 
 
+def server_now() -> float:
+    with admin() as conn:
+        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def test_a_retry_is_due_at_the_servers_now_plus_its_delay_whatever_the_workers_clock(
+    schema: str,
+) -> None:
+    url = with_schema(URL, schema)
+    with PostgresBackend(url) as backend:
+        backend.migrate()
+    app = App(url, clock=SkewedClock())
+
+    @app.task(name="flaky")
+    def flaky() -> None:
+        raise Retry(in_=60.0)
+
+    handle = flaky.enqueue()
+    before = server_now()
+    try:
+        assert asyncio.run(Worker(app, concurrency=1).drain()) == 1
+        after = server_now()
+        stored = app.jobs.get(handle.id)
+    finally:
+        app.close()
+    assert stored is not None
+    assert (stored.state, stored.attempt) == (S.SCHEDULED, 1)
+    # not an hour late: the worker sends the delay and the server adds it to its own clock
+    assert before + 60.0 - 0.01 <= stored.run_at <= after + 60.0 + 0.01
+
+
 def test_a_job_with_run_at_just_ahead_of_the_server_is_not_fetched_until_then(
     schema: str,
 ) -> None:
@@ -892,7 +963,7 @@ def test_a_batch_of_500_acks_and_one_of_10000_jobs_are_one_statement_each(
     claimed = backend.fetch(["default"], "w", 500, 30)
     statements.clear()
     acks = [Ack(c.ref, AckKind.COMPLETE, result="1") for c in claimed[:250]] + [
-        Ack(c.ref, AckKind.RETRY, retry_at=0.0) for c in claimed[250:]
+        Ack(c.ref, AckKind.RETRY, delay=0.0) for c in claimed[250:]
     ]
     assert backend.ack(acks) == [True] * 500
     assert len(statements) == 1
@@ -930,12 +1001,12 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
                     "now": None,
                     "channel": "c",
                     "ids": ids,
-                    "attempts": [1] * 500,
+                    "tokens": [1] * 500,
                     "kinds": ["complete"] * 500,
                     "states": ["succeeded"] * 500,
                     "results": ["1"] * 500,
                     "errors": [None] * 500,
-                    "run_ats": [None] * 500,
+                    "delays": [None] * 500,
                 },
             ),
             "heartbeat": plan(
@@ -945,7 +1016,7 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
                     "worker": "w",
                     "lease_seconds": 30.0,
                     "ids": ids,
-                    "attempts": [1] * 500,
+                    "tokens": [1] * 500,
                 },
             ),
             "rescue": plan("rescue", {"now": None, "channel": "c", "max_lost": 3, "limit": 5000}),

@@ -22,6 +22,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from stagecrew import App, Retry
 from stagecrew.backends import backend_from_url
 from stagecrew.backends.base import Ack, AckKind, JobFilter, RescueReport, Retention
 from stagecrew.backends.redis import RedisBackend, scripts
@@ -30,6 +31,7 @@ from stagecrew.clock import FakeClock
 from stagecrew.errors import BackendError, ConfigurationError, EnqueueError
 from stagecrew.job import EnqueuedJob, JobState, NewJob
 from stagecrew.testing.conformance import BackendConformance, BackendFactory
+from stagecrew.worker.runner import Worker
 
 URL = os.environ.get("STAGECREW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -303,6 +305,113 @@ class TestEnqueue:
         assert stored[b"state"] == b"available"
 
 
+class TestScriptsCheckEveryInputBeforeTheirFirstWrite:
+    """Redis does not roll back a script that fails half-way: a bad argument must change nothing.
+
+    The scripts are called directly, as a buggy or foreign client could, with the arguments
+    the backend would send except for the one that is wrong.
+    """
+
+    @staticmethod
+    def call(backend: RedisBackend, name: str, *args: str | int) -> Any:
+        queue = backend._keys.queue("default")
+        text = scripts.script(name).text
+        return raw(backend).eval(text, len(queue.keys), *queue.keys, queue.tag, *args)
+
+    @staticmethod
+    def snapshot(backend: RedisBackend) -> dict[bytes, Any]:
+        client = raw(backend)
+        keys = sorted(client.scan_iter(match=f"{{{backend._keys.prefix}*"))
+        dump: dict[bytes, Any] = {}
+        for key in keys:
+            kind = client.type(key)
+            if kind == b"hash":
+                dump[key] = client.hgetall(key)
+            elif kind == b"zset":
+                dump[key] = client.zrange(key, 0, -1, withscores=True)
+            else:
+                dump[key] = client.dump(key)
+        return dump
+
+    @pytest.mark.parametrize(
+        ("now", "worker", "limit", "lease"),
+        [
+            ("", "w", "1", "nan"),
+            ("", "w", "1", "inf"),
+            ("", "w", "1", "-5"),
+            ("nan", "w", "1", "30"),
+            ("", "w", "1.5", "30"),
+            ("", "", "1", "30"),
+        ],
+    )
+    def test_a_claim_with_a_bad_input_is_refused_and_leaves_the_job_claimable(
+        self,
+        make_backend: Callable[..., RedisBackend],
+        now: str,
+        worker: str,
+        limit: str,
+        lease: str,
+    ) -> None:
+        backend = make_backend()
+        backend.enqueue([job(), job()])
+        [retried] = backend.fetch(["default"], "w", 1, LEASE)
+        assert backend.ack([Ack(retried.ref, AckKind.RETRY, delay=0.0)]) == [True]  # due again
+        before = self.snapshot(backend)
+        with pytest.raises(redis.ResponseError, match="stagecrew: bad"):
+            self.call(backend, scripts.CLAIM, now, worker, limit, lease, "10")
+        assert self.snapshot(backend) == before
+        assert len(backend.fetch(["default"], "w", 10, LEASE)) == 2
+
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            ("kind", "explode"),
+            ("delay", "nan"),
+            ("delay", "-1"),
+            ("token", "1.0"),
+            ("token", "x"),
+            ("id", "1:other"),
+            ("error", "not json"),
+        ],
+    )
+    def test_an_ack_batch_with_one_bad_outcome_is_refused_whole(
+        self, make_backend: Callable[..., RedisBackend], bad: tuple[str, str]
+    ) -> None:
+        backend = make_backend()
+        backend.enqueue([job(), job()])
+        first, second = backend.fetch(["default"], "w", 2, LEASE)
+        good = [first.id, first.token, "complete", "1", "", ""]
+        wrong: list[str | int] = [second.id, second.token, "retry", "", "", "5"]
+        field, value = bad
+        wrong[{"id": 0, "token": 1, "kind": 2, "error": 4, "delay": 5}[field]] = value
+        before = self.snapshot(backend)
+        with pytest.raises(redis.ResponseError, match="stagecrew: bad"):
+            self.call(backend, scripts.ACK, "", *good, *wrong)
+        assert self.snapshot(backend) == before
+        assert backend.ack([Ack(first.ref, AckKind.COMPLETE, result="1")]) == [True]
+
+    @pytest.mark.parametrize(
+        ("lease", "pair"),
+        [("nan", None), ("inf", None), ("30", ("id", "x")), ("30", ("token", "2.5"))],
+    )
+    def test_a_heartbeat_with_a_bad_input_is_refused_and_extends_nothing(
+        self,
+        make_backend: Callable[..., RedisBackend],
+        lease: str,
+        pair: tuple[str, str] | None,
+    ) -> None:
+        backend = make_backend()
+        backend.enqueue([job(), job()])
+        first, second = backend.fetch(["default"], "w", 2, LEASE)
+        refs: list[str | int] = [first.id, first.token, second.id, second.token]
+        if pair is not None:
+            refs[{"id": 2, "token": 3}[pair[0]]] = pair[1]
+        before = self.snapshot(backend)
+        with pytest.raises(redis.ResponseError, match="stagecrew: bad"):
+            self.call(backend, scripts.HEARTBEAT, "", "w", lease, *refs)
+        assert self.snapshot(backend) == before
+
+
 class TestServerClock:
     def test_without_a_fake_clock_the_redis_server_decides_the_time(
         self, make_backend: Callable[..., RedisBackend]
@@ -324,6 +433,41 @@ class TestServerClock:
         time.sleep(0.35)
         [claimed] = backend.fetch(["default"], "w", 1, LEASE)
         assert claimed.lease_expires_at == pytest.approx(claimed.started_at + LEASE)
+
+    def test_a_retry_is_due_at_the_servers_now_plus_its_delay_whatever_the_workers_clock(
+        self, prefixes: Prefixes
+    ) -> None:
+        class HourFast:
+            """A worker clock an hour fast: not a FakeClock, so the server's clock must win."""
+
+            def now(self) -> float:
+                return time.time() + 3600.0
+
+        app = App(prefixes.url_for(), clock=HourFast())
+
+        @app.task(name="flaky")
+        def flaky() -> None:
+            raise Retry(in_=60.0)
+
+        handle = flaky.enqueue()
+        server = redis.Redis.from_url(URL)
+
+        def server_now() -> float:
+            seconds, micros = server.time()
+            return seconds + micros / 1e6
+
+        before = server_now()
+        try:
+            assert asyncio.run(Worker(app, concurrency=1).drain()) == 1
+            after = server_now()
+            stored = app.jobs.get(handle.id)
+        finally:
+            app.close()
+            server.close()
+        assert stored is not None
+        assert (stored.state, stored.attempt) == (S.SCHEDULED, 1)
+        # not an hour late: the worker sends the delay and Redis adds it to its own TIME
+        assert before + 60.0 - 0.01 <= stored.run_at <= after + 60.0 + 0.01
 
 
 class TestFindingJobs:

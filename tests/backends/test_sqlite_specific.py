@@ -23,10 +23,10 @@ import pytest
 from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter, Retention
 from stagecrew.backends.memory import MemoryBackend
 from stagecrew.backends.sqlite import SQLiteBackend
-from stagecrew.backends.sqlite.backend import _claim_sql, _sql, schema_version
+from stagecrew.backends.sqlite.backend import _claim_sql, _migrations, _sql, schema_version
 from stagecrew.clock import FakeClock
 from stagecrew.errors import ConfigurationError, EnqueueError
-from stagecrew.job import AttemptError, ErrorKind, JobState, NewJob
+from stagecrew.job import AttemptError, ErrorKind, JobRef, JobState, NewJob
 
 PAYLOAD = '{"args":[],"kwargs":{}}'
 
@@ -323,6 +323,40 @@ def test_migrate_is_safe_when_many_callers_race_on_a_new_file(db_path: Path) -> 
     assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version()
 
 
+def test_upgrading_a_store_to_the_fencing_token_keeps_a_claim_in_flight_matching(
+    db_path: Path, clock: FakeClock
+) -> None:
+    """Schema 2 adds claims; jobs written under schema 1 start from their attempt."""
+    conn = raw(db_path)
+    [(_, _, version_1)] = [m for m in _migrations() if m[0] == 1]
+    conn.executescript(version_1)
+    conn.execute("PRAGMA user_version = 1")
+    columns = "task, queue, state, payload, run_at, attempt, max_attempts, enqueued_at"
+    conn.execute(
+        f"INSERT INTO stagecrew_jobs ({columns}, lease_owner, lease_expires_at) "
+        "VALUES ('t', 'default', 'running', ?, 0, 2, 5, 0, 'w1', ?)",
+        (PAYLOAD, clock.now() + 30),
+    )
+    conn.execute(
+        f"INSERT INTO stagecrew_jobs ({columns}, finished_at) "
+        "VALUES ('t', 'default', 'dead', ?, 0, 3, 3, 0, 0)",
+        (PAYLOAD,),
+    )
+    conn.close()
+    with SQLiteBackend(f"sqlite:///{db_path}", clock) as backend:
+        backend.migrate()
+        running, dead = backend.get(1), backend.get(2)
+        assert running is not None and dead is not None
+        assert (running.claims, dead.claims) == (2, 3)
+        in_flight = JobRef(1, 2)  # claimed before the upgrade: its token is its attempt
+        assert backend.heartbeat("w1", [in_flight], 30.0).lost == frozenset()
+        assert backend.ack([Ack(in_flight, AckKind.COMPLETE, result="1")]) == [True]
+        assert backend.requeue(JobFilter(ids=frozenset({2}))) == 1
+        [again] = backend.fetch(["default"], "w2", 1, 30.0)
+        assert (again.id, again.attempt, again.token) == (2, 1, 4)
+    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version() == 2
+
+
 def test_ids_are_never_reused_after_the_newest_job_is_purged(backend: SQLiteBackend) -> None:
     [first] = backend.enqueue([NewJob("t", PAYLOAD)])
     backend.cancel(first.id)
@@ -403,13 +437,14 @@ def _random_operations(
             for job in take:
                 kind = rng.choice(list(AckKind))
                 error = AttemptError(job.attempt, clock_a.now(), ErrorKind.ERROR, "E", f"s{step}")
+                delayed = kind is AckKind.RETRY or (kind is AckKind.RELEASE and rng.random() < 0.5)
                 acks.append(
                     Ack(
                         job.ref,
                         kind,
                         result='{"ok": true}' if kind is AckKind.COMPLETE else None,
                         error=None if kind is AckKind.COMPLETE else error,
-                        retry_at=clock_a.now() + rng.uniform(0, 10),
+                        delay=rng.uniform(0, 10) if delayed else None,
                     )
                 )
             same("ack", acks)

@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from stagecrew import App, ConfigurationError, Context, ErrorKind, JobState
-from stagecrew.backends.base import AckKind
+from stagecrew.backends.base import Ack, AckKind, JobFilter
+from stagecrew.job import ClaimedJob
 from stagecrew.worker.runner import Worker
 from tests.backends import test_postgres
 from tests.support.processes import start_worker, stop, wait_for, write_app
@@ -147,6 +148,38 @@ def test_a_lost_lease_rolls_back_the_writes(store: Store) -> None:
     assert job.state is JobState.SUCCEEDED
     assert [(e.attempt, e.kind) for e in job.errors] == [(1, ErrorKind.LOST)]
     assert store.paid() == [(handle.id, 2)]
+    app.close()
+
+
+def test_a_stale_claims_commit_after_requeue_and_reclaim_is_refused_and_rolls_back(
+    store: Store,
+) -> None:
+    """Inside the block the job goes to the DLQ, is re-run and claimed as attempt 1 again."""
+    app = App(store.url)
+    taken_over: list[ClaimedJob] = []
+
+    @app.task(max_attempts=1)
+    def pay(ctx: Context) -> None:
+        with ctx.transaction() as conn:
+            conn.execute(f"INSERT INTO {store.payments} VALUES (%s, %s)", (ctx.job_id, ctx.attempt))
+            if not taken_over:
+                store.admin.execute(
+                    f'UPDATE "{store.schema}".jobs SET lease_expires_at = 0 WHERE id = %s',
+                    (ctx.job_id,),
+                )
+                assert app.backend.rescue().dead == 1
+                assert app.backend.requeue(JobFilter(ids=frozenset({ctx.job_id}))) == 1
+                taken_over.extend(app.backend.fetch(["default"], "another-worker", 1, 30))
+
+    handle = pay.enqueue()
+    drain(app)
+    [other] = taken_over
+    assert other.attempt == 1  # the attempt users see repeats; the claim's token does not
+    job = handle.get()
+    assert (job.state, job.lease_owner) == (JobState.RUNNING, "another-worker")
+    assert store.paid() == []
+    assert app.backend.ack([Ack(other.ref, AckKind.COMPLETE, result="null")]) == [True]
+    assert handle.get().state is JobState.SUCCEEDED
     app.close()
 
 

@@ -1,9 +1,9 @@
 """Random sequences of store operations against a reference model, on every engine.
 
 The model is a few lines of plain Python per operation: the job's state,
-attempt, losses, lease and cancel request. After every step each stored job
-must agree with it, and every state change the store made must be one that
-`transitions.ALLOWED` lists.
+attempt, claims (the fencing token), losses, lease and cancel request. After
+every step each stored job must agree with it, and every state change the
+store made must be one that `transitions.ALLOWED` lists.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ WORKERS = ("w1", "w2")
 LEASE = 10.25
 UNKNOWN_ID = 1_000_000
 
-Held = tuple[JobRef, str]  # one claimed attempt and the worker that claimed it
+Held = tuple[JobRef, str]  # one claim and the worker that made it
 
 
 def memory_factory(tmp_path: Path) -> Factory:
@@ -94,13 +94,14 @@ class ModelJob:
     max_attempts: int
     state: JobState
     attempt: int = 0
+    claims: int = 0
     lost: int = 0
     owner: str | None = None
     lease_until: float | None = None
     cancel_requested: bool = False
 
     def holds(self, ref: JobRef) -> bool:
-        return self.state is S.RUNNING and self.attempt == ref.attempt
+        return self.state is S.RUNNING and self.claims == ref.token
 
     def leave_running(self, state: JobState) -> None:
         self.state = state
@@ -125,7 +126,9 @@ class BackendMachine(RuleBasedStateMachine):
         self.backend.close()
 
     def error(self, ref: JobRef, message: str) -> AttemptError:
-        return AttemptError(ref.attempt, self.clock.now(), ErrorKind.ERROR, "Boom", message)
+        job = self.model.get(ref.id)
+        attempt = job.attempt if job is not None else 0
+        return AttemptError(attempt, self.clock.now(), ErrorKind.ERROR, "Boom", message)
 
     # Rules whose precondition finds nothing to act on are skipped, so steps
     # go to operations that change something; each still meets stale refs.
@@ -188,9 +191,10 @@ class BackendMachine(RuleBasedStateMachine):
             job = self.model[c.id]
             job.state = S.RUNNING
             job.attempt += 1
+            job.claims += 1
             job.owner = worker
             job.lease_until = now + LEASE
-            assert c.attempt == job.attempt
+            assert (c.attempt, c.token) == (job.attempt, job.claims)
         self.claims.extend((c.ref, worker) for c in claimed)
         return multiple(*[(c.ref, worker) for c in claimed])
 
@@ -208,8 +212,8 @@ class BackendMachine(RuleBasedStateMachine):
         if job.cancel_requested and target in (S.SCHEDULED, S.AVAILABLE):
             target = S.CANCELLED  # a pending cancel wins over going back to the queue
         if ack.kind is AckKind.RETRY and target is S.SCHEDULED:
-            assert ack.retry_at is not None
-            job.run_at = ack.retry_at
+            assert ack.delay is not None
+            job.run_at = self.clock.now() + ack.delay
         elif ack.kind is AckKind.RELEASE:
             job.attempt -= 1
         job.leave_running(target)
@@ -225,11 +229,10 @@ class BackendMachine(RuleBasedStateMachine):
         job = self.model.get(ref.id)
         max_attempts = job.max_attempts if job is not None else 1
         retryable = outcome == "fail"
-        if transitions.after_failure(ref.attempt, max_attempts, retryable=retryable) is S.DEAD:
+        attempt = job.attempt if job is not None else 1
+        if transitions.after_failure(attempt, max_attempts, retryable=retryable) is S.DEAD:
             return Ack(ref, AckKind.DISCARD, error=self.error(ref, "gave up"))
-        return Ack(
-            ref, AckKind.RETRY, error=self.error(ref, "again"), retry_at=self.clock.now() + retry_in
-        )
+        return Ack(ref, AckKind.RETRY, error=self.error(ref, "again"), delay=retry_in)
 
     outcomes = st.sampled_from(["complete", "fail", "discard", "cancel", "release"])
 
@@ -248,16 +251,16 @@ class BackendMachine(RuleBasedStateMachine):
         running = sorted(i for i, job in self.model.items() if job.state is S.RUNNING)
         job_id = data.draw(st.sampled_from(running), label="job id")
         outcome = data.draw(self.outcomes, label="outcome")
-        self.check_acks([(JobRef(job_id, self.model[job_id].attempt), outcome)], retry_in)
+        self.check_acks([(JobRef(job_id, self.model[job_id].claims), outcome)], retry_in)
 
     def superseded(self) -> list[JobRef]:
-        """Claimed attempts whose job has since been claimed again by a later attempt."""
+        """Claims whose job has since been claimed again (perhaps with the same attempt)."""
         return [
             ref
             for ref, _ in self.claims
             if (job := self.model.get(ref.id)) is not None
             and job.state is S.RUNNING
-            and job.attempt != ref.attempt
+            and job.claims != ref.token
         ]
 
     @precondition(lambda self: bool(self.superseded()))
@@ -377,9 +380,10 @@ class BackendMachine(RuleBasedStateMachine):
         for job_id, expected in self.model.items():
             job = self.backend.get(job_id)
             assert job is not None, f"job {job_id} vanished"
-            assert (job.state, job.attempt, job.lost) == (
+            assert (job.state, job.attempt, job.claims, job.lost) == (
                 expected.state,
                 expected.attempt,
+                expected.claims,
                 expected.lost,
             ), f"job {job_id}"
             if job.state is S.RUNNING:

@@ -9,8 +9,9 @@ import time
 import pytest
 
 from stagecrew import App, Cancel, Context, ErrorKind, FakeClock, JobState, Retry
-from stagecrew.backends.base import JobFilter
-from stagecrew.job import NewJob
+from stagecrew.backends.base import Ack, JobFilter
+from stagecrew.errors import BackendError
+from stagecrew.job import ClaimedJob, NewJob
 from stagecrew.testing.kit import TestKit
 from stagecrew.worker import Worker
 
@@ -476,3 +477,65 @@ def test_a_job_one_lost_worker_from_the_limit_runs_alone(app: App, kit: TestKit)
         overlapping = [n for n, (b, e) in spans.items() if n != suspect and b < end and e > begin]
         assert overlapping == [], f"{suspect} ran beside {overlapping}"
     assert [j.get().lost for j in suspects] == [2, 2]
+
+
+def test_a_heartbeat_reporting_a_lease_lost_drops_that_claims_outcome_waiting_to_be_written(
+    app: App, kit: TestKit
+) -> None:
+    """The outcome waits behind a store outage; meanwhile the job is dead-lettered, re-run and
+    claimed elsewhere as attempt 1 again. Once the store is back, the outcome is never sent."""
+
+    @app.task(max_attempts=1)
+    async def quick() -> str:
+        return "from the stale worker"
+
+    job = quick.enqueue()
+    backend = app.backend
+    real_ack, real_heartbeat = backend.ack_async, backend.heartbeat_async
+    store_down = True
+    sent: list[list[Ack]] = []
+    failed_once = asyncio.Event()
+    lost_reported = asyncio.Event()
+
+    async def ack_async(acks):  # type: ignore[no-untyped-def]
+        sent.append(list(acks))
+        if store_down:
+            failed_once.set()
+            raise BackendError("the store is down")
+        return await real_ack(acks)
+
+    async def heartbeat_async(worker, refs, lease):  # type: ignore[no-untyped-def]
+        reply = await real_heartbeat(worker, refs, lease)
+        if job.id in reply.lost:
+            lost_reported.set()
+        return reply
+
+    backend.ack_async = ack_async  # type: ignore[method-assign]
+    backend.heartbeat_async = heartbeat_async  # type: ignore[method-assign]
+
+    async def main() -> ClaimedJob:
+        nonlocal store_down
+        worker = Worker(app, lease_seconds=5, heartbeat_interval=0.01, poll_interval=0.01)
+        run = asyncio.create_task(worker.run(install_signal_handlers=False))
+        await asyncio.wait_for(failed_once.wait(), 5)
+        kit.clock.advance(6)  # the stale worker's lease runs out: DLQ, `dlq retry`, claimed again
+        backend.rescue()
+        assert backend.requeue(JobFilter(ids=frozenset({job.id}))) == 1
+        [other] = backend.fetch([app.default_queue], "another-worker", 1, 30)
+        await asyncio.wait_for(lost_reported.wait(), 5)
+        already_sent = len(sent)
+        store_down = False
+        worker.request_stop()
+        await asyncio.wait_for(run, 10)
+        stale = [a for batch in sent[already_sent:] for a in batch if a.ref.id == job.id]
+        assert stale == []
+        return other
+
+    other = asyncio.run(main())
+    assert other.attempt == 1
+    stored = job.get()
+    assert (stored.state, stored.lease_owner, stored.result) == (
+        JobState.RUNNING,
+        "another-worker",
+        None,
+    )

@@ -7,14 +7,22 @@ engine with a native async driver overrides those. The conformance suite in
 
 Operations are named after state changes (see `stagecrew.transitions`):
 enqueue, fetch (claim), heartbeat (renew leases), ack (record outcomes of
-attempts, fenced by job id and attempt), rescue (expired leases), prune
-(retention), cancel, requeue, purge.
+attempts), rescue (expired leases), prune (retention), cancel, requeue, purge.
+
+Fencing. Every job counts its claims (`Job.claims`): each fetch adds one in
+the same write that makes the job running, and nothing else changes it, not
+a requeue (which resets the attempt users see), a hand-back (which gives the
+attempt back) or a rescue. A claim's count is its fencing token
+(`ClaimedJob.token`, `JobRef`), so (job id, token) never repeats for the life
+of a job, and every write a worker makes for a claim (ack, heartbeat,
+`complete_in`) applies only while the job is running with that same count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -52,10 +60,10 @@ class AckKind(StrEnum):
     """The outcome of one attempt, and the state it leads to."""
 
     COMPLETE = "complete"  # -> succeeded, with result
-    RETRY = "retry"  # -> scheduled at retry_at, error appended
-    DISCARD = "discard"  # -> dead, error appended
-    CANCEL = "cancel"  # -> cancelled, error appended (reason)
-    RELEASE = "release"  # -> available, the attempt not counted (shutdown hand-back)
+    RETRY = "retry"  # -> scheduled at the store's now + delay
+    DISCARD = "discard"  # -> dead
+    CANCEL = "cancel"  # -> cancelled
+    RELEASE = "release"  # -> available (or scheduled at now + delay), the attempt not counted
 
 
 ACK_TARGET: dict[AckKind, JobState] = {
@@ -69,18 +77,46 @@ ACK_TARGET: dict[AckKind, JobState] = {
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """One attempt's outcome, applied only if that attempt still holds the job.
+    """One attempt's outcome, applied only if that attempt's claim still holds the job.
 
-    Fencing: an ack for (job id, attempt) changes the job only while it is
-    running that same attempt. A worker that lost its lease (the job was rescued
-    and perhaps claimed again) gets `False` back and changes nothing.
+    Fencing: an ack for `ref` (job id, claim token) changes the job only while
+    it is running that same claim. A worker that lost its lease (the job was
+    rescued, handed back or re-run from the dead-letter queue, perhaps claimed
+    again) gets `False` back and changes nothing.
+
+    `delay` is in seconds and the store adds it to its own clock, never to the
+    worker's (a worker whose clock is off must not retry early or late): RETRY
+    runs again at the store's now + `delay` (0 if None); RELEASE with a delay is
+    scheduled at now + `delay` instead of being available at once, and still
+    counts neither an attempt nor a lost worker. An `error` given with any kind
+    is appended to the job's errors; None leaves them alone.
     """
 
     ref: JobRef
     kind: AckKind
     result: str | None = None
     error: AttemptError | None = None
-    retry_at: float | None = None
+    delay: float | None = None
+
+    def __post_init__(self) -> None:
+        delay = self.delay
+        if delay is None:
+            return
+        if self.kind not in (AckKind.RETRY, AckKind.RELEASE):
+            raise ValueError(
+                f"a delay is meaningful for a retry or a release only, not a {self.kind}"
+            )
+        if isinstance(delay, bool) or not isinstance(delay, int | float):
+            raise ValueError(f"an ack's delay must be a number of seconds, not {delay!r}")
+        if not math.isfinite(delay) or delay < 0:
+            raise ValueError(f"an ack's delay must be finite and >= 0 seconds, not {delay!r}")
+
+    @property
+    def target(self) -> JobState:
+        """The state this outcome leads to, before a pending cancel is taken into account."""
+        if self.kind is AckKind.RELEASE and self.delay is not None:
+            return JobState.SCHEDULED
+        return ACK_TARGET[self.kind]
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +261,7 @@ class Backend(ABC):
         raise self._no_transactional_complete()
 
     def complete_in(self, connection: object, ref: JobRef, result: str | None) -> bool:
-        """Mark attempt `ref` succeeded inside the caller's transaction; False if fenced out."""
+        """Mark the claim `ref` succeeded inside the caller's transaction; False if fenced out."""
         raise self._no_transactional_complete()
 
     async def complete_in_async(self, connection: object, ref: JobRef, result: str | None) -> bool:
@@ -239,15 +275,20 @@ class Backend(ABC):
         """Claim up to `limit` due jobs atomically, in (priority, run_at, id) order.
 
         Due scheduled jobs are claimable; each claimed job becomes running with
-        attempt + 1, owned by `worker` until now + `lease_seconds`. No two
-        concurrent callers ever claim the same attempt.
+        attempt + 1 and claims + 1 (its new fencing token), owned by `worker`
+        until now + `lease_seconds`. No two concurrent callers ever claim the
+        same job at once, and no two claims of a job ever get the same token.
         """
 
     @abstractmethod
     def heartbeat(
         self, worker: str, refs: Sequence[JobRef], lease_seconds: float
     ) -> HeartbeatReply:
-        """Extend the leases `worker` still holds to now + `lease_seconds`."""
+        """Extend the leases `worker` still holds to now + `lease_seconds`.
+
+        A ref is held while its job is running that claim (same token) for
+        `worker`; every other ref is reported lost and extends nothing.
+        """
 
     @abstractmethod
     def ack(self, acks: Sequence[Ack]) -> list[bool]:
@@ -291,7 +332,11 @@ class Backend(ABC):
 
     @abstractmethod
     def requeue(self, job_filter: JobFilter) -> int:
-        """Make matching dead or cancelled jobs available again, with attempt 0."""
+        """Make matching dead or cancelled jobs available again, with attempt 0.
+
+        Their claims count is kept: the next claim gets a token no earlier
+        claim had, so a stale worker's outcome can never land on it.
+        """
 
     @abstractmethod
     def purge(self, job_filter: JobFilter) -> int:

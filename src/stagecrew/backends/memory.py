@@ -27,7 +27,6 @@ from ..job import (
     NewJob,
 )
 from .base import (
-    ACK_TARGET,
     DEFAULT_MAX_LOST,
     Ack,
     AckKind,
@@ -140,6 +139,7 @@ class MemoryBackend(Backend):
                     waiting,
                     state=S.RUNNING,
                     attempt=waiting.attempt + 1,
+                    claims=waiting.claims + 1,
                     lease_owner=worker,
                     lease_expires_at=now + lease_seconds,
                     started_at=now,
@@ -151,6 +151,7 @@ class MemoryBackend(Backend):
                         queue=job.queue,
                         payload=job.payload,
                         attempt=job.attempt,
+                        token=job.claims,
                         max_attempts=job.max_attempts,
                         priority=job.priority,
                         enqueued_at=job.enqueued_at,
@@ -164,7 +165,7 @@ class MemoryBackend(Backend):
 
     def _holds(self, ref: JobRef, worker: str | None = None) -> Job | None:
         job = self._jobs.get(ref.id)
-        if job is None or job.state != S.RUNNING or job.attempt != ref.attempt:
+        if job is None or job.state != S.RUNNING or job.claims != ref.token:
             return None
         if worker is not None and job.lease_owner != worker:
             return None
@@ -197,9 +198,7 @@ class MemoryBackend(Backend):
                     applied.append(False)
                     continue
                 errors = job.errors + ((ack.error,) if ack.error is not None else ())
-                target = transitions.after_ack(
-                    ACK_TARGET[ack.kind], cancel_requested=job.cancel_requested
-                )
+                target = transitions.after_ack(ack.target, cancel_requested=job.cancel_requested)
                 common: dict[str, object] = {
                     "state": target,
                     "lease_owner": None,
@@ -208,12 +207,12 @@ class MemoryBackend(Backend):
                 }
                 if target.is_final:
                     common.update(finished_at=now)
+                if target is S.SCHEDULED:
+                    common.update(run_at=now + (ack.delay or 0.0))
                 if ack.kind is AckKind.COMPLETE:
                     common.update(result=ack.result)
-                elif ack.kind is AckKind.RETRY and target is S.SCHEDULED:
-                    common.update(run_at=now if ack.retry_at is None else ack.retry_at)
                 elif ack.kind is AckKind.RELEASE:
-                    common.update(attempt=job.attempt - 1, errors=job.errors)
+                    common.update(attempt=job.attempt - 1)
                 self._replace(job, **common)
                 applied.append(True)
             if any(a.kind in (AckKind.RETRY, AckKind.RELEASE) for a in acks):

@@ -92,6 +92,7 @@ def salvage_claim(
     *,
     job_id: int,
     attempt: int,
+    token: int,
     queue: str,
     task: object,
     payload: object,
@@ -108,7 +109,7 @@ def salvage_claim(
     An engine calls this only when its fast conversion failed. A sound record
     comes out as the fast path would make it; a damaged one gets placeholders
     and a `defect` naming every bad field, and the worker dead-letters it unrun.
-    `job_id`, `attempt` (the fencing token) and `queue` are taken as they are.
+    `job_id`, `attempt`, `token` (the fencing token) and `queue` are taken as they are.
     """
     read = _Salvage()
     job = ClaimedJob(
@@ -117,6 +118,7 @@ def salvage_claim(
         queue=queue,
         payload=read.text("payload", payload),
         attempt=attempt,
+        token=token,
         max_attempts=read.number("max_attempts", max_attempts, attempt, int),
         priority=read.number("priority", priority, 0, int),
         enqueued_at=read.number("enqueued_at", enqueued_at, started_at, float),

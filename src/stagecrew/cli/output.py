@@ -176,6 +176,7 @@ def print_job(out: Console, job: Job) -> None:
         ("queue", job.queue),
         ("state", state_text(job.state)),
         ("attempt", f"{job.attempt} of {job.max_attempts}"),
+        ("claims", str(job.claims)),
         ("priority", str(job.priority)),
         ("enqueued at", format_time(job.enqueued_at)),
         ("run at", format_time(job.run_at)),

@@ -36,6 +36,7 @@ from typing import Any, cast
 import pytest
 
 from ..backends.base import (
+    ACK_TARGET,
     Ack,
     AckKind,
     Backend,
@@ -58,6 +59,7 @@ __all__ = [
     "BackendFactory",
     "CancelConformance",
     "EnqueueConformance",
+    "FencingConformance",
     "FetchConformance",
     "InspectionConformance",
     "LeaseConformance",
@@ -126,10 +128,11 @@ def claim(
 
 
 def attempt_error(
-    ref: JobRef, at: float, message: str, kind: ErrorKind = ErrorKind.ERROR
+    claimed: ClaimedJob, at: float, message: str, kind: ErrorKind = ErrorKind.ERROR
 ) -> AttemptError:
+    """The error an attempt of `claimed` would record (its attempt number, not its token)."""
     return AttemptError(
-        attempt=ref.attempt,
+        attempt=claimed.attempt,
         at=at,
         kind=kind,
         type="ValueError",
@@ -168,7 +171,7 @@ def job_in_state(
     if state is S.SUCCEEDED:
         assert backend.ack([Ack(claimed.ref, AckKind.COMPLETE, result=result_text("ok"))]) == [True]
     elif state is S.DEAD:
-        error = attempt_error(claimed.ref, clock.now(), "gave up")
+        error = attempt_error(claimed, clock.now(), "gave up")
         assert backend.ack([Ack(claimed.ref, AckKind.DISCARD, error=error)]) == [True]
     assert must_get(backend, job_id).state is state
     return job_id
@@ -251,6 +254,7 @@ class EnqueueConformance(_Harness):
         assert job.max_attempts == 7
         assert job.idempotency_key == "mail-1"
         assert job.attempt == 0
+        assert job.claims == 0
         assert job.enqueued_at == approx_time(clock.now())
         assert job.run_at == approx_time(clock.now())
         assert job.started_at is None
@@ -352,10 +356,12 @@ class FetchConformance(_Harness):
         assert claimed.run_at == approx_time(now - 5.0)
         assert claimed.started_at == approx_time(now)
         assert claimed.lease_expires_at == approx_time(now + LEASE)
+        assert claimed.token == 1
         assert claimed.ref == JobRef(job_id, 1)
         job = must_get(backend, job_id)
         assert job.state is S.RUNNING
         assert job.attempt == 1
+        assert job.claims == 1
         assert job.lease_owner == "worker-1"
         assert job.lease_expires_at == approx_time(now + LEASE)
         assert job.started_at == approx_time(now)
@@ -483,10 +489,10 @@ class LeaseConformance(_Harness):
         assert job.lease_expires_at == approx_time(cast(float, expiry))
         assert job.lease_owner == "w1"
 
-    def test_heartbeat_for_another_attempt_is_lost(self, backend: Backend) -> None:
+    def test_heartbeat_for_another_claim_is_lost(self, backend: Backend) -> None:
         job_id = enqueue_one(backend)
         claimed = claim(backend, job_id)
-        reply = backend.heartbeat("w1", [JobRef(job_id, claimed.attempt + 1)], LEASE)
+        reply = backend.heartbeat("w1", [JobRef(job_id, claimed.token + 1)], LEASE)
         assert reply.lost == {job_id}
 
     def test_heartbeat_for_a_rescued_job_is_lost(self, backend: Backend, clock: FakeClock) -> None:
@@ -566,19 +572,16 @@ class AckConformance(_Harness):
         assert job.lease_expires_at is None
         assert job.errors == ()
 
-    def test_ack_retry_schedules_the_job_at_retry_at_and_appends_the_error(
+    def test_ack_retry_schedules_the_job_at_the_store_now_plus_its_delay_and_appends_the_error(
         self, backend: Backend, clock: FakeClock
     ) -> None:
         job_id = enqueue_one(backend)
         claimed = claim(backend, job_id)
-        error = attempt_error(claimed.ref, clock.now(), "boom")
-        retry_at = clock.now() + 120.0
-        assert backend.ack([Ack(claimed.ref, AckKind.RETRY, error=error, retry_at=retry_at)]) == [
-            True
-        ]
+        error = attempt_error(claimed, clock.now(), "boom")
+        assert backend.ack([Ack(claimed.ref, AckKind.RETRY, error=error, delay=120.0)]) == [True]
         job = must_get(backend, job_id)
         assert job.state is S.SCHEDULED
-        assert job.run_at == approx_time(retry_at)
+        assert job.run_at == approx_time(clock.now() + 120.0)
         assert job.attempt == 1
         assert job.finished_at is None
         assert job.lease_owner is None
@@ -587,13 +590,13 @@ class AckConformance(_Harness):
         ]
         assert job.errors[0].at == approx_time(error.at)
 
-    def test_a_retried_job_is_fetched_again_after_retry_at_with_the_next_attempt(
+    def test_a_retried_job_is_fetched_again_after_its_delay_with_the_next_attempt(
         self, backend: Backend, clock: FakeClock
     ) -> None:
         job_id = enqueue_one(backend)
         first = claim(backend, job_id)
-        error = attempt_error(first.ref, clock.now(), "boom")
-        backend.ack([Ack(first.ref, AckKind.RETRY, error=error, retry_at=clock.now() + 60.0)])
+        error = attempt_error(first, clock.now(), "boom")
+        backend.ack([Ack(first.ref, AckKind.RETRY, error=error, delay=60.0)])
         clock.advance(59.5)
         assert backend.fetch(["default"], "w1", 10, LEASE) == []
         clock.advance(0.5)
@@ -606,13 +609,15 @@ class AckConformance(_Harness):
     ) -> None:
         job_id = enqueue_one(backend, max_attempts=3)
         for n in (1, 2):
-            ref = claim(backend, job_id).ref
-            error = attempt_error(ref, clock.now(), f"failure {n}")
-            backend.ack([Ack(ref, AckKind.RETRY, error=error, retry_at=clock.now() + 1.0)])
+            claimed = claim(backend, job_id)
+            ref = claimed.ref
+            error = attempt_error(claimed, clock.now(), f"failure {n}")
+            backend.ack([Ack(ref, AckKind.RETRY, error=error, delay=1.0)])
             clock.advance(1.0)
-        ref = claim(backend, job_id).ref
-        assert ref.attempt == 3
-        last = attempt_error(ref, clock.now(), "failure 3")
+        claimed = claim(backend, job_id)
+        ref = claimed.ref
+        assert claimed.attempt == 3
+        last = attempt_error(claimed, clock.now(), "failure 3")
         assert backend.ack([Ack(ref, AckKind.DISCARD, error=last)]) == [True]
         job = must_get(backend, job_id)
         assert job.state is S.DEAD
@@ -628,8 +633,9 @@ class AckConformance(_Harness):
         self, backend: Backend, clock: FakeClock
     ) -> None:
         job_id = enqueue_one(backend)
-        ref = claim(backend, job_id).ref
-        reason = attempt_error(ref, clock.now(), "stopped by the task", ErrorKind.CANCELLED)
+        claimed = claim(backend, job_id)
+        ref = claimed.ref
+        reason = attempt_error(claimed, clock.now(), "stopped by the task", ErrorKind.CANCELLED)
         assert backend.ack([Ack(ref, AckKind.CANCEL, error=reason)]) == [True]
         job = must_get(backend, job_id)
         assert job.state is S.CANCELLED
@@ -642,9 +648,10 @@ class AckConformance(_Harness):
         self, backend: Backend, clock: FakeClock
     ) -> None:
         job_id = enqueue_one(backend)
-        ref = claim(backend, job_id).ref
+        claimed = claim(backend, job_id)
+        ref = claimed.ref
         backend.cancel(job_id)
-        reason = attempt_error(ref, clock.now(), "cancel requested", ErrorKind.CANCELLED)
+        reason = attempt_error(claimed, clock.now(), "cancel requested", ErrorKind.CANCELLED)
         assert backend.ack([Ack(ref, AckKind.CANCEL, error=reason)]) == [True]
         assert must_get(backend, job_id).state is S.CANCELLED
 
@@ -653,10 +660,11 @@ class AckConformance(_Harness):
         self, backend: Backend, clock: FakeClock, kind: AckKind
     ) -> None:
         job_id = enqueue_one(backend, max_attempts=5)
-        ref = claim(backend, job_id).ref
+        claimed = claim(backend, job_id)
+        ref = claimed.ref
         backend.cancel(job_id)
-        error = attempt_error(ref, clock.now(), "boom") if kind is AckKind.RETRY else None
-        ack = Ack(ref, kind, error=error, retry_at=clock.now() if error else None)
+        error = attempt_error(claimed, clock.now(), "boom") if kind is AckKind.RETRY else None
+        ack = Ack(ref, kind, error=error, delay=0.0 if error else None)
         assert backend.ack([ack]) == [True]
         job = must_get(backend, job_id)
         assert job.state is S.CANCELLED
@@ -668,8 +676,8 @@ class AckConformance(_Harness):
     ) -> None:
         job_id = enqueue_one(backend)
         first = claim(backend, job_id)
-        error = attempt_error(first.ref, clock.now(), "boom")
-        backend.ack([Ack(first.ref, AckKind.RETRY, error=error, retry_at=clock.now())])
+        error = attempt_error(first, clock.now(), "boom")
+        backend.ack([Ack(first.ref, AckKind.RETRY, error=error, delay=0.0)])
         second = claim(backend, job_id)
         assert second.attempt == 2
         assert backend.ack([Ack(second.ref, AckKind.RELEASE)]) == [True]
@@ -681,6 +689,69 @@ class AckConformance(_Harness):
         assert [e.message for e in job.errors] == ["boom"]
         again = claim(backend, job_id, worker="w2")
         assert again.attempt == second.attempt
+
+    def test_a_release_with_a_delay_schedules_the_job_counting_neither_an_attempt_nor_a_lost_worker(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        job_id = enqueue_one(backend, max_attempts=1)
+        claimed = claim(backend, job_id)
+        reason = attempt_error(claimed, clock.now(), "no worker here knows this task")
+        assert backend.ack([Ack(claimed.ref, AckKind.RELEASE, error=reason, delay=45.0)]) == [True]
+        job = must_get(backend, job_id)
+        assert job.state is S.SCHEDULED
+        assert job.run_at == approx_time(clock.now() + 45.0)
+        assert (job.attempt, job.lost, job.lease_owner, job.finished_at) == (0, 0, None, None)
+        assert [(e.attempt, e.message) for e in job.errors] == [
+            (1, "no worker here knows this task")
+        ]
+        clock.advance(44.5)
+        assert backend.fetch(["default"], "w2", 10, LEASE) == []
+        clock.advance(0.5)
+        again = claim(backend, job_id, worker="w2")
+        assert again.attempt == 1  # its one attempt is still there to run
+        assert backend.ack([Ack(again.ref, AckKind.COMPLETE, result=result_text(1))]) == [True]
+        assert must_get(backend, job_id).state is S.SUCCEEDED
+
+    def test_a_release_with_a_delay_of_a_job_whose_cancel_is_pending_cancels_it(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        job_id = enqueue_one(backend)
+        ref = claim(backend, job_id).ref
+        backend.cancel(job_id)
+        assert backend.ack([Ack(ref, AckKind.RELEASE, delay=45.0)]) == [True]
+        job = must_get(backend, job_id)
+        assert job.state is S.CANCELLED
+        assert job.finished_at == approx_time(clock.now())
+        clock.advance(60.0)
+        assert backend.fetch(["default"], "w2", 10, LEASE) == []
+
+    @pytest.mark.parametrize("kind", list(AckKind))
+    def test_an_error_given_with_any_outcome_is_appended_to_the_jobs_errors(
+        self, backend: Backend, clock: FakeClock, kind: AckKind
+    ) -> None:
+        job_id = enqueue_one(backend, max_attempts=5)
+        claimed = claim(backend, job_id)
+        ref = claimed.ref
+        error = attempt_error(claimed, clock.now(), f"recorded with {kind}")
+        result = result_text("done") if kind is AckKind.COMPLETE else None
+        assert backend.ack([Ack(ref, kind, result=result, error=error)]) == [True]
+        job = must_get(backend, job_id)
+        assert [(e.attempt, e.message, e.traceback) for e in job.errors] == [
+            (1, f"recorded with {kind}", error.traceback)
+        ]
+        assert job.state is ACK_TARGET[kind]
+
+    def test_an_outcome_without_an_error_leaves_the_errors_alone(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        job_id = enqueue_one(backend, max_attempts=5)
+        first = claim(backend, job_id)
+        error = attempt_error(first, clock.now(), "boom")
+        backend.ack([Ack(first.ref, AckKind.RETRY, error=error, delay=0.0)])
+        for kind in (AckKind.RELEASE, AckKind.RETRY):
+            ref = claim(backend, job_id).ref
+            assert backend.ack([Ack(ref, kind, delay=None)]) == [True]
+        assert [e.message for e in must_get(backend, job_id).errors] == ["boom"]
 
     def test_stale_ack_after_rescue_and_reclaim_changes_nothing(
         self, backend: Backend, clock: FakeClock
@@ -700,9 +771,10 @@ class AckConformance(_Harness):
 
         new = result_text("from the new worker")
         assert backend.ack([Ack(fresh.ref, AckKind.COMPLETE, result=new)]) == [True]
-        error = attempt_error(stale.ref, clock.now(), "late failure")
+        error = attempt_error(stale, clock.now(), "late failure")
         for kind in AckKind:
-            ack = Ack(stale.ref, kind, result=old, error=error, retry_at=clock.now())
+            delay = 0.0 if kind in (AckKind.RETRY, AckKind.RELEASE) else None
+            ack = Ack(stale.ref, kind, result=old, error=error, delay=delay)
             assert backend.ack([ack]) == [False]
         job = must_get(backend, job_id)
         assert job.state is S.SUCCEEDED
@@ -714,12 +786,13 @@ class AckConformance(_Harness):
         self, backend: Backend, clock: FakeClock
     ) -> None:
         job_id = enqueue_one(backend)
-        ref = claim(backend, job_id).ref
+        claimed = claim(backend, job_id)
+        ref = claimed.ref
         assert backend.ack([Ack(ref, AckKind.COMPLETE, result=result_text("first"))]) == [True]
         finished_at = must_get(backend, job_id).finished_at
         clock.advance(5.0)
         assert backend.ack([Ack(ref, AckKind.COMPLETE, result=result_text("second"))]) == [False]
-        error = attempt_error(ref, clock.now(), "late")
+        error = attempt_error(claimed, clock.now(), "late")
         assert backend.ack([Ack(ref, AckKind.DISCARD, error=error)]) == [False]
         job = must_get(backend, job_id)
         assert job.state is S.SUCCEEDED
@@ -753,7 +826,8 @@ class AckConformance(_Harness):
         self, backend: Backend, clock: FakeClock
     ) -> None:
         ids = [e.id for e in backend.enqueue([new_job() for _ in range(5)])]
-        refs = {j.id: j.ref for j in backend.fetch(["default"], "w1", 5, LEASE)}
+        claimed = {j.id: j for j in backend.fetch(["default"], "w1", 5, LEASE)}
+        refs = {job_id: j.ref for job_id, j in claimed.items()}
         assert sorted(refs) == ids
         now = clock.now()
         done, retried, wrong_attempt, dead, released = ids
@@ -762,11 +836,11 @@ class AckConformance(_Harness):
             Ack(
                 refs[retried],
                 AckKind.RETRY,
-                error=attempt_error(refs[retried], now, "again"),
-                retry_at=now + 30.0,
+                error=attempt_error(claimed[retried], now, "again"),
+                delay=30.0,
             ),
             Ack(JobRef(wrong_attempt, 7), AckKind.COMPLETE, result=result_text("stale")),
-            Ack(refs[dead], AckKind.DISCARD, error=attempt_error(refs[dead], now, "bad")),
+            Ack(refs[dead], AckKind.DISCARD, error=attempt_error(claimed[dead], now, "bad")),
             Ack(refs[released], AckKind.RELEASE),
         ]
         assert backend.ack(acks) == [True, True, False, True, True]
@@ -780,6 +854,95 @@ class AckConformance(_Harness):
 
     def test_ack_of_an_empty_batch_returns_an_empty_list(self, backend: Backend) -> None:
         assert backend.ack([]) == []
+
+
+class FencingConformance(_Harness):
+    """The fencing token: no two claims of a job ever share one, whatever happened between them.
+
+    The attempt users see is reset by a re-run from the dead-letter queue and
+    given back by a hand-back, so it cannot tell two claims apart; the token
+    (the job's count of claims) can.
+    """
+
+    def test_claim_tokens_only_grow_across_release_rescue_and_requeue(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        job_id = enqueue_one(backend, max_attempts=2)
+        first = claim(backend, job_id)
+        assert backend.ack([Ack(first.ref, AckKind.RELEASE)]) == [True]
+        second = claim(backend, job_id)
+        assert second.attempt == first.attempt  # the hand-back gave the attempt back
+        clock.advance(LEASE + 1.0)
+        assert backend.rescue() == RescueReport(requeued=1)
+        third = claim(backend, job_id)
+        gave_up = attempt_error(third, clock.now(), "gave up")
+        assert backend.ack([Ack(third.ref, AckKind.DISCARD, error=gave_up)]) == [True]
+        assert backend.requeue(JobFilter(ids=frozenset({job_id}))) == 1
+        requeued = must_get(backend, job_id)
+        assert (requeued.attempt, requeued.claims) == (0, 3)  # the attempt resets, claims stay
+        fourth = claim(backend, job_id)
+        assert fourth.attempt == 1
+        assert [c.token for c in (first, second, third, fourth)] == [1, 2, 3, 4]
+        assert must_get(backend, job_id).claims == 4
+
+    @pytest.mark.parametrize("kind", list(AckKind))
+    def test_a_stale_outcome_after_rescue_dead_letter_requeue_and_reclaim_is_refused(
+        self, backend: Backend, clock: FakeClock, kind: AckKind
+    ) -> None:
+        job_id = enqueue_one(backend, max_attempts=1)
+        stale = claim(backend, job_id, worker="w1")  # then w1 stalls past its lease
+        clock.advance(LEASE + 1.0)
+        assert backend.rescue() == RescueReport(dead=1)
+        assert backend.requeue(JobFilter(ids=frozenset({job_id}))) == 1  # `dlq retry`
+        fresh = claim(backend, job_id, worker="w2")
+        assert fresh.attempt == stale.attempt == 1  # the attempt repeats, the claim does not
+
+        result = result_text("from w1") if kind is AckKind.COMPLETE else None
+        late = Ack(stale.ref, kind, result=result, error=attempt_error(stale, clock.now(), "late"))
+        assert backend.ack([late]) == [False]
+        job = must_get(backend, job_id)
+        assert (job.state, job.attempt, job.lease_owner, job.result) == (S.RUNNING, 1, "w2", None)
+        assert [e.kind for e in job.errors] == [ErrorKind.LOST]
+
+        done = Ack(fresh.ref, AckKind.COMPLETE, result=result_text("from w2"))
+        assert backend.ack([done]) == [True]
+        job = must_get(backend, job_id)
+        assert (job.state, job.result_value) == (S.SUCCEEDED, "from w2")
+
+    def test_a_release_resent_after_the_job_was_claimed_again_is_refused_and_leaves_it_running(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        job_id = enqueue_one(backend)
+        first = claim(backend, job_id, worker="w1")
+        release = Ack(first.ref, AckKind.RELEASE)
+        assert backend.ack([release]) == [True]  # written, but its reply was lost on the way
+        again = claim(backend, job_id, worker="w2")
+        assert again.attempt == first.attempt
+        assert backend.ack([release]) == [False]  # so it is sent again
+        job = must_get(backend, job_id)
+        assert (job.state, job.lease_owner) == (S.RUNNING, "w2")
+        assert backend.fetch(["default"], "w3", 10, LEASE) == []
+        assert backend.ack([Ack(again.ref, AckKind.COMPLETE, result=result_text(1))]) == [True]
+
+    @pytest.mark.parametrize("given_back_by", ["release", "rescue and requeue"])
+    def test_a_heartbeat_of_an_old_claim_is_lost_and_extends_nothing_once_the_job_is_claimed_again(
+        self, backend: Backend, clock: FakeClock, given_back_by: str
+    ) -> None:
+        job_id = enqueue_one(backend, max_attempts=1)
+        old = claim(backend, job_id, worker="w1")
+        if given_back_by == "release":
+            assert backend.ack([Ack(old.ref, AckKind.RELEASE)]) == [True]
+        else:
+            clock.advance(LEASE + 1.0)
+            assert backend.rescue() == RescueReport(dead=1)
+            assert backend.requeue(JobFilter()) == 1
+        new = claim(backend, job_id, worker="w1")  # the same worker, even
+        expiry = must_get(backend, job_id).lease_expires_at
+        clock.advance(10.0)
+        assert backend.heartbeat("w1", [old.ref], LEASE).lost == {job_id}
+        assert must_get(backend, job_id).lease_expires_at == approx_time(cast(float, expiry))
+        assert backend.heartbeat("w1", [new.ref], LEASE).lost == frozenset()
+        assert must_get(backend, job_id).lease_expires_at == approx_time(clock.now() + LEASE)
 
 
 class RescueConformance(_Harness):
@@ -1276,6 +1439,7 @@ class BackendConformance(
     FetchConformance,
     LeaseConformance,
     AckConformance,
+    FencingConformance,
     RescueConformance,
     CancelConformance,
     AdminConformance,

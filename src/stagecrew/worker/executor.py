@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import math
 import random
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -117,9 +118,10 @@ class Executor:
         delay: float | None = None,
     ) -> Ack:
         if retryable and job.attempt < job.max_attempts:
-            if delay is None:
+            if delay is None or not math.isfinite(delay):
                 delay = task.backoff.delay(job.attempt, self.rng)
-            return Ack(job.ref, AckKind.RETRY, error=error, retry_at=self.app.clock.now() + delay)
+            # a delay, never a time: the store adds it to its own clock, not to ours
+            return Ack(job.ref, AckKind.RETRY, error=error, delay=max(float(delay), 0.0))
         return self._discard(job, error)
 
     async def run(self, flight: InFlight) -> Ack | None:

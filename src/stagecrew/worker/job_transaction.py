@@ -7,8 +7,9 @@ stored together or not at all. A block that raises rolls everything back and
 the attempt fails as usual. If the attempt was cancelled meanwhile (on
 request, on timeout or at shutdown) the transaction is rolled back and
 `JobCancelled` is raised out of the block; if it lost its lease (the job was
-rescued and belongs to another attempt), it is rolled back and
-`LeaseLostError` is raised.
+rescued, handed back or re-run, and belongs to another claim), it is rolled
+back and `LeaseLostError` is raised. The COMPLETE is fenced on the claim's
+token like every other write of the attempt.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class JobTransaction:
 
     def _lost(self) -> LeaseLostError:
         return LeaseLostError(
-            f"job {self._ref.id} attempt {self._ref.attempt} lost its lease before its "
+            f"job {self._ref.id} claim {self._ref.token} lost its lease before its "
             "transaction committed; the transaction was rolled back"
         )
 

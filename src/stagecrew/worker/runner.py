@@ -309,7 +309,7 @@ class Worker:
 
     def _on_written(self, ack: Ack, applied: bool) -> None:
         flight = self._inflight.get(ack.ref.id)
-        if flight is not None and flight.job.attempt == ack.ref.attempt:
+        if flight is not None and flight.job.ref == ack.ref:
             del self._inflight[ack.ref.id]
         self.processed += 1
         if applied:
@@ -324,21 +324,30 @@ class Worker:
             if self.watch_parent and os.getppid() != parent:
                 log.warning("supervisor is gone; shutting down")
                 self.request_stop()
-            refs = [f.job.ref for f in self._inflight.values()]
+            refs = {f.job.id: f.job.ref for f in self._inflight.values()}
             if not refs:
                 continue
             try:
-                reply = await self.app.backend.heartbeat_async(self.id, refs, self.lease_seconds)
+                reply = await self.app.backend.heartbeat_async(
+                    self.id, list(refs.values()), self.lease_seconds
+                )
             except Exception as exc:
                 log.warning("heartbeat failed (%s); leases may expire", exc)
                 continue
+            assert self._completer is not None
             for job_id in reply.lost:
+                ref = refs.get(job_id)
+                if ref is None:
+                    continue
+                # an outcome of that claim still waiting to be written could only be refused
+                self._completer.drop(ref)
                 flight = self._inflight.get(job_id)
-                if flight is not None:
+                if flight is not None and flight.job.ref == ref:
                     log.warning("job %s: lease lost; abandoning this attempt", job_id)
                     flight.stop(StopReason.LOST)
                     if flight.finished:
                         self._inflight.pop(job_id, None)
+                        self._slot_free.set()  # its outcome will never be written now
             for job_id in reply.cancel_requested:
                 flight = self._inflight.get(job_id)
                 if flight is not None and not flight.finished:

@@ -18,14 +18,16 @@ Time. The server's clock is the only clock for due times, leases and
 timestamps: statements read `store_now(NULL)`, the statement's start time on
 the server, so a worker whose clock is off can neither run a job early nor
 rescue one early. The one exception is a `FakeClock` (tests): its time is
-passed to every statement instead. Absolute times given by callers (`run_at`,
-a retry's `retry_at`) are stored as given. Times are epoch seconds
+passed to every statement instead. A retry's delay is added to that clock by
+the ack statement; only an absolute `run_at` given at enqueue is stored as
+given. Times are epoch seconds
 (`double precision`) throughout, as in `Job`.
 
 Concurrency. Claims lock rows with `FOR UPDATE SKIP LOCKED`, so concurrent
 workers take different jobs without waiting on each other; acks, heartbeats
-and rescues are fenced on (id, attempt, state) in their WHERE clauses, which
-PostgreSQL re-checks on the newest row version when two writers meet.
+and `complete_in` are fenced on (id, claims, state) in their WHERE clauses
+(rescues on state and lease expiry), which PostgreSQL re-checks on the newest
+row version when two writers meet.
 
 Failures. psycopg errors become `EnqueueError` (enqueue) or `BackendError`
 (everything else) naming the server, the schema and what to do; nothing is
@@ -61,7 +63,6 @@ from ...job import (
     NewJob,
 )
 from ..base import (
-    ACK_TARGET,
     DEFAULT_MAX_LOST,
     Ack,
     AckKind,
@@ -214,6 +215,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         lost=row[16],
         result=row[17],
         errors=decode_errors(row[18]),
+        claims=row[19],
     )
 
 
@@ -771,6 +773,7 @@ class PostgresBackend(Backend):
                 queue=r[2],
                 payload=r[3],
                 attempt=r[4],
+                token=r[12],
                 max_attempts=r[5],
                 priority=r[6],
                 enqueued_at=r[7],
@@ -813,12 +816,12 @@ class PostgresBackend(Backend):
                 "worker": worker,
                 "lease_seconds": float(lease_seconds),
                 "ids": [refs[i].id for i in batch],
-                "attempts": [refs[i].attempt for i in batch],
+                "tokens": [refs[i].token for i in batch],
             }
             done = yield _Statement(self._sql.get("heartbeat"), params)
             held.update((row[0], row[1]) for row in done.rows)
             cancel.update(row[0] for row in done.rows if row[2])
-        lost = frozenset(ref.id for ref in refs if (ref.id, ref.attempt) not in held)
+        lost = frozenset(ref.id for ref in refs if (ref.id, ref.token) not in held)
         return HeartbeatReply(lost, frozenset(cancel))
 
     def heartbeat(
@@ -847,38 +850,35 @@ class PostgresBackend(Backend):
 
     def _ack_params(self, acks: Sequence[Ack]) -> dict[str, Any]:
         ids: list[int] = []
-        attempts: list[int] = []
+        tokens: list[int] = []
         kinds: list[str] = []
         states: list[str] = []
         results: list[str | None] = []
         errors: list[str | None] = []
-        run_ats: list[float | None] = []
+        delays: list[float | None] = []
         for ack in acks:
+            target = ack.target
             ids.append(ack.ref.id)
-            attempts.append(ack.ref.attempt)
+            tokens.append(ack.ref.token)
             kinds.append(ack.kind.value)
-            states.append(ACK_TARGET[ack.kind].value)
+            states.append(target.value)
             results.append(ack.result if ack.kind is AckKind.COMPLETE else None)
-            if ack.error is None or ack.kind is AckKind.RELEASE:  # a hand-back records no error
-                errors.append(None)
-            else:
-                errors.append(orjson.dumps(ack.error.to_json()).decode())
-            retry_at = ack.retry_at if ack.kind is AckKind.RETRY else None
-            run_ats.append(None if retry_at is None else float(retry_at))
+            errors.append(None if ack.error is None else orjson.dumps(ack.error.to_json()).decode())
+            delays.append(float(ack.delay or 0.0) if target is JobState.SCHEDULED else None)
         return {
             "now": self._now(),
             "channel": self.settings.channel,
             "ids": ids,
-            "attempts": attempts,
+            "tokens": tokens,
             "kinds": kinds,
             "states": states,
             "results": results,
             "errors": errors,
-            "run_ats": run_ats,
+            "delays": delays,
         }
 
     def ack(self, acks: Sequence[Ack]) -> list[bool]:
-        """Apply every outcome with one statement; each is fenced on (id, attempt, running).
+        """Apply every outcome with one statement; each is fenced on (id, claim token, running).
 
         A batch that names a job twice takes one more statement per repeat.
         """
@@ -969,14 +969,14 @@ class PostgresBackend(Backend):
 
     # -- completing with the task's own writes ---------------------------------------------
     def complete_in(self, connection: object, ref: JobRef, result: str | None) -> bool:
-        """Mark attempt `ref` succeeded with `result` (JSON text) inside the caller's transaction.
+        """Mark the claim `ref` succeeded with `result` (JSON text) inside the caller's transaction.
 
         This is the fenced COMPLETE ack, run on the caller's connection, so the
         job's success commits or rolls back together with whatever else that
-        transaction wrote. Returns False, changing nothing, when the attempt no
-        longer holds the job (its lease expired and it was rescued, perhaps
-        claimed again): the caller must then roll back, since another attempt
-        owns the work.
+        transaction wrote. Returns False, changing nothing, when the claim no
+        longer holds the job (its lease expired and it was rescued, it was
+        handed back, re-run from the dead-letter queue, perhaps claimed again):
+        the caller must then roll back, since another claim owns the work.
 
         Guaranteed, when the transaction is on this store's database and the
         caller commits only after a True: the task's writes in that transaction

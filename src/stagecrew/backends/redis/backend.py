@@ -21,7 +21,8 @@ P is the key prefix (`?prefix=`, default `stagecrew`); T is a queue's hash tag,
     T:job:<id>         HASH    one job: task, queue, state, payload, priority, run_at, attempt,
                                max_attempts, enqueued_at, started_at, finished_at, lease_owner,
                                lease_expires_at, idempotency_key, cancel_requested ("1"), lost,
-                               result, errors (a JSON array); absent or '' fields are None / 0
+                               claims (the fencing token of its latest claim), result, errors
+                               (a JSON array); absent or '' fields are None / 0
     T:available        ZSET    due jobs; score = priority, member = "<run_at µs, 17 digits>:<id>"
                                (the id behind a character giving its length), so the set's
                                order is the claim order (priority, run_at, id)
@@ -42,7 +43,8 @@ job in T:scheduled or T:due); the scripts keep them consistent. A claim moves a 
 T:available or T:due to T:running in the same script that sets its lease ("never pop and
 hope"): a worker that dies holding it leaves it in T:running, where the rescuer finds it once
 the lease has expired. Heartbeats and outcomes are
-fenced by (job id, attempt), as the `Backend` contract says.
+fenced by (job id, claim token), as the `Backend` contract says: `claims` counts every claim of
+the job, only a claim changes it (by one more), and a requeue, hand-back or rescue keeps it.
 
 Ids, and finding a job by id. Ids come from the single counter `{P}:ids`, so they grow across
 all queues in enqueue order. On a single Redis the enqueue script increments it itself (one
@@ -824,8 +826,8 @@ class RedisBackend(Backend):
         claimed: list[ClaimedJob] = []
         for queue, reply in zip(shares, replies, strict=True):
             started, expires = float(reply[0]), float(reply[1])
-            ids = [int(i) for i in reply[2::9]]
-            rows = list(zip(ids, *(reply[2 + k :: 9] for k in range(1, 9)), strict=True))
+            ids = [int(i) for i in reply[2::10]]
+            rows = list(zip(ids, *(reply[2 + k :: 10] for k in range(1, 10)), strict=True))
             try:
                 claimed += [
                     ClaimedJob(
@@ -834,6 +836,7 @@ class RedisBackend(Backend):
                         queue=queue,
                         payload=payload.decode(),
                         attempt=attempt,
+                        token=token,
                         max_attempts=int(most),
                         priority=int(priority),
                         enqueued_at=float(enqueued),
@@ -842,15 +845,25 @@ class RedisBackend(Backend):
                         lease_expires_at=expires,
                         lost=lost,
                     )
-                    for job_id, attempt, task, payload, most, priority, enqueued, run_at, lost in (
-                        rows
-                    )
+                    for (
+                        job_id,
+                        attempt,
+                        task,
+                        payload,
+                        most,
+                        priority,
+                        enqueued,
+                        run_at,
+                        lost,
+                        token,
+                    ) in rows
                 ]
             except (AttributeError, TypeError, ValueError):  # a damaged job hash
                 claimed += [
                     salvage_claim(
                         job_id=r[0],
                         attempt=r[1],
+                        token=r[9],
                         queue=queue,
                         task=r[2],
                         payload=r[3],
@@ -904,7 +917,7 @@ class RedisBackend(Backend):
             for queue, group in groups.items():
                 args: list[Arg] = [now, worker, lease]
                 for ref in group:
-                    args += [ref.id, ref.attempt]
+                    args += [ref.id, ref.token]
                 calls.append(_eval(scripts.HEARTBEAT, self._keys.queue(queue), *args))
             replies = yield _Step(tuple(calls))
             for group, codes in zip(groups.values(), replies, strict=True):
@@ -954,11 +967,11 @@ class RedisBackend(Backend):
                     ack = acks[i]
                     args += [
                         ack.ref.id,
-                        ack.ref.attempt,
+                        ack.ref.token,
                         ack.kind.value,
                         "" if ack.result is None else ack.result,
                         "" if ack.error is None else orjson.dumps(ack.error.to_json()),
-                        "" if ack.retry_at is None else repr(float(ack.retry_at)),
+                        "" if ack.delay is None else repr(float(ack.delay)),
                     ]
                 calls.append(_eval(scripts.ACK, self._keys.queue(queue), *args))
             replies = yield _Step(tuple(calls))

@@ -84,6 +84,7 @@ def _damaged_job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> J
         lost=number(b"lost", int, 0),
         result=lenient(b"result") or None,
         errors=decode_errors(h.get(b"errors")),
+        claims=number(b"claims", int, 0),
     )
 
 
@@ -108,6 +109,7 @@ def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
         lost=int(h.get(b"lost") or 0),
         result=opt_text(h.get(b"result")),
         errors=decode_errors(h.get(b"errors")),
+        claims=int(h.get(b"claims") or 0),
     )
 
 

@@ -53,7 +53,6 @@ from ...job import (
     NewJob,
 )
 from ..base import (
-    ACK_TARGET,
     DEFAULT_MAX_LOST,
     Ack,
     AckKind,
@@ -184,6 +183,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         lost=row[16],
         result=row[17],
         errors=decode_errors(row[18]),
+        claims=row[19],
     )
 
 
@@ -202,6 +202,7 @@ def _salvage_claims(rows: Sequence[Any], now: float, expires: float) -> list[Cla
         salvage_claim(
             job_id=r[0],
             attempt=r[4],
+            token=r[10],
             queue=r[2].decode() if isinstance(r[2], bytes) else r[2],
             task=r[1],
             payload=r[3],
@@ -612,7 +613,7 @@ class SQLiteBackend(Backend):
             try:
                 with _write_transaction(conn, self.busy_timeout_ms):
                     rows = conn.execute(sql, params).fetchall()
-                    if not all(r[10] for r in rows):
+                    if not all(r[11] for r in rows):
                         raise _DamagedRow
             except (_DamagedRow, sqlite3.OperationalError) as exc:
                 if isinstance(exc, sqlite3.OperationalError) and not _is_decode_error(exc):
@@ -632,6 +633,7 @@ class SQLiteBackend(Backend):
                 queue=r[2],
                 payload=r[3],
                 attempt=r[4],
+                token=r[10],
                 max_attempts=r[5],
                 priority=r[6],
                 enqueued_at=_real(r[7]),
@@ -662,7 +664,7 @@ class SQLiteBackend(Backend):
             with _write_transaction(conn, self.busy_timeout_ms):
                 for ref in refs:
                     params["id"] = ref.id
-                    params["attempt"] = ref.attempt
+                    params["token"] = ref.token
                     row = conn.execute(sql, params).fetchone()
                     if row is None:
                         lost.add(ref.id)
@@ -702,7 +704,7 @@ class SQLiteBackend(Backend):
                                 "now": now,
                                 "acks": orjson.dumps(
                                     [
-                                        (acks[i].ref.id, acks[i].ref.attempt, acks[i].result)
+                                        (acks[i].ref.id, acks[i].ref.token, acks[i].result)
                                         for i in bulk
                                     ]
                                 ).decode(),
@@ -719,21 +721,16 @@ class SQLiteBackend(Backend):
 
     def _ack_one(self, conn: sqlite3.Connection, ack: Ack, now: float) -> bool:
         kind = ack.kind
-        target = ACK_TARGET[kind]
-        release = kind is AckKind.RELEASE
-        error = None
-        if ack.error is not None and not release:  # a hand-back records no error
-            error = orjson.dumps(ack.error.to_json()).decode()
-        run_at = None
-        if kind is AckKind.RETRY:
-            run_at = now if ack.retry_at is None else ack.retry_at
+        target = ack.target
+        error = None if ack.error is None else orjson.dumps(ack.error.to_json()).decode()
+        run_at = now + (ack.delay or 0.0) if target is JobState.SCHEDULED else None
         cursor = conn.execute(
             _sql("ack"),
             {
                 "id": ack.ref.id,
-                "attempt": ack.ref.attempt,
+                "token": ack.ref.token,
                 "state": target.value,
-                "uncounted": 1 if release else 0,
+                "uncounted": 1 if kind is AckKind.RELEASE else 0,
                 "run_at": run_at,
                 "finished_at": now if target.is_final else None,
                 "now": now,

@@ -1,4 +1,4 @@
--- Record attempt outcomes, each fenced: a job changes only while it still runs that attempt; returns the positions applied.
+-- Record attempt outcomes, each fenced: a job changes only while it still runs that claim (claims = token); returns the positions applied.
 -- Acks arrive as parallel arrays sorted by id, each id at most once per statement (the backend
 -- sends a later ack of the same job in a statement of its own). Rows are found by index with
 -- "id = ANY(...)", and each row finds its own ack by binary search (width_bucket over the sorted
@@ -7,18 +7,20 @@
 -- %(states)s holds each outcome's target (ACK_TARGET); a retry or hand-back of a job whose cancel
 -- is pending ends it cancelled instead (transitions.after_ack). %(errors)s holds AttemptError
 -- JSON, or NULL to leave the errors alone; it is appended to the stored JSON array as text, so no
--- stored value is ever re-parsed. Queues that got work back (retry, hand-back) are woken once each.
+-- stored value is ever re-parsed. %(delays)s holds, for an outcome that schedules the job (a retry,
+-- a delayed hand-back), the seconds to add to the store's clock, else NULL. Queues that got work
+-- back (retry, hand-back) are woken once each.
 WITH clock AS (
     SELECT {schema}.store_now(%(now)s) AS now
 ),
 batch AS (
     SELECT %(ids)b::bigint[] AS ids,
-           %(attempts)b::integer[] AS attempts,
+           %(tokens)b::integer[] AS tokens,
            %(kinds)b::text[] AS kinds,
            %(states)b::text[] AS states,
            %(results)b::text[] AS results,
            %(errors)b::text[] AS errors,
-           %(run_ats)b::double precision[] AS run_ats
+           %(delays)b::double precision[] AS delays
 ),
 applied AS (
     UPDATE {schema}.jobs AS j
@@ -28,8 +30,9 @@ applied AS (
                      ELSE b.states[width_bucket(j.id, b.ids)] END,
         attempt = CASE WHEN b.kinds[width_bucket(j.id, b.ids)] = 'release'
                        THEN j.attempt - 1 ELSE j.attempt END,
-        run_at = CASE WHEN b.kinds[width_bucket(j.id, b.ids)] = 'retry' AND NOT j.cancel_requested
-                      THEN coalesce(b.run_ats[width_bucket(j.id, b.ids)], clock.now)
+        run_at = CASE WHEN b.delays[width_bucket(j.id, b.ids)] IS NOT NULL
+                           AND NOT j.cancel_requested
+                      THEN clock.now + b.delays[width_bucket(j.id, b.ids)]
                       ELSE j.run_at END,
         finished_at = CASE WHEN b.states[width_bucket(j.id, b.ids)]
                                     IN ('succeeded', 'dead', 'cancelled')
@@ -47,7 +50,7 @@ applied AS (
     FROM batch AS b CROSS JOIN clock
     WHERE j.id = ANY(%(ids)b::bigint[])
       AND j.state = 'running'
-      AND j.attempt = b.attempts[width_bucket(j.id, b.ids)]
+      AND j.claims = b.tokens[width_bucket(j.id, b.ids)]
     RETURNING width_bucket(j.id, b.ids), j.queue, j.state
 )
 SELECT width_bucket,

@@ -12,12 +12,13 @@ changed AS (
       AND j.state IN ('scheduled', 'available', 'running')
     RETURNING j.id, j.task, j.queue, j.state, j.payload, j.priority, j.run_at, j.attempt,
               j.max_attempts, j.enqueued_at, j.started_at, j.finished_at, j.lease_owner,
-              j.lease_expires_at, j.idempotency_key, j.cancel_requested, j.lost, j.result, j.errors
+              j.lease_expires_at, j.idempotency_key, j.cancel_requested, j.lost, j.result, j.errors,
+              j.claims
 )
 SELECT * FROM changed
 UNION ALL
 SELECT id, task, queue, state, payload, priority, run_at, attempt, max_attempts, enqueued_at,
        started_at, finished_at, lease_owner, lease_expires_at, idempotency_key, cancel_requested,
-       lost, result, errors
+       lost, result, errors, claims
 FROM {schema}.jobs
 WHERE id = %(id)s AND NOT EXISTS (SELECT FROM changed)

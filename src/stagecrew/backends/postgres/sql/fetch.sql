@@ -2,7 +2,8 @@
 -- Each queue's head is read in order off jobs_claim and locked as it is read; the merged heads are
 -- cut to %(limit)s. A due scheduled job is claimed directly: no separate promotion step. The
 -- claimed rows are then updated by primary key ("id = ANY"), never through a join whose plan a
--- stale statistic could turn into a scan.
+-- stale statistic could turn into a scan. Each claim counts one more in claims: the value returned
+-- is the claim's fencing token.
 WITH clock AS (
     SELECT {schema}.store_now(%(now)s) AS now
 ),
@@ -26,10 +27,11 @@ due AS (
 UPDATE {schema}.jobs AS j
 SET state = 'running',
     attempt = j.attempt + 1,
+    claims = j.claims + 1,
     lease_owner = %(worker)s,
     lease_expires_at = clock.now + %(lease_seconds)s,
     started_at = clock.now
 FROM clock
 WHERE j.id = ANY(ARRAY(SELECT id FROM due))
 RETURNING j.id, j.task, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.enqueued_at,
-          j.run_at, j.started_at, j.lease_expires_at, j.lost
+          j.run_at, j.started_at, j.lease_expires_at, j.lost, j.claims

@@ -21,7 +21,8 @@
 -- where T is the queue's hash tag "{prefix:queue}", passed again as ARGV[1]: job hashes are named
 -- T:job:<id> and the wake-up channel T:wake. Those keys share T, hence the slot of KEYS[1..7,9,10].
 -- In a job hash, lease_owner, lease_expires_at and result hold '' where they are None, and an
--- absent attempt is 0.
+-- absent attempt, lost or claims is 0. `claims` counts every claim of the job and only claim.lua
+-- changes it (by one more): it is the fencing token of the latest claim.
 --
 -- Times are seconds since the epoch, written with %.17g so that a double survives the round trip.
 -- A "now" argument of '' means the Redis server's clock (TIME); tests pass a fake time instead.
@@ -48,6 +49,49 @@ local function clock(arg)
     end
     local t = redis.call('TIME')
     return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- Input checks. Redis does not roll back a script that fails half-way, so a script checks every
+-- argument it uses before its first write; these raise an error reply naming the bad one.
+local function refuse(what, value)
+    error({ err = 'ERR stagecrew: bad ' .. what .. ': ' .. string.sub(tostring(value), 1, 60) })
+end
+
+-- A finite number, returned as one (tonumber alone takes 'nan' and 'inf').
+local function finite_arg(value, what)
+    local x = tonumber(value)
+    if x == nil or x ~= x or x == math.huge or x == -math.huge then
+        refuse(what, value)
+    end
+    return x
+end
+
+-- A finite number that is not negative.
+local function seconds_arg(value, what)
+    local x = finite_arg(value, what)
+    if x < 0 then
+        refuse(what, value)
+    end
+    return x
+end
+
+-- An integer written the way the backend writes one ('12', '-3', never '1e3' or '07'), so it
+-- can be compared with a stored field as text and name a key.
+local function integer_arg(value, what)
+    local x = tonumber(value)
+    if x == nil or x ~= math.floor(x) or math.abs(x) >= 9007199254740992
+            or string.format('%d', x) ~= value then
+        refuse(what, value)
+    end
+    return x
+end
+
+-- '' (the server's clock) or a finite time.
+local function now_arg(value)
+    if value ~= '' then
+        finite_arg(value, 'now')
+    end
+    return value
 end
 
 -- The first half of an available member: run_at in whole microseconds, 17 digits (a damaged

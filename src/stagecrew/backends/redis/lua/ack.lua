@@ -1,45 +1,71 @@
 #!lua flags=allow-oom
--- ack: record the outcomes of attempts on jobs of one queue, each fenced by (job id, attempt):
--- only a job still running that attempt changes. A retry or hand-back of a job whose
--- cancellation was requested ends it cancelled instead (transitions.after_ack).
+-- ack: record the outcomes of attempts on jobs of one queue, each fenced by (job id, token):
+-- only a job still running with that many claims (the claim's fencing token) changes. A retry
+-- or hand-back of a job whose cancellation was requested ends it cancelled instead
+-- (transitions.after_ack).
 --
 -- KEYS: the queue's keys (see _lib.lua). Writes KEYS[3] running, then the target's index:
 --   KEYS[1] available, KEYS[2] scheduled, KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled;
 --   and the jobs' hashes T:job:<id>. Publishes on T:wake when a job is due again.
--- ARGV[1] T; ARGV[2] now ('' = server TIME); then 6 per outcome: job id, attempt,
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); then 6 per outcome: job id, claim token,
 --   kind (complete | retry | discard | cancel | release), result JSON ('' = none),
---   error JSON ('' = none; ignored for release), retry_at ('' = now).
--- Returns one code per outcome: 1 applied, 0 fenced off (not running that attempt),
+--   error JSON ('' = none; appended for any kind), delay in seconds ('' = none): a retry runs
+--   again at now + delay (now without one), a release with a delay is scheduled at now + delay
+--   instead of being available at once.
+-- Returns one code per outcome: 1 applied, 0 fenced off (not running that claim),
 --   -1 no such job in this queue.
-local now = clock(ARGV[2])
-local now_s = fmt(now)
+-- Every argument is checked before the first write (see _lib.lua): a batch with one bad outcome
+-- changes nothing.
 local TARGET = {
     complete = 'succeeded', retry = 'scheduled', discard = 'dead',
     cancel = 'cancelled', release = 'available',
 }
+if #ARGV < 2 or (#ARGV - 2) % 6 ~= 0 then
+    refuse('argument count', #ARGV)
+end
+local now = clock(now_arg(ARGV[2]))
+local now_s = fmt(now)
+for i = 3, #ARGV, 6 do
+    integer_arg(ARGV[i], 'job id')
+    integer_arg(ARGV[i + 1], 'claim token')
+    if not TARGET[ARGV[i + 2]] then
+        refuse('outcome kind', ARGV[i + 2])
+    end
+    local err = ARGV[i + 4]
+    if err ~= '' and (string.sub(err, 1, 1) ~= '{' or string.sub(err, -1) ~= '}') then
+        refuse('error record (not a JSON object)', err)
+    end
+    if ARGV[i + 5] ~= '' then
+        seconds_arg(ARGV[i + 5], 'delay')
+    end
+end
 local out = {}
 local due = false
 local done = {}
 local finished = { succeeded = {}, dead = {}, cancelled = {} }
 for i = 3, #ARGV, 6 do
-    local id, attempt, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    local result, err, retry_at = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+    local id, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local result, err, delay = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
     local k = job_key(id)
-    local f = redis.call('HMGET', k, 'state', 'attempt', 'priority', 'run_at', 'errors',
+    local f = redis.call('HMGET', k, 'state', 'claims', 'priority', 'run_at', 'errors',
         'cancel_requested')
     if not f[1] then
         out[#out + 1] = -1
-    elseif f[1] ~= 'running' or f[2] ~= attempt then
+    elseif f[1] ~= 'running' or f[2] ~= token then
         out[#out + 1] = 0
     else
         local target = TARGET[kind]
+        if kind == 'release' and delay ~= '' then
+            target = 'scheduled'
+        end
         if f[6] == '1' and (target == 'scheduled' or target == 'available') then
             target = 'cancelled'
         end
         done[#done + 1] = id
         if kind == 'release' then
             redis.call('HINCRBY', k, 'attempt', -1)
-        elseif err ~= '' then
+        end
+        if err ~= '' then
             redis.call('HSET', k, 'errors', append_error(f[5], err))
         end
         if kind == 'complete' then
@@ -47,8 +73,8 @@ for i = 3, #ARGV, 6 do
                 'lease_owner', '', 'lease_expires_at', '')
         elseif target == 'scheduled' then
             local run_at = now
-            if retry_at ~= '' then
-                run_at = tonumber(retry_at)
+            if delay ~= '' then
+                run_at = now + tonumber(delay)
             end
             redis.call('HSET', k, 'state', 'scheduled', 'run_at', fmt(run_at),
                 'lease_owner', '', 'lease_expires_at', '')

@@ -3,20 +3,34 @@
 -- `limit` waiting jobs, in (priority, run_at, id) order over T:available and T:due, straight
 -- into the running set with a lease. A claimed job is never only "popped": it is in T:running,
 -- scored by its lease expiry, in the same atomic step, so a worker that dies after this returns
--- loses nothing (the rescuer finds it there).
+-- loses nothing (the rescuer finds it there). Each claim counts one more in the job's `claims`
+-- field (absent counts as 0): the new value is the claim's fencing token, which no later claim,
+-- hand-back, rescue or re-run from the dead-letter queue ever gives out again.
 --
 -- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[1] available, KEYS[2] scheduled,
---   KEYS[10] due, KEYS[3] running and the claimed jobs' hashes T:job:<id>.
+--   KEYS[10] due, KEYS[3] running and the claimed jobs' hashes T:job:<id> (state, attempt,
+--   claims, lease_owner, lease_expires_at, started_at).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] worker id; ARGV[4] limit;
 --   ARGV[5] lease seconds; ARGV[6] the most scheduled jobs to move to T:due in this call.
--- Returns {now, lease_expires_at, then 9 per claimed job: id, attempt, task, payload,
---   max_attempts, priority, enqueued_at, run_at, lost}.
-local now = clock(ARGV[2])
+-- Returns {now, lease_expires_at, then 10 per claimed job: id, attempt, task, payload,
+--   max_attempts, priority, enqueued_at, run_at, lost, token}.
+-- Every argument is checked before the first write (see _lib.lua).
+if #ARGV ~= 6 then
+    refuse('argument count', #ARGV)
+end
+local now = clock(now_arg(ARGV[2]))
+if ARGV[3] == '' then
+    refuse('worker id', "''")
+end
+local limit = integer_arg(ARGV[4], 'limit')
+local lease_s = fmt(now + seconds_arg(ARGV[5], 'lease seconds'))
+local promote = integer_arg(ARGV[6], 'promotion batch')
+if promote < 0 then
+    refuse('promotion batch', ARGV[6])
+end
 local now_s = fmt(now)
-local lease_s = fmt(now + tonumber(ARGV[5]))
 
-local became_due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now_s, 'LIMIT', 0,
-    tonumber(ARGV[6]))
+local became_due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now_s, 'LIMIT', 0, promote)
 if #became_due > 0 then
     local moved = {}
     for _, id in ipairs(became_due) do
@@ -33,7 +47,6 @@ if #became_due > 0 then
 end
 
 local out = { now_s, lease_s }
-local limit = tonumber(ARGV[4])
 if limit <= 0 then
     return out
 end
@@ -87,13 +100,14 @@ for _, member in ipairs(picked) do
     local id = id_of_member(member)
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'task', 'payload', 'max_attempts', 'priority',
-        'enqueued_at', 'run_at', 'attempt', 'lost')
+        'enqueued_at', 'run_at', 'attempt', 'lost', 'claims')
     -- a hash missing fields is claimed all the same (the worker dead-letters it); only a
     -- member whose hash is gone is dropped
     if f[1] or redis.call('EXISTS', k) == 1 then
         local attempt = math.floor(tonumber(f[7]) or 0) + 1
-        redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'lease_owner', worker,
-            'lease_expires_at', lease_s, 'started_at', now_s)
+        local token = math.floor(tonumber(f[9]) or 0) + 1
+        redis.call('HSET', k, 'state', 'running', 'attempt', attempt, 'claims', int(token),
+            'lease_owner', worker, 'lease_expires_at', lease_s, 'started_at', now_s)
         running[#running + 1] = lease_s
         running[#running + 1] = id
         out[#out + 1] = id
@@ -102,6 +116,7 @@ for _, member in ipairs(picked) do
             out[#out + 1] = f[n]
         end
         out[#out + 1] = tonumber(f[8]) or 0
+        out[#out + 1] = token
     end
 end
 if #running > 0 then

@@ -1,6 +1,7 @@
 #!lua flags=allow-oom
 -- requeue: make dead or cancelled jobs of one queue available again, with attempt 0, a fresh
--- lost budget, run_at = now and no pending cancellation; their errors are kept.
+-- lost budget, run_at = now and no pending cancellation; their errors are kept, and so is their
+-- claims count (the fencing token never goes back).
 --
 -- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[5] dead or KEYS[6] cancelled;
 --   writes KEYS[1] available and the jobs' hashes T:job:<id>. Publishes on T:wake.

@@ -1,5 +1,7 @@
--- Record one attempt's outcome, fenced: only job :id still running attempt :attempt changes.
+-- Record one attempt's outcome, fenced: only job :id still running the claim :token changes.
 -- A retry or hand-back of a job with a pending cancel request ends it cancelled instead.
+-- :run_at is when a retry or a delayed hand-back is due (now + its delay), else NULL; a
+-- hand-back (:uncounted = 1) gives its attempt back.
 -- :error is AttemptError JSON, or NULL to leave errors alone. A stored errors value that is not
 -- a JSON array is kept as the traceback of one CorruptErrorRecord entry instead of failing the
 -- ack (the same expression is in rescue.sql).
@@ -34,4 +36,4 @@ SET state = CASE
     END,
     lease_owner = NULL,
     lease_expires_at = NULL
-WHERE id = :id AND attempt = :attempt AND state = 'running'
+WHERE id = :id AND claims = :token AND state = 'running'
