@@ -101,11 +101,6 @@ MAX_JOBS = 6
 RESULT = encode("done", what="result").decode()
 
 
-def retry_ack(ref: JobRef, error: AttemptError, delay: float, now: float) -> Ack:
-    """A RETRY outcome `delay` seconds after `now`, the store's (fake) time when it is written."""
-    return Ack(ref, AckKind.RETRY, error=error, retry_at=now + delay)
-
-
 # -- what the model keeps ----------------------------------------------------------------
 @dataclass
 class ExpectedJob:
@@ -162,16 +157,13 @@ class Outcome:
     claim: Claim
     kind: AckKind
     error: AttemptError | None = None
-    delay: float = 0.0
-    """How long a RETRY waits, counted from when the store writes it."""
+    delay: float | None = None
+    """How long a RETRY, or a RELEASE that is not a plain hand-back, waits: seconds
+    from when the store writes it, by the store's clock."""
 
-    def ack(self, now: float) -> Ack:
-        """The ack as sent at `now` (a RETRY's due time is the store's concern from then on)."""
-        if self.kind is AckKind.RETRY:
-            assert self.error is not None
-            return retry_ack(self.claim.ref, self.error, self.delay, now)
+    def ack(self) -> Ack:
         result = RESULT if self.kind is AckKind.COMPLETE else None
-        return Ack(self.claim.ref, self.kind, result=result, error=self.error)
+        return Ack(self.claim.ref, self.kind, result=result, error=self.error, delay=self.delay)
 
 
 @dataclass(frozen=True)
@@ -408,6 +400,8 @@ class InterleavingMachine(RuleBasedStateMachine):
             return Outcome(claim, AckKind.COMPLETE)
         if kind == "release":
             return Outcome(claim, AckKind.RELEASE)
+        if kind == "release later":  # an unknown task is left for another worker, say
+            return Outcome(claim, AckKind.RELEASE, delay=delay)
         if kind == "cancel":
             error = self.error(claim, ErrorKind.CANCELLED, "cancelled at a checkpoint")
             return Outcome(claim, AckKind.CANCEL, error)
@@ -424,7 +418,7 @@ class InterleavingMachine(RuleBasedStateMachine):
         expected = [self.holding(o.claim) for o in outcomes]
         refused = [o.claim.job.id for o, ok in zip(outcomes, expected, strict=True) if not ok]
         before = self.snapshots(refused)
-        applied = self.backend.ack([o.ack(now) for o in outcomes])
+        applied = self.backend.ack([o.ack() for o in outcomes])
         for o, ok, got in zip(outcomes, expected, applied, strict=True):
             if ok:
                 assert got, f"{o.kind} of {o.claim.describe()}, which holds the job, refused"
@@ -448,14 +442,20 @@ class InterleavingMachine(RuleBasedStateMachine):
     def apply(self, outcome: Outcome, now: float) -> None:
         job = self.model[outcome.claim.job.id]
         kind = outcome.kind
-        target = transitions.after_ack(ACK_TARGET[kind], cancel_requested=job.cancel_requested)
-        if kind is AckKind.RETRY and target is S.SCHEDULED:
-            job.run_at = now + outcome.delay
+        if kind is AckKind.RELEASE and outcome.delay is not None:
+            target = S.SCHEDULED  # handed back to run later: scheduled, not available
+        else:
+            target = ACK_TARGET[kind]
+        target = transitions.after_ack(target, cancel_requested=job.cancel_requested)
+        if target is S.SCHEDULED:
+            job.run_at = now + (outcome.delay or 0.0)
         if kind is AckKind.RELEASE:
             job.attempt -= 1
         job.leave_running(target, now)
 
-    outcome_kinds = st.sampled_from(["complete", "fail", "discard", "cancel", "release"])
+    outcome_kinds = st.sampled_from(
+        ["complete", "fail", "discard", "cancel", "release", "release later"]
+    )
 
     @precondition(lambda self: self.workers_with(lambda w: w.claims))
     @rule(
@@ -497,7 +497,9 @@ class InterleavingMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.every_claim)
     @rule(
         which=st.integers(0, 4 * MAX_JOBS),
-        action=st.sampled_from(["heartbeat", "complete", "fail", "discard", "cancel", "release"]),
+        action=st.sampled_from(
+            ["heartbeat", "complete", "fail", "discard", "cancel", "release", "release later"]
+        ),
         delay=st.sampled_from(RETRY_DELAYS),
     )
     def a_frozen_worker_wakes_up(self, which: int, action: str, delay: float) -> None:
@@ -690,11 +692,12 @@ class InterleavingMachine(RuleBasedStateMachine):
         assert not unexpected, f"jobs {unexpected} are stored but were deleted or never enqueued"
         for job_id, expected in self.model.items():
             job = stored[job_id]
-            assert (job.state, job.attempt, job.lost) == (
+            assert (job.state, job.attempt, job.lost, job.claims) == (
                 expected.state,
                 expected.attempt,
                 expected.lost,
-            ), f"job {job_id}: (state, attempt, lost)"
+                expected.claims,
+            ), f"job {job_id}: (state, attempt, lost, claims)"
             if job.state is S.RUNNING:
                 assert job.lease_owner == expected.owner, f"job {job_id}: lease owner"
                 assert job.cancel_requested == expected.cancel_requested, f"job {job_id}"
