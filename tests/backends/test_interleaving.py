@@ -1,0 +1,195 @@
+"""The interleaving machine (`stagecrew.testing.interleaving`) against every engine.
+
+Each example gets a fresh store: a temp file on SQLite, a migrated schema of its own on
+PostgreSQL, a key prefix of its own on Redis (all removed when the test ends). Without a
+reachable server the PostgreSQL and Redis runs skip, except in CI (the CI variable set),
+where that is a failure. On Redis every step also checks the key layout: each job is in
+exactly the index its state needs, and no index holds a job that is not in that state.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+import redis
+from hypothesis import settings
+from tests.backends import test_postgres, test_redis
+
+from stagecrew.backends.base import Backend
+from stagecrew.backends.memory import MemoryBackend
+from stagecrew.backends.postgres import PostgresBackend
+from stagecrew.backends.redis import RedisBackend
+from stagecrew.backends.redis.keys import Keys, parse_url
+from stagecrew.backends.sqlite import SQLiteBackend
+from stagecrew.clock import FakeClock
+from stagecrew.job import JobState
+from stagecrew.testing.conformance import BackendFactory
+from stagecrew.testing.interleaving import (
+    ExpectedJob,
+    LayoutCheck,
+    interleaving_settings,
+    run_interleavings,
+)
+
+S = JobState
+
+# Examples per engine, sized so each run takes well under a minute on a shared machine.
+SETTINGS: dict[str, settings] = {
+    "memory": interleaving_settings(max_examples=500),
+    "sqlite": interleaving_settings(max_examples=300),
+    "postgres": interleaving_settings(max_examples=150),
+    "redis": interleaving_settings(max_examples=250),
+}
+
+
+class RedisIndexes:
+    """Checks the Redis key layout (see `stagecrew.backends.redis.keys`) against the model."""
+
+    STATE_INDEXES = ("available", "scheduled", "due", "running", "succeeded", "dead", "cancelled")
+    NEEDED = {
+        S.AVAILABLE: {"available"},
+        S.SCHEDULED: {"scheduled", "due"},  # T:due holds scheduled jobs whose run_at passed
+        S.RUNNING: {"running"},
+        S.SUCCEEDED: {"succeeded"},
+        S.DEAD: {"dead"},
+        S.CANCELLED: {"cancelled"},
+    }
+
+    def __init__(self) -> None:
+        self.clients: dict[str, redis.Redis] = {}
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+    def __call__(
+        self,
+        backend: Backend,
+        expected: Mapping[int, ExpectedJob],
+        removed: Mapping[int, ExpectedJob],
+    ) -> None:
+        settings = parse_url(backend.url)
+        client = self.clients.get(settings.redis_url)
+        if client is None:
+            client = self.clients[settings.redis_url] = redis.Redis.from_url(settings.redis_url)
+        keys = Keys(settings.prefix, per_queue_globals=settings.cluster_layout)
+        queues = {q.decode() for q in client.smembers(keys.queues)}
+        assert {job.queue for job in expected.values()} <= queues, "a queue is not registered"
+        for queue in sorted(queues):
+            self.check_queue(client, keys, queue, expected, removed)
+
+    def check_queue(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        queue: str,
+        expected: Mapping[int, ExpectedJob],
+        removed: Mapping[int, ExpectedJob],
+    ) -> None:
+        k = keys.queue(queue)
+        by_name = dict(zip(("available", "scheduled", "running"), k.keys[:3], strict=True))
+        by_name |= {"succeeded": k.keys[3], "dead": k.keys[4], "cancelled": k.keys[5]}
+        by_name |= {"due": k.keys[9], "all": k.keys[6]}
+        pipe = client.pipeline(transaction=True)
+        for name in (*self.STATE_INDEXES, "all"):
+            pipe.zrange(by_name[name], 0, -1, withscores=True)
+        gone = [job_id for job_id, job in removed.items() if job.queue == queue]
+        for job_id in gone:
+            pipe.exists(k.job(job_id))
+        replies = pipe.execute()
+        indexes: dict[str, dict[int, float]] = {}
+        names = (*self.STATE_INDEXES, "all")
+        for name, members in zip(names, replies[: len(names)], strict=True):
+            # an available member is "<run_at µs, 17 digits>:<length of the id><id>"
+            indexes[name] = {
+                int(m[19:] if name in ("available", "due") else m): score for m, score in members
+            }
+        leftover = [
+            job_id for job_id, exists in zip(gone, replies[len(names) :], strict=True) if exists
+        ]
+        assert not leftover, f"queue {queue}: jobs {leftover} were deleted but their hash remains"
+        mine = {job_id: job for job_id, job in expected.items() if job.queue == queue}
+        assert set(indexes["all"]) == set(mine), (
+            f"queue {queue}: T:all holds {sorted(indexes['all'])}, the queue has {sorted(mine)}"
+        )
+        for job_id in sorted(set(mine) | {i for n in self.STATE_INDEXES for i in indexes[n]}):
+            found = {name for name in self.STATE_INDEXES if job_id in indexes[name]}
+            job = mine.get(job_id)
+            assert job is not None, f"queue {queue}: job {job_id} is not in it but in {found}"
+            assert len(found) == 1 and found <= self.NEEDED[job.state], (
+                f"queue {queue}: job {job_id} is {job.state} but in the indexes {sorted(found)}"
+            )
+            if job.state is S.RUNNING:
+                assert job.lease_until is not None
+                assert abs(indexes["running"][job_id] - job.lease_until) < 1e-3, (
+                    f"job {job_id}: T:running scores it {indexes['running'][job_id]}, "
+                    f"its lease ends at {job.lease_until}"
+                )
+
+
+def memory_factory(tmp_path: Path) -> Iterator[BackendFactory]:
+    yield lambda clock: MemoryBackend("memory://", clock)
+
+
+def sqlite_factory(tmp_path: Path) -> Iterator[BackendFactory]:
+    numbers = itertools.count(1)
+
+    def make(clock: FakeClock) -> Backend:
+        backend = SQLiteBackend(f"sqlite:///{tmp_path}/interleaving-{next(numbers)}.db", clock)
+        backend.migrate()
+        return backend
+
+    yield make
+
+
+def postgres_factory(tmp_path: Path) -> Iterator[BackendFactory]:
+    test_postgres._server_or_skip()
+    schemas = test_postgres.Schemas()
+
+    def make(clock: FakeClock) -> Backend:
+        backend = PostgresBackend(
+            test_postgres.with_schema(test_postgres.URL, schemas.new()), clock
+        )
+        backend.migrate()
+        return backend
+
+    try:
+        yield make
+    finally:
+        schemas.drop()
+
+
+def redis_factory(tmp_path: Path) -> Iterator[BackendFactory]:
+    test_redis._server_or_skip()
+    prefixes = test_redis.Prefixes(test_redis.URL)
+    try:
+        yield lambda clock: RedisBackend(prefixes.url_for(), clock)
+    finally:
+        prefixes.delete()
+
+
+ENGINES: dict[str, Callable[[Path], Iterator[BackendFactory]]] = {
+    "memory": memory_factory,
+    "sqlite": sqlite_factory,
+    "postgres": postgres_factory,
+    "redis": redis_factory,
+}
+
+
+@pytest.mark.parametrize("engine", [pytest.param(name, id=name) for name in ENGINES])
+def test_only_the_claim_holding_a_job_changes_it_under_any_interleaving(
+    engine: str, tmp_path: Path
+) -> None:
+    """Stale claims (stalled, rescued, handed back, requeued, re-sent) are always refused."""
+    indexes = RedisIndexes()
+    check: LayoutCheck | None = indexes if engine == "redis" else None
+    factories = ENGINES[engine](tmp_path)
+    try:
+        factory = next(factories)
+        run_interleavings(factory, name=engine, check_layout=check, settings=SETTINGS[engine])
+    finally:
+        factories.close()
+        indexes.close()
