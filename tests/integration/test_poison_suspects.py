@@ -14,7 +14,7 @@ import pytest
 
 from stagecrew import App, ErrorKind, JobHandle, JobState
 from stagecrew.testing.ledger import Ledger
-from tests.support.processes import start_worker, stop, wait_for, write_app
+from tests.support.processes import children_of, start_worker, stop, wait_for, write_app
 from tests.support.stores import fresh_store
 
 pytestmark = pytest.mark.slow
@@ -159,4 +159,62 @@ def test_a_poison_suspect_that_kills_its_process_goes_dead_alone_while_its_neigh
     assert "restarting" not in output, output[-3000:]
     for job in results:
         assert (job.attempt, job.lost, job.errors) == (1, 0, ()), job
+    assert code == 0, output[-3000:]
+
+
+def _started_in(ledger: Ledger, job: JobHandle) -> int | None:
+    """The pid of the process that started `job` last, or None if it has not started."""
+    pids = [e.pid for e in ledger.entries() if e.job_id == job.id and e.event == "start"]
+    return pids[-1] if pids else None
+
+
+def _gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists()
+
+
+def test_cancelling_a_poison_suspect_stops_the_process_it_runs_in(url: str, tmp_path: Path) -> None:
+    app, app_ref, env = _apps(url, tmp_path)
+    suspect = app.tasks["hang"].enqueue()
+    _make_suspect(app, suspect)
+    ledger = Ledger(env["LEDGER_PATH"])
+    worker = start_worker(
+        tmp_path, app_ref, env, "--processes", "1", "--lease-seconds", "3", "--grace", "1"
+    )
+    try:
+        assert wait_for(lambda: _started_in(ledger, suspect) is not None, 60)
+        child = _started_in(ledger, suspect)
+        assert child is not None and child not in children_of(worker.pid)
+        app.jobs.cancel(suspect.id)
+        cancelled = wait_for(lambda: suspect.get().state is JobState.CANCELLED, 60)
+        child_gone = wait_for(lambda: _gone(child), 30)
+        worker_alive = worker.poll() is None
+    finally:
+        code, output = stop(worker)
+        app.close()
+    assert cancelled, output[-3000:]
+    assert child_gone and worker_alive, output[-3000:]
+    assert code == 0, output[-3000:]
+
+
+def test_at_shutdown_a_poison_suspect_is_handed_back_and_its_process_stopped(
+    url: str, tmp_path: Path
+) -> None:
+    app, app_ref, env = _apps(url, tmp_path)
+    suspect = app.tasks["hang"].enqueue()
+    _make_suspect(app, suspect)
+    ledger = Ledger(env["LEDGER_PATH"])
+    worker = start_worker(tmp_path, app_ref, env, "--processes", "1", "--grace", "1")
+    try:
+        assert wait_for(lambda: _started_in(ledger, suspect) is not None, 60)
+        child = _started_in(ledger, suspect)
+        workers = children_of(worker.pid)
+    finally:
+        code, output = stop(worker)
+    try:
+        stored = suspect.get()
+    finally:
+        app.close()
+    assert child is not None and child not in workers and _gone(child), output[-3000:]
+    assert stored.state is JobState.AVAILABLE, output[-3000:]
+    assert (stored.attempt, stored.lost, len(stored.errors)) == (MAX_LOST - 1, MAX_LOST - 1, 2)
     assert code == 0, output[-3000:]

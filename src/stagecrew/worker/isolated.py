@@ -31,7 +31,7 @@ from ..backends.base import Ack, AckKind
 from ..job import AttemptError, ClaimedJob, ErrorKind, JobState
 from ..retry import Backoff
 from .executor import Executor, InFlight, StopReason
-from .logs import configure
+from .logs import configure, current_job
 
 log = logging.getLogger("stagecrew.worker")
 
@@ -58,7 +58,12 @@ class ChildCouldNotStart:
 
 # -- the child -------------------------------------------------------------------------
 def run_in_child(
-    app_ref: str, job: ClaimedJob, writer: Connection, log_level: int, stuck_grace: float
+    app_ref: str,
+    job: ClaimedJob,
+    writer: Connection,
+    log_level: int,
+    stuck_grace: float,
+    worker_pid: int,
 ) -> None:
     """Entry point of the child: run `job` once and write its outcome to `writer`.
 
@@ -70,7 +75,7 @@ def run_in_child(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure(log_level)
-    _exit_with_parent(os.getppid())
+    _exit_with_parent(worker_pid)
     from ..cli.loading import load_app
 
     message: ChildOutcome | ChildCouldNotStart
@@ -96,6 +101,8 @@ def run_in_child(
 
 
 def _exit_with_parent(parent: int) -> None:
+    """Exit as soon as the process `parent` is no longer ours (it died: we were adopted)."""
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_CHECK_INTERVAL)
@@ -144,6 +151,7 @@ class JobProcess:
                 writer,
                 logging.getLogger("stagecrew").getEffectiveLevel(),
                 stuck_grace,
+                os.getpid(),
             ),
             name=f"{multiprocessing.current_process().name}:job-{job.id}",
             daemon=False,
@@ -302,6 +310,16 @@ async def run_alone(
     Cancelling the calling task (the worker does it on a cancellation request,
     a lost lease or at the end of the grace period) kills the child.
     """
+    token = current_job.set(str(flight.job.id))
+    try:
+        return await _run_alone(app, app_ref, flight, stuck_grace=stuck_grace, rng=rng)
+    finally:
+        current_job.reset(token)
+
+
+async def _run_alone(
+    app: App, app_ref: str, flight: InFlight, *, stuck_grace: float, rng: random.Random
+) -> Ack | None:
     job = flight.job
     flight.job_is_async = True  # a child can be stopped at any moment, like an async task
     if flight.stop_reason is not None:
@@ -355,4 +373,3 @@ async def run_alone(
     if message.committed:
         flight.mark_committed()
     return message.ack
-
