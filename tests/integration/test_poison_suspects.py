@@ -7,6 +7,7 @@ task module of this test's own.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,3 +219,36 @@ def test_at_shutdown_a_poison_suspect_is_handed_back_and_its_process_stopped(
     assert stored.state is JobState.AVAILABLE, output[-3000:]
     assert (stored.attempt, stored.lost, len(stored.errors)) == (MAX_LOST - 1, MAX_LOST - 1, 2)
     assert code == 0, output[-3000:]
+
+
+def test_a_poison_suspect_whose_lease_is_lost_has_its_process_stopped(tmp_path: Path) -> None:
+    """Another owner took the job (as after a stall): the child stops, and nothing is written."""
+    with fresh_store("sqlite", tmp_path) as url:
+        app, app_ref, env = _apps(url, tmp_path)
+        suspect = app.tasks["hang"].enqueue()
+        _make_suspect(app, suspect)
+        ledger = Ledger(env["LEDGER_PATH"])
+        worker = start_worker(
+            tmp_path, app_ref, env, "--processes", "1", "--lease-seconds", "3", "--grace", "1"
+        )
+        try:
+            assert wait_for(lambda: _started_in(ledger, suspect) is not None, 60)
+            child = _started_in(ledger, suspect)
+            assert child is not None and child not in children_of(worker.pid)
+            with sqlite3.connect(tmp_path / "jobs.db") as db:
+                db.execute(
+                    "UPDATE stagecrew_jobs SET lease_owner = 'another-worker' WHERE id = ?",
+                    (suspect.id,),
+                )
+            child_gone = wait_for(lambda: _gone(child), 30)
+            worker_alive = worker.poll() is None
+        finally:
+            code, output = stop(worker)
+        try:
+            stored = suspect.get()
+        finally:
+            app.close()
+        assert child_gone and worker_alive, output[-3000:]
+        assert "lease lost" in output, output[-3000:]
+        assert (stored.state, stored.lease_owner) == (JobState.RUNNING, "another-worker")
+        assert code == 0, output[-3000:]
