@@ -168,8 +168,8 @@ class ClaimedJob:
     lost: int = 0
     """How many workers died or lost their lease while running this job before (see the rescuer).
 
-    A job one loss away from `App.max_worker_losses` runs alone on its worker, so
-    that the "worker lost" verdict falls only on a job that took down a worker
+    A job one loss away from `App.max_worker_losses` runs in a process of its own,
+    so that the "worker lost" verdict falls only on a job that took down a process
     by itself, never on the jobs that happened to share a process with it.
     """
     defect: str | None = None

@@ -183,6 +183,12 @@ class Fleet:
                 process.wait()
 
     @property
+    def worker_pids(self) -> frozenset[int]:
+        """Every worker process the fleet ever started (not the processes those started)."""
+        current = {p.pid for p in self.processes.values()}
+        return frozenset(current | self.killed | self.crashed | self.stopped | self.paused)
+
+    @property
     def interrupted(self) -> frozenset[int]:
         """Pids whose death was not a clean exit: killed by the scenario or crashed."""
         return frozenset(self.killed | self.crashed)

@@ -315,11 +315,12 @@ def future_job(options: ChaosOptions) -> AuditReport:
 
 
 def poison_job(options: ChaosOptions) -> AuditReport:
-    """A job that kills its worker every time goes dead as "worker lost"; the rest all finish.
+    """A job that kills its process every time goes dead as "worker lost"; the rest all finish.
 
     The jobs that share a worker with the poison job die with it, but they are
-    never condemned with it: a job one lost worker away from the limit runs
-    alone (see `Worker._must_run_alone`), so only the poison job reaches it.
+    never condemned with it: a job one lost worker away from the limit runs in
+    a process of its own (see `stagecrew.worker.isolated`), so only the poison
+    job reaches the limit, and its last crash takes down that process, not a worker.
     """
     with ChaosRun("poison-job", options, max_worker_losses=DEFAULT_MAX_LOST) as run:
         run.fleet.start(options.processes, concurrency=options.concurrency)
@@ -329,6 +330,8 @@ def poison_job(options: ChaosOptions) -> AuditReport:
         job = settled.jobs.get(poison)
         max_lost = run.app.max_worker_losses
         errors = job.errors if job is not None else ()
+        runs = settled.runs_of(poison)
+        workers = run.fleet.worker_pids
         checks = [
             Check(
                 "the poison job is dead",
@@ -341,7 +344,15 @@ def poison_job(options: ChaosOptions) -> AuditReport:
                 and all(e.kind is ErrorKind.LOST and "worker lost" in e.message for e in errors),
                 f"{len(errors)} errors: {sorted({e.kind.value for e in errors})}",
             ),
-            _count_check("workers it killed", len(run.fleet.crashed), "processes"),
+            Check(
+                f"it killed {max_lost - 1} workers, then only the process of its own it ran in",
+                len(run.fleet.crashed) == max_lost - 1
+                and len(runs) == max_lost
+                and all(r.pid in workers for r in runs[:-1])
+                and runs[-1].pid not in workers,
+                f"{len(run.fleet.crashed)} workers crashed; {len(runs)} runs, the last "
+                + ("on a worker" if runs and runs[-1].pid in workers else "alone"),
+            ),
         ]
         return run.report(good, settled, checks)
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import time
@@ -28,6 +29,7 @@ from ..maintenance.rescuer import rescue_expired
 from .completer import Completer
 from .executor import Executor, InFlight, StopReason
 from .faults import FaultPoint, Faults
+from .isolated import run_alone
 
 log = logging.getLogger("stagecrew.worker")
 
@@ -60,6 +62,7 @@ class Worker:
         fetch_batch: int = 100,
         watch_parent: bool = False,
         faults: Faults | None = None,
+        app_ref: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -82,14 +85,18 @@ class Worker:
         self.watch_parent = watch_parent
         self.faults = faults if faults is not None else Faults.from_env()
         """Crash points for tests (see `stagecrew.worker.faults`); None in production."""
+        self.app_ref = app_ref
+        """Where a process of its own finds the app (`module:attr`), to run a suspect alone.
+
+        None (a worker embedded in a program): a poison suspect runs like any other job.
+        """
         self.id = make_worker_id()
         self._threads = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="stagecrew-job"
         )
         self.executor = Executor(app, self._threads, stuck_grace=stuck_grace)
         self._inflight: dict[int, InFlight] = {}
-        self._alone: InFlight | None = None
-        """The job that must run alone (`_must_run_alone`): waiting for the others, or running."""
+        self._rng = random.Random()
         self._running = 0
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -183,14 +190,6 @@ class Worker:
         failures = 0
         failing_since = 0.0
         while not self._stopping.is_set():
-            if self._alone is not None:
-                # Alone means every other job's outcome is stored, not merely that none runs:
-                # an outcome still buffered here would be lost with the process.
-                if self._alone.task is None and len(self._inflight) <= 1:
-                    self._start_alone(self._alone)
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                continue
             # Finished jobs whose outcome is not yet written still hold a lease: while the
             # store is slow to take acks, stop claiming rather than pile up leased jobs.
             free = min(
@@ -226,15 +225,7 @@ class Worker:
             for job in jobs:
                 flight = InFlight(job)
                 self._inflight[job.id] = flight
-                if not self._must_run_alone(job):
-                    self._start(flight)
-                elif self._alone is None:
-                    self._alone = flight
-                else:
-                    # Held here, it would die with the first one: let another worker take it.
-                    flight.finished = True
-                    assert self._completer is not None
-                    self._completer.submit(Ack(job.ref, AckKind.RELEASE))
+                self._start(flight)
             if jobs:
                 continue
             if drain:
@@ -259,29 +250,34 @@ class Worker:
         self._running += 1
         flight.task = asyncio.create_task(self._execute(flight))
 
-    def _must_run_alone(self, job: ClaimedJob) -> bool:
+    def _is_poison_suspect(self, job: ClaimedJob) -> bool:
         """One more lost worker would send this job to the dead-letter queue as a poison job.
 
-        It then runs with nothing beside it, so that if it takes the process down
-        again, the jobs that would have shared the process are not charged with a
-        lost worker too, and only a job that crashed a worker by itself is condemned.
+        It then runs at once in a process of its own (`stagecrew.worker.isolated`),
+        so that if it takes that process down, the verdict falls on it alone and
+        the jobs of this worker are neither charged with a lost worker nor held up.
         """
         return job.lost > 0 and job.lost >= self.app.max_worker_losses - 1
 
-    def _start_alone(self, flight: InFlight) -> None:
-        if self._inflight.get(flight.job.id) is not flight:  # its lease was lost meanwhile
-            self._alone = None
-            return
-        log.warning(
-            "job %s: %d workers were lost while it ran; running it alone",
-            flight.job.id,
-            flight.job.lost,
-        )
-        self._start(flight)
+    def _can_isolate(self) -> bool:
+        """A child can load the app, and reach the same store (not a `memory://` one)."""
+        return self.app_ref is not None and self.app.backend.capabilities.cross_process
+
+    async def _run(self, flight: InFlight) -> Ack | None:
+        if self._is_poison_suspect(flight.job) and self._can_isolate():
+            assert self.app_ref is not None
+            return await run_alone(
+                self.app,
+                self.app_ref,
+                flight,
+                stuck_grace=self.executor.stuck_grace,
+                rng=self._rng,
+            )
+        return await self.executor.run(flight)
 
     async def _execute(self, flight: InFlight) -> None:
         try:
-            ack = await self.executor.run(flight)
+            ack = await self._run(flight)
         except asyncio.CancelledError:
             ack = None
         except Exception:  # a bug in the executor itself: keep the worker alive
@@ -289,8 +285,6 @@ class Worker:
             ack = None
         flight.finished = True
         self._running -= 1
-        if self._alone is flight:
-            self._alone = None
         self._slot_free.set()
         if flight.stuck:
             self._begin_recycle()

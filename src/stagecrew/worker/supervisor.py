@@ -58,6 +58,7 @@ def run_child(app_ref: str, options: WorkerOptions) -> None:
             grace=options.grace,
             poll_interval=options.poll_interval,
             watch_parent=True,
+            app_ref=app_ref,
             **options.extra,
         )
     except Exception as exc:
