@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -207,20 +207,19 @@ def _alive(pid: int) -> bool:
 
 
 # -- start-up while the store is down --------------------------------------------------------
-_START_ERROR = re.compile(r" ERROR +\S+ job=- stagecrew\.worker: .*Connection refused")
+def _start_errors(run: GatedRun, reason: str) -> int:
+    pattern = rf" ERROR +\S+ job=- stagecrew\.worker: cannot start: .*{re.escape(reason)}"
+    return len(re.findall(pattern, run.output()))
 
 
-def _start_errors(run: GatedRun) -> int:
-    return len(_START_ERROR.findall(run.output()))
-
-
-def _waits_for_the_store_then_runs_a_job(run: GatedRun, bring_up: object) -> None:
+def _waits_for_the_store_then_runs_a_job(
+    run: GatedRun, bring_up: Callable[[], object], reason: str = "Connection refused"
+) -> None:
     run.start("--processes", "1")
     try:
         # every failed start is logged at ERROR with the reason, and the worker keeps trying
-        assert wait_for(lambda: _start_errors(run) >= 2, 60), run.output()[-3000:]
+        assert wait_for(lambda: _start_errors(run, reason) >= 2, 60), run.output()[-3000:]
         assert run.process.poll() is None, run.output()[-3000:]
-        assert callable(bring_up)
         bring_up()
         run.gate.touch()
         job = run.gated.enqueue()
@@ -267,3 +266,14 @@ def test_a_worker_started_while_postgres_is_down_logs_why_and_starts_once_it_is_
             kill(run.process)
     finally:
         cluster.remove()
+
+
+def test_a_worker_started_before_its_sqlite_folder_exists_logs_why_and_starts_once_it_does(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "not-mounted-yet"
+    run = GatedRun(tmp_path, f"sqlite:///{folder / 'jobs.db'}")
+    try:
+        _waits_for_the_store_then_runs_a_job(run, folder.mkdir, "unable to open database file")
+    finally:
+        kill(run.process)

@@ -489,6 +489,13 @@ class SQLiteBackend(Backend):
         `EnqueueError` a producer expects, and other operations as `BackendError`.
         """
 
+    def preflight(self) -> list[str]:
+        """Open the database (creating or upgrading its schema), so that a worker that cannot
+        reports it when it starts, and tries again, instead of failing every claim."""
+        with self._failures("preflight"):
+            self._conn()
+        return []
+
     def close(self) -> None:
         super().close()
         pid = os.getpid()
