@@ -197,7 +197,7 @@ class _Releaser:
             )
             return
         if not report.total:
-            log.info("dead %s (%s) held no jobs", child.name, child.worker_id)
+            log.debug("dead %s (%s) held no jobs", child.name, child.worker_id)
             return
         log.warning(
             "released %d job%s of dead %s (%s) at once: %d back in the queue, %d dead, "
