@@ -441,11 +441,12 @@ class Worker:
             self._direct_signals += 1
             if self._direct_signals > 1:
                 log.warning(
-                    "%s again: exiting now; unfinished jobs return when their leases expire",
+                    "%s again: exiting now; unfinished jobs go back to the queue when the "
+                    "supervisor sees this process exit, or else when their leases expire",
                     sig.name,
                 )
                 os._exit(1)
-        route = "stop requested by the supervisor" if relayed else f"{sig.name}"
+        route = "stop requested by the supervisor" if relayed else sig.name
         if self._stopping.is_set():
             log.info("%s: already stopping (send SIGTERM to this process again to exit now)", route)
             return
