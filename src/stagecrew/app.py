@@ -98,7 +98,11 @@ class App:
             with self._backend_lock:
                 if self._backend is None:
                     backend = backend_from_url(self.url, self.clock)
-                    backend.prepare()
+                    try:
+                        backend.prepare()
+                    except BaseException:
+                        backend.close()  # the next use builds it again (a store that was down)
+                        raise
                     self._backend = backend
         return self._backend
 

@@ -26,7 +26,7 @@ from stagecrew import App, Retry
 from stagecrew.backends import backend_from_url
 from stagecrew.backends.base import Ack, AckKind, JobFilter, RescueReport, Retention
 from stagecrew.backends.redis import RedisBackend, scripts
-from stagecrew.backends.redis.backend import _Eval, _Step
+from stagecrew.backends.redis.backend import _Eval, _eval, _Step
 from stagecrew.clock import FakeClock
 from stagecrew.errors import BackendError, ConfigurationError, EnqueueError
 from stagecrew.job import EnqueuedJob, JobState, NewJob
@@ -217,12 +217,55 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     backend.cancel(a.id)
     clock.advance(LEASE + 1)
     backend.rescue()
+    backend.release_worker("w")
     backend.purge(JobFilter(states=frozenset({S.DEAD})))
     backend.prune(Retention(succeeded=0.0, cancelled=0.0, dead=0.0))
     backend.list_jobs(JobFilter(queues=frozenset({"a"})))
     backend.stats()
     backend.next_run_at()
     backend.get(a.id)
+
+
+class TestReleaseWorker:
+    @pytest.mark.parametrize(
+        ("now", "worker", "max_lost"),
+        [
+            ("", "", "3"),
+            ("", "w", "0"),
+            ("", "w", "1.5"),
+            ("", "w", "many"),
+            ("nan", "w", "3"),
+            ("inf", "w", "3"),
+            ("soon", "w", "3"),
+        ],
+    )
+    def test_the_script_refuses_a_bad_argument_before_any_write(
+        self, make_backend: Callable[..., RedisBackend], now: str, worker: str, max_lost: str
+    ) -> None:
+        backend = make_backend(FakeClock())
+        [entry] = backend.enqueue([job()])
+        backend.fetch(["default"], "w", 1, LEASE)
+        client = raw(backend)
+        key = backend._keys.queue("default").job(entry.id)
+        before = client.hgetall(key)
+        call = _eval(scripts.RELEASE_WORKER, backend._keys.queue("default"), now, worker, max_lost)
+        with pytest.raises(redis.ResponseError, match="release_worker"):
+            backend._execute(_Step((call,)))
+        assert client.hgetall(key) == before
+        assert client.zscore(backend._keys.queue("default").keys[2], entry.id) is not None
+        stored = backend.get(entry.id)
+        assert stored is not None and (stored.state, stored.lost) == (S.RUNNING, 0)
+
+    def test_it_releases_the_workers_jobs_in_every_queue(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        backend.enqueue([job(queue=q) for q in ("a", "b", "c")])
+        assert len(backend.fetch(["a", "b"], "dead", 10, LEASE)) == 2
+        [other] = backend.fetch(["c"], "alive", 10, LEASE)
+        assert backend.release_worker("dead") == RescueReport(requeued=2)
+        assert {j.queue for j in backend.fetch(["a", "b", "c"], "w2", 10, LEASE)} == {"a", "b"}
+        assert backend.heartbeat("alive", [other.ref], LEASE).lost == frozenset()
 
 
 class TestEnqueue:

@@ -7,7 +7,8 @@ engine with a native async driver overrides those. The conformance suite in
 
 Operations are named after state changes (see `stagecrew.transitions`):
 enqueue, fetch (claim), heartbeat (renew leases), ack (record outcomes of
-attempts), rescue (expired leases), prune (retention), cancel, requeue, purge.
+attempts), rescue (expired leases), release-worker (the claims of a worker known
+to be dead), prune (retention), cancel, requeue, purge.
 
 Fencing. Every job counts its claims (`Job.claims`): each fetch adds one in
 the same write that makes the job running, and nothing else changes it, not
@@ -182,6 +183,14 @@ class QueueStats:
 DEFAULT_MAX_LOST = 3
 
 
+def check_release_arguments(worker: str, max_lost: int) -> None:
+    """What `Backend.release_worker` refuses, checked before any engine writes."""
+    if not isinstance(worker, str) or not worker:
+        raise ValueError(f"release_worker needs a worker id, got {worker!r}")
+    if isinstance(max_lost, bool) or not isinstance(max_lost, int) or max_lost < 1:
+        raise ValueError(f"max_lost must be an integer of at least 1, got {max_lost!r}")
+
+
 class Backend(ABC):
     """A job store. Subclasses implement the synchronous operations."""
 
@@ -303,6 +312,19 @@ class Backend(ABC):
         """
 
     @abstractmethod
+    def release_worker(self, worker: str, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        """Settle every job `worker` still holds running, at once, as `rescue` settles one.
+
+        For a worker known to be dead (its supervisor saw the process exit), so
+        its jobs need not wait out their leases. Each job gets the same "worker
+        lost" error and lost-worker count as a rescue, and
+        `transitions.after_lease_expired` decides its state; queues that get a
+        job back are woken. Jobs of other workers, and jobs no longer running,
+        are left alone. Raises `ValueError` for an empty `worker` or a
+        `max_lost` below 1, before anything is written.
+        """
+
+    @abstractmethod
     def prune(self, retention: Retention, limit: int = 1000) -> int:
         """Delete up to `limit` finished jobs older than the retention allows."""
 
@@ -375,6 +397,11 @@ class Backend(ABC):
 
     async def rescue_async(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
         return await self._offload(self.rescue, max_lost)
+
+    async def release_worker_async(
+        self, worker: str, max_lost: int = DEFAULT_MAX_LOST
+    ) -> RescueReport:
+        return await self._offload(self.release_worker, worker, max_lost)
 
     async def prune_async(self, retention: Retention, limit: int = 1000) -> int:
         return await self._offload(self.prune, retention, limit)

@@ -37,6 +37,7 @@ from .base import (
     QueueStats,
     RescueReport,
     Retention,
+    check_release_arguments,
 )
 
 S = JobState
@@ -221,40 +222,56 @@ class MemoryBackend(Backend):
 
     def rescue(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
         now = self.clock.now()
-        counts = {S.AVAILABLE: 0, S.DEAD: 0, S.CANCELLED: 0}
         with self._lock:
-            for job in list(self._jobs.values()):
-                if job.state != S.RUNNING or job.lease_expires_at is None:
-                    continue
-                if job.lease_expires_at >= now:
-                    continue
-                lost = job.lost + 1
-                target = transitions.after_lease_expired(
-                    job.attempt,
-                    job.max_attempts,
-                    lost,
-                    max_lost,
-                    cancel_requested=job.cancel_requested,
-                )
-                error = AttemptError(
-                    attempt=job.attempt,
-                    at=now,
-                    kind=ErrorKind.CANCELLED if target is S.CANCELLED else ErrorKind.LOST,
-                    type="WorkerLost",
-                    message=f"worker {job.lease_owner} lost its lease (worker lost)",
-                )
-                self._replace(
-                    job,
-                    state=target,
-                    lost=lost,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    errors=(*job.errors, error),
-                    finished_at=now if target in FINAL_STATES else None,
-                )
-                counts[target] += 1
-            if counts[S.AVAILABLE]:
-                self._notify()
+            expired = [
+                j
+                for j in self._jobs.values()
+                if j.state == S.RUNNING
+                and j.lease_expires_at is not None
+                and j.lease_expires_at < now
+            ]
+            return self._settle_lost(expired, max_lost, now)
+
+    def release_worker(self, worker: str, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        check_release_arguments(worker, max_lost)
+        now = self.clock.now()
+        with self._lock:
+            held = [
+                j for j in self._jobs.values() if j.state == S.RUNNING and j.lease_owner == worker
+            ]
+            return self._settle_lost(held, max_lost, now)
+
+    def _settle_lost(self, jobs: Sequence[Job], max_lost: int, now: float) -> RescueReport:
+        """Record a lost worker on each running job; `after_lease_expired` picks its state."""
+        counts = {S.AVAILABLE: 0, S.DEAD: 0, S.CANCELLED: 0}
+        for job in jobs:
+            lost = job.lost + 1
+            target = transitions.after_lease_expired(
+                job.attempt,
+                job.max_attempts,
+                lost,
+                max_lost,
+                cancel_requested=job.cancel_requested,
+            )
+            error = AttemptError(
+                attempt=job.attempt,
+                at=now,
+                kind=ErrorKind.CANCELLED if target is S.CANCELLED else ErrorKind.LOST,
+                type="WorkerLost",
+                message=f"worker {job.lease_owner} lost its lease (worker lost)",
+            )
+            self._replace(
+                job,
+                state=target,
+                lost=lost,
+                lease_owner=None,
+                lease_expires_at=None,
+                errors=(*job.errors, error),
+                finished_at=now if target in FINAL_STATES else None,
+            )
+            counts[target] += 1
+        if counts[S.AVAILABLE]:
+            self._notify()
         return RescueReport(counts[S.AVAILABLE], counts[S.DEAD], counts[S.CANCELLED])
 
     def prune(self, retention: Retention, limit: int = 1000) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..backends import redact_url
-from ..errors import StagecrewError
+from ..errors import BackendError, StagecrewError
 from ..worker.supervisor import Supervisor, WorkerOptions
 from .options import app_ref, load
 from .output import CliUsageError
@@ -90,8 +90,11 @@ def worker(
       stagecrew worker myapp.jobs:app --queues images,default --concurrency 20 --processes 2
 
     SIGTERM or Ctrl-C once: stop fetching, let running jobs finish within
-    --grace, hand the rest back. A second signal stops at once; leases bring
-    those jobs back after --lease-seconds.
+    --grace, hand the rest back (a SIGTERM that reaches the workers directly
+    too, as systemd sends it, is the same request). A second signal to this
+    command kills the workers at once, and their jobs go back to the queue.
+    A store that is down at start is waited for: the workers log why and keep
+    trying.
     """
     if app_argument and app_option and app_argument != app_option:
         raise CliUsageError("give the app once: as the APP argument or with --app")
@@ -100,6 +103,10 @@ def worker(
     app = load(ref)
     try:
         app.backend  # noqa: B018 - builds the engine, so a bad URL fails now, not in every child
+    except BackendError as exc:
+        # Down is not misconfigured: the workers log it and keep trying until the store is up.
+        store = redact_url(app.url)
+        click.echo(f"warning: the app's store {store!r} cannot be reached yet: {exc}", err=True)
     except (StagecrewError, ImportError) as exc:
         store = redact_url(app.url)
         raise CliUsageError(f"the app's store {store!r} cannot be used: {exc}") from None

@@ -3,6 +3,11 @@
 Async tasks run on this process's event loop; sync tasks on a thread pool of
 `concurrency` threads. The fetcher never claims more jobs than it has free
 slots, so a claimed job never waits in a local buffer while its lease ticks.
+
+Stopping: the first stop request, whatever its route (SIGTERM or SIGINT sent
+to this process, or the supervisor's relay), is graceful; repeats of it are
+the same request. Only a second signal sent to this process itself exits at
+once (see `_on_signal`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..app import App
 from ..backends import redact_url
 from ..backends.base import Ack, AckKind
+from ..errors import ConfigurationError, SchemaOutOfDateError
 from ..job import ClaimedJob
 from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
@@ -30,6 +36,7 @@ from .completer import Completer
 from .executor import Executor, InFlight, StopReason
 from .faults import FaultPoint, Faults
 from .isolated import run_alone
+from .supervisor import RELAYED_STOP
 
 log = logging.getLogger("stagecrew.worker")
 
@@ -39,6 +46,9 @@ EXIT_RECYCLE = 75
 
 MIN_IDLE_WAIT = 0.02
 FETCH_ERROR_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+START_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+"""Waits between tries to reach the store at start; the last one repeats."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def make_worker_id() -> str:
@@ -61,6 +71,7 @@ class Worker:
         stuck_grace: float = 5.0,
         fetch_batch: int = 100,
         watch_parent: bool = False,
+        worker_id: str | None = None,
         faults: Faults | None = None,
         app_ref: str | None = None,
     ) -> None:
@@ -83,6 +94,7 @@ class Worker:
         self.prune_interval = prune_interval
         self.fetch_batch = fetch_batch
         self.watch_parent = watch_parent
+        """A supervisor's child: stop when it vanishes, and take its relayed stop requests."""
         self.faults = faults if faults is not None else Faults.from_env()
         """Crash points for tests (see `stagecrew.worker.faults`); None in production."""
         self.app_ref = app_ref
@@ -90,7 +102,9 @@ class Worker:
 
         None (a worker embedded in a program): a poison suspect runs like any other job.
         """
-        self.id = make_worker_id()
+        self.id = worker_id or make_worker_id()
+        """The lease owner of this worker's claims; a supervisor names its children itself, so
+        it can release their claims when they die (`Backend.release_worker`)."""
         self._threads = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="stagecrew-job"
         )
@@ -102,7 +116,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stop_maintenance = asyncio.Event()
         self._recycle = False
-        self._signals = 0
+        self._direct_signals = 0
         self._completer: Completer | None = None
         self.processed = 0
         self.acked: dict[AckKind, int] = dict.fromkeys(AckKind, 0)
@@ -113,22 +127,93 @@ class Worker:
         self._stopping.set()
         self._slot_free.set()
 
-    async def run(self, *, install_signal_handlers: bool = True) -> int:
-        """Run until stopped; returns the process exit code to use."""
+    async def run(
+        self,
+        *,
+        install_signal_handlers: bool = True,
+        signals_before_start: Sequence[int] = (),
+    ) -> int:
+        """Run until stopped; returns the process exit code to use.
+
+        `signals_before_start` are signals the process received before this
+        worker could handle them (its supervisor's child collects them while
+        the app loads); they are handled once this worker's handlers are in
+        place, so no stop request is lost.
+        """
         loop = asyncio.get_running_loop()
-        if install_signal_handlers:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._on_signal, sig)
-        log.info(
-            "worker %s started: queues=%s concurrency=%d lease=%.1fs on %s",
-            self.id,
-            ",".join(self.queues),
-            self.concurrency,
-            self.lease_seconds,
-            redact_url(self.app.url),
-        )
-        for warning in await asyncio.to_thread(self.app.backend.preflight):
-            log.warning("%s", warning)
+        handled = self._handled_signals() if install_signal_handlers else ()
+        for sig in handled:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            for signum in list(signals_before_start):
+                self._on_signal(signal.Signals(signum))
+            log.info(
+                "worker %s started: queues=%s concurrency=%d lease=%.1fs on %s",
+                self.id,
+                ",".join(self.queues),
+                self.concurrency,
+                self.lease_seconds,
+                redact_url(self.app.url),
+            )
+            if not await self._open_store():
+                log.info("worker %s stopped before it could reach its store", self.id)
+                return EXIT_OK
+            return await self._serve()
+        finally:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+
+    def _handled_signals(self) -> tuple[signal.Signals, ...]:
+        return (*STOP_SIGNALS, RELAYED_STOP) if self.watch_parent else STOP_SIGNALS
+
+    async def _open_store(self) -> bool:
+        """Reach the store and run its start-up checks; False if told to stop first.
+
+        A store that is down when the worker starts is not a mistake in the
+        set-up: the worker logs why at ERROR level on every failed try and
+        tries again with backoff (`START_RETRY_DELAYS`), so it starts by itself
+        once the store is up. A set-up that cannot work (`ConfigurationError`,
+        or a schema that needs `stagecrew migrate`) is raised instead.
+        """
+        failures = 0
+        failing_since = time.monotonic()
+        parent = os.getppid()
+        while not self._stopping.is_set():
+            if self.watch_parent and os.getppid() != parent:
+                log.warning("supervisor is gone; shutting down")
+                return False
+            try:
+                warnings = await asyncio.to_thread(self._check_store)
+            except (ConfigurationError, SchemaOutOfDateError):
+                raise
+            except Exception as exc:
+                delay = START_RETRY_DELAYS[min(failures, len(START_RETRY_DELAYS) - 1)]
+                failures += 1
+                log.error(
+                    "cannot start: the store at %s cannot be used yet (%s); trying again in %.1fs",
+                    redact_url(self.app.url),
+                    exc,
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            if failures:
+                log.info(
+                    "store reachable: started after %d failed tries over %.1fs",
+                    failures,
+                    time.monotonic() - failing_since,
+                )
+            for warning in warnings:
+                log.warning("%s", warning)
+            return True
+        return False
+
+    def _check_store(self) -> list[str]:
+        return self.app.backend.preflight()
+
+    async def _serve(self) -> int:
         self._completer = Completer(self.app.backend, self._on_written, faults=self.faults)
         background = [
             asyncio.create_task(self._completer.run(), name="completer"),
@@ -159,10 +244,6 @@ class Worker:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*background, return_exceptions=True)
-            self._threads.shutdown(wait=False, cancel_futures=True)
-            if install_signal_handlers:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
         log.info("worker %s stopped after %d jobs", self.id, self.processed)
         return EXIT_RECYCLE if self._recycle else EXIT_OK
 
@@ -350,20 +431,36 @@ class Worker:
 
     # -- stopping ----------------------------------------------------------------
     def _on_signal(self, sig: signal.Signals) -> None:
-        self._signals += 1
-        if self._signals == 1:
-            log.warning(
-                "%s: finishing %d running jobs within %gs (send again to exit now)",
-                sig.name,
-                self._running,
-                self.grace,
-            )
-            self.request_stop()
-        else:
-            log.warning(
-                "%s again: exiting now; unfinished jobs return when their leases expire", sig.name
-            )
-            os._exit(1)
+        """One stop request, whatever its route; a second direct signal exits at once.
+
+        Under systemd (`KillMode=control-group`) every process of the service
+        gets SIGTERM at the same moment, so a child sees systemd's signal and
+        its supervisor's relay: both are the one request to stop. The relay
+        (`RELAYED_STOP`) never escalates; only a second SIGTERM or SIGINT sent
+        to this process itself does.
+        """
+        relayed = sig == RELAYED_STOP
+        if not relayed:
+            self._direct_signals += 1
+            if self._direct_signals > 1:
+                log.warning(
+                    "%s again: exiting now; unfinished jobs go back to the queue when the "
+                    "supervisor sees this process exit, or else when their leases expire",
+                    sig.name,
+                )
+                os._exit(1)
+        route = "stop requested by the supervisor" if relayed else sig.name
+        if self._stopping.is_set():
+            log.info("%s: already stopping (send SIGTERM to this process again to exit now)", route)
+            return
+        log.warning(
+            "%s: finishing %d running jobs within %gs (send SIGTERM to this process again to "
+            "exit now)",
+            route,
+            self._running,
+            self.grace,
+        )
+        self.request_stop()
 
     def _begin_recycle(self) -> None:
         if not self._recycle:

@@ -1,31 +1,56 @@
-"""The supervisor: starts N worker processes and restarts any that dies.
+"""The supervisor: starts N worker processes, restarts any that dies, frees a dead one's jobs.
 
 Children run in their own process group, so a terminal's Ctrl-C reaches only
-the supervisor, which turns it into one SIGTERM per child (graceful stop). A
-second signal SIGKILLs them: their leases expire and the jobs run again
-elsewhere. A child that sees its supervisor vanish stops by itself.
+the supervisor. Its first SIGTERM or SIGINT is relayed to each child as
+`RELAYED_STOP`, a signal of its own: a child that also gets SIGTERM directly
+(systemd signals every process of a service at once) takes both as one
+graceful stop. A second signal to the supervisor SIGKILLs the children.
+
+The supervisor names each child (its worker id, the owner of its leases).
+When a child dies without a clean exit (SIGKILL from the OOM killer, a
+segfault), the supervisor releases that worker's claims in the store at once
+(`Backend.release_worker`: a lost worker counted, as a rescue would), so its
+jobs run again within about a second instead of after their lease. Leases
+still cover a whole machine lost. A child that sees its supervisor vanish
+stops by itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
+import queue
 import signal
+import socket
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .logs import configure
+
+if TYPE_CHECKING:
+    from ..app import App
 
 log = logging.getLogger("stagecrew.supervisor")
 
 CRASH_WINDOW = 5.0
 EXIT_CONFIG = 78
 """A child that cannot start (its app does not load): restarting it would not help."""
+EXIT_FAILED = 1
+"""A child that failed for another reason (logged): it is restarted."""
 MAX_RESTART_DELAY = 10.0
+RELAYED_STOP = signal.SIGUSR1
+"""The signal the supervisor relays a stop request with, so a child can tell it from a
+SIGTERM sent to the child itself (see `Worker._on_signal`)."""
+RELEASE_WAIT = 10.0
+"""Seconds the supervisor waits, when it exits, for the store to release dead children's
+claims; past that, their leases bring the jobs back."""
 
 
 @dataclass
@@ -36,6 +61,9 @@ class WorkerOptions:
     grace: float = 30.0
     poll_interval: float = 1.0
     log_level: str = "INFO"
+    worker_id: str | None = None
+    """The worker's id (its lease owner); a supervisor sets a fresh one for each child it
+    starts. None: the worker makes one up."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -44,9 +72,14 @@ def run_child(app_ref: str, options: WorkerOptions) -> None:
     import asyncio
 
     from ..cli.loading import load_app
+    from ..errors import ConfigurationError, SchemaOutOfDateError
     from .runner import Worker
 
     os.setpgrp()
+    # Stop requests that arrive while the app loads are kept and handled by the worker.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, RELAYED_STOP):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     configure(options.log_level)
     try:
         app = load_app(app_ref)
@@ -59,19 +92,34 @@ def run_child(app_ref: str, options: WorkerOptions) -> None:
             poll_interval=options.poll_interval,
             watch_parent=True,
             app_ref=app_ref,
+            worker_id=options.worker_id,
             **options.extra,
         )
     except Exception as exc:
         log.error("worker cannot start: %s", exc)
         logging.shutdown()
         os._exit(EXIT_CONFIG)
-    code = 1
+    code = EXIT_FAILED
     try:
-        code = asyncio.run(worker.run())
+        code = asyncio.run(worker.run(signals_before_start=early))
+    except (ConfigurationError, SchemaOutOfDateError) as exc:
+        log.error("worker cannot start: %s", exc)
+        code = EXIT_CONFIG
+    except Exception:
+        log.exception("worker %s failed", worker.id)
     finally:
         logging.shutdown()
         # a sync job that would not stop keeps a thread alive; do not wait for it
         os._exit(code)
+
+
+def child_worker_id(slot: int) -> str:
+    """`host:supervisor-pid.slot:random`, fresh for every start of a child.
+
+    A restarted child never shares an id with the one it replaces, so
+    releasing the dead one's claims cannot touch the new one's.
+    """
+    return f"{socket.gethostname()}:{os.getpid()}.{slot}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -79,7 +127,90 @@ class _Child:
     slot: int
     process: BaseProcess
     started: float
+    worker_id: str
     crashes: int = 0
+    ended: bool = False
+    """Its exit was seen (and its claims released if it did not exit cleanly)."""
+
+    @property
+    def name(self) -> str:
+        return f"worker-{self.slot}"
+
+
+class _Releaser:
+    """Releases the claims of dead children, on a thread of its own.
+
+    A store in trouble can make a call slow (until its timeout); on this
+    thread it delays neither restarts nor the handling of signals. The app is
+    loaded on first use, so a supervisor whose children never die never
+    opens the store.
+    """
+
+    def __init__(self, app_ref: str) -> None:
+        self._app_ref = app_ref
+        self._queue: queue.SimpleQueue[_Child | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._app: App | None = None
+
+    def release(self, child: _Child) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="stagecrew-release", daemon=True)
+            self._thread.start()
+        self._queue.put(child)
+
+    def close(self, timeout: float) -> None:
+        """Finish the releases asked for, for up to `timeout` seconds."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning(
+                "the store did not release the jobs of dead workers within %.0fs; they run "
+                "again when their leases expire",
+                timeout,
+            )
+
+    def _run(self) -> None:
+        try:
+            while (child := self._queue.get()) is not None:
+                self._release(child)
+        finally:
+            if self._app is not None:
+                with contextlib.suppress(Exception):
+                    self._app.close()
+
+    def _release(self, child: _Child) -> None:
+        from ..cli.loading import load_app
+
+        try:
+            if self._app is None:
+                self._app = load_app(self._app_ref)
+            app = self._app
+            report = app.backend.release_worker(child.worker_id, app.max_worker_losses)
+        except Exception as exc:
+            log.warning(
+                "could not release the jobs of dead %s (%s) at once: %s; they run again when "
+                "their leases expire",
+                child.name,
+                child.worker_id,
+                exc,
+            )
+            return
+        if not report.total:
+            log.debug("dead %s (%s) held no jobs", child.name, child.worker_id)
+            return
+        log.warning(
+            "released %d job%s of dead %s (%s) at once: %d back in the queue, %d dead, "
+            "%d cancelled",
+            report.total,
+            "" if report.total == 1 else "s",
+            child.name,
+            child.worker_id,
+            report.requeued,
+            report.dead,
+            report.cancelled,
+        )
 
 
 class Supervisor:
@@ -91,27 +222,29 @@ class Supervisor:
         self.options = options
         self._ctx = multiprocessing.get_context("spawn")
         self._children: dict[int, _Child] = {}
+        self._releaser = _Releaser(app_ref)
         self._signals = 0
         self._failed = False
         self.restarts = 0
 
     def _start(self, slot: int, crashes: int = 0) -> None:
+        worker_id = child_worker_id(slot)
         process = self._ctx.Process(
             target=run_child,
-            args=(self.app_ref, self.options),
+            args=(self.app_ref, dataclasses.replace(self.options, worker_id=worker_id)),
             name=f"worker-{slot}",
             daemon=False,
         )
         process.start()
-        self._children[slot] = _Child(slot, process, time.monotonic(), crashes)
-        log.info("started worker-%d (pid %s)", slot, process.pid)
+        self._children[slot] = _Child(slot, process, time.monotonic(), worker_id, crashes)
+        log.info("started worker-%d (pid %s, worker id %s)", slot, process.pid, worker_id)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._signals += 1
         sig = signal.Signals(signum)
         if self._signals == 1:
             log.warning("%s: stopping workers gracefully (send again to kill them)", sig.name)
-            self._send(signal.SIGTERM)
+            self._send(RELAYED_STOP)
         else:
             log.warning("%s again: killing workers", sig.name)
             self._send(signal.SIGKILL)
@@ -121,6 +254,15 @@ class Supervisor:
             if child.process.is_alive() and child.process.pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.process.pid, sig)
+
+    def _ended(self, child: _Child) -> int | None:
+        """Note that `child` exited; release its claims unless it exited cleanly."""
+        child.ended = True
+        code = child.process.exitcode
+        if code not in (0, EXIT_CONFIG):
+            # It may have died holding jobs: nothing can renew those leases any more.
+            self._releaser.release(child)
+        return code
 
     def run(self) -> int:
         configure(self.options.log_level)
@@ -132,16 +274,16 @@ class Supervisor:
         while True:
             time.sleep(0.1)
             for slot, child in list(self._children.items()):
-                if child.process.is_alive() or slot in pending_restarts:
+                if child.ended or child.process.is_alive():
                     continue
-                code = child.process.exitcode
+                code = self._ended(child)
                 if self._signals:
                     continue
                 if code == EXIT_CONFIG:
                     log.error("worker-%d cannot start; stopping all workers", slot)
                     self._signals += 1
                     self._failed = True
-                    self._send(signal.SIGTERM)
+                    self._send(RELAYED_STOP)
                     continue
                 quick = time.monotonic() - child.started < CRASH_WINDOW
                 crashes = child.crashes + 1 if quick else 0
@@ -167,5 +309,8 @@ class Supervisor:
                 break
         for child in self._children.values():
             child.process.join()
+            if not child.ended:
+                self._ended(child)
+        self._releaser.close(RELEASE_WAIT)
         log.info("all workers stopped")
         return 2 if self._failed else 0

@@ -73,6 +73,7 @@ from ..base import (
     QueueStats,
     RescueReport,
     Retention,
+    check_release_arguments,
 )
 from ..records import decode_errors
 from .listener import NotificationListener
@@ -913,6 +914,27 @@ class PostgresBackend(Backend):
 
     async def rescue_async(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
         return await self._run_async(self._rescue_op(max_lost), "rescue")
+
+    def _release_worker_op(self, worker: str, max_lost: int) -> _Op[RescueReport]:
+        params = {
+            "now": self._now(),
+            "channel": self.settings.channel,
+            "worker": worker,
+            "max_lost": max_lost,
+        }
+        done = yield _Statement(self._sql.get("release_worker"), params)
+        requeued, dead, cancelled = done.rows[0][:3]
+        return RescueReport(requeued=requeued, dead=dead, cancelled=cancelled)
+
+    def release_worker(self, worker: str, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        check_release_arguments(worker, max_lost)
+        return self._run(self._release_worker_op(worker, max_lost), "release_worker")
+
+    async def release_worker_async(
+        self, worker: str, max_lost: int = DEFAULT_MAX_LOST
+    ) -> RescueReport:
+        check_release_arguments(worker, max_lost)
+        return await self._run_async(self._release_worker_op(worker, max_lost), "release_worker")
 
     def _prune_op(self, retention: Retention, limit: int) -> _Op[int]:
         params = {

@@ -29,7 +29,8 @@ P is the key prefix (`?prefix=`, default `stagecrew`); T is a queue's hash tag,
     T:scheduled        ZSET    delayed and retrying jobs; score = run_at
     T:due              ZSET    scheduled jobs whose run_at has passed, moved there by a claim and
                                ordered like T:available; still in state scheduled until claimed
-    T:running          ZSET    claimed jobs; score = lease expiry (the rescuer's index)
+    T:running          ZSET    claimed jobs; score = lease expiry (the rescuer's index, and what
+                               release_worker reads whole: there is no index by worker)
     T:succeeded        ZSET    score = finished_at (retention)
     T:dead             ZSET    the dead-letter queue; score = finished_at
     T:cancelled        ZSET    score = finished_at
@@ -136,6 +137,7 @@ from ..base import (
     QueueStats,
     RescueReport,
     Retention,
+    check_release_arguments,
 )
 from ..records import salvage_claim
 from . import scripts
@@ -1006,6 +1008,31 @@ class RedisBackend(Backend):
                 if looked >= RESCUE_BATCH:
                     more.append(queue)
             queues = more
+        return RescueReport(requeued=requeued, dead=dead, cancelled=cancelled)
+
+    def release_worker(self, worker: str, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        check_release_arguments(worker, max_lost)
+        return self._run(self._release_worker_plan(worker, max_lost), "release_worker")
+
+    async def release_worker_async(
+        self, worker: str, max_lost: int = DEFAULT_MAX_LOST
+    ) -> RescueReport:
+        check_release_arguments(worker, max_lost)
+        return await self._run_async(self._release_worker_plan(worker, max_lost), "release_worker")
+
+    def _release_worker_plan(self, worker: str, max_lost: int) -> _Plan[RescueReport]:
+        """One script per queue, sent in one pipeline: a worker may hold jobs of any queue."""
+        queues = yield from self._queues_plan()
+        if not queues:
+            return RescueReport()
+        now = self._now()
+        replies = yield _Step(
+            tuple(
+                _eval(scripts.RELEASE_WORKER, self._keys.queue(q), now, worker, max_lost)
+                for q in queues
+            )
+        )
+        requeued, dead, cancelled = (sum(int(reply[i]) for reply in replies) for i in range(3))
         return RescueReport(requeued=requeued, dead=dead, cancelled=cancelled)
 
     def prune(self, retention: Retention, limit: int = 1000) -> int:

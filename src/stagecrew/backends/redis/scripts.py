@@ -93,6 +93,7 @@ PEEK = "peek"
 HEARTBEAT = "heartbeat"
 ACK = "ack"
 RESCUE = "rescue"
+RELEASE_WORKER = "release_worker"
 CANCEL = "cancel"
 REQUEUE = "requeue"
 PURGE = "purge"
@@ -107,6 +108,7 @@ ALL_SCRIPTS = (
     HEARTBEAT,
     ACK,
     RESCUE,
+    RELEASE_WORKER,
     CANCEL,
     REQUEUE,
     PURGE,

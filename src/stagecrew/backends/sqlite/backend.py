@@ -63,6 +63,7 @@ from ..base import (
     QueueStats,
     RescueReport,
     Retention,
+    check_release_arguments,
 )
 from ..records import decode_errors, salvage_claim
 from ..sql_files import read_migrations, read_statement
@@ -489,6 +490,13 @@ class SQLiteBackend(Backend):
         `EnqueueError` a producer expects, and other operations as `BackendError`.
         """
 
+    def preflight(self) -> list[str]:
+        """Open the database (creating or upgrading its schema), so that a worker that cannot
+        reports it when it starts, and tries again, instead of failing every claim."""
+        with self._failures("preflight"):
+            self._conn()
+        return []
+
     def close(self) -> None:
         super().close()
         pid = os.getpid()
@@ -742,15 +750,23 @@ class SQLiteBackend(Backend):
         return cursor.rowcount == 1
 
     def rescue(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        return self._settle_lost("rescue", {"max_lost": max_lost})
+
+    def release_worker(self, worker: str, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        check_release_arguments(worker, max_lost)
+        return self._settle_lost("release_worker", {"worker": worker, "max_lost": max_lost})
+
+    def _settle_lost(self, statement: str, params: dict[str, Any]) -> RescueReport:
+        """Run rescue.sql or release_worker.sql, which record a lost worker on each job."""
         now = self.clock.now()
-        with self._failures("rescue"):
+        with self._failures(statement):
             conn = self._conn()
             with _write_transaction(conn, self.busy_timeout_ms):
                 states = [
                     row[0]
                     for row in conn.execute(
-                        _sql("rescue"),
-                        {"now": now, "now_json": orjson.dumps(now).decode(), "max_lost": max_lost},
+                        _sql(statement),
+                        {"now": now, "now_json": orjson.dumps(now).decode(), **params},
                     )
                 ]
         report = RescueReport(

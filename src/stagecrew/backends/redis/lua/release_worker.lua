@@ -1,0 +1,74 @@
+#!lua flags=allow-oom
+-- release_worker: settle every running job of one queue that a given worker holds, lease expired
+-- or not, exactly as rescue.lua settles an expired one: back to available, or dead (attempts
+-- exhausted or lost too often), or cancelled (a cancellation was pending); each gets a "worker
+-- lost" error. For a worker known to be dead (its supervisor saw the process exit).
+--
+-- Every argument is checked before the first write (Redis does not roll a failed script back).
+--
+-- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[3] running; writes KEYS[1]
+--   available, KEYS[5] dead, KEYS[6] cancelled and the jobs' hashes T:job:<id>.
+--   Publishes on T:wake when a job is available again.
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] the worker id; ARGV[4] max_lost.
+-- Returns {requeued, dead, cancelled}, or an error reply (and no write) for a bad argument.
+--
+-- There is no index of jobs by worker: the whole of T:running is read, in this one call, so an
+-- entry that a heartbeat of another worker moves meanwhile cannot be missed. T:running holds only
+-- claimed jobs (at most the fleet's capacity for this queue).
+local worker = ARGV[3]
+local max_lost = tonumber(ARGV[4])
+if ARGV[2] ~= '' and not tonumber(ARGV[2]) then
+    return redis.error_reply('release_worker: now must be a number or empty, got ' .. ARGV[2])
+end
+if worker == nil or worker == '' then
+    return redis.error_reply('release_worker: the worker id is empty')
+end
+if not max_lost or max_lost < 1 or max_lost ~= math.floor(max_lost) then
+    return redis.error_reply('release_worker: max_lost must be an integer of at least 1, got '
+        .. tostring(ARGV[4]))
+end
+local now = clock(ARGV[2])
+if now ~= now or now == math.huge or now == -math.huge then
+    return redis.error_reply('release_worker: now is not a finite time')
+end
+local now_s = fmt(now)
+local requeued, dead, cancelled = 0, 0, 0
+for _, id in ipairs(redis.call('ZRANGE', RUNNING, 0, -1)) do
+    local k = job_key(id)
+    local f = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'lost',
+        'cancel_requested', 'lease_owner', 'errors', 'priority', 'run_at')
+    if f[1] == 'running' and f[6] == worker then
+        redis.call('ZREM', RUNNING, id)
+        local attempt = tonumber(f[2]) or 0
+        local lost = (tonumber(f[4]) or 0) + 1
+        local target, kind
+        if f[5] == '1' then
+            target, kind = 'cancelled', 'cancelled'
+        elseif attempt >= (tonumber(f[3]) or 0) or lost >= max_lost then
+            target, kind = 'dead', 'lost'
+        else
+            target, kind = 'available', 'lost'
+        end
+        local message = 'worker ' .. worker .. ' lost its lease (worker lost)'
+        local entry = '{"attempt":' .. int(attempt) .. ',"at":' .. now_s .. ',"kind":"' .. kind
+            .. '","type":"WorkerLost","message":' .. cjson.encode(message) .. ',"traceback":""}'
+        redis.call('HSET', k, 'state', target, 'lost', lost, 'errors', append_error(f[7], entry))
+        redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
+        if target == 'available' then
+            make_available(id, f[8], f[9])
+            requeued = requeued + 1
+        else
+            redis.call('HSET', k, 'finished_at', now_s)
+            redis.call('ZADD', FINISHED[target], now_s, id)
+            if target == 'dead' then
+                dead = dead + 1
+            else
+                cancelled = cancelled + 1
+            end
+        end
+    end
+end
+if requeued > 0 then
+    wake()
+end
+return { requeued, dead, cancelled }
