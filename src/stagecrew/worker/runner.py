@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..app import App
 from ..backends import redact_url
 from ..backends.base import Ack, AckKind
+from ..clock import checked_seconds
 from ..job import ClaimedJob
 from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
@@ -63,8 +64,17 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        if lease_seconds <= 0:
-            raise ValueError("lease_seconds must be positive")
+        lease_seconds = checked_seconds(lease_seconds, "lease_seconds", positive=True)
+        grace = checked_seconds(grace, "grace")
+        poll_interval = checked_seconds(poll_interval, "poll_interval", positive=True)
+        prune_interval = checked_seconds(prune_interval, "prune_interval", positive=True)
+        stuck_grace = checked_seconds(stuck_grace, "stuck_grace")
+        if heartbeat_interval is not None:
+            heartbeat_interval = checked_seconds(
+                heartbeat_interval, "heartbeat_interval", positive=True
+            )
+        if rescue_interval is not None:
+            rescue_interval = checked_seconds(rescue_interval, "rescue_interval", positive=True)
         self.app = app
         self.queues = (
             list(queues)

@@ -72,6 +72,7 @@ from ..base import (
     QueueStats,
     RescueReport,
     Retention,
+    check_new_jobs,
 )
 from ..records import decode_errors
 from .listener import NotificationListener
@@ -674,6 +675,7 @@ class PostgresBackend(Backend):
         """
         if not jobs:
             return []
+        check_new_jobs(jobs)
         if self._bulk(jobs):
             return self._run(
                 self._enqueue_by_copy_op(jobs), "enqueue", EnqueueError, transaction=True
@@ -683,6 +685,7 @@ class PostgresBackend(Backend):
     async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
         if not jobs:
             return []
+        check_new_jobs(jobs)
         if self._bulk(jobs):
             return await self._run_async(
                 self._enqueue_by_copy_op(jobs), "enqueue", EnqueueError, transaction=True
@@ -713,6 +716,7 @@ class PostgresBackend(Backend):
         """
         if not jobs:
             return []
+        check_new_jobs(jobs)
         conn = _raw_connection(connection)
         if not isinstance(conn, Connection):
             raise TypeError(
@@ -730,6 +734,7 @@ class PostgresBackend(Backend):
         """`enqueue_in` on a `psycopg.AsyncConnection` or `AsyncCursor`."""
         if not jobs:
             return []
+        check_new_jobs(jobs)
         conn = _raw_connection(connection)
         if not isinstance(conn, AsyncConnection):
             raise TypeError(

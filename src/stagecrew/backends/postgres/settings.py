@@ -9,6 +9,7 @@ query parameter (sslmode, connect_timeout, application_name, ...) is libpq's.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -85,6 +86,8 @@ def _number(url: str, name: str, value: str, kind: type[int] | type[float]) -> f
         number = kind(value)
     except ValueError:
         raise ConfigurationError(f"option {name}={value!r} in {url!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ConfigurationError(f"option {name}={value!r} in {url!r} is not a finite number")
     if number < (0 if name == "pool_min" else 1):
         raise ConfigurationError(f"option {name}={value!r} in {url!r} is too small")
     return number

@@ -134,6 +134,7 @@ from ..base import (
     QueueStats,
     RescueReport,
     Retention,
+    check_new_jobs,
 )
 from ..records import salvage_claim
 from . import scripts
@@ -674,6 +675,7 @@ class RedisBackend(Backend):
     def _enqueue_plan(self, jobs: Sequence[NewJob]) -> _Plan[list[EnqueuedJob]]:
         if not jobs:
             return []
+        check_new_jobs(jobs)
         now = self._now()
         # Every field is read and encoded before anything is sent: a bad job fails the batch
         # while nothing is written. Per job: reserved id ('' here), then new_job_fields(job).

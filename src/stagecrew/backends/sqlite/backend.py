@@ -64,6 +64,7 @@ from ..base import (
     QueueStats,
     RescueReport,
     Retention,
+    check_new_jobs,
 )
 from ..records import decode_errors, salvage_claim
 from ..sql_files import read_migrations, read_statement
@@ -359,8 +360,10 @@ def _parse_url(url: str) -> tuple[str, int, float]:
             raise ConfigurationError(
                 f"option {name}={value!r} in {url!r} is not a number"
             ) from None
-    if busy_timeout_ms < 0 or poll_ms <= 0:
-        raise ConfigurationError(f"busy_timeout_ms must be >= 0 and poll_ms > 0 in {url!r}")
+    if busy_timeout_ms < 0 or not 0 < poll_ms < math.inf:  # false for NaN
+        raise ConfigurationError(
+            f"busy_timeout_ms must be >= 0 and poll_ms a finite number > 0 in {url!r}"
+        )
     return os.path.abspath(path), busy_timeout_ms, poll_ms
 
 
@@ -510,6 +513,7 @@ class SQLiteBackend(Backend):
         """
         if not jobs:
             return []
+        check_new_jobs(jobs)
         now = self.clock.now()
         keys = {job.idempotency_key for job in jobs if job.idempotency_key is not None}
         try:
