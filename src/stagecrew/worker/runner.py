@@ -22,6 +22,7 @@ from ..app import App
 from ..backends import redact_url
 from ..backends.base import Ack, AckKind
 from ..clock import checked_seconds
+from ..errors import BackendError
 from ..job import ClaimedJob
 from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
@@ -38,6 +39,9 @@ EXIT_RECYCLE = 75
 
 MIN_IDLE_WAIT = 0.02
 FETCH_ERROR_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+DRAIN_GIVE_UP = 10.0
+"""Seconds of failing store calls after which `drain` raises instead of retrying for ever
+(`run` keeps retrying: a long-running worker outlives an outage)."""
 
 
 def make_worker_id() -> str:
@@ -181,7 +185,14 @@ class Worker:
         try:
             await self._fetch_loop(drain=True)
             self._completer.close()
-            await completer
+            try:
+                await asyncio.wait_for(completer, DRAIN_GIVE_UP)
+            except TimeoutError:
+                raise BackendError(
+                    f"drain gave up: {self._completer.pending} outcome(s) could not be written "
+                    f"to the store within {DRAIN_GIVE_UP:g}s (see the warnings above); those "
+                    "jobs run again once their leases expire"
+                ) from None
         finally:
             completer.cancel()
             self._threads.shutdown(wait=True)
@@ -219,6 +230,11 @@ class Worker:
                 delay = FETCH_ERROR_DELAYS[min(failures, len(FETCH_ERROR_DELAYS) - 1)]
                 if not failures:
                     failing_since = time.monotonic()
+                elif drain and time.monotonic() - failing_since >= DRAIN_GIVE_UP:
+                    raise BackendError(
+                        f"drain gave up: every fetch failed for {DRAIN_GIVE_UP:g}s "
+                        f"({failures} tries); the last error: {exc}"
+                    ) from exc
                 failures += 1
                 log.warning("fetch failed (%s); retrying in %.2fs", exc, delay)
                 with contextlib.suppress(TimeoutError):
