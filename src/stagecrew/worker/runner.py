@@ -177,7 +177,9 @@ class Worker:
         """Run every due job until none is left, then return how many ran.
 
         Jobs scheduled for later (including retries after backoff) stay
-        scheduled; move the clock and drain again to run them.
+        scheduled; move the clock and drain again to run them. A store that
+        keeps failing (every fetch for `DRAIN_GIVE_UP` seconds, or outcomes
+        that cannot be written) raises `BackendError` rather than a hang.
         """
         self._completer = Completer(self.app.backend, self._on_written)
         completer = asyncio.create_task(self._completer.run())

@@ -235,8 +235,9 @@ async def _close_at_loop_end(pool: AsyncConnectionPool[AsyncConn]) -> None:
     """
     try:
         await asyncio.get_running_loop().create_future()
-    finally:
+    except asyncio.CancelledError:  # not GeneratorExit: a task destroyed unrun cannot await
         await pool.close(timeout=CLOSE_TIMEOUT)
+        raise
 
 
 class AsyncPools:
