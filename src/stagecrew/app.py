@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from .backends import DEFAULT_URL, backend_from_url, redact_url
 from .backends.base import DEFAULT_MAX_LOST, Backend, JobFilter, QueueStats, Retention
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, checked_seconds
 from .errors import BackendError, ConfigurationError, EnqueueError, UnknownTaskError
 from .handle import JobHandle, require
 from .job import Job, JobState, NewJob
@@ -298,7 +298,9 @@ class Jobs:
         queue: str | None = None,
     ) -> int:
         """Delete finished jobs in `state`; with `older_than`, only those finished that long ago."""
-        before = None if older_than is None else self._app.clock.now() - older_than
+        before = None
+        if older_than is not None:
+            before = self._app.clock.now() - checked_seconds(older_than, "older_than")
         return self._app.backend.purge(
             JobFilter(
                 states=frozenset({JobState(state)}),

@@ -11,6 +11,16 @@ class ConfigurationError(StagecrewError):
     """The app, a task or a URL is set up in a way that cannot work."""
 
 
+class InvalidTimeError(ConfigurationError, ValueError):
+    """A time or a duration is not a finite number in range: NaN, infinite, negative, or too far.
+
+    Raised before anything is written or started (an enqueue's `delay` or `run_at`,
+    `Retry(in_=...)`, a task's `timeout`, backoff settings, retention, worker options, store
+    URL options). Pass a finite number of seconds (or a timezone-aware datetime for `run_at`);
+    "never" is spelled None where an option allows it, never `float("inf")`.
+    """
+
+
 class UnknownTaskError(StagecrewError):
     """A job names a task that is not registered on this app."""
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from .clock import to_datetime
+from .clock import checked_seconds, to_datetime
 
 
 class JobState(StrEnum):
@@ -279,7 +279,7 @@ class Retry(Exception):
 
     def __init__(self, in_: float | None = None, *, reason: str = "") -> None:
         super().__init__(reason or "retry requested")
-        self.in_ = in_
+        self.in_ = None if in_ is None else checked_seconds(in_, "Retry(in_=...)")
         self.reason = reason
 
 

@@ -8,12 +8,14 @@ window instead of retrying them all in lockstep.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigurationError
+from .clock import checked_seconds
+from .errors import ConfigurationError, InvalidTimeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +25,11 @@ class Backoff:
     cap: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
-        if self.base < 0 or self.factor < 1 or self.cap < 0:
-            raise ConfigurationError(
-                "backoff needs base >= 0, factor >= 1 and cap >= 0, "
-                f"got base={self.base}, factor={self.factor}, cap={self.cap}"
+        checked_seconds(self.base, "backoff base")
+        checked_seconds(self.cap, "backoff cap")
+        if not (1 <= self.factor < math.inf):  # false for NaN
+            raise InvalidTimeError(
+                f"backoff factor must be a finite number, 1 or more; got {self.factor!r}"
             )
 
     def ceiling(self, attempt: int) -> float:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from .clock import checked_seconds, checked_time
 from .context import Context
 from .errors import ConfigurationError, InvalidArgumentsError
 from .job import NewJob
@@ -56,7 +57,8 @@ _DEFAULT_OPTIONS = EnqueueOptions()
 
 
 def _seconds(value: float | timedelta) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    return checked_seconds(seconds, "delay")
 
 
 def _timestamp(value: datetime | float) -> float:
@@ -66,8 +68,8 @@ def _timestamp(value: datetime | float) -> float:
                 "run_at must be a timezone-aware datetime (for example "
                 "datetime.now(UTC) + timedelta(minutes=5)); a naive one is ambiguous"
             )
-        return value.timestamp()
-    return float(value)
+        return checked_time(value.timestamp(), "run_at")
+    return checked_time(value, "run_at")
 
 
 def _find_context_parameter(fn: Callable[..., Any]) -> str | None:
@@ -135,8 +137,8 @@ class Task(Generic[P, R]):
     ) -> None:
         if max_attempts < 1:
             raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
-        if timeout is not None and timeout <= 0:
-            raise ConfigurationError(f"task {name!r}: timeout must be positive seconds")
+        if timeout is not None:
+            timeout = checked_seconds(timeout, f"task {name!r}: timeout", positive=True)
         self.app = app
         self.fn = fn
         self.name = name

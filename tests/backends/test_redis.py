@@ -249,7 +249,7 @@ class TestReleaseWorker:
         key = backend._keys.queue("default").job(entry.id)
         before = client.hgetall(key)
         call = _eval(scripts.RELEASE_WORKER, backend._keys.queue("default"), now, worker, max_lost)
-        with pytest.raises(redis.ResponseError, match="release_worker"):
+        with pytest.raises(redis.ResponseError, match="stagecrew: bad"):
             backend._execute(_Step((call,)))
         assert client.hgetall(key) == before
         assert client.zscore(backend._keys.queue("default").keys[2], entry.id) is not None

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from ..clock import Clock, SystemClock
-from ..errors import ConfigurationError
+from ..clock import LATEST_TIME, MAX_SECONDS, Clock, SystemClock, checked_seconds, checked_time
+from ..errors import ConfigurationError, InvalidTimeError
 from ..job import AttemptError, ClaimedJob, EnqueuedJob, Job, JobRef, JobState, NewJob
 
 T = TypeVar("T")
@@ -147,6 +147,12 @@ class Retention:
     cancelled: float | None = 7 * DAY
     dead: float | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("succeeded", "cancelled", "dead"):
+            horizon = getattr(self, name)
+            if horizon is not None:
+                checked_seconds(horizon, f"Retention({name}=...)")
+
     def horizon(self, state: JobState) -> float | None:
         return {
             JobState.SUCCEEDED: self.succeeded,
@@ -167,6 +173,13 @@ class JobFilter:
     limit: int | None = None
     before_id: int | None = None
     """Keyset pagination: only jobs with a smaller id (results are newest first)."""
+
+    def __post_init__(self) -> None:
+        # A NaN bound would match every finished job on some engines and none on others.
+        if self.finished_before is not None and not math.isfinite(self.finished_before):
+            raise InvalidTimeError(
+                f"finished_before must be a finite time, got {self.finished_before!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +202,22 @@ def check_release_arguments(worker: str, max_lost: int) -> None:
         raise ValueError(f"release_worker needs a worker id, got {worker!r}")
     if isinstance(max_lost, bool) or not isinstance(max_lost, int) or max_lost < 1:
         raise ValueError(f"max_lost must be an integer of at least 1, got {max_lost!r}")
+
+
+def check_new_jobs(jobs: Sequence[NewJob]) -> None:
+    """Refuse, before anything is written, a batch with a job whose time is not finite.
+
+    Every engine calls this first in `enqueue`, so a `NewJob` that bypassed the producer
+    (a NaN or infinite `run_at` or `delay`) is refused alike everywhere, with
+    `InvalidTimeError`, instead of becoming a job that is never due, due at once, or half
+    written. The chained comparisons are false for NaN, so one test per field suffices.
+    """
+    for index, job in enumerate(jobs):
+        run_at = job.run_at
+        if not 0.0 <= job.delay <= MAX_SECONDS:
+            checked_seconds(job.delay, f"job {index} of the batch: delay")
+        if run_at is not None and not 0.0 <= run_at <= LATEST_TIME:
+            checked_time(run_at, f"job {index} of the batch: run_at")
 
 
 class Backend(ABC):
@@ -235,7 +264,9 @@ class Backend(ABC):
 
         A job whose idempotency key matches a stored job is not inserted; its
         entry holds the stored job's id and `created=False`. Returns one entry
-        per input job, in order. On any failure nothing is written.
+        per input job, in order. On any failure nothing is written; a job whose `run_at`
+        or `delay` is not a finite time is refused with `InvalidTimeError` (see
+        `check_new_jobs`).
         """
 
     def enqueue_in(self, connection: object, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:

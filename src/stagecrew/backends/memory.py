@@ -37,6 +37,7 @@ from .base import (
     QueueStats,
     RescueReport,
     Retention,
+    check_new_jobs,
     check_release_arguments,
 )
 
@@ -85,6 +86,7 @@ class MemoryBackend(Backend):
 
     # -- producer --------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
+        check_new_jobs(jobs)
         now = self.clock.now()
         out: list[EnqueuedJob] = []
         with self._lock:

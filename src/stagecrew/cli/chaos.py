@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..chaos import SCENARIOS, ChaosOptions, run_scenario
-from .options import duration
+from .options import FiniteSeconds, duration
 from .output import CliError, CliUsageError
 
 ALL = "all"
@@ -40,21 +40,21 @@ ALL = "all"
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option(
     "--lease-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteSeconds(min=0, min_open=True),
     default=1.0,
     show_default=True,
     help="The chaos workers' lease: short, so killed workers' jobs come back quickly.",
 )
 @click.option(
     "--job-seconds",
-    type=click.FloatRange(min=0),
+    type=FiniteSeconds(min=0),
     default=0.1,
     show_default=True,
     help="Each job sleeps a random time up to this.",
 )
 @click.option(
     "--kill-interval",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteSeconds(min=0, min_open=True),
     default=0.3,
     show_default=True,
     help="Mean seconds between SIGKILLs in the kill storm.",

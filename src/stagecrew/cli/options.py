@@ -23,6 +23,22 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
+class FiniteSeconds(click.FloatRange):
+    """A number of seconds within a range, and finite.
+
+    click's float ranges accept "nan" (it fails no comparison) and "inf"; a worker given
+    either would compute leases and sleeps that never end.
+    """
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
 def app_option(fn: F) -> F:
     return click.option("--app", "app_ref", metavar="MODULE:ATTR", help=APP_HELP)(fn)
 

@@ -7,7 +7,7 @@ import click
 from ..backends import redact_url
 from ..errors import BackendError, StagecrewError
 from ..worker.supervisor import Supervisor, WorkerOptions
-from .options import app_ref, load
+from .options import FiniteSeconds, app_ref, load
 from .output import CliUsageError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -47,21 +47,21 @@ def split_queues(values: tuple[str, ...]) -> list[str] | None:
 )
 @click.option(
     "--lease-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteSeconds(min=0, min_open=True),
     default=30.0,
     show_default=True,
     help="How long a claimed job stays with a worker that stops renewing it (a crash).",
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=FiniteSeconds(min=0),
     default=30.0,
     show_default=True,
     help="Seconds running jobs get to finish after SIGTERM before they are handed back.",
 )
 @click.option(
     "--poll-interval",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteSeconds(min=0, min_open=True),
     default=1.0,
     show_default=True,
     help="Longest sleep of an idle worker between looks for due jobs.",

@@ -28,6 +28,7 @@ The suite is grouped into mixins (`EnqueueConformance`, `FetchConformance`,
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -336,6 +337,33 @@ class EnqueueConformance(_Harness):
         assert backend.list_jobs(JobFilter()) == []
         [retry] = backend.enqueue([new_job("a", key="k1")])
         assert retry.created is True
+
+    @pytest.mark.parametrize(
+        "times",
+        [
+            pytest.param({"run_at": math.nan}, id="run_at-nan"),
+            pytest.param({"run_at": math.inf}, id="run_at-inf"),
+            pytest.param({"run_at": -math.inf}, id="run_at-minus-inf"),
+            pytest.param({"delay": math.nan}, id="delay-nan"),
+            pytest.param({"delay": math.inf}, id="delay-inf"),
+            pytest.param({"delay": -1.0}, id="delay-negative"),
+        ],
+    )
+    def test_enqueue_refuses_a_job_whose_time_is_not_finite_and_writes_nothing(
+        self, backend: Backend, times: dict[str, Any]
+    ) -> None:
+        """Such a job was never due (PostgreSQL), due at once, or half written (Redis)."""
+        with pytest.raises(ValueError, match="finite"):
+            backend.enqueue([new_job("a", key="good"), new_job("b", key="bad", **times)])
+        with pytest.raises(ValueError, match="finite"):
+            backend.enqueue([new_job("c", key="alone", **times)])
+        assert backend.list_jobs(JobFilter()) == []
+        assert backend.next_run_at() is None
+        assert sum(sum(s.counts.values()) for s in backend.stats()) == 0
+        # no idempotency entry was left behind: every key enqueues a new job now
+        entries = backend.enqueue([new_job(key=key) for key in ("good", "bad", "alone")])
+        assert [e.created for e in entries] == [True, True, True]
+        assert len(backend.list_jobs(JobFilter())) == 3
 
 
 class FetchConformance(_Harness):

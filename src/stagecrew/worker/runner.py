@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from ..app import App
 from ..backends import redact_url
 from ..backends.base import Ack, AckKind
-from ..errors import ConfigurationError, SchemaOutOfDateError
+from ..clock import checked_seconds
+from ..errors import BackendError, ConfigurationError, SchemaOutOfDateError
 from ..job import ClaimedJob
 from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
@@ -49,6 +50,9 @@ FETCH_ERROR_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 START_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Waits between tries to reach the store at start; the last one repeats."""
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+DRAIN_GIVE_UP = 10.0
+"""Seconds of failing store calls after which `drain` raises instead of retrying for ever
+(`run` keeps retrying: a long-running worker outlives an outage)."""
 
 
 def make_worker_id() -> str:
@@ -77,8 +81,17 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        if lease_seconds <= 0:
-            raise ValueError("lease_seconds must be positive")
+        lease_seconds = checked_seconds(lease_seconds, "lease_seconds", positive=True)
+        grace = checked_seconds(grace, "grace")
+        poll_interval = checked_seconds(poll_interval, "poll_interval", positive=True)
+        prune_interval = checked_seconds(prune_interval, "prune_interval", positive=True)
+        stuck_grace = checked_seconds(stuck_grace, "stuck_grace")
+        if heartbeat_interval is not None:
+            heartbeat_interval = checked_seconds(
+                heartbeat_interval, "heartbeat_interval", positive=True
+            )
+        if rescue_interval is not None:
+            rescue_interval = checked_seconds(rescue_interval, "rescue_interval", positive=True)
         self.app = app
         self.queues = (
             list(queues)
@@ -251,7 +264,9 @@ class Worker:
         """Run every due job until none is left, then return how many ran.
 
         Jobs scheduled for later (including retries after backoff) stay
-        scheduled; move the clock and drain again to run them.
+        scheduled; move the clock and drain again to run them. A store that
+        keeps failing (every fetch for `DRAIN_GIVE_UP` seconds, or outcomes
+        that cannot be written) raises `BackendError` rather than a hang.
         """
         self._completer = Completer(self.app.backend, self._on_written)
         completer = asyncio.create_task(self._completer.run())
@@ -259,7 +274,14 @@ class Worker:
         try:
             await self._fetch_loop(drain=True)
             self._completer.close()
-            await completer
+            try:
+                await asyncio.wait_for(completer, DRAIN_GIVE_UP)
+            except TimeoutError:
+                raise BackendError(
+                    f"drain gave up: {self._completer.pending} outcome(s) could not be written "
+                    f"to the store within {DRAIN_GIVE_UP:g}s (see the warnings above); those "
+                    "jobs run again once their leases expire"
+                ) from None
         finally:
             completer.cancel()
             self._threads.shutdown(wait=True)
@@ -289,6 +311,11 @@ class Worker:
                 delay = FETCH_ERROR_DELAYS[min(failures, len(FETCH_ERROR_DELAYS) - 1)]
                 if not failures:
                     failing_since = time.monotonic()
+                elif drain and time.monotonic() - failing_since >= DRAIN_GIVE_UP:
+                    raise BackendError(
+                        f"drain gave up: every fetch failed for {DRAIN_GIVE_UP:g}s "
+                        f"({failures} tries); the last error: {exc}"
+                    ) from exc
                 failures += 1
                 log.warning("fetch failed (%s); retrying in %.2fs", exc, delay)
                 with contextlib.suppress(TimeoutError):

@@ -73,9 +73,11 @@ from ..base import (
     QueueStats,
     RescueReport,
     Retention,
+    check_new_jobs,
     check_release_arguments,
 )
 from ..records import decode_errors
+from .deadlines import DEADLINES
 from .listener import NotificationListener
 from .pools import AsyncConn, AsyncPools, SyncConnection, SyncPool, connect_kwargs
 from .settings import PostgresSettings, parse_url
@@ -128,46 +130,59 @@ class _Progress:
     """A statement reached the server: a failure after this may have changed data."""
 
 
-def _drive(conn: Connection[Any], op: _Op[T], progress: _Progress) -> T:
+def _drive(
+    conn: Connection[Any], op: _Op[T], progress: _Progress, deadline: float | None = None
+) -> T:
+    """Run `op`'s statements on `conn`, each given `deadline` seconds to answer (deadlines.py)."""
     try:
         step = next(op)
         while True:
             with conn.cursor(row_factory=tuple_row) as cur:
                 progress.sent = True
-                if isinstance(step, _Copy):
-                    with cur.copy(step.sql) as copy:
-                        copy.set_types(step.types)
-                        for row in step.rows:
-                            copy.write_row(row)
-                    result = _Result([], cur.rowcount)
-                else:
-                    cur.execute(step.sql, step.params)
-                    rows = cur.fetchall() if cur.description is not None else []
-                    result = _Result(rows, cur.rowcount)
+                with DEADLINES.guard(conn.pgconn.socket, deadline):
+                    result = _execute(cur, step)
             step = op.send(result)
     except StopIteration as stop:
         return cast(T, stop.value)
 
 
-async def _drive_async(conn: AsyncConnection[Any], op: _Op[T], progress: _Progress) -> T:
+def _execute(cur: Cursor[Any], step: _Statement | _Copy) -> _Result:
+    if isinstance(step, _Copy):
+        with cur.copy(step.sql) as copy:
+            copy.set_types(step.types)
+            for row in step.rows:
+                copy.write_row(row)
+        return _Result([], cur.rowcount)
+    cur.execute(step.sql, step.params)
+    rows = cur.fetchall() if cur.description is not None else []
+    return _Result(rows, cur.rowcount)
+
+
+async def _drive_async(
+    conn: AsyncConnection[Any], op: _Op[T], progress: _Progress, deadline: float | None = None
+) -> T:
     try:
         step = next(op)
         while True:
             async with conn.cursor(row_factory=tuple_row) as cur:
                 progress.sent = True
-                if isinstance(step, _Copy):
-                    async with cur.copy(step.sql) as copy:
-                        copy.set_types(step.types)
-                        for row in step.rows:
-                            await copy.write_row(row)
-                    result = _Result([], cur.rowcount)
-                else:
-                    await cur.execute(step.sql, step.params)
-                    rows = await cur.fetchall() if cur.description is not None else []
-                    result = _Result(rows, cur.rowcount)
+                with DEADLINES.guard(conn.pgconn.socket, deadline):
+                    result = await _execute_async(cur, step)
             step = op.send(result)
     except StopIteration as stop:
         return cast(T, stop.value)
+
+
+async def _execute_async(cur: AsyncCursor[Any], step: _Statement | _Copy) -> _Result:
+    if isinstance(step, _Copy):
+        async with cur.copy(step.sql) as copy:
+            copy.set_types(step.types)
+            for row in step.rows:
+                await copy.write_row(row)
+        return _Result([], cur.rowcount)
+    await cur.execute(step.sql, step.params)
+    rows = await cur.fetchall() if cur.description is not None else []
+    return _Result(rows, cur.rowcount)
 
 
 def _rounds(items: Sequence[T], key: Callable[[T], int]) -> list[list[int]]:
@@ -300,10 +315,17 @@ class PostgresBackend(Backend):
         self.schema = self.settings.schema
         self._sql = Statements(self.schema)
         name = f"stagecrew:{self.schema}"
-        self._pool = SyncPool(self.settings, name, self.settings.pool_max)
-        self._apools = AsyncPools(self.settings, name, self.settings.pool_max)
-        self._task_pool = SyncPool(self.settings, f"{name}:tasks", self.settings.task_pool_max)
-        self._task_apools = AsyncPools(self.settings, f"{name}:tasks", self.settings.task_pool_max)
+        self._deadline = self.settings.statement_deadline
+        """Seconds the client gives a statement of its own pools (see deadlines.py), or None."""
+        pool_max, task_pool_max = self.settings.pool_max, self.settings.task_pool_max
+        self._pool = SyncPool(self.settings, name, pool_max, statement_timeout=True)
+        self._apools = AsyncPools(self.settings, name, pool_max, statement_timeout=True)
+        self._task_pool = SyncPool(
+            self.settings, f"{name}:tasks", task_pool_max, statement_timeout=False
+        )
+        self._task_apools = AsyncPools(
+            self.settings, f"{name}:tasks", task_pool_max, statement_timeout=False
+        )
         self._vacuumer: TableVacuumer | None = None
         """Started by the first claim in a process (workers only): see vacuum.py."""
         self._listener: NotificationListener | None = None
@@ -361,8 +383,9 @@ class PostgresBackend(Backend):
         try:
             with self._pool.connection() as conn:
                 if not transaction:
-                    return _drive(conn, op, progress)
-                with conn.transaction():
+                    return _drive(conn, op, progress, self._deadline)
+                # one deadline for the whole transaction, its COMMIT included
+                with DEADLINES.guard(conn.pgconn.socket, self._deadline), conn.transaction():
                     return _drive(conn, op, progress)
         except psycopg.Error as exc:
             raise error(self._failure(operation, exc, progress)) from exc
@@ -379,22 +402,29 @@ class PostgresBackend(Backend):
         try:
             async with self._apools.connection() as conn:
                 if not transaction:
-                    return await _drive_async(conn, op, progress)
-                async with conn.transaction():
-                    return await _drive_async(conn, op, progress)
+                    return await _drive_async(conn, op, progress, self._deadline)
+                with DEADLINES.guard(conn.pgconn.socket, self._deadline):
+                    async with conn.transaction():
+                        return await _drive_async(conn, op, progress)
         except psycopg.Error as exc:
             raise error(self._failure(operation, exc, progress)) from exc
 
     @contextlib.contextmanager
-    def _direct_connection(self, operation: str) -> Iterator[SyncConnection]:
-        """A connection of its own, outside the pools (migrate, prepare, preflight)."""
+    def _direct_connection(
+        self, operation: str, *, deadline: bool = True
+    ) -> Iterator[SyncConnection]:
+        """A connection of its own, outside the pools (migrate, prepare, preflight).
+
+        With `deadline` (not for migrate, whose DDL may run long) the block runs under
+        the statement timeout and, as a whole, the client's statement deadline.
+        """
         try:
             conn = psycopg.Connection.connect(
-                self.settings.conninfo, **connect_kwargs(self.settings)
+                self.settings.conninfo, **connect_kwargs(self.settings, statement_timeout=deadline)
             )
         except psycopg.Error as exc:
             raise BackendError(self._failure(operation, exc, _Progress())) from exc
-        with conn:
+        with conn, DEADLINES.guard(conn.pgconn.socket, self._deadline if deadline else None):
             yield conn
 
     # -- life cycle ------------------------------------------------------------------
@@ -408,7 +438,7 @@ class PostgresBackend(Backend):
         """
         target = schema_version()
         progress = _Progress(sent=True)
-        with self._direct_connection("migrate") as conn:
+        with self._direct_connection("migrate", deadline=False) as conn:
             try:
                 with conn.transaction():
                     key = self.settings.migration_lock_key
@@ -677,6 +707,7 @@ class PostgresBackend(Backend):
         """
         if not jobs:
             return []
+        check_new_jobs(jobs)
         if self._bulk(jobs):
             return self._run(
                 self._enqueue_by_copy_op(jobs), "enqueue", EnqueueError, transaction=True
@@ -686,6 +717,7 @@ class PostgresBackend(Backend):
     async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
         if not jobs:
             return []
+        check_new_jobs(jobs)
         if self._bulk(jobs):
             return await self._run_async(
                 self._enqueue_by_copy_op(jobs), "enqueue", EnqueueError, transaction=True
@@ -716,6 +748,7 @@ class PostgresBackend(Backend):
         """
         if not jobs:
             return []
+        check_new_jobs(jobs)
         conn = _raw_connection(connection)
         if not isinstance(conn, Connection):
             raise TypeError(
@@ -733,6 +766,7 @@ class PostgresBackend(Backend):
         """`enqueue_in` on a `psycopg.AsyncConnection` or `AsyncCursor`."""
         if not jobs:
             return []
+        check_new_jobs(jobs)
         conn = _raw_connection(connection)
         if not isinstance(conn, AsyncConnection):
             raise TypeError(

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from .deadlines import DEADLINES
 from .pools import connect_kwargs
 from .settings import PostgresSettings
 
@@ -38,13 +39,8 @@ RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 POLL_SECONDS = 0.25
 """How often the thread looks up from the socket to see whether it should stop."""
 PING_SECONDS = 30.0
-"""How long the connection may stay silent before the thread checks it is still alive."""
-KEEPALIVES = {
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-}
+"""How long the connection may stay silent before the thread checks it is still alive (the ping
+is given the statement deadline, and the connection TCP keepalives: see settings.py)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -141,7 +137,7 @@ class NotificationListener:
                 self._stop.wait(delay)
 
     def _listen(self, *, reconnected: bool) -> None:
-        kwargs = {**KEEPALIVES, **connect_kwargs(self.settings)}
+        kwargs = connect_kwargs(self.settings, statement_timeout=True)
         with psycopg.Connection.connect(self.settings.conninfo, **kwargs) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.settings.channel)))
             self.connected.set()
@@ -154,6 +150,8 @@ class NotificationListener:
                     self._wake(notify.payload)
                     heard = time.monotonic()
                 if time.monotonic() - heard > PING_SECONDS:
-                    conn.execute("")  # a half-open connection fails here
+                    # a half-open connection fails here, within the statement deadline
+                    with DEADLINES.guard(conn.pgconn.socket, self.settings.statement_deadline):
+                        conn.execute("")
                     heard = time.monotonic()
         self.connected.clear()

@@ -15,6 +15,10 @@ Two things are added here:
   `enqueue` fails fast) or serves this operation and is closed after it. A
   pool whose connections are all in use is simply waited for (`pool_timeout`),
   so a busy process never opens connections beyond `pool_max`.
+- An asyncio pool is closed when its event loop ends (`_close_at_loop_end`):
+  psycopg-pool's background tasks swallow the cancellation `asyncio.run` sends
+  them at the end while they are connecting, and would then wait forever, so a
+  loop that ended during an outage (a store refusing connections) never finished.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from .settings import DEFAULT_CONNECT_TIMEOUT, PostgresSettings
+from .settings import PostgresSettings
 
 log = logging.getLogger("stagecrew.postgres")
 
+CLOSE_TIMEOUT = 5.0
+"""Seconds a pool's close waits for its background tasks before leaving them to finish alone."""
 QUICK_WAIT = 0.1
 """Seconds a checkout waits for a pooled connection before trying the server directly."""
 RECONNECT_TIMEOUT = 10.0
@@ -55,18 +61,26 @@ _inherited: list[object] = []
 collected, because closing them here would end the parent's sessions."""
 
 
-def connect_kwargs(settings: PostgresSettings) -> dict[str, Any]:
+def connect_kwargs(
+    settings: PostgresSettings, *, statement_timeout: bool = False
+) -> dict[str, Any]:
     """Connection options stagecrew adds to the URL's (which win where both are set).
 
     Sessions are named `stagecrew:<schema>` in `pg_stat_activity`, unless the
-    URL sets `application_name`.
+    URL sets `application_name`. Every connection gets the connect timeout and
+    TCP keepalive settings of `LIBPQ_DEFAULTS` the URL leaves out; with
+    `statement_timeout` (stagecrew's own pools, not the tasks' transactions, the
+    migration or VACUUM) the server also gets `statement_timeout`, ahead of the
+    URL's own `options` so that one set there still wins.
     """
     kwargs: dict[str, Any] = {
         "autocommit": True,
         "fallback_application_name": f"{APPLICATION_NAME}:{settings.schema}"[:63],
+        **settings.libpq_defaults,
     }
-    if not settings.connect_timeout_set:
-        kwargs["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
+    if statement_timeout and settings.statement_timeout > 0:
+        ours = f"-c statement_timeout={max(1, round(settings.statement_timeout * 1000))}"
+        kwargs["options"] = f"{ours} {settings.libpq_options}".rstrip()
     return kwargs
 
 
@@ -87,12 +101,19 @@ def _idle_and_open(conn: SyncConnection | AsyncConn) -> bool:
 
 
 class SyncPool:
-    """A `ConnectionPool` opened on first use; `connection()` is the only way in."""
+    """A `ConnectionPool` opened on first use; `connection()` is the only way in.
 
-    def __init__(self, settings: PostgresSettings, name: str, max_size: int) -> None:
+    `statement_timeout` puts the URL's statement timeout on its connections (stagecrew's
+    own statements; not the pool of the tasks' transactions).
+    """
+
+    def __init__(
+        self, settings: PostgresSettings, name: str, max_size: int, *, statement_timeout: bool
+    ) -> None:
         self.settings = settings
         self.name = name
         self.max_size = max_size
+        self.kwargs = connect_kwargs(settings, statement_timeout=statement_timeout)
         self._lock = threading.Lock()
         self._pool: ConnectionPool[SyncConnection] | None = None
         self._pid = 0
@@ -112,7 +133,7 @@ class SyncPool:
             if self._pool is None:
                 pool = ConnectionPool(
                     self.settings.conninfo,
-                    kwargs=connect_kwargs(self.settings),
+                    kwargs=self.kwargs,
                     min_size=min(self.settings.pool_min, self.max_size),
                     max_size=self.max_size,
                     timeout=self.settings.pool_timeout,
@@ -125,7 +146,7 @@ class SyncPool:
             return self._pool
 
     def _direct(self) -> SyncConnection:
-        return psycopg.Connection.connect(self.settings.conninfo, **connect_kwargs(self.settings))
+        return psycopg.Connection.connect(self.settings.conninfo, **self.kwargs)
 
     def _getconn(self, pool: ConnectionPool[SyncConnection]) -> SyncConnection | None:
         """A pooled connection, or None if the pool cannot give one now and is not just busy."""
@@ -170,7 +191,7 @@ class SyncPool:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None and self._pid == os.getpid():
-            pool.close(timeout=5.0)
+            pool.close(timeout=CLOSE_TIMEOUT)
 
 
 def _still_alive(conn: SyncConnection) -> bool:
@@ -200,6 +221,23 @@ class _LoopPool:
     connections: weakref.WeakSet[AsyncConn]
     in_use: int = 0
     opened: bool = False
+    closer: asyncio.Task[None] | None = None
+    """Closes the pool when the loop ends (see `_close_at_loop_end`)."""
+
+
+async def _close_at_loop_end(pool: AsyncConnectionPool[AsyncConn]) -> None:
+    """Wait until cancelled, then close `pool`: `asyncio.run` cancels every task at its end.
+
+    psycopg-pool's worker tasks catch `CancelledError` while they run a job (a connection
+    attempt, say during an outage) and go back to waiting for the next job, so the
+    cancellation `asyncio.run` sends every task at the end is lost on them and the loop
+    waits for them for ever. Closing the pool sends each worker the stop job it waits for.
+    """
+    try:
+        await asyncio.get_running_loop().create_future()
+    except asyncio.CancelledError:  # not GeneratorExit: a task destroyed unrun cannot await
+        await pool.close(timeout=CLOSE_TIMEOUT)
+        raise
 
 
 class AsyncPools:
@@ -210,10 +248,13 @@ class AsyncPools:
     loop. A pool whose loop has closed is dropped, its connections closed.
     """
 
-    def __init__(self, settings: PostgresSettings, name: str, max_size: int) -> None:
+    def __init__(
+        self, settings: PostgresSettings, name: str, max_size: int, *, statement_timeout: bool
+    ) -> None:
         self.settings = settings
         self.name = name
         self.max_size = max_size
+        self.kwargs = connect_kwargs(settings, statement_timeout=statement_timeout)
         self._lock = threading.Lock()
         self._pools: dict[asyncio.AbstractEventLoop, _LoopPool] = {}
         self._pid = os.getpid()
@@ -239,6 +280,9 @@ class AsyncPools:
         if not entry.opened:
             await entry.pool.open(wait=False)
             entry.opened = True
+            entry.closer = asyncio.create_task(
+                _close_at_loop_end(entry.pool), name=f"{self.name}: close at loop end"
+            )
         return entry
 
     def _new_pool(self) -> _LoopPool:
@@ -249,7 +293,7 @@ class AsyncPools:
 
         pool = AsyncConnectionPool(
             self.settings.conninfo,
-            kwargs=connect_kwargs(self.settings),
+            kwargs=self.kwargs,
             min_size=min(self.settings.pool_min, self.max_size),
             max_size=self.max_size,
             timeout=self.settings.pool_timeout,
@@ -261,9 +305,7 @@ class AsyncPools:
         return _LoopPool(pool, connections)
 
     async def _direct(self) -> AsyncConn:
-        return await psycopg.AsyncConnection.connect(
-            self.settings.conninfo, **connect_kwargs(self.settings)
-        )
+        return await psycopg.AsyncConnection.connect(self.settings.conninfo, **self.kwargs)
 
     async def _getconn(self, entry: _LoopPool) -> AsyncConn | None:
         """A pooled connection, or None if the pool cannot give one now and is not just busy."""
@@ -307,7 +349,9 @@ class AsyncPools:
         with self._lock:
             entry = self._pools.pop(loop, None)
         if entry is not None:
-            await entry.pool.close(timeout=5.0)
+            await entry.pool.close(timeout=CLOSE_TIMEOUT)
+            if entry.closer is not None:
+                entry.closer.cancel()
         self.close()
 
     def close(self) -> None:
@@ -327,15 +371,20 @@ class AsyncPools:
             except RuntimeError:
                 running = None
             if running is loop:  # called from inside that loop: close in the background
-                task = loop.create_task(entry.pool.close(timeout=5.0))
+                task = loop.create_task(entry.pool.close(timeout=CLOSE_TIMEOUT))
                 self._closing_tasks.add(task)
                 task.add_done_callback(self._closing_tasks.discard)
             else:
-                future = asyncio.run_coroutine_threadsafe(entry.pool.close(timeout=5.0), loop)
+                future = asyncio.run_coroutine_threadsafe(
+                    entry.pool.close(timeout=CLOSE_TIMEOUT), loop
+                )
                 try:
-                    future.result(timeout=10.0)
+                    future.result(timeout=2 * CLOSE_TIMEOUT)
                 except Exception:  # the loop stopped meanwhile
                     _finish(entry)
+            if entry.closer is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(entry.closer.cancel)
 
 
 def _finish(entry: _LoopPool) -> None:

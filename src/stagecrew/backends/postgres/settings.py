@@ -4,11 +4,20 @@
 
 stagecrew's options are removed before the URI reaches libpq; every other
 query parameter (sslmode, connect_timeout, application_name, ...) is libpq's.
+
+Store timeouts. Every connection stagecrew opens gets libpq's `connect_timeout`,
+TCP keepalives and `tcp_user_timeout` from `LIBPQ_DEFAULTS` unless the URL sets
+them, so a dead server or a half-open connection fails a call within seconds
+instead of the kernel's 15 minutes. stagecrew's own statements also run under a
+`statement_timeout` (`?statement_timeout=` seconds, 0 for none), and the client
+gives up on a statement the server has not answered within `statement_deadline`
+(see pools.py: a peer that stopped answering is noticed by no TCP timeout).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -23,7 +32,17 @@ DEFAULT_POOL_MAX = 4
 DEFAULT_POOL_TIMEOUT = 30.0
 DEFAULT_TASK_POOL_MAX = 10
 DEFAULT_CONNECT_TIMEOUT = 5
+DEFAULT_STATEMENT_TIMEOUT = 30.0
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1
+LIBPQ_DEFAULTS: dict[str, int] = {
+    "connect_timeout": DEFAULT_CONNECT_TIMEOUT,  # seconds to open a connection
+    "keepalives": 1,
+    "keepalives_idle": 10,  # seconds of silence before the first probe ...
+    "keepalives_interval": 5,  # ... then one every 5 s ...
+    "keepalives_count": 3,  # ... and the connection is dead after 3 unanswered: ~25 s
+    "tcp_user_timeout": 20_000,  # ms sent data may stay unacknowledged (Linux)
+}
+"""libpq parameters stagecrew sets on every connection where the URL does not set them."""
 
 OPTIONS = {
     "schema": "the schema holding stagecrew's tables (default stagecrew)",
@@ -40,6 +59,10 @@ OPTIONS = {
         "most connections held by tasks' own transactions, ctx.transaction() "
         f"(default {DEFAULT_TASK_POOL_MAX})"
     ),
+    "statement_timeout": (
+        "seconds one of stagecrew's statements may run on the server "
+        f"(default {DEFAULT_STATEMENT_TIMEOUT:g}; 0 = no limit)"
+    ),
 }
 
 
@@ -55,8 +78,23 @@ class PostgresSettings:
     vacuum: str
     where: str
     """user@host:port/dbname, for messages (never the password)."""
-    connect_timeout_set: bool
-    """The URL sets libpq's connect_timeout itself."""
+    libpq_defaults: dict[str, int]
+    """The `LIBPQ_DEFAULTS` the URL does not set itself, to add to every connection."""
+    statement_timeout: float
+    """Seconds (0 = none): the server's `statement_timeout` for stagecrew's own statements."""
+    libpq_options: str
+    """The URL's own libpq `options` (command-line options for the server), or ''."""
+
+    @property
+    def statement_deadline(self) -> float | None:
+        """Seconds after which the client gives up on an unanswered statement (None: never).
+
+        The server's statement_timeout gets the first word, with a clean error; the
+        client waits as long again (5 s more at most) before it closes the connection.
+        """
+        if self.statement_timeout <= 0:
+            return None
+        return self.statement_timeout + min(self.statement_timeout, 5.0)
 
     @property
     def channel(self) -> str:
@@ -85,9 +123,23 @@ def _number(url: str, name: str, value: str, kind: type[int] | type[float]) -> f
         number = kind(value)
     except ValueError:
         raise ConfigurationError(f"option {name}={value!r} in {url!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ConfigurationError(f"option {name}={value!r} in {url!r} is not a finite number")
     if number < (0 if name == "pool_min" else 1):
         raise ConfigurationError(f"option {name}={value!r} in {url!r} is too small")
     return number
+
+
+def _seconds(url: str, name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(f"option {name}={value!r} in {url!r} is not a number") from None
+    if not 0 <= seconds < math.inf:  # false for NaN
+        raise ConfigurationError(
+            f"option {name}={value!r} in {url!r} must be a finite number of seconds, 0 or more"
+        )
+    return seconds
 
 
 def parse_url(url: str) -> PostgresSettings:
@@ -128,6 +180,10 @@ def parse_url(url: str) -> PostgresSettings:
         _number(url, "task_pool_max", ours.get("task_pool_max", str(DEFAULT_TASK_POOL_MAX)), int)
     )
 
+    statement_timeout = _seconds(
+        url, "statement_timeout", ours.get("statement_timeout", str(DEFAULT_STATEMENT_TIMEOUT))
+    )
+
     vacuum = ours.get("vacuum", "auto")
     if vacuum not in ("auto", "on", "off"):
         raise ConfigurationError(f"vacuum={vacuum!r} in {url!r}: use auto, on or off")
@@ -146,5 +202,7 @@ def parse_url(url: str) -> PostgresSettings:
         task_pool_max=task_pool_max,
         vacuum=vacuum,
         where=where,
-        connect_timeout_set="connect_timeout" in params,
+        libpq_defaults={k: v for k, v in LIBPQ_DEFAULTS.items() if k not in params},
+        statement_timeout=statement_timeout,
+        libpq_options=str(params.get("options") or ""),
     )

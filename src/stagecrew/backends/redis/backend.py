@@ -2,7 +2,11 @@
 
 URL options (besides redis-py's own, such as `socket_timeout`): `prefix` (default `stagecrew`)
 names the keys, so several stores share one Redis; `cluster=1` talks to a Redis Cluster;
-`allow_eviction=1` lets workers start on a Redis whose eviction policy may evict job keys.
+`allow_eviction=1` lets workers start on a Redis whose eviction policy may evict job keys;
+`keepalive_idle`, `keepalive_interval`, `keepalive_count` tune TCP keepalives. Every call is
+bounded: redis-py's `socket_timeout` (default 10 s), `socket_connect_timeout` (5 s),
+`health_check_interval` (30 s) and `socket_keepalive` (on) are set unless the URL sets them
+(see keys.py and docs/redis.md).
 
 Every state change is one Lua script (`lua/*.lua`), so it is atomic by construction; this
 module only builds the scripts' arguments, sends them, and turns replies into records. The
@@ -137,6 +141,7 @@ from ..base import (
     QueueStats,
     RescueReport,
     Retention,
+    check_new_jobs,
     check_release_arguments,
 )
 from ..records import salvage_claim
@@ -311,13 +316,18 @@ class RedisBackend(Backend):
     def __repr__(self) -> str:
         return f"<RedisBackend {self._settings.display_url} prefix={self.prefix!r}>"
 
-    @staticmethod
-    def _client_options() -> dict[str, Any]:
+    def _client_options(self) -> dict[str, Any]:
         # RESP2: scripts' replies keep their plain shapes. No retries inside redis-py: a write
         # is never sent twice behind the caller's back, and the producer fails at once when
         # Redis is down (the worker retries with its own backoff). A connection Redis closed
-        # (a restart) is noticed and replaced before use (see wire.py).
-        return {"protocol": 2, "retry": Retry(NoBackoff(), 0)}
+        # (a restart) is noticed and replaced before use (see wire.py). Timeouts bound every
+        # call (keys.TIMEOUT_DEFAULTS); the wake-up subscription's reads wait for their own
+        # timeout instead (see `wait`), so an idle worker's long wait is never cut short.
+        return {
+            **self._settings.connection_options,
+            "protocol": 2,
+            "retry": Retry(NoBackoff(), 0),
+        }
 
     # -- drivers -----------------------------------------------------------------
     def _now(self) -> str:
@@ -678,6 +688,7 @@ class RedisBackend(Backend):
     def _enqueue_plan(self, jobs: Sequence[NewJob]) -> _Plan[list[EnqueuedJob]]:
         if not jobs:
             return []
+        check_new_jobs(jobs)
         now = self._now()
         # Every field is read and encoded before anything is sent: a bad job fails the batch
         # while nothing is written. Per job: reserved id ('' here), then new_job_fields(job).

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import socket
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ...errors import ConfigurationError
 
 DEFAULT_PREFIX = "stagecrew"
-_OUR_QUERY = frozenset({"prefix", "allow_eviction", "cluster", "cluster_layout"})
+TIMEOUT_DEFAULTS: dict[str, Any] = {
+    "socket_timeout": 10.0,  # seconds a command may wait for its reply
+    "socket_connect_timeout": 5.0,  # seconds to open a connection
+    "health_check_interval": 30,  # seconds idle before a connection is PINGed before use
+    "socket_keepalive": True,
+}
+"""redis-py options stagecrew sets on every connection; the URL's own (same names) win."""
+KEEPALIVE_DEFAULTS = {"keepalive_idle": 10, "keepalive_interval": 5, "keepalive_count": 3}
+"""TCP keepalive timing (seconds idle, seconds between probes, probes): a dead peer of an idle
+connection is noticed in about 25 s. stagecrew's own URL options, as redis-py has none."""
+_KEEPALIVE_SOCKET_OPTIONS = {
+    "keepalive_idle": getattr(socket, "TCP_KEEPIDLE", None),
+    "keepalive_interval": getattr(socket, "TCP_KEEPINTVL", None),
+    "keepalive_count": getattr(socket, "TCP_KEEPCNT", None),
+}
+_OUR_QUERY = frozenset(
+    {"prefix", "allow_eviction", "cluster", "cluster_layout", *KEEPALIVE_DEFAULTS}
+)
+_SECONDS_QUERY = {"socket_timeout": 0.0, "socket_connect_timeout": 0.0, "health_check_interval": -1}
+"""redis-py's time options in a URL, checked here (finite, above the bound) before redis-py
+reads them: a NaN or infinite socket timeout would make every call wait for ever."""
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
@@ -25,6 +48,8 @@ class Settings:
     cluster_layout: bool
     """Keep the idempotency index per queue and reserve ids before enqueueing (implied by
     `cluster`; `?cluster_layout=1` alone runs that layout on a single Redis, for tests)."""
+    connection_options: dict[str, Any] = field(default_factory=dict)
+    """Timeouts and keepalives for redis-py's connections (the URL's own settings win)."""
 
 
 def parse_url(url: str) -> Settings:
@@ -37,6 +62,8 @@ def parse_url(url: str) -> Settings:
         if name in _OUR_QUERY:
             ours[name] = value
         else:
+            if name in _SECONDS_QUERY:
+                _check_seconds(url, name, value, above=_SECONDS_QUERY[name])
             theirs.append((name, value))
     prefix = ours.get("prefix", DEFAULT_PREFIX)
     if not prefix or "{" in prefix or "}" in prefix:
@@ -49,6 +76,15 @@ def parse_url(url: str) -> Settings:
     if "@" in netloc:
         netloc = "***@" + netloc.rsplit("@", 1)[1]
     display = urlunsplit(parts._replace(netloc=netloc))
+    keepalive: dict[int, int] = {}
+    for name, default in KEEPALIVE_DEFAULTS.items():
+        given = ours.get(name, str(default))
+        seconds = _check_seconds(url, name, given, above=0)
+        if seconds != int(seconds):
+            raise ConfigurationError(f"option {name}={given!r} in {url!r} must be whole seconds")
+        option = _KEEPALIVE_SOCKET_OPTIONS[name]
+        if option is not None:  # not every platform can tune keepalives per socket
+            keepalive[option] = int(seconds)
     return Settings(
         redis_url=redis_url,
         display_url=display,
@@ -56,7 +92,21 @@ def parse_url(url: str) -> Settings:
         allow_eviction=ours.get("allow_eviction", "").lower() in _TRUE,
         cluster=ours.get("cluster", "").lower() in _TRUE,
         cluster_layout=(ours.get("cluster_layout") or ours.get("cluster", "")).lower() in _TRUE,
+        connection_options={**TIMEOUT_DEFAULTS, "socket_keepalive_options": keepalive},
     )
+
+
+def _check_seconds(url: str, name: str, value: str, *, above: float) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(f"option {name}={value!r} in {url!r} is not a number") from None
+    if not above < seconds < math.inf:  # false for NaN
+        bound = "0 or more" if above < 0 else "more than 0"
+        raise ConfigurationError(
+            f"option {name}={value!r} in {url!r} must be a finite number of seconds, {bound}"
+        )
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,10 @@ error: `EnqueueError` from `enqueue`, `BackendError` from everything else.
 
 Connections are per thread (a `sqlite3.Connection` must not be used by two
 threads at once), and per process: a connection inherited through `fork` is
-never touched by the child.
+never touched by the child. A thread that finished leaves its connection
+behind: the next thread that needs one takes it over, and any others are
+closed, so a thread-per-request server holds one connection per live thread,
+not one per thread it ever ran.
 
 Time is the process clock (`self.clock`): SQLite has no server, so
 `capabilities.server_clock` is False and machines sharing a file through a
@@ -63,6 +66,7 @@ from ..base import (
     QueueStats,
     RescueReport,
     Retention,
+    check_new_jobs,
     check_release_arguments,
 )
 from ..records import decode_errors, salvage_claim
@@ -254,7 +258,7 @@ def _filter_sql(job_filter: JobFilter) -> tuple[list[str], dict[str, Any]]:
     return terms, params
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Connection:
     """One thread's connection, and what that thread's `wait` has already seen."""
 
@@ -263,6 +267,8 @@ class _Connection:
     generation: int
     seen_data_version: int
     seen_local_writes: int
+    owner: threading.Thread
+    """The thread using it; once that thread has finished, another may take it over."""
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -361,8 +367,10 @@ def _parse_url(url: str) -> tuple[str, int, float]:
             raise ConfigurationError(
                 f"option {name}={value!r} in {url!r} is not a number"
             ) from None
-    if busy_timeout_ms < 0 or poll_ms <= 0:
-        raise ConfigurationError(f"busy_timeout_ms must be >= 0 and poll_ms > 0 in {url!r}")
+    if busy_timeout_ms < 0 or not 0 < poll_ms < math.inf:  # false for NaN
+        raise ConfigurationError(
+            f"busy_timeout_ms must be >= 0 and poll_ms a finite number > 0 in {url!r}"
+        )
     return os.path.abspath(path), busy_timeout_ms, poll_ms
 
 
@@ -390,7 +398,8 @@ class SQLiteBackend(Backend):
         self.poll_interval = poll_ms / 1000.0
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[tuple[int, sqlite3.Connection]] = []
+        self._connections: list[_Connection] = []
+        """Every connection this object opened, inherited ones too (never closed by a child)."""
         self._generation = 0
         self._schema_ready_pid: int | None = None
         self._local_writes = 0
@@ -402,16 +411,49 @@ class SQLiteBackend(Backend):
         local: _Connection | None = getattr(self._local, "connection", None)
         if local is not None and local.generation == self._generation and local.pid == os.getpid():
             return local
-        conn = self._open()
+        local = self._take_over() or self._register(self._open())
+        local.seen_data_version = local.conn.execute("PRAGMA data_version").fetchone()[0]
+        local.seen_local_writes = 0
+        self._local.connection = local
+        return local
+
+    def _take_over(self) -> _Connection | None:
+        """A connection left by a finished thread, now this thread's; the other such are closed.
+
+        Runs once per thread (when it first needs a connection), never on the hot path, so
+        a thread that enqueues again and again pays nothing for it. A finished thread never
+        touches its connection again (`is_alive` turns false only once it has stopped), so
+        handing it to this thread is safe.
+        """
+        pid, me = os.getpid(), threading.current_thread()
+        with self._lock:
+            left = [c for c in self._connections if c.pid == pid and not c.owner.is_alive()]
+            taken = next((c for c in left if not c.conn.in_transaction), None)
+            closing = [c for c in left if c is not taken]
+            if closing:
+                self._connections = [c for c in self._connections if c not in closing]
+            if taken is not None:
+                taken.owner = me
+        for c in closing:
+            with suppress(sqlite3.Error):
+                c.conn.close()
+        return taken
+
+    def _register(self, conn: sqlite3.Connection) -> _Connection:
         local = _Connection(
             conn=conn,
             pid=os.getpid(),
             generation=self._generation,
-            seen_data_version=conn.execute("PRAGMA data_version").fetchone()[0],
+            seen_data_version=0,
             seen_local_writes=0,
+            owner=threading.current_thread(),
         )
-        self._local.connection = local
-        return local
+        with self._lock:
+            if local.generation == self._generation:
+                self._connections.append(local)
+                return local
+        conn.close()  # close() ran meanwhile: open again under the new generation
+        return self._register(self._open())
 
     def _conn(self) -> sqlite3.Connection:
         return self._connection().conn
@@ -438,8 +480,6 @@ class SQLiteBackend(Backend):
         except BaseException:
             conn.close()
             raise
-        with self._lock:
-            self._connections.append((os.getpid(), conn))
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -503,10 +543,10 @@ class SQLiteBackend(Backend):
         with self._lock:
             self._generation += 1
             connections, self._connections = self._connections, []
-        for owner, conn in connections:
-            if owner == pid:  # never close a connection inherited through fork
+        for local in connections:
+            if local.pid == pid:  # never close a connection inherited through fork
                 with suppress(sqlite3.Error):
-                    conn.close()
+                    local.conn.close()
 
     # -- producer ----------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
@@ -519,6 +559,7 @@ class SQLiteBackend(Backend):
         """
         if not jobs:
             return []
+        check_new_jobs(jobs)
         now = self.clock.now()
         keys = {job.idempotency_key for job in jobs if job.idempotency_key is not None}
         try:

@@ -26,6 +26,13 @@
 --
 -- Times are seconds since the epoch, written with %.17g so that a double survives the round trip.
 -- A "now" argument of '' means the Redis server's clock (TIME); tests pass a fake time instead.
+--
+-- THE RULE FOR EVERY SCRIPT: check every input before the first write. Redis does not roll a
+-- script back when it fails part way; whatever it wrote before the error stays (an orphan job
+-- hash, an idempotency entry no index holds). So each script reads and checks all of its ARGV
+-- (numbers finite, counts whole, names from their known set, JSON well formed) with the helpers
+-- below before it changes anything, and its header says what it checks in a "-- validates:"
+-- line. A failed check is an error reply ("ERR stagecrew: invalid ..."), nothing written.
 local AVAILABLE, SCHEDULED, RUNNING = KEYS[1], KEYS[2], KEYS[3]
 local FINISHED = { succeeded = KEYS[4], dead = KEYS[5], cancelled = KEYS[6] }
 local ALL, IDEMPOTENCY, REGISTERED, DUE = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
@@ -43,27 +50,48 @@ local function int(x)
     return string.format('%d', x)
 end
 
-local function clock(arg)
-    if arg ~= nil and arg ~= '' then
-        return tonumber(arg)
-    end
-    local t = redis.call('TIME')
-    return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-
--- Input checks. Redis does not roll back a script that fails half-way, so a script checks every
--- argument it uses before its first write; these raise an error reply naming the bad one.
+-- Fail the script, writing nothing (see THE RULE above): an error reply naming the argument.
 local function refuse(what, value)
-    error({ err = 'ERR stagecrew: bad ' .. what .. ': ' .. string.sub(tostring(value), 1, 60) })
+    error({ err = 'ERR stagecrew: bad ' .. what .. ': ' .. string.sub(tostring(value), 1, 100) })
 end
 
--- A finite number, returned as one (tonumber alone takes 'nan' and 'inf').
+-- A finite number (tonumber accepts 'nan' and 'inf'; NaN is the one value unequal to itself).
 local function finite_arg(value, what)
     local x = tonumber(value)
     if x == nil or x ~= x or x == math.huge or x == -math.huge then
         refuse(what, value)
     end
     return x
+end
+
+-- An integer, at least `least` if given. One passed as text must be written the way the backend
+-- writes one ('12', '-3', never '1e3' or '07'), so it can be compared with a stored field as
+-- text and name a key.
+local function integer_arg(value, what, least)
+    local x = tonumber(value)
+    if x == nil or x ~= math.floor(x) or math.abs(x) >= 9007199254740992
+            or (type(value) == 'string' and string.format('%d', x) ~= value)
+            or (least ~= nil and x < least) then
+        refuse(what, value)
+    end
+    return x
+end
+
+-- A job id: a string of digits (an id no job has is harmless: nothing is written for it).
+local function id_arg(value, what)
+    if type(value) ~= 'string' or not string.match(value, '^[0-9]+$') or #value > 19 then
+        refuse(what, value)
+    end
+    return value
+end
+
+-- "now": '' for the server's clock, else a finite time (a test's fake clock).
+local function clock(arg)
+    if arg ~= nil and arg ~= '' then
+        return finite_arg(arg, 'now')
+    end
+    local t = redis.call('TIME')
+    return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
 -- A finite number that is not negative.
@@ -73,25 +101,6 @@ local function seconds_arg(value, what)
         refuse(what, value)
     end
     return x
-end
-
--- An integer written the way the backend writes one ('12', '-3', never '1e3' or '07'), so it
--- can be compared with a stored field as text and name a key.
-local function integer_arg(value, what)
-    local x = tonumber(value)
-    if x == nil or x ~= math.floor(x) or math.abs(x) >= 9007199254740992
-            or string.format('%d', x) ~= value then
-        refuse(what, value)
-    end
-    return x
-end
-
--- '' (the server's clock) or a finite time.
-local function now_arg(value)
-    if value ~= '' then
-        finite_arg(value, 'now')
-    end
-    return value
 end
 
 -- The first half of an available member: run_at in whole microseconds, 17 digits (a damaged
@@ -166,27 +175,52 @@ local function delete_job(id, state, key)
 end
 
 -- A JobFilter as JSON: {"states": [...], "tasks": [...], "ids": [...], "before_id": n,
--- "finished_before": t}; absent or empty fields match everything. Returns a predicate over
--- (id, state, task, finished_at).
+-- "finished_before": t}; absent or empty fields match everything. Returns the decoded filter
+-- (fields checked, nulls as nil) and a predicate over (id, state, task, finished_at). Every
+-- field is checked here, before the caller writes anything, so that the predicate cannot fail
+-- half way through a batch.
 local function job_filter(text)
-    local f = cjson.decode(text)
-    local states, tasks, ids = nil, nil, nil
-    if f.states and #f.states > 0 then
-        states = {}
-        for _, s in ipairs(f.states) do states[s] = true end
+    local ok, f = pcall(cjson.decode, text)
+    if not ok or type(f) ~= 'table' then
+        refuse('filter', text)
     end
-    if f.tasks and #f.tasks > 0 then
-        tasks = {}
-        for _, t in ipairs(f.tasks) do tasks[t] = true end
+    local function list(name, check)
+        local values = f[name]
+        if values == nil or values == cjson.null then
+            return nil
+        end
+        if type(values) ~= 'table' then
+            refuse('filter ' .. name, text)
+        end
+        if #values == 0 then
+            return nil
+        end
+        local set = {}
+        for _, v in ipairs(values) do
+            set[check(v)] = true
+        end
+        return set
     end
-    if f.ids and #f.ids > 0 then
-        ids = {}
-        for _, i in ipairs(f.ids) do ids[int(i)] = true end
+    local function text_value(v)
+        if type(v) ~= 'string' then
+            refuse('filter', text)
+        end
+        return v
     end
+    local states = list('states', text_value)
+    local tasks = list('tasks', text_value)
+    local ids = list('ids', function(v) return int(integer_arg(v, 'filter ids', 0)) end)
     local before_id = f.before_id
     local finished_before = f.finished_before
     if before_id == cjson.null then before_id = nil end
     if finished_before == cjson.null then finished_before = nil end
+    if before_id ~= nil then
+        before_id = integer_arg(before_id, 'filter before_id', 0)
+    end
+    if finished_before ~= nil then
+        finished_before = finite_arg(finished_before, 'filter finished_before')
+    end
+    f.before_id, f.finished_before = before_id, finished_before
     return function(id, state, task, finished_at)
         if states and not states[state] then return false end
         if tasks and not tasks[task] then return false end
@@ -196,5 +230,5 @@ local function job_filter(text)
             if not finished_at or tonumber(finished_at) >= finished_before then return false end
         end
         return true
-    end
+    end, f
 end

@@ -14,6 +14,7 @@
 --   instead of being available at once.
 -- Returns one code per outcome: 1 applied, 0 fenced off (not running that claim),
 --   -1 no such job in this queue.
+-- validates: now; per outcome the job id and claim token (whole), the kind, the delay.
 -- Every argument is checked before the first write (see _lib.lua): a batch with one bad outcome
 -- changes nothing.
 local TARGET = {
@@ -23,7 +24,7 @@ local TARGET = {
 if #ARGV < 2 or (#ARGV - 2) % 6 ~= 0 then
     refuse('argument count', #ARGV)
 end
-local now = clock(now_arg(ARGV[2]))
+local now = clock(ARGV[2])
 local now_s = fmt(now)
 for i = 3, #ARGV, 6 do
     integer_arg(ARGV[i], 'job id')

@@ -6,14 +6,15 @@
 --   KEYS[10] due, KEYS[6] cancelled and the job's hash T:job:<id>.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] job id.
 -- Returns the job's hash after the change (HGETALL), or false when there is no such job.
-local k = job_key(ARGV[3])
+-- validates: now, the job id.
+local now_s = fmt(clock(ARGV[2]))
+local id = id_arg(ARGV[3], 'job id')
+local k = job_key(id)
 local f = redis.call('HMGET', k, 'state', 'run_at')
 if not f[1] then
     return false
 end
-local id = ARGV[3]
 if f[1] == 'available' or f[1] == 'scheduled' then
-    local now_s = fmt(clock(ARGV[2]))
     unindex(id, f[1], f[2])
     redis.call('HSET', k, 'state', 'cancelled', 'finished_at', now_s)
     redis.call('ZADD', FINISHED.cancelled, now_s, id)

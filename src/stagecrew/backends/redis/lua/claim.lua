@@ -14,11 +14,12 @@
 --   ARGV[5] lease seconds; ARGV[6] the most scheduled jobs to move to T:due in this call.
 -- Returns {now, lease_expires_at, then 10 per claimed job: id, attempt, task, payload,
 --   max_attempts, priority, enqueued_at, run_at, lost, token}.
+-- validates: now, limit (whole), lease seconds (finite, >= 0), the promotion batch (whole).
 -- Every argument is checked before the first write (see _lib.lua).
 if #ARGV ~= 6 then
     refuse('argument count', #ARGV)
 end
-local now = clock(now_arg(ARGV[2]))
+local now = clock(ARGV[2])
 if ARGV[3] == '' then
     refuse('worker id', "''")
 end

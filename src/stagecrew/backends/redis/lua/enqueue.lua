@@ -12,15 +12,38 @@
 -- Returns {0} when the queue is not registered yet (nothing written: register it, call again);
 --   {-1, id} when a reserved id is taken already (nothing written); else
 --   {1, now, id_1, created_1, ..., id_n, created_n}.
+-- validates: now; n and the argument count; per job an id ('' or digits), priority (whole),
+--   run_at ('' or finite), delay (finite, >= 0), max_attempts (whole, >= 1) and the key's form.
 -- Nothing is written before every job was checked, so a refused call leaves no trace; under
 -- maxmemory the #!lua flags (no allow-oom) make Redis refuse the whole script up front.
+local now = clock(ARGV[2])
+local now_s = fmt(now)
+local n = integer_arg(ARGV[4], 'job count', 0)
+local BASE, WIDTH = 4, 8
+if #ARGV ~= BASE + n * WIDTH then
+    refuse('argument count', #ARGV)
+end
+for i = 1, n do
+    local o = BASE + (i - 1) * WIDTH
+    if ARGV[o + 1] ~= '' then
+        id_arg(ARGV[o + 1], 'job id')
+    end
+    integer_arg(ARGV[o + 4], 'priority', -math.huge)
+    if ARGV[o + 5] ~= '' then
+        finite_arg(ARGV[o + 5], 'run_at')
+    end
+    if finite_arg(ARGV[o + 6], 'delay') < 0 then
+        refuse('delay', ARGV[o + 6])
+    end
+    integer_arg(ARGV[o + 7], 'max_attempts', 1)
+    local key = ARGV[o + 8]
+    if key ~= '' and string.sub(key, 1, 1) ~= '=' then
+        refuse('idempotency key', key)
+    end
+end
 if redis.call('EXISTS', REGISTERED) == 0 then
     return { 0 }
 end
-local now = clock(ARGV[2])
-local now_s = fmt(now)
-local n = tonumber(ARGV[4])
-local BASE, WIDTH = 4, 8
 
 -- Pass 1: decide, without writing. plan[i] = stored id (a duplicate of a stored job),
 -- {index} (a duplicate of an earlier job of this batch), or true (a new job).

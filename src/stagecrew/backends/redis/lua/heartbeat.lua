@@ -9,11 +9,12 @@
 --   then pairs: job id, claim token.
 -- Returns one code per pair: 0 held and extended, 1 held and extended but its cancellation was
 --   requested, 2 not held (lost), 3 no such job in this queue.
+-- validates: now, lease seconds (finite, >= 0), each job id and claim token (whole).
 -- Every argument is checked before the first write (see _lib.lua).
 if #ARGV < 4 or (#ARGV - 4) % 2 ~= 0 then
     refuse('argument count', #ARGV)
 end
-local now = clock(now_arg(ARGV[2]))
+local now = clock(ARGV[2])
 local worker = ARGV[3]
 if worker == '' then
     refuse('worker id', "''")

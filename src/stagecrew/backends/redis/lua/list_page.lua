@@ -10,11 +10,14 @@
 -- With the filter's ids, only those are looked at. With states whose indexes hold at most
 -- ARGV[5] jobs in all, those indexes are read and sorted; otherwise KEYS[7] (every job, by id)
 -- is walked down from ARGV[3], ARGV[5] entries per call.
-local f = cjson.decode(ARGV[2])
-local matches = job_filter(ARGV[2])
-local below = tonumber(ARGV[3])
-local want = tonumber(ARGV[4])
-local budget = tonumber(ARGV[5])
+-- validates: the filter, ARGV[3] ('' or whole), want and budget (whole, >= 0 and >= 1).
+local matches, f = job_filter(ARGV[2])
+local below = nil
+if ARGV[3] ~= '' then
+    below = integer_arg(ARGV[3], 'cursor', 0)
+end
+local want = integer_arg(ARGV[4], 'page size', 0)
+local budget = integer_arg(ARGV[5], 'budget', 1)
 local INDEX = {
     running = RUNNING, succeeded = FINISHED.succeeded, dead = FINISHED.dead,
     cancelled = FINISHED.cancelled,

@@ -9,8 +9,10 @@
 --   claim.lua moves to T:due per call.
 -- Returns {priority_1, sort member_1, priority_2, sort member_2, ...}, unordered; a sort member
 --   is "<run_at µs>:<L><id>" as in KEYS[1].
+-- validates: now, limit (whole), the promotion batch (whole, >= 0).
 local now = clock(ARGV[2])
-local limit = tonumber(ARGV[3])
+local limit = integer_arg(ARGV[3], 'limit', -math.huge)
+local promote = integer_arg(ARGV[4], 'promotion batch', 0)
 local out = {}
 if limit <= 0 then
     return out
@@ -22,8 +24,7 @@ for _, index in ipairs({ AVAILABLE, DUE }) do
         out[#out + 1] = heads[i]
     end
 end
-local became_due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', fmt(now), 'LIMIT', 0,
-    tonumber(ARGV[4]))
+local became_due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', fmt(now), 'LIMIT', 0, promote)
 for _, id in ipairs(became_due) do
     local f = redis.call('HMGET', job_key(id), 'priority', 'run_at')
     if f[1] or redis.call('EXISTS', job_key(id)) == 1 then

@@ -7,14 +7,23 @@
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] limit; ARGV[4] succeeded horizon;
 --   ARGV[5] cancelled horizon; ARGV[6] dead horizon (seconds; '' = keep forever).
 -- Returns the number of jobs deleted.
+-- validates: now, limit (whole, >= 0), each horizon ('' or finite, >= 0).
 local now = clock(ARGV[2])
-local remaining = tonumber(ARGV[3])
+local remaining = integer_arg(ARGV[3], 'limit', 0)
 local horizons = { { 'succeeded', ARGV[4] }, { 'cancelled', ARGV[5] }, { 'dead', ARGV[6] } }
+for _, pair in ipairs(horizons) do
+    if pair[2] ~= '' then
+        pair[2] = finite_arg(pair[2], pair[1] .. ' horizon')
+        if pair[2] < 0 then
+            refuse(pair[1] .. ' horizon', pair[2])
+        end
+    end
+end
 local deleted = 0
 for _, pair in ipairs(horizons) do
     local state, horizon = pair[1], pair[2]
     if horizon ~= '' and remaining > 0 then
-        local cutoff = '(' .. fmt(now - tonumber(horizon))
+        local cutoff = '(' .. fmt(now - horizon)
         local ids = redis.call('ZRANGEBYSCORE', FINISHED[state], '-inf', cutoff, 'LIMIT', 0,
             remaining)
         for _, id in ipairs(ids) do

@@ -10,22 +10,28 @@
 --   these jobs are looked at and ARGV[3..5] are ignored.
 -- Returns {deleted, looked at, skip for the next call}; a scan is complete once "looked at" is
 --   below ARGV[5].
-local matches = job_filter(ARGV[2])
+-- validates: the filter, the job ids, or else the state (succeeded | dead | cancelled), skip
+--   and count.
+local matches, f = job_filter(ARGV[2])
 local candidates
-local skip = tonumber(ARGV[4])
+local skip = 0
 if #ARGV >= 6 then
     candidates = {}
     for i = 6, #ARGV do
-        candidates[#candidates + 1] = ARGV[i]
+        candidates[#candidates + 1] = id_arg(ARGV[i], 'job id')
     end
 else
-    local f = cjson.decode(ARGV[2])
+    if not FINISHED[ARGV[3]] then
+        refuse('state', ARGV[3])
+    end
+    skip = integer_arg(ARGV[4], 'skip', 0)
+    local count = integer_arg(ARGV[5], 'count', 1)
     local upper = '+inf'
-    if f.finished_before and f.finished_before ~= cjson.null then
+    if f.finished_before then
         upper = '(' .. fmt(f.finished_before)
     end
     candidates = redis.call('ZRANGEBYSCORE', FINISHED[ARGV[3]], '-inf', upper, 'LIMIT', skip,
-        tonumber(ARGV[5]))
+        count)
 end
 local deleted = 0
 for _, id in ipairs(candidates) do

@@ -4,7 +4,7 @@
 -- exhausted or lost too often), or cancelled (a cancellation was pending); each gets a "worker
 -- lost" error. For a worker known to be dead (its supervisor saw the process exit).
 --
--- Every argument is checked before the first write (Redis does not roll a failed script back).
+-- validates: now, the worker id (not empty), max_lost (whole, >= 1).
 --
 -- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[3] running; writes KEYS[1]
 --   available, KEYS[5] dead, KEYS[6] cancelled and the jobs' hashes T:job:<id>.
@@ -15,22 +15,12 @@
 -- There is no index of jobs by worker: the whole of T:running is read, in this one call, so an
 -- entry that a heartbeat of another worker moves meanwhile cannot be missed. T:running holds only
 -- claimed jobs (at most the fleet's capacity for this queue).
-local worker = ARGV[3]
-local max_lost = tonumber(ARGV[4])
-if ARGV[2] ~= '' and not tonumber(ARGV[2]) then
-    return redis.error_reply('release_worker: now must be a number or empty, got ' .. ARGV[2])
-end
-if worker == nil or worker == '' then
-    return redis.error_reply('release_worker: the worker id is empty')
-end
-if not max_lost or max_lost < 1 or max_lost ~= math.floor(max_lost) then
-    return redis.error_reply('release_worker: max_lost must be an integer of at least 1, got '
-        .. tostring(ARGV[4]))
-end
 local now = clock(ARGV[2])
-if now ~= now or now == math.huge or now == -math.huge then
-    return redis.error_reply('release_worker: now is not a finite time')
+local worker = ARGV[3]
+if worker == nil or worker == '' then
+    refuse('worker id', '')
 end
+local max_lost = integer_arg(ARGV[4], 'max_lost', 1)
 local now_s = fmt(now)
 local requeued, dead, cancelled = 0, 0, 0
 for _, id in ipairs(redis.call('ZRANGE', RUNNING, 0, -1)) do

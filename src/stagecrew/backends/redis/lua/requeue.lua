@@ -11,23 +11,28 @@
 --   ARGV[7...] job ids: when given, only these jobs are looked at and ARGV[4..6] are ignored.
 -- Returns {requeued, looked at, skip for the next call}; a scan is complete once "looked at"
 --   is below ARGV[6].
+-- validates: now, the filter, the job ids, or else the state (dead | cancelled), skip and count.
 local now_s = fmt(clock(ARGV[2]))
-local matches = job_filter(ARGV[3])
+local matches, f = job_filter(ARGV[3])
 local candidates
-local skip = tonumber(ARGV[5])
+local skip = 0
 if #ARGV >= 7 then
     candidates = {}
     for i = 7, #ARGV do
-        candidates[#candidates + 1] = ARGV[i]
+        candidates[#candidates + 1] = id_arg(ARGV[i], 'job id')
     end
 else
-    local f = cjson.decode(ARGV[3])
+    if ARGV[4] ~= 'dead' and ARGV[4] ~= 'cancelled' then
+        refuse('state', ARGV[4])
+    end
+    skip = integer_arg(ARGV[5], 'skip', 0)
+    local count = integer_arg(ARGV[6], 'count', 1)
     local upper = '+inf'
-    if f.finished_before and f.finished_before ~= cjson.null then
+    if f.finished_before then
         upper = '(' .. fmt(f.finished_before)
     end
     candidates = redis.call('ZRANGEBYSCORE', FINISHED[ARGV[4]], '-inf', upper, 'LIMIT', skip,
-        tonumber(ARGV[6]))
+        count)
 end
 local requeued = 0
 for _, id in ipairs(candidates) do

@@ -9,11 +9,12 @@
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] max_lost; ARGV[4] the most jobs to settle.
 -- Returns {requeued, dead, cancelled, expired jobs looked at}; the caller calls again while the
 --   last number equals ARGV[4].
+-- validates: now, max_lost (whole, >= 1), the batch size (whole, >= 1).
 local now = clock(ARGV[2])
 local now_s = fmt(now)
-local max_lost = tonumber(ARGV[3])
-local expired = redis.call('ZRANGEBYSCORE', RUNNING, '-inf', '(' .. now_s, 'LIMIT', 0,
-    tonumber(ARGV[4]))
+local max_lost = integer_arg(ARGV[3], 'max_lost', 1)
+local batch = integer_arg(ARGV[4], 'batch size', 1)
+local expired = redis.call('ZRANGEBYSCORE', RUNNING, '-inf', '(' .. now_s, 'LIMIT', 0, batch)
 local requeued, dead, cancelled = 0, 0, 0
 for _, id in ipairs(expired) do
     redis.call('ZREM', RUNNING, id)

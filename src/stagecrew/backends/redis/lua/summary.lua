@@ -10,7 +10,9 @@
 -- Within one priority, KEYS[1] and KEYS[10] are ordered by run_at, so their oldest job is the
 -- head of one of their priority bands: the walk visits the head of each band (up to ARGV[3]
 -- bands; past that the figure covers the most urgent bands only).
+-- validates: now, the number of bands (whole, >= 0).
 local now = clock(ARGV[2])
+local bands_per_index = integer_arg(ARGV[3], 'bands', 0)
 local out = { fmt(now) }
 out[#out + 1] = redis.call('ZCARD', AVAILABLE)
 out[#out + 1] = redis.call('ZCARD', SCHEDULED) + redis.call('ZCARD', DUE)
@@ -22,7 +24,7 @@ out[#out + 1] = redis.call('ZCARD', FINISHED.cancelled)
 local oldest = nil
 for _, index in ipairs({ AVAILABLE, DUE }) do
     local head = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
-    local bands = tonumber(ARGV[3])
+    local bands = bands_per_index
     while head[1] and bands > 0 do
         local run_at = tonumber(redis.call('HGET', job_key(id_of_member(head[1])), 'run_at'))
         if run_at and (oldest == nil or run_at < oldest) then

@@ -1,0 +1,213 @@
+"""Redis scripts check every input before their first write (Redis does not roll a script back).
+
+The engine's Python side already refuses bad values; these tests call the scripts themselves
+with one bad argument each, as a caller that bypassed it would, and check that the script
+answers with an error and that not one key of the store changed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from tests.backends import test_redis
+
+from stagecrew.backends.base import Ack, AckKind, JobFilter
+from stagecrew.backends.redis import RedisBackend, scripts
+from stagecrew.clock import FakeClock
+from stagecrew.job import JobState, NewJob
+
+PAYLOAD = '{"args":[],"kwargs":{}}'
+LEASE = 30.0
+OWN_SCRIPTS = frozenset(scripts.ALL_SCRIPTS) - {scripts.CLAIM, scripts.ACK, scripts.HEARTBEAT}
+"""The scripts whose inputs are checked here; claim, ack and heartbeat have tests of their own."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _redis_server() -> None:
+    test_redis._server_or_skip()
+
+
+@pytest.fixture
+def backend() -> Iterator[RedisBackend]:
+    prefixes = test_redis.Prefixes(test_redis.URL)
+    made = RedisBackend(prefixes.url_for(), FakeClock())
+    try:
+        yield made
+    finally:
+        made.close()
+        prefixes.delete()
+
+
+def job(task: str = "t", **fields: Any) -> NewJob:
+    return NewJob(task=task, payload=PAYLOAD, **fields)
+
+
+def every_state(backend: RedisBackend) -> None:
+    """One job in each state (and an idempotency key), so that a stray write would show."""
+    clock = backend.clock
+    assert isinstance(clock, FakeClock)
+    backend.enqueue([job("waiting", idempotency_key="k"), job("later", delay=3600.0)])
+    backend.enqueue([job("run"), job("ok"), job("fail"), job("stop")])
+    claimed = {c.task: c for c in backend.fetch(["default"], "w", 10, LEASE)}
+    assert {"waiting", "run", "ok", "fail", "stop"} <= set(claimed)
+    backend.ack(
+        [
+            Ack(claimed["ok"].ref, AckKind.COMPLETE, result="1"),
+            Ack(claimed["fail"].ref, AckKind.DISCARD),
+            Ack(claimed["waiting"].ref, AckKind.RELEASE),
+        ]
+    )
+    backend.cancel(claimed["stop"].id)
+    backend.enqueue([job("cancelled")])
+    [cancelled] = backend.list_jobs(JobFilter(tasks=frozenset({"cancelled"})))
+    backend.cancel(cancelled.id)
+    clock.advance(LEASE + 1)  # the running jobs' leases have expired: a rescue would write
+
+
+def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
+    keys = sorted(client.scan_iter(match=f"{{{prefix}*"))
+    return {key: client.dump(key) for key in keys}
+
+
+FAR = repr(math.inf)
+BAD_CALLS: list[Any] = [
+    # script, ARGV after the tag: one of them is bad
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, "", "t", PAYLOAD, "0", "nan", "0.0", "3", "=new"],
+        id="enqueue-run_at-nan",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, "", "t", PAYLOAD, "0", "", "inf", "3", "=new"],
+        id="enqueue-delay-inf",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, "", "t", PAYLOAD, "0", "", "-1", "3", "=new"],
+        id="enqueue-delay-negative",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, "", "t", PAYLOAD, "1.5", "", "0.0", "3", ""],
+        id="enqueue-priority-fraction",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, "", "t", PAYLOAD, "0", "", "0.0", "0", ""],
+        id="enqueue-max_attempts-zero",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 2, "", "t", PAYLOAD, "0", "", "0.0", "3", "=new"],
+        id="enqueue-argument-count",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["nan", "default", 1, "", "t", PAYLOAD, "0", "", "0.0", "3", ""],
+        id="enqueue-now-nan",
+    ),
+    pytest.param(scripts.CANCEL, ["nan", "1"], id="cancel-now-nan"),
+    pytest.param(scripts.CANCEL, ["", "1 OR 2"], id="cancel-id"),
+    pytest.param(scripts.REQUEUE, [FAR, "{}", "dead", 0, 100], id="requeue-now-inf"),
+    pytest.param(
+        scripts.REQUEUE,
+        ["", '{"finished_before":"soon"}', "dead", 0, 100],
+        id="requeue-finished_before",
+    ),
+    pytest.param(scripts.REQUEUE, ["", "{not json", "dead", 0, 100], id="requeue-filter-json"),
+    pytest.param(scripts.REQUEUE, ["", "{}", "running", 0, 100], id="requeue-state"),
+    pytest.param(scripts.REQUEUE, ["", "{}", "dead", 0, "many"], id="requeue-count"),
+    pytest.param(scripts.REQUEUE, ["", "{}", "", 0, 0, "5", "x"], id="requeue-ids"),
+    pytest.param(scripts.RESCUE, [FAR, 3, 1000], id="rescue-now-inf"),
+    pytest.param(scripts.RESCUE, ["", "nan", 1000], id="rescue-max_lost-nan"),
+    pytest.param(scripts.RESCUE, ["", 3, 0], id="rescue-batch-zero"),
+    pytest.param(scripts.PRUNE, [FAR, 1000, "0", "0", "0"], id="prune-now-inf"),
+    pytest.param(scripts.PRUNE, ["", 1000, "0", "nan", "0"], id="prune-horizon-nan"),
+    pytest.param(scripts.PRUNE, ["", 1000, "0", "0", "-5"], id="prune-horizon-negative"),
+    pytest.param(scripts.PRUNE, ["", "all", "0", "0", "0"], id="prune-limit"),
+    pytest.param(scripts.PURGE, ['{"ids":["x"]}', "dead", 0, 100], id="purge-filter-ids"),
+    pytest.param(scripts.PURGE, ['{"finished_before":"nan"}', "dead", 0, 100], id="purge-fb"),
+    pytest.param(scripts.PURGE, ["{}", "available", 0, 100], id="purge-state"),
+    pytest.param(scripts.PURGE, ["{}", "", 0, 0, "1", "-2"], id="purge-ids"),
+    pytest.param(scripts.LIST_PAGE, ["{}", "abc", 10, 100], id="list_page-cursor"),
+    pytest.param(scripts.LIST_PAGE, ['{"before_id":"x"}', "", 10, 100], id="list_page-filter"),
+    pytest.param(scripts.PEEK, ["nan", 10, 1000], id="peek-now-nan"),
+    pytest.param(scripts.PEEK, ["", 10, "inf"], id="peek-batch-inf"),
+    pytest.param(scripts.SUMMARY, ["", "many"], id="summary-bands"),
+    pytest.param(scripts.RELEASE_WORKER, ["nan", "w", 3], id="release-worker-now-nan"),
+    pytest.param(scripts.RELEASE_WORKER, ["", "", 3], id="release-worker-no-worker"),
+    pytest.param(scripts.RELEASE_WORKER, ["", "w", 0], id="release-worker-max-lost-0"),
+    pytest.param(scripts.RELEASE_WORKER, ["", "w", "1.5"], id="release-worker-max-lost-half"),
+]
+
+
+@pytest.mark.parametrize(("name", "args"), BAD_CALLS)
+def test_script_refuses_a_bad_argument_before_writing_anything(
+    backend: RedisBackend, name: str, args: list[Any]
+) -> None:
+    every_state(backend)
+    client = redis.Redis.from_url(backend._settings.redis_url)
+    try:
+        before = snapshot(client, backend.prefix)
+        queue = backend._keys.queue("default")
+        source = scripts.script(name).text
+        with pytest.raises(redis.ResponseError, match="stagecrew: bad"):
+            client.eval(source, len(queue.keys), *queue.keys, queue.tag, *args)
+        assert snapshot(client, backend.prefix) == before
+    finally:
+        client.close()
+
+
+def test_every_writing_script_is_exercised_with_bad_input() -> None:
+    tested = {param.values[0] for param in BAD_CALLS}
+    assert tested == OWN_SCRIPTS
+
+
+@pytest.mark.parametrize("name", sorted(scripts.ALL_SCRIPTS))
+def test_every_script_header_says_what_it_validates(name: str) -> None:
+    source = scripts.script(name).text
+    header = re.search(rf"^-- {name}:.*?(?=^[^-])", source, re.S | re.M)
+    assert header is not None, f"{name}.lua has no header"
+    assert "-- validates:" in header.group(0), f"{name}.lua's header has no '-- validates:' line"
+
+
+def test_the_rule_is_written_once_at_the_top_of_the_shared_library() -> None:
+    for name in OWN_SCRIPTS:
+        assert "THE RULE FOR EVERY SCRIPT: check every input before the first write" in (
+            scripts.script(name).text
+        )
+
+
+@pytest.mark.parametrize(
+    "times",
+    [{"run_at": math.nan}, {"delay": math.nan}, {"run_at": math.inf}],
+    ids=["run_at-nan", "delay-nan", "run_at-inf"],
+)
+def test_a_refused_enqueue_leaves_no_job_hash_and_no_idempotency_entry(
+    backend: RedisBackend, times: dict[str, float]
+) -> None:
+    """The orphan once left by a NaN run_at: a job hash no index held, and its key taken."""
+    client = redis.Redis.from_url(backend._settings.redis_url)
+    try:
+        with pytest.raises(ValueError, match="finite"):
+            backend.enqueue([job("good", idempotency_key="a"), job(idempotency_key="b", **times)])
+        keys = [k.decode() for k in client.scan_iter(match=f"{{{backend.prefix}*")]
+        assert [k for k in keys if ":job:" in k] == []
+        assert not client.exists(backend._keys.idempotency)
+        assert backend.list_jobs(JobFilter()) == []
+    finally:
+        client.close()
+
+
+def test_good_arguments_still_pass_every_check(backend: RedisBackend) -> None:
+    every_state(backend)
+    assert backend.requeue(JobFilter(states=frozenset({JobState.DEAD}))) == 1
+    assert backend.purge(JobFilter(states=frozenset({JobState.CANCELLED}))) == 1
+    assert backend.rescue().total == 2
+    assert {s.queue for s in backend.stats()} == {"default"}
