@@ -7,8 +7,9 @@ objects holding the claims they believe they hold) against a store on a
 claim, heartbeat, hand jobs back at shutdown (RELEASE) and send outcomes of every
 kind, some of whose replies are lost so that the outcome is sent again later; a
 worker's event loop stalls past its lease while the rescuer takes its jobs back
-and resumes later; a worker process frozen long ago wakes up and sends what it
-had for any claim ever made; an operator retries the dead-letter queue, cancels,
+and resumes later; a worker process dies and its supervisor releases its jobs at
+once (`release_worker`); a worker process frozen long ago wakes up and sends what
+it had for any claim ever made; an operator retries the dead-letter queue, cancels,
 prunes and purges.
 
 The model keeps which claim currently holds each job. After every step:
@@ -567,6 +568,36 @@ class InterleavingMachine(RuleBasedStateMachine):
         sim.stalled = False
         if sim.claims:
             self.complete(sim, items, delivery, delay)
+
+    @precondition(lambda self: any(w.in_flight() for w in self.workers.values()))
+    @rule(busy=st.integers(0, len(WORKERS) - 1), max_lost=st.integers(1, 3))
+    def a_worker_dies_and_its_supervisor_releases_its_jobs(self, busy: int, max_lost: int) -> None:
+        """A worker process is killed; its supervisor settles its claims at once, leases unexpired.
+
+        The supervisor's next worker takes the same name here (a harder case than the
+        fresh id a real supervisor gives it): only the fencing token tells its claims
+        from the dead one's, which `a_frozen_worker_wakes_up` may still send.
+        """
+        names = [name for name, w in self.workers.items() if w.in_flight()]
+        name = names[busy % len(names)]
+        now = self.clock.now()
+        counts = {S.AVAILABLE: 0, S.DEAD: 0, S.CANCELLED: 0}
+        for job in self.model.values():
+            if job.state is not S.RUNNING or job.owner != name:
+                continue
+            job.lost += 1
+            target = transitions.after_lease_expired(
+                job.attempt,
+                job.max_attempts,
+                job.lost,
+                max_lost,
+                cancel_requested=job.cancel_requested,
+            )
+            job.leave_running(target, now)
+            counts[target] += 1
+        report = self.backend.release_worker(name, max_lost)
+        assert report == RescueReport(counts[S.AVAILABLE], counts[S.DEAD], counts[S.CANCELLED])
+        self.workers[name] = SimulatedWorker(name)
 
     @rule(
         seconds=st.sampled_from([1.0, 5.0, 11.0]),
