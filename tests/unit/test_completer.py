@@ -151,3 +151,78 @@ def test_while_the_store_is_down_every_ack_waits_and_each_try_costs_one_write(ba
     assert len(failed) == tries  # one write per try, whatever the batch: no splitting while down
     assert all(ids == [ref.id for ref in refs] for ids in failed)  # in order, none set aside
     assert [ok for _, ok in store.writes] == [False] * tries + [True]
+
+
+def test_an_outcome_the_store_keeps_refusing_ends_the_job_dead_with_a_last_resort_error() -> None:
+    """A success whose result the store never takes must not keep its job leased for ever."""
+    store = RefusingStore()
+    refs = running_jobs(store, 3)
+    bad = refs[1]
+    store.refuses = lambda ack: ack.ref == bad and ack.kind is AckKind.COMPLETE
+
+    asyncio.run(run_until_written(store, [completed(ref) for ref in refs], 3))
+
+    dead = store.get(bad.id)
+    assert dead is not None and dead.state is JobState.DEAD
+    assert dead.errors[-1].type == "OutcomeRefused"
+    assert "the store refused this attempt's outcome (complete)" in dead.errors[-1].message
+    others = [store.get(ref.id).state for ref in refs if ref != bad]  # type: ignore[union-attr]
+    assert others == [JobState.SUCCEEDED, JobState.SUCCEEDED]
+
+
+class DroppingStore(RefusingStore):
+    """Refuses the batch holding `bad`; when `bad` is retried alone, its claim is dropped meanwhile
+    (a heartbeat reported its lease lost) and the fence refuses it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad: JobRef | None = None
+        self.completer: Completer | None = None
+        self.alone_tries = 0
+
+    async def ack_async(self, acks: Sequence[Ack]) -> list[bool]:
+        alone = [ack.ref for ack in acks] == [self.bad]
+        self.alone_tries += alone
+        if alone and self.alone_tries > 1:  # retried alone once set aside
+            assert self.completer is not None and self.bad is not None
+            self.completer.drop(self.bad)
+            await asyncio.sleep(0)
+            self.writes.append(([self.bad.id], True))
+            return [False]
+        if any(ack.ref == self.bad for ack in acks):
+            self.writes.append(([ack.ref.id for ack in acks], False))
+            raise BackendError("the store refused the write")
+        return await super().ack_async(acks)
+
+
+def test_a_claim_dropped_while_its_set_aside_outcome_is_written_leaves_the_completer_running() -> (
+    None
+):
+    store = DroppingStore()
+    refs = running_jobs(store, 3)
+    store.bad = refs[0]
+    seen: list[tuple[JobRef, bool]] = []
+    later_written = asyncio.Event()
+
+    def on_written(ack: Ack, applied: bool) -> None:
+        seen.append((ack.ref, applied))
+        if ack.ref == refs[2]:
+            later_written.set()
+
+    async def main() -> None:
+        completer = Completer(store, on_written)
+        store.completer = completer
+        flushing = asyncio.create_task(completer.run())
+        completer.submit(completed(refs[0]))
+        completer.submit(completed(refs[1]))
+        async with asyncio.timeout(20):
+            while ([refs[0].id], True) not in store.writes:
+                await asyncio.sleep(0.01)  # until the set-aside outcome was retried alone
+            completer.submit(completed(refs[2]))  # a completer that died would never write it
+            await later_written.wait()
+        assert not flushing.done()
+        flushing.cancel()
+
+    asyncio.run(main())
+    assert (refs[1], True) in seen and (refs[2], True) in seen
+    assert store.get(refs[2].id).state is JobState.SUCCEEDED  # type: ignore[union-attr]

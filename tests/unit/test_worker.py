@@ -14,7 +14,7 @@ from stagecrew.backends.base import Ack, JobFilter
 from stagecrew.errors import BackendError, ConfigurationError
 from stagecrew.job import ClaimedJob, NewJob
 from stagecrew.testing.kit import TestKit
-from stagecrew.worker import Worker
+from stagecrew.worker import Worker, runner
 
 
 @pytest.fixture
@@ -579,3 +579,112 @@ def test_a_heartbeat_reporting_a_lease_lost_drops_that_claims_outcome_waiting_to
         "another-worker",
         None,
     )
+
+
+def test_drain_raises_instead_of_waiting_for_ever_on_an_outcome_the_store_never_takes(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "DRAIN_GIVE_UP", 1.0)
+
+    @app.task
+    def ok(i: int) -> int:
+        return i
+
+    bad = ok.enqueue(0)
+    ok.enqueue(1)
+    real_ack = app.backend.ack_async
+
+    async def ack_async(acks):  # type: ignore[no-untyped-def]
+        if any(a.ref.id == bad.id for a in acks):
+            raise BackendError("the store refuses this one")
+        return await real_ack(acks)
+
+    app.backend.ack_async = ack_async  # type: ignore[method-assign]
+
+    async def main() -> None:
+        async with asyncio.timeout(30):  # a hang fails here, not at the suite's timeout
+            await Worker(app, concurrency=2).drain()
+
+    with pytest.raises(BackendError, match="drain gave up"):
+        asyncio.run(main())
+    assert bad.get().state is JobState.RUNNING  # leased: it runs again once the lease expires
+
+
+def test_a_lost_claim_still_running_never_touches_the_same_workers_newer_claim_of_its_job(
+    kit: TestKit,
+) -> None:
+    """Claim 1 of a sync job loses its lease while its thread still runs; the same worker
+    claims the job again. When claim 1's thread returns, claim 2 must still be heartbeated
+    and its outcome written."""
+    app = kit.app
+    first_started, release_first = threading.Event(), threading.Event()
+    second_started, blocker_started, release_blocker = (
+        threading.Event(),
+        threading.Event(),
+        threading.Event(),
+    )
+    go_second = threading.Event()
+
+    @app.task
+    def slow(name: str) -> str:
+        if name == "blocker":
+            blocker_started.set()
+            release_blocker.wait(20)
+            return name
+        if not first_started.is_set():
+            first_started.set()
+            release_first.wait(20)
+            return "claim 1"
+        second_started.set()
+        go_second.wait(20)
+        return "claim 2"
+
+    job = slow.enqueue("job")
+    heartbeats_fail = False
+    lost_reported = asyncio.Event()
+    real_heartbeat = app.backend.heartbeat_async
+
+    async def heartbeat_async(worker, refs, lease):  # type: ignore[no-untyped-def]
+        if heartbeats_fail:
+            raise BackendError("the store is unreachable")
+        reply = await real_heartbeat(worker, refs, lease)
+        if job.id in reply.lost:
+            lost_reported.set()
+        return reply
+
+    app.backend.heartbeat_async = heartbeat_async  # type: ignore[method-assign]
+
+    async def until(event: threading.Event) -> None:
+        while not event.is_set():
+            await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        nonlocal heartbeats_fail
+        worker = Worker(
+            app, concurrency=2, heartbeat_interval=0.02, poll_interval=0.02, rescue_interval=1e6
+        )
+        run = asyncio.create_task(worker.run(install_signal_handlers=False))
+        async with asyncio.timeout(30):
+            await until(first_started)
+            first = worker._inflight[job.id]
+            heartbeats_fail = True
+            kit.clock.advance(31)  # claim 1's lease runs out unrenewed
+            slow.enqueue("blocker")  # fills the second slot, its lease fresh
+            await until(blocker_started)
+            assert app.backend.rescue().requeued == 1  # claim 1 only
+            heartbeats_fail = False
+            await lost_reported.wait()
+            release_blocker.set()  # the slot frees: the job is claimed again, claim 2
+            await until(second_started)
+            release_first.set()
+            assert first.task is not None
+            await first.task  # claim 1's thread returned and its flight ended
+            go_second.set()
+            while job.get().state is JobState.RUNNING:
+                await asyncio.sleep(0.01)
+        worker.request_stop()
+        await run
+
+    asyncio.run(main())
+    stored = job.get()
+    assert (stored.state, stored.result_value, stored.claims) == (JobState.SUCCEEDED, "claim 2", 2)

@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from ..backends.base import Ack, Backend
-from ..job import AttemptError, JobRef
+from ..backends.base import Ack, AckKind, Backend
+from ..job import AttemptError, ErrorKind, JobRef
 from .faults import FaultPoint, Faults
 
 log = logging.getLogger("stagecrew.worker")
@@ -37,6 +38,8 @@ RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 """Waits between tries while the store is down."""
 SET_ASIDE_DELAYS = (0.05, 0.25, 1.0, 5.0, 30.0)
 """Waits between tries of an ack the store refused on its own while it took others."""
+LAST_RESORT_AFTER = 4
+"""Refusals of one ack after which it is replaced by the smallest outcome that says so."""
 
 
 @dataclass(slots=True)
@@ -109,13 +112,15 @@ class Completer:
         while True:
             now = loop.time()
             if now >= self._resume_at:
+                # set-aside outcomes first, so that a steady flow of new ones cannot starve them
+                due = [item for item in self._aside if item.next_try <= now]
+                for item in due:
+                    if item in self._aside:  # not dropped meanwhile
+                        await self._retry_alone(item)
                 if self._pending:
                     await self._write_round()
                     continue
-                due = [item for item in self._aside if item.next_try <= now]
                 if due:
-                    for item in due:
-                        await self._retry_alone(item)
                     continue
             if not self._pending and not self._aside:
                 self._idle.set()
@@ -177,7 +182,8 @@ class Completer:
             if len(part) == 1:
                 if not await self._store_answers(part[0]):
                     return [ack for rest, _ in ((part, failure), *refused) for ack in rest]
-                self._set_aside(part[0], failure)
+                if self._kept(part):  # not dropped while the store was asked
+                    self._set_aside(part[0], failure)
                 continue
             middle = len(part) // 2
             for half in (part[:middle], part[middle:]):
@@ -215,9 +221,18 @@ class Completer:
             self._aside.append(_SetAside(ack, next_try=now + SET_ASIDE_DELAYS[0]))
 
     async def _retry_alone(self, item: _SetAside) -> None:
-        failure = await self._write([item.ack])
-        if failure is None:
-            self._aside.remove(item)
+        self._writing = True
+        try:
+            failure = await self._write([item.ack])
+        finally:
+            self._writing = False
+            dropped = item.ack.ref in self._dropped
+            self._dropped.clear()
+        if failure is None or dropped:
+            if item in self._aside:
+                self._aside.remove(item)
+            if failure is not None:
+                return
             log.warning(
                 "job %s claim %s: outcome %s written after %d refusals",
                 item.ack.ref.id,
@@ -227,6 +242,8 @@ class Completer:
             )
             return
         item.refusals += 1
+        if item.refusals == LAST_RESORT_AFTER:
+            item.ack = _last_resort(item.ack, failure)
         delay = SET_ASIDE_DELAYS[min(item.refusals - 1, len(SET_ASIDE_DELAYS) - 1)]
         item.next_try = asyncio.get_running_loop().time() + delay
         log.warning(
@@ -302,3 +319,19 @@ def _repaired(ack: Ack) -> Ack:
 
 def _ascii(text: str) -> str:
     return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _last_resort(ack: Ack, failure: Exception) -> Ack:
+    """The smallest storable outcome that still tells what happened to the attempt.
+
+    Its error is plain ASCII with no traceback, and a success whose result the store keeps
+    refusing becomes a dead job saying so (the function ran; its result could not be kept),
+    so that the job leaves `running` instead of holding its lease for ever.
+    """
+    attempt = ack.error.attempt if ack.error is not None else 0
+    at = ack.error.at if ack.error is not None else time.time()
+    reason = _ascii(f"the store refused this attempt's outcome ({ack.kind}): {failure}")[:500]
+    error = AttemptError(attempt, at, ErrorKind.ERROR, "OutcomeRefused", reason)
+    if ack.kind is AckKind.COMPLETE:
+        return Ack(ack.ref, AckKind.DISCARD, error=error)
+    return replace(ack, error=error)

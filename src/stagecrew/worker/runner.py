@@ -340,7 +340,15 @@ class Worker:
                 if self._running == 0 and not self._inflight:
                     return
                 self._slot_free.clear()
-                await self._slot_free.wait()
+                try:
+                    await asyncio.wait_for(self._slot_free.wait(), DRAIN_GIVE_UP)
+                except TimeoutError:
+                    if self._running == 0:  # nothing runs, and no outcome got written
+                        raise BackendError(
+                            f"drain gave up: {len(self._inflight)} outcome(s) could not be "
+                            f"written to the store within {DRAIN_GIVE_UP:g}s (see the warnings "
+                            "above); those jobs run again once their leases expire"
+                        ) from None
                 continue
             timeout = self.poll_interval
             with contextlib.suppress(Exception):
@@ -399,11 +407,20 @@ class Worker:
         if flight.committed and ack is not None:
             self._on_written(ack, True)  # durable already: the task's transaction wrote it
             return
-        if ack is None or flight.stop_reason is StopReason.LOST:
-            self._inflight.pop(flight.job.id, None)
-            return
         if self._inflight.get(flight.job.id) is not flight:
-            return  # already handed back at shutdown
+            # handed back at shutdown, or its lease was lost (the job may be this worker's
+            # again meanwhile, under a newer claim that this outcome must not touch)
+            if ack is not None and flight.stop_reason is not StopReason.SHUTDOWN:
+                log.warning(
+                    "job %s claim %s: outcome %s not sent, the lease was lost",
+                    flight.job.id,
+                    flight.job.token,
+                    ack.kind,
+                )
+            return
+        if ack is None or flight.stop_reason is StopReason.LOST:
+            del self._inflight[flight.job.id]
+            return
         assert self._completer is not None
         if self.faults is not None:
             self.faults.at(FaultPoint.BEFORE_ACK)
@@ -447,9 +464,10 @@ class Worker:
                 if flight is not None and flight.job.ref == ref:
                     log.warning("job %s: lease lost; abandoning this attempt", job_id)
                     flight.stop(StopReason.LOST)
-                    if flight.finished:
-                        self._inflight.pop(job_id, None)
-                        self._slot_free.set()  # its outcome will never be written now
+                    # No longer this worker's: never heartbeated, handed back or acked again,
+                    # even while a sync thread still runs it.
+                    del self._inflight[job_id]
+                    self._slot_free.set()
             for job_id in reply.cancel_requested:
                 flight = self._inflight.get(job_id)
                 if flight is not None and not flight.finished:

@@ -260,7 +260,12 @@ class Supervisor:
         child.ended = True
         code = child.process.exitcode
         if code not in (0, EXIT_CONFIG):
-            # It may have died holding jobs: nothing can renew those leases any more.
+            # It may have died holding jobs: nothing can renew those leases any more. A process
+            # it started for a poison suspect is in its process group: end it first, so that
+            # no job released here still runs somewhere.
+            if child.process.pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.process.pid, signal.SIGKILL)
             self._releaser.release(child)
         return code
 
