@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import math
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -32,9 +31,7 @@ def _seconds(value: float | timedelta, name: str) -> float:
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ConfigurationError(f"{name} must be finite and >= 0 seconds, not {value!r}")
-    return float(seconds)
+    return checked_seconds(seconds, name)
 
 
 class TaskDecorator(Protocol):

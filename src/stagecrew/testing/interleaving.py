@@ -517,12 +517,11 @@ class InterleavingMachine(RuleBasedStateMachine):
             self.send([self.outcome(claim, action, delay)])
 
     # -- the rescuer and time ----------------------------------------------------------
-    def run_rescue(self, max_lost: int) -> None:
+    def settle_lost(self, lost_jobs: list[ExpectedJob], max_lost: int) -> RescueReport:
+        """What the store must do with running jobs whose worker is lost, as the model does it."""
         now = self.clock.now()
         counts = {S.AVAILABLE: 0, S.DEAD: 0, S.CANCELLED: 0}
-        for job in self.model.values():
-            if job.state is not S.RUNNING or job.lease_until is None or job.lease_until >= now:
-                continue
+        for job in lost_jobs:
             job.lost += 1
             target = transitions.after_lease_expired(
                 job.attempt,
@@ -533,8 +532,17 @@ class InterleavingMachine(RuleBasedStateMachine):
             )
             job.leave_running(target, now)
             counts[target] += 1
-        report = self.backend.rescue(max_lost=max_lost)
-        assert report == RescueReport(counts[S.AVAILABLE], counts[S.DEAD], counts[S.CANCELLED])
+        return RescueReport(counts[S.AVAILABLE], counts[S.DEAD], counts[S.CANCELLED])
+
+    def run_rescue(self, max_lost: int) -> None:
+        now = self.clock.now()
+        expired = [
+            job
+            for job in self.model.values()
+            if job.state is S.RUNNING and job.lease_until is not None and job.lease_until < now
+        ]
+        expected = self.settle_lost(expired, max_lost)
+        assert self.backend.rescue(max_lost=max_lost) == expected
 
     @precondition(lambda self: self.workers_with(lambda w: w.claims))
     @rule(busy=st.integers(0, len(WORKERS) - 1), max_lost=st.integers(1, 3))
@@ -580,23 +588,9 @@ class InterleavingMachine(RuleBasedStateMachine):
         """
         names = [name for name, w in self.workers.items() if w.in_flight()]
         name = names[busy % len(names)]
-        now = self.clock.now()
-        counts = {S.AVAILABLE: 0, S.DEAD: 0, S.CANCELLED: 0}
-        for job in self.model.values():
-            if job.state is not S.RUNNING or job.owner != name:
-                continue
-            job.lost += 1
-            target = transitions.after_lease_expired(
-                job.attempt,
-                job.max_attempts,
-                job.lost,
-                max_lost,
-                cancel_requested=job.cancel_requested,
-            )
-            job.leave_running(target, now)
-            counts[target] += 1
-        report = self.backend.release_worker(name, max_lost)
-        assert report == RescueReport(counts[S.AVAILABLE], counts[S.DEAD], counts[S.CANCELLED])
+        held = [job for job in self.model.values() if job.state is S.RUNNING and job.owner == name]
+        expected = self.settle_lost(held, max_lost)
+        assert self.backend.release_worker(name, max_lost) == expected
         self.workers[name] = SimulatedWorker(name)
 
     @rule(

@@ -164,6 +164,37 @@ local function wake()
     redis.call('PUBLISH', TAG .. ':wake', '1')
 end
 
+-- Settle one running job whose worker is lost (its lease expired, or its supervisor saw it die),
+-- as transitions.after_lease_expired decides: back to available, or dead, or cancelled, with a
+-- "worker lost" error. `f` holds its fields state, attempt, max_attempts, lost, cancel_requested,
+-- lease_owner, errors, priority and run_at (in that order); the caller has taken it out of
+-- T:running. Returns the state it settled in.
+local function settle_lost(id, f, max_lost, now_s)
+    local k = job_key(id)
+    local attempt = tonumber(f[2]) or 0
+    local lost = (tonumber(f[4]) or 0) + 1
+    local target, kind
+    if f[5] == '1' then
+        target, kind = 'cancelled', 'cancelled'
+    elseif attempt >= (tonumber(f[3]) or 0) or lost >= max_lost then
+        target, kind = 'dead', 'lost'
+    else
+        target, kind = 'available', 'lost'
+    end
+    local message = 'worker ' .. (f[6] or 'None') .. ' lost its lease (worker lost)'
+    local entry = '{"attempt":' .. int(attempt) .. ',"at":' .. now_s .. ',"kind":"' .. kind
+        .. '","type":"WorkerLost","message":' .. cjson.encode(message) .. ',"traceback":""}'
+    redis.call('HSET', k, 'state', target, 'lost', lost, 'errors', append_error(f[7], entry))
+    redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
+    if target == 'available' then
+        make_available(id, f[8], f[9])
+    else
+        redis.call('HSET', k, 'finished_at', now_s)
+        redis.call('ZADD', FINISHED[target], now_s, id)
+    end
+    return target
+end
+
 -- Delete a finished job and everything that points at it.
 local function delete_job(id, state, key)
     redis.call('DEL', job_key(id))

@@ -22,32 +22,13 @@ for _, id in ipairs(expired) do
     local f = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'lost',
         'cancel_requested', 'lease_owner', 'errors', 'priority', 'run_at')
     if f[1] == 'running' then
-        local attempt = tonumber(f[2]) or 0
-        local lost = (tonumber(f[4]) or 0) + 1
-        local target, kind
-        if f[5] == '1' then
-            target, kind = 'cancelled', 'cancelled'
-        elseif attempt >= (tonumber(f[3]) or 0) or lost >= max_lost then
-            target, kind = 'dead', 'lost'
-        else
-            target, kind = 'available', 'lost'
-        end
-        local message = 'worker ' .. (f[6] or 'None') .. ' lost its lease (worker lost)'
-        local entry = '{"attempt":' .. int(attempt) .. ',"at":' .. now_s .. ',"kind":"' .. kind
-            .. '","type":"WorkerLost","message":' .. cjson.encode(message) .. ',"traceback":""}'
-        redis.call('HSET', k, 'state', target, 'lost', lost, 'errors', append_error(f[7], entry))
-        redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
+        local target = settle_lost(id, f, max_lost, now_s)
         if target == 'available' then
-            make_available(id, f[8], f[9])
             requeued = requeued + 1
+        elseif target == 'dead' then
+            dead = dead + 1
         else
-            redis.call('HSET', k, 'finished_at', now_s)
-            redis.call('ZADD', FINISHED[target], now_s, id)
-            if target == 'dead' then
-                dead = dead + 1
-            else
-                cancelled = cancelled + 1
-            end
+            cancelled = cancelled + 1
         end
     end
 end
