@@ -7,6 +7,9 @@ task module of this test's own.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +49,12 @@ def kill_own_process(ctx: Context) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 @app.task
+def hold_the_interpreter(ctx: Context) -> int:
+    '''Never return, and never let another thread of this process run (C code holding the GIL).'''
+    ledger.record("start", ctx.job_id, ctx.attempt)
+    return sum(range(10**15))
+
+@app.task
 def outlive(job_id: int, ctx: Context) -> list[object]:
     '''Run until job `job_id` is dead: [True, pid], or [False, pid] after a minute.'''
     ledger.record("start", ctx.job_id, ctx.attempt)
@@ -81,6 +90,9 @@ def _apps(url: str, tmp_path: Path) -> tuple[App, str, dict[str, str]]:
 
     @app.task(name="outlive")
     def outlive(job_id: int) -> list[object]: ...
+
+    @app.task(name="hold_the_interpreter")
+    def hold_the_interpreter() -> int: ...
 
     return app, app_ref, env
 
@@ -252,3 +264,42 @@ def test_a_poison_suspect_whose_lease_is_lost_has_its_process_stopped(tmp_path: 
         assert "lease lost" in output, output[-3000:]
         assert (stored.state, stored.lease_owner) == (JobState.RUNNING, "another-worker")
         assert code == 0, output[-3000:]
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie no one reaped yet counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_poison_suspect_stuck_in_c_code_dies_with_its_worker_before_its_job_is_released(
+    tmp_path: Path,
+) -> None:
+    """The process a suspect runs in watches its worker from a thread; a task holding the GIL
+    starves that thread. The supervisor must end that process itself before it releases the
+    dead worker's jobs, or the released job would still be running somewhere."""
+    with fresh_store("sqlite", tmp_path) as url:
+        app, app_ref, env = _apps(url, tmp_path)
+        suspect = app.tasks["hold_the_interpreter"].enqueue()
+        _make_suspect(app, suspect)
+        ledger = Ledger(env["LEDGER_PATH"])
+        worker = start_worker(tmp_path, app_ref, env, "--processes", "1", "--grace", "1")
+        isolated: int | None = None
+        try:
+            assert wait_for(lambda: bool(ledger.entries()), 60)
+            isolated = ledger.entries()[0].pid
+            stat = Path(f"/proc/{isolated}/stat").read_text().rsplit(")", 1)[1].split()
+            its_worker = int(stat[1])  # the worker process that started it
+            assert its_worker in children_of(worker.pid)
+            os.kill(its_worker, signal.SIGKILL)
+            assert wait_for(lambda: _gone(isolated), 15), (
+                "the suspect's process outlived its worker"
+            )
+        finally:
+            if isolated is not None and not _gone(isolated):  # never leave it spinning
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(isolated, signal.SIGKILL)
+            app.close()
+            stop(worker)
