@@ -40,7 +40,7 @@ S = JobState
 SETTINGS: dict[str, settings] = {
     "memory": interleaving_settings(max_examples=500),
     "sqlite": interleaving_settings(max_examples=300),
-    "postgres": interleaving_settings(max_examples=150),
+    "postgres": interleaving_settings(max_examples=120),
     "redis": interleaving_settings(max_examples=250),
 }
 
