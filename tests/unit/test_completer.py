@@ -16,6 +16,7 @@ from stagecrew.backends.base import Ack, AckKind
 from stagecrew.backends.memory import MemoryBackend
 from stagecrew.errors import BackendError
 from stagecrew.job import AttemptError, Job, JobRef, NewJob
+from stagecrew.worker import completer as completer_module
 from stagecrew.worker.completer import Completer
 
 PAYLOAD = '{"args":[],"kwargs":{}}'
@@ -153,8 +154,11 @@ def test_while_the_store_is_down_every_ack_waits_and_each_try_costs_one_write(ba
     assert [ok for _, ok in store.writes] == [False] * tries + [True]
 
 
-def test_an_outcome_the_store_keeps_refusing_ends_the_job_dead_with_a_last_resort_error() -> None:
+def test_an_outcome_the_store_keeps_refusing_ends_the_job_dead_with_a_last_resort_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A success whose result the store never takes must not keep its job leased for ever."""
+    monkeypatch.setattr(completer_module, "SET_ASIDE_DELAYS", (0.01,) * 5)
     store = RefusingStore()
     refs = running_jobs(store, 3)
     bad = refs[1]
@@ -226,3 +230,38 @@ def test_a_claim_dropped_while_its_set_aside_outcome_is_written_leaves_the_compl
     asyncio.run(main())
     assert (refs[1], True) in seen and (refs[2], True) in seen
     assert store.get(refs[2].id).state is JobState.SUCCEEDED  # type: ignore[union-attr]
+
+
+class GoesDownStore(RefusingStore):
+    """Refuses `bad` twice while answering (so it is set aside), then is down for `outage`
+    writes of it (reads fail too), then takes it."""
+
+    def __init__(self, outage: int) -> None:
+        super().__init__()
+        self.bad: JobRef | None = None
+        self.calls = 0
+        self.outage = outage
+
+    async def ack_async(self, acks: Sequence[Ack]) -> list[bool]:
+        if any(ack.ref == self.bad for ack in acks):
+            self.calls += 1
+            self._down = 2 < self.calls <= 2 + self.outage
+            if self.calls <= 2 + self.outage:
+                raise BackendError("refused" if not self._down else "the store is down")
+        self._down = False
+        return self.ack(acks)
+
+
+def test_a_set_aside_outcome_is_not_given_up_while_the_store_is_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tries that fail because the store is down are not refusals: a success stays a success."""
+    monkeypatch.setattr(completer_module, "SET_ASIDE_DELAYS", (0.01,) * 5)
+    store = GoesDownStore(outage=3 * completer_module.LAST_RESORT_AFTER)
+    refs = running_jobs(store, 2)
+    store.bad = refs[0]
+
+    asyncio.run(run_until_written(store, [completed(ref) for ref in refs], 2))
+
+    assert store.calls > 2 + store.outage  # set aside, retried through the outage, then written
+    assert [store.get(ref.id).state for ref in refs] == [JobState.SUCCEEDED] * 2  # type: ignore[union-attr]

@@ -38,8 +38,9 @@ RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 """Waits between tries while the store is down."""
 SET_ASIDE_DELAYS = (0.05, 0.25, 1.0, 5.0, 30.0)
 """Waits between tries of an ack the store refused on its own while it took others."""
-LAST_RESORT_AFTER = 4
-"""Refusals of one ack after which it is replaced by the smallest outcome that says so."""
+LAST_RESORT_AFTER = len(SET_ASIDE_DELAYS) + 1
+"""Refusals of one ack (the store answering meanwhile) after which it is replaced by the
+smallest outcome that says so: after about half a minute of them, its lease renewed all along."""
 
 
 @dataclass(slots=True)
@@ -241,9 +242,10 @@ class Completer:
                 item.refusals,
             )
             return
-        item.refusals += 1
-        if item.refusals == LAST_RESORT_AFTER:
-            item.ack = _last_resort(item.ack, failure)
+        if await self._store_answers(item.ack):  # a refusal; a store that is down proves nothing
+            item.refusals += 1
+            if item.refusals == LAST_RESORT_AFTER:
+                item.ack = _last_resort(item.ack, failure)
         delay = SET_ASIDE_DELAYS[min(item.refusals - 1, len(SET_ASIDE_DELAYS) - 1)]
         item.next_try = asyncio.get_running_loop().time() + delay
         log.warning(
