@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import sqlite3
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from stagecrew.demo import tasks
 from stagecrew.demo.images import PNG_SIGNATURE
 from stagecrew.demo.summary import Percentiles
 from stagecrew.demo.workload import MIN_JOBS, plan
+from tests.support.processes import children_of, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,3 +158,51 @@ def test_percentiles_use_the_nearest_rank() -> None:
     p = Percentiles.of([float(i) for i in range(1, 101)])
     assert (p.count, p.p50, p.p99, p.max) == (100, 50.0, 99.0, 100.0)
     assert Percentiles.of([]) == Percentiles(0, None, None, None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_demo_stops_its_workers_too(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env.pop("STAGECREW_URL", None)
+    out = tmp_path / "out"
+    args = ["demo", "--jobs", "2000", "--json", "--url", "sqlite:///demo.db"]
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "stagecrew", *args, "--output-dir", str(out)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    supervisors: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            (out / "workers.log").exists()
+            and (out / "workers.log").read_text(errors="replace").count(" started: queues=") >= 2
+        ):
+            time.sleep(0.05)
+        supervisors = children_of(demo.pid)
+        assert supervisors, "the demo started no workers"
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(60) != 0
+        assert wait_for(lambda: not any(_alive(pid) for pid in supervisors), 30), (
+            "the demo's workers outlived it"
+        )
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        for pid in supervisors:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)  # the workers' session
+                for child in children_of(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGKILL)

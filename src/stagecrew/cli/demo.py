@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -94,11 +97,12 @@ def demo(
         timeout=timeout,
         **({"output_dir": output_dir} if output_dir is not None else {}),
     )
-    if as_json:
-        run = run_demo(options)
-    else:
-        with _LiveProgress(console(), options.jobs, processes) as live:
-            run = run_demo(options, on_progress=live.update, on_ready=live.ready)
+    with _stop_workers_on_sigterm():
+        if as_json:
+            run = run_demo(options)
+        else:
+            with _LiveProgress(console(), options.jobs, processes) as live:
+                run = run_demo(options, on_progress=live.update, on_ready=live.ready)
     try:
         summary = summarize(run)
     finally:
@@ -118,6 +122,26 @@ def demo(
         )
     if not summary.as_expected:
         raise CliError("the outcome differs from what the demo expects; see the summary")
+
+
+def _exit_now(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _stop_workers_on_sigterm() -> Iterator[None]:
+    """SIGTERM or SIGHUP to the demo stops its workers as Ctrl-C does.
+
+    The workers run in a session of their own (so that a Ctrl-C reaches only the demo,
+    which stops them gracefully); by default a SIGTERM would end the demo at once and
+    leave them running for ever.
+    """
+    previous = {sig: signal.signal(sig, _exit_now) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _LiveProgress:
