@@ -23,7 +23,13 @@ import pytest
 from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter, Retention
 from stagecrew.backends.memory import MemoryBackend
 from stagecrew.backends.sqlite import SQLiteBackend
-from stagecrew.backends.sqlite.backend import _claim_sql, _migrations, _sql, schema_version
+from stagecrew.backends.sqlite.backend import (
+    _claim_sql,
+    _migrations,
+    _settle_lost_sql,
+    _sql,
+    schema_version,
+)
 from stagecrew.clock import FakeClock
 from stagecrew.errors import ConfigurationError, EnqueueError
 from stagecrew.job import AttemptError, ErrorKind, JobRef, JobState, NewJob
@@ -77,8 +83,11 @@ def test_claim_reads_the_partial_claim_index_in_order(
 
 def test_rescue_prune_and_stats_use_their_indexes(backend: SQLiteBackend, db_path: Path) -> None:
     conn = raw(db_path)
-    rescue = plan(conn, _sql("rescue"), {"now": 1.0, "now_json": "1.0", "max_lost": 3})
+    params = {"now": 1.0, "now_json": "1.0", "max_lost": 3, "worker": "w"}
+    rescue = plan(conn, _settle_lost_sql("rescue"), params)
     assert "stagecrew_jobs_lease" in rescue, rescue
+    release = plan(conn, _settle_lost_sql("release_worker"), params)
+    assert "stagecrew_jobs_lease" in release, release
     prune = plan(
         conn,
         _sql("prune"),

@@ -115,6 +115,15 @@ def _body(sql: str) -> str:
     return "".join(line for line in sql.splitlines(keepends=True) if not line.startswith("--"))
 
 
+_LOST_JOBS = {"rescue": "lease_expires_at < :now", "release_worker": "lease_owner = :worker"}
+"""Which running jobs each operation settles as lost (see settle_lost.sql)."""
+
+
+@functools.cache
+def _settle_lost_sql(operation: str) -> str:
+    return _sql("settle_lost").replace("{lost}", _LOST_JOBS[operation])
+
+
 @functools.cache
 def _claim_sql(queue_count: int) -> str:
     """The claim statement for `queue_count` queues, named :q0, :q1, ..."""
@@ -797,16 +806,16 @@ class SQLiteBackend(Backend):
         check_release_arguments(worker, max_lost)
         return self._settle_lost("release_worker", {"worker": worker, "max_lost": max_lost})
 
-    def _settle_lost(self, statement: str, params: dict[str, Any]) -> RescueReport:
-        """Run rescue.sql or release_worker.sql, which record a lost worker on each job."""
+    def _settle_lost(self, operation: str, params: dict[str, Any]) -> RescueReport:
+        """Record a lost worker on each job `operation` (rescue, release_worker) settles."""
         now = self.clock.now()
-        with self._failures(statement):
+        with self._failures(operation):
             conn = self._conn()
             with _write_transaction(conn, self.busy_timeout_ms):
                 states = [
                     row[0]
                     for row in conn.execute(
-                        _sql(statement),
+                        _settle_lost_sql(operation),
                         {"now": now, "now_json": orjson.dumps(now).decode(), **params},
                     )
                 ]

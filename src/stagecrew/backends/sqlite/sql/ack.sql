@@ -4,7 +4,7 @@
 -- hand-back (:uncounted = 1) gives its attempt back.
 -- :error is AttemptError JSON, or NULL to leave errors alone. A stored errors value that is not
 -- a JSON array is kept as the traceback of one CorruptErrorRecord entry instead of failing the
--- ack (the same expression is in rescue.sql).
+-- ack (the same expression is in settle_lost.sql).
 UPDATE stagecrew_jobs
 SET state = CASE
         WHEN cancel_requested AND :state IN ('scheduled', 'available') THEN 'cancelled'

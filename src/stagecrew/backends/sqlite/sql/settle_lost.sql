@@ -1,7 +1,10 @@
--- Settle running jobs whose lease expired before :now, as transitions.after_lease_expired decides.
+-- Settle running jobs whose worker is lost, as transitions.after_lease_expired decides: {lost} is
+-- "lease_expires_at < :now" for rescue, "lease_owner = :worker" for release_worker (a worker
+-- known to be dead: its supervisor saw the process exit), spliced in by the backend.
 -- SET expressions read the row as it was, so "lost + 1" is the loss being recorded now.
 -- :now_json is :now as JSON text, so the error's time keeps every digit of the float.
--- INDEXED BY: without it the planner scans every running job through stagecrew_jobs_state_queue.
+-- INDEXED BY: without it the planner scans every running job through stagecrew_jobs_state_queue
+-- (stagecrew_jobs_lease holds only running jobs, so it serves both).
 UPDATE stagecrew_jobs INDEXED BY stagecrew_jobs_lease
 SET state = CASE
         WHEN cancel_requested THEN 'cancelled'
@@ -35,5 +38,5 @@ SET state = CASE
     ),
     lease_owner = NULL,
     lease_expires_at = NULL
-WHERE state = 'running' AND lease_expires_at < :now
+WHERE state = 'running' AND {lost}
 RETURNING state
