@@ -3,7 +3,7 @@
 from .app import App, Jobs
 from .backends.base import Retention
 from .clock import Clock, FakeClock, SystemClock
-from .context import Context, JobCancelled
+from .context import Context, JobCancelled  # another name of JobCancelledError
 from .errors import (
     ConfigurationError,
     EnqueueError,
@@ -17,6 +17,7 @@ from .errors import (
     SchemaOutOfDateError,
     SerializationError,
     StagecrewError,
+    TransitionError,
     UnknownTaskError,
 )
 from .handle import JobHandle
@@ -54,6 +55,7 @@ __all__ = [
     "StagecrewError",
     "SystemClock",
     "Task",
+    "TransitionError",
     "UnknownTaskError",
     "call",
 ]

@@ -235,7 +235,7 @@ class App:
 
 
 class Jobs:
-    """Inspection and admin: `app.jobs.get(id)`, `.list(...)`, `.cancel(id)`, `.retry(...)`."""
+    """Inspection and admin: `app.jobs.get(id)`, `.list(...)`, `.cancel(id)`, `.requeue(...)`."""
 
     def __init__(self, app: App) -> None:
         self._app = app
@@ -265,7 +265,7 @@ class Jobs:
     def cancel(self, job_id: int) -> Job:
         return require(self._app.backend.cancel(job_id), job_id)
 
-    def retry(
+    def requeue(
         self,
         ids: Sequence[int] = (),
         *,
@@ -273,9 +273,9 @@ class Jobs:
         task: str | None = None,
         queue: str | None = None,
     ) -> int:
-        """Re-run dead (or cancelled) jobs with a fresh attempt count."""
+        """Re-run dead (or cancelled) jobs with a fresh attempt count (`stagecrew dlq requeue`)."""
         if not ids and not all_dead:
-            raise ConfigurationError("name job ids to retry, or ask for all dead jobs")
+            raise ConfigurationError("name job ids to requeue, or ask for all dead jobs")
         states = frozenset({JobState.DEAD}) if all_dead else frozenset()
         return self._app.backend.requeue(
             JobFilter(
@@ -285,6 +285,9 @@ class Jobs:
                 queues=frozenset({queue}) if queue else frozenset(),
             )
         )
+
+    retry = requeue
+    """The former name of `requeue`, kept working."""
 
     def purge(
         self,

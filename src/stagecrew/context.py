@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError, StagecrewError
+from .errors import ConfigurationError, JobCancelledError
 
 if TYPE_CHECKING:
     from .worker.job_transaction import JobTransaction
@@ -25,8 +25,8 @@ class JobLogAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"[job {extra['job_id']} {extra['task']} attempt {extra['attempt']}] {msg}", kwargs
 
 
-class JobCancelled(StagecrewError):
-    """Raised by `Context.checkpoint()` once the job's cancellation was requested."""
+JobCancelled = JobCancelledError
+"""Another name of `JobCancelledError`, kept so code written against it keeps working."""
 
 
 class Context:
@@ -72,9 +72,9 @@ class Context:
         return self._cancelled
 
     def checkpoint(self) -> None:
-        """Raise `JobCancelled` if the job should stop now."""
+        """Raise `JobCancelledError` if the job should stop now."""
         if self._cancelled:
-            raise JobCancelled(f"job {self.job_id} was cancelled")
+            raise JobCancelledError(f"job {self.job_id} was cancelled")
 
     def transaction(self) -> JobTransaction:
         """A database transaction that also marks this job succeeded when it commits.

@@ -77,7 +77,20 @@ class JobFailedError(StagecrewError):
 
 
 class JobCancelledError(StagecrewError):
-    """Raised by `JobHandle.result()` when the job was cancelled."""
+    """The one cancellation exception: a job was, or is to be, cancelled.
+
+    Raise it from a task to stop the job for good (it becomes cancelled, not dead);
+    `ctx.checkpoint()` raises it once the job's cancellation was requested; and
+    `JobHandle.result()` raises it for a job that ended cancelled.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason or "cancelled by the task")
+        self.reason = reason
+
+
+class TransitionError(StagecrewError, ValueError):
+    """A job was asked to move between two states that `stagecrew.transitions` does not allow."""
 
 
 class SchemaOutOfDateError(StagecrewError):

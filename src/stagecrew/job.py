@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from .clock import checked_seconds, to_datetime
+from .errors import JobCancelledError, StagecrewError
 
 
 class JobState(StrEnum):
@@ -145,7 +146,7 @@ class EnqueuedJob:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedJob:
-    """What a worker gets from `Backend.fetch`: enough to run one attempt."""
+    """What a worker gets from `Backend.claim`: enough to run one attempt."""
 
     id: int
     task: str
@@ -271,7 +272,7 @@ class Job:
         }
 
 
-class Retry(Exception):
+class Retry(StagecrewError):
     """Raise from a task to retry it after `in_` seconds (or at the task's backoff).
 
     The attempt counts towards `max_attempts`.
@@ -283,9 +284,5 @@ class Retry(Exception):
         self.reason = reason
 
 
-class Cancel(Exception):
-    """Raise from a task to stop it for good: the job becomes cancelled, not dead."""
-
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(reason or "cancelled by the task")
-        self.reason = reason
+Cancel = JobCancelledError
+"""Another name of `JobCancelledError`, kept so code written against it keeps working."""

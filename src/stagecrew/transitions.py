@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .errors import TransitionError
 from .job import JobState
 
 S = JobState
@@ -32,10 +33,6 @@ ALLOWED: Mapping[JobState, frozenset[JobState]] = {
 }
 
 REQUEUEABLE = frozenset({S.DEAD, S.CANCELLED})
-
-
-class TransitionError(ValueError):
-    pass
 
 
 def check(current: JobState, target: JobState) -> None:

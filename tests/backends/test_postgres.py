@@ -161,7 +161,7 @@ def terminate_sessions(schema: str) -> int:
 
 
 def retrying(fn: Callable[[], Any], seconds: float = 15.0) -> Any:
-    """Call `fn` until it stops raising BackendError, as the worker's fetch/ack loops do."""
+    """Call `fn` until it stops raising BackendError, as the worker's claim/ack loops do."""
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -307,7 +307,7 @@ def test_upgrading_a_schema_to_the_fencing_token_keeps_a_claim_in_flight_matchin
         assert backend.heartbeat("w1", [in_flight], 30.0).lost == frozenset()
         assert backend.ack([Ack(in_flight, AckKind.COMPLETE, result="1")]) == [True]
         assert backend.requeue(JobFilter(ids=frozenset({2}))) == 1
-        [again] = backend.fetch(["default"], "w2", 1, 30.0)
+        [again] = backend.claim(["default"], "w2", 1, 30.0)
         assert (again.id, again.attempt, again.token) == (2, 1, 4)
     finally:
         backend.close()
@@ -388,8 +388,8 @@ def test_two_schemas_in_one_database_are_independent(schemas: Schemas, clock: Fa
     first.enqueue([job(idempotency_key="k")])
     [entry] = second.enqueue([job(idempotency_key="k")])
     assert entry.created
-    assert len(first.fetch(["default"], "w", 10, 30)) == 1
-    assert len(second.fetch(["default"], "w", 10, 30)) == 1
+    assert len(first.claim(["default"], "w", 10, 30)) == 1
+    assert len(second.claim(["default"], "w", 10, 30)) == 1
     first.close()
     second.close()
 
@@ -461,8 +461,8 @@ def test_enqueue_in_a_committed_transaction_is_enqueued_only_at_commit(
         with conn.transaction():
             [entry] = backend.enqueue_in(conn, [job("in-tx")])
             assert entry.created
-            assert backend.fetch(["default"], "w", 10, 30) == []  # not visible before commit
-        claimed = backend.fetch(["default"], "w", 10, 30)
+            assert backend.claim(["default"], "w", 10, 30) == []  # not visible before commit
+        claimed = backend.claim(["default"], "w", 10, 30)
     assert [c.id for c in claimed] == [entry.id]
 
 
@@ -476,7 +476,7 @@ def test_enqueue_in_a_rolled_back_transaction_is_never_enqueued(
         backend.enqueue_in(conn.cursor(), [job("lost", idempotency_key="k")])
         raise Boom
     assert count_jobs(schema) == 0
-    assert backend.fetch(["default"], "w", 10, 30) == []
+    assert backend.claim(["default"], "w", 10, 30) == []
     [again] = backend.enqueue([job(idempotency_key="k")])
     assert again.created  # the key was never taken
 
@@ -582,7 +582,7 @@ def test_complete_in_commits_the_tasks_writes_and_the_success_together(
     backend: PostgresBackend, ledger_table: str
 ) -> None:
     backend.enqueue([job()])
-    [claimed] = backend.fetch(["default"], "w", 1, 30)
+    [claimed] = backend.claim(["default"], "w", 1, 30)
     insert = psycopg.sql.SQL("INSERT INTO {} VALUES ('paid')").format(
         psycopg.sql.Identifier(ledger_table)
     )
@@ -601,7 +601,7 @@ def test_complete_in_rolled_back_leaves_neither_the_writes_nor_the_success(
     backend: PostgresBackend, ledger_table: str
 ) -> None:
     backend.enqueue([job()])
-    [claimed] = backend.fetch(["default"], "w", 1, 30)
+    [claimed] = backend.claim(["default"], "w", 1, 30)
     insert = psycopg.sql.SQL("INSERT INTO {} VALUES ('paid')").format(
         psycopg.sql.Identifier(ledger_table)
     )
@@ -617,10 +617,10 @@ def test_complete_in_for_a_lost_lease_returns_false_and_changes_nothing(
     backend: PostgresBackend, clock: FakeClock
 ) -> None:
     backend.enqueue([job()])
-    [stale] = backend.fetch(["default"], "w1", 1, 30)
+    [stale] = backend.claim(["default"], "w1", 1, 30)
     clock.advance(31)
     assert backend.rescue().requeued == 1
-    [fresh] = backend.fetch(["default"], "w2", 1, 30)
+    [fresh] = backend.claim(["default"], "w2", 1, 30)
     with backend.transaction() as conn:
         assert backend.complete_in(conn, stale.ref, "1") is False
     job_now = backend.get(stale.id)
@@ -633,7 +633,7 @@ def test_complete_in_async_commits_with_the_callers_transaction(
     backend: PostgresBackend, ledger_table: str
 ) -> None:
     backend.enqueue([job()])
-    [claimed] = backend.fetch(["default"], "w", 1, 30)
+    [claimed] = backend.claim(["default"], "w", 1, 30)
     insert = psycopg.sql.SQL("INSERT INTO {} VALUES ('async')").format(
         psycopg.sql.Identifier(ledger_table)
     )
@@ -654,7 +654,7 @@ def test_wait_returns_on_an_enqueue_from_another_connection(backend: PostgresBac
 
     async def scenario() -> float:
         await backend.wait(["default"], 5.0)  # starts listening (returns at once the first time)
-        assert backend.fetch(["default"], "w", 10, 30) == []
+        assert backend.claim(["default"], "w", 10, 30) == []
         waiter = asyncio.create_task(backend.wait(["default"], 10.0))
         await asyncio.sleep(0.2)
         assert not waiter.done()
@@ -685,7 +685,7 @@ def test_wait_ignores_notifications_for_other_queues(backend: PostgresBackend) -
 def test_a_notification_between_fetch_and_wait_is_not_missed(backend: PostgresBackend) -> None:
     async def scenario() -> float:
         await backend.wait(["default"], 5.0)
-        assert await backend.fetch_async(["default"], "w", 10, 30) == []
+        assert await backend.claim_async(["default"], "w", 10, 30) == []
         await asyncio.to_thread(backend.enqueue, [job()])
         await asyncio.sleep(0.2)  # the NOTIFY arrives before the worker waits again
         started = time.monotonic()
@@ -732,7 +732,7 @@ def test_due_times_follow_the_servers_clock_not_the_workers(schema: str) -> None
     try:
         future = time.time() + 5.0  # due in 5 s by the server; an hour ago by the worker's clock
         backend.enqueue([job("absolute", run_at=future), job("relative", delay=30.0)])
-        assert backend.fetch(["default"], "w", 10, 30) == []
+        assert backend.claim(["default"], "w", 10, 30) == []
         by_task = {j.task: j for j in backend.list_jobs(JobFilter())}
         assert by_task["relative"].run_at == pytest.approx(time.time() + 30.0, abs=5.0)
         assert by_task["relative"].state is S.SCHEDULED
@@ -745,7 +745,7 @@ def test_leases_expire_by_the_servers_clock_not_the_workers(schema: str) -> None
     backend.migrate()
     try:
         backend.enqueue([job()])
-        [claimed] = backend.fetch(["default"], "w", 1, 30.0)
+        [claimed] = backend.claim(["default"], "w", 1, 30.0)
         assert claimed.lease_expires_at == pytest.approx(time.time() + 30.0, abs=5.0)
         assert backend.rescue().total == 0  # the worker's clock says the lease ended long ago
         [stats] = backend.stats()
@@ -797,9 +797,9 @@ def test_a_job_with_run_at_just_ahead_of_the_server_is_not_fetched_until_then(
             row = conn.execute("SELECT extract(epoch FROM now())::float8").fetchone()
         assert row is not None
         [entry] = backend.enqueue([job(run_at=row[0] + 1.5)])
-        assert backend.fetch(["default"], "w", 10, 30) == []
+        assert backend.claim(["default"], "w", 10, 30) == []
         time.sleep(2.0)
-        assert [c.id for c in backend.fetch(["default"], "w", 10, 30)] == [entry.id]
+        assert [c.id for c in backend.claim(["default"], "w", 10, 30)] == [entry.id]
     finally:
         backend.close()
 
@@ -811,7 +811,7 @@ def test_enqueue_to_an_unreachable_server_raises_enqueue_error_at_once(schema: s
     with pytest.raises(EnqueueError, match="nothing was written"):
         backend.enqueue([job()])
     with pytest.raises(BackendError):
-        backend.fetch(["default"], "w", 1, 30)
+        backend.claim(["default"], "w", 1, 30)
     assert time.monotonic() - started < 2.0
     backend.close()
 
@@ -835,7 +835,7 @@ def test_async_operations_on_an_unreachable_server_fail_promptly(schema: str) ->
         with pytest.raises(EnqueueError):
             await backend.enqueue_async([job()])
         with pytest.raises(BackendError):
-            await backend.fetch_async(["default"], "w", 1, 30)
+            await backend.claim_async(["default"], "w", 1, 30)
 
     started = time.monotonic()
     asyncio.run(scenario())
@@ -876,7 +876,7 @@ def test_terminated_connections_lose_no_job_and_operations_recover(
         rounds += 1
         if rounds % 5 == 0:
             killed += terminate_sessions(backend.schema)
-        claimed = retrying(lambda: backend.fetch(["default"], "w", 20, 30))
+        claimed = retrying(lambda: backend.claim(["default"], "w", 20, 30))
         if not claimed and held:
             clock.advance(31)  # acks lost with a connection: their leases expire
             retrying(backend.rescue)
@@ -902,7 +902,7 @@ def test_async_pool_recovers_after_terminated_connections(backend: PostgresBacke
         deadline = time.monotonic() + 15
         while True:
             try:
-                claimed = await backend.fetch_async(["default"], "w", 10, 30)
+                claimed = await backend.claim_async(["default"], "w", 10, 30)
                 break
             except BackendError:
                 assert time.monotonic() < deadline
@@ -925,7 +925,7 @@ def test_a_worker_vacuums_the_jobs_table_itself_when_asked_or_when_autovacuum_is
     backend.migrate()
     try:
         backend.enqueue([job() for _ in range(1000)])
-        while claimed := backend.fetch(["default"], "w", 100, 30):
+        while claimed := backend.claim(["default"], "w", 100, 30):
             backend.ack([Ack(c.ref, AckKind.COMPLETE) for c in claimed])
         vacuumer = backend._vacuumer
         assert vacuumer is not None
@@ -940,7 +940,7 @@ def test_a_worker_vacuums_the_jobs_table_itself_when_asked_or_when_autovacuum_is
 def test_vacuum_off_starts_no_vacuumer_thread(schema: str) -> None:
     backend = PostgresBackend(f"{with_schema(URL, schema)}&vacuum=off")
     backend.migrate()
-    backend.fetch(["default"], "w", 1, 30)
+    backend.claim(["default"], "w", 1, 30)
     assert backend._vacuumer is not None
     assert backend._vacuumer._thread is None
     backend.close()
@@ -960,7 +960,7 @@ def test_a_batch_of_500_acks_and_one_of_10000_jobs_are_one_statement_each(
     entries = backend.enqueue([job(idempotency_key=str(i % 9000)) for i in range(10_000)])
     assert len(statements) == 1
     assert sum(e.created for e in entries) == 9000
-    claimed = backend.fetch(["default"], "w", 500, 30)
+    claimed = backend.claim(["default"], "w", 500, 30)
     statements.clear()
     acks = [Ack(c.ref, AckKind.COMPLETE, result="1") for c in claimed[:250]] + [
         Ack(c.ref, AckKind.RETRY, delay=0.0) for c in claimed[250:]
@@ -976,7 +976,7 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
     with admin() as conn:
         # statistics taken while every job waits, as autoanalyze would leave them
         conn.execute(psycopg.sql.SQL("ANALYZE {}.jobs").format(psycopg.sql.Identifier(schema)))
-    running = [c.ref for _ in range(20) for c in backend.fetch(["q0", "q1"], "w", 250, 30)]
+    running = [c.ref for _ in range(20) for c in backend.claim(["q0", "q1"], "w", 250, 30)]
     with admin() as conn:
 
         def plan(name: str, params: dict[str, Any]) -> str:
@@ -985,8 +985,8 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
 
         ids = sorted(ref.id for ref in running[:500])
         plans = {
-            "fetch": plan(
-                "fetch",
+            "claim": plan(
+                "claim",
                 {
                     "now": None,
                     "queues": ["q2", "q3"],
@@ -1026,7 +1026,7 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
             ),
         }
     expected = {
-        "fetch": "jobs_claim",
+        "claim": "jobs_claim",
         "ack": "jobs_running",
         "heartbeat": "jobs_running",
         "rescue": "jobs_",
@@ -1090,7 +1090,7 @@ def test_prune_never_deletes_a_job_requeued_while_it_runs(
         pruner.start()
         try:
             _wait_for_a_paused_statement(holder)
-            # requeued (as `dlq retry` does) after the prune's snapshot was taken
+            # requeued (as `dlq requeue` does) after the prune's snapshot was taken
             holder.execute(
                 psycopg.sql.SQL(
                     "UPDATE {} SET state = 'available', attempt = 0, finished_at = NULL "

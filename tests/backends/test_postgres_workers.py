@@ -69,7 +69,7 @@ def test_a_worker_finishes_every_job_while_its_sessions_are_killed(url: str, sch
         return i
 
     handles = work.enqueue_many([(i,) for i in range(400)])
-    worker = Worker(app, concurrency=20, lease_seconds=2.0, poll_interval=0.2, fetch_batch=20)
+    worker = Worker(app, concurrency=20, lease_seconds=2.0, poll_interval=0.2, claim_batch=20)
     loops: list[asyncio.AbstractEventLoop] = []
     exit_codes: list[int] = []
 

@@ -194,7 +194,7 @@ class TestKeyLayout:
         names = ["a", "a:b", "{x}", "}", "é/ü", "a b"]
         ids = {name: backend.enqueue([job(queue=name)])[0].id for name in names}
         for name, job_id in ids.items():
-            [claimed] = backend.fetch([name], "w", 10, LEASE)
+            [claimed] = backend.claim([name], "w", 10, LEASE)
             assert (claimed.id, claimed.queue) == (job_id, name)
             keys = backend._keys.queue(name).keys
             assert len({key_slot(k.encode()) for k in keys[:7]}) == 1
@@ -207,11 +207,11 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     [a] = backend.enqueue([job(queue="a", key="k")])
     backend.enqueue([job(queue="b"), job(queue="a", delay=5.0)])
     clock.advance(10.0)
-    claimed = backend.fetch(["a", "b"], "w", 10, LEASE)
+    claimed = backend.claim(["a", "b"], "w", 10, LEASE)
     assert len(claimed) == 3
     refs = {c.id: c.ref for c in claimed}
     assert backend.heartbeat("w", list(refs.values()), LEASE).lost == frozenset()
-    backend.ack([Ack(refs[a.id], AckKind.DISCARD)])
+    backend.ack([Ack(refs[a.id], AckKind.DEAD_LETTER)])
     backend.requeue(JobFilter(states=frozenset({S.DEAD})))
     backend.requeue(JobFilter(ids=frozenset({a.id})))
     backend.cancel(a.id)
@@ -244,7 +244,7 @@ class TestReleaseWorker:
     ) -> None:
         backend = make_backend(FakeClock())
         [entry] = backend.enqueue([job()])
-        backend.fetch(["default"], "w", 1, LEASE)
+        backend.claim(["default"], "w", 1, LEASE)
         client = raw(backend)
         key = backend._keys.queue("default").job(entry.id)
         before = client.hgetall(key)
@@ -261,10 +261,10 @@ class TestReleaseWorker:
     ) -> None:
         backend = make_backend(FakeClock())
         backend.enqueue([job(queue=q) for q in ("a", "b", "c")])
-        assert len(backend.fetch(["a", "b"], "dead", 10, LEASE)) == 2
-        [other] = backend.fetch(["c"], "alive", 10, LEASE)
+        assert len(backend.claim(["a", "b"], "dead", 10, LEASE)) == 2
+        [other] = backend.claim(["c"], "alive", 10, LEASE)
         assert backend.release_worker("dead") == RescueReport(requeued=2)
-        assert {j.queue for j in backend.fetch(["a", "b", "c"], "w2", 10, LEASE)} == {"a", "b"}
+        assert {j.queue for j in backend.claim(["a", "b", "c"], "w2", 10, LEASE)} == {"a", "b"}
         assert backend.heartbeat("alive", [other.ref], LEASE).lost == frozenset()
 
 
@@ -326,7 +326,7 @@ class TestEnqueue:
         backend = make_backend(FakeClock())
         payload = '{"args":["\\u0000 nul, é, 😀, \\"quotes\\", \\\\ and ]"],"kwargs":{}}'
         [entry] = backend.enqueue([job(payload=payload, key="ключ 😀")])
-        [claimed] = backend.fetch(["default"], "w", 1, LEASE)
+        [claimed] = backend.claim(["default"], "w", 1, LEASE)
         assert claimed.payload == payload
         result = '"\\u0000 and 😀"'
         assert backend.ack([Ack(claimed.ref, AckKind.COMPLETE, result=result)]) == [True]
@@ -397,13 +397,13 @@ class TestScriptsCheckEveryInputBeforeTheirFirstWrite:
     ) -> None:
         backend = make_backend()
         backend.enqueue([job(), job()])
-        [retried] = backend.fetch(["default"], "w", 1, LEASE)
+        [retried] = backend.claim(["default"], "w", 1, LEASE)
         assert backend.ack([Ack(retried.ref, AckKind.RETRY, delay=0.0)]) == [True]  # due again
         before = self.snapshot(backend)
         with pytest.raises(redis.ResponseError, match="stagecrew: bad"):
             self.call(backend, scripts.CLAIM, now, worker, limit, lease, "10")
         assert self.snapshot(backend) == before
-        assert len(backend.fetch(["default"], "w", 10, LEASE)) == 2
+        assert len(backend.claim(["default"], "w", 10, LEASE)) == 2
 
     @pytest.mark.parametrize(
         "bad",
@@ -422,7 +422,7 @@ class TestScriptsCheckEveryInputBeforeTheirFirstWrite:
     ) -> None:
         backend = make_backend()
         backend.enqueue([job(), job()])
-        first, second = backend.fetch(["default"], "w", 2, LEASE)
+        first, second = backend.claim(["default"], "w", 2, LEASE)
         good = [first.id, first.token, "complete", "1", "", ""]
         wrong: list[str | int] = [second.id, second.token, "retry", "", "", "5"]
         field, value = bad
@@ -445,7 +445,7 @@ class TestScriptsCheckEveryInputBeforeTheirFirstWrite:
     ) -> None:
         backend = make_backend()
         backend.enqueue([job(), job()])
-        first, second = backend.fetch(["default"], "w", 2, LEASE)
+        first, second = backend.claim(["default"], "w", 2, LEASE)
         refs: list[str | int] = [first.id, first.token, second.id, second.token]
         if pair is not None:
             refs[{"id": 2, "token": 3}[pair[0]]] = pair[1]
@@ -472,9 +472,9 @@ class TestServerClock:
         stored = backend.get(entry.id)
         assert stored is not None and stored.state is S.SCHEDULED
         assert abs(stored.enqueued_at - server_now) < 5.0
-        assert backend.fetch(["default"], "w", 1, LEASE) == []
+        assert backend.claim(["default"], "w", 1, LEASE) == []
         time.sleep(0.35)
-        [claimed] = backend.fetch(["default"], "w", 1, LEASE)
+        [claimed] = backend.claim(["default"], "w", 1, LEASE)
         assert claimed.lease_expires_at == pytest.approx(claimed.started_at + LEASE)
 
     def test_a_retry_is_due_at_the_servers_now_plus_its_delay_whatever_the_workers_clock(
@@ -523,7 +523,7 @@ class TestFindingJobs:
         worker = RedisBackend(with_query(URL, prefix=producer.prefix), clock)
         other = RedisBackend(with_query(URL, prefix=producer.prefix), clock)
         try:
-            [claimed] = worker.fetch(["elsewhere"], "w", 1, LEASE)
+            [claimed] = worker.claim(["elsewhere"], "w", 1, LEASE)
             assert other.get(entry.id) is not None
             assert other.heartbeat("w", [claimed.ref], LEASE).lost == frozenset()
             job_after = other.cancel(entry.id)
@@ -547,7 +547,7 @@ class TestFindingJobs:
             assert again.id == first.id  # the counter started over
             found = old.get(first.id)
             assert found is not None and (found.task, found.queue) == ("new", "b")
-            [claimed] = fresh.fetch(["b"], "w", 1, LEASE)
+            [claimed] = fresh.claim(["b"], "w", 1, LEASE)
             old._where[first.id] = "a"  # as remembered before the data was lost
             assert old.heartbeat("w", [claimed.ref], LEASE).lost == frozenset()
             old._where[first.id] = "a"
@@ -567,10 +567,10 @@ class TestFetch:
         slow = backend.enqueue([job(queue="a", priority=5) for _ in range(3)])
         urgent = backend.enqueue([job(queue="b", priority=-1) for _ in range(2)])
         due_later = backend.enqueue([job(queue="c", priority=-9, delay=10.0)])
-        claimed = backend.fetch(["a", "b", "c"], "w", 3, LEASE)
+        claimed = backend.claim(["a", "b", "c"], "w", 3, LEASE)
         assert [c.id for c in claimed] == [e.id for e in urgent] + [slow[0].id]
         clock.advance(10.0)
-        [next_one] = backend.fetch(["a", "b", "c"], "w", 1, LEASE)
+        [next_one] = backend.claim(["a", "b", "c"], "w", 1, LEASE)
         assert next_one.id == due_later[0].id
 
     def test_a_due_scheduled_job_stays_scheduled_until_it_is_claimed(
@@ -580,7 +580,7 @@ class TestFetch:
         backend = make_backend(clock)
         first, second, third = backend.enqueue([job(delay=10.0) for _ in range(3)])
         clock.advance(20.0)
-        [claimed] = backend.fetch(["default"], "w", 1, LEASE)  # moves all three to T:due
+        [claimed] = backend.claim(["default"], "w", 1, LEASE)  # moves all three to T:due
         assert claimed.id == first.id
         assert backend.get(second.id).state is S.SCHEDULED  # type: ignore[union-attr]
         due_key = backend._keys.queue("default").keys[9]
@@ -593,7 +593,7 @@ class TestFetch:
         assert backend.cancel(second.id).state is S.CANCELLED  # type: ignore[union-attr]
         assert raw(backend).zcard(due_key) == 1
         assert backend.next_run_at() == pytest.approx(clock.now() - 10.0)
-        [last] = backend.fetch(["default"], "w", 5, LEASE)
+        [last] = backend.claim(["default"], "w", 5, LEASE)
         assert last.id == third.id
 
     def test_many_jobs_claimed_rescued_and_requeued_in_batches(
@@ -603,7 +603,7 @@ class TestFetch:
         backend = make_backend(clock)
         n = 2500
         backend.enqueue([job("even" if i % 2 == 0 else "odd", max_attempts=1) for i in range(n)])
-        assert len(backend.fetch(["default"], "w", n, LEASE)) == n
+        assert len(backend.claim(["default"], "w", n, LEASE)) == n
         clock.advance(LEASE + 1)
         assert backend.rescue() == RescueReport(dead=n)
         requeued = backend.requeue(JobFilter(tasks=frozenset({"odd"})))
@@ -712,7 +712,7 @@ class TestWait:
 
         async def scenario() -> None:
             [entry] = await backend.enqueue_async([job()])
-            [claimed] = await backend.fetch_async(["default"], "w", 1, LEASE)
+            [claimed] = await backend.claim_async(["default"], "w", 1, LEASE)
             await backend.heartbeat_async("w", [claimed.ref], LEASE)
             assert await backend.ack_async([Ack(claimed.ref, AckKind.COMPLETE)]) == [True]
             assert (await backend.get_async(entry.id)).state is S.SUCCEEDED  # type: ignore[union-attr]
@@ -757,8 +757,8 @@ class TestErrors:
             with pytest.raises(EnqueueError, match=r"could not enqueue.*reachable"):
                 backend.enqueue([job()])
             assert time.monotonic() - started < 2.0
-            with pytest.raises(BackendError, match="fetch failed"):
-                backend.fetch(["default"], "w", 1, LEASE)
+            with pytest.raises(BackendError, match="claim failed"):
+                backend.claim(["default"], "w", 1, LEASE)
             with pytest.raises(BackendError):
                 asyncio.run(backend.get_async(1))
             backend.prepare()  # an unreachable store is reported by the operations, not here

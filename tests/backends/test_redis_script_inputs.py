@@ -53,12 +53,12 @@ def every_state(backend: RedisBackend) -> None:
     assert isinstance(clock, FakeClock)
     backend.enqueue([job("waiting", idempotency_key="k"), job("later", delay=3600.0)])
     backend.enqueue([job("run"), job("ok"), job("fail"), job("stop")])
-    claimed = {c.task: c for c in backend.fetch(["default"], "w", 10, LEASE)}
+    claimed = {c.task: c for c in backend.claim(["default"], "w", 10, LEASE)}
     assert {"waiting", "run", "ok", "fail", "stop"} <= set(claimed)
     backend.ack(
         [
             Ack(claimed["ok"].ref, AckKind.COMPLETE, result="1"),
-            Ack(claimed["fail"].ref, AckKind.DISCARD),
+            Ack(claimed["fail"].ref, AckKind.DEAD_LETTER),
             Ack(claimed["waiting"].ref, AckKind.RELEASE),
         ]
     )

@@ -98,7 +98,7 @@ def test_scripts_are_loaded_again_after_script_flush(
     client.script_flush()
     [entry] = backend.enqueue([job(queue="a")])  # one script
     client.script_flush()
-    claimed = backend.fetch(["a", "b"], "w", 10, LEASE)  # pipelines of several
+    claimed = backend.claim(["a", "b"], "w", 10, LEASE)  # pipelines of several
     assert entry.id in {c.id for c in claimed}
     client.script_flush()
     assert backend.ack([Ack(c.ref, AckKind.COMPLETE) for c in claimed]) == [True] * 3
@@ -107,7 +107,7 @@ def test_scripts_are_loaded_again_after_script_flush(
         client.script_flush()
         [late] = await backend.enqueue_async([job(queue="a")])
         client.script_flush()
-        [claimed] = await backend.fetch_async(["a"], "w", 1, LEASE)
+        [claimed] = await backend.claim_async(["a"], "w", 1, LEASE)
         assert claimed.id == late.id
 
     asyncio.run(scenario())
@@ -137,7 +137,7 @@ def test_enqueue_out_of_memory_raises_and_writes_nothing_while_workers_carry_on(
     assert client.exists(f"{{{backend.prefix}:other}}:registered") == 0
 
     # Workers still claim, record outcomes and prune: that is how Redis gets out of it.
-    claimed = backend.fetch(["default"], "w", stored, LEASE)
+    claimed = backend.claim(["default"], "w", stored, LEASE)
     assert len(claimed) == stored
     assert backend.ack([Ack(c.ref, AckKind.COMPLETE) for c in claimed]) == [True] * stored
     clock.advance(10.0)
@@ -204,11 +204,11 @@ def test_the_producer_fails_while_redis_is_down_and_works_again_after_a_restart(
     with pytest.raises(EnqueueError, match="reachable"):
         backend.enqueue([job()])
     with pytest.raises(BackendError):
-        backend.fetch(["default"], "w", 1, LEASE)
+        backend.claim(["default"], "w", 1, LEASE)
     server.start()
     [after] = backend.enqueue([job()])
     assert after.id > before.id
-    assert {c.id for c in backend.fetch(["default"], "w", 10, LEASE)} == {before.id, after.id}
+    assert {c.id for c in backend.claim(["default"], "w", 10, LEASE)} == {before.id, after.id}
 
 
 def test_wait_survives_a_redis_restart_and_wakes_up_again(
@@ -385,7 +385,7 @@ def test_one_cluster_store_spreads_queues_over_nodes_and_works_across_them(
     assert [e.id for e in entries] == sorted(e.id for e in entries)
     keys_per_node = [n.client().dbsize() for n in cluster]
     assert all(count > 0 for count in keys_per_node)
-    claimed = backend.fetch(queues, "w", 10, LEASE)
+    claimed = backend.claim(queues, "w", 10, LEASE)
     assert [c.queue for c in claimed] == queues  # priority order across nodes
     other = backends(cluster_url(cluster, prefix=prefix), clock)  # knows no job yet
     assert other.ack([Ack(c.ref, AckKind.COMPLETE) for c in claimed]) == [True] * 3

@@ -102,14 +102,14 @@ def test_rescue_prune_and_stats_use_their_indexes(backend: SQLiteBackend, db_pat
 
 
 def _claim_until_empty(url: str, worker: str, seed: int, start: Any, out: Any) -> None:
-    """Fetch and ack in random batch sizes until nothing is left; report the refs claimed."""
+    """Claim and ack in random batch sizes until nothing is left; report the refs claimed."""
     rng = random.Random(seed)
     backend = SQLiteBackend(url)
     claimed: list[tuple[int, int]] = []
     try:
         backend.migrate()  # open the connection before the race starts
         start.wait()
-        while jobs := backend.fetch(["default"], worker, rng.randint(1, 40), 60.0):
+        while jobs := backend.claim(["default"], worker, rng.randint(1, 40), 60.0):
             claimed.extend((j.id, j.attempt) for j in jobs)
             acks = backend.ack([Ack(j.ref, AckKind.COMPLETE, result="null") for j in jobs])
             assert all(acks)
@@ -194,7 +194,7 @@ def test_writers_wait_out_a_lock_held_for_seconds_within_the_busy_timeout(
         started = time.monotonic()
         try:
             [entry] = backend.enqueue([NewJob("t", PAYLOAD)])
-            [claimed] = backend.fetch(["default"], "w", 1, 30.0)
+            [claimed] = backend.claim(["default"], "w", 1, 30.0)
         finally:
             release.join()
             holder.close()
@@ -227,9 +227,9 @@ def test_a_corrupt_errors_column_does_not_break_inspection_or_acks(
     assert found.errors and all(e.type == "CorruptErrorRecord" for e in found.errors)
     assert backend.list_jobs(JobFilter())[0].id == job.id
 
-    [claimed] = backend.fetch(["default"], "w", 1, 30.0)
+    [claimed] = backend.claim(["default"], "w", 1, 30.0)
     error = AttemptError(1, 5.0, ErrorKind.ERROR, "ValueError", "boom")
-    assert backend.ack([Ack(claimed.ref, AckKind.DISCARD, error=error)]) == [True]
+    assert backend.ack([Ack(claimed.ref, AckKind.DEAD_LETTER, error=error)]) == [True]
     after = backend.get(job.id)
     assert after is not None and after.state is JobState.DEAD
     assert after.errors[-1] == error
@@ -243,7 +243,7 @@ def test_rescue_of_a_job_with_corrupt_errors_still_records_the_loss(
     backend: SQLiteBackend, db_path: Path, clock: FakeClock
 ) -> None:
     [job] = backend.enqueue([NewJob("t", PAYLOAD)])
-    backend.fetch(["default"], "w", 1, 30.0)
+    backend.claim(["default"], "w", 1, 30.0)
     raw(db_path).execute("UPDATE stagecrew_jobs SET errors = 'garbage' WHERE id = ?", (job.id,))
     clock.advance(31)
     assert backend.rescue().requeued == 1
@@ -361,7 +361,7 @@ def test_upgrading_a_store_to_the_fencing_token_keeps_a_claim_in_flight_matching
         assert backend.heartbeat("w1", [in_flight], 30.0).lost == frozenset()
         assert backend.ack([Ack(in_flight, AckKind.COMPLETE, result="1")]) == [True]
         assert backend.requeue(JobFilter(ids=frozenset({2}))) == 1
-        [again] = backend.fetch(["default"], "w2", 1, 30.0)
+        [again] = backend.claim(["default"], "w2", 1, 30.0)
         assert (again.id, again.attempt, again.token) == (2, 1, 4)
     assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version() == 2
 
@@ -436,7 +436,7 @@ def _random_operations(
         elif roll < 0.45:
             worker = rng.choice(workers)
             wanted = rng.sample(queues, rng.randint(1, 3))
-            claimed = same("fetch", wanted, worker, rng.randint(1, 4), rng.choice([5.0, 30.0]))
+            claimed = same("claim", wanted, worker, rng.randint(1, 4), rng.choice([5.0, 30.0]))
             held[worker].extend(claimed)
         elif roll < 0.65:
             worker = rng.choice(workers)

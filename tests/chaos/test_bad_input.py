@@ -568,5 +568,5 @@ def test_worker_process_survives_every_bad_job_and_keeps_running_good_ones(
     assert not ran_marker.exists(), "a bad job ran"
     for job_id in good:
         assert store.app.jobs.get(job_id).state is JobState.SUCCEEDED
-    for trouble in ("unexpected executor error", "fetch failed", "could not write"):
+    for trouble in ("unexpected executor error", "claim failed", "could not write"):
         assert trouble not in output, output[-3000:]

@@ -187,17 +187,17 @@ def fresh_producer(url: str) -> Task[Any, Any]:
 
 
 def assert_workers_logged_their_recovery(output: str, *, outage_seen: bool = True) -> None:
-    """Each worker process whose fetch failed later logged that the store is reachable again."""
+    """Each worker process whose claim failed later logged that the store is reachable again."""
     failed: dict[str, int] = {}
     recovered: dict[str, int] = {}
     for number, line in enumerate(output.splitlines()):
         fields = line.split()
-        if "stagecrew.worker: fetch failed" in line:
+        if "stagecrew.worker: claim failed" in line:
             failed[fields[3]] = number
         elif "stagecrew.worker: store reachable again" in line:
             recovered[fields[3]] = number
     if outage_seen:
-        assert failed, f"no worker logged a failed fetch:\n{output[-4000:]}"
+        assert failed, f"no worker logged a failed claim:\n{output[-4000:]}"
     for process, number in failed.items():
         assert recovered.get(process, -1) > number, f"{process} never logged its recovery"
 

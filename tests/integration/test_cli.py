@@ -102,7 +102,7 @@ def _dead_jobs(cli: CliApp, count: int) -> list[int]:
         ["jobs", "cancel"],
         ["dlq"],
         ["dlq", "list"],
-        ["dlq", "retry"],
+        ["dlq", "requeue"],
         ["dlq", "purge"],
         ["stats"],
         ["demo"],
@@ -333,13 +333,13 @@ def test_dlq_list_retry_and_purge_round_trip(cli_app: CliApp) -> None:
     human = cli_app.run("dlq", "list")
     assert "ValueError: boom 1" in human.stdout
 
-    assert cli_app.json("dlq", "retry", str(first)) == {"requeued": 1}
+    assert cli_app.json("dlq", "requeue", str(first)) == {"requeued": 1}
     retried = cli_app.app.jobs.get(first)
     assert (retried.state, retried.attempt) == (JobState.AVAILABLE, 0)
     assert len(retried.errors) == 1, "past errors are kept"
 
-    assert cli_app.json("dlq", "retry", "--all", "--task", "resize") == {"requeued": 0}
-    assert cli_app.json("dlq", "retry", "--all") == {"requeued": 2}
+    assert cli_app.json("dlq", "requeue", "--all", "--task", "resize") == {"requeued": 0}
+    assert cli_app.json("dlq", "requeue", "--all") == {"requeued": 2}
     cli_app.drain()
     assert len(cli_app.json("dlq", "list")) == 3
 
@@ -362,7 +362,7 @@ def test_dlq_purge_of_old_jobs_keeps_the_recent_ones(cli_app: CliApp) -> None:
 def test_dlq_retry_and_purge_need_to_be_told_which_jobs(cli_app: CliApp) -> None:
     _dead_jobs(cli_app, 1)
     for args in (
-        ["dlq", "retry"],
+        ["dlq", "requeue"],
         ["dlq", "purge"],
         ["dlq", "purge", "--all", "--older-than", "7d"],
     ):

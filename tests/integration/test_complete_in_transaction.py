@@ -169,7 +169,7 @@ def test_a_stale_claims_commit_after_requeue_and_reclaim_is_refused_and_rolls_ba
                 )
                 assert app.backend.rescue().dead == 1
                 assert app.backend.requeue(JobFilter(ids=frozenset({ctx.job_id}))) == 1
-                taken_over.extend(app.backend.fetch(["default"], "another-worker", 1, 30))
+                taken_over.extend(app.backend.claim(["default"], "another-worker", 1, 30))
 
     handle = pay.enqueue()
     drain(app)

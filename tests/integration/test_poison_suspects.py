@@ -101,7 +101,7 @@ def _make_suspect(app: App, job: JobHandle) -> None:
     """Two workers die while they run `job` (claimed, then rescued after its lease)."""
     backend = app.backend
     for losses in range(1, MAX_LOST):
-        claimed = backend.fetch([app.default_queue], "a-worker-that-dies", 10, 0.05)
+        claimed = backend.claim([app.default_queue], "a-worker-that-dies", 10, 0.05)
         assert [c.id for c in claimed] == [job.id]
         assert wait_for(lambda: backend.rescue(MAX_LOST).total == 1, 30)
         assert job.get().lost == losses

@@ -136,7 +136,7 @@ def test_a_stopped_worker_returns_while_the_store_refuses_connections(
 
     @app.task
     def shut_the_door() -> None:
-        refusing_store.refuse()  # from now on every fetch, ack and heartbeat fails
+        refusing_store.refuse()  # from now on every claim, ack and heartbeat fails
         refused.set()
 
     try:

@@ -1,7 +1,7 @@
 """Every store call is bounded: a connection whose peer stopped answering fails it, never hangs it.
 
 A real PostgreSQL and Redis are reached through a TCP proxy (tests/support/proxy.py) that is
-switched to swallow traffic, like a half-open connection: a heartbeat, an ack and a fetch
+switched to swallow traffic, like a half-open connection: a heartbeat, an ack and a claim
 through it must fail with the engine's error. pytest-timeout is the hang guard (such a call
 used to wait for the kernel's 15 minutes, or for ever); nothing here times a call.
 
@@ -69,9 +69,9 @@ def socket_of(fileno: int) -> socket.socket:
 
 
 async def through_a_silent_connection(backend: Backend, proxy: TcpProxy) -> list[str]:
-    """Claim a job, make the connection go silent, then heartbeat, ack and fetch: each raises."""
+    """Claim a job, make the connection go silent, then heartbeat, ack and claim: each raises."""
     backend.enqueue([NewJob("t", PAYLOAD)])
-    [claimed] = await backend.fetch_async(["default"], "w", 1, LEASE)
+    [claimed] = await backend.claim_async(["default"], "w", 1, LEASE)
     assert isinstance(claimed, ClaimedJob)
     proxy.swallow()
     failures = []
@@ -81,9 +81,9 @@ async def through_a_silent_connection(backend: Backend, proxy: TcpProxy) -> list
     with pytest.raises(BackendError) as ack:
         await backend.ack_async([Ack(claimed.ref, AckKind.COMPLETE, result="1")])
     failures.append(str(ack.value))
-    with pytest.raises(BackendError) as fetch:
-        await backend.fetch_async(["default"], "w", 1, LEASE)
-    failures.append(str(fetch.value))
+    with pytest.raises(BackendError) as claim:
+        await backend.claim_async(["default"], "w", 1, LEASE)
+    failures.append(str(claim.value))
     return failures
 
 

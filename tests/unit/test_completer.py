@@ -51,7 +51,7 @@ class RefusingStore(MemoryBackend):
 
 def running_jobs(store: MemoryBackend, n: int) -> list[JobRef]:
     store.enqueue([NewJob(task="t", payload=PAYLOAD) for _ in range(n)])
-    return [job.ref for job in store.fetch(["default"], "w", n, 30)]
+    return [job.ref for job in store.claim(["default"], "w", n, 30)]
 
 
 def completed(ref: JobRef) -> Ack:
@@ -121,7 +121,7 @@ def test_an_ack_whose_error_text_the_store_refuses_is_written_with_that_text_esc
     )
     refs = running_jobs(store, 4)
     error = AttemptError(1, 0.0, ErrorKind.ERROR, "ValueError", "naïve → 失敗", "Traceback: naïve")
-    acks = [completed(refs[0]), Ack(refs[1], AckKind.DISCARD, error=error)]
+    acks = [completed(refs[0]), Ack(refs[1], AckKind.DEAD_LETTER, error=error)]
     acks += [completed(ref) for ref in refs[2:]]
 
     asyncio.run(run_until_written(store, acks, 4))

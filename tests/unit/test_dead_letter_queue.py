@@ -37,7 +37,7 @@ def test_dlq_retry_reruns_a_dead_job_with_a_fresh_attempt_count(app: App, kit: T
     assert job.get().state is JobState.DEAD and job.get().attempt == 2
 
     healthy["value"] = True
-    assert app.jobs.retry([job.id]) == 1
+    assert app.jobs.requeue([job.id]) == 1
     requeued = job.get()
     assert requeued.state is JobState.AVAILABLE and requeued.attempt == 0
     assert len(requeued.errors) == 2  # history is kept
@@ -58,11 +58,11 @@ def test_dlq_retry_all_can_be_narrowed_by_task(app: App, kit: TestKit) -> None:
     jobs_a = [a.enqueue() for _ in range(3)]
     job_b = b.enqueue()
     kit.run_until_idle()
-    assert app.jobs.retry(all_dead=True, task="a") == 3
+    assert app.jobs.requeue(all_dead=True, task="a") == 3
     assert {j.state() for j in jobs_a} == {JobState.AVAILABLE}
     assert job_b.state() is JobState.DEAD
     with pytest.raises(ConfigurationError):
-        app.jobs.retry()
+        app.jobs.requeue()
 
 
 def test_dead_jobs_are_kept_by_pruning_and_removed_only_by_purge(app: App, kit: TestKit) -> None:

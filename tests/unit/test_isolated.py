@@ -31,11 +31,11 @@ def _claim(backend: MemoryBackend, *, lost: int, max_attempts: int = 20) -> Clai
     """A job that `lost` workers lost before, claimed again."""
     backend.enqueue([NewJob("crash", '{"args":[],"kwargs":{}}', max_attempts=max_attempts)])
     for _ in range(lost):
-        backend.fetch(["default"], "gone", 1, 1.0)
+        backend.claim(["default"], "gone", 1, 1.0)
         assert isinstance(backend.clock, FakeClock)
         backend.clock.advance(2)
         backend.rescue(max_lost=100)
-    (job,) = backend.fetch(["default"], "me", 1, 30.0)
+    (job,) = backend.claim(["default"], "me", 1, 30.0)
     assert job.lost == lost
     return job
 
@@ -45,7 +45,7 @@ def test_a_suspect_whose_own_process_died_goes_dead_as_worker_lost(
 ) -> None:
     job = _claim(backend, lost=MAX_LOST - 1)
     ack = crash_verdict(job, MAX_LOST, 1.0, how="was killed by SIGKILL")
-    assert ack.kind is AckKind.DISCARD
+    assert ack.kind is AckKind.DEAD_LETTER
     assert backend.ack([ack]) == [True]
     stored = backend.get(job.id)
     assert stored is not None and stored.state is JobState.DEAD
@@ -63,13 +63,13 @@ def test_a_crash_below_the_limit_counts_the_attempt_and_runs_again(
     assert ack.kind is AckKind.RETRY and ack.error is not None
     assert ack.error.kind is ErrorKind.LOST
     assert backend.ack([ack]) == [True]
-    (again,) = backend.fetch(["default"], "me", 1, 30.0)
+    (again,) = backend.claim(["default"], "me", 1, 30.0)
     assert again.attempt == 2
 
 
 def test_a_crash_on_the_last_attempt_goes_dead(backend: MemoryBackend) -> None:
     job = _claim(backend, lost=0, max_attempts=1)
-    assert crash_verdict(job, MAX_LOST, 1.0, how="died").kind is AckKind.DISCARD
+    assert crash_verdict(job, MAX_LOST, 1.0, how="died").kind is AckKind.DEAD_LETTER
 
 
 def test_a_crash_while_a_cancellation_was_pending_ends_cancelled(backend: MemoryBackend) -> None:

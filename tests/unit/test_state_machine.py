@@ -176,7 +176,7 @@ class BackendMachine(RuleBasedStateMachine):
         limit=st.integers(1, 3),
         queues=st.sampled_from([("a",), ("b",), QUEUES]),
     )
-    def fetch(self, worker: str, limit: int, queues: tuple[str, ...]) -> object:
+    def claim(self, worker: str, limit: int, queues: tuple[str, ...]) -> object:
         now = self.clock.now()
         due = sorted(
             (
@@ -185,7 +185,7 @@ class BackendMachine(RuleBasedStateMachine):
                 if job.state in WAITING_STATES and job.queue in queues and job.run_at <= now
             )
         )[:limit]
-        claimed = self.backend.fetch(queues, worker, limit, LEASE)
+        claimed = self.backend.claim(queues, worker, limit, LEASE)
         assert sorted(c.id for c in claimed) == sorted(job_id for *_, job_id in due)
         for c in claimed:
             job = self.model[c.id]
@@ -205,7 +205,7 @@ class BackendMachine(RuleBasedStateMachine):
         target = {
             AckKind.COMPLETE: S.SUCCEEDED,
             AckKind.RETRY: S.SCHEDULED,
-            AckKind.DISCARD: S.DEAD,
+            AckKind.DEAD_LETTER: S.DEAD,
             AckKind.CANCEL: S.CANCELLED,
             AckKind.RELEASE: S.AVAILABLE,
         }[ack.kind]
@@ -231,10 +231,10 @@ class BackendMachine(RuleBasedStateMachine):
         retryable = outcome == "fail"
         attempt = job.attempt if job is not None else 1
         if transitions.after_failure(attempt, max_attempts, retryable=retryable) is S.DEAD:
-            return Ack(ref, AckKind.DISCARD, error=self.error(ref, "gave up"))
+            return Ack(ref, AckKind.DEAD_LETTER, error=self.error(ref, "gave up"))
         return Ack(ref, AckKind.RETRY, error=self.error(ref, "again"), delay=retry_in)
 
-    outcomes = st.sampled_from(["complete", "fail", "discard", "cancel", "release"])
+    outcomes = st.sampled_from(["complete", "fail", "dead-letter", "cancel", "release"])
 
     @rule(
         items=st.lists(

@@ -505,7 +505,7 @@ def test_without_an_app_reference_a_poison_suspect_runs_at_once_beside_other_job
 
     suspects = [suspect.enqueue() for _ in range(2)]
     for _ in range(app.max_worker_losses - 1):  # two workers died while they ran
-        claimed = app.backend.fetch([app.default_queue], "gone", 10, 30)
+        claimed = app.backend.claim([app.default_queue], "gone", 10, 30)
         assert {c.id for c in claimed} == {s.id for s in suspects}
         kit.clock.advance(31)
         app.backend.rescue(app.max_worker_losses)
@@ -558,10 +558,10 @@ def test_a_heartbeat_reporting_a_lease_lost_drops_that_claims_outcome_waiting_to
         worker = Worker(app, lease_seconds=5, heartbeat_interval=0.01, poll_interval=0.01)
         run = asyncio.create_task(worker.run(install_signal_handlers=False))
         await asyncio.wait_for(failed_once.wait(), 5)
-        kit.clock.advance(6)  # the stale worker's lease runs out: DLQ, `dlq retry`, claimed again
+        kit.clock.advance(6)  # the stale worker's lease runs out: DLQ, `dlq requeue`, claimed again
         backend.rescue()
         assert backend.requeue(JobFilter(ids=frozenset({job.id}))) == 1
-        [other] = backend.fetch([app.default_queue], "another-worker", 1, 30)
+        [other] = backend.claim([app.default_queue], "another-worker", 1, 30)
         await asyncio.wait_for(lost_reported.wait(), 5)
         already_sent = len(sent)
         store_down = False

@@ -6,11 +6,11 @@ engine with a native async driver overrides those. The conformance suite in
 `stagecrew.testing.conformance` is the definition of a correct engine.
 
 Operations are named after state changes (see `stagecrew.transitions`):
-enqueue, fetch (claim), heartbeat (renew leases), ack (record outcomes of
+enqueue, claim, heartbeat (renew leases), ack (record outcomes of
 attempts), rescue (expired leases), release-worker (the claims of a worker known
 to be dead), prune (retention), cancel, requeue, purge.
 
-Fencing. Every job counts its claims (`Job.claims`): each fetch adds one in
+Fencing. Every job counts its claims (`Job.claims`): each claim adds one in
 the same write that makes the job running, and nothing else changes it, not
 a requeue (which resets the attempt users see), a hand-back (which gives the
 attempt back) or a rescue. A claim's count is its fencing token
@@ -62,7 +62,7 @@ class AckKind(StrEnum):
 
     COMPLETE = "complete"  # -> succeeded, with result
     RETRY = "retry"  # -> scheduled at the store's now + delay
-    DISCARD = "discard"  # -> dead
+    DEAD_LETTER = "dead_letter"  # -> dead
     CANCEL = "cancel"  # -> cancelled
     RELEASE = "release"  # -> available (or scheduled at now + delay), the attempt not counted
 
@@ -70,7 +70,7 @@ class AckKind(StrEnum):
 ACK_TARGET: dict[AckKind, JobState] = {
     AckKind.COMPLETE: JobState.SUCCEEDED,
     AckKind.RETRY: JobState.SCHEDULED,
-    AckKind.DISCARD: JobState.DEAD,
+    AckKind.DEAD_LETTER: JobState.DEAD,
     AckKind.CANCEL: JobState.CANCELLED,
     AckKind.RELEASE: JobState.AVAILABLE,
 }
@@ -79,6 +79,11 @@ ACK_TARGET: dict[AckKind, JobState] = {
 @dataclass(frozen=True, slots=True)
 class Ack:
     """One attempt's outcome, applied only if that attempt's claim still holds the job.
+
+    Build one with a named constructor (`Ack.complete`, `Ack.retry`, `Ack.dead_letter`,
+    `Ack.cancel`, `Ack.release`): each takes the fields its outcome carries, and every
+    Ack, however built, is checked here, so an engine is never handed a result with a
+    retry or a delay with a success.
 
     Fencing: an ack for `ref` (job id, claim token) changes the job only while
     it is running that same claim. A worker that lost its lease (the job was
@@ -90,7 +95,8 @@ class Ack:
     runs again at the store's now + `delay` (0 if None); RELEASE with a delay is
     scheduled at now + `delay` instead of being available at once, and still
     counts neither an attempt nor a lost worker. An `error` given with any kind
-    is appended to the job's errors; None leaves them alone.
+    is appended to the job's errors; None leaves them alone. `result` (JSON text)
+    belongs to COMPLETE only.
     """
 
     ref: JobRef
@@ -100,6 +106,15 @@ class Ack:
     delay: float | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.kind, AckKind):
+            raise ValueError(f"an ack's kind must be an AckKind, not {self.kind!r}")
+        if self.result is not None:
+            if self.kind is not AckKind.COMPLETE:
+                raise ValueError(f"a result belongs to a complete ack, not to a {self.kind}")
+            if not isinstance(self.result, str):
+                raise ValueError(f"an ack's result must be JSON text, not {self.result!r}")
+        if self.error is not None and not isinstance(self.error, AttemptError):
+            raise ValueError(f"an ack's error must be an AttemptError, not {self.error!r}")
         delay = self.delay
         if delay is None:
             return
@@ -112,12 +127,48 @@ class Ack:
         if not math.isfinite(delay) or delay < 0:
             raise ValueError(f"an ack's delay must be finite and >= 0 seconds, not {delay!r}")
 
+    # -- the named constructors: one per outcome ----------------------------------
+    @classmethod
+    def complete(cls, ref: JobRef, result: str | None = "null") -> Ack:
+        """The function returned; `result` is its JSON text ("null" for None)."""
+        return cls(ref, AckKind.COMPLETE, result=result)
+
+    @classmethod
+    def retry(cls, ref: JobRef, error: AttemptError, delay: float = 0.0) -> Ack:
+        """A failed attempt with attempts left: run again `delay` seconds from the store's now."""
+        return cls(ref, AckKind.RETRY, error=error, delay=delay)
+
+    @classmethod
+    def dead_letter(cls, ref: JobRef, error: AttemptError) -> Ack:
+        """Attempts exhausted, not retryable, or not runnable: into the dead-letter queue."""
+        return cls(ref, AckKind.DEAD_LETTER, error=error)
+
+    @classmethod
+    def cancel(cls, ref: JobRef, error: AttemptError | None = None) -> Ack:
+        """The job stops for good as cancelled (a task's or an operator's request)."""
+        return cls(ref, AckKind.CANCEL, error=error)
+
+    @classmethod
+    def release(
+        cls, ref: JobRef, *, delay: float | None = None, error: AttemptError | None = None
+    ) -> Ack:
+        """Hand the job back without counting the attempt: available now, or after `delay`."""
+        return cls(ref, AckKind.RELEASE, error=error, delay=delay)
+
     @property
     def target(self) -> JobState:
         """The state this outcome leads to, before a pending cancel is taken into account."""
         if self.kind is AckKind.RELEASE and self.delay is not None:
             return JobState.SCHEDULED
         return ACK_TARGET[self.kind]
+
+    @property
+    def run_in(self) -> float | None:
+        """Seconds from the store's now until the job is due again, for an outcome that
+        schedules it (a retry, a delayed release); None for every other outcome."""
+        if self.target is not JobState.SCHEDULED:
+            return None
+        return float(self.delay or 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +360,7 @@ class Backend(ABC):
 
     # -- worker ----------------------------------------------------------
     @abstractmethod
-    def fetch(
+    def claim(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
         """Claim up to `limit` due jobs atomically, in (priority, run_at, id) order.
@@ -413,10 +464,10 @@ class Backend(ABC):
     async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
         return await self._offload(self.enqueue, jobs)
 
-    async def fetch_async(
+    async def claim_async(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
-        return await self._offload(self.fetch, queues, worker, limit, lease_seconds)
+        return await self._offload(self.claim, queues, worker, limit, lease_seconds)
 
     async def heartbeat_async(
         self, worker: str, refs: Sequence[JobRef], lease_seconds: float

@@ -122,7 +122,7 @@ class MemoryBackend(Backend):
         return out
 
     # -- worker ----------------------------------------------------------
-    def fetch(
+    def claim(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
         now = self.clock.now()

@@ -138,7 +138,7 @@ class Fleet:
         self.processes[slot].send_signal(signal.SIGCONT)
 
     def terminate(self, slot: int) -> int:
-        """SIGTERM: the worker stops fetching and hands back what does not finish in its grace."""
+        """SIGTERM: the worker stops claiming and hands back what does not finish in its grace."""
         process = self.processes[slot]
         self.stopped.add(process.pid)
         process.send_signal(signal.SIGTERM)

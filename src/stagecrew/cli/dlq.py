@@ -1,6 +1,8 @@
-"""`stagecrew dlq`: the dead-letter queue: list, retry and purge dead jobs."""
+"""`stagecrew dlq`: the dead-letter queue: list, requeue (re-run) and purge dead jobs."""
 
 from __future__ import annotations
+
+import copy
 
 import click
 
@@ -45,7 +47,7 @@ def list_dead(
 @click.option("--queue", help="Only jobs in this queue.")
 @app_option
 @json_option
-def retry(
+def requeue(
     *,
     job_ids: tuple[int, ...],
     all_dead: bool,
@@ -57,14 +59,14 @@ def retry(
     """Run dead jobs again, from a fresh attempt count (their past errors are kept).
 
     \b
-      stagecrew dlq retry 42 43
-      stagecrew dlq retry --all --task resize
+      stagecrew dlq requeue 42 43
+      stagecrew dlq requeue --all --task resize
 
     Named jobs may also be cancelled ones; --all takes only dead jobs.
     """
     if not job_ids and not all_dead:
-        raise CliUsageError("name the jobs to retry (stagecrew dlq retry 42 43) or pass --all")
-    count = load(app_ref).jobs.retry(job_ids, all_dead=all_dead, task=task, queue=queue)
+        raise CliUsageError("name the jobs to requeue (stagecrew dlq requeue 42 43) or pass --all")
+    count = load(app_ref).jobs.requeue(job_ids, all_dead=all_dead, task=task, queue=queue)
     if as_json:
         print_json({"requeued": count})
         return
@@ -75,6 +77,11 @@ def retry(
             "or are not dead or cancelled",
             err=True,
         )
+
+
+_retry = copy.copy(requeue)
+_retry.hidden = True
+dlq.add_command(_retry, "retry")  # the command's former name, kept working
 
 
 @dlq.command()

@@ -89,7 +89,7 @@ def worker(
     \b
       stagecrew worker myapp.jobs:app --queues images,default --concurrency 20 --processes 2
 
-    SIGTERM or Ctrl-C once: stop fetching, let running jobs finish within
+    SIGTERM or Ctrl-C once: stop claiming, let running jobs finish within
     --grace, hand the rest back (a SIGTERM that reaches the workers directly
     too, as systemd sends it, is the same request). A second signal to this
     command kills the workers at once, and their jobs go back to the queue.

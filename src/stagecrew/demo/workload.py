@@ -36,7 +36,7 @@ DEMO_TASKS = frozenset({"thumbnail", "webhook", "report", "import_contact", UNKN
 ROUNDS = 10
 """The workload is written in this many interleaved batches, so every queue has work at once."""
 READY_LINE = " started: queues="
-"""What a worker process logs once it is about to fetch (see `stagecrew.worker.runner`)."""
+"""What a worker process logs once it is about to claim (see `stagecrew.worker.runner`)."""
 WORKER_LEASE_SECONDS = 10.0
 WORKER_GRACE_SECONDS = 5.0
 WORKER_POLL_SECONDS = 0.1

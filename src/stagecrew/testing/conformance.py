@@ -75,7 +75,7 @@ BackendFactory = Callable[[FakeClock], Backend]
 """Builds a fresh, migrated, empty store whose clock is the given `FakeClock`."""
 
 LEASE = 30.0
-"""The lease, in seconds, every fetch and heartbeat in the suite asks for."""
+"""The lease, in seconds, every claim and heartbeat in the suite asks for."""
 
 
 # -- helpers -------------------------------------------------------------------
@@ -121,9 +121,9 @@ def claim(
     queues: Sequence[str] = ("default",),
     lease: float = LEASE,
 ) -> ClaimedJob:
-    """Fetch exactly one job (and check it is `job_id`, when given)."""
-    claimed = backend.fetch(queues, worker, 1, lease)
-    assert len(claimed) == 1, f"expected one job to fetch from {list(queues)}, got {claimed}"
+    """Claim exactly one job (and check it is `job_id`, when given)."""
+    claimed = backend.claim(queues, worker, 1, lease)
+    assert len(claimed) == 1, f"expected one job to claim from {list(queues)}, got {claimed}"
     if job_id is not None:
         assert claimed[0].id == job_id
     return claimed[0]
@@ -174,7 +174,7 @@ def job_in_state(
         assert backend.ack([Ack(claimed.ref, AckKind.COMPLETE, result=result_text("ok"))]) == [True]
     elif state is S.DEAD:
         error = attempt_error(claimed, clock.now(), "gave up")
-        assert backend.ack([Ack(claimed.ref, AckKind.DISCARD, error=error)]) == [True]
+        assert backend.ack([Ack(claimed.ref, AckKind.DEAD_LETTER, error=error)]) == [True]
     assert must_get(backend, job_id).state is state
     return job_id
 
@@ -372,7 +372,7 @@ class FetchConformance(_Harness):
     ) -> None:
         job_id = enqueue_one(backend, task="t", args=[1], queue="q", priority=3, max_attempts=4)
         clock.advance(5.0)
-        [claimed] = backend.fetch(["q"], "worker-1", 10, LEASE)
+        [claimed] = backend.claim(["q"], "worker-1", 10, LEASE)
         now = clock.now()
         assert claimed.id == job_id
         assert claimed.task == "t"
@@ -396,15 +396,15 @@ class FetchConformance(_Harness):
         assert job.started_at == approx_time(now)
 
     def test_fetch_from_an_empty_store_returns_nothing(self, backend: Backend) -> None:
-        assert backend.fetch(["default"], "w1", 10, LEASE) == []
+        assert backend.claim(["default"], "w1", 10, LEASE) == []
 
     def test_delayed_job_is_not_fetched_before_its_run_at(
         self, backend: Backend, clock: FakeClock
     ) -> None:
         job_id = enqueue_one(backend, delay=60.0)
-        assert backend.fetch(["default"], "w1", 10, LEASE) == []
+        assert backend.claim(["default"], "w1", 10, LEASE) == []
         clock.advance(59.5)
-        assert backend.fetch(["default"], "w1", 10, LEASE) == []
+        assert backend.claim(["default"], "w1", 10, LEASE) == []
         assert must_get(backend, job_id).state is S.SCHEDULED
 
     def test_delayed_job_is_fetched_once_the_clock_reaches_its_run_at(
@@ -438,17 +438,17 @@ class FetchConformance(_Harness):
 
     def test_fetch_claims_at_most_limit_jobs(self, backend: Backend) -> None:
         backend.enqueue([new_job() for _ in range(5)])
-        sizes = [len(backend.fetch(["default"], "w1", 2, LEASE)) for _ in range(4)]
+        sizes = [len(backend.claim(["default"], "w1", 2, LEASE)) for _ in range(4)]
         assert sizes == [2, 2, 1, 0]
 
     def test_fetch_claims_only_from_the_requested_queues(self, backend: Backend) -> None:
         a = enqueue_one(backend, queue="a")
         b = enqueue_one(backend, queue="b")
         c = enqueue_one(backend, queue="c")
-        claimed = backend.fetch(["a", "b"], "w1", 10, LEASE)
+        claimed = backend.claim(["a", "b"], "w1", 10, LEASE)
         assert sorted(j.id for j in claimed) == [a, b]
         assert must_get(backend, c).state is S.AVAILABLE
-        assert backend.fetch(["a", "b"], "w1", 10, LEASE) == []
+        assert backend.claim(["a", "b"], "w1", 10, LEASE) == []
 
     def test_a_claimed_job_is_not_fetched_again_while_its_lease_holds(
         self, backend: Backend, clock: FakeClock
@@ -456,7 +456,7 @@ class FetchConformance(_Harness):
         job_id = enqueue_one(backend)
         claim(backend, job_id, worker="w1")
         clock.advance(LEASE - 1.0)
-        assert backend.fetch(["default"], "w2", 10, LEASE) == []
+        assert backend.claim(["default"], "w2", 10, LEASE) == []
         assert backend.rescue().total == 0
         assert must_get(backend, job_id).lease_owner == "w1"
 
@@ -469,7 +469,7 @@ class FetchConformance(_Harness):
 
         def drain(worker: str) -> None:
             try:
-                while batch := backend.fetch(["default"], worker, 3, LEASE):
+                while batch := backend.claim(["default"], worker, 3, LEASE):
                     with lock:
                         claimed.extend(j.id for j in batch)
             except BaseException as exc:  # reported below, on the test's thread
@@ -497,7 +497,7 @@ class LeaseConformance(_Harness):
         assert must_get(backend, job_id).lease_expires_at == approx_time(clock.now() + LEASE)
         clock.advance(20.0)  # past the first lease, within the renewed one
         assert backend.rescue().total == 0
-        assert backend.fetch(["default"], "w2", 10, LEASE) == []
+        assert backend.claim(["default"], "w2", 10, LEASE) == []
         job = must_get(backend, job_id)
         assert (job.state, job.attempt, job.lease_owner) == (S.RUNNING, 1, "w1")
 
@@ -627,13 +627,13 @@ class AckConformance(_Harness):
         error = attempt_error(first, clock.now(), "boom")
         backend.ack([Ack(first.ref, AckKind.RETRY, error=error, delay=60.0)])
         clock.advance(59.5)
-        assert backend.fetch(["default"], "w1", 10, LEASE) == []
+        assert backend.claim(["default"], "w1", 10, LEASE) == []
         clock.advance(0.5)
         second = claim(backend, job_id)
         assert second.attempt == 2
         assert must_get(backend, job_id).attempt == 2
 
-    def test_ack_discard_makes_the_job_dead_keeping_every_attempts_error_in_order(
+    def test_ack_dead_letter_makes_the_job_dead_keeping_every_attempts_error_in_order(
         self, backend: Backend, clock: FakeClock
     ) -> None:
         job_id = enqueue_one(backend, max_attempts=3)
@@ -647,7 +647,7 @@ class AckConformance(_Harness):
         ref = claimed.ref
         assert claimed.attempt == 3
         last = attempt_error(claimed, clock.now(), "failure 3")
-        assert backend.ack([Ack(ref, AckKind.DISCARD, error=last)]) == [True]
+        assert backend.ack([Ack(ref, AckKind.DEAD_LETTER, error=last)]) == [True]
         job = must_get(backend, job_id)
         assert job.state is S.DEAD
         assert job.finished_at == approx_time(clock.now())
@@ -698,7 +698,7 @@ class AckConformance(_Harness):
         job = must_get(backend, job_id)
         assert job.state is S.CANCELLED
         assert job.finished_at == approx_time(clock.now())
-        assert backend.fetch(["default"], "w2", 10, LEASE) == []
+        assert backend.claim(["default"], "w2", 10, LEASE) == []
 
     def test_ack_release_makes_the_job_available_without_counting_the_attempt(
         self, backend: Backend, clock: FakeClock
@@ -734,7 +734,7 @@ class AckConformance(_Harness):
             (1, "no worker here knows this task")
         ]
         clock.advance(44.5)
-        assert backend.fetch(["default"], "w2", 10, LEASE) == []
+        assert backend.claim(["default"], "w2", 10, LEASE) == []
         clock.advance(0.5)
         again = claim(backend, job_id, worker="w2")
         assert again.attempt == 1  # its one attempt is still there to run
@@ -752,7 +752,7 @@ class AckConformance(_Harness):
         assert job.state is S.CANCELLED
         assert job.finished_at == approx_time(clock.now())
         clock.advance(60.0)
-        assert backend.fetch(["default"], "w2", 10, LEASE) == []
+        assert backend.claim(["default"], "w2", 10, LEASE) == []
 
     @pytest.mark.parametrize("kind", list(AckKind))
     def test_an_error_given_with_any_outcome_is_appended_to_the_jobs_errors(
@@ -822,7 +822,7 @@ class AckConformance(_Harness):
         clock.advance(5.0)
         assert backend.ack([Ack(ref, AckKind.COMPLETE, result=result_text("second"))]) == [False]
         error = attempt_error(claimed, clock.now(), "late")
-        assert backend.ack([Ack(ref, AckKind.DISCARD, error=error)]) == [False]
+        assert backend.ack([Ack(ref, AckKind.DEAD_LETTER, error=error)]) == [False]
         job = must_get(backend, job_id)
         assert job.state is S.SUCCEEDED
         assert job.result_value == "first"
@@ -855,7 +855,7 @@ class AckConformance(_Harness):
         self, backend: Backend, clock: FakeClock
     ) -> None:
         ids = [e.id for e in backend.enqueue([new_job() for _ in range(5)])]
-        claimed = {j.id: j for j in backend.fetch(["default"], "w1", 5, LEASE)}
+        claimed = {j.id: j for j in backend.claim(["default"], "w1", 5, LEASE)}
         refs = {job_id: j.ref for job_id, j in claimed.items()}
         assert sorted(refs) == ids
         now = clock.now()
@@ -869,7 +869,7 @@ class AckConformance(_Harness):
                 delay=30.0,
             ),
             Ack(JobRef(wrong_attempt, 7), AckKind.COMPLETE, result=result_text("stale")),
-            Ack(refs[dead], AckKind.DISCARD, error=attempt_error(claimed[dead], now, "bad")),
+            Ack(refs[dead], AckKind.DEAD_LETTER, error=attempt_error(claimed[dead], now, "bad")),
             Ack(refs[released], AckKind.RELEASE),
         ]
         assert backend.ack(acks) == [True, True, False, True, True]
@@ -905,7 +905,7 @@ class FencingConformance(_Harness):
         assert backend.rescue() == RescueReport(requeued=1)
         third = claim(backend, job_id)
         gave_up = attempt_error(third, clock.now(), "gave up")
-        assert backend.ack([Ack(third.ref, AckKind.DISCARD, error=gave_up)]) == [True]
+        assert backend.ack([Ack(third.ref, AckKind.DEAD_LETTER, error=gave_up)]) == [True]
         assert backend.requeue(JobFilter(ids=frozenset({job_id}))) == 1
         requeued = must_get(backend, job_id)
         assert (requeued.attempt, requeued.claims) == (0, 3)  # the attempt resets, claims stay
@@ -922,7 +922,7 @@ class FencingConformance(_Harness):
         stale = claim(backend, job_id, worker="w1")  # then w1 stalls past its lease
         clock.advance(LEASE + 1.0)
         assert backend.rescue() == RescueReport(dead=1)
-        assert backend.requeue(JobFilter(ids=frozenset({job_id}))) == 1  # `dlq retry`
+        assert backend.requeue(JobFilter(ids=frozenset({job_id}))) == 1  # `dlq requeue`
         fresh = claim(backend, job_id, worker="w2")
         assert fresh.attempt == stale.attempt == 1  # the attempt repeats, the claim does not
 
@@ -950,7 +950,7 @@ class FencingConformance(_Harness):
         assert backend.ack([release]) == [False]  # so it is sent again
         job = must_get(backend, job_id)
         assert (job.state, job.lease_owner) == (S.RUNNING, "w2")
-        assert backend.fetch(["default"], "w3", 10, LEASE) == []
+        assert backend.claim(["default"], "w3", 10, LEASE) == []
         assert backend.ack([Ack(again.ref, AckKind.COMPLETE, result=result_text(1))]) == [True]
 
     @pytest.mark.parametrize("given_back_by", ["release", "rescue and requeue"])
@@ -1066,7 +1066,7 @@ class RescueConformance(_Harness):
         assert job.state is S.CANCELLED
         assert job.finished_at == approx_time(clock.now())
         assert len(job.errors) == 1
-        assert backend.fetch(["default"], "w1", 10, LEASE) == []
+        assert backend.claim(["default"], "w1", 10, LEASE) == []
 
     def test_rescue_reports_each_outcome(self, backend: Backend, clock: FakeClock) -> None:
         requeued = enqueue_one(backend, max_attempts=5)
@@ -1169,7 +1169,7 @@ class ReleaseWorkerConformance(_Harness):
             (1, ErrorKind.LOST),
             (2, ErrorKind.LOST),
         ]
-        assert backend.fetch(["default"], "w3", 10, LEASE) == []
+        assert backend.claim(["default"], "w3", 10, LEASE) == []
 
     def test_release_worker_of_a_job_on_its_last_attempt_makes_it_dead(
         self, backend: Backend, clock: FakeClock
@@ -1192,7 +1192,7 @@ class ReleaseWorkerConformance(_Harness):
         assert job.state is S.CANCELLED
         assert job.finished_at == approx_time(clock.now())
         assert [e.kind for e in job.errors] == [ErrorKind.CANCELLED]
-        assert backend.fetch(["default"], "w2", 10, LEASE) == []
+        assert backend.claim(["default"], "w2", 10, LEASE) == []
 
     def test_release_worker_reports_each_outcome_across_queues(
         self, backend: Backend, clock: FakeClock
@@ -1250,7 +1250,7 @@ class ReleaseWorkerConformance(_Harness):
             return time.monotonic() - released
 
         assert asyncio.run(scenario()) < timeout / 2
-        assert len(backend.fetch(["default"], "w2", 10, LEASE)) == 1
+        assert len(backend.claim(["default"], "w2", 10, LEASE)) == 1
 
     def test_release_worker_async_behaves_like_the_sync_operation(
         self, backend: Backend, clock: FakeClock
@@ -1279,7 +1279,7 @@ class CancelConformance(_Harness):
         assert job.finished_at == approx_time(clock.now())
         assert must_get(backend, job_id).state is S.CANCELLED
         clock.advance(7200.0)
-        assert backend.fetch(["default"], "w1", 10, LEASE) == []
+        assert backend.claim(["default"], "w1", 10, LEASE) == []
         assert backend.next_run_at() is None
 
     def test_cancel_of_a_running_job_requests_cancellation_and_heartbeat_reports_it(
@@ -1603,7 +1603,7 @@ class AsyncConformance(_Harness):
             entries = await backend.enqueue_async([new_job(key="k"), new_job(key="k"), new_job()])
             assert [e.created for e in entries] == [True, False, True]
             first, _, second = (e.id for e in entries)
-            claimed = await backend.fetch_async(["default"], "w1", 10, LEASE)
+            claimed = await backend.claim_async(["default"], "w1", 10, LEASE)
             assert sorted(j.id for j in claimed) == [first, second]
             refs = {j.id: j.ref for j in claimed}
             reply = await backend.heartbeat_async("w1", list(refs.values()), LEASE)
@@ -1641,7 +1641,7 @@ class WaitConformance(_Harness):
             return time.monotonic() - enqueued
 
         assert asyncio.run(scenario()) < timeout / 2
-        assert len(backend.fetch(["default"], "w1", 10, LEASE)) == 1
+        assert len(backend.claim(["default"], "w1", 10, LEASE)) == 1
 
 
 class BackendConformance(

@@ -168,8 +168,8 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class Fetch:
-    """One `Backend.fetch` call of a simulated worker."""
+class ClaimCall:
+    """One `Backend.claim` call of a simulated worker."""
 
     worker: str
     limit: int
@@ -315,15 +315,15 @@ class InterleavingMachine(RuleBasedStateMachine):
     # `dlq_retry` (see the operator's rules): claims are what collide.
     @precondition(lambda self: self.has(WAITING_STATES))
     @rule(
-        fetch=st.builds(
-            Fetch,
+        call=st.builds(
+            ClaimCall,
             worker=st.sampled_from(WORKERS),
             limit=st.integers(1, 3),
             queues=st.sampled_from([QUEUES, ("a",), ("b",)]),
         )
     )
-    def claim(self, fetch: Fetch) -> None:
-        worker, limit, queues = fetch.worker, fetch.limit, fetch.queues
+    def claim(self, call: ClaimCall) -> None:
+        worker, limit, queues = call.worker, call.limit, call.queues
         if self.workers[worker].stalled:
             return  # its event loop is blocked: it claims nothing
         now = self.clock.now()
@@ -333,9 +333,9 @@ class InterleavingMachine(RuleBasedStateMachine):
             if job.queue in queues
             and (job.state is S.AVAILABLE or (job.state is S.SCHEDULED and job.run_at <= now))
         }
-        claimed = self.backend.fetch(queues, worker, limit, LEASE)
+        claimed = self.backend.claim(queues, worker, limit, LEASE)
         ids = [c.id for c in claimed]
-        assert len(set(ids)) == len(ids), f"one fetch claimed a job twice: {ids}"
+        assert len(set(ids)) == len(ids), f"one claim claimed a job twice: {ids}"
         assert set(ids) <= set(due), f"claimed jobs that are not due: {set(ids) - set(due)}"
         assert len(ids) == min(limit, len(due)), f"claimed {ids} of the due {sorted(due)}"
         if ids:
@@ -409,7 +409,9 @@ class InterleavingMachine(RuleBasedStateMachine):
         job = claim.job
         retryable = kind == "fail"
         if transitions.after_failure(job.attempt, job.max_attempts, retryable=retryable) is S.DEAD:
-            return Outcome(claim, AckKind.DISCARD, self.error(claim, ErrorKind.ERROR, "gave up"))
+            return Outcome(
+                claim, AckKind.DEAD_LETTER, self.error(claim, ErrorKind.ERROR, "gave up")
+            )
         error = self.error(claim, ErrorKind.ERROR, "try again")
         return Outcome(claim, AckKind.RETRY, error, delay)
 
@@ -455,7 +457,7 @@ class InterleavingMachine(RuleBasedStateMachine):
         job.leave_running(target, now)
 
     outcome_kinds = st.sampled_from(
-        ["complete", "fail", "discard", "cancel", "release", "release later"]
+        ["complete", "fail", "dead-letter", "cancel", "release", "release later"]
     )
 
     @precondition(lambda self: self.workers_with(lambda w: w.claims))
@@ -499,7 +501,7 @@ class InterleavingMachine(RuleBasedStateMachine):
     @rule(
         which=st.integers(0, 4 * MAX_JOBS),
         action=st.sampled_from(
-            ["heartbeat", "complete", "fail", "discard", "cancel", "release", "release later"]
+            ["heartbeat", "complete", "fail", "dead-letter", "cancel", "release", "release later"]
         ),
         delay=st.sampled_from(RETRY_DELAYS),
     )
@@ -613,19 +615,19 @@ class InterleavingMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.has(transitions.REQUEUEABLE))
     @rule()
     def dlq_retry(self) -> None:
-        """`stagecrew dlq retry --all`."""
+        """`stagecrew dlq requeue --all`."""
         self.requeue(None)
 
     @precondition(lambda self: bool(self.model))
     @rule(
-        command=st.sampled_from(["dlq retry", "cancel", "purge"]),
+        command=st.sampled_from(["dlq requeue", "cancel", "purge"]),
         job_id=st.integers(1, MAX_JOBS + 1),
         queue=st.sampled_from([None, *QUEUES]),
     )
     def operator_runs(self, command: str, job_id: int, queue: str | None) -> None:
-        """`stagecrew dlq retry [--queue]`, `stagecrew cancel <id>` or a purge of
+        """`stagecrew dlq requeue [--queue]`, `stagecrew cancel <id>` or a purge of
         finished jobs (of one queue, or all)."""
-        if command == "dlq retry":
+        if command == "dlq requeue":
             self.requeue(queue)
         elif command == "cancel":
             self.cancel(job_id)
@@ -648,7 +650,7 @@ class InterleavingMachine(RuleBasedStateMachine):
         assert returned.state is job.state
 
     def requeue(self, queue: str | None) -> None:
-        """`dlq retry`: dead and cancelled jobs start again from attempt 0."""
+        """`dlq requeue`: dead and cancelled jobs start again from attempt 0."""
         now = self.clock.now()
         count = 0
         for job in self.model.values():

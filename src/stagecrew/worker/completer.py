@@ -335,5 +335,5 @@ def _last_resort(ack: Ack, failure: Exception) -> Ack:
     reason = _ascii(f"the store refused this attempt's outcome ({ack.kind}): {failure}")[:500]
     error = AttemptError(attempt, at, ErrorKind.ERROR, "OutcomeRefused", reason)
     if ack.kind is AckKind.COMPLETE:
-        return Ack(ack.ref, AckKind.DISCARD, error=error)
+        return Ack.dead_letter(ack.ref, error)
     return replace(ack, error=error)

@@ -20,19 +20,21 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .. import transitions
 from ..app import App
 from ..backends.base import Ack, AckKind
-from ..context import Context, JobCancelled
+from ..context import Context
 from ..errors import (
     CorruptJobError,
     InvalidArgumentsError,
+    JobCancelledError,
     LeaseLostError,
     SerializationError,
     SignatureError,
     StagecrewError,
     UnknownTaskError,
 )
-from ..job import AttemptError, Cancel, ClaimedJob, ErrorKind, Retry
+from ..job import AttemptError, ClaimedJob, ErrorKind, JobState, Retry
 from ..serialization import decode_payload, encode
 from ..task import Task
 from .job_transaction import JobTransaction
@@ -49,7 +51,7 @@ class StopReason(StrEnum):
 
 @dataclass(slots=True)
 class InFlight:
-    """A claimed job from fetch until its ack is durable (its lease is renewed till then)."""
+    """A claimed job from claim until its ack is durable (its lease is renewed till then)."""
 
     job: ClaimedJob
     ctx: Context | None = None
@@ -122,8 +124,8 @@ class Executor:
             traceback="".join(traceback.format_exception(exc)),
         )
 
-    def _discard(self, job: ClaimedJob, error: AttemptError) -> Ack:
-        return Ack(job.ref, AckKind.DISCARD, error=error)
+    def _dead_letter(self, job: ClaimedJob, error: AttemptError) -> Ack:
+        return Ack.dead_letter(job.ref, error)
 
     def _failed(
         self,
@@ -134,12 +136,13 @@ class Executor:
         retryable: bool,
         delay: float | None = None,
     ) -> Ack:
-        if retryable and job.attempt < job.max_attempts:
+        target = transitions.after_failure(job.attempt, job.max_attempts, retryable=retryable)
+        if target is JobState.SCHEDULED:
             if delay is None or not math.isfinite(delay):
                 delay = task.backoff.delay(job.attempt, self.rng)
             # a delay, never a time: the store adds it to its own clock, not to ours
-            return Ack(job.ref, AckKind.RETRY, error=error, delay=max(float(delay), 0.0))
-        return self._discard(job, error)
+            return Ack.retry(job.ref, error, max(float(delay), 0.0))
+        return self._dead_letter(job, error)
 
     async def run(self, flight: InFlight) -> Ack | None:
         job = flight.job
@@ -161,7 +164,7 @@ class Executor:
                 flight.job.id,
                 "without an outcome" if ack is None else f"with outcome {ack.kind}",
             )
-        return Ack(flight.job.ref, AckKind.COMPLETE, result="null")
+        return Ack.complete(flight.job.ref)
 
     async def _run(self, flight: InFlight) -> Ack | None:
         job = flight.job
@@ -235,8 +238,8 @@ class Executor:
         except LeaseLostError as exc:
             log.warning("job %s: %s", job.id, exc)
             return None
-        except (Cancel, JobCancelled) as exc:
-            return Ack(job.ref, AckKind.CANCEL, error=self._error(job, ErrorKind.CANCELLED, exc))
+        except JobCancelledError as exc:
+            return Ack.cancel(job.ref, self._error(job, ErrorKind.CANCELLED, exc))
         except Retry as exc:
             return self._failed(
                 job, task, self._error(job, ErrorKind.ERROR, exc), retryable=True, delay=exc.in_
@@ -254,12 +257,12 @@ class Executor:
         if flight.stop_reason is not None:
             return self._stopped(flight)
         if result is None:
-            return Ack(job.ref, AckKind.COMPLETE, result="null")
+            return Ack.complete(job.ref)
         try:
             encoded = encode(result, what=f"the result of task {task.name!r}").decode()
         except StagecrewError as exc:
-            return self._discard(job, self._error(job, ErrorKind.ERROR, exc))
-        return Ack(job.ref, AckKind.COMPLETE, result=encoded)
+            return self._dead_letter(job, self._error(job, ErrorKind.ERROR, exc))
+        return Ack.complete(job.ref, encoded)
 
     async def _unknown_task(self, job: ClaimedJob, unknown: UnknownTaskError) -> Ack:
         """Hand the job back for a worker that has its task, until `App.unknown_task_window` ends.
@@ -284,7 +287,7 @@ class Executor:
                 job.task,
                 exc,
             )
-            return Ack(job.ref, AckKind.RELEASE, delay=min(UNKNOWN_TASK_DELAYS[0], window))
+            return Ack.release(job.ref, delay=min(UNKNOWN_TASK_DELAYS[0], window))
         # while the job waits, its last error is the one its first hand-back recorded
         recorded = stored.errors[-1] if stored is not None and stored.errors else None
         if recorded is None or recorded != _handed_back(job, recorded.at):
@@ -295,11 +298,8 @@ class Executor:
                 job.task,
                 window,
             )
-            return Ack(
-                job.ref,
-                AckKind.RELEASE,
-                error=_handed_back(job, now),
-                delay=min(UNKNOWN_TASK_DELAYS[0], window),
+            return Ack.release(
+                job.ref, delay=min(UNKNOWN_TASK_DELAYS[0], window), error=_handed_back(job, now)
             )
         waited = now - recorded.at
         if waited >= window:
@@ -312,16 +312,16 @@ class Executor:
                 f"within {window:g}s of its first hand-back (see unknown_task_window)",
             )
             log.error("job %s cannot run, dead-lettered: %s", job.id, error.message)
-            return self._discard(job, error)
+            return self._dead_letter(job, error)
         low, high = UNKNOWN_TASK_DELAYS
         delay = min(max(low, waited / 2), high, window - waited)
         log.info("job %s: no task named %r on this worker; handed back again", job.id, job.task)
-        return Ack(job.ref, AckKind.RELEASE, delay=delay)
+        return Ack.release(job.ref, delay=delay)
 
     def _unrunnable(self, job: ClaimedJob, exc: Exception) -> Ack:
         error = self._error(job, ErrorKind.UNRUNNABLE, exc)
         log.error("job %s cannot run, dead-lettered: %s", job.id, error.message)
-        return self._discard(job, error)
+        return self._dead_letter(job, error)
 
     def _failure(self, job: ClaimedJob, task: Task[Any, Any], exc: Exception) -> Ack:
         retryable = task.retryable(exc)
@@ -344,13 +344,11 @@ class Executor:
     def _stopped(self, flight: InFlight) -> Ack | None:
         job = flight.job
         if flight.stop_reason is StopReason.CANCEL:
-            return Ack(
-                job.ref,
-                AckKind.CANCEL,
-                error=self._error(job, ErrorKind.CANCELLED, "cancelled on request while running"),
+            return Ack.cancel(
+                job.ref, self._error(job, ErrorKind.CANCELLED, "cancelled on request while running")
             )
         if flight.stop_reason is StopReason.SHUTDOWN:
-            return Ack(job.ref, AckKind.RELEASE)
+            return Ack.release(job.ref)
         return None
 
     async def _perform_async(

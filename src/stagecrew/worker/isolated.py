@@ -257,20 +257,19 @@ def crash_verdict(
         type="WorkerLost",
         message=f"the process running it alone {how} (worker lost)",
     )
-    kind = {
-        JobState.DEAD: AckKind.DISCARD,
-        JobState.CANCELLED: AckKind.CANCEL,
-    }.get(target, AckKind.RETRY)  # available again at once, the attempt counted
-    return Ack(job.ref, kind, error=error)
+    if target is JobState.DEAD:
+        return Ack.dead_letter(job.ref, error)
+    if target is JobState.CANCELLED:
+        return Ack.cancel(job.ref, error)
+    return Ack.retry(job.ref, error)  # available again at once, the attempt counted
 
 
 def stopped_ack(job: ClaimedJob, reason: StopReason, now: float) -> Ack | None:
     """The Ack for a job whose child the worker stopped (the same as `Executor` gives)."""
     if reason is StopReason.CANCEL:
-        return Ack(
+        return Ack.cancel(
             job.ref,
-            AckKind.CANCEL,
-            error=AttemptError(
+            AttemptError(
                 job.attempt,
                 now,
                 ErrorKind.CANCELLED,
@@ -279,7 +278,7 @@ def stopped_ack(job: ClaimedJob, reason: StopReason, now: float) -> Ack | None:
             ),
         )
     if reason is StopReason.SHUTDOWN:
-        return Ack(job.ref, AckKind.RELEASE)
+        return Ack.release(job.ref)
     return None
 
 
@@ -294,9 +293,10 @@ def start_failed_ack(
         "IsolationFailed",
         f"could not start a process of its own to run it: {reason}",
     )
-    if job.attempt < job.max_attempts:
-        return Ack(job.ref, AckKind.RETRY, error=error, delay=backoff.delay(job.attempt, rng))
-    return Ack(job.ref, AckKind.DISCARD, error=error)
+    target = transitions.after_failure(job.attempt, job.max_attempts, retryable=True)
+    if target is JobState.SCHEDULED:
+        return Ack.retry(job.ref, error, backoff.delay(job.attempt, rng))
+    return Ack.dead_letter(job.ref, error)
 
 
 # -- the whole run ----------------------------------------------------------------------
@@ -365,7 +365,7 @@ async def _run_alone(
             "job %s: the process running it alone %s: %s",
             job.id,
             how,
-            "dead-lettered as a poison job" if ack.kind is AckKind.DISCARD else str(ack.kind),
+            "dead-lettered as a poison job" if ack.kind is AckKind.DEAD_LETTER else str(ack.kind),
         )
         return ack
     if message.committed:

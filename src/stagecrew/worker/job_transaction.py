@@ -6,7 +6,7 @@ only then does the transaction commit; so the writes and the success are
 stored together or not at all. A block that raises rolls everything back and
 the attempt fails as usual. If the attempt was cancelled meanwhile (on
 request, on timeout or at shutdown) the transaction is rolled back and
-`JobCancelled` is raised out of the block; if it lost its lease (the job was
+`JobCancelledError` is raised out of the block; if it lost its lease (the job was
 rescued, handed back or re-run, and belongs to another claim), it is rolled
 back and `LeaseLostError` is raised. The COMPLETE is fenced on the claim's
 token like every other write of the attempt.

@@ -1,7 +1,7 @@
-"""One worker process: fetch in batches, run, renew leases, ack in batches, stop cleanly.
+"""One worker process: claim in batches, run, renew leases, ack in batches, stop cleanly.
 
 Async tasks run on this process's event loop; sync tasks on a thread pool of
-`concurrency` threads. The fetcher never claims more jobs than it has free
+`concurrency` threads. The claimer never claims more jobs than it has free
 slots, so a claimed job never waits in a local buffer while its lease ticks.
 
 Stopping: the first stop request, whatever its route (SIGTERM or SIGINT sent
@@ -73,7 +73,7 @@ class Worker:
         rescue_interval: float | None = None,
         prune_interval: float = 60.0,
         stuck_grace: float = 5.0,
-        fetch_batch: int = 100,
+        claim_batch: int = 100,
         watch_parent: bool = False,
         worker_id: str | None = None,
         faults: Faults | None = None,
@@ -105,7 +105,7 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval or max(lease_seconds / 3, 0.01)
         self.rescue_interval = rescue_interval or max(lease_seconds / 2, 0.05)
         self.prune_interval = prune_interval
-        self.fetch_batch = fetch_batch
+        self.claim_batch = claim_batch
         self.watch_parent = watch_parent
         """A supervisor's child: stop when it vanishes, and take its relayed stop requests."""
         self.faults = faults if faults is not None else Faults.from_env()
@@ -136,7 +136,7 @@ class Worker:
 
     # -- public ------------------------------------------------------------------
     def request_stop(self) -> None:
-        """Stop fetching; running jobs get `grace` seconds to finish."""
+        """Stop claiming; running jobs get `grace` seconds to finish."""
         self._stopping.set()
         self._slot_free.set()
 
@@ -249,7 +249,7 @@ class Worker:
             ),
         ]
         try:
-            await self._fetch_loop(drain=False)
+            await self._claim_loop(drain=False)
             await self._shutdown()
         finally:
             self._stop_maintenance.set()
@@ -265,14 +265,14 @@ class Worker:
 
         Jobs scheduled for later (including retries after backoff) stay
         scheduled; move the clock and drain again to run them. A store that
-        keeps failing (every fetch for `DRAIN_GIVE_UP` seconds, or outcomes
+        keeps failing (every claim for `DRAIN_GIVE_UP` seconds, or outcomes
         that cannot be written) raises `BackendError` rather than a hang.
         """
         self._completer = Completer(self.app.backend, self._on_written)
         completer = asyncio.create_task(self._completer.run())
         before = self.processed
         try:
-            await self._fetch_loop(drain=True)
+            await self._claim_loop(drain=True)
             self._completer.close()
             try:
                 await asyncio.wait_for(completer, DRAIN_GIVE_UP)
@@ -287,8 +287,8 @@ class Worker:
             self._threads.shutdown(wait=True)
         return self.processed - before
 
-    # -- fetching ----------------------------------------------------------------
-    async def _fetch_loop(self, *, drain: bool) -> None:
+    # -- claiming ----------------------------------------------------------------
+    async def _claim_loop(self, *, drain: bool) -> None:
         backend = self.app.backend
         failures = 0
         failing_since = 0.0
@@ -304,8 +304,8 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             try:
-                jobs = await backend.fetch_async(
-                    self.queues, self.id, min(free, self.fetch_batch), self.lease_seconds
+                jobs = await backend.claim_async(
+                    self.queues, self.id, min(free, self.claim_batch), self.lease_seconds
                 )
             except Exception as exc:
                 delay = FETCH_ERROR_DELAYS[min(failures, len(FETCH_ERROR_DELAYS) - 1)]
@@ -313,17 +313,17 @@ class Worker:
                     failing_since = time.monotonic()
                 elif drain and time.monotonic() - failing_since >= DRAIN_GIVE_UP:
                     raise BackendError(
-                        f"drain gave up: every fetch failed for {DRAIN_GIVE_UP:g}s "
+                        f"drain gave up: every claim failed for {DRAIN_GIVE_UP:g}s "
                         f"({failures} tries); the last error: {exc}"
                     ) from exc
                 failures += 1
-                log.warning("fetch failed (%s); retrying in %.2fs", exc, delay)
+                log.warning("claim failed (%s); retrying in %.2fs", exc, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 continue
             if failures:
                 log.info(
-                    "store reachable again: fetch works after %d failed tries over %.1fs",
+                    "store reachable again: claim works after %d failed tries over %.1fs",
                     failures,
                     time.monotonic() - failing_since,
                 )
@@ -529,7 +529,7 @@ class Worker:
                 # a sync thread cannot be interrupted: hand the job back now and drop its result
                 self._inflight.pop(flight.job.id, None)
                 self._inflight[flight.job.id] = InFlight(flight.job, finished=True)
-                self._completer.submit(Ack(flight.job.ref, AckKind.RELEASE))
+                self._completer.submit(Ack.release(flight.job.ref))
         pending = [f.task for f in unfinished if f.job_is_async and f.task is not None]
         if pending:
             await asyncio.wait(pending, timeout=5.0)

@@ -330,7 +330,7 @@ class PostgresBackend(Backend):
         """Started by the first claim in a process (workers only): see vacuum.py."""
         self._listener: NotificationListener | None = None
         self._seen = 0
-        """The listener's sequence number when the last fetch started (see listener.py)."""
+        """The listener's sequence number when the last claim started (see listener.py)."""
 
     def __repr__(self) -> str:
         return f"<PostgresBackend {self.settings.where} schema={self.schema}>"
@@ -779,7 +779,7 @@ class PostgresBackend(Backend):
             raise self._in_caller_transaction("enqueue", EnqueueError, exc, conn) from exc
 
     # -- worker ------------------------------------------------------------------------
-    def _mark_fetch(self) -> None:
+    def _mark_claim(self) -> None:
         """Notifications up to here are answered by the claim about to run (listener.py).
 
         The first claim in a process also starts the table vacuumer (vacuum.py).
@@ -790,7 +790,7 @@ class PostgresBackend(Backend):
             self._vacuumer = TableVacuumer(self.settings, self._sql)
             self._vacuumer.start()
 
-    def _fetch_op(
+    def _claim_op(
         self, queues: list[str], worker: str, limit: int, lease_seconds: float
     ) -> _Op[list[ClaimedJob]]:
         params = {
@@ -800,7 +800,7 @@ class PostgresBackend(Backend):
             "limit": limit,
             "lease_seconds": float(lease_seconds),
         }
-        done = yield _Statement(self._sql.get("fetch"), params)
+        done = yield _Statement(self._sql.get("claim"), params)
         claimed = [
             ClaimedJob(
                 id=r[0],
@@ -822,23 +822,23 @@ class PostgresBackend(Backend):
         claimed.sort(key=lambda c: (c.priority, c.run_at, c.id))
         return claimed
 
-    def fetch(
+    def claim(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
         wanted = list(dict.fromkeys(queues))
         if limit <= 0 or not wanted:
             return []
-        self._mark_fetch()
-        return self._run(self._fetch_op(wanted, worker, limit, lease_seconds), "fetch")
+        self._mark_claim()
+        return self._run(self._claim_op(wanted, worker, limit, lease_seconds), "claim")
 
-    async def fetch_async(
+    async def claim_async(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
         wanted = list(dict.fromkeys(queues))
         if limit <= 0 or not wanted:
             return []
-        self._mark_fetch()
-        return await self._run_async(self._fetch_op(wanted, worker, limit, lease_seconds), "fetch")
+        self._mark_claim()
+        return await self._run_async(self._claim_op(wanted, worker, limit, lease_seconds), "claim")
 
     def _heartbeat_op(
         self, worker: str, refs: Sequence[JobRef], lease_seconds: float
@@ -1007,7 +1007,7 @@ class PostgresBackend(Backend):
     ) -> None:
         """Return on a NOTIFY for one of `queues`, or after `timeout` seconds.
 
-        Returns at once if such a notification arrived since the last fetch
+        Returns at once if such a notification arrived since the last claim
         began (or the LISTEN connection was (re)established meanwhile, when
         notifications may have been missed). See `listener.py`.
         """
@@ -1055,7 +1055,7 @@ class PostgresBackend(Backend):
             raise TypeError(
                 f"complete_in needs a psycopg (3) Connection or Cursor, not {type(connection)!r}"
             )
-        ack = Ack(ref, AckKind.COMPLETE, result=result)
+        ack = Ack.complete(ref, result)
         try:
             [applied] = _drive(conn, self._ack_op([ack]), _Progress())
         except psycopg.Error as exc:
@@ -1070,7 +1070,7 @@ class PostgresBackend(Backend):
                 "complete_in_async needs a psycopg (3) AsyncConnection or AsyncCursor, not "
                 f"{type(connection)!r}"
             )
-        ack = Ack(ref, AckKind.COMPLETE, result=result)
+        ack = Ack.complete(ref, result)
         try:
             [applied] = await _drive_async(conn, self._ack_op([ack]), _Progress())
         except psycopg.Error as exc:

@@ -6,7 +6,7 @@ This thread receives them and wakes the `wait` calls interested in that
 queue, whatever event loop they run on.
 
 Nothing is lost between a claim and the next `wait`: every notification
-bumps a sequence number, `fetch` records the number it started at, and
+bumps a sequence number, `claim` records the number it started at, and
 `wait` returns at once if a notification for one of its queues came after
 it. A (re)connection bumps every queue, since notifications sent while the
 connection was down are gone. When the connection drops (server restart,

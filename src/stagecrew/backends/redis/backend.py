@@ -81,7 +81,7 @@ Wake-ups. Scripts that make work due publish on T:wake; `wait` keeps one subscri
 loop (messages published while a worker was busy wait in the socket, so none is missed) and
 returns on a message or after its timeout. After a Redis restart the subscription is made again,
 with backoff, and the first `wait` after any (re)subscription returns at once so the caller
-fetches again rather than trusting a subscription that may have missed a message.
+claims again rather than trusting a subscription that may have missed a message.
 
 Durability: what a Redis crash loses. With `appendonly yes` and `appendfsync always`, nothing
 acknowledged; with `appendfsync everysec` (Redis' default for AOF), up to about one second of
@@ -793,19 +793,19 @@ class RedisBackend(Backend):
         return entries
 
     # -- worker ----------------------------------------------------------------------
-    def fetch(
+    def claim(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
-        return self._run(self._fetch_plan(queues, worker, limit, lease_seconds), "fetch")
+        return self._run(self._claim_plan(queues, worker, limit, lease_seconds), "claim")
 
-    async def fetch_async(
+    async def claim_async(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
         return await self._run_async(
-            self._fetch_plan(queues, worker, limit, lease_seconds), "fetch"
+            self._claim_plan(queues, worker, limit, lease_seconds), "claim"
         )
 
-    def _fetch_plan(
+    def _claim_plan(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> _Plan[list[ClaimedJob]]:
         wanted = list(dict.fromkeys(queues))
@@ -1120,7 +1120,7 @@ class RedisBackend(Backend):
             remaining = deadline - loop.time()
             message = await pubsub.get_message(timeout=max(remaining, 0.0))
             if message is not None and message["type"] == "message":
-                for _ in range(1000):  # drop the other buffered wake-ups: one fetch serves all
+                for _ in range(1000):  # drop the other buffered wake-ups: one claim serves all
                     if await pubsub.get_message(timeout=0.0) is None:
                         break
                 break
@@ -1142,7 +1142,7 @@ class RedisBackend(Backend):
             return False
         await side.pubsub.subscribe(*new)
         side.channels = channels
-        # Wait for Redis to confirm, so that a fetch that follows runs after the subscription.
+        # Wait for Redis to confirm, so that a claim that follows runs after the subscription.
         loop = asyncio.get_running_loop()
         confirmed = 0
         while confirmed < len(new):

@@ -8,7 +8,7 @@ appended to `list_jobs.sql`, `requeue.sql` and `purge.sql` by `_filter_sql`.
 Concurrency model. SQLite has a single writer. Every write runs inside
 `BEGIN IMMEDIATE`, which takes the write lock before reading anything, so a
 claim's "read the first due jobs, mark them running" cannot interleave with
-another process's claim: that is what makes `fetch` atomic across processes.
+another process's claim: that is what makes `claim` atomic across processes.
 Readers never block writers (WAL). A writer that finds the lock taken retries
 for up to `busy_timeout_ms` (see `_begin_immediate`), then fails with a clear
 error: `EnqueueError` from `enqueue`, `BackendError` from everything else.
@@ -128,13 +128,13 @@ def _settle_lost_sql(operation: str) -> str:
 def _claim_sql(queue_count: int) -> str:
     """The claim statement for `queue_count` queues, named :q0, :q1, ..."""
     if queue_count > MAX_UNION_QUEUES:
-        candidates = _body(_sql("fetch_candidates_many"))
+        candidates = _body(_sql("claim_candidates_many"))
     else:
-        one = _body(_sql("fetch_candidates"))
+        one = _body(_sql("claim_candidates"))
         candidates = "\nUNION ALL\n".join(
             one.replace(":queue", f":q{i}") for i in range(queue_count)
         )
-    return _sql("fetch_claim").replace("{candidates}", candidates)
+    return _sql("claim").replace("{candidates}", candidates)
 
 
 _JOB_STATE = {state.value: state for state in JobState}
@@ -647,7 +647,7 @@ class SQLiteBackend(Backend):
         return "Check the disk and the file."
 
     # -- worker ------------------------------------------------------------
-    def fetch(
+    def claim(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
         wanted = list(dict.fromkeys(queues))
@@ -666,7 +666,7 @@ class SQLiteBackend(Backend):
         else:
             params.update({f"q{i}": q for i, q in enumerate(wanted)})
         sql = _claim_sql(len(wanted))
-        with self._failures("fetch"):
+        with self._failures("claim"):
             conn = self._conn()
             try:
                 with _write_transaction(conn, self.busy_timeout_ms):
@@ -863,7 +863,7 @@ class SQLiteBackend(Backend):
         worker thread. What counts as "seen" is kept between calls, so a commit
         that lands between one `wait` and the next still wakes the second one.
         Any commit wakes it, whatever queue it touched: a spurious wake-up only
-        costs an empty fetch.
+        costs an empty claim.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)

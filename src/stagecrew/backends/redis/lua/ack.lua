@@ -8,7 +8,7 @@
 --   KEYS[1] available, KEYS[2] scheduled, KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled;
 --   and the jobs' hashes T:job:<id>. Publishes on T:wake when a job is due again.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); then 6 per outcome: job id, claim token,
---   kind (complete | retry | discard | cancel | release), result JSON ('' = none),
+--   kind (complete | retry | dead_letter | cancel | release), result JSON ('' = none),
 --   error JSON ('' = none; appended for any kind), delay in seconds ('' = none): a retry runs
 --   again at now + delay (now without one), a release with a delay is scheduled at now + delay
 --   instead of being available at once.
@@ -18,7 +18,7 @@
 -- Every argument is checked before the first write (see _lib.lua): a batch with one bad outcome
 -- changes nothing.
 local TARGET = {
-    complete = 'succeeded', retry = 'scheduled', discard = 'dead',
+    complete = 'succeeded', retry = 'scheduled', dead_letter = 'dead',
     cancel = 'cancelled', release = 'available',
 }
 if #ARGV < 2 or (#ARGV - 2) % 6 ~= 0 then

@@ -1,6 +1,6 @@
 #!lua flags=no-writes
 -- peek: the first waiting jobs of one queue, as claim.lua would take them, without claiming.
--- A fetch over several queues peeks at each, merges the heads, and then claims from each queue
+-- A claim over several queues peeks at each, merges the heads, and then claims from each queue
 -- only as many as it won in the merge (one claim.lua call per queue).
 --
 -- KEYS: the queue's keys (see _lib.lua). Reads KEYS[1] available, KEYS[10] due, KEYS[2]
