@@ -1,9 +1,10 @@
-"""The one seam between stagecrew and a store: the `Backend` contract.
+"""The one seam between stagecrew and a store: the `Backend` contract and its front layer.
 
-Every engine implements the synchronous operations below once; the base class
-offers asynchronous counterparts that run them on a dedicated thread, and an
-engine with a native async driver overrides those. The conformance suite in
-`stagecrew.testing.conformance` is the definition of a correct engine.
+`Backend`'s public operations are final and written once, here: they check input, build
+the engine's operation, run it through the engine's drivers and map failures. An engine
+writes each operation once, as an `Op` (see `ops.py`), and its two drivers; nothing else.
+The conformance suite in `stagecrew.testing.conformance` is the definition of a correct
+engine (see docs/engines.md).
 
 Operations are named after state changes (see `stagecrew.transitions`):
 enqueue, claim, heartbeat (renew leases), ack (record outcomes of
@@ -26,15 +27,31 @@ import contextlib
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, final
 
-from ..clock import LATEST_TIME, MAX_SECONDS, Clock, SystemClock, checked_seconds, checked_time
-from ..errors import ConfigurationError, InvalidTimeError
+from ..clock import Clock, SystemClock, checked_seconds
+from ..errors import (
+    BackendError,
+    ConfigurationError,
+    EnqueueError,
+    InvalidTimeError,
+    StagecrewError,
+)
 from ..job import AttemptError, ClaimedJob, EnqueuedJob, Job, JobRef, JobState, NewJob
+from .inputs import (
+    EnqueueBatch,
+    check_lease,
+    check_max_lost,
+    check_release_arguments,
+    check_worker,
+    unique_queues,
+    unique_refs,
+)
+from .ops import Op
 
 T = TypeVar("T")
 
@@ -247,40 +264,30 @@ class QueueStats:
 DEFAULT_MAX_LOST = 3
 
 
-def check_release_arguments(worker: str, max_lost: int) -> None:
-    """What `Backend.release_worker` refuses, checked before any engine writes."""
-    if not isinstance(worker, str) or not worker:
-        raise ValueError(f"release_worker needs a worker id, got {worker!r}")
-    if isinstance(max_lost, bool) or not isinstance(max_lost, int) or max_lost < 1:
-        raise ValueError(f"max_lost must be an integer of at least 1, got {max_lost!r}")
-
-
-def check_new_jobs(jobs: Sequence[NewJob]) -> None:
-    """Refuse, before anything is written, a batch with a job whose time is not finite.
-
-    Every engine calls this first in `enqueue`, so a `NewJob` that bypassed the producer
-    (a NaN or infinite `run_at` or `delay`) is refused alike everywhere, with
-    `InvalidTimeError`, instead of becoming a job that is never due, due at once, or half
-    written. The chained comparisons are false for NaN, so one test per field suffices.
-    """
-    for index, job in enumerate(jobs):
-        run_at = job.run_at
-        if not 0.0 <= job.delay <= MAX_SECONDS:
-            checked_seconds(job.delay, f"job {index} of the batch: delay")
-        if run_at is not None and not 0.0 <= run_at <= LATEST_TIME:
-            checked_time(run_at, f"job {index} of the batch: run_at")
-
-
 class Backend(ABC):
-    """A job store. Subclasses implement the synchronous operations."""
+    """A job store: the front layer every caller talks to, over one engine.
+
+    The public operations are final. Each validates and normalises its input (see
+    `inputs.py`), builds the engine's operation (an `Op`, see `ops.py`), runs it through
+    the engine's one synchronous or one asynchronous driver, and maps what fails to the
+    documented errors: `EnqueueError` from the enqueue operations, `BackendError` from the
+    others, `ValueError` or `InvalidTimeError` for bad input before anything is sent.
+    `_call` and `_call_async` are the one place every store call passes through.
+
+    An engine subclass provides, and only provides: its operations (`_enqueue`, `_claim`,
+    ... below, each given input the front already checked), its two drivers (`_drive`,
+    `_drive_async`), the exceptions its client library raises (`_store_errors`) and how
+    to describe one (`_describe_failure`).
+    """
 
     capabilities: Capabilities
     url: str
 
+    _store_errors: tuple[type[BaseException], ...] = ()
+    """What the engine's client library raises when the store fails or refuses."""
+
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
 
     # -- life cycle ------------------------------------------------------
     def migrate(self) -> None:  # noqa: B027 - engines without a schema need nothing here
@@ -303,42 +310,190 @@ class Backend(ABC):
         """
         return []
 
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+    def close(self) -> None:  # noqa: B027 - engines without connections need nothing here
+        """Release connections and threads; the backend is not used afterwards."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # -- the engine's side of the seam -------------------------------------
+    @abstractmethod
+    def _drive(self, op: Op[T]) -> T:
+        """Run `op` to its end on the engine's synchronous connection (see `ops.run`)."""
+
+    @abstractmethod
+    async def _drive_async(self, op: Op[T]) -> T:
+        """Run `op` to its end without blocking the running event loop."""
+
+    def _drive_in(self, connection: object, op: Op[T]) -> T:
+        """Run `op` on the caller's own connection, inside the caller's transaction."""
+        raise self._no_transactions()
+
+    async def _drive_in_async(self, connection: object, op: Op[T]) -> T:
+        raise self._no_transactions()
+
+    def _describe_failure(self, operation: str, exc: BaseException) -> str:
+        """The message of the error `operation` raises for one of `_store_errors`."""
+        return f"{operation} failed on {self.url}: {exc}"
+
+    @abstractmethod
+    def _enqueue(self, jobs: Sequence[NewJob]) -> Op[list[EnqueuedJob]]:
+        """Store `jobs` in one atomic write, one entry per job, in order.
+
+        Given at least one job, every time finite, and no idempotency key twice; a key
+        already stored gives that job's id with `created=False`.
+        """
+
+    def _enqueue_in(self, jobs: Sequence[NewJob]) -> Op[list[EnqueuedJob]]:
+        """`_enqueue` as it runs on a caller's connection (`_drive_in`)."""
+        return self._enqueue(jobs)
+
+    @abstractmethod
+    def _claim(
+        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+    ) -> Op[list[ClaimedJob]]:
+        """Claim up to `limit` (at least 1) due jobs of `queues` (each named once)."""
+
+    @abstractmethod
+    def _heartbeat(
+        self, worker: str, refs: tuple[JobRef, ...], lease_seconds: float
+    ) -> Op[HeartbeatReply]:
+        """Renew the leases of `refs` (at least one, each once) that `worker` holds."""
+
+    @abstractmethod
+    def _ack(self, acks: Sequence[Ack]) -> Op[list[bool]]:
+        """Apply `acks` (at least one, each checked) in order; True where the fence held."""
+
+    @abstractmethod
+    def _rescue(self, max_lost: int) -> Op[RescueReport]: ...
+
+    @abstractmethod
+    def _release_worker(self, worker: str, max_lost: int) -> Op[RescueReport]: ...
+
+    @abstractmethod
+    def _prune(self, retention: Retention, limit: int) -> Op[int]:
+        """Delete up to `limit` (at least 1) finished jobs past their retention."""
+
+    async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:
+        """Return when work may be due in `queues`, or after `timeout` seconds (polling)."""
+        await asyncio.sleep(timeout)
+
+    @abstractmethod
+    def _get(self, job_id: int) -> Op[Job | None]: ...
+
+    @abstractmethod
+    def _list_jobs(self, job_filter: JobFilter) -> Op[list[Job]]:
+        """Jobs matching the filter (whose limit, if any, is at least 1), newest first."""
+
+    @abstractmethod
+    def _stats(self) -> Op[list[QueueStats]]: ...
+
+    @abstractmethod
+    def _cancel(self, job_id: int) -> Op[Job | None]: ...
+
+    @abstractmethod
+    def _requeue(self, job_filter: JobFilter) -> Op[int]: ...
+
+    @abstractmethod
+    def _purge(self, job_filter: JobFilter) -> Op[int]: ...
+
+    @abstractmethod
+    def _next_run_at(self, queues: tuple[str, ...] | None) -> Op[float | None]: ...
+
+    # -- the one place every store call passes through ------------------------
+    def _failure(self, operation: str, exc: BaseException) -> StagecrewError:
+        error = EnqueueError if operation == "enqueue" else BackendError
+        if isinstance(exc, StagecrewError):
+            return error(str(exc))
+        return error(self._describe_failure(operation, exc))
+
+    def _call(self, operation: str, op: Op[T], driver: Callable[[Op[T]], T] | None = None) -> T:
+        """Run `op` through the engine's synchronous driver (or `driver`), mapping failures."""
+        try:
+            return (driver or self._drive)(op)
+        except self._store_errors as exc:
+            raise self._failure(operation, exc) from exc
+        except BackendError as exc:
+            if operation == "enqueue" and not isinstance(exc, EnqueueError):
+                raise self._failure(operation, exc) from exc
+            raise
+
+    async def _call_async(
+        self,
+        operation: str,
+        op: Op[T],
+        driver: Callable[[Op[T]], Awaitable[T]] | None = None,
+    ) -> T:
+        """`_call` through the engine's asynchronous driver."""
+        try:
+            return await (driver or self._drive_async)(op)
+        except self._store_errors as exc:
+            raise self._failure(operation, exc) from exc
+        except BackendError as exc:
+            if operation == "enqueue" and not isinstance(exc, EnqueueError):
+                raise self._failure(operation, exc) from exc
+            raise
 
     # -- producer --------------------------------------------------------
-    @abstractmethod
+    @final
     def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
         """Insert all jobs in one atomic write, deduplicating on idempotency key.
 
-        A job whose idempotency key matches a stored job is not inserted; its
-        entry holds the stored job's id and `created=False`. Returns one entry
-        per input job, in order. On any failure nothing is written; a job whose `run_at`
-        or `delay` is not a finite time is refused with `InvalidTimeError` (see
-        `check_new_jobs`).
+        A job whose idempotency key matches a stored job, or an earlier job of the same
+        batch, is not inserted; its entry holds that job's id and `created=False`.
+        Returns one entry per input job, in order. On any failure nothing is written; a
+        job whose `run_at` or `delay` is not a finite time is refused with
+        `InvalidTimeError` (see `inputs.check_new_jobs`).
         """
+        if not jobs:
+            return []
+        batch = EnqueueBatch.of(jobs)
+        return batch.expand(self._call("enqueue", self._enqueue(batch.unique)))
 
+    @final
+    async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
+        if not jobs:
+            return []
+        batch = EnqueueBatch.of(jobs)
+        return batch.expand(await self._call_async("enqueue", self._enqueue(batch.unique)))
+
+    @final
     def enqueue_in(self, connection: object, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
         """Enqueue inside the caller's own database transaction (committed means enqueued).
 
         Only engines with `capabilities.transactional_enqueue` support it.
         """
-        raise ConfigurationError(
-            f"the {type(self).__name__} store cannot enqueue inside your transaction; "
-            "transactional enqueue needs PostgreSQL"
-        )
+        if not self.capabilities.transactional_enqueue:
+            raise self._no_transactions()
+        if not jobs:
+            return []
+        batch = EnqueueBatch.of(jobs)
+        op = self._enqueue_in(batch.unique)
+        return batch.expand(self._call("enqueue", op, lambda op: self._drive_in(connection, op)))
 
+    @final
     async def enqueue_in_async(
         self, connection: object, jobs: Sequence[NewJob]
     ) -> list[EnqueuedJob]:
-        return self.enqueue_in(connection, jobs)
+        if not self.capabilities.transactional_enqueue:
+            raise self._no_transactions()
+        if not jobs:
+            return []
+        batch = EnqueueBatch.of(jobs)
+        op = self._enqueue_in(batch.unique)
+        stored = await self._call_async(
+            "enqueue", op, lambda op: self._drive_in_async(connection, op)
+        )
+        return batch.expand(stored)
 
-    def _no_transactional_complete(self) -> ConfigurationError:
+    def _no_transactions(self) -> ConfigurationError:
         return ConfigurationError(
-            f"the {type(self).__name__} store cannot complete a job inside your transaction; "
-            "ctx.transaction() needs PostgreSQL"
+            f"the {type(self).__name__} store cannot take part in your transaction; "
+            "transactional enqueue and ctx.transaction() need PostgreSQL"
         )
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
@@ -346,20 +501,32 @@ class Backend(ABC):
 
         Only engines with `capabilities.transactional_complete` support it.
         """
-        raise self._no_transactional_complete()
+        raise self._no_transactions()
 
     def transaction_async(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        raise self._no_transactional_complete()
+        raise self._no_transactions()
 
+    @final
     def complete_in(self, connection: object, ref: JobRef, result: str | None) -> bool:
         """Mark the claim `ref` succeeded inside the caller's transaction; False if fenced out."""
-        raise self._no_transactional_complete()
+        if not self.capabilities.transactional_complete:
+            raise self._no_transactions()
+        op = self._ack([Ack.complete(ref, result)])
+        [applied] = self._call("complete", op, lambda op: self._drive_in(connection, op))
+        return applied
 
+    @final
     async def complete_in_async(self, connection: object, ref: JobRef, result: str | None) -> bool:
-        raise self._no_transactional_complete()
+        if not self.capabilities.transactional_complete:
+            raise self._no_transactions()
+        op = self._ack([Ack.complete(ref, result)])
+        [applied] = await self._call_async(
+            "complete", op, lambda op: self._drive_in_async(connection, op)
+        )
+        return applied
 
     # -- worker ----------------------------------------------------------
-    @abstractmethod
+    @final
     def claim(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
@@ -370,8 +537,31 @@ class Backend(ABC):
         until now + `lease_seconds`. No two concurrent callers ever claim the
         same job at once, and no two claims of a job ever get the same token.
         """
+        wanted, lease = self._claim_input(queues, worker, limit, lease_seconds)
+        if not wanted or limit <= 0:
+            return []
+        return _claim_order(self._call("claim", self._claim(wanted, worker, limit, lease)))
 
-    @abstractmethod
+    @final
+    async def claim_async(
+        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
+    ) -> list[ClaimedJob]:
+        wanted, lease = self._claim_input(queues, worker, limit, lease_seconds)
+        if not wanted or limit <= 0:
+            return []
+        op = self._claim(wanted, worker, limit, lease)
+        return _claim_order(await self._call_async("claim", op))
+
+    @staticmethod
+    def _claim_input(
+        queues: Sequence[str], worker: str, limit: int, lease_seconds: float
+    ) -> tuple[tuple[str, ...], float]:
+        check_worker(worker, "claim")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise ValueError(f"claim: limit must be an integer, got {limit!r}")
+        return unique_queues(queues), check_lease(lease_seconds, "claim")
+
+    @final
     def heartbeat(
         self, worker: str, refs: Sequence[JobRef], lease_seconds: float
     ) -> HeartbeatReply:
@@ -380,20 +570,58 @@ class Backend(ABC):
         A ref is held while its job is running that claim (same token) for
         `worker`; every other ref is reported lost and extends nothing.
         """
+        check_worker(worker, "heartbeat")
+        lease = check_lease(lease_seconds, "heartbeat")
+        if not refs:
+            return HeartbeatReply(frozenset(), frozenset())
+        return self._call("heartbeat", self._heartbeat(worker, unique_refs(refs), lease))
 
-    @abstractmethod
+    @final
+    async def heartbeat_async(
+        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
+    ) -> HeartbeatReply:
+        check_worker(worker, "heartbeat")
+        lease = check_lease(lease_seconds, "heartbeat")
+        if not refs:
+            return HeartbeatReply(frozenset(), frozenset())
+        op = self._heartbeat(worker, unique_refs(refs), lease)
+        return await self._call_async("heartbeat", op)
+
+    @final
     def ack(self, acks: Sequence[Ack]) -> list[bool]:
-        """Apply attempt outcomes in one write; True where the fence let it through."""
+        """Apply attempt outcomes in one write; True where the fence let it through.
 
-    @abstractmethod
+        Outcomes apply in order: a batch that names one claim twice applies the first
+        and reports the second fenced out, as two separate calls would.
+        """
+        if not acks:
+            return []
+        _check_acks(acks)
+        return self._call("ack", self._ack(acks))
+
+    @final
+    async def ack_async(self, acks: Sequence[Ack]) -> list[bool]:
+        if not acks:
+            return []
+        _check_acks(acks)
+        return await self._call_async("ack", self._ack(acks))
+
+    @final
     def rescue(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
         """Return running jobs whose lease expired to available (or dead/cancelled).
 
-        Each rescue records a "worker lost" error on the job; see
+        Each rescue records a "worker lost" error on the job (`records.WORKER_LOST`); see
         `transitions.after_lease_expired` for the target state.
         """
+        check_max_lost(max_lost)
+        return self._call("rescue", self._rescue(max_lost))
 
-    @abstractmethod
+    @final
+    async def rescue_async(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+        check_max_lost(max_lost)
+        return await self._call_async("rescue", self._rescue(max_lost))
+
+    @final
     def release_worker(self, worker: str, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
         """Settle every job `worker` still holds running, at once, as `rescue` settles one.
 
@@ -405,98 +633,151 @@ class Backend(ABC):
         are left alone. Raises `ValueError` for an empty `worker` or a
         `max_lost` below 1, before anything is written.
         """
+        check_release_arguments(worker, max_lost)
+        return self._call("release_worker", self._release_worker(worker, max_lost))
 
-    @abstractmethod
+    @final
+    async def release_worker_async(
+        self, worker: str, max_lost: int = DEFAULT_MAX_LOST
+    ) -> RescueReport:
+        check_release_arguments(worker, max_lost)
+        return await self._call_async("release_worker", self._release_worker(worker, max_lost))
+
+    @final
     def prune(self, retention: Retention, limit: int = 1000) -> int:
         """Delete up to `limit` finished jobs older than the retention allows."""
+        if limit <= 0:
+            return 0
+        return self._call("prune", self._prune(retention, limit))
 
+    @final
+    async def prune_async(self, retention: Retention, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        return await self._call_async("prune", self._prune(retention, limit))
+
+    @final
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return when new work may exist in `queues`, or after `timeout` seconds."""
-        await asyncio.sleep(timeout)
+        await self._wait(unique_queues(queues), max(float(timeout), 0.0))
 
     # -- inspection and admin --------------------------------------------
-    @abstractmethod
-    def get(self, job_id: int) -> Job | None: ...
+    @final
+    def get(self, job_id: int) -> Job | None:
+        return self._call("get", self._get(job_id))
 
-    @abstractmethod
+    @final
+    async def get_async(self, job_id: int) -> Job | None:
+        return await self._call_async("get", self._get(job_id))
+
+    @final
     def list_jobs(self, job_filter: JobFilter) -> list[Job]:
         """Jobs matching the filter, newest (highest id) first."""
+        if job_filter.limit is not None and job_filter.limit <= 0:
+            return []
+        return self._call("list_jobs", self._list_jobs(job_filter))
 
-    @abstractmethod
+    @final
+    async def list_jobs_async(self, job_filter: JobFilter) -> list[Job]:
+        if job_filter.limit is not None and job_filter.limit <= 0:
+            return []
+        return await self._call_async("list_jobs", self._list_jobs(job_filter))
+
+    @final
     def stats(self) -> list[QueueStats]:
         """Counts per queue and state, and the age of each queue's oldest due job."""
+        return self._call("stats", self._stats())
 
-    @abstractmethod
+    @final
+    async def stats_async(self) -> list[QueueStats]:
+        return await self._call_async("stats", self._stats())
+
+    @final
     def cancel(self, job_id: int) -> Job | None:
         """Cancel a waiting job now, or request cancellation of a running one.
 
         Finished jobs are left as they are. Returns the job after the change,
         or None if it does not exist.
         """
+        return self._call("cancel", self._cancel(job_id))
 
-    @abstractmethod
+    @final
+    async def cancel_async(self, job_id: int) -> Job | None:
+        return await self._call_async("cancel", self._cancel(job_id))
+
+    @final
     def requeue(self, job_filter: JobFilter) -> int:
         """Make matching dead or cancelled jobs available again, with attempt 0.
 
         Their claims count is kept: the next claim gets a token no earlier
         claim had, so a stale worker's outcome can never land on it.
+        `job_filter.limit` is ignored: every match is requeued.
         """
+        return self._call("requeue", self._requeue(job_filter))
 
-    @abstractmethod
+    @final
+    async def requeue_async(self, job_filter: JobFilter) -> int:
+        return await self._call_async("requeue", self._requeue(job_filter))
+
+    @final
     def purge(self, job_filter: JobFilter) -> int:
-        """Delete matching finished jobs (never waiting or running ones)."""
+        """Delete matching finished jobs (never waiting or running ones); the limit is ignored."""
+        return self._call("purge", self._purge(job_filter))
 
-    @abstractmethod
+    @final
+    async def purge_async(self, job_filter: JobFilter) -> int:
+        return await self._call_async("purge", self._purge(job_filter))
+
+    @final
     def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
         """The earliest `run_at` of a waiting job, or None if nothing waits."""
+        wanted = None if queues is None else unique_queues(queues)
+        if wanted == ():
+            return None
+        return self._call("next_run_at", self._next_run_at(wanted))
 
-    # -- asynchronous counterparts -----------------------------------------
-    async def _offload(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a synchronous operation on this backend's own thread."""
+    @final
+    async def next_run_at_async(self, queues: Sequence[str] | None = None) -> float | None:
+        wanted = None if queues is None else unique_queues(queues)
+        if wanted == ():
+            return None
+        return await self._call_async("next_run_at", self._next_run_at(wanted))
+
+
+def _claim_order(claimed: list[ClaimedJob]) -> list[ClaimedJob]:
+    """Claimed jobs in the order the contract promises, whatever order the engine found them."""
+    claimed.sort(key=lambda job: (job.priority, job.run_at, job.id))
+    return claimed
+
+
+def _check_acks(acks: Sequence[Ack]) -> None:
+    for index, ack in enumerate(acks):
+        if not isinstance(ack, Ack):
+            raise TypeError(f"outcome {index} of the batch is a {type(ack).__name__}, not an Ack")
+
+
+class ThreadDriven(Backend):
+    """An engine whose client blocks: its asynchronous driver runs `_drive` on a thread.
+
+    One thread per backend, so an engine whose connections are per thread (SQLite) keeps
+    one connection for every asynchronous call.
+    """
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        super().__init__(clock)
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    async def _drive_async(self, op: Op[T]) -> T:
         if self._executor is None:
             with self._executor_lock:
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(
                         max_workers=1, thread_name_prefix="stagecrew-store"
                     )
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._drive, op)
 
-    async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
-        return await self._offload(self.enqueue, jobs)
-
-    async def claim_async(
-        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
-    ) -> list[ClaimedJob]:
-        return await self._offload(self.claim, queues, worker, limit, lease_seconds)
-
-    async def heartbeat_async(
-        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
-    ) -> HeartbeatReply:
-        return await self._offload(self.heartbeat, worker, refs, lease_seconds)
-
-    async def ack_async(self, acks: Sequence[Ack]) -> list[bool]:
-        return await self._offload(self.ack, acks)
-
-    async def rescue_async(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
-        return await self._offload(self.rescue, max_lost)
-
-    async def release_worker_async(
-        self, worker: str, max_lost: int = DEFAULT_MAX_LOST
-    ) -> RescueReport:
-        return await self._offload(self.release_worker, worker, max_lost)
-
-    async def prune_async(self, retention: Retention, limit: int = 1000) -> int:
-        return await self._offload(self.prune, retention, limit)
-
-    async def get_async(self, job_id: int) -> Job | None:
-        return await self._offload(self.get, job_id)
-
-    async def next_run_at_async(self, queues: Sequence[str] | None = None) -> float | None:
-        return await self._offload(self.next_run_at, queues)
-
-    def __enter__(self) -> Backend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None

@@ -11,23 +11,21 @@ import dataclasses
 import itertools
 import threading
 from collections.abc import Sequence
+from typing import TypeVar
 
 from .. import transitions
 from ..clock import Clock
 from ..job import (
     FINAL_STATES,
     WAITING_STATES,
-    AttemptError,
     ClaimedJob,
     EnqueuedJob,
-    ErrorKind,
     Job,
     JobRef,
     JobState,
     NewJob,
 )
 from .base import (
-    DEFAULT_MAX_LOST,
     Ack,
     AckKind,
     Backend,
@@ -37,9 +35,11 @@ from .base import (
     QueueStats,
     RescueReport,
     Retention,
-    check_new_jobs,
-    check_release_arguments,
 )
+from .ops import Op, immediate, run
+from .records import WORKER_LOST
+
+T = TypeVar("T")
 
 S = JobState
 
@@ -78,6 +78,14 @@ class MemoryBackend(Backend):
         self._jobs[job.id] = new
         return new
 
+    # -- the drivers: every operation runs under the one lock, in this thread ------
+    def _drive(self, op: Op[T]) -> T:
+        with self._lock:
+            return run(op, _no_commands)
+
+    async def _drive_async(self, op: Op[T]) -> T:
+        return self._drive(op)  # in-process and short: no thread hand-off
+
     def _notify(self) -> None:
         self._version += 1
         for loop, event in self._waiters:
@@ -85,45 +93,48 @@ class MemoryBackend(Backend):
                 loop.call_soon_threadsafe(event.set)
 
     # -- producer --------------------------------------------------------
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
-        check_new_jobs(jobs)
+    @immediate
+    def _enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
         now = self.clock.now()
         out: list[EnqueuedJob] = []
-        with self._lock:
-            batch_keys: dict[str, int] = {}
-            batch: dict[int, Job] = {}  # stored only once every job was read: all or nothing
-            for new in jobs:
-                key = new.idempotency_key
-                existing = None if key is None else self._keys.get(key, batch_keys.get(key))
-                if existing is not None:
-                    out.append(EnqueuedJob(existing, created=False))
-                    continue
-                job_id = next(self._ids)
-                run_at = now + new.delay if new.run_at is None else new.run_at
-                batch[job_id] = Job(
-                    id=job_id,
-                    task=new.task,
-                    queue=new.queue,
-                    state=transitions.initial_state(run_at, now),
-                    payload=new.payload,
-                    priority=new.priority,
-                    run_at=run_at,
-                    attempt=0,
-                    max_attempts=new.max_attempts,
-                    enqueued_at=now,
-                    idempotency_key=key,
-                )
-                if key is not None:
-                    batch_keys[key] = job_id
-                out.append(EnqueuedJob(job_id, created=True))
-            self._jobs.update(batch)
-            self._keys.update(batch_keys)
-            self._notify()
+        batch: dict[int, Job] = {}  # stored only once every job was read: all or nothing
+        for new in jobs:
+            key = new.idempotency_key
+            existing = None if key is None else self._keys.get(key)
+            if existing is not None:
+                out.append(EnqueuedJob(existing, created=False))
+                continue
+            job_id = next(self._ids)
+            run_at = now + new.delay if new.run_at is None else new.run_at
+            batch[job_id] = Job(
+                id=job_id,
+                task=new.task,
+                queue=new.queue,
+                state=transitions.initial_state(run_at, now),
+                payload=new.payload,
+                priority=new.priority,
+                run_at=run_at,
+                attempt=0,
+                max_attempts=new.max_attempts,
+                enqueued_at=now,
+                idempotency_key=key,
+            )
+            out.append(EnqueuedJob(job_id, created=True))
+        self._jobs.update(batch)
+        self._keys.update(
+            {
+                job.idempotency_key: job.id
+                for job in batch.values()
+                if job.idempotency_key is not None
+            }
+        )
+        self._notify()
         return out
 
     # -- worker ----------------------------------------------------------
-    def claim(
-        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
+    @immediate
+    def _claim(
+        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
         now = self.clock.now()
         wanted = set(queues)
@@ -174,8 +185,9 @@ class MemoryBackend(Backend):
             return None
         return job
 
-    def heartbeat(
-        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
+    @immediate
+    def _heartbeat(
+        self, worker: str, refs: tuple[JobRef, ...], lease_seconds: float
     ) -> HeartbeatReply:
         now = self.clock.now()
         lost: set[int] = set()
@@ -191,7 +203,8 @@ class MemoryBackend(Backend):
                     cancel.add(ref.id)
         return HeartbeatReply(frozenset(lost), frozenset(cancel))
 
-    def ack(self, acks: Sequence[Ack]) -> list[bool]:
+    @immediate
+    def _ack(self, acks: Sequence[Ack]) -> list[bool]:
         now = self.clock.now()
         applied = []
         with self._lock:
@@ -222,7 +235,8 @@ class MemoryBackend(Backend):
                 self._notify()
         return applied
 
-    def rescue(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+    @immediate
+    def _rescue(self, max_lost: int) -> RescueReport:
         now = self.clock.now()
         with self._lock:
             expired = [
@@ -234,8 +248,8 @@ class MemoryBackend(Backend):
             ]
             return self._settle_lost(expired, max_lost, now)
 
-    def release_worker(self, worker: str, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
-        check_release_arguments(worker, max_lost)
+    @immediate
+    def _release_worker(self, worker: str, max_lost: int) -> RescueReport:
         now = self.clock.now()
         with self._lock:
             held = [
@@ -255,12 +269,8 @@ class MemoryBackend(Backend):
                 max_lost,
                 cancel_requested=job.cancel_requested,
             )
-            error = AttemptError(
-                attempt=job.attempt,
-                at=now,
-                kind=ErrorKind.CANCELLED if target is S.CANCELLED else ErrorKind.LOST,
-                type="WorkerLost",
-                message=f"worker {job.lease_owner} lost its lease (worker lost)",
+            error = WORKER_LOST.build(
+                job.lease_owner, job.attempt, now, cancelled=target is S.CANCELLED
             )
             self._replace(
                 job,
@@ -276,7 +286,8 @@ class MemoryBackend(Backend):
             self._notify()
         return RescueReport(counts[S.AVAILABLE], counts[S.DEAD], counts[S.CANCELLED])
 
-    def prune(self, retention: Retention, limit: int = 1000) -> int:
+    @immediate
+    def _prune(self, retention: Retention, limit: int) -> int:
         now = self.clock.now()
         removed = 0
         with self._lock:
@@ -296,7 +307,7 @@ class MemoryBackend(Backend):
         if job.idempotency_key is not None:
             self._keys.pop(job.idempotency_key, None)
 
-    async def wait(self, queues: Sequence[str], timeout: float) -> None:
+    async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:
         event = asyncio.Event()
         entry = (asyncio.get_running_loop(), event)
         with self._lock:
@@ -310,17 +321,20 @@ class MemoryBackend(Backend):
                 self._waiters.remove(entry)
 
     # -- inspection and admin --------------------------------------------
-    def get(self, job_id: int) -> Job | None:
+    @immediate
+    def _get(self, job_id: int) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def list_jobs(self, job_filter: JobFilter) -> list[Job]:
+    @immediate
+    def _list_jobs(self, job_filter: JobFilter) -> list[Job]:
         with self._lock:
             found = [j for j in self._jobs.values() if matches(j, job_filter)]
         found.sort(key=lambda j: j.id, reverse=True)
         return found if job_filter.limit is None else found[: job_filter.limit]
 
-    def stats(self) -> list[QueueStats]:
+    @immediate
+    def _stats(self) -> list[QueueStats]:
         now = self.clock.now()
         per_queue: dict[str, dict[JobState, int]] = {}
         oldest: dict[str, float] = {}
@@ -339,7 +353,8 @@ class MemoryBackend(Backend):
             for q in sorted(per_queue)
         ]
 
-    def cancel(self, job_id: int) -> Job | None:
+    @immediate
+    def _cancel(self, job_id: int) -> Job | None:
         now = self.clock.now()
         with self._lock:
             job = self._jobs.get(job_id)
@@ -350,7 +365,8 @@ class MemoryBackend(Backend):
                 return self._replace(job, cancel_requested=True)
             return self._replace(job, state=target, finished_at=now)
 
-    def requeue(self, job_filter: JobFilter) -> int:
+    @immediate
+    def _requeue(self, job_filter: JobFilter) -> int:
         now = self.clock.now()
         count = 0
         with self._lock:
@@ -370,7 +386,8 @@ class MemoryBackend(Backend):
                 self._notify()
         return count
 
-    def purge(self, job_filter: JobFilter) -> int:
+    @immediate
+    def _purge(self, job_filter: JobFilter) -> int:
         with self._lock:
             doomed = [
                 j for j in self._jobs.values() if j.state in FINAL_STATES and matches(j, job_filter)
@@ -379,7 +396,8 @@ class MemoryBackend(Backend):
                 self._delete(job)
         return len(doomed)
 
-    def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
+    @immediate
+    def _next_run_at(self, queues: tuple[str, ...] | None) -> float | None:
         with self._lock:
             times = [
                 j.run_at
@@ -388,6 +406,6 @@ class MemoryBackend(Backend):
             ]
         return min(times, default=None)
 
-    # Calls are in-process and short: no thread hand-off for the async side.
-    async def _offload(self, fn, *args):  # type: ignore[no-untyped-def]
-        return fn(*args)
+
+def _no_commands(command: object) -> object:
+    raise AssertionError(f"the memory engine's operations send no commands, got {command!r}")

@@ -1,13 +1,50 @@
-"""Record decoding shared by the engines."""
+"""The records every engine writes and reads alike: built and decoded here, once."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from ..job import AttemptError, ClaimedJob, ErrorKind
+
+
+@dataclass(frozen=True, slots=True)
+class LostWorkerError:
+    """The error a rescue or a release-worker records on each job it settles.
+
+    Its text is decided here; a statement or script that settles jobs in the store gets
+    these fields as parameters (`params`) and fills in only what each row knows: the
+    lease owner (`message` has one `%s` for it), the attempt and the store's time.
+    """
+
+    type: str = "WorkerLost"
+    message: str = "worker %s lost its lease (worker lost)"
+    kind: ErrorKind = ErrorKind.LOST
+    cancelled_kind: ErrorKind = ErrorKind.CANCELLED
+    """The kind when a cancellation was pending: the job ends cancelled, not lost."""
+
+    def build(self, owner: str | None, attempt: int, at: float, *, cancelled: bool) -> AttemptError:
+        return AttemptError(
+            attempt=attempt,
+            at=at,
+            kind=self.cancelled_kind if cancelled else self.kind,
+            type=self.type,
+            message=self.message % (owner,),
+        )
+
+    def params(self) -> dict[str, str]:
+        """The record's fixed fields, named as the engines' statements and scripts take them."""
+        return {
+            "lost_type": self.type,
+            "lost_message": self.message,
+            "lost_kind": self.kind.value,
+            "lost_cancelled_kind": self.cancelled_kind.value,
+        }
+
+
+WORKER_LOST = LostWorkerError()
 
 
 def _as_text(raw: object) -> str:

@@ -803,7 +803,8 @@ class AckConformance(_Harness):
         error = attempt_error(stale, clock.now(), "late failure")
         for kind in AckKind:
             delay = 0.0 if kind in (AckKind.RETRY, AckKind.RELEASE) else None
-            ack = Ack(stale.ref, kind, result=old, error=error, delay=delay)
+            result = old if kind is AckKind.COMPLETE else None
+            ack = Ack(stale.ref, kind, result=result, error=error, delay=delay)
             assert backend.ack([ack]) == [False]
         job = must_get(backend, job_id)
         assert job.state is S.SUCCEEDED

@@ -1,0 +1,116 @@
+"""What the front layer checks and normalises before any engine sees an operation's input.
+
+Every rule here holds alike on every engine because no engine applies it: a batch without
+jobs never reaches a store, a queue named twice is claimed from once, an idempotency key
+repeated within one batch is stored once, and a non-finite time is refused before anything
+is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..clock import LATEST_TIME, MAX_SECONDS, checked_seconds, checked_time
+from ..job import EnqueuedJob, JobRef, NewJob
+
+
+def check_release_arguments(worker: str, max_lost: int) -> None:
+    """What `Backend.release_worker` refuses, checked before any engine writes."""
+    if not isinstance(worker, str) or not worker:
+        raise ValueError(f"release_worker needs a worker id, got {worker!r}")
+    check_max_lost(max_lost)
+
+
+def check_max_lost(max_lost: int) -> None:
+    if isinstance(max_lost, bool) or not isinstance(max_lost, int) or max_lost < 1:
+        raise ValueError(f"max_lost must be an integer of at least 1, got {max_lost!r}")
+
+
+def check_worker(worker: str, operation: str) -> None:
+    if not isinstance(worker, str) or not worker:
+        raise ValueError(f"{operation} needs a worker id, got {worker!r}")
+
+
+def check_lease(lease_seconds: float, operation: str) -> float:
+    return checked_seconds(lease_seconds, f"{operation}: lease_seconds")
+
+
+def check_new_jobs(jobs: Sequence[NewJob]) -> None:
+    """Refuse, before anything is written, a batch with a job whose time is not finite.
+
+    A `NewJob` that bypassed the producer (a NaN or infinite `run_at` or `delay`) is
+    refused alike on every engine, with `InvalidTimeError`, instead of becoming a job that
+    is never due, due at once, or half written. The chained comparisons are false for
+    NaN, so one test per field suffices.
+    """
+    for index, job in enumerate(jobs):
+        if not isinstance(job, NewJob):
+            raise TypeError(f"job {index} of the batch is a {type(job).__name__}, not a NewJob")
+        run_at = job.run_at
+        if not 0.0 <= job.delay <= MAX_SECONDS:
+            checked_seconds(job.delay, f"job {index} of the batch: delay")
+        if run_at is not None and not 0.0 <= run_at <= LATEST_TIME:
+            checked_time(run_at, f"job {index} of the batch: run_at")
+
+
+def unique_queues(queues: Iterable[str]) -> tuple[str, ...]:
+    """Each queue once, in the order first named."""
+    if isinstance(queues, str):
+        raise TypeError(f"queues must be a sequence of names, not the string {queues!r}")
+    return tuple(dict.fromkeys(queues))
+
+
+def unique_refs(refs: Iterable[JobRef]) -> tuple[JobRef, ...]:
+    return tuple(dict.fromkeys(refs))
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueBatch:
+    """A batch as an engine receives it: no idempotency key twice.
+
+    A job whose key an earlier job of the same batch holds is not sent to the engine; it
+    gets that job's id with `created=False`, exactly as if the earlier job had been
+    stored before it was enqueued.
+    """
+
+    unique: tuple[NewJob, ...]
+    """The jobs the engine stores (or finds stored, by key), in batch order."""
+    positions: tuple[int, ...]
+    """For each job of the original batch, the index in `unique` of the job it maps to."""
+    repeats: frozenset[int]
+    """Indexes (in the original batch) of jobs whose key an earlier job of the batch holds."""
+
+    @classmethod
+    def of(cls, jobs: Sequence[NewJob]) -> EnqueueBatch:
+        check_new_jobs(jobs)
+        if not any(job.idempotency_key is not None for job in jobs):  # the common case
+            return cls(tuple(jobs), tuple(range(len(jobs))), frozenset())
+        unique: list[NewJob] = []
+        positions: list[int] = []
+        repeats: set[int] = set()
+        first: dict[str, int] = {}
+        for index, job in enumerate(jobs):
+            key = job.idempotency_key
+            if key is not None and key in first:
+                positions.append(first[key])
+                repeats.add(index)
+                continue
+            if key is not None:
+                first[key] = len(unique)
+            positions.append(len(unique))
+            unique.append(job)
+        return cls(tuple(unique), tuple(positions), frozenset(repeats))
+
+    def expand(self, stored: Sequence[EnqueuedJob]) -> list[EnqueuedJob]:
+        """One entry per job of the original batch, from the engine's entries for `unique`."""
+        if len(stored) != len(self.unique):
+            raise AssertionError(
+                f"the engine answered {len(stored)} entries for {len(self.unique)} jobs"
+            )
+        if not self.repeats:
+            return list(stored)
+        return [
+            EnqueuedJob(stored[p].id, created=False) if i in self.repeats else stored[p]
+            for i, p in enumerate(self.positions)
+        ]
