@@ -324,7 +324,7 @@ def test_stats_of_an_empty_store(cli_app: CliApp) -> None:
 
 
 # -- the dead-letter queue -------------------------------------------------------
-def test_dlq_list_retry_and_purge_round_trip(cli_app: CliApp) -> None:
+def test_dlq_list_requeue_and_purge_round_trip(cli_app: CliApp) -> None:
     first, second, third = _dead_jobs(cli_app, 3)
     cli_app.app.enqueue("resize", ["alive.png"])
 
@@ -348,6 +348,15 @@ def test_dlq_list_retry_and_purge_round_trip(cli_app: CliApp) -> None:
     assert cli_app.json("dlq", "purge", "--all", "--queue", "images") == {"purged": 0}
     assert cli_app.json("dlq", "purge", "--all") == {"purged": 3}
     assert "empty" in cli_app.run("dlq", "list").stdout
+
+
+def test_dlq_retry_still_requeues_under_its_former_name_and_is_not_listed(cli_app: CliApp) -> None:
+    [dead] = _dead_jobs(cli_app, 1)
+    assert cli_app.json("dlq", "retry", str(dead)) == {"requeued": 1}
+    assert cli_app.app.jobs.get(dead).state is JobState.AVAILABLE
+    assert type(cli_app.app.jobs).retry is type(cli_app.app.jobs).requeue
+    listed = cli_app.run("dlq", "--help").stdout
+    assert "requeue" in listed and "retry" not in listed.split("Commands:")[1]
     assert [j.task for j in cli_app.app.jobs.list()] == ["resize"], "only dead jobs are purged"
 
 
