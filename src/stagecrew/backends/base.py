@@ -659,7 +659,10 @@ class Backend(ABC):
     @final
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return when new work may exist in `queues`, or after `timeout` seconds."""
-        await self._wait(unique_queues(queues), max(float(timeout), 0.0))
+        try:
+            await self._wait(unique_queues(queues), max(float(timeout), 0.0))
+        except self._store_errors as exc:
+            raise self._failure("wait", exc) from exc
 
     # -- inspection and admin --------------------------------------------
     @final
