@@ -2,6 +2,7 @@
 -- A retry or hand-back of a job with a pending cancel request ends it cancelled instead.
 -- :run_at is when a retry or a delayed hand-back is due (now + its delay), else NULL; a
 -- hand-back (:uncounted = 1) gives its attempt back.
+-- :result is set where given (a completion's JSON text), else the stored result stays.
 -- :error is AttemptError JSON, or NULL to leave errors alone. A stored errors value that is not
 -- a JSON array is kept as the traceback of one CorruptErrorRecord entry instead of failing the
 -- ack (the same expression is in settle_lost.sql).
@@ -16,7 +17,7 @@ SET state = CASE
         WHEN cancel_requested AND :state IN ('scheduled', 'available') THEN :now
         ELSE coalesce(:finished_at, finished_at)
     END,
-    result = CASE WHEN :set_result THEN :result ELSE result END,
+    result = coalesce(:result, result),
     errors = CASE
         WHEN :error IS NULL THEN errors
         ELSE json_insert(
