@@ -60,8 +60,10 @@ from ...clock import Clock
 from ...errors import BackendError, ConfigurationError
 from ...job import (
     WAITING_STATES,
+    AttemptError,
     ClaimedJob,
     EnqueuedJob,
+    ErrorKind,
     Job,
     JobRef,
     JobState,
@@ -79,7 +81,7 @@ from ..base import (
     ThreadDriven,
 )
 from ..ops import Op, run
-from ..records import decode_errors, salvage_claim
+from ..records import WORKER_LOST, decode_errors, salvage_claim
 from ..sql_files import read_migrations, read_statement
 
 T = TypeVar("T")
@@ -131,9 +133,40 @@ _LOST_JOBS = {"rescue": "lease_expires_at < :now", "release_worker": "lease_owne
 """Which running jobs each operation settles as lost (see settle_lost.sql)."""
 
 
+_UNREADABLE_ERRORS = AttemptError(
+    attempt=0,
+    at=0.0,
+    kind=ErrorKind.ERROR,
+    type="CorruptErrorRecord",
+    message="the stored errors of this job were not a JSON array",
+)
+"""The entry a write puts first in a job's errors when what is stored there is not a JSON
+array; the statement sets its traceback to the stored text (see stored_errors.sql)."""
+
+
+@functools.cache
+def _record_params() -> dict[str, str]:
+    """The fixed fields of the error records ack.sql and settle_lost.sql write, as named
+    parameters: their text is decided here and in `records.WORKER_LOST`, never in SQL."""
+    return {
+        "unreadable_errors": orjson.dumps(_UNREADABLE_ERRORS.to_json()).decode(),
+        **WORKER_LOST.params(),
+    }
+
+
+def _appending_errors(sql: str) -> str:
+    """`sql` with its `{stored_errors}` in place: the job's errors as an array to append to."""
+    return sql.replace("{stored_errors}", _body(_sql("stored_errors")).strip())
+
+
+@functools.cache
+def _ack_sql() -> str:
+    return _appending_errors(_sql("ack"))
+
+
 @functools.cache
 def _settle_lost_sql(operation: str) -> str:
-    return _sql("settle_lost").replace("{lost}", _LOST_JOBS[operation])
+    return _appending_errors(_sql("settle_lost")).replace("{lost}", _LOST_JOBS[operation])
 
 
 @functools.cache
@@ -810,7 +843,7 @@ class SQLiteBackend(ThreadDriven):
         run_in = ack.run_in
         error = None if ack.error is None else orjson.dumps(ack.error.to_json()).decode()
         cursor = conn.execute(
-            _sql("ack"),
+            _ack_sql(),
             {
                 "id": ack.ref.id,
                 "token": ack.ref.token,
@@ -821,6 +854,7 @@ class SQLiteBackend(ThreadDriven):
                 "now": now,
                 "result": ack.result,
                 "error": error,
+                **_record_params(),
             },
         )
         return cursor.rowcount == 1
@@ -839,7 +873,7 @@ class SQLiteBackend(ThreadDriven):
             row[0]
             for row in conn.execute(
                 _settle_lost_sql(operation),
-                {"now": now, "now_json": orjson.dumps(now).decode(), **params},
+                {"now": now, "now_json": orjson.dumps(now).decode(), **_record_params(), **params},
             )
         ]
         report = RescueReport(
