@@ -26,6 +26,7 @@ from stagecrew.backends.sqlite import SQLiteBackend
 from stagecrew.backends.sqlite.backend import (
     _claim_sql,
     _migrations,
+    _record_params,
     _settle_lost_sql,
     _sql,
     schema_version,
@@ -83,7 +84,7 @@ def test_claim_reads_the_partial_claim_index_in_order(
 
 def test_rescue_prune_and_stats_use_their_indexes(backend: SQLiteBackend, db_path: Path) -> None:
     conn = raw(db_path)
-    params = {"now": 1.0, "now_json": "1.0", "max_lost": 3, "worker": "w"}
+    params = {"now": 1.0, "now_json": "1.0", "max_lost": 3, "worker": "w", **_record_params()}
     rescue = plan(conn, _settle_lost_sql("rescue"), params)
     assert "stagecrew_jobs_lease" in rescue, rescue
     release = plan(conn, _settle_lost_sql("release_worker"), params)

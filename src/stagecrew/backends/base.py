@@ -468,7 +468,7 @@ class Backend(ABC):
         Only engines with `capabilities.transactional_enqueue` support it.
         """
         if not self.capabilities.transactional_enqueue:
-            raise self._no_transactions()
+            raise self._no_transactions(enqueue=True)
         if not jobs:
             return []
         batch = EnqueueBatch.of(jobs)
@@ -480,7 +480,7 @@ class Backend(ABC):
         self, connection: object, jobs: Sequence[NewJob]
     ) -> list[EnqueuedJob]:
         if not self.capabilities.transactional_enqueue:
-            raise self._no_transactions()
+            raise self._no_transactions(enqueue=True)
         if not jobs:
             return []
         batch = EnqueueBatch.of(jobs)
@@ -490,10 +490,15 @@ class Backend(ABC):
         )
         return batch.expand(stored)
 
-    def _no_transactions(self) -> ConfigurationError:
+    def _no_transactions(self, *, enqueue: bool = False) -> ConfigurationError:
+        if enqueue:
+            return ConfigurationError(
+                f"the {type(self).__name__} store cannot enqueue inside your transaction; "
+                "transactional enqueue needs PostgreSQL"
+            )
         return ConfigurationError(
-            f"the {type(self).__name__} store cannot take part in your transaction; "
-            "transactional enqueue and ctx.transaction() need PostgreSQL"
+            f"the {type(self).__name__} store cannot complete a job inside your transaction; "
+            "ctx.transaction() needs PostgreSQL"
         )
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
@@ -659,7 +664,10 @@ class Backend(ABC):
     @final
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return when new work may exist in `queues`, or after `timeout` seconds."""
-        await self._wait(unique_queues(queues), max(float(timeout), 0.0))
+        try:
+            await self._wait(unique_queues(queues), max(float(timeout), 0.0))
+        except self._store_errors as exc:
+            raise self._failure("wait", exc) from exc
 
     # -- inspection and admin --------------------------------------------
     @final

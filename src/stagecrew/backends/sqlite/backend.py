@@ -5,6 +5,15 @@ parameters, runs them in the right transactions, and turns rows into records.
 The one exception is a `JobFilter`: its optional terms are short fragments
 appended to `list_jobs.sql`, `requeue.sql` and `purge.sql` by `_filter_sql`.
 
+Operations and the driver. Each operation (`_enqueue`, `_claim`, ...) is one
+generator (`ops.Op`) that yields a `Command` (`WRITE`, `READ`, `AUTOCOMMIT`,
+`ROLLBACK`) and is sent this thread's connection; the driver (`_drive`) opens
+the transaction the command names and ends it when the operation yields again
+(commit, or undo for `ROLLBACK`), returns (commit) or raises (rollback). The
+asynchronous driver runs the same operation on this backend's one store thread
+(`ThreadDriven`). Input checks, empty calls and the mapping of failures to
+`EnqueueError` and `BackendError` are the front layer's (`Backend`, base.py).
+
 Concurrency model. SQLite has a single writer. Every write runs inside
 `BEGIN IMMEDIATE`, which takes the write lock before reading anything, so a
 claim's "read the first due jobs, mark them running" cannot interleave with
@@ -29,7 +38,9 @@ there).
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
+import itertools
 import math
 import os
 import random
@@ -37,40 +48,43 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
 
 from ... import transitions
 from ...clock import Clock
-from ...errors import BackendError, ConfigurationError, EnqueueError
+from ...errors import BackendError, ConfigurationError
 from ...job import (
+    WAITING_STATES,
+    AttemptError,
     ClaimedJob,
     EnqueuedJob,
+    ErrorKind,
     Job,
     JobRef,
     JobState,
     NewJob,
 )
 from ..base import (
-    DEFAULT_MAX_LOST,
     Ack,
     AckKind,
-    Backend,
     Capabilities,
     HeartbeatReply,
     JobFilter,
     QueueStats,
     RescueReport,
     Retention,
-    check_new_jobs,
-    check_release_arguments,
+    ThreadDriven,
 )
-from ..records import decode_errors, salvage_claim
+from ..ops import Op, run
+from ..records import WORKER_LOST, decode_errors, salvage_claim
 from ..sql_files import read_migrations, read_statement
+
+T = TypeVar("T")
 
 URL_PREFIX = "sqlite:///"
 DEFAULT_BUSY_TIMEOUT_MS = 5000
@@ -119,9 +133,40 @@ _LOST_JOBS = {"rescue": "lease_expires_at < :now", "release_worker": "lease_owne
 """Which running jobs each operation settles as lost (see settle_lost.sql)."""
 
 
+_UNREADABLE_ERRORS = AttemptError(
+    attempt=0,
+    at=0.0,
+    kind=ErrorKind.ERROR,
+    type="CorruptErrorRecord",
+    message="the stored errors of this job were not a JSON array",
+)
+"""The entry a write puts first in a job's errors when what is stored there is not a JSON
+array; the statement sets its traceback to the stored text (see stored_errors.sql)."""
+
+
+@functools.cache
+def _record_params() -> dict[str, str]:
+    """The fixed fields of the error records ack.sql and settle_lost.sql write, as named
+    parameters: their text is decided here and in `records.WORKER_LOST`, never in SQL."""
+    return {
+        "unreadable_errors": orjson.dumps(_UNREADABLE_ERRORS.to_json()).decode(),
+        **WORKER_LOST.params(),
+    }
+
+
+def _appending_errors(sql: str) -> str:
+    """`sql` with its `{stored_errors}` in place: the job's errors as an array to append to."""
+    return sql.replace("{stored_errors}", _body(_sql("stored_errors")).strip())
+
+
+@functools.cache
+def _ack_sql() -> str:
+    return _appending_errors(_sql("ack"))
+
+
 @functools.cache
 def _settle_lost_sql(operation: str) -> str:
-    return _sql("settle_lost").replace("{lost}", _LOST_JOBS[operation])
+    return _appending_errors(_sql("settle_lost")).replace("{lost}", _LOST_JOBS[operation])
 
 
 @functools.cache
@@ -201,10 +246,6 @@ def _job_from_row(row: Sequence[Any]) -> Job:
     )
 
 
-class _DamagedRow(Exception):
-    """A claimed row holds a value of the wrong type: undo the claim and read it leniently."""
-
-
 def _is_decode_error(exc: sqlite3.OperationalError) -> bool:
     """Python could not decode a TEXT value (SQLite stores whatever bytes it is given)."""
     return str(exc).startswith("Could not decode to UTF-8")
@@ -212,7 +253,7 @@ def _is_decode_error(exc: sqlite3.OperationalError) -> bool:
 
 def _salvage_claims(rows: Sequence[Any], now: float, expires: float) -> list[ClaimedJob]:
     """Claimed rows read with text as bytes, some damaged: `ClaimedJob.defect` says which."""
-    claimed = [
+    return [
         salvage_claim(
             job_id=r[0],
             attempt=r[4],
@@ -230,8 +271,6 @@ def _salvage_claims(rows: Sequence[Any], now: float, expires: float) -> list[Cla
         )
         for r in rows
     ]
-    claimed.sort(key=lambda c: (c.priority, c.run_at, c.id))
-    return claimed
 
 
 def _json_list(values: Iterable[str | int]) -> str:
@@ -316,34 +355,74 @@ def _begin_immediate(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
         conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
 
 
-@contextmanager
-def _write_transaction(conn: sqlite3.Connection, busy_timeout_ms: int) -> Iterator[None]:
-    """`BEGIN IMMEDIATE ... COMMIT`, rolled back on any failure.
+class Command(enum.Enum):
+    """What an operation yields to the driver, which sends back this thread's connection.
 
-    IMMEDIATE takes the write lock up front: a deferred transaction that reads
-    and then writes can fail with SQLITE_BUSY without waiting, and two claims
-    could read the same jobs before either writes.
+    Each command first ends the transaction the operation holds: it commits it, except
+    `ROLLBACK`, which undoes it. What the operation returns commits; what it raises rolls back.
     """
-    _begin_immediate(conn, busy_timeout_ms)
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
 
-
-@contextmanager
-def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    WRITE = "write"
+    """`BEGIN IMMEDIATE`: the write lock before anything is read (see `_begin_immediate`)."""
+    READ = "read"
     """A deferred transaction: several reads from one snapshot, without the write lock."""
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        with suppress(sqlite3.Error):
-            conn.execute("COMMIT")
+    AUTOCOMMIT = "autocommit"
+    """No transaction: each statement commits on its own."""
+    ROLLBACK = "rollback"
+    """Undo what the operation wrote so far, and hold no transaction."""
+
+
+WRITE = Command.WRITE
+READ = Command.READ
+AUTOCOMMIT = Command.AUTOCOMMIT
+ROLLBACK = Command.ROLLBACK
+
+
+class _Transaction:
+    """The driver's side of one operation on one connection: the transaction it holds.
+
+    A write takes the write lock up front (IMMEDIATE): a deferred transaction that reads
+    and then writes can fail with SQLITE_BUSY without waiting, and two claims could read
+    the same jobs before either writes.
+    """
+
+    __slots__ = ("busy_timeout_ms", "conn", "open")
+
+    def __init__(self, conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+        self.conn = conn
+        self.busy_timeout_ms = busy_timeout_ms
+        self.open = False
+
+    def __call__(self, command: Command) -> sqlite3.Connection:
+        if type(command) is not Command:
+            raise TypeError(f"a SQLite operation yields a Command, not {command!r}")
+        if command is ROLLBACK:
+            self.rollback()
+        else:
+            self.commit()
+        if command is WRITE:
+            _begin_immediate(self.conn, self.busy_timeout_ms)
+            self.open = True
+        elif command is READ:
+            self.conn.execute("BEGIN")
+            self.open = True
+        return self.conn
+
+    def commit(self) -> None:
+        if self.open:
+            self.conn.execute("COMMIT")
+            self.open = False
+
+    def rollback(self) -> None:
+        if self.open and self.conn.in_transaction:
+            with suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+        self.open = False
+
+
+def _connected() -> Op[None]:
+    """An operation without statements: driving it opens this thread's connection."""
+    yield AUTOCOMMIT
 
 
 def _parse_url(url: str) -> tuple[str, int, float]:
@@ -383,7 +462,7 @@ def _parse_url(url: str) -> tuple[str, int, float]:
     return os.path.abspath(path), busy_timeout_ms, poll_ms
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(ThreadDriven):
     """Jobs in one SQLite file, shared by every process on this machine.
 
     The constructor does not touch the file. The first connection a process
@@ -484,52 +563,80 @@ class SQLiteBackend(Backend):
             if self._schema_ready_pid != os.getpid():
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version != schema_version():
-                    self._migrate(conn)
+                    self._run(conn, self._migration())
                 self._schema_ready_pid = os.getpid()
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _wrote_work(self) -> None:
+        with self._lock:
+            self._local_writes += 1
+
+    # -- the drivers ---------------------------------------------------------
+    def _drive(self, op: Op[T]) -> T:
+        """Run `op` on this thread's connection (opened, or taken over, on first use)."""
+        return self._run(self._conn(), op)
+
+    def _run(self, conn: sqlite3.Connection, op: Op[T]) -> T:
+        transaction = _Transaction(conn, self.busy_timeout_ms)
+        try:
+            result = run(op, transaction)
+            transaction.commit()
+            return result
+        except BaseException:
+            transaction.rollback()
+            raise
+        finally:
+            op.close()  # an operation stopped at a command still runs its `finally`
+
+    _store_errors = (sqlite3.Error,)
+
+    def _describe_failure(self, operation: str, exc: BaseException) -> str:
+        if operation == "enqueue":
+            return (
+                f"could not enqueue jobs into the SQLite store at {self.path}: {exc}; "
+                f"nothing was written. {self._hint(exc)}"
+            )
+        return f"{operation} failed on the SQLite store at {self.path}: {exc}"
+
+    def _hint(self, exc: BaseException) -> str:
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:
+            return (
+                f"Another connection held the write lock for longer than busy_timeout_ms="
+                f"{self.busy_timeout_ms}; retry, or raise ?busy_timeout_ms= in the URL."
+            )
+        if "unable to open" in text or "readonly" in text or "read-only" in text:
+            return "Check that the path exists and this process may write the file and its folder."
+        return "Check the disk and the file."
+
+    # -- life cycle --------------------------------------------------------
+    def migrate(self) -> None:
+        self._call("migrate", self._migration())
+        self._schema_ready_pid = os.getpid()
+
+    def _migration(self) -> Op[None]:
         """Apply the missing migrations in one write transaction.
 
         Several processes may get here at once; the write lock serialises them
         and the version is read again under it, so each migration runs once.
         """
         target = schema_version()
-        with _write_transaction(conn, self.busy_timeout_ms):
-            current = conn.execute("PRAGMA user_version").fetchone()[0]
-            if current > target:
-                raise BackendError(
-                    f"the SQLite store at {self.path} has schema version {current}, newer than "
-                    f"this stagecrew knows ({target}); upgrade stagecrew on this machine"
-                )
-            for version, _name, script in _migrations():
-                if version <= current:
-                    continue
-                for statement in _statements(script):
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {target}")
-
-    @contextmanager
-    def _failures(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
+        conn: sqlite3.Connection = yield WRITE
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > target:
             raise BackendError(
-                f"{operation} failed on the SQLite store at {self.path}: {exc}"
-            ) from exc
-
-    def _wrote_work(self) -> None:
-        with self._lock:
-            self._local_writes += 1
-
-    # -- life cycle --------------------------------------------------------
-    def migrate(self) -> None:
-        with self._failures("migrate"):
-            self._migrate(self._conn())
-            self._schema_ready_pid = os.getpid()
+                f"the SQLite store at {self.path} has schema version {current}, newer than "
+                f"this stagecrew knows ({target}); upgrade stagecrew on this machine"
+            )
+        for version, _name, script in _migrations():
+            if version <= current:
+                continue
+            for statement in _statements(script):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {target}")
 
     def prepare(self) -> None:
         """Nothing to do up front: each process's first connection creates or upgrades the schema.
@@ -542,8 +649,7 @@ class SQLiteBackend(Backend):
     def preflight(self) -> list[str]:
         """Open the database (creating or upgrading its schema), so that a worker that cannot
         reports it when it starts, and tries again, instead of failing every claim."""
-        with self._failures("preflight"):
-            self._conn()
+        self._call("preflight", _connected())
         return []
 
     def close(self) -> None:
@@ -558,101 +664,68 @@ class SQLiteBackend(Backend):
                     local.conn.close()
 
     # -- producer ----------------------------------------------------------
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
+    def _enqueue(self, jobs: Sequence[NewJob]) -> Op[list[EnqueuedJob]]:
         """Insert the batch in one transaction; ids of a batch are consecutive.
 
-        Deduplication is decided before inserting, under the write lock, so the
-        inserts themselves can run as one `executemany`: each row's id is then
-        the previous one plus one (AUTOINCREMENT with no other writer), which
-        saves a round trip per row.
+        Which keys are stored already is read first, under the write lock, so the
+        inserts can run as one `executemany`: each row's id is then the previous one
+        plus one (AUTOINCREMENT with no other writer), which saves a round trip per row.
         """
-        if not jobs:
-            return []
-        check_new_jobs(jobs)
         now = self.clock.now()
-        keys = {job.idempotency_key for job in jobs if job.idempotency_key is not None}
-        try:
-            conn = self._conn()
-            with _write_transaction(conn, self.busy_timeout_ms):
-                stored: dict[str, int] = {}
-                if keys:
-                    stored = dict(conn.execute(_sql("enqueue_find_keys"), (_json_list(keys),)))
-                rows: list[tuple[Any, ...]] = []
-                # per job: ("new", row index), ("same", row index of an earlier job of this
-                # batch with the same key) or ("stored", id of the stored job holding the key)
-                plan: list[tuple[str, int]] = []
-                batch_keys: dict[str, int] = {}
-                for job in jobs:
-                    key = job.idempotency_key
-                    if key is not None:
-                        if key in stored:
-                            plan.append(("stored", stored[key]))
-                            continue
-                        if key in batch_keys:
-                            plan.append(("same", batch_keys[key]))
-                            continue
-                        batch_keys[key] = len(rows)
-                    run_at = now + job.delay if job.run_at is None else job.run_at
-                    plan.append(("new", len(rows)))
-                    rows.append(
-                        (
-                            job.task,
-                            job.queue,
-                            transitions.initial_state(run_at, now).value,
-                            job.payload,
-                            job.priority,
-                            run_at,
-                            job.max_attempts,
-                            now,
-                            key,
-                        )
-                    )
-                first_id = self._insert(conn, rows) if rows else 0
-        except (sqlite3.Error, BackendError, OverflowError) as exc:
-            raise EnqueueError(
-                f"could not enqueue {len(jobs)} job(s) into the SQLite store at {self.path}: "
-                f"{exc}; nothing was written. {self._hint(exc)}"
-            ) from exc
+        keys = [job.idempotency_key for job in jobs if job.idempotency_key is not None]
+        conn: sqlite3.Connection = yield WRITE
+        stored: dict[str, int] = {}
+        if keys:
+            stored = dict(conn.execute(_sql("enqueue_find_keys"), (_json_list(keys),)))
+        rows: list[tuple[Any, ...]] = []
+        for job in jobs:
+            if job.idempotency_key in stored:
+                continue
+            run_at = now + job.delay if job.run_at is None else job.run_at
+            rows.append(
+                (
+                    job.task,
+                    job.queue,
+                    transitions.initial_state(run_at, now).value,
+                    job.payload,
+                    job.priority,
+                    run_at,
+                    job.max_attempts,
+                    now,
+                    job.idempotency_key,
+                )
+            )
+        new_ids = itertools.count(self._insert(conn, rows) if rows else 0)
         if rows:
+            yield AUTOCOMMIT  # committed before a waiter wakes to look
             self._wrote_work()
         return [
-            EnqueuedJob(value, created=False)
-            if how == "stored"
-            else EnqueuedJob(first_id + value, created=how == "new")
-            for how, value in plan
+            EnqueuedJob(stored[key], created=False)
+            if key is not None and key in stored
+            else EnqueuedJob(next(new_ids), created=True)
+            for key in (job.idempotency_key for job in jobs)
         ]
 
     def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
         """Insert `rows` and return the first id (the others follow it)."""
-        if len(rows) == 1:
-            last = conn.execute(_sql("enqueue_insert"), rows[0]).lastrowid
-        else:
-            before = conn.total_changes
-            conn.executemany(_sql("enqueue_insert"), rows)
-            last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-            if conn.total_changes - before != len(rows):
-                raise BackendError("the batch insert did not insert every row")
+        try:
+            if len(rows) == 1:
+                last = conn.execute(_sql("enqueue_insert"), rows[0]).lastrowid
+            else:
+                before = conn.total_changes
+                conn.executemany(_sql("enqueue_insert"), rows)
+                last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                if conn.total_changes - before != len(rows):
+                    raise sqlite3.DatabaseError("the batch insert did not insert every row")
+        except OverflowError as exc:  # an integer SQLite cannot store: the store refuses it
+            raise sqlite3.DataError(str(exc)) from exc
         assert last is not None
         return int(last) - len(rows) + 1
 
-    def _hint(self, exc: Exception) -> str:
-        text = str(exc).lower()
-        if "locked" in text or "busy" in text:
-            return (
-                f"Another connection held the write lock for longer than busy_timeout_ms="
-                f"{self.busy_timeout_ms}; retry, or raise ?busy_timeout_ms= in the URL."
-            )
-        if "unable to open" in text or "readonly" in text or "read-only" in text:
-            return "Check that the path exists and this process may write the file and its folder."
-        return "Check the disk and the file."
-
     # -- worker ------------------------------------------------------------
-    def claim(
-        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
-    ) -> list[ClaimedJob]:
-        wanted = list(dict.fromkeys(queues))
-        if limit <= 0 or not wanted:
-            return []
+    def _claim(
+        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+    ) -> Op[list[ClaimedJob]]:
         now = self.clock.now()
         expires = now + lease_seconds
         params: dict[str, Any] = {
@@ -661,55 +734,51 @@ class SQLiteBackend(Backend):
             "lease_expires_at": expires,
             "limit": limit,
         }
-        if len(wanted) > MAX_UNION_QUEUES:
-            params["queues"] = orjson.dumps(wanted).decode()
+        if len(queues) > MAX_UNION_QUEUES:
+            params["queues"] = _json_list(queues)
         else:
-            params.update({f"q{i}": q for i, q in enumerate(wanted)})
-        sql = _claim_sql(len(wanted))
-        with self._failures("claim"):
-            conn = self._conn()
-            try:
-                with _write_transaction(conn, self.busy_timeout_ms):
-                    rows = conn.execute(sql, params).fetchall()
-                    if not all(r[11] for r in rows):
-                        raise _DamagedRow
-            except (_DamagedRow, sqlite3.OperationalError) as exc:
-                if isinstance(exc, sqlite3.OperationalError) and not _is_decode_error(exc):
-                    raise
-                # claim again, reading text as bytes, so that every row can be read
-                conn.text_factory = bytes
-                try:
-                    with _write_transaction(conn, self.busy_timeout_ms):
-                        rows = conn.execute(sql, params).fetchall()
-                finally:
-                    conn.text_factory = str
-                return _salvage_claims(rows, now, expires)
-        claimed = [
-            ClaimedJob(
-                id=r[0],
-                task=r[1],
-                queue=r[2],
-                payload=r[3],
-                attempt=r[4],
-                token=r[10],
-                max_attempts=r[5],
-                priority=r[6],
-                enqueued_at=_real(r[7]),
-                run_at=_real(r[8]),
-                started_at=now,
-                lease_expires_at=expires,
-                lost=r[9],
-            )
-            for r in rows
-        ]
-        claimed.sort(key=lambda c: (c.priority, c.run_at, c.id))
-        return claimed
+            params.update({f"q{i}": q for i, q in enumerate(queues)})
+        sql = _claim_sql(len(queues))
+        conn: sqlite3.Connection = yield WRITE
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _is_decode_error(exc):
+                raise
+        else:
+            if all(r[11] for r in rows):
+                return [
+                    ClaimedJob(
+                        id=r[0],
+                        task=r[1],
+                        queue=r[2],
+                        payload=r[3],
+                        attempt=r[4],
+                        token=r[10],
+                        max_attempts=r[5],
+                        priority=r[6],
+                        enqueued_at=_real(r[7]),
+                        run_at=_real(r[8]),
+                        started_at=now,
+                        lease_expires_at=expires,
+                        lost=r[9],
+                    )
+                    for r in rows
+                ]
+        # A damaged row: undo this claim and claim again, reading text as bytes, so that
+        # every row can be read.
+        yield ROLLBACK
+        conn = yield WRITE
+        conn.text_factory = bytes
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        finally:
+            conn.text_factory = str
+        return _salvage_claims(rows, now, expires)
 
-    def heartbeat(
-        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
-    ) -> HeartbeatReply:
-        if not refs:
-            return HeartbeatReply(frozenset(), frozenset())
+    def _heartbeat(
+        self, worker: str, refs: tuple[JobRef, ...], lease_seconds: float
+    ) -> Op[HeartbeatReply]:
         params: dict[str, Any] = {
             "worker": worker,
             "lease_expires_at": self.clock.now() + lease_seconds,
@@ -717,28 +786,24 @@ class SQLiteBackend(Backend):
         lost: set[int] = set()
         cancel: set[int] = set()
         sql = _sql("heartbeat")
-        with self._failures("heartbeat"):
-            conn = self._conn()
-            with _write_transaction(conn, self.busy_timeout_ms):
-                for ref in refs:
-                    params["id"] = ref.id
-                    params["token"] = ref.token
-                    row = conn.execute(sql, params).fetchone()
-                    if row is None:
-                        lost.add(ref.id)
-                    elif row[0]:
-                        cancel.add(ref.id)
+        conn: sqlite3.Connection = yield WRITE
+        for ref in refs:
+            params["id"] = ref.id
+            params["token"] = ref.token
+            row = conn.execute(sql, params).fetchone()
+            if row is None:
+                lost.add(ref.id)
+            elif row[0]:
+                cancel.add(ref.id)
         return HeartbeatReply(frozenset(lost), frozenset(cancel))
 
-    def ack(self, acks: Sequence[Ack]) -> list[bool]:
+    def _ack(self, acks: Sequence[Ack]) -> Op[list[bool]]:
         """Apply the acks in order, in one transaction.
 
         Plain completions, the bulk of every batch, go through one statement
         (`ack_complete_many`) when no job appears twice in the batch: the acks
         then touch distinct rows, so applying them out of order changes nothing.
         """
-        if not acks:
-            return []
         now = self.clock.now()
         bulk = [
             i
@@ -750,148 +815,130 @@ class SQLiteBackend(Backend):
         if len(bulk) < 2 or len({ack.ref.id for ack in acks}) != len(acks):
             bulk = []
         applied = [False] * len(acks)
-        with self._failures("ack"):
-            conn = self._conn()
-            with _write_transaction(conn, self.busy_timeout_ms):
-                if bulk:
-                    done = {
-                        row[0]
-                        for row in conn.execute(
-                            _sql("ack_complete_many"),
-                            {
-                                "now": now,
-                                "acks": orjson.dumps(
-                                    [
-                                        (acks[i].ref.id, acks[i].ref.token, acks[i].result)
-                                        for i in bulk
-                                    ]
-                                ).decode(),
-                            },
-                        )
-                    }
-                    for i in bulk:
-                        applied[i] = acks[i].ref.id in done
-                for i in sorted(set(range(len(acks))) - set(bulk)):
-                    applied[i] = self._ack_one(conn, acks[i], now)
-        if any(a.kind in (AckKind.RETRY, AckKind.RELEASE) for a in acks):
+        conn: sqlite3.Connection = yield WRITE
+        if bulk:
+            done = {
+                row[0]
+                for row in conn.execute(
+                    _sql("ack_complete_many"),
+                    {
+                        "now": now,
+                        "acks": orjson.dumps(
+                            [(acks[i].ref.id, acks[i].ref.token, acks[i].result) for i in bulk]
+                        ).decode(),
+                    },
+                )
+            }
+            for i in bulk:
+                applied[i] = acks[i].ref.id in done
+        for i in sorted(set(range(len(acks))) - set(bulk)):
+            applied[i] = self._ack_one(conn, acks[i], now)
+        if any(ack.target in WAITING_STATES for ack in acks):
+            yield AUTOCOMMIT  # committed before a waiter wakes to look
             self._wrote_work()
         return applied
 
     def _ack_one(self, conn: sqlite3.Connection, ack: Ack, now: float) -> bool:
-        kind = ack.kind
         target = ack.target
+        run_in = ack.run_in
         error = None if ack.error is None else orjson.dumps(ack.error.to_json()).decode()
-        run_at = now + (ack.delay or 0.0) if target is JobState.SCHEDULED else None
         cursor = conn.execute(
-            _sql("ack"),
+            _ack_sql(),
             {
                 "id": ack.ref.id,
                 "token": ack.ref.token,
                 "state": target.value,
-                "uncounted": 1 if kind is AckKind.RELEASE else 0,
-                "run_at": run_at,
+                "uncounted": 1 if ack.kind is AckKind.RELEASE else 0,
+                "run_at": None if run_in is None else now + run_in,
                 "finished_at": now if target.is_final else None,
                 "now": now,
-                "set_result": kind is AckKind.COMPLETE,
                 "result": ack.result,
                 "error": error,
+                **_record_params(),
             },
         )
         return cursor.rowcount == 1
 
-    def rescue(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
+    def _rescue(self, max_lost: int) -> Op[RescueReport]:
         return self._settle_lost("rescue", {"max_lost": max_lost})
 
-    def release_worker(self, worker: str, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
-        check_release_arguments(worker, max_lost)
+    def _release_worker(self, worker: str, max_lost: int) -> Op[RescueReport]:
         return self._settle_lost("release_worker", {"worker": worker, "max_lost": max_lost})
 
-    def _settle_lost(self, operation: str, params: dict[str, Any]) -> RescueReport:
+    def _settle_lost(self, operation: str, params: dict[str, Any]) -> Op[RescueReport]:
         """Record a lost worker on each job `operation` (rescue, release_worker) settles."""
         now = self.clock.now()
-        with self._failures(operation):
-            conn = self._conn()
-            with _write_transaction(conn, self.busy_timeout_ms):
-                states = [
-                    row[0]
-                    for row in conn.execute(
-                        _settle_lost_sql(operation),
-                        {"now": now, "now_json": orjson.dumps(now).decode(), **params},
-                    )
-                ]
+        conn: sqlite3.Connection = yield WRITE
+        states = [
+            row[0]
+            for row in conn.execute(
+                _settle_lost_sql(operation),
+                {"now": now, "now_json": orjson.dumps(now).decode(), **_record_params(), **params},
+            )
+        ]
         report = RescueReport(
             requeued=states.count(JobState.AVAILABLE.value),
             dead=states.count(JobState.DEAD.value),
             cancelled=states.count(JobState.CANCELLED.value),
         )
         if report.requeued:
+            yield AUTOCOMMIT  # committed before a waiter wakes to look
             self._wrote_work()
         return report
 
-    def prune(self, retention: Retention, limit: int = 1000) -> int:
-        if limit <= 0:
-            return 0
+    def _prune(self, retention: Retention, limit: int) -> Op[int]:
         now = self.clock.now()
 
         def before(state: JobState) -> float | None:
             horizon = retention.horizon(state)
             return None if horizon is None else now - horizon
 
-        with self._failures("prune"):
-            conn = self._conn()
-            with _write_transaction(conn, self.busy_timeout_ms):
-                cursor = conn.execute(
-                    _sql("prune"),
-                    {
-                        "succeeded_before": before(JobState.SUCCEEDED),
-                        "cancelled_before": before(JobState.CANCELLED),
-                        "dead_before": before(JobState.DEAD),
-                        "limit": limit,
-                    },
-                )
-                return cursor.rowcount
+        conn: sqlite3.Connection = yield WRITE
+        cursor = conn.execute(
+            _sql("prune"),
+            {
+                "succeeded_before": before(JobState.SUCCEEDED),
+                "cancelled_before": before(JobState.CANCELLED),
+                "dead_before": before(JobState.DEAD),
+                "limit": limit,
+            },
+        )
+        return cursor.rowcount
 
-    async def wait(
-        self,
-        queues: Sequence[str],
-        timeout: float,
-    ) -> None:
+    async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:
         """Poll `PRAGMA data_version` until another connection commits, or the timeout.
 
         The poll runs on the calling thread's own connection (a pragma read, no
         lock, a few microseconds), so it never queues behind this backend's
-        worker thread. What counts as "seen" is kept between calls, so a commit
+        store thread. What counts as "seen" is kept between calls, so a commit
         that lands between one `wait` and the next still wakes the second one.
         Any commit wakes it, whatever queue it touched: a spurious wake-up only
         costs an empty claim.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(timeout, 0.0)
-        with self._failures("wait"):
-            local = self._connection()
-            # this call's own baseline, so two waiters on one thread both see a change
-            seen_version, seen_writes = local.seen_data_version, local.seen_local_writes
-            pragma = "PRAGMA data_version"
+        deadline = loop.time() + timeout
+        local = self._connection()
+        # this call's own baseline, so two waiters on one thread both see a change
+        seen_version, seen_writes = local.seen_data_version, local.seen_local_writes
+        pragma = "PRAGMA data_version"
+        version = local.conn.execute(pragma).fetchone()[0]
+        writes = self._local_writes
+        while version == seen_version and writes == seen_writes:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(self.poll_interval, remaining))
             version = local.conn.execute(pragma).fetchone()[0]
             writes = self._local_writes
-            while version == seen_version and writes == seen_writes:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                await asyncio.sleep(min(self.poll_interval, remaining))
-                version = local.conn.execute(pragma).fetchone()[0]
-                writes = self._local_writes
-            local.seen_data_version, local.seen_local_writes = version, writes
+        local.seen_data_version, local.seen_local_writes = version, writes
 
     # -- inspection and admin ----------------------------------------------
-    def get(self, job_id: int) -> Job | None:
-        with self._failures("get"):
-            rows = _read_rows(self._conn(), _sql("get_job"), {"id": job_id})
+    def _get(self, job_id: int) -> Op[Job | None]:
+        conn: sqlite3.Connection = yield AUTOCOMMIT
+        rows = _read_rows(conn, _sql("get_job"), {"id": job_id})
         return _job_from_row(rows[0]) if rows else None
 
-    def list_jobs(self, job_filter: JobFilter) -> list[Job]:
-        if job_filter.limit is not None and job_filter.limit <= 0:
-            return []
+    def _list_jobs(self, job_filter: JobFilter) -> Op[list[Job]]:
         terms, params = _filter_sql(job_filter)
         sql = _sql("list_jobs")
         if terms:
@@ -900,17 +947,14 @@ class SQLiteBackend(Backend):
         if job_filter.limit is not None:
             sql += "\nLIMIT :f_limit"
             params["f_limit"] = job_filter.limit
-        with self._failures("list_jobs"):
-            rows = _read_rows(self._conn(), sql, params)
-        return [_job_from_row(row) for row in rows]
+        conn: sqlite3.Connection = yield AUTOCOMMIT
+        return [_job_from_row(row) for row in _read_rows(conn, sql, params)]
 
-    def stats(self) -> list[QueueStats]:
+    def _stats(self) -> Op[list[QueueStats]]:
         now = self.clock.now()
-        with self._failures("stats"):
-            conn = self._conn()
-            with _read_transaction(conn):  # one snapshot for both reads
-                counts = conn.execute(_sql("stats_counts")).fetchall()
-                oldest = dict(conn.execute(_sql("stats_oldest"), {"now": now}).fetchall())
+        conn: sqlite3.Connection = yield READ  # one snapshot for both reads
+        counts = conn.execute(_sql("stats_counts")).fetchall()
+        oldest = dict(conn.execute(_sql("stats_oldest"), {"now": now}).fetchall())
         per_queue: dict[str, dict[JobState, int]] = {}
         for queue, state, count in counts:
             per_queue.setdefault(queue, {})[_JOB_STATE[state]] = count
@@ -923,46 +967,39 @@ class SQLiteBackend(Backend):
             for queue in sorted(per_queue)
         ]
 
-    def cancel(self, job_id: int) -> Job | None:
-        with self._failures("cancel"):
-            conn = self._conn()
-            with _write_transaction(conn, self.busy_timeout_ms):
-                row = conn.execute(
-                    _sql("cancel"), {"id": job_id, "now": self.clock.now()}
-                ).fetchone()
-                if row is None:  # finished, or no such job: report it as it is
-                    row = conn.execute(_sql("get_job"), {"id": job_id}).fetchone()
+    def _cancel(self, job_id: int) -> Op[Job | None]:
+        conn: sqlite3.Connection = yield WRITE
+        row = conn.execute(_sql("cancel"), {"id": job_id, "now": self.clock.now()}).fetchone()
+        if row is None:  # finished, or no such job: report it as it is
+            row = conn.execute(_sql("get_job"), {"id": job_id}).fetchone()
         return None if row is None else _job_from_row(row)
 
-    def requeue(self, job_filter: JobFilter) -> int:
+    def _requeue(self, job_filter: JobFilter) -> Op[int]:
         """Requeue every match; `job_filter.limit` is ignored, as by the memory engine."""
         terms, params = _filter_sql(job_filter)
         params["now"] = self.clock.now()
         sql = _sql("requeue") + "".join(f"\n  AND {t}" for t in terms)
-        with self._failures("requeue"):
-            conn = self._conn()
-            with _write_transaction(conn, self.busy_timeout_ms):
-                count = conn.execute(sql, params).rowcount
+        conn: sqlite3.Connection = yield WRITE
+        count: int = conn.execute(sql, params).rowcount
         if count:
+            yield AUTOCOMMIT  # committed before a waiter wakes to look
             self._wrote_work()
         return count
 
-    def purge(self, job_filter: JobFilter) -> int:
+    def _purge(self, job_filter: JobFilter) -> Op[int]:
         """Delete every match; `job_filter.limit` is ignored, as by the memory engine."""
         terms, params = _filter_sql(job_filter)
         sql = _sql("purge") + "".join(f"\n  AND {t}" for t in terms)
-        with self._failures("purge"):
-            conn = self._conn()
-            with _write_transaction(conn, self.busy_timeout_ms):
-                return conn.execute(sql, params).rowcount
+        conn: sqlite3.Connection = yield WRITE
+        count: int = conn.execute(sql, params).rowcount
+        return count
 
-    def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
-        with self._failures("next_run_at"):
-            conn = self._conn()
-            if queues is None:
-                row = conn.execute(_sql("next_run_at")).fetchone()
-            else:
-                row = conn.execute(
-                    _sql("next_run_at_queues"), {"queues": orjson.dumps(list(queues)).decode()}
-                ).fetchone()
+    def _next_run_at(self, queues: tuple[str, ...] | None) -> Op[float | None]:
+        conn: sqlite3.Connection = yield AUTOCOMMIT
+        if queues is None:
+            row = conn.execute(_sql("next_run_at")).fetchone()
+        else:
+            row = conn.execute(
+                _sql("next_run_at_queues"), {"queues": _json_list(queues)}
+            ).fetchone()
         return None if row is None else _real(row[0])

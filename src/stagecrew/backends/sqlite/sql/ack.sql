@@ -2,9 +2,9 @@
 -- A retry or hand-back of a job with a pending cancel request ends it cancelled instead.
 -- :run_at is when a retry or a delayed hand-back is due (now + its delay), else NULL; a
 -- hand-back (:uncounted = 1) gives its attempt back.
--- :error is AttemptError JSON, or NULL to leave errors alone. A stored errors value that is not
--- a JSON array is kept as the traceback of one CorruptErrorRecord entry instead of failing the
--- ack (the same expression is in settle_lost.sql).
+-- :result is set where given (a completion's JSON text), else the stored result stays.
+-- :error is AttemptError JSON, or NULL to leave errors alone; stored_errors.sql (the backend splices
+-- it in) keeps a stored value that is not a JSON array instead of failing the ack.
 UPDATE stagecrew_jobs
 SET state = CASE
         WHEN cancel_requested AND :state IN ('scheduled', 'available') THEN 'cancelled'
@@ -16,23 +16,10 @@ SET state = CASE
         WHEN cancel_requested AND :state IN ('scheduled', 'available') THEN :now
         ELSE coalesce(:finished_at, finished_at)
     END,
-    result = CASE WHEN :set_result THEN :result ELSE result END,
+    result = coalesce(:result, result),
     errors = CASE
         WHEN :error IS NULL THEN errors
-        ELSE json_insert(
-            coalesce(
-                CASE WHEN json_valid(coalesce(errors, '[]')) THEN
-                    CASE WHEN json_type(coalesce(errors, '[]')) = 'array'
-                        THEN coalesce(errors, '[]') END
-                END,
-                json_array(json_object(
-                    'attempt', 0, 'at', 0.0, 'kind', 'error', 'type', 'CorruptErrorRecord',
-                    'message', 'the stored errors of this job were not a JSON array',
-                    'traceback', errors
-                ))
-            ),
-            '$[#]', json(:error)
-        )
+        ELSE json_insert({stored_errors}, '$[#]', json(:error))
     END,
     lease_owner = NULL,
     lease_expires_at = NULL

@@ -2,7 +2,10 @@
 -- "lease_expires_at < :now" for rescue, "lease_owner = :worker" for release_worker (a worker
 -- known to be dead: its supervisor saw the process exit), spliced in by the backend.
 -- SET expressions read the row as it was, so "lost + 1" is the loss being recorded now.
--- :now_json is :now as JSON text, so the error's time keeps every digit of the float.
+-- The error recorded is records.WORKER_LOST: its fixed fields come as :lost_type, :lost_message
+-- (one %s for the lease owner), :lost_kind and :lost_cancelled_kind; the row adds its owner, its
+-- attempt and :now_json (:now as JSON text, so the error's time keeps every digit of the float).
+-- The errors appended to are those of stored_errors.sql, spliced in by the backend.
 -- INDEXED BY: without it the planner scans every running job through stagecrew_jobs_state_queue
 -- (stagecrew_jobs_lease holds only running jobs, so it serves both).
 UPDATE stagecrew_jobs INDEXED BY stagecrew_jobs_lease
@@ -16,23 +19,13 @@ SET state = CASE
     END,
     lost = lost + 1,
     errors = json_insert(
-        coalesce(
-            CASE WHEN json_valid(coalesce(errors, '[]')) THEN
-                CASE WHEN json_type(coalesce(errors, '[]')) = 'array'
-                    THEN coalesce(errors, '[]') END
-            END,
-            json_array(json_object(
-                'attempt', 0, 'at', 0.0, 'kind', 'error', 'type', 'CorruptErrorRecord',
-                'message', 'the stored errors of this job were not a JSON array',
-                'traceback', errors
-            ))
-        ),
+        {stored_errors},
         '$[#]', json_object(
             'attempt', attempt,
             'at', json(:now_json),
-            'kind', CASE WHEN cancel_requested THEN 'cancelled' ELSE 'lost' END,
-            'type', 'WorkerLost',
-            'message', 'worker ' || coalesce(lease_owner, 'None') || ' lost its lease (worker lost)',
+            'kind', CASE WHEN cancel_requested THEN :lost_cancelled_kind ELSE :lost_kind END,
+            'type', :lost_type,
+            'message', printf(:lost_message, coalesce(lease_owner, 'None')),
             'traceback', ''
         )
     ),
