@@ -199,6 +199,17 @@ class App:
         task = self.get_task(task_name)
         return task.options(**options).enqueue(*args, **(kwargs or {}))
 
+    async def enqueue_async(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> JobHandle:
+        """`enqueue` without blocking the event loop."""
+        task = self.get_task(task_name)
+        return await task.options(**options).enqueue_async(*args, **(kwargs or {}))
+
     def _handles(self, results: Sequence[Any]) -> list[JobHandle]:
         return [JobHandle(self, r.id, created=r.created) for r in results]
 
@@ -235,13 +246,20 @@ class App:
 
 
 class Jobs:
-    """Inspection and admin: `app.jobs.get(id)`, `.list(...)`, `.cancel(id)`, `.requeue(...)`."""
+    """Inspection and admin: `app.jobs.get(id)`, `.list(...)`, `.cancel(id)`, `.requeue(...)`.
+
+    Each call has an async form (`get_async`, `list_async`, ...) that does the same
+    without blocking the event loop.
+    """
 
     def __init__(self, app: App) -> None:
         self._app = app
 
     def get(self, job_id: int) -> Job:
         return require(self._app.backend.get(job_id), job_id)
+
+    async def get_async(self, job_id: int) -> Job:
+        return require(await self._app.backend.get_async(job_id), job_id)
 
     def list(
         self,
@@ -252,18 +270,25 @@ class Jobs:
         limit: int = 100,
         before_id: int | None = None,
     ) -> builtins.list[Job]:
-        return self._app.backend.list_jobs(
-            JobFilter(
-                states=frozenset({JobState(state)}) if state else frozenset(),
-                queues=frozenset({queue}) if queue else frozenset(),
-                tasks=frozenset({task}) if task else frozenset(),
-                limit=limit,
-                before_id=before_id,
-            )
-        )
+        return self._app.backend.list_jobs(_list_filter(state, queue, task, limit, before_id))
+
+    async def list_async(
+        self,
+        *,
+        state: JobState | str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> builtins.list[Job]:
+        job_filter = _list_filter(state, queue, task, limit, before_id)
+        return await self._app.backend.list_jobs_async(job_filter)
 
     def cancel(self, job_id: int) -> Job:
         return require(self._app.backend.cancel(job_id), job_id)
+
+    async def cancel_async(self, job_id: int) -> Job:
+        return require(await self._app.backend.cancel_async(job_id), job_id)
 
     def requeue(
         self,
@@ -274,17 +299,18 @@ class Jobs:
         queue: str | None = None,
     ) -> int:
         """Re-run dead (or cancelled) jobs with a fresh attempt count (`stagecrew dlq requeue`)."""
-        if not ids and not all_dead:
-            raise ConfigurationError("name job ids to requeue, or ask for all dead jobs")
-        states = frozenset({JobState.DEAD}) if all_dead else frozenset()
-        return self._app.backend.requeue(
-            JobFilter(
-                states=states,
-                ids=frozenset(ids),
-                tasks=frozenset({task}) if task else frozenset(),
-                queues=frozenset({queue}) if queue else frozenset(),
-            )
-        )
+        return self._app.backend.requeue(_requeue_filter(ids, all_dead, task, queue))
+
+    async def requeue_async(
+        self,
+        ids: Sequence[int] = (),
+        *,
+        all_dead: bool = False,
+        task: str | None = None,
+        queue: str | None = None,
+    ) -> int:
+        job_filter = _requeue_filter(ids, all_dead, task, queue)
+        return await self._app.backend.requeue_async(job_filter)
 
     retry = requeue
     """The former name of `requeue`, kept working."""
@@ -298,20 +324,74 @@ class Jobs:
         queue: str | None = None,
     ) -> int:
         """Delete finished jobs in `state`; with `older_than`, only those finished that long ago."""
+        return self._app.backend.purge(self._purge_filter(state, older_than, task, queue))
+
+    async def purge_async(
+        self,
+        *,
+        state: JobState | str = JobState.DEAD,
+        older_than: float | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+    ) -> int:
+        job_filter = self._purge_filter(state, older_than, task, queue)
+        return await self._app.backend.purge_async(job_filter)
+
+    def _purge_filter(
+        self,
+        state: JobState | str,
+        older_than: float | None,
+        task: str | None,
+        queue: str | None,
+    ) -> JobFilter:
         before = None
         if older_than is not None:
             before = self._app.clock.now() - checked_seconds(older_than, "older_than")
-        return self._app.backend.purge(
-            JobFilter(
-                states=frozenset({JobState(state)}),
-                finished_before=before,
-                tasks=frozenset({task}) if task else frozenset(),
-                queues=frozenset({queue}) if queue else frozenset(),
-            )
+        return JobFilter(
+            states=frozenset({JobState(state)}),
+            finished_before=before,
+            tasks=_one(task),
+            queues=_one(queue),
         )
 
     def stats(self) -> builtins.list[QueueStats]:
         return self._app.backend.stats()
+
+    async def stats_async(self) -> builtins.list[QueueStats]:
+        return await self._app.backend.stats_async()
+
+
+def _one(name: str | None) -> frozenset[str]:
+    return frozenset({name}) if name else frozenset()
+
+
+def _list_filter(
+    state: JobState | str | None,
+    queue: str | None,
+    task: str | None,
+    limit: int,
+    before_id: int | None,
+) -> JobFilter:
+    return JobFilter(
+        states=frozenset({JobState(state)}) if state else frozenset(),
+        queues=_one(queue),
+        tasks=_one(task),
+        limit=limit,
+        before_id=before_id,
+    )
+
+
+def _requeue_filter(
+    ids: Sequence[int], all_dead: bool, task: str | None, queue: str | None
+) -> JobFilter:
+    if not ids and not all_dead:
+        raise ConfigurationError("name job ids to requeue, or ask for all dead jobs")
+    return JobFilter(
+        states=frozenset({JobState.DEAD}) if all_dead else frozenset(),
+        ids=frozenset(ids),
+        tasks=_one(task),
+        queues=_one(queue),
+    )
 
 
 __all__ = ["App", "EnqueueOptions", "Jobs"]

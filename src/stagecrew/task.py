@@ -257,6 +257,9 @@ class Task(Generic[P, R]):
     def enqueue_many(self, calls: Iterable[Any]) -> list[JobHandle]:
         return BoundTask(self, _DEFAULT_OPTIONS).enqueue_many(calls)
 
+    async def enqueue_many_async(self, calls: Iterable[Any]) -> list[JobHandle]:
+        return await BoundTask(self, _DEFAULT_OPTIONS).enqueue_many_async(calls)
+
 
 class BoundTask(Generic[P, R]):
     """A task with per-call options, ready to enqueue."""
@@ -288,6 +291,11 @@ class BoundTask(Generic[P, R]):
         """
         jobs = self.task.build_many(map(_split, calls), self.opts)
         return self.task.app._enqueue(jobs, self.opts.connection) if jobs else []
+
+    async def enqueue_many_async(self, calls: Iterable[Any]) -> list[JobHandle]:
+        """`enqueue_many` without blocking the event loop: one write, all or none."""
+        jobs = self.task.build_many(map(_split, calls), self.opts)
+        return await self.task.app._enqueue_async(jobs, self.opts.connection) if jobs else []
 
 
 def vars_of(opts: EnqueueOptions) -> dict[str, Any]:

@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import math
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -56,6 +57,9 @@ from .ops import Op
 T = TypeVar("T")
 
 DAY = 86_400.0
+
+FINISHED_POLL_SECONDS = 0.05
+"""How often the fallback `_wait_finished` of an engine that cannot notify reads the job."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +386,32 @@ class Backend(ABC):
         """Return when work may be due in `queues`, or after `timeout` seconds (polling)."""
         await asyncio.sleep(timeout)
 
+    def _wait_finished(self, job_id: int, timeout: float) -> None:
+        """Return when job `job_id` may be final or gone, or after `timeout` seconds.
+
+        This default is the fallback for an engine that cannot notify: a bounded poll of
+        the store, one read of the job every `FINISHED_POLL_SECONDS`. An engine that can
+        notify overrides both forms: it arms its notification first (LISTEN, SUBSCRIBE, a
+        `data_version` baseline, a condition), then reads the job once and returns if it is
+        final or gone, and only then waits for a notification that may concern it. Arming
+        before that read is what makes a job that finished between the caller's read and
+        this call impossible to miss. Returning early is allowed (the caller reads the job
+        again); sleeping past a finish that was notified is not.
+        """
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(FINISHED_POLL_SECONDS, remaining))
+            if _finished_or_gone(self._call("wait_finished", self._get(job_id))):
+                return
+
+    async def _wait_finished_async(self, job_id: int, timeout: float) -> None:
+        """`_wait_finished` without blocking the running event loop (same fallback poll)."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(FINISHED_POLL_SECONDS, remaining))
+            if _finished_or_gone(await self._call_async("wait_finished", self._get(job_id))):
+                return
+
     @abstractmethod
     def _get(self, job_id: int) -> Op[Job | None]: ...
 
@@ -679,6 +709,35 @@ class Backend(ABC):
         return await self._call_async("get", self._get(job_id))
 
     @final
+    def wait_finished(self, job_id: int, timeout: float) -> None:
+        """Return when job `job_id` may have reached a final state (succeeded, dead,
+        cancelled) or is gone, or after `timeout` seconds.
+
+        Returns at once for a job that is final or gone when called. A return says
+        "read the job again", never "it is final": spurious returns are allowed, missed
+        ones are not (see `_wait_finished`). For `JobHandle.result`, which waits on the
+        engine's notification instead of a sleep loop. `timeout` is finite seconds, 0 or
+        more (`InvalidTimeError` otherwise).
+        """
+        seconds = checked_seconds(timeout, "wait_finished: timeout")
+        with self._failures_mapped("wait_finished"):
+            self._wait_finished(job_id, seconds)
+
+    @final
+    async def wait_finished_async(self, job_id: int, timeout: float) -> None:
+        seconds = checked_seconds(timeout, "wait_finished: timeout")
+        with self._failures_mapped("wait_finished"):
+            await self._wait_finished_async(job_id, seconds)
+
+    @contextlib.contextmanager
+    def _failures_mapped(self, operation: str) -> Iterator[None]:
+        """`_call`'s mapping of failures, around a hook that is not an `Op` (a wait)."""
+        try:
+            yield
+        except self._store_errors as exc:
+            raise self._failure(operation, exc) from exc
+
+    @final
     def list_jobs(self, job_filter: JobFilter) -> list[Job]:
         """Jobs matching the filter, newest (highest id) first."""
         if job_filter.limit is not None and job_filter.limit <= 0:
@@ -756,6 +815,10 @@ def _claim_order(claimed: list[ClaimedJob]) -> list[ClaimedJob]:
     """Claimed jobs in the order the contract promises, whatever order the engine found them."""
     claimed.sort(key=lambda job: (job.priority, job.run_at, job.id))
     return claimed
+
+
+def _finished_or_gone(job: Job | None) -> bool:
+    return job is None or job.state.is_final
 
 
 def _check_acks(acks: Sequence[Ack]) -> None:

@@ -7,6 +7,7 @@ engines are compared with. Jobs live in this process only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import threading
@@ -70,13 +71,30 @@ class MemoryBackend(Backend):
         self._ids = itertools.count(1)
         self._version = 0
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._finished = threading.Condition(self._lock)
+        """Notified whenever a job becomes final or is deleted (the sync `wait_finished`)."""
+        self._finish_waiters: dict[int, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        """Per job id, the async `wait_finished` calls to wake when it is final or deleted."""
 
     def _replace(self, job: Job, **changes: object) -> Job:
         if "state" in changes and changes["state"] != job.state:
             transitions.check(job.state, changes["state"])  # type: ignore[arg-type]
         new = dataclasses.replace(job, **changes)  # type: ignore[arg-type]
         self._jobs[job.id] = new
+        if new.state.is_final and not job.state.is_final:
+            self._wake_finished(job.id)
         return new
+
+    def _wake_finished(self, job_id: int) -> None:
+        """Wake whoever waits for `job_id` to finish: it is final now, or deleted.
+
+        Every change of a job passes through `_replace` or `_delete`, under the lock, so no
+        path to a final state (ack, cancel, rescue, release-worker) can forget to wake.
+        """
+        self._finished.notify_all()
+        for loop, event in self._finish_waiters.get(job_id, ()):
+            with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits there now
+                loop.call_soon_threadsafe(event.set)
 
     # -- the drivers: every operation runs under the one lock, in this thread ------
     def _drive(self, op: Op[T]) -> T:
@@ -306,6 +324,7 @@ class MemoryBackend(Backend):
         del self._jobs[job.id]
         if job.idempotency_key is not None:
             self._keys.pop(job.idempotency_key, None)
+        self._wake_finished(job.id)
 
     async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:
         event = asyncio.Event()
@@ -325,6 +344,33 @@ class MemoryBackend(Backend):
     def _get(self, job_id: int) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
+
+    def _finished_or_gone(self, job_id: int) -> bool:
+        job = self._jobs.get(job_id)
+        return job is None or job.state.is_final
+
+    def _wait_finished(self, job_id: int, timeout: float) -> None:
+        # The predicate is checked under the lock before the first wait: a job that
+        # finished before this call returns at once, and none can finish unseen after it.
+        with self._finished:
+            self._finished.wait_for(lambda: self._finished_or_gone(job_id), timeout)
+
+    async def _wait_finished_async(self, job_id: int, timeout: float) -> None:
+        event = asyncio.Event()
+        entry = (asyncio.get_running_loop(), event)
+        with self._lock:
+            if self._finished_or_gone(job_id):
+                return
+            self._finish_waiters.setdefault(job_id, []).append(entry)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            with self._lock:
+                waiters = self._finish_waiters[job_id]
+                waiters.remove(entry)
+                if not waiters:
+                    del self._finish_waiters[job_id]
 
     @immediate
     def _list_jobs(self, job_filter: JobFilter) -> list[Job]:
