@@ -66,7 +66,7 @@ from ..base import (
     Retention,
 )
 from ..ops import Op
-from ..records import decode_errors
+from ..records import WORKER_LOST, decode_errors
 from .deadlines import DEADLINES
 from .driver import (
     TRANSACTION,
@@ -98,6 +98,13 @@ RESCUE_BATCH = 5000
 """Expired leases settled per statement, so rows are locked briefly however many expired."""
 MAX_KEY_LOOKUPS = 3
 """Times `enqueue` looks again for a key a concurrent transaction stored (see enqueue.sql)."""
+
+LOST_JOBS = {
+    "rescue": {"lost": "lease_expires_at < {schema}.store_now(%(now)s)", "locked": "SKIP LOCKED"},
+    "release_worker": {"lost": "lease_owner = %(worker)s", "locked": ""},
+}
+"""Which running jobs each operation settles as lost, and whether it skips locked rows
+(see settle_lost.sql)."""
 
 
 def _rounds(items: Sequence[T], key: Callable[[T], int]) -> list[list[int]]:
@@ -711,15 +718,11 @@ class PostgresBackend(Backend):
 
     def _rescue(self, max_lost: int) -> SqlOp[RescueReport]:
         """Settle expired leases RESCUE_BATCH at a time, each batch committed on its own."""
+        statement = self._settle_lost_sql("rescue")
         totals = [0, 0, 0]
         while True:
-            params = {
-                "now": self._now(),
-                "channel": self.settings.channel,
-                "max_lost": max_lost,
-                "limit": RESCUE_BATCH,
-            }
-            done = yield Statement(self._sql.get("rescue"), params)
+            params = self._settle_lost_params(max_lost, limit=RESCUE_BATCH)
+            done = yield Statement(statement, params)
             counts = done.rows[0][:3]
             for i, count in enumerate(counts):
                 totals[i] += count
@@ -727,15 +730,23 @@ class PostgresBackend(Backend):
                 return RescueReport(requeued=totals[0], dead=totals[1], cancelled=totals[2])
 
     def _release_worker(self, worker: str, max_lost: int) -> SqlOp[RescueReport]:
-        params = {
-            "now": self._now(),
-            "channel": self.settings.channel,
-            "worker": worker,
-            "max_lost": max_lost,
-        }
-        done = yield Statement(self._sql.get("release_worker"), params)
+        params = self._settle_lost_params(max_lost, limit=None, worker=worker)
+        done = yield Statement(self._settle_lost_sql("release_worker"), params)
         requeued, dead, cancelled = done.rows[0][:3]
         return RescueReport(requeued=requeued, dead=dead, cancelled=cancelled)
+
+    def _settle_lost_sql(self, operation: str) -> str:
+        """settle_lost.sql for `operation` (rescue, release_worker): see LOST_JOBS."""
+        return self._sql.get("settle_lost", **LOST_JOBS[operation])
+
+    def _settle_lost_params(self, max_lost: int, **params: Any) -> dict[str, Any]:
+        return {
+            "now": self._now(),
+            "channel": self.settings.channel,
+            "max_lost": max_lost,
+            **WORKER_LOST.params(),
+            **params,
+        }
 
     def _prune(self, retention: Retention, limit: int) -> SqlOp[int]:
         params = {
