@@ -99,7 +99,7 @@ RESCUE_BATCH = 5000
 MAX_KEY_LOOKUPS = 3
 """Times `enqueue` looks again for a key a concurrent transaction stored (see enqueue.sql)."""
 
-LOST_JOBS = {
+_LOST_JOBS = {
     "rescue": {"lost": "lease_expires_at < {schema}.store_now(%(now)s)", "locked": "SKIP LOCKED"},
     "release_worker": {"lost": "lease_owner = %(worker)s", "locked": ""},
 }
@@ -736,8 +736,8 @@ class PostgresBackend(Backend):
         return RescueReport(requeued=requeued, dead=dead, cancelled=cancelled)
 
     def _settle_lost_sql(self, operation: str) -> str:
-        """settle_lost.sql for `operation` (rescue, release_worker): see LOST_JOBS."""
-        return self._sql.get("settle_lost", **LOST_JOBS[operation])
+        """settle_lost.sql for `operation` (rescue, release_worker): see _LOST_JOBS."""
+        return self._sql.get("settle_lost", **_LOST_JOBS[operation])
 
     def _settle_lost_params(self, max_lost: int, **params: Any) -> dict[str, Any]:
         return {
