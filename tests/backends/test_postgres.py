@@ -25,6 +25,7 @@ from stagecrew.backends import backend_from_url
 from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter, Retention
 from stagecrew.backends.postgres import PostgresBackend, schema_version
 from stagecrew.backends.postgres.settings import parse_url
+from stagecrew.backends.records import WORKER_LOST
 from stagecrew.clock import FakeClock
 from stagecrew.errors import (
     BackendError,
@@ -980,7 +981,7 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
     with admin() as conn:
 
         def plan(name: str, params: dict[str, Any]) -> str:
-            text = backend._sql.get(name)
+            text = backend._settle_lost_sql(name) if name == "rescue" else backend._sql.get(name)
             return "\n".join(r[0] for r in conn.execute(f"EXPLAIN {text}", params).fetchall())
 
         ids = sorted(ref.id for ref in running[:500])
@@ -1019,7 +1020,10 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
                     "tokens": [1] * 500,
                 },
             ),
-            "rescue": plan("rescue", {"now": None, "channel": "c", "max_lost": 3, "limit": 5000}),
+            "rescue": plan(
+                "rescue",
+                {"now": None, "channel": "c", "max_lost": 3, "limit": 5000, **WORKER_LOST.params()},
+            ),
             "prune": plan(
                 "prune",
                 {"now": None, "limit": 500, "succeeded": 1.0, "cancelled": 1.0, "dead": None},

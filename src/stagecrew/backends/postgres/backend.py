@@ -1,13 +1,13 @@
 """The PostgreSQL engine (`postgresql://...`): any number of workers on any number of hosts.
 
-Every statement lives in a `.sql` file under `sql/` (see `statements.py`).
-Each operation is written once, as a generator that yields statements and
-receives their rows (`_Op`); the synchronous methods drive it on a
-connection from the sync pool, the `*_async` methods on one from the asyncio
-pool, and `enqueue_in` / `complete_in` on the caller's own connection. Almost
-every operation is one statement in autocommit mode: one round trip, atomic
-on its own, whatever the batch size. The exceptions: a large enqueue without
-idempotency keys (ids drawn, COPY, NOTIFY: one transaction), and `migrate`.
+Every statement lives in a `.sql` file under `sql/` (see `statements.py`). Each operation
+is written once, as a generator that yields the engine's commands and receives their rows
+(`driver.py`); the `Backend` front runs it through `_drive` on a connection of the sync
+pool, `_drive_async` on one of the asyncio pool, or `_drive_in` / `_drive_in_async` on the
+caller's own connection (`enqueue_in`, `complete_in`). Almost every operation is one
+statement in autocommit mode: one round trip, atomic on its own, whatever the batch size.
+The exceptions: a large enqueue without idempotency keys (ids drawn, COPY, NOTIFY: one
+transaction), and `migrate`.
 
 Plans. A queue table's statistics are nearly always stale (every job was
 waiting at the last ANALYZE), so no hot statement joins the jobs table to its
@@ -29,10 +29,12 @@ and `complete_in` are fenced on (id, claims, state) in their WHERE clauses
 (rescues on state and lease expiry), which PostgreSQL re-checks on the newest
 row version when two writers meet.
 
-Failures. psycopg errors become `EnqueueError` (enqueue) or `BackendError`
-(everything else) naming the server, the schema and what to do; nothing is
-retried here. The pools replace connections the server dropped, and the
-worker's own retry with backoff carries it through a server restart.
+Failures. A driver wraps a psycopg error in a `StoreFailure` that says whether a
+statement had reached the server; the front turns it into `EnqueueError` (enqueue) or
+`BackendError` (everything else), whose message `_describe` writes: the server, the
+schema and what to do. Nothing is retried here. The pools replace connections the
+server dropped, and the worker's own retry with backoff carries it through a server
+restart.
 """
 
 from __future__ import annotations
@@ -41,31 +43,20 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import orjson
 import psycopg
-from psycopg import AsyncConnection, AsyncCursor, Connection, Cursor
+from psycopg import AsyncConnection, Connection
 from psycopg.pq import TransactionStatus
-from psycopg.rows import tuple_row
 
 from ... import transitions
 from ...clock import Clock, is_fake
-from ...errors import BackendError, EnqueueError, SchemaOutOfDateError, StagecrewError
-from ...job import (
-    ClaimedJob,
-    EnqueuedJob,
-    Job,
-    JobRef,
-    JobState,
-    NewJob,
-)
+from ...errors import BackendError, SchemaOutOfDateError
+from ...job import ClaimedJob, EnqueuedJob, Job, JobRef, JobState, NewJob
 from ..base import (
-    DEFAULT_MAX_LOST,
     Ack,
-    AckKind,
     Backend,
     Capabilities,
     HeartbeatReply,
@@ -73,11 +64,21 @@ from ..base import (
     QueueStats,
     RescueReport,
     Retention,
-    check_new_jobs,
-    check_release_arguments,
 )
-from ..records import decode_errors
+from ..ops import Op
+from ..records import WORKER_LOST, decode_errors
 from .deadlines import DEADLINES
+from .driver import (
+    TRANSACTION,
+    Copy,
+    Progress,
+    SqlOp,
+    Statement,
+    StoreFailure,
+    drive,
+    drive_async,
+    raw_connection,
+)
 from .listener import NotificationListener
 from .pools import AsyncConn, AsyncPools, SyncConnection, SyncPool, connect_kwargs
 from .settings import PostgresSettings, parse_url
@@ -98,91 +99,12 @@ RESCUE_BATCH = 5000
 MAX_KEY_LOOKUPS = 3
 """Times `enqueue` looks again for a key a concurrent transaction stored (see enqueue.sql)."""
 
-
-@dataclass(frozen=True, slots=True)
-class _Statement:
-    sql: str
-    params: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Copy:
-    """COPY ... FROM STDIN (FORMAT BINARY) of `rows`, whose columns have the given types."""
-
-    sql: str
-    types: tuple[str, ...]
-    rows: list[tuple[Any, ...]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Result:
-    rows: list[tuple[Any, ...]]
-    rowcount: int
-
-
-_Op = Generator[_Statement | _Copy, _Result, T]
-"""An operation: yields the statements to run, in order, and returns its value."""
-
-
-@dataclass(slots=True)
-class _Progress:
-    sent: bool = False
-    """A statement reached the server: a failure after this may have changed data."""
-
-
-def _drive(
-    conn: Connection[Any], op: _Op[T], progress: _Progress, deadline: float | None = None
-) -> T:
-    """Run `op`'s statements on `conn`, each given `deadline` seconds to answer (deadlines.py)."""
-    try:
-        step = next(op)
-        while True:
-            with conn.cursor(row_factory=tuple_row) as cur:
-                progress.sent = True
-                with DEADLINES.guard(conn.pgconn.socket, deadline):
-                    result = _execute(cur, step)
-            step = op.send(result)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-
-
-def _execute(cur: Cursor[Any], step: _Statement | _Copy) -> _Result:
-    if isinstance(step, _Copy):
-        with cur.copy(step.sql) as copy:
-            copy.set_types(step.types)
-            for row in step.rows:
-                copy.write_row(row)
-        return _Result([], cur.rowcount)
-    cur.execute(step.sql, step.params)
-    rows = cur.fetchall() if cur.description is not None else []
-    return _Result(rows, cur.rowcount)
-
-
-async def _drive_async(
-    conn: AsyncConnection[Any], op: _Op[T], progress: _Progress, deadline: float | None = None
-) -> T:
-    try:
-        step = next(op)
-        while True:
-            async with conn.cursor(row_factory=tuple_row) as cur:
-                progress.sent = True
-                with DEADLINES.guard(conn.pgconn.socket, deadline):
-                    result = await _execute_async(cur, step)
-            step = op.send(result)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-
-
-async def _execute_async(cur: AsyncCursor[Any], step: _Statement | _Copy) -> _Result:
-    if isinstance(step, _Copy):
-        async with cur.copy(step.sql) as copy:
-            copy.set_types(step.types)
-            for row in step.rows:
-                await copy.write_row(row)
-        return _Result([], cur.rowcount)
-    await cur.execute(step.sql, step.params)
-    rows = await cur.fetchall() if cur.description is not None else []
-    return _Result(rows, cur.rowcount)
+_LOST_JOBS = {
+    "rescue": {"lost": "lease_expires_at < {schema}.store_now(%(now)s)", "locked": "SKIP LOCKED"},
+    "release_worker": {"lost": "lease_owner = %(worker)s", "locked": ""},
+}
+"""Which running jobs each operation settles as lost, and whether it skips locked rows
+(see settle_lost.sql)."""
 
 
 def _rounds(items: Sequence[T], key: Callable[[T], int]) -> list[list[int]]:
@@ -264,28 +186,8 @@ def _filter_sql(job_filter: JobFilter) -> tuple[str, dict[str, Any]]:
     return "".join(f" AND {term}" for term in terms), params
 
 
-def _raw_connection(target: object) -> object:
-    """The psycopg connection behind a connection, a cursor, or a framework's wrapper of one.
-
-    Unwraps psycopg cursors (`.connection`), SQLAlchemy's `Connection`
-    (`.connection`, then `.driver_connection`) and Django's connection
-    (`.connection`, connecting it first with `ensure_connection()`).
-    """
-    for _ in range(4):
-        if isinstance(target, Connection | AsyncConnection):
-            return target
-        if isinstance(target, Cursor | AsyncCursor):
-            return target.connection
-        inner = getattr(target, "driver_connection", None)
-        if inner is None:
-            ensure = getattr(target, "ensure_connection", None)
-            if callable(ensure) and getattr(target, "connection", None) is None:
-                ensure()  # Django connects lazily
-            inner = getattr(target, "connection", None)
-        if inner is None:
-            break
-        target = inner
-    return target
+def _aborted(conn: Connection[Any] | AsyncConnection[Any]) -> bool:
+    return conn.info.transaction_status == TransactionStatus.INERROR
 
 
 class PostgresBackend(Backend):
@@ -307,6 +209,7 @@ class PostgresBackend(Backend):
         transactional_enqueue=True,
         transactional_complete=True,
     )
+    _store_errors = (StoreFailure,)
 
     def __init__(self, url: str, clock: Clock | None = None) -> None:
         super().__init__(clock)
@@ -335,12 +238,73 @@ class PostgresBackend(Backend):
     def __repr__(self) -> str:
         return f"<PostgresBackend {self.settings.where} schema={self.schema}>"
 
-    # -- plumbing ----------------------------------------------------------------
     def _now(self) -> float | None:
         """The time to pass to statements: None (the server's clock) unless the clock is fake."""
         return self.clock.now() if is_fake(self.clock) else None
 
-    def _failure(self, operation: str, exc: Exception, progress: _Progress) -> str:
+    # -- the drivers -------------------------------------------------------------------
+    def _drive(self, op: Op[T]) -> T:
+        """Run `op` on a connection of the sync pool, each statement under the deadline."""
+        progress = Progress()
+        try:
+            with self._pool.connection() as conn:
+                return drive(conn, op, progress, self._deadline)
+        except psycopg.Error as exc:
+            raise StoreFailure(exc, sent=progress.sent) from exc
+
+    async def _drive_async(self, op: Op[T]) -> T:
+        progress = Progress()
+        try:
+            async with self._apools.connection() as conn:
+                return await drive_async(conn, op, progress, self._deadline)
+        except psycopg.Error as exc:
+            raise StoreFailure(exc, sent=progress.sent) from exc
+
+    def _drive_in(self, connection: object, op: Op[T]) -> T:
+        """Run `op` inside the caller's transaction, on their psycopg connection or cursor.
+
+        `connection` is a `psycopg.Connection` or `Cursor`, or a wrapper of one (Django's
+        `connection`, SQLAlchemy's `Connection`); it must be a connection to this store's
+        database. Statements are schema-qualified: its `search_path` does not matter and is
+        not changed. In autocommit mode, with no transaction open, each statement commits by
+        itself. A failure aborts the caller's transaction, which must then be rolled back
+        (the error says so). See docs/postgres.md for what `complete_in` guarantees.
+        """
+        conn = raw_connection(connection)
+        if not isinstance(conn, Connection):
+            raise TypeError(
+                "enqueue_in and complete_in need a psycopg (3) Connection or Cursor, not "
+                f"{type(connection)!r}; use enqueue_in_async or complete_in_async for an "
+                "AsyncConnection"
+            )
+        try:
+            return drive(conn, op, Progress())
+        except psycopg.Error as exc:
+            raise StoreFailure(exc, sent=True, aborted=_aborted(conn)) from exc
+
+    async def _drive_in_async(self, connection: object, op: Op[T]) -> T:
+        """`_drive_in` on a `psycopg.AsyncConnection` or `AsyncCursor`."""
+        conn = raw_connection(connection)
+        if not isinstance(conn, AsyncConnection):
+            raise TypeError(
+                "enqueue_in_async and complete_in_async need a psycopg (3) AsyncConnection or "
+                f"AsyncCursor, not {type(connection)!r}; use enqueue_in or complete_in for a "
+                "Connection"
+            )
+        try:
+            return await drive_async(conn, op, Progress())
+        except psycopg.Error as exc:
+            raise StoreFailure(exc, sent=True, aborted=_aborted(conn)) from exc
+
+    def _describe_failure(self, operation: str, exc: BaseException) -> str:
+        if isinstance(exc, StoreFailure):
+            return self._describe(operation, exc.error, sent=exc.sent, aborted=exc.aborted)
+        return self._describe(operation, exc, sent=True)
+
+    def _describe(
+        self, operation: str, exc: BaseException, *, sent: bool, aborted: bool = False
+    ) -> str:
+        """What failed, where, and what to do; `sent`: a statement had reached the server."""
         detail = " ".join(str(exc).split()) or type(exc).__name__
         text = (
             f"{operation} failed on PostgreSQL {self.settings.where} "
@@ -353,14 +317,14 @@ class PostgresBackend(Backend):
             | psycopg.errors.InvalidSchemaName,
         ):
             text += ". The schema is missing or out of date: run `stagecrew migrate`"
-        elif isinstance(exc, psycopg.OperationalError) and not progress.sent:
+        elif isinstance(exc, psycopg.OperationalError) and not sent:
             text += ". Check that the server is running and reachable from this host"
         if operation == "enqueue":
             sqlstate = getattr(exc, "sqlstate", None)
             connection_lost = isinstance(exc, psycopg.OperationalError) and (
                 sqlstate is None or sqlstate.startswith(("08", "57P"))
             )
-            if not (progress.sent and connection_lost):  # the server rolled it back
+            if not (sent and connection_lost):  # the server rolled it back
                 text += "; nothing was written"
             else:
                 text += (
@@ -368,46 +332,9 @@ class PostgresBackend(Backend):
                     "or may not be stored (enqueueing again with the same idempotency keys is "
                     "safe)"
                 )
+        if aborted:
+            text += "; your transaction is aborted now: roll it back"
         return text
-
-    def _run(
-        self,
-        op: _Op[T],
-        operation: str,
-        error: type[StagecrewError] = BackendError,
-        *,
-        transaction: bool = False,
-    ) -> T:
-        """Run `op` on a pooled connection: each statement on its own, or all in one transaction."""
-        progress = _Progress()
-        try:
-            with self._pool.connection() as conn:
-                if not transaction:
-                    return _drive(conn, op, progress, self._deadline)
-                # one deadline for the whole transaction, its COMMIT included
-                with DEADLINES.guard(conn.pgconn.socket, self._deadline), conn.transaction():
-                    return _drive(conn, op, progress)
-        except psycopg.Error as exc:
-            raise error(self._failure(operation, exc, progress)) from exc
-
-    async def _run_async(
-        self,
-        op: _Op[T],
-        operation: str,
-        error: type[StagecrewError] = BackendError,
-        *,
-        transaction: bool = False,
-    ) -> T:
-        progress = _Progress()
-        try:
-            async with self._apools.connection() as conn:
-                if not transaction:
-                    return await _drive_async(conn, op, progress, self._deadline)
-                with DEADLINES.guard(conn.pgconn.socket, self._deadline):
-                    async with conn.transaction():
-                        return await _drive_async(conn, op, progress)
-        except psycopg.Error as exc:
-            raise error(self._failure(operation, exc, progress)) from exc
 
     @contextlib.contextmanager
     def _direct_connection(
@@ -423,7 +350,7 @@ class PostgresBackend(Backend):
                 self.settings.conninfo, **connect_kwargs(self.settings, statement_timeout=deadline)
             )
         except psycopg.Error as exc:
-            raise BackendError(self._failure(operation, exc, _Progress())) from exc
+            raise BackendError(self._describe(operation, exc, sent=False)) from exc
         with conn, DEADLINES.guard(conn.pgconn.socket, self._deadline if deadline else None):
             yield conn
 
@@ -437,7 +364,6 @@ class PostgresBackend(Backend):
         `<schema>.schema_migrations`.
         """
         target = schema_version()
-        progress = _Progress(sent=True)
         with self._direct_connection("migrate", deadline=False) as conn:
             try:
                 with conn.transaction():
@@ -463,7 +389,7 @@ class PostgresBackend(Backend):
                         )
                         log.info("schema %r: applied migration %s", self.schema, name)
             except psycopg.Error as exc:
-                raise BackendError(self._failure("migrate", exc, progress)) from exc
+                raise BackendError(self._describe("migrate", exc, sent=True)) from exc
 
     def _stored_version(self, conn: SyncConnection) -> int | None:
         """The schema's applied version, or None if it was never migrated."""
@@ -496,7 +422,7 @@ class PostgresBackend(Backend):
             try:
                 self._check_version(conn)
             except psycopg.Error as exc:
-                raise BackendError(self._failure("prepare", exc, _Progress(sent=True))) from exc
+                raise BackendError(self._describe("prepare", exc, sent=True)) from exc
 
     def preflight(self) -> list[str]:
         """Check the schema and the server settings a healthy queue needs; return warnings."""
@@ -506,7 +432,7 @@ class PostgresBackend(Backend):
                 stored = self._check_version(conn)
                 row = conn.execute(self._sql.get("server_settings")).fetchone()
             except psycopg.Error as exc:
-                raise BackendError(self._failure("preflight", exc, _Progress(sent=True))) from exc
+                raise BackendError(self._describe("preflight", exc, sent=True)) from exc
         if stored > schema_version():
             warnings.append(
                 f"the stagecrew schema {self.schema!r} is at version {stored}, newer than this "
@@ -556,33 +482,31 @@ class PostgresBackend(Backend):
         await asyncio.to_thread(self.close)
 
     # -- producer --------------------------------------------------------------------
-    def _enqueue_op(self, jobs: Sequence[NewJob]) -> _Op[list[EnqueuedJob]]:
-        """Deduplicate within the batch here, then insert the rest with enqueue.sql.
+    def _enqueue(self, jobs: Sequence[NewJob]) -> SqlOp[list[EnqueuedJob]]:
+        """One statement (INSERT ... SELECT FROM unnest(...)), or for a large batch without
+        keys one transaction around a COPY. One `pg_notify` per queue of the batch goes out
+        with the commit."""
+        if len(jobs) >= COPY_MIN_BATCH and all(job.idempotency_key is None for job in jobs):
+            return self._enqueue_by_copy(jobs)
+        return self._enqueue_in(jobs)
 
-        A job whose key an earlier job of the batch holds gets that job's id
-        (created=False). Every field of every job is read before the first
-        statement is sent, so a bad job fails the batch with nothing written.
+    def _enqueue_in(self, jobs: Sequence[NewJob]) -> SqlOp[list[EnqueuedJob]]:
+        """Insert the batch with enqueue.sql (one job: enqueue_one.sql), skipping stored keys.
+
+        Every field of every job is read before the first statement is sent, so a bad job
+        fails the batch with nothing written. A key a concurrent transaction stored after
+        the statement began is looked up again, up to MAX_KEY_LOOKUPS times.
         """
-        keys = [job.idempotency_key for job in jobs]
-        if not any(key is not None for key in keys):  # the common case: nothing to look up
+        if all(job.idempotency_key is None for job in jobs):  # the common case: no lookups
             if len(jobs) == 1:
                 done = yield self._enqueue_one(jobs[0])
                 return [EnqueuedJob(row[1], created=True) for row in done.rows if row[0] == "new"]
-            done = yield _Statement(self._sql.get("enqueue"), self._enqueue_params(jobs))
+            done = yield Statement(self._sql.get("enqueue"), self._enqueue_params(jobs))
             drawn: list[int] = next(row[1] for row in done.rows if row[0] == "new")
             return [EnqueuedJob(job_id, created=True) for job_id in drawn]
 
         results: list[EnqueuedJob | None] = [None] * len(jobs)
-        first_with_key: dict[str, int] = {}
-        repeats: list[tuple[int, int]] = []  # (index, index of the batch's first job with its key)
-        pending: list[int] = []
-        for index, key in enumerate(keys):
-            if key is not None:
-                if key in first_with_key:
-                    repeats.append((index, first_with_key[key]))
-                    continue
-                first_with_key[key] = index
-            pending.append(index)
+        pending = list(range(len(jobs)))
         for _ in range(MAX_KEY_LOOKUPS):
             if len(pending) == 1:
                 [index] = pending
@@ -592,7 +516,7 @@ class PostgresBackend(Backend):
                         results[index] = EnqueuedJob(job_id, created=tag == "new")
             else:
                 params = self._enqueue_params([jobs[i] for i in pending])
-                done = yield _Statement(self._sql.get("enqueue"), params)
+                done = yield Statement(self._sql.get("enqueue"), params)
                 drawn = []
                 inserted_with_key: set[int] = set()
                 stored: dict[str, int] = {}
@@ -604,32 +528,27 @@ class PostgresBackend(Backend):
                     elif tag == "stored":
                         stored[key] = job_id
                 for index, job_id in zip(pending, drawn, strict=True):
-                    key = keys[index]
+                    key = jobs[index].idempotency_key
                     if key is None or job_id in inserted_with_key:
                         results[index] = EnqueuedJob(job_id, created=True)
                     elif key in stored:
                         results[index] = EnqueuedJob(stored[key], created=False)
             pending = [i for i in pending if results[i] is None]
             if not pending:
-                break
-        else:
-            raise psycopg.errors.SerializationFailure(
-                f"{len(pending)} idempotency key(s) kept changing hands while being enqueued; retry"
-            )
-        for index, first in repeats:
-            first_result = results[first]
-            assert first_result is not None
-            results[index] = EnqueuedJob(first_result.id, created=False)
-        return cast(list[EnqueuedJob], results)
+                return cast(list[EnqueuedJob], results)
+        raise psycopg.errors.SerializationFailure(
+            f"{len(pending)} idempotency key(s) kept changing hands while being enqueued; retry"
+        )
 
-    def _enqueue_by_copy_op(self, jobs: Sequence[NewJob]) -> _Op[list[EnqueuedJob]]:
-        """A large batch without idempotency keys: draw ids, COPY, wake; run in one transaction.
+    def _enqueue_by_copy(self, jobs: Sequence[NewJob]) -> SqlOp[list[EnqueuedJob]]:
+        """A large batch without idempotency keys: draw ids, COPY, wake; in one transaction.
 
         COPY inserts a row for a fraction of what INSERT ... SELECT costs. Ids
         and the store's time come from the server first (enqueue_reserve.sql),
         so rows are complete when they are streamed, and every field of every
         job is read before anything is sent.
         """
+        yield TRANSACTION
         fields = [
             (
                 job.task,
@@ -642,7 +561,7 @@ class PostgresBackend(Backend):
             )
             for job in jobs
         ]
-        done = yield _Statement(
+        done = yield Statement(
             self._sql.get("enqueue_reserve"), {"now": self._now(), "count": len(jobs)}
         )
         now, ids = done.rows[0]
@@ -657,14 +576,14 @@ class PostgresBackend(Backend):
                 due = now + delay if run_at is None else run_at
                 state = transitions.initial_state(due, now).value
             rows.append((job_id, task, queue, state, payload, priority, due, max_attempts, now))
-        yield _Copy(self._sql.get("enqueue_copy"), COPY_TYPES, rows)
+        yield Copy(self._sql.get("enqueue_copy"), COPY_TYPES, rows)
         queues = sorted({row[1] for row in fields})
-        yield _Statement(
+        yield Statement(
             self._sql.get("notify_queues"), {"channel": self.settings.channel, "queues": queues}
         )
         return [EnqueuedJob(job_id, created=True) for job_id in ids]
 
-    def _enqueue_one(self, job: NewJob) -> _Statement:
+    def _enqueue_one(self, job: NewJob) -> Statement:
         params = {
             "now": self._now(),
             "channel": self.settings.channel,
@@ -677,7 +596,7 @@ class PostgresBackend(Backend):
             "max_attempts": int(job.max_attempts),
             "key": job.idempotency_key,
         }
-        return _Statement(self._sql.get("enqueue_one"), params)
+        return Statement(self._sql.get("enqueue_one"), params)
 
     def _enqueue_params(self, jobs: Sequence[NewJob]) -> dict[str, Any]:
         return {
@@ -693,91 +612,6 @@ class PostgresBackend(Backend):
             "keys": [job.idempotency_key for job in jobs],
         }
 
-    def _bulk(self, jobs: Sequence[NewJob]) -> bool:
-        """Whether to enqueue by COPY (large batches without keys, on our own connections)."""
-        return len(jobs) >= COPY_MIN_BATCH and all(job.idempotency_key is None for job in jobs)
-
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
-        """Insert the batch atomically, deduplicating on idempotency key.
-
-        One statement (INSERT ... SELECT FROM unnest(...)), or for a large batch
-        without keys one transaction around a COPY. One `pg_notify` per queue of
-        the batch goes out with the commit. If the server cannot be reached,
-        `EnqueueError` is raised at once.
-        """
-        if not jobs:
-            return []
-        check_new_jobs(jobs)
-        if self._bulk(jobs):
-            return self._run(
-                self._enqueue_by_copy_op(jobs), "enqueue", EnqueueError, transaction=True
-            )
-        return self._run(self._enqueue_op(jobs), "enqueue", EnqueueError)
-
-    async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
-        if not jobs:
-            return []
-        check_new_jobs(jobs)
-        if self._bulk(jobs):
-            return await self._run_async(
-                self._enqueue_by_copy_op(jobs), "enqueue", EnqueueError, transaction=True
-            )
-        return await self._run_async(self._enqueue_op(jobs), "enqueue", EnqueueError)
-
-    def _in_caller_transaction(
-        self, operation: str, error: type[StagecrewError], exc: Exception, conn: object
-    ) -> StagecrewError:
-        text = self._failure(operation, exc, _Progress(sent=True))
-        status = getattr(getattr(conn, "info", None), "transaction_status", None)
-        if status == TransactionStatus.INERROR:
-            text += "; your transaction is aborted now: roll it back"
-        return error(text)
-
-    def enqueue_in(self, connection: object, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
-        """Enqueue inside the caller's own transaction, on their psycopg connection or cursor.
-
-        Committed means enqueued; rolled back means never enqueued (no worker
-        sees the jobs before the commit, and the wake-up NOTIFY is only sent by
-        it). `connection` is a `psycopg.Connection` or `Cursor`, or a wrapper
-        of one (Django's `connection`, SQLAlchemy's `Connection`); it must be
-        a connection to this store's database. In autocommit mode, with no
-        transaction open, the enqueue commits by itself. A failure raises
-        `EnqueueError`; the caller's transaction is then aborted and must be
-        rolled back. The statement is schema-qualified: the connection's
-        `search_path` does not matter and is not changed.
-        """
-        if not jobs:
-            return []
-        check_new_jobs(jobs)
-        conn = _raw_connection(connection)
-        if not isinstance(conn, Connection):
-            raise TypeError(
-                f"enqueue_in needs a psycopg (3) Connection or Cursor, not {type(connection)!r}; "
-                "use enqueue_in_async for an AsyncConnection"
-            )
-        try:
-            return _drive(conn, self._enqueue_op(jobs), _Progress())
-        except psycopg.Error as exc:
-            raise self._in_caller_transaction("enqueue", EnqueueError, exc, conn) from exc
-
-    async def enqueue_in_async(
-        self, connection: object, jobs: Sequence[NewJob]
-    ) -> list[EnqueuedJob]:
-        """`enqueue_in` on a `psycopg.AsyncConnection` or `AsyncCursor`."""
-        if not jobs:
-            return []
-        check_new_jobs(jobs)
-        conn = _raw_connection(connection)
-        if not isinstance(conn, AsyncConnection):
-            raise TypeError(
-                "enqueue_in_async needs a psycopg (3) AsyncConnection or AsyncCursor, not "
-                f"{type(connection)!r}; use enqueue_in for a Connection"
-            )
-        try:
-            return await _drive_async(conn, self._enqueue_op(jobs), _Progress())
-        except psycopg.Error as exc:
-            raise self._in_caller_transaction("enqueue", EnqueueError, exc, conn) from exc
-
     # -- worker ------------------------------------------------------------------------
     def _mark_claim(self) -> None:
         """Notifications up to here are answered by the claim about to run (listener.py).
@@ -790,18 +624,19 @@ class PostgresBackend(Backend):
             self._vacuumer = TableVacuumer(self.settings, self._sql)
             self._vacuumer.start()
 
-    def _claim_op(
-        self, queues: list[str], worker: str, limit: int, lease_seconds: float
-    ) -> _Op[list[ClaimedJob]]:
+    def _claim(
+        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+    ) -> SqlOp[list[ClaimedJob]]:
+        self._mark_claim()
         params = {
             "now": self._now(),
-            "queues": queues,
+            "queues": list(queues),
             "worker": worker,
             "limit": limit,
-            "lease_seconds": float(lease_seconds),
+            "lease_seconds": lease_seconds,
         }
-        done = yield _Statement(self._sql.get("claim"), params)
-        claimed = [
+        done = yield Statement(self._sql.get("claim"), params)
+        return [
             ClaimedJob(
                 id=r[0],
                 task=r[1],
@@ -819,71 +654,41 @@ class PostgresBackend(Backend):
             )
             for r in done.rows
         ]
-        claimed.sort(key=lambda c: (c.priority, c.run_at, c.id))
-        return claimed
 
-    def claim(
-        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
-    ) -> list[ClaimedJob]:
-        wanted = list(dict.fromkeys(queues))
-        if limit <= 0 or not wanted:
-            return []
-        self._mark_claim()
-        return self._run(self._claim_op(wanted, worker, limit, lease_seconds), "claim")
-
-    async def claim_async(
-        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
-    ) -> list[ClaimedJob]:
-        wanted = list(dict.fromkeys(queues))
-        if limit <= 0 or not wanted:
-            return []
-        self._mark_claim()
-        return await self._run_async(self._claim_op(wanted, worker, limit, lease_seconds), "claim")
-
-    def _heartbeat_op(
-        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
-    ) -> _Op[HeartbeatReply]:
+    def _heartbeat(
+        self, worker: str, refs: tuple[JobRef, ...], lease_seconds: float
+    ) -> SqlOp[HeartbeatReply]:
+        """One statement; one more for each further claim of a job named in the batch."""
         held: set[tuple[int, int]] = set()
         cancel: set[int] = set()
         for batch in _rounds(refs, lambda ref: ref.id):
             params = {
                 "now": self._now(),
                 "worker": worker,
-                "lease_seconds": float(lease_seconds),
+                "lease_seconds": lease_seconds,
                 "ids": [refs[i].id for i in batch],
                 "tokens": [refs[i].token for i in batch],
             }
-            done = yield _Statement(self._sql.get("heartbeat"), params)
+            done = yield Statement(self._sql.get("heartbeat"), params)
             held.update((row[0], row[1]) for row in done.rows)
             cancel.update(row[0] for row in done.rows if row[2])
         lost = frozenset(ref.id for ref in refs if (ref.id, ref.token) not in held)
         return HeartbeatReply(lost, frozenset(cancel))
 
-    def heartbeat(
-        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
-    ) -> HeartbeatReply:
-        if not refs:
-            return HeartbeatReply(frozenset(), frozenset())
-        return self._run(self._heartbeat_op(worker, refs, lease_seconds), "heartbeat")
+    def _ack(self, acks: Sequence[Ack]) -> SqlOp[list[bool]]:
+        """Apply every outcome with one statement; each is fenced on (id, claim token, running).
 
-    async def heartbeat_async(
-        self, worker: str, refs: Sequence[JobRef], lease_seconds: float
-    ) -> HeartbeatReply:
-        if not refs:
-            return HeartbeatReply(frozenset(), frozenset())
-        return await self._run_async(self._heartbeat_op(worker, refs, lease_seconds), "heartbeat")
-
-    def _ack_op(self, acks: Sequence[Ack]) -> _Op[list[bool]]:
+        A batch that names a job twice takes one more statement per repeat.
+        """
         applied = [False] * len(acks)
         for batch in _rounds(acks, lambda ack: ack.ref.id):
-            done = yield _Statement(
-                self._sql.get("ack"), self._ack_params([acks[i] for i in batch])
-            )
+            done = yield Statement(self._sql.get("ack"), self._ack_params([acks[i] for i in batch]))
             for row in done.rows:
                 applied[batch[row[0] - 1]] = True
         return applied
 
     def _ack_params(self, acks: Sequence[Ack]) -> dict[str, Any]:
+        """The arrays of ack.sql; each Ack carries its result and its delay (`run_in`)."""
         ids: list[int] = []
         tokens: list[int] = []
         kinds: list[str] = []
@@ -892,14 +697,13 @@ class PostgresBackend(Backend):
         errors: list[str | None] = []
         delays: list[float | None] = []
         for ack in acks:
-            target = ack.target
             ids.append(ack.ref.id)
             tokens.append(ack.ref.token)
             kinds.append(ack.kind.value)
-            states.append(target.value)
-            results.append(ack.result if ack.kind is AckKind.COMPLETE else None)
+            states.append(ack.target.value)
+            results.append(ack.result)
             errors.append(None if ack.error is None else orjson.dumps(ack.error.to_json()).decode())
-            delays.append(float(ack.delay or 0.0) if target is JobState.SCHEDULED else None)
+            delays.append(ack.run_in)
         return {
             "now": self._now(),
             "channel": self.settings.channel,
@@ -912,65 +716,39 @@ class PostgresBackend(Backend):
             "delays": delays,
         }
 
-    def ack(self, acks: Sequence[Ack]) -> list[bool]:
-        """Apply every outcome with one statement; each is fenced on (id, claim token, running).
-
-        A batch that names a job twice takes one more statement per repeat.
-        """
-        if not acks:
-            return []
-        return self._run(self._ack_op(acks), "ack")
-
-    async def ack_async(self, acks: Sequence[Ack]) -> list[bool]:
-        if not acks:
-            return []
-        return await self._run_async(self._ack_op(acks), "ack")
-
-    def _rescue_op(self, max_lost: int) -> _Op[RescueReport]:
+    def _rescue(self, max_lost: int) -> SqlOp[RescueReport]:
         """Settle expired leases RESCUE_BATCH at a time, each batch committed on its own."""
+        statement = self._settle_lost_sql("rescue")
         totals = [0, 0, 0]
         while True:
-            params = {
-                "now": self._now(),
-                "channel": self.settings.channel,
-                "max_lost": max_lost,
-                "limit": RESCUE_BATCH,
-            }
-            done = yield _Statement(self._sql.get("rescue"), params)
+            params = self._settle_lost_params(max_lost, limit=RESCUE_BATCH)
+            done = yield Statement(statement, params)
             counts = done.rows[0][:3]
             for i, count in enumerate(counts):
                 totals[i] += count
             if sum(counts) < RESCUE_BATCH:
                 return RescueReport(requeued=totals[0], dead=totals[1], cancelled=totals[2])
 
-    def rescue(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
-        return self._run(self._rescue_op(max_lost), "rescue")
-
-    async def rescue_async(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
-        return await self._run_async(self._rescue_op(max_lost), "rescue")
-
-    def _release_worker_op(self, worker: str, max_lost: int) -> _Op[RescueReport]:
-        params = {
-            "now": self._now(),
-            "channel": self.settings.channel,
-            "worker": worker,
-            "max_lost": max_lost,
-        }
-        done = yield _Statement(self._sql.get("release_worker"), params)
+    def _release_worker(self, worker: str, max_lost: int) -> SqlOp[RescueReport]:
+        params = self._settle_lost_params(max_lost, limit=None, worker=worker)
+        done = yield Statement(self._settle_lost_sql("release_worker"), params)
         requeued, dead, cancelled = done.rows[0][:3]
         return RescueReport(requeued=requeued, dead=dead, cancelled=cancelled)
 
-    def release_worker(self, worker: str, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
-        check_release_arguments(worker, max_lost)
-        return self._run(self._release_worker_op(worker, max_lost), "release_worker")
+    def _settle_lost_sql(self, operation: str) -> str:
+        """settle_lost.sql for `operation` (rescue, release_worker): see _LOST_JOBS."""
+        return self._sql.get("settle_lost", **_LOST_JOBS[operation])
 
-    async def release_worker_async(
-        self, worker: str, max_lost: int = DEFAULT_MAX_LOST
-    ) -> RescueReport:
-        check_release_arguments(worker, max_lost)
-        return await self._run_async(self._release_worker_op(worker, max_lost), "release_worker")
+    def _settle_lost_params(self, max_lost: int, **params: Any) -> dict[str, Any]:
+        return {
+            "now": self._now(),
+            "channel": self.settings.channel,
+            "max_lost": max_lost,
+            **WORKER_LOST.params(),
+            **params,
+        }
 
-    def _prune_op(self, retention: Retention, limit: int) -> _Op[int]:
+    def _prune(self, retention: Retention, limit: int) -> SqlOp[int]:
         params = {
             "now": self._now(),
             "limit": limit,
@@ -978,18 +756,8 @@ class PostgresBackend(Backend):
             "cancelled": retention.horizon(JobState.CANCELLED),
             "dead": retention.horizon(JobState.DEAD),
         }
-        done = yield _Statement(self._sql.get("prune"), params)
+        done = yield Statement(self._sql.get("prune"), params)
         return max(done.rowcount, 0)
-
-    def prune(self, retention: Retention, limit: int = 1000) -> int:
-        if limit <= 0:
-            return 0
-        return self._run(self._prune_op(retention, limit), "prune")
-
-    async def prune_async(self, retention: Retention, limit: int = 1000) -> int:
-        if limit <= 0:
-            return 0
-        return await self._run_async(self._prune_op(retention, limit), "prune")
 
     def _get_listener(self) -> NotificationListener:
         listener = self._listener
@@ -1000,11 +768,7 @@ class PostgresBackend(Backend):
             listener.start()
         return listener
 
-    async def wait(
-        self,
-        queues: Sequence[str],
-        timeout: float,
-    ) -> None:
+    async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:
         """Return on a NOTIFY for one of `queues`, or after `timeout` seconds.
 
         Returns at once if such a notification arrived since the last claim
@@ -1017,66 +781,13 @@ class PostgresBackend(Backend):
             latest = listener.latest(queues)
             if latest <= self._seen:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.event.wait(), max(timeout, 0.0))
+                    await asyncio.wait_for(waiter.event.wait(), timeout)
                 latest = listener.latest(queues)
             self._seen = max(self._seen, latest)
         finally:
             listener.remove_waiter(waiter)
 
     # -- completing with the task's own writes ---------------------------------------------
-    def complete_in(self, connection: object, ref: JobRef, result: str | None) -> bool:
-        """Mark the claim `ref` succeeded with `result` (JSON text) inside the caller's transaction.
-
-        This is the fenced COMPLETE ack, run on the caller's connection, so the
-        job's success commits or rolls back together with whatever else that
-        transaction wrote. Returns False, changing nothing, when the claim no
-        longer holds the job (its lease expired and it was rescued, it was
-        handed back, re-run from the dead-letter queue, perhaps claimed again):
-        the caller must then roll back, since another claim owns the work.
-
-        Guaranteed, when the transaction is on this store's database and the
-        caller commits only after a True: the task's writes in that transaction
-        and the job's success are stored together or not at all. A crash or
-        rollback before the commit leaves neither, and the job runs again after
-        its lease expires; so effects kept in that transaction happen once. If
-        the connection fails during COMMIT the outcome is unknown to the
-        caller, but it is still all or nothing.
-
-        Not guaranteed: anything outside that transaction (HTTP calls, e-mails,
-        other databases, other connections) may happen again when a job is
-        retried or rescued. The UPDATE locks the job's row until the
-        transaction ends, which blocks heartbeats and rescue of that job (and
-        of the worker's heartbeat batch): call this last, just before COMMIT,
-        and keep the transaction READ COMMITTED (under REPEATABLE READ a lease
-        renewed meanwhile makes it fail with a serialization error).
-        """
-        conn = _raw_connection(connection)
-        if not isinstance(conn, Connection):
-            raise TypeError(
-                f"complete_in needs a psycopg (3) Connection or Cursor, not {type(connection)!r}"
-            )
-        ack = Ack.complete(ref, result)
-        try:
-            [applied] = _drive(conn, self._ack_op([ack]), _Progress())
-        except psycopg.Error as exc:
-            raise self._in_caller_transaction("complete", BackendError, exc, conn) from exc
-        return applied
-
-    async def complete_in_async(self, connection: object, ref: JobRef, result: str | None) -> bool:
-        """`complete_in` on a `psycopg.AsyncConnection` or `AsyncCursor`."""
-        conn = _raw_connection(connection)
-        if not isinstance(conn, AsyncConnection):
-            raise TypeError(
-                "complete_in_async needs a psycopg (3) AsyncConnection or AsyncCursor, not "
-                f"{type(connection)!r}"
-            )
-        ack = Ack.complete(ref, result)
-        try:
-            [applied] = await _drive_async(conn, self._ack_op([ack]), _Progress())
-        except psycopg.Error as exc:
-            raise self._in_caller_transaction("complete", BackendError, exc, conn) from exc
-        return applied
-
     @contextlib.contextmanager
     def transaction(self) -> Iterator[SyncConnection]:
         """A connection in an open transaction, for a task's own writes and `complete_in`.
@@ -1090,7 +801,7 @@ class PostgresBackend(Backend):
                 yield conn
         except psycopg.OperationalError as exc:
             if exc.sqlstate is None:  # reaching the server, not the task's own SQL
-                raise BackendError(self._failure("transaction", exc, _Progress())) from exc
+                raise BackendError(self._describe("transaction", exc, sent=False)) from exc
             raise
 
     @contextlib.asynccontextmanager
@@ -1101,33 +812,22 @@ class PostgresBackend(Backend):
                 yield conn
         except psycopg.OperationalError as exc:
             if exc.sqlstate is None:
-                raise BackendError(self._failure("transaction", exc, _Progress())) from exc
+                raise BackendError(self._describe("transaction", exc, sent=False)) from exc
             raise
 
     # -- inspection and admin ----------------------------------------------------------
-    def _get_op(self, job_id: int) -> _Op[Job | None]:
-        done = yield _Statement(self._sql.get("get_job"), {"id": job_id})
+    def _get(self, job_id: int) -> SqlOp[Job | None]:
+        done = yield Statement(self._sql.get("get_job"), {"id": job_id})
         return _job_from_row(done.rows[0]) if done.rows else None
 
-    def get(self, job_id: int) -> Job | None:
-        return self._run(self._get_op(job_id), "get")
-
-    async def get_async(self, job_id: int) -> Job | None:
-        return await self._run_async(self._get_op(job_id), "get")
-
-    def _list_op(self, job_filter: JobFilter) -> _Op[list[Job]]:
+    def _list_jobs(self, job_filter: JobFilter) -> SqlOp[list[Job]]:
         terms, params = _filter_sql(job_filter)
         params["f_limit"] = job_filter.limit
-        done = yield _Statement(self._sql.get("list_jobs", terms), params)
+        done = yield Statement(self._sql.get("list_jobs", terms), params)
         return [_job_from_row(row) for row in done.rows]
 
-    def list_jobs(self, job_filter: JobFilter) -> list[Job]:
-        if job_filter.limit is not None and job_filter.limit <= 0:
-            return []
-        return self._run(self._list_op(job_filter), "list_jobs")
-
-    def _stats_op(self) -> _Op[list[QueueStats]]:
-        done = yield _Statement(self._sql.get("stats"), {"now": self._now()})
+    def _stats(self) -> SqlOp[list[QueueStats]]:
+        done = yield Statement(self._sql.get("stats"), {"now": self._now()})
         counts: dict[str, dict[JobState, int]] = {}
         oldest: dict[str, float] = {}
         for queue, state, count, age in done.rows:
@@ -1139,47 +839,28 @@ class PostgresBackend(Backend):
             for queue in sorted(counts)
         ]
 
-    def stats(self) -> list[QueueStats]:
-        return self._run(self._stats_op(), "stats")
-
-    def _cancel_op(self, job_id: int) -> _Op[Job | None]:
-        done = yield _Statement(self._sql.get("cancel"), {"now": self._now(), "id": job_id})
+    def _cancel(self, job_id: int) -> SqlOp[Job | None]:
+        done = yield Statement(self._sql.get("cancel"), {"now": self._now(), "id": job_id})
         return _job_from_row(done.rows[0]) if done.rows else None
 
-    def cancel(self, job_id: int) -> Job | None:
-        return self._run(self._cancel_op(job_id), "cancel")
-
-    def _requeue_op(self, job_filter: JobFilter) -> _Op[int]:
+    def _requeue(self, job_filter: JobFilter) -> SqlOp[int]:
+        """Requeue every match; `job_filter.limit` is ignored, as by the memory engine."""
         terms, params = _filter_sql(job_filter)
         params.update(now=self._now(), channel=self.settings.channel)
-        done = yield _Statement(self._sql.get("requeue", terms), params)
+        done = yield Statement(self._sql.get("requeue", terms), params)
         count: int = done.rows[0][0]
         return count
 
-    def requeue(self, job_filter: JobFilter) -> int:
-        """Requeue every match; `job_filter.limit` is ignored, as by the memory engine."""
-        return self._run(self._requeue_op(job_filter), "requeue")
-
-    def _purge_op(self, job_filter: JobFilter) -> _Op[int]:
+    def _purge(self, job_filter: JobFilter) -> SqlOp[int]:
+        """Delete every match; `job_filter.limit` is ignored, as by the memory engine."""
         terms, params = _filter_sql(job_filter)
-        done = yield _Statement(self._sql.get("purge", terms), params)
+        done = yield Statement(self._sql.get("purge", terms), params)
         return max(done.rowcount, 0)
 
-    def purge(self, job_filter: JobFilter) -> int:
-        """Delete every match; `job_filter.limit` is ignored, as by the memory engine."""
-        return self._run(self._purge_op(job_filter), "purge")
-
-    def _next_run_at_op(self, queues: Sequence[str] | None) -> _Op[float | None]:
+    def _next_run_at(self, queues: tuple[str, ...] | None) -> SqlOp[float | None]:
         if queues is None:
-            done = yield _Statement(self._sql.get("next_run_at"), {})
+            done = yield Statement(self._sql.get("next_run_at"), {})
         else:
-            statement = self._sql.get("next_run_at_queues")
-            done = yield _Statement(statement, {"queues": list(queues)})
+            done = yield Statement(self._sql.get("next_run_at_queues"), {"queues": list(queues)})
         value: float | None = done.rows[0][0] if done.rows else None
         return value
-
-    def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
-        return self._run(self._next_run_at_op(queues), "next_run_at")
-
-    async def next_run_at_async(self, queues: Sequence[str] | None = None) -> float | None:
-        return await self._run_async(self._next_run_at_op(queues), "next_run_at")

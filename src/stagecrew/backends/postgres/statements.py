@@ -5,7 +5,8 @@ Each file holds one statement with a one-line `-- ` header saying what it does
 placeholders freely). `{schema}` stands for the quoted schema name, so the text works on any
 connection, including a caller's own (transactional enqueue) whose
 `search_path` stagecrew must not touch. A few statements take a `{filter}`
-fragment (the terms of a `JobFilter`, built by the backend from fixed text).
+fragment (the terms of a `JobFilter`, built by the backend from fixed text), or other
+named fragments of fixed text the backend chooses between (which may use `{schema}`).
 Parameters are psycopg named placeholders, `%(name)s`.
 """
 
@@ -43,20 +44,26 @@ class Statements:
             "id_sequence": sql.Literal(sql.Identifier(schema, "jobs_id_seq").as_string()),
             "jobs_table": sql.Literal(sql.Identifier(schema, "jobs").as_string()),
         }
-        self._rendered: dict[tuple[str, str], str] = {}
+        self._rendered: dict[tuple[object, ...], str] = {}
 
-    def _render(self, text: str, filter_terms: str = "") -> str:
+    def _render(self, text: str, filter_terms: str = "", **fragments: str) -> str:
         body = "".join(
             line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("--")
         )
-        return sql.SQL(body).format(filter=sql.SQL(filter_terms), **self._names).as_string()
+        parts = {name: sql.SQL(part).format(**self._names) for name, part in fragments.items()}
+        return (
+            sql.SQL(body).format(filter=sql.SQL(filter_terms), **parts, **self._names).as_string()
+        )
 
-    def get(self, name: str, filter_terms: str = "") -> str:
-        """Statement `name` (sql/<name>.sql), with `filter_terms` put in place of `{filter}`."""
-        key = (name, filter_terms)
+    def get(self, name: str, filter_terms: str = "", /, **fragments: str) -> str:
+        """Statement `name` (sql/<name>.sql), with `filter_terms` put in place of `{filter}`
+        and each of `fragments` in place of its `{name}`."""
+        key = (
+            (name, filter_terms, *sorted(fragments.items())) if fragments else (name, filter_terms)
+        )
         text = self._rendered.get(key)
         if text is None:
-            text = self._render(_source(name), filter_terms)
+            text = self._render(_source(name), filter_terms, **fragments)
             self._rendered[key] = text
         return text
 
