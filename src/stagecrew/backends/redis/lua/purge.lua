@@ -2,8 +2,8 @@
 -- purge: delete finished (succeeded, dead, cancelled) jobs of one queue that match a filter;
 -- waiting and running jobs are never deleted. A deleted job's idempotency key is free again.
 --
--- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[4] succeeded, KEYS[5] dead or
---   KEYS[6] cancelled, KEYS[7] all, KEYS[8] idempotency; deletes the jobs' hashes T:job:<id>.
+-- KEYS (keys.py): reads and writes KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled,
+--   KEYS[7] all, KEYS[8] idempotency; deletes the jobs' hashes T:job:<id>.
 -- ARGV[1] T; ARGV[2] a JobFilter as JSON (see _lib.lua); ARGV[3] the state whose index to scan
 --   (succeeded | dead | cancelled); ARGV[4] how many non-matching entries at the head of that
 --   index to skip; ARGV[5] the most entries to look at; ARGV[6...] job ids: when given, only

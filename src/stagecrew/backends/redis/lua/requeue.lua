@@ -3,8 +3,8 @@
 -- lost budget, run_at = now and no pending cancellation; their errors are kept, and so is their
 -- claims count (the fencing token never goes back).
 --
--- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[5] dead or KEYS[6] cancelled;
---   writes KEYS[1] available and the jobs' hashes T:job:<id>. Publishes on T:wake.
+-- KEYS (keys.py): reads and writes KEYS[5] dead or KEYS[6] cancelled; writes KEYS[1]
+--   available and the jobs' hashes T:job:<id>. Publishes on T:wake.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] a JobFilter as JSON (see _lib.lua);
 --   ARGV[4] the state whose index to scan (dead | cancelled); ARGV[5] how many non-matching
 --   entries at the head of that index to skip; ARGV[6] the most entries to look at;
