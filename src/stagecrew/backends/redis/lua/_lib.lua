@@ -169,8 +169,8 @@ end
 -- "worker lost" error `record` (from lost_record_arg) filled in with the lease owner ('None'
 -- when there is none), the attempt and now. `f` holds its fields state, attempt, max_attempts,
 -- lost, cancel_requested, lease_owner, errors, priority and run_at (in that order); the caller
--- has taken it out of T:running. Returns the state it settled in.
-local function settle_lost(id, f, max_lost, now_s, record)
+-- has taken it out of T:running. Counts the job in `settled[state]`, for the state it settled in.
+local function settle_lost(id, f, max_lost, now_s, record, settled)
     local k = job_key(id)
     local attempt = tonumber(f[2]) or 0
     local lost = (tonumber(f[4]) or 0) + 1
@@ -194,7 +194,31 @@ local function settle_lost(id, f, max_lost, now_s, record)
         redis.call('HSET', k, 'finished_at', now_s)
         redis.call('ZADD', FINISHED[target], now_s, id)
     end
-    return target
+    settled[target] = settled[target] + 1
+end
+
+-- The jobs a requeue or purge looks at, and the skip to start from: the job ids ARGV[at + 3...]
+-- when given; else up to ARGV[at + 2] entries of the index of the state ARGV[at] (one of
+-- `states`), from entry ARGV[at + 1] on, finished before the filter `f`'s bound if it has one.
+local function scan_candidates(f, at, states)
+    if #ARGV >= at + 3 then
+        local candidates = {}
+        for i = at + 3, #ARGV do
+            candidates[#candidates + 1] = id_arg(ARGV[i], 'job id')
+        end
+        return candidates, 0
+    end
+    if not states[ARGV[at]] then
+        refuse('state', ARGV[at])
+    end
+    local skip = integer_arg(ARGV[at + 1], 'skip', 0)
+    local count = integer_arg(ARGV[at + 2], 'count', 1)
+    local upper = '+inf'
+    if f.finished_before then
+        upper = '(' .. fmt(f.finished_before)
+    end
+    return redis.call('ZRANGEBYSCORE', FINISHED[ARGV[at]], '-inf', upper, 'LIMIT', skip, count),
+        skip
 end
 
 -- Delete a finished job and everything that points at it.

@@ -19,24 +19,17 @@ local max_lost = integer_arg(ARGV[3], 'max_lost', 1)
 local batch = integer_arg(ARGV[4], 'batch size', 1)
 local record = lost_record_arg(5)
 local expired = redis.call('ZRANGEBYSCORE', RUNNING, '-inf', '(' .. now_s, 'LIMIT', 0, batch)
-local requeued, dead, cancelled = 0, 0, 0
+local settled = { available = 0, dead = 0, cancelled = 0 }
 for _, id in ipairs(expired) do
     redis.call('ZREM', RUNNING, id)
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'lost',
         'cancel_requested', 'lease_owner', 'errors', 'priority', 'run_at')
     if f[1] == 'running' then
-        local target = settle_lost(id, f, max_lost, now_s, record)
-        if target == 'available' then
-            requeued = requeued + 1
-        elseif target == 'dead' then
-            dead = dead + 1
-        else
-            cancelled = cancelled + 1
-        end
+        settle_lost(id, f, max_lost, now_s, record, settled)
     end
 end
-if requeued > 0 then
+if settled.available > 0 then
     wake()
 end
-return { requeued, dead, cancelled, #expired }
+return { settled.available, settled.dead, settled.cancelled, #expired }
