@@ -27,6 +27,7 @@ keep claiming, recording outcomes and pruning, which is how it gets out of that 
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -47,7 +48,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
-from ..ops import Op
+from ..ops import Op, run, run_async
 from ..records import WORKER_LOST
 from . import preflight, scripts
 from .driver import AsyncSide, Call, Command, Driver, Eval, Step, describe_failure
@@ -121,10 +122,11 @@ class RedisBackend(Backend):
 
     # -- the engine's side of the seam ----------------------------------------------
     def _drive(self, op: Op[T]) -> T:
-        return self._driver.run(op)
+        return run(op, self._driver.execute)
 
     async def _drive_async(self, op: Op[T]) -> T:
-        return await self._driver.run_async(op)
+        wire = (await self._side()).wire
+        return await run_async(op, functools.partial(self._driver.execute_async, wire))
 
     async def _side(self) -> AsyncSide:
         return await self._driver.side()
@@ -182,7 +184,9 @@ class RedisBackend(Backend):
         # while nothing is written.
         fields = [new_job_fields(new) for new in jobs]
         first_queue = jobs[0].queue
-        if self._cluster_layout or any(new.queue != first_queue for new in jobs):
+        if self._cluster_layout or (
+            len(jobs) > 1 and any(new.queue != first_queue for new in jobs)
+        ):
             return (yield from self._enqueue_reserved(jobs, fields, now))
         args: list[Arg] = [now, first_queue, len(jobs)]
         for row in fields:

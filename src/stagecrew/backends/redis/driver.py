@@ -1,21 +1,21 @@
 """The Redis engine's drivers: what an operation's steps are, and how they are sent.
 
 An operation (`ops.Op`) yields `Step`s, each a pipeline of script calls (`Eval`) and plain
-commands (`Command`), and receives each step's replies. `Driver.run` sends them over the
-synchronous wire, `Driver.run_async` over this event loop's own (see `wire.py`): both send the
-same steps, hence the same scripts. Scripts go by SHA (EVALSHA) and are loaded again when Redis
-answers NOSCRIPT (after a restart or SCRIPT FLUSH); inside MULTI they are sent whole (EVAL).
+commands (`Command`), and receives each step's replies. `Driver.execute` sends a step over the
+synchronous wire, `Driver.execute_async` over the running event loop's own (see `wire.py`):
+both send the same steps, hence the same scripts (`RedisBackend._drive` and `_drive_async` run an
+operation with them). Scripts go by SHA (EVALSHA) and are loaded again when Redis answers
+NOSCRIPT (after a restart or SCRIPT FLUSH); inside MULTI they are sent whole (EVAL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import threading
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -25,15 +25,12 @@ from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from .. import ops
 from . import scripts
 from .keys import QueueKeys, Settings
 from .records import Arg
 from .scripts import Script
 from .subscription import Subscription
 from .wire import AsyncClusterWire, AsyncWire, ClusterWire, SyncWire
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +161,7 @@ async def _close_when_the_loop_ends(side: AsyncSide) -> AsyncGenerator[None, Non
 
 
 class Driver:
-    """Runs operations: on this thread's connection, or on the running event loop's side."""
+    """Sends steps: on this thread's connection, or on the running event loop's own side."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -181,14 +178,7 @@ class Driver:
         self._lock = threading.Lock()
         self._sides: dict[asyncio.AbstractEventLoop, AsyncSide] = {}
 
-    # -- the two drivers -----------------------------------------------------------
-    def run(self, op: ops.Op[T]) -> T:
-        return ops.run(op, self.execute)
-
-    async def run_async(self, op: ops.Op[T]) -> T:
-        wire = (await self.side()).wire
-        return await ops.run_async(op, functools.partial(self.execute_async, wire))
-
+    # -- what the two drivers send each step with ----------------------------------
     def execute(self, step: Step) -> list[Any]:
         wire = self.wire
         if step.atomic:
