@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import redis
@@ -26,7 +26,7 @@ from stagecrew import App, Retry
 from stagecrew.backends import backend_from_url
 from stagecrew.backends.base import Ack, AckKind, JobFilter, RescueReport, Retention
 from stagecrew.backends.redis import RedisBackend, scripts
-from stagecrew.backends.redis.backend import _Eval, _eval, _Step
+from stagecrew.backends.redis.driver import Eval, Step
 from stagecrew.clock import FakeClock
 from stagecrew.errors import BackendError, ConfigurationError, EnqueueError
 from stagecrew.job import EnqueuedJob, JobState, NewJob
@@ -161,14 +161,14 @@ class TestKeyLayout:
         self, make_backend: Callable[..., RedisBackend]
     ) -> None:
         backend = make_backend(FakeClock(), cluster_layout="1")
-        calls: list[_Eval] = []
-        execute = backend._execute
+        calls: list[Eval] = []
+        execute = backend._driver.execute
 
-        def spy(step: _Step) -> list[Any]:
-            calls.extend(c for c in step.calls if isinstance(c, _Eval))
+        def spy(step: Step) -> list[Any]:
+            calls.extend(c for c in step.calls if isinstance(c, Eval))
             return execute(step)
 
-        backend._execute = spy  # type: ignore[method-assign]
+        backend._driver.execute = spy  # type: ignore[method-assign]
         exercise_every_operation(backend)
         assert {c.script.name for c in calls} == set(scripts.ALL_SCRIPTS)
         for call in calls:
@@ -248,9 +248,10 @@ class TestReleaseWorker:
         client = raw(backend)
         key = backend._keys.queue("default").job(entry.id)
         before = client.hgetall(key)
-        call = _eval(scripts.RELEASE_WORKER, backend._keys.queue("default"), now, worker, max_lost)
+        queue = backend._keys.queue("default")
+        call = Eval.of(scripts.RELEASE_WORKER, queue, now, worker, max_lost)
         with pytest.raises(redis.ResponseError, match="stagecrew: bad"):
-            backend._execute(_Step((call,)))
+            backend._driver.execute(Step((call,)))
         assert client.hgetall(key) == before
         assert client.zscore(backend._keys.queue("default").keys[2], entry.id) is not None
         stored = backend.get(entry.id)
@@ -287,16 +288,16 @@ class TestEnqueue:
     ) -> None:
         backend = make_backend(FakeClock())
         backend.enqueue([job(queue="a"), job(queue="b")])  # registers both queues
-        steps: list[_Step] = []
-        execute = backend._execute
+        steps: list[Step] = []
+        execute = backend._driver.execute
 
-        def spy(step: _Step) -> list[Any]:
+        def spy(step: Step) -> list[Any]:
             steps.append(step)
             return execute(step)
 
-        backend._execute = spy  # type: ignore[method-assign]
+        backend._driver.execute = spy  # type: ignore[method-assign]
         backend.enqueue([job(queue="a"), job(queue="b"), job(queue="c")])
-        writes = [s for s in steps if any(isinstance(c, _Eval) for c in s.calls)]
+        writes = [s for s in steps if any(isinstance(c, Eval) for c in s.calls)]
         assert len(writes) == 1
         assert writes[0].atomic and len(writes[0].calls) == 3
 
@@ -548,11 +549,11 @@ class TestFindingJobs:
             found = old.get(first.id)
             assert found is not None and (found.task, found.queue) == ("new", "b")
             [claimed] = fresh.claim(["b"], "w", 1, LEASE)
-            old._where[first.id] = "a"  # as remembered before the data was lost
+            old._locator.remember(first.id, "a")  # as remembered before the data was lost
             assert old.heartbeat("w", [claimed.ref], LEASE).lost == frozenset()
-            old._where[first.id] = "a"
+            old._locator.remember(first.id, "a")
             assert old.ack([Ack(claimed.ref, AckKind.COMPLETE, result="1")]) == [True]
-            old._where[first.id] = "a"
+            old._locator.remember(first.id, "a")
             assert old.cancel(first.id).state is S.SUCCEEDED  # type: ignore[union-attr]
         finally:
             fresh.close()
@@ -710,6 +711,11 @@ class TestWait:
         clock = FakeClock()
         backend = make_backend(clock)
 
+        def synchronous(op: object) -> NoReturn:
+            raise AssertionError("an asynchronous operation ran on the synchronous driver")
+
+        backend._drive = synchronous  # type: ignore[assignment]
+
         async def scenario() -> None:
             [entry] = await backend.enqueue_async([job()])
             [claimed] = await backend.claim_async(["default"], "w", 1, LEASE)
@@ -722,12 +728,11 @@ class TestWait:
             assert await backend.prune_async(Retention()) == 1
 
         asyncio.run(scenario())
-        assert backend._executor is None
 
 
 class TestPackaging:
     def test_the_engine_package_does_not_shadow_redis_py(self) -> None:
-        import stagecrew.backends.redis.backend as engine
+        import stagecrew.backends.redis.driver as engine
 
         assert engine.redis.__name__ == "redis"
         assert "site-packages" in (engine.redis.__file__ or "")

@@ -1,4 +1,53 @@
-"""Store URLs and the key layout (documented at the top of `backend.py`)."""
+"""Store URLs, and the key layout: the one place it is written down.
+
+P is the key prefix (`?prefix=`, default `stagecrew`); T is a queue's hash tag,
+`{P:<queue, percent-encoded>}`, so that every key of one queue lives in one Cluster slot.
+KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in that order
+(the scripts' own headers name the keys each touches)::
+
+    key              KEYS  type     what it holds
+    {P}:ids           11   STRING   the job id counter (INCRBY)
+    {P}:queues         -   SET      every queue that ever got a job (stats, rescue, listing)
+    {P}:idempotency    8   HASH     idempotency key -> job id (single Redis; see Cluster below)
+    {P}:layout         -   STRING   the version of this layout ("1")
+    T:job:<id>         -   HASH     one job: task, queue, state, payload, priority, run_at,
+                                    attempt, max_attempts, enqueued_at, started_at, finished_at,
+                                    lease_owner, lease_expires_at, idempotency_key,
+                                    cancel_requested ("1"), lost, claims, result, errors (a JSON
+                                    array); absent or '' fields are None / 0
+    T:available        1   ZSET     due jobs; score = priority, member = "<run_at µs, 17
+                                    digits>:<L><id>", L the character '0' + the id's length, so
+                                    that the set's order is the claim order (priority, run_at, id)
+    T:scheduled        2   ZSET     delayed and retrying jobs; score = run_at, member = id
+    T:running          3   ZSET     claimed jobs; score = lease expiry (the rescuer's index, and
+                                    what release_worker reads whole: there is no index by worker)
+    T:succeeded        4   ZSET     score = finished_at (retention), member = id
+    T:dead             5   ZSET     the dead-letter queue; score = finished_at, member = id
+    T:cancelled        6   ZSET     score = finished_at, member = id
+    T:all              7   ZSET     every job of the queue; score = member = id (listing)
+    T:registered       9   STRING   "1" once the queue is in {P}:queues
+    T:due             10   ZSET     scheduled jobs whose run_at has passed, moved there by a
+                                    claim and ordered like T:available; still in state scheduled
+                                    until claimed
+    T:wake             -   channel  a message whenever work becomes due (enqueue, retry,
+                                    hand-back, rescue, requeue)
+
+Each job is in exactly one of the state indexes, the one its `state` field names (a scheduled
+job in T:scheduled or T:due); the scripts keep them consistent. A claim moves a job from
+T:available or T:due to T:running in the same script that sets its lease ("never pop and
+hope"): a worker that dies holding it leaves it in T:running, where the rescuer finds it once
+the lease has expired. `claims` counts every claim of the job and only a claim changes it (by
+one more): it is the fencing token of the latest claim, kept by a requeue, hand-back or rescue.
+In a job hash, lease_owner, lease_expires_at and result hold '' where they are None, and an
+absent attempt, lost or claims is 0.
+
+Redis Cluster (`?cluster=1`). Every script touches the keys of one queue only, hence one slot;
+operations over several queues call one script per queue. Two store-wide structures do not fit
+that rule: the id counter, whose ids the engine reserves with INCRBY before it calls a queue's
+enqueue script (on a single Redis the script increments it itself), and the idempotency index,
+kept per queue there (T:idempotency, in KEYS[8]; T:ids in KEYS[11] is unused), so that on a
+Cluster an idempotency key deduplicates within its queue only.
+"""
 
 from __future__ import annotations
 
@@ -114,7 +163,7 @@ class QueueKeys:
     name: str
     tag: str
     keys: tuple[str, ...]
-    """The eleven KEYS every script receives (see `lua/_lib.lua`)."""
+    """The eleven KEYS every script receives, in the order of the table above."""
     registered: str
     wake: str
 

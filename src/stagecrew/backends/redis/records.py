@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from ...job import Job, JobState, NewJob
+from ...job import ClaimedJob, Job, JobState, NewJob
 from ..base import JobFilter
-from ..records import decode_errors
+from ..records import decode_errors, salvage_claim
 
 Arg = str | bytes | int | float
 """One argument of a Redis command."""
@@ -111,6 +111,62 @@ def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
         errors=decode_errors(h.get(b"errors")),
         claims=int(h.get(b"claims") or 0),
     )
+
+
+def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[ClaimedJob]]:
+    """The ids and jobs of a claim.lua reply: {now, lease expiry, then 10 fields per job}."""
+    started, expires = float(reply[0]), float(reply[1])
+    ids = [int(i) for i in reply[2::10]]
+    rows = list(zip(ids, *(reply[2 + k :: 10] for k in range(1, 10)), strict=True))
+    try:
+        return ids, [
+            ClaimedJob(
+                id=job_id,
+                task=task.decode(),
+                queue=queue,
+                payload=payload.decode(),
+                attempt=attempt,
+                token=token,
+                max_attempts=int(most),
+                priority=int(priority),
+                enqueued_at=float(enqueued),
+                run_at=float(run_at),
+                started_at=started,
+                lease_expires_at=expires,
+                lost=lost,
+            )
+            for (
+                job_id,
+                attempt,
+                task,
+                payload,
+                most,
+                priority,
+                enqueued,
+                run_at,
+                lost,
+                token,
+            ) in rows
+        ]
+    except (AttributeError, TypeError, ValueError):  # a damaged job hash
+        return ids, [
+            salvage_claim(
+                job_id=r[0],
+                attempt=r[1],
+                token=r[9],
+                queue=queue,
+                task=r[2],
+                payload=r[3],
+                max_attempts=r[4],
+                priority=r[5],
+                enqueued_at=r[6],
+                run_at=r[7],
+                started_at=started,
+                lease_expires_at=expires,
+                lost=r[8],
+            )
+            for r in rows
+        ]
 
 
 def new_job_fields(new: NewJob) -> tuple[Arg, ...]:

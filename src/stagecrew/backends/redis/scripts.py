@@ -2,9 +2,8 @@
 
 Each script file starts with its `#!lua` line (Redis 7 script flags), then a header naming every
 key it touches and every argument. The loader inserts the shared helpers of `_lib.lua` that the
-script uses right after that first line. Scripts are called by SHA (EVALSHA) and loaded again
-when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH); inside MULTI they are sent whole
-(EVAL).
+script uses right after that first line. How they are sent (by SHA, loaded again on NOSCRIPT):
+see driver.py.
 """
 
 from __future__ import annotations

@@ -1,28 +1,10 @@
 -- _lib: helpers shared by the scripts. The loader (scripts.py) inserts this preamble and the
 -- functions a script calls right after the script's first line (its #!lua shebang).
 --
--- Every script runs on ONE queue and receives the same KEYS, in this order:
---   KEYS[1] T:available    ZSET  due jobs: score = priority, member = "<run_at µs, 17 digits>:<L><id>"
---                                where L is the character '0' + the id's length, so that
---                                ZRANGE order is (priority, run_at, id)
---   KEYS[2] T:scheduled    ZSET  delayed and retrying jobs: score = run_at, member = id
---   KEYS[3] T:running      ZSET  claimed jobs: score = lease expiry, member = id
---   KEYS[4] T:succeeded    ZSET  score = finished_at, member = id
---   KEYS[5] T:dead         ZSET  the dead-letter queue: score = finished_at, member = id
---   KEYS[6] T:cancelled    ZSET  score = finished_at, member = id
---   KEYS[7] T:all          ZSET  every job of the queue: score = member = id (listing, newest first)
---   KEYS[8] idempotency    HASH  idempotency key -> job id ({prefix}:idempotency on a single Redis,
---                                T:idempotency on Cluster)
---   KEYS[9] T:registered   STRING "1" once the queue is listed in {prefix}:queues
---   KEYS[10] T:due         ZSET  scheduled jobs whose run_at has passed, moved here by claim.lua
---                                and ordered like KEYS[1]; they stay in state 'scheduled' until
---                                claimed, so the 'scheduled' index is KEYS[2] and KEYS[10]
---   KEYS[11] {prefix}:ids  STRING the job id counter (only enqueue uses it, on a single Redis)
--- where T is the queue's hash tag "{prefix:queue}", passed again as ARGV[1]: job hashes are named
--- T:job:<id> and the wake-up channel T:wake. Those keys share T, hence the slot of KEYS[1..7,9,10].
--- In a job hash, lease_owner, lease_expires_at and result hold '' where they are None, and an
--- absent attempt, lost or claims is 0. `claims` counts every claim of the job and only claim.lua
--- changes it (by one more): it is the fencing token of the latest claim.
+-- Every script runs on ONE queue and receives the same KEYS, in the order of `QueueKeys.keys`:
+-- the key layout (each key, its type, its KEYS index) is documented once, in keys.py. T is the
+-- queue's hash tag, passed again as ARGV[1]: job hashes are named T:job:<id>, the wake-up
+-- channel T:wake. A script's own header names the keys it touches.
 --
 -- Times are seconds since the epoch, written with %.17g so that a double survives the round trip.
 -- A "now" argument of '' means the Redis server's clock (TIME); tests pass a fake time instead.
@@ -164,26 +146,46 @@ local function wake()
     redis.call('PUBLISH', TAG .. ':wake', '1')
 end
 
+-- The "worker lost" error's fixed fields, ARGV[i] to ARGV[i + 3] (records.WORKER_LOST.params()
+-- in Python, where its text is decided): type, message (one %s for the lease owner), kind, and
+-- the kind when a cancellation was pending. Checked like every argument, before any write.
+local function lost_record_arg(i)
+    local record = { type = ARGV[i], message = ARGV[i + 1], kind = ARGV[i + 2],
+        cancelled_kind = ARGV[i + 3] }
+    for _, name in ipairs({ 'type', 'message', 'kind', 'cancelled_kind' }) do
+        if type(record[name]) ~= 'string' or record[name] == '' then
+            refuse('lost worker ' .. name, record[name])
+        end
+    end
+    if not string.find(record.message, '%s', 1, true)
+            or not pcall(string.format, record.message, '') then
+        refuse('lost worker message', record.message)
+    end
+    return record
+end
+
 -- Settle one running job whose worker is lost (its lease expired, or its supervisor saw it die),
--- as transitions.after_lease_expired decides: back to available, or dead, or cancelled, with a
--- "worker lost" error. `f` holds its fields state, attempt, max_attempts, lost, cancel_requested,
--- lease_owner, errors, priority and run_at (in that order); the caller has taken it out of
--- T:running. Returns the state it settled in.
-local function settle_lost(id, f, max_lost, now_s)
+-- as transitions.after_lease_expired decides: back to available, or dead, or cancelled, with the
+-- "worker lost" error `record` (from lost_record_arg) filled in with the lease owner ('None'
+-- when there is none), the attempt and now. `f` holds its fields state, attempt, max_attempts,
+-- lost, cancel_requested, lease_owner, errors, priority and run_at (in that order); the caller
+-- has taken it out of T:running. Counts the job in `settled[state]`, for the state it settled in.
+local function settle_lost(id, f, max_lost, now_s, record, settled)
     local k = job_key(id)
     local attempt = tonumber(f[2]) or 0
     local lost = (tonumber(f[4]) or 0) + 1
     local target, kind
     if f[5] == '1' then
-        target, kind = 'cancelled', 'cancelled'
+        target, kind = 'cancelled', record.cancelled_kind
     elseif attempt >= (tonumber(f[3]) or 0) or lost >= max_lost then
-        target, kind = 'dead', 'lost'
+        target, kind = 'dead', record.kind
     else
-        target, kind = 'available', 'lost'
+        target, kind = 'available', record.kind
     end
-    local message = 'worker ' .. (f[6] or 'None') .. ' lost its lease (worker lost)'
-    local entry = '{"attempt":' .. int(attempt) .. ',"at":' .. now_s .. ',"kind":"' .. kind
-        .. '","type":"WorkerLost","message":' .. cjson.encode(message) .. ',"traceback":""}'
+    local message = string.format(record.message, f[6] or 'None')
+    local entry = '{"attempt":' .. int(attempt) .. ',"at":' .. now_s .. ',"kind":'
+        .. cjson.encode(kind) .. ',"type":' .. cjson.encode(record.type) .. ',"message":'
+        .. cjson.encode(message) .. ',"traceback":""}'
     redis.call('HSET', k, 'state', target, 'lost', lost, 'errors', append_error(f[7], entry))
     redis.call('HDEL', k, 'lease_owner', 'lease_expires_at')
     if target == 'available' then
@@ -192,7 +194,31 @@ local function settle_lost(id, f, max_lost, now_s)
         redis.call('HSET', k, 'finished_at', now_s)
         redis.call('ZADD', FINISHED[target], now_s, id)
     end
-    return target
+    settled[target] = settled[target] + 1
+end
+
+-- The jobs a requeue or purge looks at, and the skip to start from: the job ids ARGV[at + 3...]
+-- when given; else up to ARGV[at + 2] entries of the index of the state ARGV[at] (one of
+-- `states`), from entry ARGV[at + 1] on, finished before the filter `f`'s bound if it has one.
+local function scan_candidates(f, at, states)
+    if #ARGV >= at + 3 then
+        local candidates = {}
+        for i = at + 3, #ARGV do
+            candidates[#candidates + 1] = id_arg(ARGV[i], 'job id')
+        end
+        return candidates, 0
+    end
+    if not states[ARGV[at]] then
+        refuse('state', ARGV[at])
+    end
+    local skip = integer_arg(ARGV[at + 1], 'skip', 0)
+    local count = integer_arg(ARGV[at + 2], 'count', 1)
+    local upper = '+inf'
+    if f.finished_before then
+        upper = '(' .. fmt(f.finished_before)
+    end
+    return redis.call('ZRANGEBYSCORE', FINISHED[ARGV[at]], '-inf', upper, 'LIMIT', skip, count),
+        skip
 end
 
 -- Delete a finished job and everything that points at it.

@@ -4,9 +4,9 @@
 -- or hand-back of a job whose cancellation was requested ends it cancelled instead
 -- (transitions.after_ack).
 --
--- KEYS: the queue's keys (see _lib.lua). Writes KEYS[3] running, then the target's index:
---   KEYS[1] available, KEYS[2] scheduled, KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled;
---   and the jobs' hashes T:job:<id>. Publishes on T:wake when a job is due again.
+-- KEYS (keys.py): writes KEYS[3] running, then the target's index: KEYS[1] available, KEYS[2]
+--   scheduled, KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled; and the jobs' hashes
+--   T:job:<id>. Publishes on T:wake when a job is due again.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); then 6 per outcome: job id, claim token,
 --   kind (complete | retry | dead_letter | cancel | release), result JSON ('' = none),
 --   error JSON ('' = none; appended for any kind), delay in seconds ('' = none): a retry runs

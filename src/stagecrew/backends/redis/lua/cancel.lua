@@ -2,8 +2,8 @@
 -- cancel: cancel one waiting job now, or flag a running one (its worker stops it at a
 -- checkpoint, seeing the flag in its heartbeat reply). Finished jobs are left as they are.
 --
--- KEYS: the queue's keys (see _lib.lua). Writes KEYS[1] available, KEYS[2] scheduled or
---   KEYS[10] due, KEYS[6] cancelled and the job's hash T:job:<id>.
+-- KEYS (keys.py): writes KEYS[1] available, KEYS[2] scheduled or KEYS[10] due, KEYS[6]
+--   cancelled and the job's hash T:job:<id>.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] job id.
 -- Returns the job's hash after the change (HGETALL), or false when there is no such job.
 -- validates: now, the job id.

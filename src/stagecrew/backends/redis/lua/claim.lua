@@ -7,9 +7,9 @@
 -- field (absent counts as 0): the new value is the claim's fencing token, which no later claim,
 -- hand-back, rescue or re-run from the dead-letter queue ever gives out again.
 --
--- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[1] available, KEYS[2] scheduled,
---   KEYS[10] due, KEYS[3] running and the claimed jobs' hashes T:job:<id> (state, attempt,
---   claims, lease_owner, lease_expires_at, started_at).
+-- KEYS (keys.py): reads and writes KEYS[1] available, KEYS[2] scheduled, KEYS[10] due,
+--   KEYS[3] running and the claimed jobs' hashes T:job:<id> (state, attempt, claims,
+--   lease_owner, lease_expires_at, started_at).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] worker id; ARGV[4] limit;
 --   ARGV[5] lease seconds; ARGV[6] the most scheduled jobs to move to T:due in this call.
 -- Returns {now, lease_expires_at, then 10 per claimed job: id, attempt, task, payload,

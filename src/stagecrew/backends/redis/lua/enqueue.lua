@@ -2,9 +2,9 @@
 -- enqueue: insert a batch of new jobs into one queue in one atomic step, deduplicating on
 -- idempotency key, and publish a wake-up on T:wake when any of them is due now.
 --
--- KEYS: the queue's keys (see _lib.lua). Reads KEYS[9] (registered) and KEYS[8] (idempotency);
---   writes T:job:<id> (HSET), KEYS[1] available or KEYS[2] scheduled, KEYS[7] all, KEYS[8];
---   INCRBY KEYS[11] (the id counter) when the caller did not reserve ids.
+-- KEYS (keys.py): reads KEYS[9] registered and KEYS[8] idempotency; writes T:job:<id> (HSET),
+--   KEYS[1] available or KEYS[2] scheduled, KEYS[7] all, KEYS[8]; INCRBY KEYS[11] (the id
+--   counter) when the caller did not reserve ids.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] queue name (unused: the keys name it);
 --   ARGV[4] n, the number of jobs; then 8 per job: id ('' = take the next id from KEYS[11]),
 --   task, payload, priority, run_at ('' = now + delay), delay, max_attempts,

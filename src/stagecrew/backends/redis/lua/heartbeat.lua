@@ -3,8 +3,8 @@
 -- the job is running the given claim for this worker (fencing by job id and claim token: the
 -- job's `claims` count).
 --
--- KEYS: the queue's keys (see _lib.lua). Writes KEYS[3] running and lease_expires_at of the
---   held jobs' hashes T:job:<id>.
+-- KEYS (keys.py): writes KEYS[3] running and lease_expires_at of the held jobs' hashes
+--   T:job:<id>.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] worker id; ARGV[4] lease seconds;
 --   then pairs: job id, claim token.
 -- Returns one code per pair: 0 held and extended, 1 held and extended but its cancellation was

@@ -1,8 +1,7 @@
 #!lua flags=no-writes
 -- list_page: one page of the jobs of one queue that match a filter, newest (highest id) first.
 --
--- KEYS: the queue's keys (see _lib.lua). Reads KEYS[1..7], KEYS[10] and the jobs' hashes
---   T:job:<id>.
+-- KEYS (keys.py): reads KEYS[1..7], KEYS[10] and the jobs' hashes T:job:<id>.
 -- ARGV[1] T; ARGV[2] a JobFilter as JSON (see _lib.lua); ARGV[3] only ids below this one
 --   ('' = no bound); ARGV[4] the most jobs to return; ARGV[5] the most index entries to look at.
 -- Returns {cursor, job, job, ...}: each job is {id, field, value, field, value, ...} (its hash);

@@ -3,8 +3,8 @@
 -- A claim over several queues peeks at each, merges the heads, and then claims from each queue
 -- only as many as it won in the merge (one claim.lua call per queue).
 --
--- KEYS: the queue's keys (see _lib.lua). Reads KEYS[1] available, KEYS[10] due, KEYS[2]
---   scheduled, and the priority and run_at of due scheduled jobs' hashes.
+-- KEYS (keys.py): reads KEYS[1] available, KEYS[10] due, KEYS[2] scheduled, and the priority
+--   and run_at of due scheduled jobs' hashes.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] limit; ARGV[4] the most scheduled jobs
 --   claim.lua moves to T:due per call.
 -- Returns {priority_1, sort member_1, priority_2, sort member_2, ...}, unordered; a sort member

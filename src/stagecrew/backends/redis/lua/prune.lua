@@ -2,8 +2,8 @@
 -- prune: delete up to `limit` finished jobs of one queue that are older than their state's
 -- retention (finished_at < now - horizon); a state without a horizon is kept.
 --
--- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[4] succeeded, KEYS[5] dead,
---   KEYS[6] cancelled, KEYS[7] all, KEYS[8] idempotency; deletes the jobs' hashes T:job:<id>.
+-- KEYS (keys.py): reads and writes KEYS[4] succeeded, KEYS[5] dead, KEYS[6] cancelled,
+--   KEYS[7] all, KEYS[8] idempotency; deletes the jobs' hashes T:job:<id>.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] limit; ARGV[4] succeeded horizon;
 --   ARGV[5] cancelled horizon; ARGV[6] dead horizon (seconds; '' = keep forever).
 -- Returns the number of jobs deleted.

@@ -2,8 +2,8 @@
 -- purge: delete finished (succeeded, dead, cancelled) jobs of one queue that match a filter;
 -- waiting and running jobs are never deleted. A deleted job's idempotency key is free again.
 --
--- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[4] succeeded, KEYS[5] dead or
---   KEYS[6] cancelled, KEYS[7] all, KEYS[8] idempotency; deletes the jobs' hashes T:job:<id>.
+-- KEYS (keys.py): reads and writes KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled,
+--   KEYS[7] all, KEYS[8] idempotency; deletes the jobs' hashes T:job:<id>.
 -- ARGV[1] T; ARGV[2] a JobFilter as JSON (see _lib.lua); ARGV[3] the state whose index to scan
 --   (succeeded | dead | cancelled); ARGV[4] how many non-matching entries at the head of that
 --   index to skip; ARGV[5] the most entries to look at; ARGV[6...] job ids: when given, only
@@ -13,26 +13,7 @@
 -- validates: the filter, the job ids, or else the state (succeeded | dead | cancelled), skip
 --   and count.
 local matches, f = job_filter(ARGV[2])
-local candidates
-local skip = 0
-if #ARGV >= 6 then
-    candidates = {}
-    for i = 6, #ARGV do
-        candidates[#candidates + 1] = id_arg(ARGV[i], 'job id')
-    end
-else
-    if not FINISHED[ARGV[3]] then
-        refuse('state', ARGV[3])
-    end
-    skip = integer_arg(ARGV[4], 'skip', 0)
-    local count = integer_arg(ARGV[5], 'count', 1)
-    local upper = '+inf'
-    if f.finished_before then
-        upper = '(' .. fmt(f.finished_before)
-    end
-    candidates = redis.call('ZRANGEBYSCORE', FINISHED[ARGV[3]], '-inf', upper, 'LIMIT', skip,
-        count)
-end
+local candidates, skip = scan_candidates(f, 3, FINISHED)
 local deleted = 0
 for _, id in ipairs(candidates) do
     local f = redis.call('HMGET', job_key(id), 'state', 'task', 'finished_at', 'idempotency_key')

@@ -4,12 +4,15 @@
 -- exhausted or lost too often), or cancelled (a cancellation was pending); each gets a "worker
 -- lost" error. For a worker known to be dead (its supervisor saw the process exit).
 --
--- validates: now, the worker id (not empty), max_lost (whole, >= 1).
+-- validates: now, the worker id (not empty), max_lost (whole, >= 1), the worker-lost error's
+--   fields (text; the message with a %s).
 --
--- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[3] running; writes KEYS[1]
---   available, KEYS[5] dead, KEYS[6] cancelled and the jobs' hashes T:job:<id>.
---   Publishes on T:wake when a job is available again.
--- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] the worker id; ARGV[4] max_lost.
+-- KEYS (keys.py): reads and writes KEYS[3] running; writes KEYS[1] available, KEYS[5] dead,
+--   KEYS[6] cancelled and the jobs' hashes T:job:<id>. Publishes on T:wake when a job is
+--   available again.
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] the worker id; ARGV[4] max_lost;
+--   ARGV[5..8] the "worker lost" error's type, message, kind and cancelled kind
+--   (records.WORKER_LOST.params()).
 -- Returns {requeued, dead, cancelled}, or an error reply (and no write) for a bad argument.
 --
 -- There is no index of jobs by worker: the whole of T:running is read, in this one call, so an
@@ -21,25 +24,19 @@ if worker == nil or worker == '' then
     refuse('worker id', '')
 end
 local max_lost = integer_arg(ARGV[4], 'max_lost', 1)
+local record = lost_record_arg(5)
 local now_s = fmt(now)
-local requeued, dead, cancelled = 0, 0, 0
+local settled = { available = 0, dead = 0, cancelled = 0 }
 for _, id in ipairs(redis.call('ZRANGE', RUNNING, 0, -1)) do
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'lost',
         'cancel_requested', 'lease_owner', 'errors', 'priority', 'run_at')
     if f[1] == 'running' and f[6] == worker then
         redis.call('ZREM', RUNNING, id)
-        local target = settle_lost(id, f, max_lost, now_s)
-        if target == 'available' then
-            requeued = requeued + 1
-        elseif target == 'dead' then
-            dead = dead + 1
-        else
-            cancelled = cancelled + 1
-        end
+        settle_lost(id, f, max_lost, now_s, record, settled)
     end
 end
-if requeued > 0 then
+if settled.available > 0 then
     wake()
 end
-return { requeued, dead, cancelled }
+return { settled.available, settled.dead, settled.cancelled }

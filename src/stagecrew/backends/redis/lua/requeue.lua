@@ -3,8 +3,8 @@
 -- lost budget, run_at = now and no pending cancellation; their errors are kept, and so is their
 -- claims count (the fencing token never goes back).
 --
--- KEYS: the queue's keys (see _lib.lua). Reads and writes KEYS[5] dead or KEYS[6] cancelled;
---   writes KEYS[1] available and the jobs' hashes T:job:<id>. Publishes on T:wake.
+-- KEYS (keys.py): reads and writes KEYS[5] dead or KEYS[6] cancelled; writes KEYS[1]
+--   available and the jobs' hashes T:job:<id>. Publishes on T:wake.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] a JobFilter as JSON (see _lib.lua);
 --   ARGV[4] the state whose index to scan (dead | cancelled); ARGV[5] how many non-matching
 --   entries at the head of that index to skip; ARGV[6] the most entries to look at;
@@ -14,26 +14,7 @@
 -- validates: now, the filter, the job ids, or else the state (dead | cancelled), skip and count.
 local now_s = fmt(clock(ARGV[2]))
 local matches, f = job_filter(ARGV[3])
-local candidates
-local skip = 0
-if #ARGV >= 7 then
-    candidates = {}
-    for i = 7, #ARGV do
-        candidates[#candidates + 1] = id_arg(ARGV[i], 'job id')
-    end
-else
-    if ARGV[4] ~= 'dead' and ARGV[4] ~= 'cancelled' then
-        refuse('state', ARGV[4])
-    end
-    skip = integer_arg(ARGV[5], 'skip', 0)
-    local count = integer_arg(ARGV[6], 'count', 1)
-    local upper = '+inf'
-    if f.finished_before then
-        upper = '(' .. fmt(f.finished_before)
-    end
-    candidates = redis.call('ZRANGEBYSCORE', FINISHED[ARGV[4]], '-inf', upper, 'LIMIT', skip,
-        count)
-end
+local candidates, skip = scan_candidates(f, 4, { dead = true, cancelled = true })
 local requeued = 0
 for _, id in ipairs(candidates) do
     local k = job_key(id)

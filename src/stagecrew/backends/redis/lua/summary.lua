@@ -2,8 +2,8 @@
 -- summary: counts per state and the run_at of the longest-waiting jobs of one queue, for
 -- stats() and next_run_at().
 --
--- KEYS: the queue's keys (see _lib.lua). Reads KEYS[1..6] and KEYS[10] and, for the oldest
---   waiting job, the run_at of a few jobs' hashes T:job:<id>.
+-- KEYS (keys.py): reads KEYS[1..6] and KEYS[10] and, for the oldest waiting job, the run_at
+--   of a few jobs' hashes T:job:<id>.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] the most priority bands to walk per index.
 -- Returns {now, available, scheduled, running, succeeded, dead, cancelled, oldest run_at among
 --   due waiting jobs ('' = none), earliest run_at among all waiting jobs ('' = none)}.
