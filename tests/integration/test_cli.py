@@ -348,6 +348,7 @@ def test_dlq_list_requeue_and_purge_round_trip(cli_app: CliApp) -> None:
     assert cli_app.json("dlq", "purge", "--all", "--queue", "images") == {"purged": 0}
     assert cli_app.json("dlq", "purge", "--all") == {"purged": 3}
     assert "empty" in cli_app.run("dlq", "list").stdout
+    assert [j.task for j in cli_app.app.jobs.list()] == ["resize"], "only dead jobs are purged"
 
 
 def test_dlq_retry_still_requeues_under_its_former_name_and_is_not_listed(cli_app: CliApp) -> None:
@@ -357,7 +358,6 @@ def test_dlq_retry_still_requeues_under_its_former_name_and_is_not_listed(cli_ap
     assert type(cli_app.app.jobs).retry is type(cli_app.app.jobs).requeue
     listed = cli_app.run("dlq", "--help").stdout
     assert "requeue" in listed and "retry" not in listed.split("Commands:")[1]
-    assert [j.task for j in cli_app.app.jobs.list()] == ["resize"], "only dead jobs are purged"
 
 
 def test_dlq_purge_of_old_jobs_keeps_the_recent_ones(cli_app: CliApp) -> None:
@@ -368,7 +368,7 @@ def test_dlq_purge_of_old_jobs_keeps_the_recent_ones(cli_app: CliApp) -> None:
     assert [j["id"] for j in cli_app.json("dlq", "list")] == [recent]
 
 
-def test_dlq_retry_and_purge_need_to_be_told_which_jobs(cli_app: CliApp) -> None:
+def test_dlq_requeue_and_purge_need_to_be_told_which_jobs(cli_app: CliApp) -> None:
     _dead_jobs(cli_app, 1)
     for args in (
         ["dlq", "requeue"],
