@@ -494,21 +494,6 @@ class Backend(ABC):
     async def next_run_at_async(self, queues: Sequence[str] | None = None) -> float | None:
         return await self._offload(self.next_run_at, queues)
 
-    async def list_jobs_async(self, job_filter: JobFilter) -> list[Job]:
-        return await self._offload(self.list_jobs, job_filter)
-
-    async def stats_async(self) -> list[QueueStats]:
-        return await self._offload(self.stats)
-
-    async def cancel_async(self, job_id: int) -> Job | None:
-        return await self._offload(self.cancel, job_id)
-
-    async def requeue_async(self, job_filter: JobFilter) -> int:
-        return await self._offload(self.requeue, job_filter)
-
-    async def purge_async(self, job_filter: JobFilter) -> int:
-        return await self._offload(self.purge, job_filter)
-
     def __enter__(self) -> Backend:
         return self
 
