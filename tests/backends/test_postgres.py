@@ -1,19 +1,18 @@
-"""The PostgreSQL engine: the whole conformance suite, plus what only a server engine can promise.
+"""The PostgreSQL engine: what only a server engine can promise, beyond the conformance suite.
 
-Reads STAGECREW_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
-Every test gets schemas of its own, with random names, dropped afterwards. Without
-a reachable server these tests skip, except in CI (the CI variable set), where
-that is a failure.
+The conformance suite runs on PostgreSQL in test_conformance.py, through the engine
+registry (`stagecrew.testing.engines`), which also makes the schemas used here: it reads
+STAGECREW_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test). Every
+test gets schemas of its own, with random names, dropped afterwards. Without a reachable
+server these tests skip, except in CI (the CI variable set), where that is a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 
 from stagecrew import App, Retry
 from stagecrew.backends import backend_from_url
-from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter, Retention
+from stagecrew.backends.base import Ack, AckKind, JobFilter, Retention
 from stagecrew.backends.postgres import PostgresBackend, schema_version
 from stagecrew.backends.postgres.settings import parse_url
 from stagecrew.backends.records import WORKER_LOST
@@ -34,23 +33,13 @@ from stagecrew.errors import (
     SchemaOutOfDateError,
 )
 from stagecrew.job import JobRef, JobState, NewJob
-from stagecrew.testing.conformance import BackendConformance, BackendFactory
+from stagecrew.testing.engines import POSTGRES_SERVER, Schemas, with_schema
 from stagecrew.worker.runner import Worker
 
-URL = os.environ.get("STAGECREW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+URL = POSTGRES_SERVER.url
 PAYLOAD = '{"args":[],"kwargs":{}}'
 S = JobState
-
-
-def _server_or_skip() -> None:
-    try:
-        with psycopg.connect(URL, connect_timeout=3):
-            pass
-    except psycopg.Error as exc:
-        reason = f"PostgreSQL is not reachable at STAGECREW_TEST_POSTGRES_URL={URL!r}: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+_server_or_skip = POSTGRES_SERVER.require
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,33 +47,8 @@ def _postgres_server() -> None:
     _server_or_skip()
 
 
-def with_schema(url: str, schema: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
-
-
 def admin() -> psycopg.Connection[Any]:
     return psycopg.connect(URL, autocommit=True)
-
-
-class Schemas:
-    """Fresh schema names for one test; every one is dropped at teardown."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def new(self) -> str:
-        name = f"stagecrew_test_{uuid.uuid4().hex[:12]}"
-        self.names.append(name)
-        return name
-
-    def drop(self) -> None:
-        with admin() as conn:
-            for name in self.names:
-                conn.execute(
-                    psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                        psycopg.sql.Identifier(name)
-                    )
-                )
 
 
 @pytest.fixture
@@ -92,25 +56,6 @@ def schemas() -> Iterator[Schemas]:
     made = Schemas()
     yield made
     made.drop()
-
-
-@pytest.fixture
-def backend_factory(schemas: Schemas) -> Iterator[BackendFactory]:
-    made: list[PostgresBackend] = []
-
-    def make(clock: FakeClock) -> Backend:
-        backend = PostgresBackend(with_schema(URL, schemas.new()), clock)
-        backend.migrate()
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
-
-
-class TestPostgresConformance(BackendConformance):
-    """The shared suite, unchanged, against a real PostgreSQL."""
 
 
 # -- helpers for the PostgreSQL-specific tests ----------------------------------------------

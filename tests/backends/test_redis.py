@@ -1,6 +1,8 @@
-"""The Redis engine: the whole conformance suite, plus what only the Redis engine promises.
+"""The Redis engine: what only the Redis engine promises, beyond the conformance suite.
 
-Reads STAGECREW_TEST_REDIS_URL (default redis://127.0.0.1:6379/0). Every test gets key
+The conformance suite runs on Redis, in both key layouts, in test_conformance.py, through
+the engine registry (`stagecrew.testing.engines`), which also makes the key prefixes used
+here: it reads STAGECREW_TEST_REDIS_URL (default redis://127.0.0.1:6379/0). Every test gets key
 prefixes of its own, with random names, whose keys are deleted afterwards. Without a reachable
 server these tests skip, except in CI (the CI variable set), where that is a failure. Tests
 that restart Redis, fill its memory or change its eviction policy start a throwaway
@@ -11,10 +13,8 @@ shared server.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -30,20 +30,11 @@ from stagecrew.backends.redis.driver import Eval, Step
 from stagecrew.clock import FakeClock
 from stagecrew.errors import BackendError, ConfigurationError, EnqueueError
 from stagecrew.job import EnqueuedJob, JobState, NewJob
-from stagecrew.testing.conformance import BackendConformance, BackendFactory
+from stagecrew.testing.engines import REDIS_SERVER, Prefixes, delete_prefix, with_query
 from stagecrew.worker.runner import Worker
 
-URL = os.environ.get("STAGECREW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def _server_or_skip() -> None:
-    try:
-        redis.Redis.from_url(URL, socket_connect_timeout=3).ping()
-    except redis.RedisError as exc:
-        reason = f"Redis is not reachable at STAGECREW_TEST_REDIS_URL={URL!r}: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+URL = REDIS_SERVER.url
+_server_or_skip = REDIS_SERVER.require
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,42 +48,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def with_query(url: str, **params: str) -> str:
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return f"{url}{'&' if '?' in url else '?'}{query}"
-
-
-def delete_prefix(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        for pattern in (f"{{{prefix}}}:*", f"{{{prefix}:*"):
-            batch = list(client.scan_iter(match=pattern, count=1000))
-            for i in range(0, len(batch), 500):
-                client.delete(*batch[i : i + 500])
-    finally:
-        client.close()
-
-
-class Prefixes:
-    """Fresh key prefixes for one test; all their keys are deleted at teardown."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.names: list[str] = []
-
-    def new(self) -> str:
-        name = f"sctest-{uuid.uuid4().hex[:12]}"
-        self.names.append(name)
-        return name
-
-    def url_for(self, prefix: str | None = None, **params: str) -> str:
-        return with_query(self.url, prefix=prefix or self.new(), **params)
-
-    def delete(self) -> None:
-        for name in self.names:
-            delete_prefix(self.url, name)
-
-
 @pytest.fixture
 def prefixes() -> Iterator[Prefixes]:
     made = Prefixes(URL)
@@ -100,18 +55,6 @@ def prefixes() -> Iterator[Prefixes]:
         yield made
     finally:
         made.delete()
-
-
-@pytest.fixture
-def backend_factory(prefixes: Prefixes) -> BackendFactory:
-    def make(clock: FakeClock) -> RedisBackend:
-        return RedisBackend(prefixes.url_for(), clock)
-
-    return make
-
-
-class TestRedisConformance(BackendConformance):
-    """Every guarantee of the Backend contract, against a real Redis."""
 
 
 @pytest.fixture
@@ -128,17 +71,6 @@ def make_backend(prefixes: Prefixes) -> Iterator[Callable[..., RedisBackend]]:
     finally:
         for backend in made:
             backend.close()
-
-
-class TestRedisConformanceWithClusterLayout(BackendConformance):
-    """The same suite with the Cluster key layout: ids reserved first, idempotency per queue."""
-
-    @pytest.fixture
-    def backend_factory(self, prefixes: Prefixes) -> BackendFactory:
-        def make(clock: FakeClock) -> RedisBackend:
-            return RedisBackend(prefixes.url_for(cluster_layout="1"), clock)
-
-        return make
 
 
 # -- Redis-specific guarantees -------------------------------------------------------------
@@ -847,23 +779,3 @@ class TestIdCounter:
         assert [j.task for j in backend.list_jobs(JobFilter())] == ["t"]
         raw(backend).set(backend._keys.ids, first.id)
         assert backend.enqueue([job("later")])[0].id == first.id + 1
-
-
-def test_random_operation_sequences_follow_the_reference_model(prefixes: Prefixes) -> None:
-    """The hypothesis state machine of tests/unit, on Redis (a key prefix per example)."""
-    from hypothesis import HealthCheck, settings
-    from hypothesis.stateful import run_state_machine_as_test
-    from tests.unit.test_state_machine import BackendMachine
-
-    class RedisMachine(BackendMachine):
-        make_backend = staticmethod(lambda clock: RedisBackend(prefixes.url_for(), clock))
-
-    run_state_machine_as_test(
-        RedisMachine,
-        settings=settings(
-            max_examples=60,
-            stateful_step_count=40,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )

@@ -346,6 +346,16 @@ def cluster_url(nodes: list[RedisServer], **params: str) -> str:
 class TestRedisClusterConformance(BackendConformance):
     """The whole conformance suite on a three-node Redis Cluster."""
 
+    # Fewer model examples than on one server: every step goes to the node of its slot,
+    # and the same scripts run on one server in test_conformance.py at full size.
+    @pytest.fixture
+    def state_machine_examples(self) -> int:
+        return 15
+
+    @pytest.fixture
+    def interleaving_examples(self) -> int:
+        return 25
+
     @pytest.fixture
     def backend_factory(self, cluster: list[RedisServer]) -> BackendFactory:
         def make(clock: FakeClock) -> RedisBackend:

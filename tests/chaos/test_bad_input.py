@@ -35,12 +35,14 @@ from hypothesis import strategies as st
 from stagecrew import App, ErrorKind, JobState
 from stagecrew.errors import InvalidArgumentsError, PayloadTooLargeError, SerializationError
 from stagecrew.serialization import decode_payload
+from stagecrew.testing.engines import engine_names
 from stagecrew.worker.runner import Worker
 from tests.support.processes import start_worker, stop, wait_for, write_app
 from tests.support.raw_store import AsBlob, RawWriteRefused, write_raw_job
 from tests.support.stores import fresh_store
 
-ENGINES = ["sqlite", "postgres", "redis"]
+ENGINES = engine_names(cross_process=True, variants=False)
+"""Engines whose store a worker process shares, so the raw writes reach what it reads."""
 VALID = b'{"args":["ok"],"kwargs":{}}'
 """A payload `probe` would run: bad inputs are built from it."""
 

@@ -6,37 +6,17 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from stagecrew.backends.postgres import PostgresBackend
-from tests.backends import test_postgres, test_redis
+from stagecrew.testing.engines import ENGINES
 
 
 @contextlib.contextmanager
 def fresh_store(engine: str, tmp_path: Path) -> Iterator[str]:
-    """The URL of an empty, migrated store of `engine`, removed afterwards.
+    """The URL of an empty, migrated store of `engine` (a name in the engine registry),
+    removed afterwards.
 
     A server engine whose server is unreachable skips the test, or fails it in CI.
     """
-    if engine == "memory":
-        yield "memory://"
-    elif engine == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-    elif engine == "postgres":
-        test_postgres._server_or_skip()
-        schemas = test_postgres.Schemas()
-        url = test_postgres.with_schema(test_postgres.URL, schemas.new())
-        try:
-            backend = PostgresBackend(url)
-            backend.migrate()
-            backend.close()
-            yield url
-        finally:
-            schemas.drop()
-    elif engine == "redis":
-        test_redis._server_or_skip()
-        prefixes = test_redis.Prefixes(test_redis.URL)
-        try:
-            yield prefixes.url_for()
-        finally:
-            prefixes.delete()
-    else:
+    if engine not in ENGINES:
         raise ValueError(f"no such engine: {engine!r}")
+    with ENGINES[engine].stores(tmp_path) as stores:
+        yield stores.url()

@@ -1,48 +1,22 @@
-"""The interleaving machine (`stagecrew.testing.interleaving`) against every engine.
+"""The Redis key layout checked against the interleaving model after every step.
 
-Each example gets a fresh store: a temp file on SQLite, a migrated schema of its own on
-PostgreSQL, a key prefix of its own on Redis (all removed when the test ends). Without a
-reachable server the PostgreSQL and Redis runs skip, except in CI (the CI variable set),
-where that is a failure. On Redis every step also checks the key layout: each job is in
-exactly the index its state needs, and no index holds a job that is not in that state.
+Each job is in exactly the index its state needs, no index holds a job that is not
+in that state, a running job's score is its lease, and a deleted job leaves no hash
+(see `stagecrew.backends.redis.keys`).
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
-import pytest
 import redis
-from hypothesis import settings
-from tests.backends import test_postgres, test_redis
 
 from stagecrew.backends.base import Backend
-from stagecrew.backends.memory import MemoryBackend
-from stagecrew.backends.postgres import PostgresBackend
-from stagecrew.backends.redis import RedisBackend
 from stagecrew.backends.redis.keys import Keys, parse_url
-from stagecrew.backends.sqlite import SQLiteBackend
-from stagecrew.clock import FakeClock
 from stagecrew.job import JobState
-from stagecrew.testing.conformance import BackendFactory
-from stagecrew.testing.interleaving import (
-    ExpectedJob,
-    LayoutCheck,
-    interleaving_settings,
-    run_interleavings,
-)
+from stagecrew.testing.conformance.interleaving import ExpectedJob
 
 S = JobState
-
-# Examples per engine, sized so each run takes well under a minute on a shared machine.
-SETTINGS: dict[str, settings] = {
-    "memory": interleaving_settings(max_examples=500),
-    "sqlite": interleaving_settings(max_examples=300),
-    "postgres": interleaving_settings(max_examples=120),
-    "redis": interleaving_settings(max_examples=250),
-}
 
 
 class RedisIndexes:
@@ -128,68 +102,3 @@ class RedisIndexes:
                     f"job {job_id}: T:running scores it {indexes['running'][job_id]}, "
                     f"its lease ends at {job.lease_until}"
                 )
-
-
-def memory_factory(tmp_path: Path) -> Iterator[BackendFactory]:
-    yield lambda clock: MemoryBackend("memory://", clock)
-
-
-def sqlite_factory(tmp_path: Path) -> Iterator[BackendFactory]:
-    numbers = itertools.count(1)
-
-    def make(clock: FakeClock) -> Backend:
-        backend = SQLiteBackend(f"sqlite:///{tmp_path}/interleaving-{next(numbers)}.db", clock)
-        backend.migrate()
-        return backend
-
-    yield make
-
-
-def postgres_factory(tmp_path: Path) -> Iterator[BackendFactory]:
-    test_postgres._server_or_skip()
-    schemas = test_postgres.Schemas()
-
-    def make(clock: FakeClock) -> Backend:
-        backend = PostgresBackend(
-            test_postgres.with_schema(test_postgres.URL, schemas.new()), clock
-        )
-        backend.migrate()
-        return backend
-
-    try:
-        yield make
-    finally:
-        schemas.drop()
-
-
-def redis_factory(tmp_path: Path) -> Iterator[BackendFactory]:
-    test_redis._server_or_skip()
-    prefixes = test_redis.Prefixes(test_redis.URL)
-    try:
-        yield lambda clock: RedisBackend(prefixes.url_for(), clock)
-    finally:
-        prefixes.delete()
-
-
-ENGINES: dict[str, Callable[[Path], Iterator[BackendFactory]]] = {
-    "memory": memory_factory,
-    "sqlite": sqlite_factory,
-    "postgres": postgres_factory,
-    "redis": redis_factory,
-}
-
-
-@pytest.mark.parametrize("engine", [pytest.param(name, id=name) for name in ENGINES])
-def test_only_the_claim_holding_a_job_changes_it_under_any_interleaving(
-    engine: str, tmp_path: Path
-) -> None:
-    """Stale claims (stalled, rescued, handed back, requeued, re-sent) are always refused."""
-    indexes = RedisIndexes()
-    check: LayoutCheck | None = indexes if engine == "redis" else None
-    factories = ENGINES[engine](tmp_path)
-    try:
-        factory = next(factories)
-        run_interleavings(factory, name=engine, check_layout=check, settings=SETTINGS[engine])
-    finally:
-        factories.close()
-        indexes.close()

@@ -25,9 +25,10 @@ The model keeps which claim currently holds each job. After every step:
 A claim is told apart from every other claim of its job only by its
 `ClaimedJob.ref`: that is the fence this test holds every engine to.
 
-Running it against an engine (hypothesis must be installed)::
+`InterleavingConformance` runs it against the store of a `backend_factory`
+fixture; `run_interleavings(factory)` runs it alone::
 
-    from stagecrew.testing.interleaving import run_interleavings
+    from stagecrew.testing.conformance.interleaving import run_interleavings
 
     def test_my_engine_fences_every_interleaving(tmp_path):
         run_interleavings(lambda clock: MyBackend(f"my://{tmp_path}", clock))
@@ -43,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -54,10 +56,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from .. import transitions
-from ..backends.base import ACK_TARGET, Ack, AckKind, Backend, JobFilter, RescueReport, Retention
-from ..clock import FakeClock
-from ..job import (
+from ... import transitions
+from ...backends.base import ACK_TARGET, Ack, AckKind, Backend, JobFilter, RescueReport, Retention
+from ...clock import FakeClock
+from ...job import (
     FINAL_STATES,
     WAITING_STATES,
     AttemptError,
@@ -68,13 +70,14 @@ from ..job import (
     JobState,
     NewJob,
 )
-from ..serialization import encode, encode_payload
-from .conformance import BackendFactory
+from ...serialization import encode, encode_payload
+from .helpers import BackendFactory
 
 __all__ = [
     "LEASE",
     "Claim",
     "ExpectedJob",
+    "InterleavingConformance",
     "InterleavingMachine",
     "LayoutCheck",
     "SimulatedWorker",
@@ -782,3 +785,32 @@ def run_interleavings(
         },
     )
     run_state_machine_as_test(machine, settings=settings or interleaving_settings())
+
+
+class InterleavingConformance:
+    """The interleaving model, run against a fresh store of `backend_factory` per example."""
+
+    @pytest.fixture
+    def interleaving_examples(self) -> int:
+        """How many interleavings run; a test class overrides it to size a slow store's run."""
+        return 100
+
+    @pytest.fixture
+    def interleaving_layout_check(self) -> LayoutCheck | None:
+        """An engine's own check of its structures after every step; none by default."""
+        return None
+
+    def test_only_the_claim_holding_a_job_changes_it_under_any_interleaving(
+        self,
+        backend_factory: BackendFactory,
+        interleaving_examples: int,
+        interleaving_layout_check: LayoutCheck | None,
+        request: pytest.FixtureRequest,
+    ) -> None:
+        """Stale claims (stalled, rescued, handed back, requeued, re-sent) are always refused."""
+        run_interleavings(
+            backend_factory,
+            name=request.node.nodeid,
+            check_layout=interleaving_layout_check,
+            settings=interleaving_settings(max_examples=interleaving_examples),
+        )

@@ -1,17 +1,17 @@
-"""Random sequences of store operations against a reference model, on every engine.
+"""Random sequences of store operations against a reference model: the state-machine test.
 
 The model is a few lines of plain Python per operation: the job's state,
 attempt, claims (the fencing token), losses, lease and cancel request. After
 every step each stored job must agree with it, and every state change the
 store made must be one that `transitions.ALLOWED` lists.
+
+`StateMachineConformance` runs it against the store of a `backend_factory`
+fixture, a fresh store per example; `run_state_machine(factory)` runs it alone.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -27,31 +27,16 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from stagecrew import transitions
-from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter, RescueReport
-from stagecrew.backends.memory import MemoryBackend
-from stagecrew.clock import FakeClock
-from stagecrew.job import (
-    FINAL_STATES,
-    WAITING_STATES,
-    AttemptError,
-    ErrorKind,
-    JobRef,
-    JobState,
-    NewJob,
-)
-from stagecrew.serialization import encode_payload
+from ... import transitions
+from ...backends.base import Ack, AckKind, JobFilter, RescueReport
+from ...clock import FakeClock
+from ...job import FINAL_STATES, WAITING_STATES, AttemptError, ErrorKind, JobRef, JobState, NewJob
+from ...serialization import encode_payload
+from .helpers import BackendFactory
 
-try:
-    from stagecrew.backends.sqlite import SQLiteBackend
-except ImportError as exc:  # the engine is being written in parallel
-    SQLiteBackend = None  # type: ignore[assignment,misc]
-    _SQLITE_MISSING = f"stagecrew.backends.sqlite does not import: {exc}"
-else:
-    _SQLITE_MISSING = ""
+__all__ = ["BackendMachine", "StateMachineConformance", "machine_settings", "run_state_machine"]
 
 S = JobState
-Factory = Callable[[FakeClock], Backend]
 
 QUEUES = ("a", "b")
 WORKERS = ("w1", "w2")
@@ -61,29 +46,6 @@ LEASE = 10.25
 UNKNOWN_ID = 1_000_000
 
 Held = tuple[JobRef, str]  # one claim and the worker that made it
-
-
-def memory_factory(tmp_path: Path) -> Factory:
-    return lambda clock: MemoryBackend("memory://", clock)
-
-
-def sqlite_factory(tmp_path: Path) -> Factory:
-    if SQLiteBackend is None:
-        pytest.skip(_SQLITE_MISSING)
-    numbers = itertools.count(1)
-
-    def make(clock: FakeClock) -> Backend:
-        backend = SQLiteBackend(f"sqlite:///{tmp_path}/machine-{next(numbers)}.db", clock)
-        backend.migrate()
-        return backend
-
-    return make
-
-
-ENGINES: dict[str, Callable[[Path], Factory]] = {
-    "memory": memory_factory,
-    "sqlite": sqlite_factory,
-}
 
 
 @dataclass
@@ -111,7 +73,7 @@ class ModelJob:
 
 class BackendMachine(RuleBasedStateMachine):
     held = Bundle("held")
-    make_backend: Factory
+    make_backend: BackendFactory
     """Set by a subclass per engine."""
 
     def __init__(self) -> None:
@@ -412,17 +374,46 @@ class BackendMachine(RuleBasedStateMachine):
                 assert actual == expected, f"{queue}/{state}"
 
 
-@pytest.mark.parametrize("engine", [pytest.param(name, id=name) for name in ENGINES])
-def test_backend_follows_the_reference_model(engine: str, tmp_path: Path) -> None:
-    class EngineMachine(BackendMachine):
-        make_backend = staticmethod(ENGINES[engine](tmp_path))
-
-    run_state_machine_as_test(
-        EngineMachine,
-        settings=settings(
-            max_examples=100,
-            stateful_step_count=40,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
+def machine_settings(max_examples: int = 100, steps: int = 40) -> settings:
+    """Settings for `run_state_machine`: no deadline (servers vary), `steps` steps an example."""
+    return settings(
+        max_examples=max_examples,
+        stateful_step_count=steps,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
     )
+
+
+def run_state_machine(
+    factory: BackendFactory, *, name: str = "engine", settings: settings | None = None
+) -> None:
+    """Run the reference model against the engine `factory` makes; raises on a failure.
+
+    `name` keys the failures hypothesis saves in its example database, so each
+    engine replays its own first.
+    """
+    machine = type(
+        f"StateMachine[{name}]", (BackendMachine,), {"make_backend": staticmethod(factory)}
+    )
+    run_state_machine_as_test(machine, settings=settings or machine_settings())
+
+
+class StateMachineConformance:
+    """The reference model, run against a fresh store of `backend_factory` per example."""
+
+    @pytest.fixture
+    def state_machine_examples(self) -> int:
+        """How many random sequences run; a test class overrides it to size a slow store's run."""
+        return 100
+
+    def test_backend_follows_the_reference_model(
+        self,
+        backend_factory: BackendFactory,
+        state_machine_examples: int,
+        request: pytest.FixtureRequest,
+    ) -> None:
+        run_state_machine(
+            backend_factory,
+            name=request.node.nodeid,
+            settings=machine_settings(max_examples=state_machine_examples),
+        )

@@ -1,0 +1,89 @@
+"""The backend conformance suite: the definition of a correct stagecrew engine.
+
+Every engine (memory, SQLite, PostgreSQL, Redis, or a third party's) runs all
+of it unchanged; an engine is done when it passes. To run it, subclass
+`BackendConformance` in a test module and provide a `backend_factory` fixture:
+a callable that takes a `FakeClock` and returns a fresh, migrated, empty store
+that reads its time from that clock::
+
+    import pytest
+    from stagecrew.testing.conformance import BackendConformance, BackendFactory
+
+    @pytest.fixture
+    def backend_factory(tmp_path) -> BackendFactory:
+        return lambda clock: MyBackend(f"my://{tmp_path}", clock)
+
+    class TestMyBackend(BackendConformance):
+        pass
+
+Time only moves through `clock.advance(...)`; nothing here sleeps on the
+store's behalf, except the `wait` tests, which measure real wake-ups. An
+engine with `capabilities.server_clock` must pass the injected fake time to
+its server, so due times and lease expiry follow the fake clock here too.
+
+The suite is grouped into mixins, one module per area (`EnqueueConformance`
+in `enqueue.py`, `ClaimConformance` in `claim.py`, ...), so a module can run
+one group while an engine is being written. Two of them are model-based
+(hypothesis): `StateMachineConformance` checks random sequences of operations
+against a reference model, and `InterleavingConformance` several workers
+interleaved in any order against the fence; a test class sizes their runs by
+overriding the `state_machine_examples` and `interleaving_examples` fixtures.
+See docs/engines.md.
+"""
+
+from __future__ import annotations
+
+from .ack import AckConformance
+from .admin import AdminConformance
+from .asynchronous import AsyncConformance
+from .cancel import CancelConformance
+from .claim import ClaimConformance
+from .enqueue import EnqueueConformance
+from .fencing import FencingConformance
+from .helpers import LEASE, BackendFactory
+from .inspection import InspectionConformance
+from .interleaving import InterleavingConformance
+from .lease import LeaseConformance
+from .release_worker import ReleaseWorkerConformance
+from .rescue import RescueConformance
+from .state_machine import StateMachineConformance
+from .wait import WaitConformance
+
+__all__ = [
+    "LEASE",
+    "AckConformance",
+    "AdminConformance",
+    "AsyncConformance",
+    "BackendConformance",
+    "BackendFactory",
+    "CancelConformance",
+    "ClaimConformance",
+    "EnqueueConformance",
+    "FencingConformance",
+    "InspectionConformance",
+    "InterleavingConformance",
+    "LeaseConformance",
+    "ReleaseWorkerConformance",
+    "RescueConformance",
+    "StateMachineConformance",
+    "WaitConformance",
+]
+
+
+class BackendConformance(
+    EnqueueConformance,
+    ClaimConformance,
+    LeaseConformance,
+    AckConformance,
+    FencingConformance,
+    RescueConformance,
+    ReleaseWorkerConformance,
+    CancelConformance,
+    AdminConformance,
+    InspectionConformance,
+    AsyncConformance,
+    WaitConformance,
+    StateMachineConformance,
+    InterleavingConformance,
+):
+    """Every guarantee of the `Backend` contract; requires a `backend_factory` fixture."""
