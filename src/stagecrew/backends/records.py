@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
-from ..job import AttemptError, ClaimedJob, ErrorKind
+from ..job import AttemptError, ClaimedJob, ErrorKind, Job, JobState
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,3 +168,40 @@ def salvage_claim(
     if not read.problems:
         return job
     return replace(job, defect="; ".join(read.problems))
+
+
+_JOB_STATE = {state.value: state for state in JobState}
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def job_from_row(row: Sequence[Any], time_value: Callable[[Any], Any] = _as_is) -> Job:
+    """A job from a SQL engine's row of the jobs table's columns, in the migrations' order.
+
+    `time_value` converts each time column as the engine stores it (SQLite hands back an
+    integral REAL as an int). The errors column is read leniently (`decode_errors`).
+    """
+    return Job(
+        id=row[0],
+        task=row[1],
+        queue=row[2],
+        state=_JOB_STATE[row[3]],
+        payload=row[4],
+        priority=row[5],
+        run_at=time_value(row[6]),
+        attempt=row[7],
+        max_attempts=row[8],
+        enqueued_at=time_value(row[9]),
+        started_at=time_value(row[10]),
+        finished_at=time_value(row[11]),
+        lease_owner=row[12],
+        lease_expires_at=time_value(row[13]),
+        idempotency_key=row[14],
+        cancel_requested=bool(row[15]),
+        lost=row[16],
+        result=row[17],
+        errors=decode_errors(row[18]),
+        claims=row[19],
+    )

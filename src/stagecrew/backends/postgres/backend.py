@@ -65,8 +65,9 @@ from ..base import (
     RescueReport,
     Retention,
 )
+from ..filter_terms import filter_terms
 from ..ops import Op
-from ..records import WORKER_LOST, decode_errors
+from ..records import WORKER_LOST, job_from_row
 from .deadlines import DEADLINES
 from .driver import (
     TRANSACTION,
@@ -132,58 +133,23 @@ def _rounds(items: Sequence[T], key: Callable[[T], int]) -> list[list[int]]:
 _JOB_STATE = {state.value: state for state in JobState}
 
 
-def _job_from_row(row: Sequence[Any]) -> Job:
-    return Job(
-        id=row[0],
-        task=row[1],
-        queue=row[2],
-        state=_JOB_STATE[row[3]],
-        payload=row[4],
-        priority=row[5],
-        run_at=row[6],
-        attempt=row[7],
-        max_attempts=row[8],
-        enqueued_at=row[9],
-        started_at=row[10],
-        finished_at=row[11],
-        lease_owner=row[12],
-        lease_expires_at=row[13],
-        idempotency_key=row[14],
-        cancel_requested=row[15],
-        lost=row[16],
-        result=row[17],
-        errors=decode_errors(row[18]),
-        claims=row[19],
-    )
-
-
 def _filter_sql(job_filter: JobFilter) -> tuple[str, dict[str, Any]]:
     """The WHERE terms (each starting with AND) and parameters of a JobFilter.
 
     Lists are bound as one array each, so the statement text depends only on
     which fields are set, and stays prepared.
     """
-    terms: list[str] = []
+    sql: list[str] = []
     params: dict[str, Any] = {}
-    if job_filter.states:
-        terms.append("state = ANY(%(f_states)b::text[])")
-        params["f_states"] = sorted(str(s) for s in job_filter.states)
-    if job_filter.queues:
-        terms.append("queue = ANY(%(f_queues)b::text[])")
-        params["f_queues"] = sorted(job_filter.queues)
-    if job_filter.tasks:
-        terms.append("task = ANY(%(f_tasks)b::text[])")
-        params["f_tasks"] = sorted(job_filter.tasks)
-    if job_filter.ids:
-        terms.append("id = ANY(%(f_ids)b::bigint[])")
-        params["f_ids"] = sorted(job_filter.ids)
-    if job_filter.before_id is not None:
-        terms.append("id < %(f_before_id)s")
-        params["f_before_id"] = job_filter.before_id
-    if job_filter.finished_before is not None:
-        terms.append("finished_at < %(f_finished_before)s::double precision")
-        params["f_finished_before"] = job_filter.finished_before
-    return "".join(f" AND {term}" for term in terms), params
+    for term in filter_terms(job_filter):
+        if term.values is not None:
+            sql.append(f" AND {term.column} = ANY(%({term.param})b::{term.sql_type}[])")
+            params[term.param] = term.values
+        else:
+            cast_to = "::double precision" if term.sql_type == "double precision" else ""
+            sql.append(f" AND {term.column} < %({term.param})s{cast_to}")
+            params[term.param] = term.bound
+    return "".join(sql), params
 
 
 def _aborted(conn: Connection[Any] | AsyncConnection[Any]) -> bool:
@@ -818,13 +784,13 @@ class PostgresBackend(Backend):
     # -- inspection and admin ----------------------------------------------------------
     def _get(self, job_id: int) -> SqlOp[Job | None]:
         done = yield Statement(self._sql.get("get_job"), {"id": job_id})
-        return _job_from_row(done.rows[0]) if done.rows else None
+        return job_from_row(done.rows[0]) if done.rows else None
 
     def _list_jobs(self, job_filter: JobFilter) -> SqlOp[list[Job]]:
         terms, params = _filter_sql(job_filter)
         params["f_limit"] = job_filter.limit
         done = yield Statement(self._sql.get("list_jobs", terms), params)
-        return [_job_from_row(row) for row in done.rows]
+        return [job_from_row(row) for row in done.rows]
 
     def _stats(self) -> SqlOp[list[QueueStats]]:
         done = yield Statement(self._sql.get("stats"), {"now": self._now()})
@@ -841,7 +807,7 @@ class PostgresBackend(Backend):
 
     def _cancel(self, job_id: int) -> SqlOp[Job | None]:
         done = yield Statement(self._sql.get("cancel"), {"now": self._now(), "id": job_id})
-        return _job_from_row(done.rows[0]) if done.rows else None
+        return job_from_row(done.rows[0]) if done.rows else None
 
     def _requeue(self, job_filter: JobFilter) -> SqlOp[int]:
         """Requeue every match; `job_filter.limit` is ignored, as by the memory engine."""

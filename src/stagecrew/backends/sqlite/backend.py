@@ -80,8 +80,9 @@ from ..base import (
     Retention,
     ThreadDriven,
 )
+from ..filter_terms import filter_terms
 from ..ops import Op, run
-from ..records import WORKER_LOST, decode_errors, salvage_claim
+from ..records import WORKER_LOST, job_from_row, salvage_claim
 from ..sql_files import read_migrations, read_statement
 
 T = TypeVar("T")
@@ -221,31 +222,6 @@ def _read_rows(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> li
         conn.text_factory = str
 
 
-def _job_from_row(row: Sequence[Any]) -> Job:
-    return Job(
-        id=row[0],
-        task=row[1],
-        queue=row[2],
-        state=_JOB_STATE[row[3]],
-        payload=row[4],
-        priority=row[5],
-        run_at=_real(row[6]),
-        attempt=row[7],
-        max_attempts=row[8],
-        enqueued_at=_real(row[9]),
-        started_at=_real(row[10]),
-        finished_at=_real(row[11]),
-        lease_owner=row[12],
-        lease_expires_at=_real(row[13]),
-        idempotency_key=row[14],
-        cancel_requested=bool(row[15]),
-        lost=row[16],
-        result=row[17],
-        errors=decode_errors(row[18]),
-        claims=row[19],
-    )
-
-
 def _is_decode_error(exc: sqlite3.OperationalError) -> bool:
     """Python could not decode a TEXT value (SQLite stores whatever bytes it is given)."""
     return str(exc).startswith("Could not decode to UTF-8")
@@ -283,27 +259,16 @@ def _filter_sql(job_filter: JobFilter) -> tuple[list[str], dict[str, Any]]:
     Lists are bound as one JSON array each, so the statement text depends only on
     which fields are set and stays in the statement cache.
     """
-    terms: list[str] = []
+    sql: list[str] = []
     params: dict[str, Any] = {}
-    if job_filter.states:
-        terms.append("state IN (SELECT value FROM json_each(:f_states))")
-        params["f_states"] = _json_list(str(s) for s in job_filter.states)
-    if job_filter.queues:
-        terms.append("queue IN (SELECT value FROM json_each(:f_queues))")
-        params["f_queues"] = _json_list(job_filter.queues)
-    if job_filter.tasks:
-        terms.append("task IN (SELECT value FROM json_each(:f_tasks))")
-        params["f_tasks"] = _json_list(job_filter.tasks)
-    if job_filter.ids:
-        terms.append("id IN (SELECT value FROM json_each(:f_ids))")
-        params["f_ids"] = _json_list(job_filter.ids)
-    if job_filter.before_id is not None:
-        terms.append("id < :f_before_id")
-        params["f_before_id"] = job_filter.before_id
-    if job_filter.finished_before is not None:
-        terms.append("finished_at < :f_finished_before")
-        params["f_finished_before"] = job_filter.finished_before
-    return terms, params
+    for term in filter_terms(job_filter):
+        if term.values is not None:
+            sql.append(f"{term.column} IN (SELECT value FROM json_each(:{term.param}))")
+            params[term.param] = _json_list(term.values)
+        else:
+            sql.append(f"{term.column} < :{term.param}")
+            params[term.param] = term.bound
+    return sql, params
 
 
 @dataclass(slots=True, eq=False)
@@ -936,7 +901,7 @@ class SQLiteBackend(ThreadDriven):
     def _get(self, job_id: int) -> Op[Job | None]:
         conn: sqlite3.Connection = yield AUTOCOMMIT
         rows = _read_rows(conn, _sql("get_job"), {"id": job_id})
-        return _job_from_row(rows[0]) if rows else None
+        return job_from_row(rows[0], _real) if rows else None
 
     def _list_jobs(self, job_filter: JobFilter) -> Op[list[Job]]:
         terms, params = _filter_sql(job_filter)
@@ -948,7 +913,7 @@ class SQLiteBackend(ThreadDriven):
             sql += "\nLIMIT :f_limit"
             params["f_limit"] = job_filter.limit
         conn: sqlite3.Connection = yield AUTOCOMMIT
-        return [_job_from_row(row) for row in _read_rows(conn, sql, params)]
+        return [job_from_row(row, _real) for row in _read_rows(conn, sql, params)]
 
     def _stats(self) -> Op[list[QueueStats]]:
         now = self.clock.now()
@@ -972,7 +937,7 @@ class SQLiteBackend(ThreadDriven):
         row = conn.execute(_sql("cancel"), {"id": job_id, "now": self.clock.now()}).fetchone()
         if row is None:  # finished, or no such job: report it as it is
             row = conn.execute(_sql("get_job"), {"id": job_id}).fetchone()
-        return None if row is None else _job_from_row(row)
+        return None if row is None else job_from_row(row, _real)
 
     def _requeue(self, job_filter: JobFilter) -> Op[int]:
         """Requeue every match; `job_filter.limit` is ignored, as by the memory engine."""
