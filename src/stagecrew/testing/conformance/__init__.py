@@ -40,6 +40,7 @@ from .cancel import CancelConformance
 from .claim import ClaimConformance
 from .enqueue import EnqueueConformance
 from .fencing import FencingConformance
+from .finished import FinishedWaitConformance
 from .helpers import LEASE, BackendFactory
 from .inspection import InspectionConformance
 from .interleaving import InterleavingConformance
@@ -60,6 +61,7 @@ __all__ = [
     "ClaimConformance",
     "EnqueueConformance",
     "FencingConformance",
+    "FinishedWaitConformance",
     "InspectionConformance",
     "InterleavingConformance",
     "LeaseConformance",
@@ -83,6 +85,7 @@ class BackendConformance(
     InspectionConformance,
     AsyncConformance,
     WaitConformance,
+    FinishedWaitConformance,
     StateMachineConformance,
     InterleavingConformance,
 ):
