@@ -694,10 +694,8 @@ class Backend(ABC):
     @final
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return when new work may exist in `queues`, or after `timeout` seconds."""
-        try:
+        with self._failures_mapped("wait"):
             await self._wait(unique_queues(queues), max(float(timeout), 0.0))
-        except self._store_errors as exc:
-            raise self._failure("wait", exc) from exc
 
     # -- inspection and admin --------------------------------------------
     @final
