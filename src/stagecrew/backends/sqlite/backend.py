@@ -29,6 +29,12 @@ behind: the next thread that needs one takes it over, and any others are
 closed, so a thread-per-request server holds one connection per live thread,
 not one per thread it ever ran.
 
+Waiting. SQLite cannot notify, but `PRAGMA data_version` on a connection changes when
+any other connection commits, and reading it costs microseconds, no lock and no table
+read. So `wait` (new work) and `wait_finished` (a job that may be final) poll it every
+`poll_ms`, and this object's own commits wake them at once (`_committed`), including those
+made through the waiter's own connection, which the pragma does not count.
+
 Time is the process clock (`self.clock`): SQLite has no server, so
 `capabilities.server_clock` is False and machines sharing a file through a
 network file system would be wrong anyway (SQLite's locking does not hold
@@ -84,6 +90,7 @@ from ..filter_terms import filter_terms
 from ..ops import Op, run
 from ..records import WORKER_LOST, job_from_row, salvage_claim
 from ..sql_files import read_migrations, read_statement
+from .finish_signal import FinishSignal
 
 T = TypeVar("T")
 
@@ -284,6 +291,12 @@ class _Connection:
     """The thread using it; once that thread has finished, another may take it over."""
 
 
+def _data_version(conn: sqlite3.Connection) -> int:
+    """A number that changes when a connection other than `conn` commits to the file."""
+    version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+    return version
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
     return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
@@ -458,6 +471,9 @@ class SQLiteBackend(ThreadDriven):
         self._local_writes = 0
         """Commits by this object that may create work; `wait` cannot see those through
         `data_version` when they came through the waiting thread's own connection."""
+        self._finishes = FinishSignal()
+        """Commits by this object that may have made a job final or deleted one, for
+        `wait_finished` (see finish_signal.py)."""
 
     # -- connections -------------------------------------------------------
     def _connection(self) -> _Connection:
@@ -465,7 +481,7 @@ class SQLiteBackend(ThreadDriven):
         if local is not None and local.generation == self._generation and local.pid == os.getpid():
             return local
         local = self._take_over() or self._register(self._open())
-        local.seen_data_version = local.conn.execute("PRAGMA data_version").fetchone()[0]
+        local.seen_data_version = _data_version(local.conn)
         local.seen_local_writes = 0
         self._local.connection = local
         return local
@@ -538,6 +554,18 @@ class SQLiteBackend(ThreadDriven):
     def _wrote_work(self) -> None:
         with self._lock:
             self._local_writes += 1
+
+    def _committed(self, *, work: bool = False, finished: bool = False) -> Op[None]:
+        """Commit what the operation wrote, then wake this object's waiters it concerns:
+        `wait` if it may have made work due, `wait_finished` if it may have made a job final
+        or deleted one. Never before the commit: a woken waiter looks at once."""
+        if not (work or finished):
+            return
+        yield AUTOCOMMIT
+        if work:
+            self._wrote_work()
+        if finished:
+            self._finishes.notify()
 
     # -- the drivers ---------------------------------------------------------
     def _drive(self, op: Op[T]) -> T:
@@ -661,9 +689,7 @@ class SQLiteBackend(ThreadDriven):
                 )
             )
         new_ids = itertools.count(self._insert(conn, rows) if rows else 0)
-        if rows:
-            yield AUTOCOMMIT  # committed before a waiter wakes to look
-            self._wrote_work()
+        yield from self._committed(work=bool(rows))
         return [
             EnqueuedJob(stored[key], created=False)
             if key is not None and key in stored
@@ -798,9 +824,11 @@ class SQLiteBackend(ThreadDriven):
                 applied[i] = acks[i].ref.id in done
         for i in sorted(set(range(len(acks))) - set(bulk)):
             applied[i] = self._ack_one(conn, acks[i], now)
-        if any(ack.target in WAITING_STATES for ack in acks):
-            yield AUTOCOMMIT  # committed before a waiter wakes to look
-            self._wrote_work()
+        # Any applied outcome may end the job: a retry or hand-back with a pending cancel
+        # request makes it cancelled (see ack.sql).
+        yield from self._committed(
+            work=any(ack.target in WAITING_STATES for ack in acks), finished=any(applied)
+        )
         return applied
 
     def _ack_one(self, conn: sqlite3.Connection, ack: Ack, now: float) -> bool:
@@ -846,9 +874,9 @@ class SQLiteBackend(ThreadDriven):
             dead=states.count(JobState.DEAD.value),
             cancelled=states.count(JobState.CANCELLED.value),
         )
-        if report.requeued:
-            yield AUTOCOMMIT  # committed before a waiter wakes to look
-            self._wrote_work()
+        yield from self._committed(
+            work=report.requeued > 0, finished=report.dead + report.cancelled > 0
+        )
         return report
 
     def _prune(self, retention: Retention, limit: int) -> Op[int]:
@@ -859,7 +887,7 @@ class SQLiteBackend(ThreadDriven):
             return None if horizon is None else now - horizon
 
         conn: sqlite3.Connection = yield WRITE
-        cursor = conn.execute(
+        count: int = conn.execute(
             _sql("prune"),
             {
                 "succeeded_before": before(JobState.SUCCEEDED),
@@ -867,8 +895,9 @@ class SQLiteBackend(ThreadDriven):
                 "dead_before": before(JobState.DEAD),
                 "limit": limit,
             },
-        )
-        return cursor.rowcount
+        ).rowcount
+        yield from self._committed(finished=count > 0)  # a deleted job is gone
+        return count
 
     async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:
         """Poll `PRAGMA data_version` until another connection commits, or the timeout.
@@ -885,17 +914,68 @@ class SQLiteBackend(ThreadDriven):
         local = self._connection()
         # this call's own baseline, so two waiters on one thread both see a change
         seen_version, seen_writes = local.seen_data_version, local.seen_local_writes
-        pragma = "PRAGMA data_version"
-        version = local.conn.execute(pragma).fetchone()[0]
+        version = _data_version(local.conn)
         writes = self._local_writes
         while version == seen_version and writes == seen_writes:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             await asyncio.sleep(min(self.poll_interval, remaining))
-            version = local.conn.execute(pragma).fetchone()[0]
+            version = _data_version(local.conn)
             writes = self._local_writes
         local.seen_data_version, local.seen_local_writes = version, writes
+
+    def _wait_finished(self, job_id: int, timeout: float) -> None:
+        """Return once a commit may have finished job `job_id`, or after `timeout` seconds.
+
+        Armed before the one read of the job: this object's `FinishSignal` count and this
+        thread's `data_version`. Then the thread sleeps on the signal (a commit by this
+        object wakes it at once), and every `poll_interval` reads the pragma, which
+        changes when any other connection (another process) commits. Any such commit
+        returns, whichever job it touched: the caller reads the job again.
+        """
+        deadline = time.monotonic() + timeout
+        local = self._connection()
+        seen = self._finishes.count
+        version = _data_version(local.conn)
+        if self._run(local.conn, self._finished_or_gone(job_id)):
+            return
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._finishes.wait(seen, min(self.poll_interval, remaining)):
+                return
+            if _data_version(local.conn) != version:
+                return
+
+    async def _wait_finished_async(self, job_id: int, timeout: float) -> None:
+        """`_wait_finished` on the event loop, armed and polled the same way.
+
+        The pragma polls run on the loop thread's own connection (no lock, no table read,
+        a few microseconds), never on the store thread, which every other asynchronous
+        call of this object queues behind; only the one read of the job goes there. A
+        commit by this object sets the event at once, from whichever thread made it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        local = self._connection()
+        with self._finishes.watched() as committed:
+            version = _data_version(local.conn)
+            if await self._drive_async(self._finished_or_gone(job_id)):
+                return
+            while (remaining := deadline - loop.time()) > 0:
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(min(self.poll_interval, remaining)):
+                        await committed.wait()
+                if committed.is_set() or _data_version(local.conn) != version:
+                    return
+
+    def _finished_or_gone(self, job_id: int) -> Op[bool]:
+        """Whether job `job_id` is final or no longer stored: its state alone is read."""
+        conn: sqlite3.Connection = yield AUTOCOMMIT
+        row = conn.execute(_sql("job_state"), {"id": job_id}).fetchone()
+        if row is None:
+            return True
+        state = _JOB_STATE.get(row[0])
+        return state is None or state.is_final  # a state no engine writes: let the caller read
 
     # -- inspection and admin ----------------------------------------------
     def _get(self, job_id: int) -> Op[Job | None]:
@@ -937,7 +1017,10 @@ class SQLiteBackend(ThreadDriven):
         row = conn.execute(_sql("cancel"), {"id": job_id, "now": self.clock.now()}).fetchone()
         if row is None:  # finished, or no such job: report it as it is
             row = conn.execute(_sql("get_job"), {"id": job_id}).fetchone()
-        return None if row is None else job_from_row(row, _real)
+            return None if row is None else job_from_row(row, _real)
+        job = job_from_row(row, _real)
+        yield from self._committed(finished=job.state.is_final)
+        return job
 
     def _requeue(self, job_filter: JobFilter) -> Op[int]:
         """Requeue every match; `job_filter.limit` is ignored, as by the memory engine."""
@@ -946,9 +1029,7 @@ class SQLiteBackend(ThreadDriven):
         sql = _sql("requeue") + "".join(f"\n  AND {t}" for t in terms)
         conn: sqlite3.Connection = yield WRITE
         count: int = conn.execute(sql, params).rowcount
-        if count:
-            yield AUTOCOMMIT  # committed before a waiter wakes to look
-            self._wrote_work()
+        yield from self._committed(work=count > 0)
         return count
 
     def _purge(self, job_filter: JobFilter) -> Op[int]:
@@ -957,6 +1038,7 @@ class SQLiteBackend(ThreadDriven):
         sql = _sql("purge") + "".join(f"\n  AND {t}" for t in terms)
         conn: sqlite3.Connection = yield WRITE
         count: int = conn.execute(sql, params).rowcount
+        yield from self._committed(finished=count > 0)  # a deleted job is gone
         return count
 
     def _next_run_at(self, queues: tuple[str, ...] | None) -> Op[float | None]:
