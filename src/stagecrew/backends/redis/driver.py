@@ -71,8 +71,9 @@ def client_options(settings: Settings) -> dict[str, Any]:
     never sent twice behind the caller's back, and the producer fails at once when Redis is
     down (the worker retries with its own backoff). A connection Redis closed (a restart) is
     noticed and replaced before use (see wire.py). Timeouts bound every call
-    (keys.TIMEOUT_DEFAULTS); the wake-up subscription's reads wait for their own timeout
-    instead (see subscription.py), so an idle worker's long wait is never cut short.
+    (keys.TIMEOUT_DEFAULTS); the subscriptions' reads (the wake-up, the finished jobs) wait for
+    their own timeout instead (see subscription.py, finished.py), so that a long wait is never
+    cut short.
     """
     return {**settings.connection_options, "protocol": 2, "retry": Retry(NoBackoff(), 0)}
 
