@@ -577,7 +577,7 @@ def test_a_waiter_returns_at_once_when_its_subscription_breaks_and_waits_again_a
         [entry] = worker.enqueue([job()])
         waiting = wait_finished_in_thread(waiter, entry.id, asynchronous)
         until(lambda: waiter.reads == 2, "the waiter read the job after subscribing")
-        server.crash()  # the job is still running: only the broken subscription ends the wait
+        server.crash()  # the job still waits: only the broken subscription ends the wait
         waiting.result()
         with pytest.raises(BackendError, match="wait_finished failed on Redis"):
             waiter.wait_finished(entry.id, LONG)  # no store: the failure is said, not slept on
@@ -594,6 +594,53 @@ def test_a_waiter_returns_at_once_when_its_subscription_breaks_and_waits_again_a
     finally:
         waiter.close()
         worker.close()
+
+
+def test_an_idle_subscription_closed_by_a_restart_is_replaced_before_the_next_wait(
+    server: RedisServer,
+) -> None:
+    """Between waits the connection stays open, unread; Redis may close it meanwhile."""
+    url = f"{server.url}?prefix=idle"
+    waiter = CountingBackend(url)
+    try:
+        for restart in (False, True):
+            if restart:
+                until(lambda: subscribers(waiter) == 0, "the waiter unsubscribed")
+                server.restart()  # empty again: it persisted nothing
+            worker = CountingBackend(url)
+            try:
+                [entry] = worker.enqueue([job()])
+                claimed = claim_one(worker)
+                waiter.reads = 0
+                waiting = wait_finished_in_thread(waiter, entry.id, asynchronous=False)
+                until(lambda: waiter.reads >= 1, "the waiter read the job after subscribing")
+                worker.ack([Ack.complete(claimed.ref)])
+                waiting.result()
+            finally:
+                worker.close()
+    finally:
+        waiter.close()
+
+
+def test_no_task_reads_the_subscription_while_nobody_waits_and_its_connection_is_kept(
+    backends: Callable[..., CountingBackend],
+) -> None:
+    waiter = backends()
+    [entry] = waiter.enqueue([job()])
+
+    async def scenario() -> None:
+        listener = (await waiter._side()).finished
+        connections = set()
+        for _ in range(3):
+            await waiter.wait_finished_async(entry.id, 0.05)
+            connections.add(id(listener._conn))
+            deadline = time.monotonic() + HANG
+            while len(asyncio.all_tasks()) > 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # the UNSUBSCRIBE's answer ends the reader
+            assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert len(connections) == 1 and listener._conn is not None
+
+    asyncio.run(scenario())
 
 
 # -- Redis Cluster -----------------------------------------------------------------------------

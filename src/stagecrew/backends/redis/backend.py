@@ -470,6 +470,8 @@ class RedisBackend(Backend):
     async def _wait_finished_async(self, job_id: int, timeout: float) -> None:
         """Subscribe to the job's T:finished, then read the job once, then wait for a message
         naming it: a job that finishes after that read is announced after the subscription."""
+        if timeout <= 0:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         queue = self._locator.where.get(job_id)

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
-import redis.asyncio
+from .wire import AsyncConnections, connect_fresh
 
 T = TypeVar("T")
 
@@ -42,7 +42,8 @@ class FinishedListener:
     """One event loop's subscription to the T:finished channels its waiters wait on.
 
     Only the reader task reads the connection; waiters only send SUBSCRIBE and UNSUBSCRIBE, which
-    Redis answers in order, so each channel's confirmations meet its SUBSCRIBEs in a queue.
+    Redis answers in order, so each channel's confirmations meet its SUBSCRIBEs in a queue. The
+    reader runs while the connection has subscriptions; the connection stays open in between.
     """
 
     def __init__(self, connect: Callable[[], Any]) -> None:
@@ -55,15 +56,10 @@ class FinishedListener:
         self._subscribed: set[bytes] = set()
         """Channels SUBSCRIBEd on the current connection and not UNSUBSCRIBEd since."""
         self._confirmations: dict[bytes, deque[_Confirmation]] = {}
-        self.connections = 0
-        """Connections made so far (one per loop unless one failed)."""
 
     @classmethod
     def from_url(cls, url: str, options: dict[str, Any]) -> FinishedListener:
-        pool = redis.asyncio.ConnectionPool.from_url(url, **options)
-        kind: Any = pool.connection_class
-        kwargs = dict(pool.connection_kwargs)
-        return cls(lambda: kind(**kwargs))
+        return cls(AsyncConnections(url, options).new_connection)
 
     @contextlib.asynccontextmanager
     async def watch(
@@ -128,31 +124,41 @@ class FinishedListener:
                 raise
 
     async def _connection(self) -> Any:
+        """The connection, connected, with its reader running."""
         async with self._connecting:
-            if self._conn is None:
-                conn = self._connect()
+            conn = self._conn
+            if conn is None or self._reader is None:  # new, or idle since its last subscription
+                conn = conn or self._connect()
                 try:
-                    await conn.connect()
+                    await connect_fresh(conn)
                 except BaseException:
+                    self._conn = None
                     with contextlib.suppress(Exception):
                         await conn.disconnect(nowait=True)
                     raise
                 self._conn = conn
-                self.connections += 1
                 self._reader = asyncio.get_running_loop().create_task(self._read(conn))
-            return self._conn
+            return conn
 
     async def _read(self, conn: Any) -> None:
+        """Read `conn` until it has no subscription left (then leave it open, idle) or fails."""
+        idle = False
         try:
-            while True:
+            while not idle:
                 reply = await conn.read_response(timeout=READ_SECONDS, disconnect_on_error=True)
-                if reply is not None:  # None: nothing came within READ_SECONDS
-                    self._dispatch(reply)
+                if reply is None:  # nothing came within READ_SECONDS
+                    continue
+                self._dispatch(reply)
+                # the last UNSUBSCRIBE answered (no subscription left), and none sent since
+                if reply[0] == b"unsubscribe" and reply[2] == 0 and not self._subscribed:
+                    idle = True
+                    self._reader = None
         except Exception as exc:  # RedisError, OSError, a reply of a shape not expected here
             self._fail(conn, exc)
         finally:
-            with contextlib.suppress(Exception):
-                await conn.disconnect(nowait=True)
+            if not idle:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
 
     def _dispatch(self, reply: list[Any]) -> None:
         kind, name = reply[0], reply[1]
@@ -194,10 +200,14 @@ class FinishedListener:
 
     async def aclose(self) -> None:
         reader, conn = self._reader, self._conn
+        if conn is None:
+            return
         self._fail(conn, ConnectionError("the backend was closed"))
         if reader is not None:
             with contextlib.suppress(BaseException):
                 await reader
+        with contextlib.suppress(Exception):
+            await conn.disconnect(nowait=True)
 
 
 class LoopThread:
