@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from .wire import AsyncConnections, connect_fresh
 
 T = TypeVar("T")
@@ -99,8 +101,10 @@ class FinishedListener:
             failure = await asyncio.wait_for(asyncio.shield(confirmation), timeout)
         except TimeoutError:
             return False
-        if failure is not None:
+        if isinstance(failure, Exception):  # Redis refused, or could not be reached: say so
             raise failure
+        # confirmed; or the connection was dropped as another wait was interrupted, which has
+        # set this wait's event already: it returns at once
         return True
 
     async def _unwatch(self, name: bytes, key: bytes, event: asyncio.Event) -> None:
@@ -202,7 +206,7 @@ class FinishedListener:
         reader, conn = self._reader, self._conn
         if conn is None:
             return
-        self._fail(conn, ConnectionError("the backend was closed"))
+        self._fail(conn, RedisConnectionError("the backend was closed"))
         if reader is not None:
             with contextlib.suppress(BaseException):
                 await reader
