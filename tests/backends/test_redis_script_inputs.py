@@ -18,6 +18,7 @@ from tests.backends import test_redis
 
 from stagecrew.backends.base import Ack, AckKind, JobFilter
 from stagecrew.backends.redis import RedisBackend, scripts
+from stagecrew.backends.redis.backend import LOST_ARGS
 from stagecrew.clock import FakeClock
 from stagecrew.job import JobState, NewJob
 
@@ -75,6 +76,24 @@ def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
 
 
 FAR = repr(math.inf)
+LOST_TYPE, LOST_MESSAGE, LOST_KIND, LOST_CANCELLED_KIND = LOST_ARGS
+
+
+def bad_lost_records(name: str, lead: list[Any]) -> list[Any]:
+    """Calls of rescue.lua or release_worker.lua, good but for one "worker lost" field."""
+    records = {
+        "type-empty": ["", LOST_MESSAGE, LOST_KIND, LOST_CANCELLED_KIND],
+        "message-without-owner": [LOST_TYPE, "worker lost", LOST_KIND, LOST_CANCELLED_KIND],
+        "message-bad-format": [LOST_TYPE, "worker %s lost %d", LOST_KIND, LOST_CANCELLED_KIND],
+        "kind-empty": [LOST_TYPE, LOST_MESSAGE, "", LOST_CANCELLED_KIND],
+        "cancelled-kind-missing": [LOST_TYPE, LOST_MESSAGE, LOST_KIND],
+    }
+    return [
+        pytest.param(name, [*lead, *record], id=f"{name}-lost-{what}")
+        for what, record in records.items()
+    ]
+
+
 BAD_CALLS: list[Any] = [
     # script, ARGV after the tag: one of them is bad
     pytest.param(
@@ -144,6 +163,8 @@ BAD_CALLS: list[Any] = [
     pytest.param(scripts.RELEASE_WORKER, ["", "", 3], id="release-worker-no-worker"),
     pytest.param(scripts.RELEASE_WORKER, ["", "w", 0], id="release-worker-max-lost-0"),
     pytest.param(scripts.RELEASE_WORKER, ["", "w", "1.5"], id="release-worker-max-lost-half"),
+    *bad_lost_records(scripts.RESCUE, ["", 3, 1000]),
+    *bad_lost_records(scripts.RELEASE_WORKER, ["", "w", 3]),
 ]
 
 

@@ -12,7 +12,8 @@ Every state change is one Lua script (`lua/*.lua`), so it is atomic by construct
 module holds the operations only: each builds its scripts' arguments, yields them as steps
 (`driver.py` sends them, synchronously or on `redis.asyncio`) and turns replies into records.
 The key layout, and what differs on Redis Cluster, is documented in keys.py; which queue holds
-a job id in locator.py; the wake-up in subscription.py; persistence in preflight.py.
+a job id in locator.py; the wake-up in subscription.py; waiting for a job to finish in
+finished.py; persistence in preflight.py.
 
 Time. The Redis server's clock (`TIME`, inside the scripts) decides due times, lease expiry and
 timestamps, and relative delays are added to it there, so workers with skewed clocks still
@@ -27,6 +28,8 @@ keep claiming, recording outcomes and pruning, which is how it gets out of that 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -52,6 +55,7 @@ from ..ops import Op, run, run_async
 from ..records import WORKER_LOST
 from . import preflight, scripts
 from .driver import AsyncSide, Call, Command, Driver, Eval, Step, describe_failure
+from .finished import LoopThread
 from .keys import Keys, QueueKeys, parse_url
 from .locator import Locator, known_queues
 from .records import (
@@ -116,6 +120,8 @@ class RedisBackend(Backend):
         self._wire = self._driver.wire
         self._client = self._driver.client
         self._locator = Locator(self._keys)
+        self._waits = LoopThread(f"stagecrew-wait-finished-{self.prefix}")
+        """Where the synchronous `wait_finished` waits (see finished.py)."""
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self._settings.display_url} prefix={self.prefix!r}>"
@@ -162,6 +168,7 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         super().close()
+        self._waits.close()  # first: its loop closes its own side
         self._driver.close()
 
     # -- queues ------------------------------------------------------------------------
@@ -454,6 +461,34 @@ class RedisBackend(Backend):
         side = await self._side()
         channels = frozenset(self._keys.queue(q).wake for q in queues)
         await side.subscription.wait(channels, timeout)
+
+    def _wait_finished(self, job_id: int, timeout: float) -> None:
+        """`_wait_finished_async` on this backend's waiting thread, whose one subscription
+        every thread's wait shares (see finished.py)."""
+        self._waits.run(self._wait_finished_async(job_id, timeout))
+
+    async def _wait_finished_async(self, job_id: int, timeout: float) -> None:
+        """Subscribe to the job's T:finished, then read the job once, then wait for a message
+        naming it: a job that finishes after that read is announced after the subscription."""
+        if timeout <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        queue = self._locator.where.get(job_id)
+        if queue is None:  # neither enqueued nor claimed nor read here: a read finds its queue
+            job = await self._drive_async(self._get(job_id))
+            if job is None or job.state.is_final:
+                return
+            queue = job.queue
+        listener = (await self._side()).finished
+        async with listener.watch(self._keys.queue(queue).finished, job_id, timeout) as notice:
+            if notice is None:  # not subscribed within the timeout
+                return
+            job = await self._drive_async(self._get(job_id))
+            if job is None or job.state.is_final or job.queue != queue:
+                return  # a wrong remembered queue: the caller's next wait listens on the right one
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(notice.wait(), deadline - loop.time())
 
     # -- inspection and admin ------------------------------------------------------------
     def _get(self, job_id: int) -> Op[Job | None]:

@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from . import scripts
+from .finished import FinishedListener
 from .keys import QueueKeys, Settings
 from .records import Arg
 from .scripts import Script
@@ -70,8 +71,9 @@ def client_options(settings: Settings) -> dict[str, Any]:
     never sent twice behind the caller's back, and the producer fails at once when Redis is
     down (the worker retries with its own backoff). A connection Redis closed (a restart) is
     noticed and replaced before use (see wire.py). Timeouts bound every call
-    (keys.TIMEOUT_DEFAULTS); the wake-up subscription's reads wait for their own timeout
-    instead (see subscription.py), so an idle worker's long wait is never cut short.
+    (keys.TIMEOUT_DEFAULTS); the subscriptions' reads (the wake-up, the finished jobs) wait for
+    their own timeout instead (see subscription.py, finished.py), so that a long wait is never
+    cut short.
     """
     return {**settings.connection_options, "protocol": 2, "retry": Retry(NoBackoff(), 0)}
 
@@ -131,10 +133,11 @@ def _script_of(call: Call) -> Script:
 
 @dataclass(eq=False)
 class AsyncSide:
-    """What one event loop uses: its wire, and its wake-up subscription."""
+    """What one event loop uses: its wire, its wake-up subscription, its finish listener."""
 
     wire: AsyncWire | AsyncClusterWire
     subscription: Subscription
+    finished: FinishedListener
     closed: bool = False
     keeper: AsyncGenerator[None, None] | None = None
 
@@ -148,6 +151,7 @@ class AsyncSide:
             return
         self.closed = True
         await self.subscription.aclose()
+        await self.finished.aclose()
         with contextlib.suppress(Exception):
             await self.wire.aclose()
 
@@ -235,7 +239,7 @@ class Driver:
             wire = AsyncClusterWire(url, options) if cluster else AsyncWire(url, options)
             # Pub/sub messages reach every node of a Cluster: the node in the URL serves.
             subscription = Subscription(redis.asyncio.Redis.from_url(url, **options))
-            side = AsyncSide(wire, subscription)
+            side = AsyncSide(wire, subscription, FinishedListener.from_url(url, options))
             self._sides[loop] = side
         side.keeper = _close_when_the_loop_ends(side)
         await side.keeper.asend(None)

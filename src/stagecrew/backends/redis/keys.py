@@ -31,6 +31,10 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     until claimed
     T:wake             -   channel  a message whenever work becomes due (enqueue, retry,
                                     hand-back, rescue, requeue)
+    T:finished         -   channel  one message per script call that made jobs final (ack,
+                                    cancel, rescue, release_worker): their ids, separated by
+                                    spaces, or '' for "any job of this queue" (past 1000 ids);
+                                    what wait_finished listens to (see finished.py)
 
 Each job is in exactly one of the state indexes, the one its `state` field names (a scheduled
 job in T:scheduled or T:due); the scripts keep them consistent. A claim moves a job from
@@ -166,6 +170,7 @@ class QueueKeys:
     """The eleven KEYS every script receives, in the order of the table above."""
     registered: str
     wake: str
+    finished: str
 
     def job(self, job_id: int | str) -> str:
         return f"{self.tag}:job:{job_id}"
@@ -202,7 +207,7 @@ class Keys:
                 f"{tag}:due",
                 ids,
             )
-            found = QueueKeys(name, tag, keys, keys[8], f"{tag}:wake")
+            found = QueueKeys(name, tag, keys, keys[8], f"{tag}:wake", f"{tag}:finished")
             if len(self._queues) < 10_000:
                 self._queues[name] = found
         return found

@@ -133,11 +133,36 @@ class SyncWire:
                 conn.disconnect()
 
 
-class AsyncWire:
+class AsyncConnections:
+    """Makes `redis.asyncio` connections to one URL, with the options redis-py's pool would use."""
+
     def __init__(self, url: str, options: dict[str, Any]) -> None:
         pool = redis.asyncio.ConnectionPool.from_url(url, **options)
         self._class: Any = pool.connection_class
         self._kwargs = dict(pool.connection_kwargs)
+
+    def new_connection(self) -> Any:
+        """A connection, not connected yet."""
+        return self._class(**self._kwargs)
+
+
+async def connect_fresh(conn: Any) -> None:
+    """Connect `conn`, and connect it again if Redis closed it while it sat idle (a restart)."""
+    await conn.connect()
+    # redis-py 8 renamed can_read_destructive to can_read
+    can_read = getattr(conn, "can_read", None) or conn.can_read_destructive
+    try:
+        stale = await can_read()  # an idle connection has nothing to read, unless it was closed
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        stale = True
+    if stale:
+        await conn.disconnect()
+        await conn.connect()
+
+
+class AsyncWire(AsyncConnections):
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        super().__init__(url, options)
         self._idle: list[Any] = []
         self._all: set[Any] = set()
 
@@ -145,19 +170,10 @@ class AsyncWire:
         if self._idle:
             conn = self._idle.pop()
         else:
-            conn = self._class(**self._kwargs)
+            conn = self.new_connection()
             self._all.add(conn)
         try:
-            await conn.connect()
-            # redis-py 8 renamed can_read_destructive to can_read
-            can_read = getattr(conn, "can_read", None) or conn.can_read_destructive
-            try:
-                stale = await can_read()
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                stale = True
-            if stale:
-                await conn.disconnect()
-                await conn.connect()
+            await connect_fresh(conn)
         except BaseException:
             self._all.discard(conn)
             await conn.disconnect(nowait=True)

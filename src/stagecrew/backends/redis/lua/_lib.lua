@@ -146,6 +146,21 @@ local function wake()
     redis.call('PUBLISH', TAG .. ':wake', '1')
 end
 
+-- Tell whoever waits for a job to finish (wait_finished) that the jobs `ids` are final now: one
+-- message per script call on T:finished, sent after the script's writes; none when `ids` is
+-- empty. The message is the ids separated by spaces, or '' ("any job of this queue") past
+-- 1000 ids, so that a large batch never makes a large message.
+local function announce_finished(ids)
+    if #ids == 0 then
+        return
+    end
+    local message = ''
+    if #ids <= 1000 then
+        message = table.concat(ids, ' ')
+    end
+    redis.call('PUBLISH', TAG .. ':finished', message)
+end
+
 -- The "worker lost" error's fixed fields, ARGV[i] to ARGV[i + 3] (records.WORKER_LOST.params()
 -- in Python, where its text is decided): type, message (one %s for the lease owner), kind, and
 -- the kind when a cancellation was pending. Checked like every argument, before any write.
@@ -169,7 +184,8 @@ end
 -- "worker lost" error `record` (from lost_record_arg) filled in with the lease owner ('None'
 -- when there is none), the attempt and now. `f` holds its fields state, attempt, max_attempts,
 -- lost, cancel_requested, lease_owner, errors, priority and run_at (in that order); the caller
--- has taken it out of T:running. Counts the job in `settled[state]`, for the state it settled in.
+-- has taken it out of T:running. Counts the job in `settled[state]`, for the state it settled in
+-- (`settled` from new_settled), and lists it in `settled.final` when that state is final.
 local function settle_lost(id, f, max_lost, now_s, record, settled)
     local k = job_key(id)
     local attempt = tonumber(f[2]) or 0
@@ -195,6 +211,23 @@ local function settle_lost(id, f, max_lost, now_s, record, settled)
         redis.call('ZADD', FINISHED[target], now_s, id)
     end
     settled[target] = settled[target] + 1
+    if target ~= 'available' then
+        settled.final[#settled.final + 1] = id
+    end
+end
+
+-- What settle_lost has settled so far in one script call: counts per state, the final ids.
+local function new_settled()
+    return { available = 0, dead = 0, cancelled = 0, final = {} }
+end
+
+-- After the last settle_lost of a script call: wake the workers when a job is available again,
+-- and tell the waiters which jobs are final.
+local function announce_settled(settled)
+    if settled.available > 0 then
+        wake()
+    end
+    announce_finished(settled.final)
 end
 
 -- The jobs a requeue or purge looks at, and the skip to start from: the job ids ARGV[at + 3...]

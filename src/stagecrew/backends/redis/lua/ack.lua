@@ -6,7 +6,8 @@
 --
 -- KEYS (keys.py): writes KEYS[3] running, then the target's index: KEYS[1] available, KEYS[2]
 --   scheduled, KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled; and the jobs' hashes
---   T:job:<id>. Publishes on T:wake when a job is due again.
+--   T:job:<id>. Publishes on T:wake when a job is due again, and once on T:finished the ids of
+--   the jobs that became final (succeeded, dead or cancelled).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); then 6 per outcome: job id, claim token,
 --   kind (complete | retry | dead_letter | cancel | release), result JSON ('' = none),
 --   error JSON ('' = none; appended for any kind), delay in seconds ('' = none): a retry runs
@@ -44,6 +45,7 @@ local out = {}
 local due = false
 local done = {}
 local finished = { succeeded = {}, dead = {}, cancelled = {} }
+local final = {}
 for i = 3, #ARGV, 6 do
     local id, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local result, err, delay = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
@@ -95,6 +97,7 @@ for i = 3, #ARGV, 6 do
             local list = finished[target]
             list[#list + 1] = now_s
             list[#list + 1] = id
+            final[#final + 1] = id
         end
         out[#out + 1] = 1
     end
@@ -110,4 +113,5 @@ end
 if due then
     wake()
 end
+announce_finished(final)
 return out

@@ -3,7 +3,8 @@
 -- checkpoint, seeing the flag in its heartbeat reply). Finished jobs are left as they are.
 --
 -- KEYS (keys.py): writes KEYS[1] available, KEYS[2] scheduled or KEYS[10] due, KEYS[6]
---   cancelled and the job's hash T:job:<id>.
+--   cancelled and the job's hash T:job:<id>. Publishes the job's id on T:finished when it is
+--   cancelled now.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] job id.
 -- Returns the job's hash after the change (HGETALL), or false when there is no such job.
 -- validates: now, the job id.
@@ -18,6 +19,7 @@ if f[1] == 'available' or f[1] == 'scheduled' then
     unindex(id, f[1], f[2])
     redis.call('HSET', k, 'state', 'cancelled', 'finished_at', now_s)
     redis.call('ZADD', FINISHED.cancelled, now_s, id)
+    announce_finished({ id })
 elseif f[1] == 'running' then
     redis.call('HSET', k, 'cancel_requested', '1')
 end

@@ -9,7 +9,7 @@
 --
 -- KEYS (keys.py): reads and writes KEYS[3] running; writes KEYS[1] available, KEYS[5] dead,
 --   KEYS[6] cancelled and the jobs' hashes T:job:<id>. Publishes on T:wake when a job is
---   available again.
+--   available again, and once on T:finished the ids of the jobs that ended dead or cancelled.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] the worker id; ARGV[4] max_lost;
 --   ARGV[5..8] the "worker lost" error's type, message, kind and cancelled kind
 --   (records.WORKER_LOST.params()).
@@ -26,7 +26,7 @@ end
 local max_lost = integer_arg(ARGV[4], 'max_lost', 1)
 local record = lost_record_arg(5)
 local now_s = fmt(now)
-local settled = { available = 0, dead = 0, cancelled = 0 }
+local settled = new_settled()
 for _, id in ipairs(redis.call('ZRANGE', RUNNING, 0, -1)) do
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'lost',
@@ -36,7 +36,5 @@ for _, id in ipairs(redis.call('ZRANGE', RUNNING, 0, -1)) do
         settle_lost(id, f, max_lost, now_s, record, settled)
     end
 end
-if settled.available > 0 then
-    wake()
-end
+announce_settled(settled)
 return { settled.available, settled.dead, settled.cancelled }

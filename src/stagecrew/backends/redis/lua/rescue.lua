@@ -5,7 +5,7 @@
 --
 -- KEYS (keys.py): reads and writes KEYS[3] running; writes KEYS[1] available, KEYS[5] dead,
 --   KEYS[6] cancelled and the jobs' hashes T:job:<id>. Publishes on T:wake when a job is
---   available again.
+--   available again, and once on T:finished the ids of the jobs that ended dead or cancelled.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] max_lost; ARGV[4] the most jobs to settle;
 --   ARGV[5..8] the "worker lost" error's type, message, kind and cancelled kind
 --   (records.WORKER_LOST.params()).
@@ -19,7 +19,7 @@ local max_lost = integer_arg(ARGV[3], 'max_lost', 1)
 local batch = integer_arg(ARGV[4], 'batch size', 1)
 local record = lost_record_arg(5)
 local expired = redis.call('ZRANGEBYSCORE', RUNNING, '-inf', '(' .. now_s, 'LIMIT', 0, batch)
-local settled = { available = 0, dead = 0, cancelled = 0 }
+local settled = new_settled()
 for _, id in ipairs(expired) do
     redis.call('ZREM', RUNNING, id)
     local k = job_key(id)
@@ -29,7 +29,5 @@ for _, id in ipairs(expired) do
         settle_lost(id, f, max_lost, now_s, record, settled)
     end
 end
-if settled.available > 0 then
-    wake()
-end
+announce_settled(settled)
 return { settled.available, settled.dead, settled.cancelled, #expired }
