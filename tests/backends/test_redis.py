@@ -342,6 +342,8 @@ class TestScriptsCheckEveryInputBeforeTheirFirstWrite:
         "bad",
         [
             ("kind", "explode"),
+            ("target", "running"),
+            ("target", ""),
             ("delay", "nan"),
             ("delay", "-1"),
             ("token", "1.0"),
@@ -356,10 +358,10 @@ class TestScriptsCheckEveryInputBeforeTheirFirstWrite:
         backend = make_backend()
         backend.enqueue([job(), job()])
         first, second = backend.claim(["default"], "w", 2, LEASE)
-        good = [first.id, first.token, "complete", "1", "", ""]
-        wrong: list[str | int] = [second.id, second.token, "retry", "", "", "5"]
+        good = [first.id, first.token, "complete", "succeeded", "1", "", ""]
+        wrong: list[str | int] = [second.id, second.token, "retry", "scheduled", "", "", "5"]
         field, value = bad
-        wrong[{"id": 0, "token": 1, "kind": 2, "error": 4, "delay": 5}[field]] = value
+        wrong[{"id": 0, "token": 1, "kind": 2, "target": 3, "error": 5, "delay": 6}[field]] = value
         before = self.snapshot(backend)
         with pytest.raises(redis.ResponseError, match="stagecrew: bad"):
             self.call(backend, scripts.ACK, "", *good, *wrong)

@@ -381,6 +381,7 @@ class RedisBackend(Backend):
                         ack.ref.id,
                         ack.ref.token,
                         ack.kind.value,
+                        ack.target.value,
                         "" if ack.result is None else ack.result,
                         "" if ack.error is None else orjson.dumps(ack.error.to_json()),
                         "" if run_in is None else repr(run_in),

@@ -8,37 +8,42 @@
 --   scheduled, KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled; and the jobs' hashes
 --   T:job:<id>. Publishes on T:wake when a job is due again, and once on T:finished the ids of
 --   the jobs that became final (succeeded, dead or cancelled).
--- ARGV[1] T; ARGV[2] now ('' = server TIME); then 6 per outcome: job id, claim token,
---   kind (complete | retry | dead_letter | cancel | release), result JSON ('' = none),
---   error JSON ('' = none; appended for any kind), delay in seconds ('' = none): a retry runs
---   again at now + delay (now without one), a release with a delay is scheduled at now + delay
---   instead of being available at once.
+-- ARGV[1] T; ARGV[2] now ('' = server TIME); then 7 per outcome: job id, claim token,
+--   kind (complete | retry | dead_letter | cancel | release), target state (`Ack.target`,
+--   decided in Python: succeeded | scheduled | dead | cancelled | available), result JSON
+--   ('' = none), error JSON ('' = none; appended for any kind), delay in seconds
+--   (`Ack.run_in`, '' = none): a job whose target is scheduled runs again at now + delay.
+--   The kind says only what else changes: a release gives its attempt back, a complete keeps
+--   its result.
 -- Returns one code per outcome: 1 applied, 0 fenced off (not running that claim),
 --   -1 no such job in this queue.
--- validates: now; per outcome the job id and claim token (whole), the kind, the delay.
+-- validates: now; per outcome the job id and claim token (whole), the kind, the target, the delay.
 -- Every argument is checked before the first write (see _lib.lua): a batch with one bad outcome
 -- changes nothing.
-local TARGET = {
-    complete = 'succeeded', retry = 'scheduled', dead_letter = 'dead',
-    cancel = 'cancelled', release = 'available',
+local KINDS = { complete = true, retry = true, dead_letter = true, cancel = true, release = true }
+local TARGETS = {
+    succeeded = true, scheduled = true, dead = true, cancelled = true, available = true,
 }
-if #ARGV < 2 or (#ARGV - 2) % 6 ~= 0 then
+if #ARGV < 2 or (#ARGV - 2) % 7 ~= 0 then
     refuse('argument count', #ARGV)
 end
 local now = clock(ARGV[2])
 local now_s = fmt(now)
-for i = 3, #ARGV, 6 do
+for i = 3, #ARGV, 7 do
     integer_arg(ARGV[i], 'job id')
     integer_arg(ARGV[i + 1], 'claim token')
-    if not TARGET[ARGV[i + 2]] then
+    if not KINDS[ARGV[i + 2]] then
         refuse('outcome kind', ARGV[i + 2])
     end
-    local err = ARGV[i + 4]
+    if not TARGETS[ARGV[i + 3]] then
+        refuse('outcome target', ARGV[i + 3])
+    end
+    local err = ARGV[i + 5]
     if err ~= '' and (string.sub(err, 1, 1) ~= '{' or string.sub(err, -1) ~= '}') then
         refuse('error record (not a JSON object)', err)
     end
-    if ARGV[i + 5] ~= '' then
-        seconds_arg(ARGV[i + 5], 'delay')
+    if ARGV[i + 6] ~= '' then
+        seconds_arg(ARGV[i + 6], 'delay')
     end
 end
 local out = {}
@@ -46,9 +51,9 @@ local due = false
 local done = {}
 local finished = { succeeded = {}, dead = {}, cancelled = {} }
 local final = {}
-for i = 3, #ARGV, 6 do
-    local id, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    local result, err, delay = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+for i = 3, #ARGV, 7 do
+    local id, token, kind, target = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local result, err, delay = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'state', 'claims', 'priority', 'run_at', 'errors',
         'cancel_requested')
@@ -57,10 +62,6 @@ for i = 3, #ARGV, 6 do
     elseif f[1] ~= 'running' or f[2] ~= token then
         out[#out + 1] = 0
     else
-        local target = TARGET[kind]
-        if kind == 'release' and delay ~= '' then
-            target = 'scheduled'
-        end
         if f[6] == '1' and (target == 'scheduled' or target == 'available') then
             target = 'cancelled'
         end
