@@ -94,17 +94,19 @@ class FinishWaiter:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(self._event.set)
 
+    def _left(self, event: threading.Event | asyncio.Event, seen: int, deadline: float) -> float:
+        """Clear `event`, then the seconds left to wait on it for a wake-up after `seen`
+        (0 or less: woken, or out of time). Cleared first, so a ring after the check is kept."""
+        event.clear()
+        return 0.0 if self.wakes != seen else deadline - time.monotonic()
+
     def wait(self, seen: int, seconds: float) -> bool:
         """Block this thread until a wake-up after `seen`, or `seconds`; True if woken."""
         event = self._thread_event
         assert event is not None, "a waiter of an event loop is awaited with wait_async"
         deadline = time.monotonic() + seconds
-        while self.wakes == seen:
-            event.clear()
-            remaining = deadline - time.monotonic()
-            if self.wakes != seen or remaining <= 0:
-                break
-            event.wait(remaining)
+        while (left := self._left(event, seen, deadline)) > 0:
+            event.wait(left)
         return self.wakes != seen
 
     async def wait_async(self, seen: int, seconds: float) -> bool:
@@ -112,13 +114,9 @@ class FinishWaiter:
         event = self._event
         assert event is not None, "a waiter of a thread is waited on with wait"
         deadline = time.monotonic() + seconds
-        while self.wakes == seen:
-            event.clear()
-            remaining = deadline - time.monotonic()
-            if self.wakes != seen or remaining <= 0:
-                break
+        while (left := self._left(event, seen, deadline)) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), remaining)
+                await asyncio.wait_for(event.wait(), left)
         return self.wakes != seen
 
 
