@@ -945,7 +945,7 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
                 "ack",
                 {
                     "now": None,
-                    "channel": "c",
+                    **backend._channels(),
                     "ids": ids,
                     "tokens": [1] * 500,
                     "kinds": ["complete"] * 500,
@@ -967,7 +967,13 @@ def test_claims_acks_heartbeats_rescue_and_prune_use_their_indexes_even_with_sta
             ),
             "rescue": plan(
                 "rescue",
-                {"now": None, "channel": "c", "max_lost": 3, "limit": 5000, **WORKER_LOST.params()},
+                {
+                    "now": None,
+                    **backend._channels(),
+                    "max_lost": 3,
+                    "limit": 5000,
+                    **WORKER_LOST.params(),
+                },
             ),
             "prune": plan(
                 "prune",

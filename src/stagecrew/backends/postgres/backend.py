@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
@@ -66,7 +67,7 @@ from ..base import (
     Retention,
 )
 from ..filter_terms import filter_terms
-from ..ops import Op
+from ..ops import Op, run, run_async
 from ..records import WORKER_LOST, job_from_row
 from .deadlines import DEADLINES
 from .driver import (
@@ -80,7 +81,7 @@ from .driver import (
     drive_async,
     raw_connection,
 )
-from .listener import NotificationListener
+from .listener import FINISHED_PAYLOAD_BYTES, NotificationListener, Pause, Read
 from .pools import AsyncConn, AsyncPools, SyncConnection, SyncPool, connect_kwargs
 from .settings import PostgresSettings, parse_url
 from .statements import Statements, schema_version
@@ -198,6 +199,8 @@ class PostgresBackend(Backend):
         self._vacuumer: TableVacuumer | None = None
         """Started by the first claim in a process (workers only): see vacuum.py."""
         self._listener: NotificationListener | None = None
+        self._listener_lock = threading.Lock()
+        """Held to start the listener: finish waits may start it from any thread."""
         self._seen = 0
         """The listener's sequence number when the last claim started (see listener.py)."""
 
@@ -672,7 +675,7 @@ class PostgresBackend(Backend):
             delays.append(ack.run_in)
         return {
             "now": self._now(),
-            "channel": self.settings.channel,
+            **self._channels(),
             "ids": ids,
             "tokens": tokens,
             "kinds": kinds,
@@ -708,10 +711,18 @@ class PostgresBackend(Backend):
     def _settle_lost_params(self, max_lost: int, **params: Any) -> dict[str, Any]:
         return {
             "now": self._now(),
-            "channel": self.settings.channel,
+            **self._channels(),
             "max_lost": max_lost,
             **WORKER_LOST.params(),
             **params,
+        }
+
+    def _channels(self) -> dict[str, Any]:
+        """The parameters of a statement that wakes queues and announces finished jobs."""
+        return {
+            "channel": self.settings.channel,
+            "finished_channel": self.settings.finished_channel,
+            "finished_payload_bytes": FINISHED_PAYLOAD_BYTES,
         }
 
     def _prune(self, retention: Retention, limit: int) -> SqlOp[int]:
@@ -728,10 +739,13 @@ class PostgresBackend(Backend):
     def _get_listener(self) -> NotificationListener:
         listener = self._listener
         if listener is None or listener.pid != os.getpid():
-            listener = NotificationListener(self.settings)
-            self._listener = listener
-            self._seen = 0
-            listener.start()
+            with self._listener_lock:
+                listener = self._listener
+                if listener is None or listener.pid != os.getpid():
+                    listener = NotificationListener(self.settings)
+                    self._listener = listener
+                    self._seen = 0
+                    listener.start()
         return listener
 
     async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:
@@ -786,6 +800,43 @@ class PostgresBackend(Backend):
         done = yield Statement(self._sql.get("get_job"), {"id": job_id})
         return job_from_row(done.rows[0]) if done.rows else None
 
+    def _finished_or_gone(self, job_id: int) -> SqlOp[bool]:
+        """The one read of a finish wait: a state, not the whole job (job_finished.sql)."""
+        done = yield Statement(self._sql.get("job_finished"), {"id": job_id})
+        return not done.rows or bool(done.rows[0][0])
+
+    def _wait_finished(self, job_id: int, timeout: float) -> None:
+        """Wait in this thread for the listener's word that `job_id` finished (listener.py).
+
+        The waiter is registered with the listener first, then the job is read once, then
+        the thread waits: a finish committed after that read cannot go unheard.
+        """
+        if timeout <= 0:
+            return
+        listener = self._get_listener()
+        with listener.finish_waiter(job_id) as waiter:
+
+            def execute(step: Pause | Read) -> bool:
+                if isinstance(step, Pause):
+                    return waiter.wait(step.seen, step.seconds)
+                return self._drive(self._finished_or_gone(job_id))
+
+            run(listener.finish_steps(waiter, timeout), execute)
+
+    async def _wait_finished_async(self, job_id: int, timeout: float) -> None:
+        """`_wait_finished` on the running event loop, which it never blocks."""
+        if timeout <= 0:
+            return
+        listener = self._get_listener()
+        with listener.finish_waiter(job_id, asyncio.get_running_loop()) as waiter:
+
+            async def execute(step: Pause | Read) -> bool:
+                if isinstance(step, Pause):
+                    return await waiter.wait_async(step.seen, step.seconds)
+                return await self._drive_async(self._finished_or_gone(job_id))
+
+            await run_async(listener.finish_steps(waiter, timeout), execute)
+
     def _list_jobs(self, job_filter: JobFilter) -> SqlOp[list[Job]]:
         terms, params = _filter_sql(job_filter)
         params["f_limit"] = job_filter.limit
@@ -806,7 +857,9 @@ class PostgresBackend(Backend):
         ]
 
     def _cancel(self, job_id: int) -> SqlOp[Job | None]:
-        done = yield Statement(self._sql.get("cancel"), {"now": self._now(), "id": job_id})
+        channel = self.settings.finished_channel
+        params = {"now": self._now(), "id": job_id, "finished_channel": channel}
+        done = yield Statement(self._sql.get("cancel"), params)
         return job_from_row(done.rows[0]) if done.rows else None
 
     def _requeue(self, job_filter: JobFilter) -> SqlOp[int]:

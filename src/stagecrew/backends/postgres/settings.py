@@ -99,10 +99,23 @@ class PostgresSettings:
     @property
     def channel(self) -> str:
         """The NOTIFY channel of this schema's jobs; the payload is a queue name."""
-        name = f"stagecrew:{self.schema}"
+        return self._channel("stagecrew")
+
+    @property
+    def finished_channel(self) -> str:
+        """The NOTIFY channel of this schema's finished jobs; the payload is their ids,
+        comma-joined, or '' for "any job" (see listener.py).
+
+        Its prefix differs from `channel`'s, so no schema's name can make one schema's
+        finished channel another's queue channel.
+        """
+        return self._channel("stagecrew-finished")
+
+    def _channel(self, prefix: str) -> str:
+        name = f"{prefix}:{self.schema}"
         if len(name.encode()) > MAX_IDENTIFIER_BYTES:  # PostgreSQL would reject it
             digest = hashlib.blake2b(self.schema.encode(), digest_size=12).hexdigest()
-            name = f"stagecrew:{digest}"
+            name = f"{prefix}:{digest}"
         return name
 
     @property

@@ -9,7 +9,10 @@
 -- JSON, or NULL to leave the errors alone; it is appended to the stored JSON array as text, so no
 -- stored value is ever re-parsed. %(delays)s holds, for an outcome that schedules the job (a retry,
 -- a delayed hand-back), the seconds to add to the store's clock, else NULL. Queues that got work
--- back (retry, hand-back) are woken once each.
+-- back (retry, hand-back) are woken once each. If any applied row became final (succeeded, dead,
+-- cancelled), one notification goes to %(finished_channel)s for the whole statement, never one per
+-- job (NOTIFY takes a cluster-wide lock at commit): its payload is the finished ids, comma-joined,
+-- or '' ("any job") when they would take more than %(finished_payload_bytes)s bytes.
 WITH clock AS (
     SELECT {schema}.store_now(%(now)s) AS now
 ),
@@ -51,9 +54,15 @@ applied AS (
     WHERE j.id = ANY(%(ids)b::bigint[])
       AND j.state = 'running'
       AND j.claims = b.tokens[width_bucket(j.id, b.ids)]
-    RETURNING width_bucket(j.id, b.ids), j.queue, j.state
+    RETURNING width_bucket(j.id, b.ids), j.id, j.queue, j.state
 )
 SELECT width_bucket,
        (SELECT count(pg_notify(%(channel)s, q.queue))
-        FROM (SELECT DISTINCT queue FROM applied WHERE state IN ('available', 'scheduled')) AS q)
+        FROM (SELECT DISTINCT queue FROM applied WHERE state IN ('available', 'scheduled')) AS q),
+       (SELECT count(pg_notify(%(finished_channel)s,
+                               CASE WHEN octet_length(f.ids) <= %(finished_payload_bytes)s
+                                    THEN f.ids ELSE '' END))
+        FROM (SELECT string_agg(id::text, ',') AS ids
+              FROM applied WHERE state IN ('succeeded', 'dead', 'cancelled')) AS f
+        WHERE f.ids IS NOT NULL)
 FROM applied

@@ -1,4 +1,6 @@
 -- Cancel job %(id)s now if it waits, or flag it if it runs (transitions.on_cancel); return the job as it is afterwards.
+-- A job cancelled here is final: its id goes to %(finished_channel)s (the last column, which the
+-- backend does not read). A flagged running job ends later, by its worker's ack (ack.sql).
 WITH clock AS (
     SELECT {schema}.store_now(%(now)s) AS now
 ),
@@ -15,10 +17,13 @@ changed AS (
               j.lease_expires_at, j.idempotency_key, j.cancel_requested, j.lost, j.result, j.errors,
               j.claims
 )
-SELECT * FROM changed
+SELECT changed.*,
+       (SELECT count(pg_notify(%(finished_channel)s, c.id::text))
+        FROM changed AS c WHERE c.state = 'cancelled')
+FROM changed
 UNION ALL
 SELECT id, task, queue, state, payload, priority, run_at, attempt, max_attempts, enqueued_at,
        started_at, finished_at, lease_owner, lease_expires_at, idempotency_key, cancel_requested,
-       lost, result, errors, claims
+       lost, result, errors, claims, 0
 FROM {schema}.jobs
 WHERE id = %(id)s AND NOT EXISTS (SELECT FROM changed)

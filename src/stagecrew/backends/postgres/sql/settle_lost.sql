@@ -11,7 +11,8 @@
 -- the loss being recorded now. The "worker lost" error record gets its fixed fields from the
 -- backend (records.WORKER_LOST: %(lost_type)s, %(lost_message)s with one %s for the lease owner,
 -- %(lost_kind)s, %(lost_cancelled_kind)s); the statement fills in only the owner, the attempt and
--- the store's time. Queues that got a job back are woken once each.
+-- the store's time. Queues that got a job back are woken once each; jobs that ended dead or
+-- cancelled are announced with one notification to %(finished_channel)s, as ack.sql does.
 WITH lost AS (
     SELECT id
     FROM {schema}.jobs
@@ -45,11 +46,17 @@ settled AS (
         lease_owner = NULL,
         lease_expires_at = NULL
     WHERE j.id = ANY(ARRAY(SELECT id FROM lost))
-    RETURNING j.state, j.queue
+    RETURNING j.id, j.state, j.queue
 )
 SELECT count(*) FILTER (WHERE state = 'available'),
        count(*) FILTER (WHERE state = 'dead'),
        count(*) FILTER (WHERE state = 'cancelled'),
        (SELECT count(pg_notify(%(channel)s, q.queue))
-        FROM (SELECT DISTINCT queue FROM settled WHERE state = 'available') AS q)
+        FROM (SELECT DISTINCT queue FROM settled WHERE state = 'available') AS q),
+       (SELECT count(pg_notify(%(finished_channel)s,
+                               CASE WHEN octet_length(f.ids) <= %(finished_payload_bytes)s
+                                    THEN f.ids ELSE '' END))
+        FROM (SELECT string_agg(id::text, ',') AS ids
+              FROM settled WHERE state IN ('dead', 'cancelled')) AS f
+        WHERE f.ids IS NOT NULL)
 FROM settled
