@@ -247,7 +247,7 @@ def test_a_poison_suspect_whose_lease_is_lost_has_its_process_stopped(tmp_path: 
             assert wait_for(lambda: _started_in(ledger, suspect) is not None, 60)
             child = _started_in(ledger, suspect)
             assert child is not None and child not in children_of(worker.pid)
-            with sqlite3.connect(tmp_path / "jobs.db") as db:
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
                 db.execute(
                     "UPDATE stagecrew_jobs SET lease_owner = 'another-worker' WHERE id = ?",
                     (suspect.id,),
