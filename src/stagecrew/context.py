@@ -74,7 +74,7 @@ class Context:
     def checkpoint(self) -> None:
         """Raise `JobCancelledError` if the job should stop now."""
         if self._cancelled:
-            raise JobCancelledError(f"job {self.job_id} was cancelled")
+            raise JobCancelledError(f"job {self.job_id} was cancelled", job_id=self.job_id)
 
     def transaction(self) -> JobTransaction:
         """A database transaction that also marks this job succeeded when it commits.

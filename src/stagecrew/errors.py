@@ -82,11 +82,17 @@ class JobCancelledError(StagecrewError):
     Raise it from a task to stop the job for good (it becomes cancelled, not dead);
     `ctx.checkpoint()` raises it once the job's cancellation was requested; and
     `JobHandle.result()` raises it for a job that ended cancelled.
+
+    `job_id` names the job it is about when stagecrew raises it. A task that lets the
+    error about another job escape (the `result()` of a job it waited for) fails, as
+    with any other error; only an error about its own job (or about no job in
+    particular, as a task raises it) cancels the job that raised it.
     """
 
-    def __init__(self, reason: str = "") -> None:
+    def __init__(self, reason: str = "", *, job_id: int | None = None) -> None:
         super().__init__(reason or "cancelled by the task")
         self.reason = reason
+        self.job_id = job_id
 
 
 class TransitionError(StagecrewError, ValueError):

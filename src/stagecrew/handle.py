@@ -113,7 +113,7 @@ def _outcome(job: Job) -> Any:
         last = job.last_error
         detail = f": {last.type}: {last.message}" if last else ""
         raise JobFailedError(f"job {job.id} ({job.task}) is dead{detail}")
-    raise JobCancelledError(f"job {job.id} ({job.task}) was cancelled")
+    raise JobCancelledError(f"job {job.id} ({job.task}) was cancelled", job_id=job.id)
 
 
 def require(job: Job | None, job_id: int) -> Job:

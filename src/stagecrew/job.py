@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from .clock import checked_seconds, to_datetime
-from .errors import JobCancelledError, StagecrewError
+from .errors import JobCancelledError
 
 
 class JobState(StrEnum):
@@ -272,7 +272,7 @@ class Job:
         }
 
 
-class Retry(StagecrewError):
+class Retry(Exception):
     """Raise from a task to retry it after `in_` seconds (or at the task's backoff).
 
     The attempt counts towards `max_attempts`.

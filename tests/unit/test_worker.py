@@ -9,7 +9,17 @@ from datetime import timedelta
 
 import pytest
 
-from stagecrew import App, Cancel, Context, ErrorKind, FakeClock, JobState, Retry
+from stagecrew import (
+    App,
+    Cancel,
+    Context,
+    ErrorKind,
+    FakeClock,
+    JobCancelledError,
+    JobHandle,
+    JobState,
+    Retry,
+)
 from stagecrew.backends.base import Ack, JobFilter
 from stagecrew.errors import BackendError, ConfigurationError
 from stagecrew.job import ClaimedJob, NewJob
@@ -261,6 +271,40 @@ def test_task_raising_cancel_is_cancelled_not_dead(app: App, kit: TestKit) -> No
     job = obsolete.enqueue()
     kit.run_until_idle()
     assert job.get().state is JobState.CANCELLED
+
+
+def test_task_raising_the_cancellation_of_another_job_fails_instead_of_ending_cancelled(
+    app: App, kit: TestKit
+) -> None:
+    """`JobCancelledError` from `result()` of another job reports that job's end: for the
+    task that let it through it is a failure like any other, retried as usual."""
+
+    @app.task
+    def child() -> None: ...
+
+    @app.task(max_attempts=2)
+    def parent(child_id: int) -> None:
+        JobHandle(app, child_id).result(timeout=5)
+
+    cancelled = child.enqueue()
+    app.jobs.cancel(cancelled.id)
+    job = parent.enqueue(cancelled.id)
+    kit.run_until_idle(advance_time=True)
+    stored = job.get()
+    assert stored.state is JobState.DEAD
+    assert [e.kind for e in stored.errors] == [ErrorKind.ERROR, ErrorKind.ERROR]
+    assert all(e.type == "JobCancelledError" for e in stored.errors)
+
+
+def test_task_raising_job_cancelled_error_about_itself_is_cancelled(app: App, kit: TestKit) -> None:
+    @app.task
+    def obsolete() -> None:
+        raise JobCancelledError("order was deleted")
+
+    job = obsolete.enqueue()
+    kit.run_until_idle()
+    assert job.get().state is JobState.CANCELLED
+    assert job.get().errors[-1].message == "order was deleted"
 
 
 def test_cancelled_waiting_job_never_runs(app: App, kit: TestKit) -> None:

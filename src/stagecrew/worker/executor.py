@@ -239,6 +239,8 @@ class Executor:
             log.warning("job %s: %s", job.id, exc)
             return None
         except JobCancelledError as exc:
+            if exc.job_id not in (None, job.id):  # another job's end, let through by the task
+                return self._failure(job, task, exc)
             return Ack.cancel(job.ref, self._error(job, ErrorKind.CANCELLED, exc))
         except Retry as exc:
             return self._failed(
