@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from stagecrew.backends.base import Ack, JobFilter, Retention
+from stagecrew.backends.base import Ack, AckKind, JobFilter, Retention
 from stagecrew.backends.memory import MemoryBackend
 from stagecrew.backends.ops import Op, immediate
 from stagecrew.clock import FakeClock
@@ -108,6 +108,14 @@ def test_a_claim_names_each_queue_once_and_returns_jobs_in_priority_run_at_id_or
         (lambda b: b.rescue(0), ValueError),
         (lambda b: b.release_worker("", 3), ValueError),
         (lambda b: b.enqueue([job(), "not a job"]), TypeError),
+        (lambda b: b.heartbeat("w", [(1, 1)], 30.0), TypeError),
+        (lambda b: b.get("1"), TypeError),
+        (lambda b: b.cancel(True), TypeError),
+        (lambda b: b.wait_finished(1.5, 1.0), TypeError),
+        (lambda b: b.prune({"succeeded": 1.0}), TypeError),
+        (lambda b: b.prune(Retention(), limit=2.5), ValueError),
+        (lambda b: b.claim(["default"], "w", True, 30.0), ValueError),
+        (lambda b: asyncio.run(b.wait(["default"], float("nan"))), InvalidTimeError),
     ],
 )
 def test_bad_input_is_refused_before_the_engine_sees_anything(
@@ -138,6 +146,11 @@ class Refusing(MemoryBackend):
     @immediate
     def _get(self, job_id: int) -> Any:
         raise BackendError("refused by the engine itself")
+
+
+def test_an_ack_must_name_its_claim_by_a_job_ref() -> None:
+    with pytest.raises(ValueError, match="JobRef"):
+        Ack((1, 1), AckKind.COMPLETE)  # type: ignore[arg-type]
 
 
 def test_a_store_failure_becomes_enqueue_error_on_enqueue_and_backend_error_elsewhere() -> None:

@@ -45,7 +45,9 @@ from ..errors import (
 from ..job import AttemptError, ClaimedJob, EnqueuedJob, Job, JobRef, JobState, NewJob
 from .inputs import (
     EnqueueBatch,
+    check_job_id,
     check_lease,
+    check_limit,
     check_max_lost,
     check_release_arguments,
     check_worker,
@@ -127,6 +129,8 @@ class Ack:
     delay: float | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.ref, JobRef):
+            raise ValueError(f"an ack names its claim by a JobRef, not by {self.ref!r}")
         if not isinstance(self.kind, AckKind):
             raise ValueError(f"an ack's kind must be an AckKind, not {self.kind!r}")
         if self.result is not None:
@@ -592,8 +596,7 @@ class Backend(ABC):
         queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> tuple[tuple[str, ...], float]:
         check_worker(worker, "claim")
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise ValueError(f"claim: limit must be an integer, got {limit!r}")
+        check_limit(limit, "claim")
         return unique_queues(queues), check_lease(lease_seconds, "claim")
 
     @final
@@ -681,30 +684,31 @@ class Backend(ABC):
     @final
     def prune(self, retention: Retention, limit: int = 1000) -> int:
         """Delete up to `limit` finished jobs older than the retention allows."""
-        if limit <= 0:
+        if _check_prune(retention, limit) <= 0:
             return 0
         return self._call("prune", self._prune(retention, limit))
 
     @final
     async def prune_async(self, retention: Retention, limit: int = 1000) -> int:
-        if limit <= 0:
+        if _check_prune(retention, limit) <= 0:
             return 0
         return await self._call_async("prune", self._prune(retention, limit))
 
     @final
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Return when new work may exist in `queues`, or after `timeout` seconds."""
+        seconds = checked_seconds(max(float(timeout), 0.0), "wait: timeout")
         with self._failures_mapped("wait"):
-            await self._wait(unique_queues(queues), max(float(timeout), 0.0))
+            await self._wait(unique_queues(queues), seconds)
 
     # -- inspection and admin --------------------------------------------
     @final
     def get(self, job_id: int) -> Job | None:
-        return self._call("get", self._get(job_id))
+        return self._call("get", self._get(check_job_id(job_id, "get")))
 
     @final
     async def get_async(self, job_id: int) -> Job | None:
-        return await self._call_async("get", self._get(job_id))
+        return await self._call_async("get", self._get(check_job_id(job_id, "get")))
 
     @final
     def wait_finished(self, job_id: int, timeout: float) -> None:
@@ -718,12 +722,14 @@ class Backend(ABC):
         more (`InvalidTimeError` otherwise).
         """
         seconds = checked_seconds(timeout, "wait_finished: timeout")
+        check_job_id(job_id, "wait_finished")
         with self._failures_mapped("wait_finished"):
             self._wait_finished(job_id, seconds)
 
     @final
     async def wait_finished_async(self, job_id: int, timeout: float) -> None:
         seconds = checked_seconds(timeout, "wait_finished: timeout")
+        check_job_id(job_id, "wait_finished")
         with self._failures_mapped("wait_finished"):
             await self._wait_finished_async(job_id, seconds)
 
@@ -764,11 +770,11 @@ class Backend(ABC):
         Finished jobs are left as they are. Returns the job after the change,
         or None if it does not exist.
         """
-        return self._call("cancel", self._cancel(job_id))
+        return self._call("cancel", self._cancel(check_job_id(job_id, "cancel")))
 
     @final
     async def cancel_async(self, job_id: int) -> Job | None:
-        return await self._call_async("cancel", self._cancel(job_id))
+        return await self._call_async("cancel", self._cancel(check_job_id(job_id, "cancel")))
 
     @final
     def requeue(self, job_filter: JobFilter) -> int:
@@ -817,6 +823,12 @@ def _claim_order(claimed: list[ClaimedJob]) -> list[ClaimedJob]:
 
 def _finished_or_gone(job: Job | None) -> bool:
     return job is None or job.state.is_final
+
+
+def _check_prune(retention: Retention, limit: int) -> int:
+    if not isinstance(retention, Retention):
+        raise TypeError(f"prune needs a Retention, not {retention!r}")
+    return check_limit(limit, "prune")
 
 
 def _check_acks(acks: Sequence[Ack]) -> None:

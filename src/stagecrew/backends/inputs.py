@@ -62,7 +62,23 @@ def unique_queues(queues: Iterable[str]) -> tuple[str, ...]:
 
 
 def unique_refs(refs: Iterable[JobRef]) -> tuple[JobRef, ...]:
-    return tuple(dict.fromkeys(refs))
+    unique = tuple(dict.fromkeys(refs))
+    for ref in unique:
+        if not isinstance(ref, JobRef):
+            raise TypeError(f"a heartbeat names claims by JobRef, not by {ref!r}")
+    return unique
+
+
+def check_job_id(job_id: int, operation: str) -> int:
+    if isinstance(job_id, bool) or not isinstance(job_id, int):
+        raise TypeError(f"{operation} needs a job id (an int), not {job_id!r}")
+    return job_id
+
+
+def check_limit(limit: int, operation: str) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValueError(f"{operation}: limit must be an integer, got {limit!r}")
+    return limit
 
 
 @dataclass(frozen=True, slots=True)
