@@ -344,6 +344,8 @@ class TestScriptsCheckEveryInputBeforeTheirFirstWrite:
             ("kind", "explode"),
             ("target", "running"),
             ("target", ""),
+            ("target", "succeeded"),
+            ("target", "available"),
             ("delay", "nan"),
             ("delay", "-1"),
             ("token", "1.0"),

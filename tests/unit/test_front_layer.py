@@ -75,6 +75,16 @@ def test_a_key_repeated_within_a_batch_reaches_the_engine_once_and_maps_to_the_f
     assert len({e.id for e in out}) == 3
 
 
+def test_an_engine_whose_keys_are_per_queue_gets_a_key_once_per_queue() -> None:
+    backend = Recording()
+    backend._keys_per_queue = True
+    out = backend.enqueue([job("k", queue="a"), job("k", queue="b"), job("k", queue="a")])
+    [sent] = backend.enqueued
+    assert [(j.queue, j.idempotency_key) for j in sent] == [("a", "k"), ("b", "k")]
+    assert [e.created for e in out] == [True, True, False]
+    assert out[2].id == out[0].id != out[1].id
+
+
 def test_empty_batches_and_empty_claims_never_reach_the_engine() -> None:
     backend = Recording()
     assert backend.enqueue([]) == []

@@ -293,6 +293,8 @@ class Backend(ABC):
 
     _store_errors: tuple[type[BaseException], ...] = ()
     """What the engine's client library raises when the store fails or refuses."""
+    _keys_per_queue = False
+    """True when the engine deduplicates an idempotency key within its queue only."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
@@ -485,14 +487,14 @@ class Backend(ABC):
         """
         if not jobs:
             return []
-        batch = EnqueueBatch.of(jobs)
+        batch = EnqueueBatch.of(jobs, keys_per_queue=self._keys_per_queue)
         return batch.expand(self._call("enqueue", self._enqueue(batch.unique)))
 
     @final
     async def enqueue_async(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
         if not jobs:
             return []
-        batch = EnqueueBatch.of(jobs)
+        batch = EnqueueBatch.of(jobs, keys_per_queue=self._keys_per_queue)
         return batch.expand(await self._call_async("enqueue", self._enqueue(batch.unique)))
 
     @final
@@ -505,7 +507,7 @@ class Backend(ABC):
             raise self._no_transactions(enqueue=True)
         if not jobs:
             return []
-        batch = EnqueueBatch.of(jobs)
+        batch = EnqueueBatch.of(jobs, keys_per_queue=self._keys_per_queue)
         op = self._enqueue_in(batch.unique)
         return batch.expand(self._call("enqueue", op, lambda op: self._drive_in(connection, op)))
 
@@ -517,7 +519,7 @@ class Backend(ABC):
             raise self._no_transactions(enqueue=True)
         if not jobs:
             return []
-        batch = EnqueueBatch.of(jobs)
+        batch = EnqueueBatch.of(jobs, keys_per_queue=self._keys_per_queue)
         op = self._enqueue_in(batch.unique)
         stored = await self._call_async(
             "enqueue", op, lambda op: self._drive_in_async(connection, op)

@@ -98,16 +98,20 @@ class EnqueueBatch:
     """Indexes (in the original batch) of jobs whose key an earlier job of the batch holds."""
 
     @classmethod
-    def of(cls, jobs: Sequence[NewJob]) -> EnqueueBatch:
+    def of(cls, jobs: Sequence[NewJob], *, keys_per_queue: bool = False) -> EnqueueBatch:
+        """`keys_per_queue`: the engine deduplicates a key within its queue only (Redis
+        Cluster's layout), so one key in two queues names two jobs here too."""
         check_new_jobs(jobs)
         if not any(job.idempotency_key is not None for job in jobs):  # the common case
             return cls(tuple(jobs), tuple(range(len(jobs))), frozenset())
         unique: list[NewJob] = []
         positions: list[int] = []
         repeats: set[int] = set()
-        first: dict[str, int] = {}
+        first: dict[tuple[str, str], int] = {}
         for index, job in enumerate(jobs):
-            key = job.idempotency_key
+            key = None
+            if job.idempotency_key is not None:
+                key = (job.queue if keys_per_queue else "", job.idempotency_key)
             if key is not None and key in first:
                 positions.append(first[key])
                 repeats.add(index)

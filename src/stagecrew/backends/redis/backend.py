@@ -115,6 +115,7 @@ class RedisBackend(Backend):
         self._settings = parse_url(url)
         self.prefix = self._settings.prefix
         self._cluster_layout = self._settings.cluster_layout
+        self._keys_per_queue = self._cluster_layout  # see keys.py: the idempotency index
         self._keys = Keys(self.prefix, per_queue_globals=self._cluster_layout)
         self._driver = Driver(self._settings)
         self._wire = self._driver.wire

@@ -17,12 +17,14 @@
 --   its result.
 -- Returns one code per outcome: 1 applied, 0 fenced off (not running that claim),
 --   -1 no such job in this queue.
--- validates: now; per outcome the job id and claim token (whole), the kind, the target, the delay.
+-- validates: now; per outcome the job id and claim token (whole), the kind, its target, the delay.
 -- Every argument is checked before the first write (see _lib.lua): a batch with one bad outcome
 -- changes nothing.
-local KINDS = { complete = true, retry = true, dead_letter = true, cancel = true, release = true }
+-- The targets each kind may lead to (`Ack.target`): anything else is refused, so a target that
+-- does not fit its kind can never leave a job out of every index.
 local TARGETS = {
-    succeeded = true, scheduled = true, dead = true, cancelled = true, available = true,
+    complete = { succeeded = true }, retry = { scheduled = true }, dead_letter = { dead = true },
+    cancel = { cancelled = true }, release = { available = true, scheduled = true },
 }
 if #ARGV < 2 or (#ARGV - 2) % 7 ~= 0 then
     refuse('argument count', #ARGV)
@@ -32,11 +34,12 @@ local now_s = fmt(now)
 for i = 3, #ARGV, 7 do
     integer_arg(ARGV[i], 'job id')
     integer_arg(ARGV[i + 1], 'claim token')
-    if not KINDS[ARGV[i + 2]] then
+    local targets = TARGETS[ARGV[i + 2]]
+    if not targets then
         refuse('outcome kind', ARGV[i + 2])
     end
-    if not TARGETS[ARGV[i + 3]] then
-        refuse('outcome target', ARGV[i + 3])
+    if not targets[ARGV[i + 3]] then
+        refuse('outcome target for ' .. ARGV[i + 2], ARGV[i + 3])
     end
     local err = ARGV[i + 5]
     if err ~= '' and (string.sub(err, 1, 1) ~= '{' or string.sub(err, -1) ~= '}') then
