@@ -299,8 +299,7 @@ class NotificationListener:
                 failures = 0
             except psycopg.Error as exc:
                 self.connected.clear()
-                with self._lock:
-                    self._listening = False
+                self._listened(False)  # a waiter that saw it listening must not sleep on
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 level = logging.WARNING if failures % 12 == 0 else logging.DEBUG  # ~1 a minute
                 log.log(
