@@ -37,16 +37,12 @@ from harness import DrainRates, enqueue_batched, enqueue_one_by_one, make_app
 from stagecrew.backends.postgres import PostgresBackend
 from stagecrew.job import NewJob
 
-DEFAULT_URL = os.environ.get(
-    "STAGECREW_BENCH_POSTGRES_URL",
-    os.environ.get("STAGECREW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-)
+DEFAULT_URL = os.environ.get("STAGECREW_BENCH_POSTGRES_URL", harness.servers.POSTGRES_SERVER.url)
 PAYLOAD = '{"args":[1],"kwargs":{}}'
 
 
 # -- schemas ----------------------------------------------------------------------------------
-def with_schema(url: str, schema: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+with_schema = harness.servers.with_schema
 
 
 @contextmanager
@@ -58,13 +54,11 @@ def fresh_schema(url: str, migrate: bool = True) -> Iterator[str]:
         backend.migrate()
         backend.close()
     else:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        harness.servers.create_schema(url, schema)
     try:
         yield schema
     finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        harness.servers.drop_schemas(url, [schema])
 
 
 def scalar(url: str, query: sql.Composed | sql.SQL, params: Any = None) -> Any:

@@ -79,13 +79,7 @@ def throwaway_server() -> Iterator[str]:
             proc.wait(10)
 
 
-def delete_prefix(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    for pattern in (f"{{{prefix}}}:*", f"{{{prefix}:*"):
-        keys = list(client.scan_iter(match=pattern, count=1000))
-        for i in range(0, len(keys), 1000):
-            client.delete(*keys[i : i + 1000])
-    client.close()
+delete_prefix = harness.servers.delete_prefix
 
 
 def server_version(url: str) -> str:
@@ -209,7 +203,7 @@ def redis_benchmark(url: str) -> str | None:
 
 # -- stagecrew ---------------------------------------------------------------------------
 def with_prefix(url: str, prefix: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}prefix={prefix}"
+    return str(harness.servers.with_query(url, prefix=prefix))
 
 
 def main() -> None:

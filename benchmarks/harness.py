@@ -8,6 +8,7 @@ session) and `benchmarks/` at the front of `sys.path`; the worker processes get 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -31,6 +32,22 @@ for _entry in (str(HERE), str(SRC)):
 sys.path[:0] = [str(SRC), str(HERE)]
 
 from stagecrew import App, JobState  # noqa: E402
+
+
+def _load_servers() -> Any:
+    """This checkout's registry of servers (`stagecrew.testing.servers`), whatever tree is
+    measured: it imports nothing of stagecrew, so it is loaded from its file."""
+    path = ROOT / "src" / "stagecrew" / "testing" / "servers.py"
+    spec = importlib.util.spec_from_file_location("stagecrew_bench_servers", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    spec.loader.exec_module(module)
+    return module
+
+
+servers = _load_servers()
+"""The servers, PostgreSQL schemas and Redis key prefixes of the engine registry."""
 
 RESULTS = HERE / "RESULTS.md"
 RESULTS_HEADER = "# Benchmark results\n\nProduced by `make bench`; newest first.\n\n"

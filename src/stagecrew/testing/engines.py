@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -29,6 +28,15 @@ import pytest
 from ..backends import backend_from_url
 from ..backends.base import Backend
 from ..clock import FakeClock
+from .servers import (
+    POSTGRES_SERVER,
+    REDIS_SERVER,
+    Server,
+    delete_prefix,
+    drop_schemas,
+    with_query,
+    with_schema,
+)
 
 __all__ = [
     "ENGINES",
@@ -47,84 +55,7 @@ __all__ = [
 ]
 
 
-# -- servers ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Server:
-    """A server some engines need: where the tests find it, and how to tell it answers."""
-
-    name: str
-    variable: str
-    """The environment variable holding its URL."""
-    default: str
-    ping: Callable[[str], object]
-    """Connects to the URL once; raises when the server does not answer."""
-
-    @property
-    def url(self) -> str:
-        return os.environ.get(self.variable, self.default)
-
-    def unreachable(self) -> str | None:
-        """Why the server does not answer, or None when it does."""
-        url = self.url
-        if url in _ANSWERED:
-            return None
-        try:
-            self.ping(url)
-        except Exception as exc:  # whatever the client raises (or cannot import) is the reason
-            return f"{self.name} is not reachable at {self.variable}={url!r}: {exc}"
-        _ANSWERED.add(url)
-        return None
-
-    def require(self) -> None:
-        """Skip the calling test when the server does not answer; fail it when CI is set."""
-        reason = self.unreachable()
-        if reason is None:
-            return
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-_ANSWERED: set[str] = set()
-"""Server URLs that answered once in this process: not asked again for every test."""
-
-
-def _ping_postgres(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, connect_timeout=3):
-        pass
-
-
-def _ping_redis(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        client.ping()
-    finally:
-        client.close()
-
-
-POSTGRES_SERVER = Server(
-    "PostgreSQL",
-    "STAGECREW_TEST_POSTGRES_URL",
-    "postgresql://postgres@127.0.0.1:5432/test",
-    _ping_postgres,
-)
-REDIS_SERVER = Server("Redis", "STAGECREW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", _ping_redis)
-
-
-# -- PostgreSQL schemas and Redis key prefixes -------------------------------------------------
-def with_schema(url: str, schema: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
-
-
-def with_query(url: str, **params: str) -> str:
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return f"{url}{'&' if '?' in url else '?'}{query}"
-
-
+# -- servers: see servers.py ------------------------------------------------------------------
 class _Names:
     """Fresh random names on one server for one test, kept to be removed afterwards."""
 
@@ -148,29 +79,7 @@ class Schemas(_Names):
     server = POSTGRES_SERVER
 
     def drop(self) -> None:
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            for name in self.names:
-                conn.execute(
-                    psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                        psycopg.sql.Identifier(name)
-                    )
-                )
-
-
-def delete_prefix(url: str, prefix: str) -> None:
-    """Delete every key of the Redis key prefix `prefix`, in either key layout."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        for pattern in (f"{{{prefix}}}:*", f"{{{prefix}:*"):
-            batch = list(client.scan_iter(match=pattern, count=1000))
-            for i in range(0, len(batch), 500):
-                client.delete(*batch[i : i + 500])
-    finally:
-        client.close()
+        drop_schemas(self.url, self.names)
 
 
 class Prefixes(_Names):
