@@ -466,6 +466,17 @@ def test_close_stops_the_thread_of_the_synchronous_waits(
     assert f"stagecrew-wait-finished-{backend.prefix}" not in names
 
 
+def test_a_synchronous_wait_cut_short_by_close_returns_instead_of_raising(
+    backends: Callable[..., CountingBackend],
+) -> None:
+    backend = backends()
+    [entry] = backend.enqueue([job()])
+    waiting = wait_finished_in_thread(backend, entry.id, asynchronous=False)
+    until(lambda: backend.reads >= 1, "the waiter read the job")
+    backend.close()
+    assert waiting.result() is None  # a waiter may return early; it never raises for a close
+
+
 # -- JobHandle.result() with a real worker -----------------------------------------------------
 def make_app(backend: RedisBackend) -> App:
     app = App(backend.url, clock=backend.clock)

@@ -17,6 +17,7 @@ subscription that may have missed a message; a failure while subscribing raises.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -226,11 +227,17 @@ class LoopThread:
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run `coroutine` on the thread's loop and return its result (or raise its error)."""
+    def run(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run the wait `coroutine` on the thread's loop to its end (or raise its error).
+
+        A wait cut short by `close` (its loop stops under it) just returns: a waiter may
+        always return early, and reads the job again.
+        """
         future = asyncio.run_coroutine_threadsafe(coroutine, self._running())
         try:
-            return future.result()
+            future.result()
+        except concurrent.futures.CancelledError:
+            return
         finally:
             future.cancel()  # an interrupted caller (KeyboardInterrupt) leaves no wait behind
 
