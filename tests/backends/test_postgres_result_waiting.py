@@ -27,6 +27,7 @@ from tests.backends.test_postgres import (
     terminate_sessions,
     with_schema,
 )
+from tests.support import threads
 from tests.support.processes import start_worker, stop, write_app
 
 from stagecrew import App, JobCancelledError, JobFailedError, JobState
@@ -34,7 +35,7 @@ from stagecrew.backends.base import Ack
 from stagecrew.backends.postgres import PostgresBackend
 from stagecrew.backends.postgres.driver import SqlOp
 from stagecrew.backends.postgres.settings import MAX_IDENTIFIER_BYTES, parse_url
-from stagecrew.job import AttemptError, ErrorKind, Job, JobRef, NewJob
+from stagecrew.job import Job, JobRef, NewJob
 
 PAYLOAD = '{"args":[],"kwargs":{}}'
 HANG = 10.0
@@ -114,33 +115,8 @@ def claim(backend: PostgresBackend, limit: int = 1) -> list[JobRef]:
     return [c.ref for c in backend.claim(["default"], "w", limit, 30)]
 
 
-def boom(ref: JobRef) -> AttemptError:
-    return AttemptError(ref.token, 0.0, ErrorKind.ERROR, "ValueError", "boom")
-
-
 def in_thread(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """Start `fn` on a thread; the returned call joins it (failing after HANG) and gives its
-    value or raises its error."""
-    outcome: list[tuple[str, Any]] = []
-
-    def run() -> None:
-        try:
-            outcome.append(("value", fn()))
-        except BaseException as exc:  # reported by the test's thread
-            outcome.append(("error", exc))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def join() -> Any:
-        thread.join(HANG)
-        assert not thread.is_alive(), f"still waiting after {HANG}s"
-        [(kind, value)] = outcome
-        if kind == "error":
-            raise value
-        return value
-
-    return join
+    return threads.in_thread(fn, HANG)
 
 
 def wait_finished(backend: PostgresBackend, job_id: int, timeout: float, asynchronous: bool) -> Any:
@@ -223,7 +199,7 @@ def test_every_way_to_a_final_state_wakes_the_waiter(
         if ending == "cancel":
             other.cancel(job_id)
         elif ending == "dead_letter":
-            other.ack([Ack.dead_letter(ref, boom(ref))])
+            other.ack([Ack.dead_letter(ref, threads.boom(ref))])
         elif ending == "rescue":
             with psycopg.connect(SERVER_URL, autocommit=True) as conn:  # the lease runs out
                 conn.execute(
@@ -256,7 +232,7 @@ def test_a_waiter_does_not_return_while_its_job_does_not_finish(
     def meanwhile() -> None:  # other jobs finish, work is enqueued, this job is only retried
         other.ack([Ack.complete(ref, "1") for ref in refs if ref.id != job_id])
         enqueue(other, 3)
-        other.ack([Ack.retry(mine, boom(mine), delay=60)])
+        other.ack([Ack.retry(mine, threads.boom(mine), delay=60)])
 
     busy = after_the_read(backend, meanwhile)
     timeout = 1.5
@@ -417,9 +393,9 @@ def test_an_ack_batch_that_finishes_many_jobs_sends_one_notification_with_their_
     completed, dead, cancelled, retried = refs[:30], refs[30:40], refs[40:50], refs[50:]
     acks = (
         [Ack.complete(ref, "1") for ref in completed]
-        + [Ack.dead_letter(ref, boom(ref)) for ref in dead]
+        + [Ack.dead_letter(ref, threads.boom(ref)) for ref in dead]
         + [Ack.cancel(ref) for ref in cancelled]
-        + [Ack.retry(ref, boom(ref)) for ref in retried]
+        + [Ack.retry(ref, threads.boom(ref)) for ref in retried]
     )
     assert backend.ack(acks) == [True] * 60
     [payload] = finished_channel.heard()
@@ -431,7 +407,7 @@ def test_an_ack_batch_that_finishes_nothing_sends_no_notification(
 ) -> None:
     enqueue(backend, 10)
     refs = claim(backend, 10)
-    assert backend.ack([Ack.retry(ref, boom(ref)) for ref in refs[:5]]) == [True] * 5
+    assert backend.ack([Ack.retry(ref, threads.boom(ref)) for ref in refs[:5]]) == [True] * 5
     assert backend.ack([Ack.release(ref) for ref in refs[5:]]) == [True] * 5
     # fenced out: the claims no longer hold the jobs
     assert backend.ack([Ack.complete(ref, "1") for ref in refs]) == [False] * 10

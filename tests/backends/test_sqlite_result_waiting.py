@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support import threads
 from tests.support.processes import start_worker, stop, write_app
 
 from stagecrew import App, JobState
@@ -28,7 +29,7 @@ from stagecrew.backends.ops import Op
 from stagecrew.backends.sqlite import SQLiteBackend
 from stagecrew.clock import FakeClock
 from stagecrew.errors import BackendError
-from stagecrew.job import AttemptError, ErrorKind, JobRef, NewJob
+from stagecrew.job import JobRef, NewJob
 from stagecrew.worker.runner import Worker
 
 PAYLOAD = '{"args":[1,2],"kwargs":{}}'
@@ -89,33 +90,8 @@ def running_job(backend: SQLiteBackend, worker: str = "w1", max_attempts: int = 
     return job.ref
 
 
-def boom(ref: JobRef) -> AttemptError:
-    return AttemptError(ref.token, 0.0, ErrorKind.ERROR, "ValueError", "boom")
-
-
 def in_thread(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """Start `fn()` on a thread; the returned call joins it (failing after `HANG`) and
-    gives back what it returned or raises what it raised."""
-    outcome: list[tuple[str, Any]] = []
-
-    def run() -> None:
-        try:
-            outcome.append(("value", fn()))
-        except BaseException as exc:  # reported by the test's thread
-            outcome.append(("error", exc))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def join() -> Any:
-        thread.join(HANG)
-        assert not thread.is_alive(), f"still waiting after {HANG}s"
-        [(kind, value)] = outcome
-        if kind == "error":
-            raise value
-        return value
-
-    return join
+    return threads.in_thread(fn, HANG)
 
 
 def waited(backend: CountingSQLite) -> None:
@@ -231,10 +207,10 @@ def _finishing(backend: SQLiteBackend, how: str) -> tuple[int, Callable[[], Any]
     ref = running_job(backend, worker="w-dead", max_attempts=1)
     calls: dict[str, Callable[[], Any]] = {
         "complete": lambda: backend.ack([Ack.complete(ref, "3")]),
-        "dead-letter": lambda: backend.ack([Ack.dead_letter(ref, boom(ref))]),
+        "dead-letter": lambda: backend.ack([Ack.dead_letter(ref, threads.boom(ref))]),
         "retry-after-cancel-request": lambda: (
             backend.cancel(ref.id),  # a request only: the job runs on, and nobody wakes
-            backend.ack([Ack.retry(ref, boom(ref), delay=5)]),
+            backend.ack([Ack.retry(ref, threads.boom(ref), delay=5)]),
         ),
         "rescue": lambda: (clock.advance(31), backend.rescue()),
         "release-worker": lambda: backend.release_worker("w-dead"),
