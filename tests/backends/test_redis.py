@@ -252,6 +252,15 @@ class TestEnqueue:
         [first] = backend.enqueue([job(queue="a", key="k")])
         assert backend.enqueue([job(queue="a", key="k")])[0] == EnqueuedJob(first.id, False)
         assert backend.enqueue([job(queue="b", key="k")])[0].created is True
+        in_one_batch = backend.enqueue(
+            [job(queue="c", key="j"), job(queue="d", key="j"), job(queue="c", key="j")]
+        )
+        assert [e.created for e in in_one_batch] == [True, True, False]
+        assert in_one_batch[2].id == in_one_batch[0].id != in_one_batch[1].id
+        single = make_backend(FakeClock())  # one store-wide index: one job per key
+        assert [
+            e.created for e in single.enqueue([job(queue="c", key="j"), job(queue="d", key="j")])
+        ] == [True, False]
 
     def test_payloads_and_results_keep_every_character(
         self, make_backend: Callable[..., RedisBackend]
