@@ -221,28 +221,19 @@ class App:
             raise EnqueueError(f"could not enqueue, nothing was written: {exc}") from exc
 
     def _enqueue(self, jobs: list[NewJob], connection: object | None = None) -> list[JobHandle]:
-        try:
-            backend = self._producer_backend()
-            if connection is not None:
-                return self._handles(backend.enqueue_in(connection, jobs))
-            return self._handles(backend.enqueue(jobs))
-        except (EnqueueError, ConfigurationError):
-            raise
-        except Exception as exc:
-            raise EnqueueError(f"could not enqueue into {redact_url(self.url)}: {exc}") from exc
+        """Store failures arrive as `EnqueueError` already: the backend's front layer maps them."""
+        backend = self._producer_backend()
+        if connection is not None:
+            return self._handles(backend.enqueue_in(connection, jobs))
+        return self._handles(backend.enqueue(jobs))
 
     async def _enqueue_async(
         self, jobs: list[NewJob], connection: object | None = None
     ) -> list[JobHandle]:
-        try:
-            backend = self._producer_backend()
-            if connection is not None:
-                return self._handles(await backend.enqueue_in_async(connection, jobs))
-            return self._handles(await backend.enqueue_async(jobs))
-        except (EnqueueError, ConfigurationError):
-            raise
-        except Exception as exc:
-            raise EnqueueError(f"could not enqueue into {redact_url(self.url)}: {exc}") from exc
+        backend = self._producer_backend()
+        if connection is not None:
+            return self._handles(await backend.enqueue_in_async(connection, jobs))
+        return self._handles(await backend.enqueue_async(jobs))
 
 
 class Jobs:
