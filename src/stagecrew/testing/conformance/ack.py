@@ -270,6 +270,29 @@ class AckConformance(Harness):
         assert job.finished_at == approx_time(cast(float, finished_at))
         assert job.errors == ()
 
+    def test_a_batch_naming_one_claim_twice_applies_the_first_outcome_only(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        first_id, second_id, other_id = (enqueue_one(backend) for _ in range(3))
+        first, second, other = (claim(backend, i) for i in (first_id, second_id, other_id))
+        error = attempt_error(second, clock.now(), "boom")
+        applied = backend.ack(
+            [
+                Ack.complete(first.ref, result_text("kept")),
+                Ack.retry(second.ref, error, 60.0),
+                Ack.dead_letter(first.ref, attempt_error(first, clock.now(), "late")),
+                Ack.complete(other.ref, result_text(3)),
+                Ack.complete(second.ref, result_text("too late")),
+            ]
+        )
+        assert applied == [True, True, False, True, False]
+        kept = must_get(backend, first_id)
+        assert (kept.state, kept.result_value, kept.errors) == (S.SUCCEEDED, "kept", ())
+        retried = must_get(backend, second_id)
+        assert (retried.state, retried.result) == (S.SCHEDULED, None)
+        assert [e.message for e in retried.errors] == ["boom"]
+        assert must_get(backend, other_id).state is S.SUCCEEDED
+
     def test_ack_for_a_rescued_job_not_yet_claimed_again_returns_false(
         self, backend: Backend, clock: FakeClock
     ) -> None:
