@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 from .backends import DEFAULT_URL, backend_from_url, redact_url
 from .backends.base import DEFAULT_MAX_LOST, Backend, JobFilter, QueueStats, Retention
 from .clock import Clock, SystemClock, checked_seconds
-from .errors import BackendError, ConfigurationError, EnqueueError, UnknownTaskError
+from .errors import ConfigurationError, EnqueueError, StagecrewError, UnknownTaskError
 from .handle import JobHandle, require
 from .job import Job, JobState, NewJob
 from .retry import Backoff
@@ -217,7 +217,9 @@ class App:
         """The store, for an enqueue: one that cannot be opened is an `EnqueueError` too."""
         try:
             return self.backend
-        except BackendError as exc:  # e.g. the server is down when the first job is enqueued
+        except (EnqueueError, ConfigurationError):
+            raise
+        except StagecrewError as exc:  # the server is down, or its schema is not migrated
             raise EnqueueError(f"could not enqueue, nothing was written: {exc}") from exc
 
     def _enqueue(self, jobs: list[NewJob], connection: object | None = None) -> list[JobHandle]:
