@@ -15,7 +15,6 @@ import logging
 import math
 import random
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -37,6 +36,7 @@ from ..errors import (
 from ..job import AttemptError, ClaimedJob, ErrorKind, JobState, Retry
 from ..serialization import decode_payload, encode
 from ..task import Task
+from .job_threads import JobThreads
 from .job_transaction import JobTransaction
 from .logs import current_job
 
@@ -102,7 +102,7 @@ class Executor:
     def __init__(
         self,
         app: App,
-        threads: ThreadPoolExecutor,
+        threads: JobThreads,
         *,
         stuck_grace: float = 5.0,
         rng: random.Random | None = None,
@@ -369,25 +369,23 @@ class Executor:
     async def _perform_sync(
         self, flight: InFlight, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
-        loop = asyncio.get_running_loop()
         call = functools.partial(contextvars.copy_context().run, task.fn, *args, **kwargs)
-        future = loop.run_in_executor(self.threads, call)
+        future = self.threads.submit(call)
         if task.timeout is None:
             return await future
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), task.timeout)
-        except TimeoutError:
-            if future.done():
-                return future.result()
+        # asyncio.wait, not wait_for: the future must outlive the timeout, for the grace below
+        await asyncio.wait((future,), timeout=task.timeout)
+        if future.done():
+            return future.result()
         # overran: ask it to stop, then give it a short grace to yield
         if flight.ctx is not None:
             flight.ctx._cancel()
-        try:
-            await asyncio.wait_for(asyncio.shield(future), self.stuck_grace)
-        except TimeoutError:
-            raise _Overran from None
-        except Exception:
-            pass
+        await asyncio.wait((future,), timeout=self.stuck_grace)
+        if not future.done():
+            future.cancel()  # its outcome, whenever it comes, is dropped
+            raise _Overran
+        if not future.cancelled():
+            future.exception()  # retrieved: what it raised after the timeout is not reported
         err = TimeoutError(f"timed out after {task.timeout}s")
         err._stagecrew_timeout = True  # type: ignore[attr-defined]
         raise err

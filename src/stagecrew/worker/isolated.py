@@ -21,7 +21,6 @@ import select
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -31,6 +30,7 @@ from ..backends.base import Ack, AckKind
 from ..job import AttemptError, ClaimedJob, ErrorKind, JobState
 from ..retry import Backoff
 from .executor import Executor, InFlight, StopReason
+from .job_threads import JobThreads
 from .logs import configure, current_job
 
 log = logging.getLogger("stagecrew.worker")
@@ -86,7 +86,7 @@ def run_in_child(
         message = ChildCouldNotStart(f"{type(exc).__name__}: {exc}")
     else:
         flight = InFlight(job)
-        threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stagecrew-job")
+        threads = JobThreads(1)
         ack: Ack | None = None
         try:
             ack = asyncio.run(Executor(app, threads, stuck_grace=stuck_grace).run(flight))

@@ -22,7 +22,6 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from ..app import App
 from ..backends import redact_url
@@ -37,6 +36,7 @@ from .completer import Completer
 from .executor import Executor, InFlight, StopReason
 from .faults import FaultPoint, Faults
 from .isolated import run_alone
+from .job_threads import JobThreads
 from .supervisor import RELAYED_STOP
 
 log = logging.getLogger("stagecrew.worker")
@@ -118,9 +118,7 @@ class Worker:
         self.id = worker_id or make_worker_id()
         """The lease owner of this worker's claims; a supervisor names its children itself, so
         it can release their claims when they die (`Backend.release_worker`)."""
-        self._threads = ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix="stagecrew-job"
-        )
+        self._threads = JobThreads(concurrency)
         self.executor = Executor(app, self._threads, stuck_grace=stuck_grace)
         self._inflight: dict[int, InFlight] = {}
         self._rng = random.Random()
@@ -173,7 +171,7 @@ class Worker:
                 return EXIT_OK
             return await self._serve()
         finally:
-            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads.shutdown(wait=False)
             for sig in handled:
                 loop.remove_signal_handler(sig)
 

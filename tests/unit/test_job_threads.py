@@ -1,0 +1,149 @@
+"""The threads that run sync tasks: outcomes delivered, slow calls never holding fast ones back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from stagecrew.worker.job_threads import JobThreads
+
+
+def test_results_and_exceptions_reach_their_own_futures() -> None:
+    threads = JobThreads(4)
+
+    def fail() -> None:
+        raise KeyError("boom")
+
+    async def main() -> tuple[list[int], BaseException | None]:
+        futures = [threads.submit(lambda i=i: i * i) for i in range(200)]
+        failing = threads.submit(fail)
+        results = await asyncio.gather(*futures)
+        try:
+            await failing
+        except KeyError as exc:
+            return results, exc
+        return results, None
+
+    results, error = asyncio.run(main())
+    threads.shutdown(wait=True)
+    assert results == [i * i for i in range(200)]
+    assert isinstance(error, KeyError)
+
+
+def test_a_slow_call_does_not_hold_back_fast_ones() -> None:
+    threads = JobThreads(2)
+    release = threading.Event()
+
+    async def main() -> bool:
+        slow = threads.submit(release.wait)
+        fast = [threads.submit(lambda: None) for _ in range(50)]
+        await asyncio.wait_for(asyncio.gather(*fast), 10)
+        blocked = not slow.done()
+        release.set()
+        await slow
+        return blocked
+
+    assert asyncio.run(main())
+    threads.shutdown(wait=True)
+
+
+def test_at_most_size_threads_run_calls_at_once() -> None:
+    threads = JobThreads(3)
+    lock = threading.Lock()
+    running = 0
+    most = 0
+
+    def call() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.005)
+        with lock:
+            running -= 1
+
+    async def main() -> None:
+        await asyncio.gather(*(threads.submit(call) for _ in range(30)))
+
+    asyncio.run(main())
+    threads.shutdown(wait=True)
+    assert most == 3
+
+
+def test_outcomes_finished_while_the_loop_is_busy_all_arrive() -> None:
+    """Calls that finish while the loop runs other code are delivered together, none lost."""
+    threads = JobThreads(4)
+
+    async def main() -> list[int]:
+        futures = [threads.submit(lambda i=i: i) for i in range(1_000)]
+        time.sleep(0.05)  # noqa: ASYNC251 - the loop kept busy: the threads finish meanwhile
+        return await asyncio.wait_for(asyncio.gather(*futures), 10)
+
+    assert asyncio.run(main()) == list(range(1_000))
+    threads.shutdown(wait=True)
+
+
+def test_a_cancelled_call_runs_on_and_its_outcome_is_dropped() -> None:
+    threads = JobThreads(1)
+    started = threading.Event()
+    release = threading.Event()
+    ran = []
+
+    def call() -> str:
+        started.set()
+        release.wait()
+        ran.append(True)
+        return "late"
+
+    async def main() -> str:
+        future = threads.submit(call)
+        await asyncio.to_thread(started.wait)
+        future.cancel()
+        release.set()
+        return await asyncio.wait_for(threads.submit(lambda: "next"), 10)  # after the dropped one
+
+    assert asyncio.run(main()) == "next"
+    threads.shutdown(wait=True)
+    assert ran == [True]
+
+
+def test_threads_do_not_keep_the_process_alive() -> None:
+    threads = JobThreads(1)
+    never = threading.Event()
+
+    async def main() -> None:
+        threads.submit(never.wait)
+        await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    threads.shutdown(wait=False)
+    assert all(t.daemon for t in threading.enumerate() if t.name.startswith("stagecrew-job"))
+    never.set()
+
+
+def test_submitting_after_shutdown_is_refused() -> None:
+    threads = JobThreads(1)
+    threads.shutdown(wait=True)
+
+    async def main() -> None:
+        threads.submit(lambda: None)
+
+    with pytest.raises(RuntimeError, match="shut down"):
+        asyncio.run(main())
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_outcomes_for_a_closed_loop_are_dropped_quietly() -> None:
+    threads = JobThreads(1)
+    release = threading.Event()
+
+    async def main() -> None:
+        threads.submit(release.wait)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())  # the loop closes with the call still running
+    release.set()
+    threads.shutdown(wait=True)  # the thread ends on its own, without an unhandled error
