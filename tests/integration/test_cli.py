@@ -435,3 +435,14 @@ def test_worker_process_runs_jobs_and_exits_0_on_sigterm(cli_app: CliApp) -> Non
     assert code == 0, output[-3000:]
     assert cli_app.app.jobs.get(ids[3]).result_value == "3.png@3"
     assert "all workers stopped" in output
+
+
+def test_the_worker_command_a_supervised_child_and_an_embedded_worker_share_one_default() -> None:
+    from stagecrew.worker import defaults
+    from stagecrew.worker.supervisor import WorkerOptions
+
+    shown = CliRunner().invoke(main, ["worker", "--help"], terminal_width=200).output
+    assert "Jobs run at once by each worker process" in shown
+    assert f"[default: {defaults.CONCURRENCY}; x>=1]" in shown
+    assert WorkerOptions().concurrency == defaults.CONCURRENCY
+    assert Worker(App("memory://")).concurrency == defaults.CONCURRENCY

@@ -6,6 +6,7 @@ import click
 
 from ..backends import redact_url
 from ..errors import BackendError, StagecrewError
+from ..worker import defaults
 from ..worker.supervisor import Supervisor, WorkerOptions
 from .options import FiniteSeconds, app_ref, load
 from .output import CliUsageError
@@ -33,9 +34,10 @@ def split_queues(values: tuple[str, ...]) -> list[str] | None:
     "--concurrency",
     "-c",
     type=click.IntRange(min=1),
-    default=10,
+    default=defaults.CONCURRENCY,
     show_default=True,
-    help="Jobs run at once by each worker process.",
+    help="Jobs run at once by each worker process (sync tasks: threads). CPU-bound work: "
+    "raise --processes instead.",
 )
 @click.option(
     "--processes",

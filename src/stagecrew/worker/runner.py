@@ -32,6 +32,7 @@ from ..job import ClaimedJob
 from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
 from ..maintenance.rescuer import rescue_expired
+from . import defaults
 from .completer import Completer
 from .executor import Executor, InFlight, StopReason
 from .faults import FaultPoint, Faults
@@ -65,7 +66,7 @@ class Worker:
         app: App,
         *,
         queues: Sequence[str] | None = None,
-        concurrency: int = 10,
+        concurrency: int = defaults.CONCURRENCY,
         lease_seconds: float = 30.0,
         grace: float = 30.0,
         poll_interval: float = 1.0,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+from . import defaults
 from .logs import configure
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ claims; past that, their leases bring the jobs back."""
 @dataclass
 class WorkerOptions:
     queues: list[str] | None = None
-    concurrency: int = 10
+    concurrency: int = defaults.CONCURRENCY
     lease_seconds: float = 30.0
     grace: float = 30.0
     poll_interval: float = 1.0
