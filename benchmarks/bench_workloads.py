@@ -16,11 +16,16 @@ workers; it reports two rates, each with its ratio to the ideal:
 - steady: from the first claim to the last completion, as the store recorded them;
 - whole drain: from launching the workers to seeing the last job succeed (start-up included).
 
+To tell where the time goes it also reports the CPU the worker processes used (their
+supervisor's included, start-up and stop too): per job, against the job's own 2 ms when it
+computes, and as a share of the cores over the whole drain (less than all of them when other
+processes, the store's server among them, take the rest).
+
 PostgreSQL and Redis must be up (`STAGECREW_TEST_POSTGRES_URL`, `STAGECREW_TEST_REDIS_URL`,
 the registry's defaults otherwise); the run stops before measuring anything if one is not.
 
-    python benchmarks/bench_workloads.py [--engines sqlite,postgres,redis] [--seconds 6]
-        [--write-results] [--json PATH]
+    python benchmarks/bench_workloads.py [--engines sqlite,postgres,redis] [--seconds 5]
+        [--workloads sleep_10ms,burn_2ms,...] [--write-results] [--json PATH]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import sqlite3
 import tempfile
 import uuid
@@ -174,6 +180,29 @@ class Figures:
     jobs: int
     ideal: float
     rates: DrainRates
+    worker_cpu: float
+    """CPU seconds (user + system) of the supervisor and its worker processes."""
+    cores: int
+
+    @property
+    def whole(self) -> float:
+        assert self.rates.whole is not None  # harness.drain measures it
+        return self.rates.whole
+
+    @property
+    def cpu_per_job(self) -> float:
+        return self.worker_cpu / self.jobs
+
+    @property
+    def share_of_cores(self) -> float:
+        """The worker processes' CPU over the whole drain, as a share of every core's time."""
+        return self.worker_cpu / (self.jobs / self.whole * self.cores)
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (and theirs, once they reaped them)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(
@@ -184,22 +213,20 @@ def measure(
     with ENGINES[engine].empty_store(url) as store:
         app = make_app(store)
         try:
+            cpu_before = children_cpu()
             rates = harness.drain(app, store, jobs, PROCESSES, concurrency, workload.task)
+            worker_cpu = children_cpu() - cpu_before
         finally:
             app.close()
-    return Figures(engine, workload.task, jobs, ideal, rates)
-
-
-def whole(figures: Figures) -> float:
-    assert figures.rates.whole is not None  # harness.drain measures it
-    return figures.rates.whole
+    return Figures(engine, workload.task, jobs, ideal, rates, worker_cpu, cores)
 
 
 def describe(f: Figures) -> str:
     return (
         f"{ENGINES[f.engine].label} {f.task}: {f.jobs:,} jobs, steady {f.rates.rate:,.0f} jobs/s "
         f"({f.rates.rate / f.ideal:.2f} of the ideal {f.ideal:,.0f}), whole drain "
-        f"{whole(f):,.0f} jobs/s ({whole(f) / f.ideal:.2f})"
+        f"{f.whole:,.0f} jobs/s ({f.whole / f.ideal:.2f}); worker CPU "
+        f"{f.cpu_per_job * 1000:.2f} ms per job, {f.share_of_cores:.0%} of the cores"
     )
 
 
@@ -210,6 +237,16 @@ def engine_list(value: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"engines are a comma-separated list of {', '.join(ENGINES)}; not {value!r}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def workload_list(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"workloads are a comma-separated list of {', '.join(WORKLOADS)}; not {value!r}"
         )
     return list(dict.fromkeys(names))
 
@@ -227,8 +264,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seconds",
         type=float,
-        default=6.0,
+        default=5.0,
         help="jobs per drain: what the ideal rate finishes in this many seconds",
+    )
+    parser.add_argument(
+        "--workloads",
+        type=workload_list,
+        default=list(WORKLOADS),
+        help=f"comma-separated, of {', '.join(WORKLOADS)} (default: all)",
     )
     parser.add_argument("--write-results", action="store_true")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
@@ -248,8 +291,10 @@ def main() -> None:
     versions = [ENGINES[e].version(urls[e]) for e in opts.engines]
     results: list[Figures] = []
     for engine in opts.engines:
-        for workload in WORKLOADS.values():
-            figures = measure(engine, urls[engine], workload, opts.seconds, concurrency, cores)
+        for task in opts.workloads:
+            figures = measure(
+                engine, urls[engine], WORKLOADS[task], opts.seconds, concurrency, cores
+            )
             results.append(figures)
             print(describe(figures), flush=True)
 
@@ -260,7 +305,10 @@ def main() -> None:
             "concurrency": concurrency,
             "cores": cores,
             "versions": versions,
-            "drains": [asdict(f) for f in results],
+            "drains": [
+                asdict(f) | {"cpu_per_job": f.cpu_per_job, "share_of_cores": f.share_of_cores}
+                for f in results
+            ],
         },
     )
     if opts.write_results:
@@ -285,10 +333,13 @@ def write_results(
         f"processes x concurrency / {SLEEP_SECONDS * 1000:g} ms; CPU-bound ideal: "
         f"min(processes, cores) / {BURN_CPU_SECONDS * 1000:g} ms of CPU. Steady: first claim "
         "to last completion (store times); whole drain: from launching the workers to seeing "
-        "the last job succeed. The machine may be shared: the figures are indicative.",
+        "the last job succeed. Worker CPU: user + system seconds of the supervisor and its "
+        "workers (start-up and stop included), per job and as a share of all the cores over the "
+        "whole drain. The machine may be shared: the figures are indicative.",
         "",
-        "| engine | workload | jobs | ideal | steady | ratio | whole drain | ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| engine | workload | jobs | ideal | steady | ratio | whole drain | ratio "
+        "| worker CPU per job | share of the cores |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for f in results:
         kind = WORKLOADS[f.task].kind
@@ -296,7 +347,8 @@ def write_results(
         lines.append(
             f"| {ENGINES[f.engine].label} | {kind}, {style} (`{f.task}`) | {f.jobs:,} "
             f"| {f.ideal:,.0f} jobs/s | {f.rates.rate:,.0f} jobs/s | {f.rates.rate / f.ideal:.2f} "
-            f"| {whole(f):,.0f} jobs/s | {whole(f) / f.ideal:.2f} |"
+            f"| {f.whole:,.0f} jobs/s | {f.whole / f.ideal:.2f} "
+            f"| {f.cpu_per_job * 1000:.2f} ms | {f.share_of_cores:.0%} |"
         )
     harness.prepend_results(lines)
 

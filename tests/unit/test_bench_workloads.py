@@ -99,6 +99,13 @@ def test_an_unknown_engine_is_refused(bench: ModuleType) -> None:
         bench.parse_args(["--engines", "sqlite,mongo"])
 
 
+def test_workloads_default_to_all_and_some_can_be_picked(bench: ModuleType) -> None:
+    assert bench.parse_args([]).workloads == list(bench.WORKLOADS)
+    assert bench.parse_args(["--workloads", "burn_2ms"]).workloads == ["burn_2ms"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--workloads", "burn_2ms,noop"])  # a task, but not a workload
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
