@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import harness
 from bench_app import BURN_CPU_SECONDS, SLEEP_SECONDS
@@ -51,13 +51,18 @@ PROCESSES = 2
 
 
 # -- workloads ---------------------------------------------------------------------------------
+class IdealRate(Protocol):
+    def __call__(self, *, processes: int, concurrency: int, cores: int) -> float:
+        """Jobs/s with no overhead at all."""
+        ...
+
+
 @dataclass(frozen=True)
 class Workload:
     task: str
     kind: str
     """"I/O-bound" or "CPU-bound"."""
-    ideal: Callable[..., float]
-    """Jobs/s with no overhead at all, from `processes`, `concurrency` and `cores`."""
+    ideal: IdealRate
 
 
 def io_bound_ideal(*, processes: int, concurrency: int, cores: int) -> float:
@@ -90,7 +95,10 @@ def default_concurrency() -> int:
 
 
 def usable_cores() -> int:
-    return len(os.sched_getaffinity(0))
+    """The cores this process may run on (all of them where that cannot be asked)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 # -- engines -------------------------------------------------------------------------------------
