@@ -26,7 +26,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
+## bench: drains of real work on every engine (PostgreSQL and Redis must be up: it stops
+## before measuring anything if one is not), then SQLite against its raw limit
 bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_workloads.py --write-results
 	$(BIN)/python benchmarks/bench_sqlite.py --write-results
 
 clean:

@@ -247,7 +247,7 @@ def drain(
     queue_jobs(url, schema, task, jobs)
     marker = scalar(url, sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(_jobs(schema)))
     first_id = marker - jobs
-    harness.run_workers_until(
+    seconds = harness.run_workers_until(
         with_schema(url, schema),
         processes,
         concurrency,
@@ -264,7 +264,7 @@ def drain(
         ).fetchall()
     if len(rows) != jobs:
         raise RuntimeError(f"expected {jobs} succeeded jobs, found {len(rows)}")
-    return harness.drain_rates(rows)
+    return harness.drain_rates(rows, seconds)
 
 
 def pickup_latency(url: str, schema: str, samples: int, processes: int) -> tuple[float, float]:

@@ -55,7 +55,7 @@ RESULTS_HEADER = "# Benchmark results\n\nProduced by `make bench`; newest first.
 
 # -- the app under test -----------------------------------------------------------------------
 def make_app(url: str) -> App:
-    """`bench_app.app` (the no-op tasks the workers also load), pointed at `url`."""
+    """`bench_app.app` (the tasks the workers also load), pointed at `url`."""
     import bench_app
 
     bench_app.app.close()
@@ -138,15 +138,21 @@ def workers(url: str, processes: int, concurrency: int) -> Iterator[subprocess.P
 @dataclass(frozen=True)
 class DrainRates:
     """Jobs/s from the first claim to the last completion (store times), overall and over
-    the first and the last tenth of the jobs."""
+    the first and the last tenth of the jobs; and, when measured, over the whole drain."""
 
     rate: float
     first_tenth: float
     last_tenth: float
+    whole: float | None = None
+    """Jobs/s from launching the workers to seeing the last job succeed (this process's
+    clock): the steady rate plus the workers' start-up and the poll's delay."""
 
 
-def drain_rates(times: Sequence[tuple[float, float]]) -> DrainRates:
-    """Rates from each job's (started_at, finished_at), as the store recorded them."""
+def drain_rates(
+    times: Sequence[tuple[float, float]], wall_seconds: float | None = None
+) -> DrainRates:
+    """Rates from each job's (started_at, finished_at), as the store recorded them, and the
+    seconds the whole drain took, if given."""
     jobs = len(times)
     first_start = min(started for started, _ in times)
     finished = sorted(done for _, done in times)
@@ -155,6 +161,7 @@ def drain_rates(times: Sequence[tuple[float, float]]) -> DrainRates:
         rate=jobs / (finished[-1] - first_start),
         first_tenth=tenth / (finished[tenth - 1] - first_start),
         last_tenth=tenth / (finished[-1] - finished[-tenth - 1]),
+        whole=None if wall_seconds is None else jobs / wall_seconds,
     )
 
 
@@ -166,8 +173,11 @@ def run_workers_until(
     *,
     poll: float = 0.05,
     progress: bool = False,
-) -> None:
-    """Start workers and stop them once `done()` says so (or fail if they exit first)."""
+) -> float:
+    """Start workers and stop them once `done()` says so (or fail if they exit first).
+
+    Returns the seconds from launching them to `done()`, their graceful stop left out.
+    """
     started = reported = time.monotonic()
     with workers(url, processes, concurrency) as proc:
         while not done():
@@ -177,16 +187,19 @@ def run_workers_until(
             if progress and time.monotonic() - reported >= 30:
                 reported = time.monotonic()
                 print(f"  ... {reported - started:.0f}s", flush=True)
+        return time.monotonic() - started
 
 
 def drain(app: App, url: str, jobs: int, processes: int, concurrency: int, task: str) -> DrainRates:
     """Queue `jobs` jobs of `task` in an empty store, run workers until all succeeded."""
     queue_jobs(app, task, jobs)
-    run_workers_until(
+    seconds = run_workers_until(
         url, processes, concurrency, lambda: count_state(app, JobState.SUCCEEDED) >= jobs
     )
     done = app.jobs.list(state=JobState.SUCCEEDED, task=task, limit=jobs)
-    return drain_rates([(j.started_at or 0.0, j.finished_at or 0.0) for j in done])
+    if len(done) != jobs:
+        raise RuntimeError(f"expected {jobs} succeeded {task} jobs, found {len(done)}")
+    return drain_rates([(j.started_at or 0.0, j.finished_at or 0.0) for j in done], seconds)
 
 
 # -- pickup latency ------------------------------------------------------------------------------
