@@ -60,8 +60,15 @@ MAX_RESTART_DELAY = 10.0
 RELAYED_STOP = signal.SIGUSR1
 """The signal the supervisor relays a stop request with, so a child can tell it from a
 SIGTERM sent to the child itself (see `Worker._on_signal`)."""
-WORKER_MODULES = ("stagecrew.worker.supervisor", "stagecrew.worker.runner", "stagecrew.cli.loading")
-"""What every child imports to start, imported once by the fork server."""
+WORKER_MODULES = (
+    "stagecrew.worker.supervisor",
+    "stagecrew.worker.runner",
+    "stagecrew.cli.loading",
+    "stagecrew.cli.main",
+)
+"""What every child imports to start, imported once by the fork server. `stagecrew.cli.main`
+is what the `stagecrew` script imports, and multiprocessing runs the supervisor's main script
+again in each child."""
 RELEASE_WAIT = 10.0
 """Seconds the supervisor waits, when it exits, for the store to release dead children's
 claims; past that, their leases bring the jobs back."""
