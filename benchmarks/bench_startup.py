@@ -36,7 +36,6 @@ from pathlib import Path
 
 import harness
 from harness import HERE, SRC, make_app
-
 from stagecrew import JobState
 from stagecrew.backends import backend_from_url
 
@@ -140,13 +139,18 @@ def start_once(url: str, processes: int, marks: Path | None) -> Start:
 
 
 def phases(text: str, parent: int, exec_at: float) -> dict[str, float]:
-    """Each step's duration (s) from the marks of one run; see startup_probe/sitecustomize."""
+    """Each step's duration (s) from the marks of one run; see startup_probe/sitecustomize.
+
+    A spawned child marks its own interpreter start; a forked one starts at `run_child`. A
+    fork server is the process that marks imports but never claims.
+    """
     firsts: dict[int, dict[str, float]] = defaultdict(dict)
     for line in text.splitlines():
         pid, event, at = line.split()
         firsts[int(pid)].setdefault(event, float(at))
     top = firsts.pop(parent)
     claimed = [m for m in firsts.values() if "claim" in m]
+    servers = [m for m in firsts.values() if "claim" not in m and "imported-stagecrew" in m]
     if not claimed:
         return {}
     child = min(claimed, key=lambda m: m["claim"])
@@ -156,9 +160,15 @@ def phases(text: str, parent: int, exec_at: float) -> dict[str, float]:
         "import stagecrew": top["imported-stagecrew"] - top["process-start"],
         "import the CLI": top["load-app"] - top["imported-stagecrew"],
         "load the app": top["app-loaded"] - top["load-app"],
-        "check the URL": top["child-start"] - top["app-loaded"],
-        "start a child": born - top["child-start"],
-        "child: to run_child": child["run-child"] - born,
+        "check the store URL": top["child-start"] - top["app-loaded"],
+    }
+    if servers:
+        [server] = servers
+        steps["fork server: its start"] = server["process-start"] - top["fork-server-start"]
+        steps["fork server: its imports"] = server["imported-engine"] - server["process-start"]
+    steps |= {
+        "first child: started after": born - top["child-start"],
+        "child: its imports": child["run-child"] - born,
         "child: load the app": child["worker-run"] - child["run-child"],
         "child: store checks": child["store-open"] - child["open-store"],
         "child: to first claim": child["claim"] - child["store-open"],
@@ -170,7 +180,9 @@ def phases(text: str, parent: int, exec_at: float) -> dict[str, float]:
 
 # -- the report -----------------------------------------------------------------------------------
 def median_ms(values: list[float]) -> str:
-    return f"{statistics.median(values) * 1000:.0f} ms ({min(values) * 1000:.0f}-{max(values) * 1000:.0f})"
+    """The median in ms, with the range."""
+    low, high = min(values) * 1000, max(values) * 1000
+    return f"{statistics.median(values) * 1000:.0f} ms ({low:.0f}-{high:.0f})"
 
 
 def main() -> None:
@@ -197,7 +209,7 @@ def main() -> None:
                     )
                     if marks is not None:
                         for step in runs[0].phases:
-                            values = [r.phases[step] for r in runs if r.phases]
+                            values = [r.phases[step] for r in runs if step in r.phases]
                             print(f"    {step:28} {median_ms(values)}")
     print(harness.machine("all engines"))
 

@@ -66,7 +66,11 @@ def _timed(fn: Callable[..., Any], before: str | None, after: str | None) -> Cal
 _TARGETS: dict[str, list[tuple[str, str | None, str | None]]] = {
     "stagecrew": [("", "imported-stagecrew", None)],
     "stagecrew.cli.loading": [("load_app", "load-app", "app-loaded")],
+    "stagecrew.backends.sqlite": [("", "imported-engine", None)],
+    "stagecrew.backends.postgres": [("", "imported-engine", None)],
+    "stagecrew.backends.redis": [("", "imported-engine", None)],
     "stagecrew.worker.supervisor": [
+        ("Supervisor.start_fork_server", "fork-server-start", None),
         ("Supervisor._start", "child-start", "child-started"),
         ("run_child", "run-child", None),
     ],
@@ -88,7 +92,8 @@ def _patch(module: ModuleType) -> None:
         *path, name = dotted.split(".")
         for part in path:
             owner = getattr(owner, part)
-        setattr(owner, name, _timed(getattr(owner, name), before, after))
+        if hasattr(owner, name):  # absent from the tree measured: nothing to mark
+            setattr(owner, name, _timed(getattr(owner, name), before, after))
 
 
 class _Loader(importlib.abc.Loader):
@@ -101,6 +106,9 @@ class _Loader(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         self._inner.exec_module(module)
         _patch(module)
+
+    def __getattr__(self, name: str) -> Any:  # resource readers, `get_code`, ...
+        return getattr(self._inner, name)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
