@@ -276,14 +276,19 @@ class Supervisor:
             with contextlib.suppress(ConfigurationError):  # a bad URL is the child's to report
                 modules.append(engine_module(self.store_url))
         self._ctx.set_forkserver_preload(modules)
-        # An ignored signal stays ignored across exec, and the server never changes SIGTERM.
+        # An ignored signal stays ignored across exec (the server never sets SIGTERM; each
+        # child sets it in `run_child`). Blocked meanwhile, a SIGTERM to this process waits
+        # for its own handler instead of being ignored (Linux queues a blocked signal).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             multiprocessing.forkserver.ensure_running()
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _start(self, slot: int, crashes: int = 0) -> None:
+        self.start_fork_server()  # again if it died: multiprocessing would not ignore SIGTERM
         worker_id = child_worker_id(slot)
         process = self._ctx.Process(
             target=run_child,
@@ -331,7 +336,6 @@ class Supervisor:
 
     def run(self) -> int:
         configure(self.options.log_level)
-        self.start_fork_server()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for slot in range(self.processes):
