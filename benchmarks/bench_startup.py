@@ -142,7 +142,7 @@ def phases(text: str, parent: int, exec_at: float) -> dict[str, float]:
     """Each step's duration (s) from the marks of one run; see startup_probe/sitecustomize.
 
     A spawned child marks its own interpreter start; a forked one starts at `run_child`. A
-    fork server is the process that imports stagecrew but never runs `run_child`.
+    fork server is the process that imports an engine but never runs `run_child`.
     """
     firsts: dict[int, dict[str, float]] = defaultdict(dict)
     for line in text.splitlines():
@@ -150,7 +150,7 @@ def phases(text: str, parent: int, exec_at: float) -> dict[str, float]:
         firsts[int(pid)].setdefault(event, float(at))
     top = firsts.pop(parent)
     claimed = [m for m in firsts.values() if "claim" in m]
-    servers = [m for m in firsts.values() if "run-child" not in m and "imported-stagecrew" in m]
+    servers = [m for m in firsts.values() if "run-child" not in m and "imported-engine" in m]
     if not claimed:
         return {}
     child = min(claimed, key=lambda m: m["claim"])
