@@ -151,6 +151,8 @@ def phases(text: str, parent: int, exec_at: float) -> dict[str, float]:
     top = firsts.pop(parent)
     claimed = [m for m in firsts.values() if "claim" in m]
     servers = [m for m in firsts.values() if "run-child" not in m and "imported-engine" in m]
+    if "fork-server-start" not in top:  # children spawned: one of them may be still importing
+        servers = []
     if not claimed:
         return {}
     child = min(claimed, key=lambda m: m["claim"])
