@@ -123,8 +123,9 @@ def test_the_main_help_lists_every_command() -> None:
         assert name in commands, result.output
 
 
-def test_the_worker_command_imports_no_other_command_nor_rich() -> None:
-    """What the worker's processes start with: the other commands' modules are for them."""
+def test_the_worker_command_imports_no_other_command_nor_rich_nor_the_runner() -> None:
+    """What `stagecrew worker` starts with: the other commands' modules are for them, and
+    the runner for its worker processes (their fork server imports it)."""
     script = (
         "import sys\n"
         "from stagecrew.cli.main import main\n"
@@ -133,7 +134,7 @@ def test_the_worker_command_imports_no_other_command_nor_rich() -> None:
         "except SystemExit:\n"
         "    pass\n"
         "loaded = [m for m in sys.modules if m.startswith(('rich', 'stagecrew.cli.', "
-        "'stagecrew.chaos', 'stagecrew.demo'))]\n"
+        "'stagecrew.chaos', 'stagecrew.demo', 'stagecrew.worker.'))]\n"
         "print(*sorted(loaded), file=sys.stderr)\n"
     )
     result = subprocess.run(
@@ -144,6 +145,8 @@ def test_the_worker_command_imports_no_other_command_nor_rich() -> None:
     assert not {m for m in loaded if m.startswith(("rich", "stagecrew.chaos", "stagecrew.demo"))}
     others = {"chaos", "demo", "dlq", "enqueue", "jobs", "migrate", "stats", "output"}
     assert not {m for m in loaded if m.removeprefix("stagecrew.cli.") in others}, loaded
+    assert "stagecrew.worker.supervisor" in loaded, loaded
+    assert "stagecrew.worker.runner" not in loaded, loaded
 
 
 def test_without_an_app_commands_exit_2_saying_how_to_name_one(
