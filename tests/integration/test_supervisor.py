@@ -18,6 +18,7 @@ from stagecrew.backends.postgres import PostgresBackend
 from stagecrew.job import ErrorKind
 from stagecrew.testing.ledger import Ledger
 from tests.support.processes import (
+    children_of,
     descendants_of,
     kill,
     start_worker,
@@ -203,6 +204,26 @@ def test_the_workers_of_a_killed_supervisor_stop_and_leave_no_process_behind(
     os.kill(run.process.pid, signal.SIGKILL)
     assert wait_for(lambda: not any(_alive(pid) for pid in left), 30), run.output()[-3000:]
     assert run.output().count("supervisor is gone; shutting down") == 2, run.output()[-3000:]
+
+
+def test_when_the_fork_server_is_killed_its_workers_are_replaced_and_jobs_still_run(
+    sqlite_run: GatedRun,
+) -> None:
+    """Without the server the supervisor cannot see its workers exit: it takes them for dead,
+    ends them (none is left running unsupervised) and starts new ones from a new server."""
+    run = sqlite_run
+    run.start("--processes", "2")
+    assert wait_for(lambda: len(workers_of(run.process.pid)) == 2, 30), run.output()[-3000:]
+    old = workers_of(run.process.pid)
+    [server] = [p for p in children_of(run.process.pid) if children_of(p)]
+    os.kill(server, signal.SIGKILL)
+    assert wait_for(lambda: not any(_alive(pid) for pid in old), 30), run.output()[-3000:]
+    run.gate.touch()
+    job = run.gated.enqueue()
+    assert wait_for(lambda: job.state() is S.SUCCEEDED, 30), run.output()[-3000:]
+    assert len(workers_of(run.process.pid)) == 2, run.output()[-3000:]
+    code, output = run.close()
+    assert code == 0, output[-3000:]
 
 
 # -- the environment -----------------------------------------------------------------------
