@@ -1,5 +1,5 @@
-"""Tasks the benchmarks run: no-ops, and jobs doing real work (waiting, burning CPU), sync and
-async."""
+"""Tasks the benchmarks run: no-ops, jobs doing real work (waiting, burning CPU), sync and
+async, and one that says when it ran."""
 
 import asyncio
 import time
@@ -54,3 +54,9 @@ def burn_2ms(i: int) -> None:
 async def burn_2ms_async(i: int) -> None:
     """Burns on the event loop itself: nothing else of the worker process runs meanwhile."""
     burn_cpu(BURN_CPU_SECONDS)
+
+
+@app.task(max_attempts=1)
+async def started_at() -> float:
+    """The time (`time.time()`) at which the job began to run."""
+    return time.time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import textwrap
 import time
@@ -113,6 +114,39 @@ def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage: " in result.output
+
+
+def test_the_main_help_lists_every_command() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    commands = result.output.split("Commands:", 1)[1].split()
+    for name in ("chaos", "demo", "dlq", "enqueue", "jobs", "migrate", "stats", "worker"):
+        assert name in commands, result.output
+
+
+def test_the_worker_command_imports_no_other_command_nor_rich_nor_the_runner() -> None:
+    """What `stagecrew worker` starts with: the other commands' modules are for them, and
+    the runner for its worker processes (their fork server imports it)."""
+    script = (
+        "import sys\n"
+        "from stagecrew.cli.main import main\n"
+        "try:\n"
+        "    main(['worker', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = [m for m in sys.modules if m.startswith(('rich', 'stagecrew.cli.', "
+        "'stagecrew.chaos', 'stagecrew.demo', 'stagecrew.worker.'))]\n"
+        "print(*sorted(loaded), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(result.stderr.split())
+    assert "stagecrew.cli.worker" in loaded, result.stderr
+    assert not {m for m in loaded if m.startswith(("rich", "stagecrew.chaos", "stagecrew.demo"))}
+    others = {"chaos", "demo", "dlq", "enqueue", "jobs", "migrate", "stats", "output"}
+    assert not {m for m in loaded if m.removeprefix("stagecrew.cli.") in others}, loaded
+    assert "stagecrew.worker.supervisor" in loaded, loaded
+    assert "stagecrew.worker.runner" not in loaded, loaded
 
 
 def test_without_an_app_commands_exit_2_saying_how_to_name_one(

@@ -23,7 +23,7 @@ from stagecrew.demo import tasks
 from stagecrew.demo.images import PNG_SIGNATURE
 from stagecrew.demo.summary import Percentiles
 from stagecrew.demo.workload import MIN_JOBS, plan
-from tests.support.processes import children_of, wait_for
+from tests.support.processes import children_of, descendants_of, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -201,8 +201,8 @@ def test_a_sigterm_to_the_demo_stops_its_workers_too(tmp_path: Path) -> None:
             demo.kill()
         for pid in supervisors:
             if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)  # the workers' session
-                for child in children_of(pid):
+                for child in descendants_of(pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(child, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)  # the workers' session

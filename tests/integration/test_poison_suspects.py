@@ -18,7 +18,7 @@ import pytest
 
 from stagecrew import App, ErrorKind, JobHandle, JobState
 from stagecrew.testing.ledger import Ledger
-from tests.support.processes import children_of, start_worker, stop, wait_for, write_app
+from tests.support.processes import start_worker, stop, wait_for, workers_of, write_app
 from tests.support.stores import fresh_store
 
 pytestmark = pytest.mark.slow
@@ -196,7 +196,7 @@ def test_cancelling_a_poison_suspect_stops_the_process_it_runs_in(url: str, tmp_
     try:
         assert wait_for(lambda: _started_in(ledger, suspect) is not None, 60)
         child = _started_in(ledger, suspect)
-        assert child is not None and child not in children_of(worker.pid)
+        assert child is not None and child not in workers_of(worker.pid)
         app.jobs.cancel(suspect.id)
         cancelled = wait_for(lambda: suspect.get().state is JobState.CANCELLED, 60)
         child_gone = wait_for(lambda: _gone(child), 30)
@@ -220,7 +220,7 @@ def test_at_shutdown_a_poison_suspect_is_handed_back_and_its_process_stopped(
     try:
         assert wait_for(lambda: _started_in(ledger, suspect) is not None, 60)
         child = _started_in(ledger, suspect)
-        workers = children_of(worker.pid)
+        workers = workers_of(worker.pid)
     finally:
         code, output = stop(worker)
     try:
@@ -246,7 +246,7 @@ def test_a_poison_suspect_whose_lease_is_lost_has_its_process_stopped(tmp_path: 
         try:
             assert wait_for(lambda: _started_in(ledger, suspect) is not None, 60)
             child = _started_in(ledger, suspect)
-            assert child is not None and child not in children_of(worker.pid)
+            assert child is not None and child not in workers_of(worker.pid)
             with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
                 db.execute(
                     "UPDATE stagecrew_jobs SET lease_owner = 'another-worker' WHERE id = ?",
@@ -292,7 +292,7 @@ def test_a_poison_suspect_stuck_in_c_code_dies_with_its_worker_before_its_job_is
             isolated = ledger.entries()[0].pid
             stat = Path(f"/proc/{isolated}/stat").read_text().rsplit(")", 1)[1].split()
             its_worker = int(stat[1])  # the worker process that started it
-            assert its_worker in children_of(worker.pid)
+            assert its_worker in workers_of(worker.pid)
             os.kill(its_worker, signal.SIGKILL)
             assert wait_for(lambda: _gone(isolated), 15), (
                 "the suspect's process outlived its worker"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +17,16 @@ from stagecrew import App, JobHandle, JobState
 from stagecrew.backends.postgres import PostgresBackend
 from stagecrew.job import ErrorKind
 from stagecrew.testing.ledger import Ledger
-from tests.support.processes import kill, start_worker, stop, wait_for, write_app
+from tests.support.processes import (
+    children_of,
+    descendants_of,
+    kill,
+    start_worker,
+    stop,
+    wait_for,
+    workers_of,
+    write_app,
+)
 from tests.support.servers import REDIS_BINARY, PostgresCluster, RedisServer
 from tests.support.stores import fresh_store
 
@@ -116,11 +127,14 @@ def _missing(reason: str) -> None:
 
 
 # -- one stop request, whatever its route (systemd's KillMode=control-group) ----------------
-@pytest.mark.parametrize("first", ["worker", "supervisor"])
+@pytest.mark.parametrize("first", ["worker", "supervisor", "every process"])
 def test_a_sigterm_to_the_supervisor_and_its_worker_at_once_lets_the_running_job_finish(
     sqlite_run: GatedRun, first: str
 ) -> None:
-    """systemd signals every process of the service at once: that is one stop request."""
+    """systemd signals every process of the service at once: that is one stop request.
+
+    "every process": the fork server the workers come from too, which must outlive their
+    graceful stop (their exit codes reach the supervisor through it)."""
     run = sqlite_run
     run.start("--processes", "1", "--grace", "60", "--lease-seconds", "60")
     job = run.gated.enqueue()
@@ -129,6 +143,9 @@ def test_a_sigterm_to_the_supervisor_and_its_worker_at_once_lets_the_running_job
     targets = [child, run.process.pid]
     if first == "supervisor":
         targets.reverse()
+    elif first == "every process":
+        targets = [run.process.pid, *descendants_of(run.process.pid)]
+        assert child in targets
     for pid in targets:  # what systemd does on `systemctl stop`
         os.kill(pid, signal.SIGTERM)
     # Both requests must have reached the worker before the job may end (a worker that takes
@@ -171,6 +188,84 @@ def test_two_direct_sigterms_to_a_stopping_worker_still_exit_it_at_once(
     os.kill(child, signal.SIGTERM)  # the second direct one: exit now
     assert wait_for(lambda: not _alive(child), 30), run.output()[-3000:]
     assert "again: exiting now" in run.output()
+
+
+# -- a supervisor that vanishes ---------------------------------------------------------------
+def test_the_workers_of_a_killed_supervisor_stop_and_leave_no_process_behind(
+    sqlite_run: GatedRun,
+) -> None:
+    run = sqlite_run
+    run.start("--processes", "2", "--lease-seconds", "1")
+    run.gate.touch()
+    job = run.gated.enqueue()
+    assert wait_for(lambda: job.state() is S.SUCCEEDED, 30), run.output()[-3000:]
+    assert wait_for(lambda: len(workers_of(run.process.pid)) == 2, 30), run.output()[-3000:]
+    left = descendants_of(run.process.pid)
+    os.kill(run.process.pid, signal.SIGKILL)
+    assert wait_for(lambda: not any(_alive(pid) for pid in left), 30), run.output()[-3000:]
+    assert run.output().count("supervisor is gone; shutting down") == 2, run.output()[-3000:]
+
+
+def test_when_the_fork_server_is_killed_its_workers_are_replaced_and_jobs_still_run(
+    sqlite_run: GatedRun,
+) -> None:
+    """Without the server the supervisor cannot see its workers exit: it takes them for dead,
+    ends them (none is left running unsupervised) and starts new ones from a new server."""
+    run = sqlite_run
+    run.start("--processes", "2")
+    assert wait_for(lambda: len(workers_of(run.process.pid)) == 2, 30), run.output()[-3000:]
+    old = workers_of(run.process.pid)
+    [server] = [p for p in children_of(run.process.pid) if children_of(p)]
+    os.kill(server, signal.SIGKILL)
+    assert wait_for(lambda: not any(_alive(pid) for pid in old), 30), run.output()[-3000:]
+    run.gate.touch()
+    job = run.gated.enqueue()
+    assert wait_for(lambda: job.state() is S.SUCCEEDED, 30), run.output()[-3000:]
+    assert len(workers_of(run.process.pid)) == 2, run.output()[-3000:]
+    code, output = run.close()
+    assert code == 0, output[-3000:]
+
+
+# -- the environment -----------------------------------------------------------------------
+def test_each_worker_takes_the_environment_its_supervisor_has_when_it_starts_it(
+    tmp_path: Path,
+) -> None:
+    """The fork server keeps the environment it started with; a child must not."""
+    run = GatedRun(tmp_path, f"sqlite:///{tmp_path / 'jobs.db'}")
+    run.gate.touch()
+    job = run.gated.enqueue()
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    script = (
+        "import os, sys\n"
+        "from stagecrew.worker.supervisor import Supervisor, WorkerOptions\n"
+        f"os.environ['STAGECREW_URL'] = {elsewhere!r}\n"
+        f"Supervisor({run.app_ref!r}, 1, WorkerOptions()).start_fork_server()\n"
+        f"os.environ['STAGECREW_URL'] = {run.env['STAGECREW_URL']!r}\n"
+        f"sys.exit(Supervisor({run.app_ref!r}, 1, WorkerOptions()).run())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        **run.env,
+        "STAGECREW_URL": "",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root / "src")]),
+    }
+    with run.log.open("ab") as log:
+        run.process = subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        ran = wait_for(lambda: job.state() is S.SUCCEEDED, 30)
+    finally:
+        code, output = run.close()
+        kill(run.process)
+    assert ran, output[-3000:]
+    assert code == 0, output[-3000:]
 
 
 # -- instant recovery when a child dies ------------------------------------------------------

@@ -95,8 +95,9 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, st
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a `stagecrew worker` and its workers (each in a process group of its own)."""
-    for pid in children_of(process.pid):
+    """SIGKILL a `stagecrew worker` and every process under it (the workers have each a
+    process group of their own)."""
+    for pid in descendants_of(process.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
@@ -118,3 +119,16 @@ def children_of(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
+
+
+def descendants_of(pid: int) -> list[int]:
+    """The children of `pid`, theirs, and so on."""
+    found = children_of(pid)
+    for child in list(found):
+        found += descendants_of(child)
+    return found
+
+
+def workers_of(supervisor: int) -> list[int]:
+    """The worker processes of a `stagecrew worker` (children of its fork server)."""
+    return [worker for server in children_of(supervisor) for worker in children_of(server)]

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from ..chaos import SCENARIOS, ChaosOptions, run_scenario
+from .exits import CliError, CliUsageError
 from .options import FiniteSeconds, duration
-from .output import CliError, CliUsageError
 
 ALL = "all"
 

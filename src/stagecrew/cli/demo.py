@@ -32,8 +32,9 @@ from ..demo.workload import (
     sqlite_path,
 )
 from ..job import JobState
+from .exits import CliError, CliUsageError
 from .options import duration, json_option
-from .output import CliError, CliUsageError, console, format_duration, print_json
+from .output import console, format_duration, print_json
 
 
 @click.command()

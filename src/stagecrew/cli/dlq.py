@@ -7,8 +7,9 @@ import copy
 import click
 
 from ..job import JobState
+from .exits import CliUsageError
 from .options import app_option, duration, json_option, load
-from .output import CliUsageError, console, format_duration, job_json, jobs_table, print_json
+from .output import console, format_duration, job_json, jobs_table, print_json
 
 
 @click.group()

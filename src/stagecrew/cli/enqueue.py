@@ -7,8 +7,9 @@ from typing import Any
 import click
 import orjson
 
+from .exits import CliUsageError
 from .options import app_option, duration, json_option, load
-from .output import CliUsageError, print_json
+from .output import print_json
 
 
 def parse_json(text: str, option: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:

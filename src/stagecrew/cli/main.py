@@ -6,25 +6,34 @@ or `STAGECREW_APP`; the worker also takes it as its first argument.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import click
 
 from ..errors import StagecrewError
-from .chaos import chaos
-from .demo import demo
-from .dlq import dlq
-from .enqueue import enqueue
-from .jobs import jobs
-from .migrate import migrate
+from .exits import as_cli_error
 from .options import APP_HELP
-from .output import as_cli_error
-from .stats import stats
-from .worker import worker
+
+COMMANDS = ("worker", "enqueue", "jobs", "dlq", "stats", "demo", "migrate", "chaos")
+"""Each command is the attribute of that name in the module of that name in this package."""
 
 
 class _Main(click.Group):
-    """Turns the errors a user can meet into one line and an exit code, not a traceback."""
+    """Turns the errors a user can meet into one line and an exit code, not a traceback.
+
+    A command's module is imported only when that command runs (or help lists it): a
+    worker's start does not pay for the demo's, the chaos harness's or rich's imports.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            module = importlib.import_module(f"{__package__}.{cmd_name}")
+            self.add_command(getattr(module, cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -48,7 +57,3 @@ def main(app_ref: str | None) -> None:
       stagecrew demo
       stagecrew chaos --url sqlite:///chaos.db --scenario kill-storm
     """
-
-
-for command in (worker, enqueue, jobs, dlq, stats, demo, migrate, chaos):
-    main.add_command(command)

@@ -12,8 +12,8 @@ import click
 
 from ..app import App
 from ..errors import StagecrewError
+from .exits import CliUsageError
 from .loading import load_app
-from .output import CliUsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

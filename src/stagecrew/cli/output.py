@@ -1,8 +1,6 @@
 """How commands talk to people and to scripts: rich tables by default, JSON with `--json`.
 
-Errors a user can meet end as one line on stderr and a non-zero exit code:
-2 for a mistake in what was asked (bad arguments, an unknown task, an app that
-does not load), 1 when the store fails or a job is not there.
+How a command fails (one line and an exit code) is in `exits`.
 """
 
 from __future__ import annotations
@@ -18,22 +16,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import (
-    ConfigurationError,
-    InvalidArgumentsError,
-    SerializationError,
-    StagecrewError,
-    UnknownTaskError,
-)
+from ..errors import SerializationError
 from ..job import Job, JobState
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
 PIPED_WIDTH = 160
-
-USAGE_ERRORS = (ConfigurationError, UnknownTaskError, InvalidArgumentsError, SerializationError)
-"""Errors caused by what the user asked for, rather than by the store."""
 
 STATE_STYLES = {
     JobState.SCHEDULED: "yellow",
@@ -43,22 +29,6 @@ STATE_STYLES = {
     JobState.DEAD: "bold red",
     JobState.CANCELLED: "dim",
 }
-
-
-class CliError(click.ClickException):
-    """A failure the user can act on: printed as `Error: message`, no traceback; exit 1."""
-
-    exit_code = EXIT_FAILURE
-
-
-class CliUsageError(CliError):
-    """A mistake in what was asked (exit 2); the message alone says what to change."""
-
-    exit_code = EXIT_USAGE
-
-
-def as_cli_error(exc: StagecrewError) -> CliError:
-    return CliUsageError(str(exc)) if isinstance(exc, USAGE_ERRORS) else CliError(str(exc))
 
 
 def console(*, stderr: bool = False) -> Console:

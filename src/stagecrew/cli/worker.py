@@ -8,8 +8,8 @@ from ..backends import redact_url
 from ..errors import BackendError, StagecrewError
 from ..worker import defaults
 from ..worker.supervisor import Supervisor, WorkerOptions
+from .exits import CliUsageError
 from .options import FiniteSeconds, app_ref, load
-from .output import CliUsageError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -103,6 +103,17 @@ def worker(
     ref = app_ref(app_argument or app_option)
     # load the app here first: a child that cannot import it would only crash and restart
     app = load(ref)
+    assert ref is not None  # load() has succeeded, so a reference was given
+    options = WorkerOptions(
+        queues=split_queues(queues),
+        concurrency=concurrency,
+        lease_seconds=lease_seconds,
+        grace=grace,
+        poll_interval=poll_interval,
+        log_level=log_level.upper(),
+    )
+    supervisor = Supervisor(ref, processes, options, store_url=app.url)
+    supervisor.start_fork_server()  # its imports run while this process checks the store
     try:
         app.backend  # noqa: B018 - builds the engine, so a bad URL fails now, not in every child
     except BackendError as exc:
@@ -114,13 +125,4 @@ def worker(
         raise CliUsageError(f"the app's store {store!r} cannot be used: {exc}") from None
     finally:
         app.close()
-    assert ref is not None  # load() has succeeded, so a reference was given
-    options = WorkerOptions(
-        queues=split_queues(queues),
-        concurrency=concurrency,
-        lease_seconds=lease_seconds,
-        grace=grace,
-        poll_interval=poll_interval,
-        log_level=log_level.upper(),
-    )
-    click.get_current_context().exit(Supervisor(ref, processes, options).run())
+    click.get_current_context().exit(supervisor.run())

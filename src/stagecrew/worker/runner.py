@@ -38,6 +38,7 @@ from .executor import Executor, InFlight, StopReason
 from .faults import FaultPoint, Faults
 from .isolated import run_alone
 from .job_threads import JobThreads
+from .parent import ParentWatch
 from .supervisor import RELAYED_STOP
 
 log = logging.getLogger("stagecrew.worker")
@@ -109,6 +110,7 @@ class Worker:
         self.claim_batch = claim_batch
         self.watch_parent = watch_parent
         """A supervisor's child: stop when it vanishes, and take its relayed stop requests."""
+        self._parent = ParentWatch()
         self.faults = faults if faults is not None else Faults.from_env()
         """Crash points for tests (see `stagecrew.worker.faults`); None in production."""
         self.app_ref = app_ref
@@ -190,9 +192,8 @@ class Worker:
         """
         failures = 0
         failing_since = time.monotonic()
-        parent = os.getppid()
         while not self._stopping.is_set():
-            if self.watch_parent and os.getppid() != parent:
+            if self.watch_parent and self._parent.gone():
                 log.warning("supervisor is gone; shutting down")
                 return False
             try:
@@ -436,10 +437,9 @@ class Worker:
 
     # -- leases ------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
-        parent = os.getppid()
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            if self.watch_parent and os.getppid() != parent:
+            if self.watch_parent and self._parent.gone():
                 log.warning("supervisor is gone; shutting down")
                 self.request_stop()
             refs = {f.job.id: f.job.ref for f in self._inflight.values()}
