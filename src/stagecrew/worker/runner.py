@@ -537,12 +537,19 @@ class Worker:
             flight.stop(StopReason.SHUTDOWN)
             if not flight.job_is_async or flight.task is None:
                 # a sync thread cannot be interrupted: hand the job back now and drop its result
-                self._inflight.pop(flight.job.id, None)
-                self._inflight[flight.job.id] = InFlight(flight.job, finished=True)
-                self._completer.submit(Ack.release(flight.job.ref))
-        pending = [f.task for f in unfinished if f.job_is_async and f.task is not None]
+                self._hand_back(flight)
+        pending = {f.task: f for f in unfinished if f.job_is_async and f.task is not None}
         if pending:
-            await asyncio.wait(pending, timeout=HAND_BACK_WAIT)
+            _, stubborn = await asyncio.wait(pending, timeout=HAND_BACK_WAIT)
+            for task in stubborn:
+                flight = pending[task]
+                log.warning(
+                    "job %s went on for %gs after it was cancelled; handed back all the same, "
+                    "its task is left to end with the process",
+                    flight.job.id,
+                    HAND_BACK_WAIT,
+                )
+                self._hand_back(flight)
         self._completer.close()
         flush_wait = max(self.lease_seconds, FINAL_FLUSH_WAIT)
         try:
@@ -551,6 +558,13 @@ class Worker:
             log.error(
                 "could not write final outcomes; those jobs will run again after lease expiry"
             )
+
+    def _hand_back(self, flight: InFlight) -> None:
+        """Hand `flight`'s job back now, dropping whatever outcome its attempt may still reach
+        (`_execute` sends none for a flight no longer in `_inflight`)."""
+        assert self._completer is not None
+        self._inflight[flight.job.id] = InFlight(flight.job, finished=True)
+        self._completer.submit(Ack.release(flight.job.ref))
 
     async def _end_background(self, background: Sequence[asyncio.Task[None]]) -> None:
         """Tell the background tasks to end, and wait for them (for `BACKGROUND_STOP_WAIT`).
