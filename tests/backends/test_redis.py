@@ -13,6 +13,7 @@ shared server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -673,6 +674,33 @@ class TestWait:
             assert await backend.prune_async(Retention()) == 1
 
         asyncio.run(scenario())
+
+
+class TestCancellation:
+    def test_a_call_cancelled_at_any_moment_ends_cancelled(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        """redis-py sends each command through `asyncio.wait_for`, which on Python 3.11 drops
+        a cancellation that comes as the send completes; the call must not return as if none
+        had come (a task told to stop that way would carry on)."""
+        backend = make_backend()
+
+        async def scenario() -> list[int]:
+            await backend.get_async(1)  # connected
+            lost = []
+            for steps in range(16):  # loop turns between the start of a call and its cancel
+                for _ in range(5):
+                    call = asyncio.create_task(backend.get_async(1))
+                    for _ in range(steps):
+                        await asyncio.sleep(0)
+                    if not call.cancel():  # it had returned already
+                        continue
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await call
+                        lost.append(steps)
+            return lost
+
+        assert asyncio.run(scenario()) == []
 
 
 class TestPackaging:

@@ -75,6 +75,73 @@ def test_sigterm_hands_running_jobs_back_without_burning_an_attempt(tmp_path: Pa
         assert stored.attempt == 0 and stored.errors == ()
 
 
+def test_a_worker_process_does_not_wait_for_the_sync_jobs_it_handed_back(tmp_path: Path) -> None:
+    """Their threads cannot be stopped and still sleep for a minute: the process leaves them."""
+    app, app_ref, env = _ledger_app(
+        tmp_path, JOB_MIN_SECONDS="60", JOB_SECONDS="60", MAX_ATTEMPTS="1"
+    )
+    jobs = app.tasks["work"].enqueue_many([(i,) for i in range(2)])
+    worker = start_worker(
+        tmp_path, app_ref, env, "--processes", "1", "--concurrency", "2", "--grace", "0.5"
+    )
+    ledger = Ledger(env["LEDGER_PATH"])
+    try:
+        assert wait_for(lambda: len(ledger.entries()) == 2, 30)
+    finally:
+        code, output = stop(worker, timeout=20)
+    assert code == 0, output[-3000:]
+    assert "grace period over: handing 2 jobs back to the queue" in output
+    assert "did not end within" not in output  # it ended by itself, without the last resort
+    for job in jobs:
+        stored = job.get()
+        assert stored.state is JobState.AVAILABLE, output[-3000:]
+        assert stored.attempt == 0 and stored.errors == ()
+
+
+STUBBORN_APP = """
+import asyncio, os
+from stagecrew import App
+from stagecrew.testing.ledger import Ledger
+
+app = App()
+ledger = Ledger(os.environ["LEDGER_PATH"])
+
+@app.task(max_attempts=1)
+async def stubborn() -> None:
+    ledger.record("start", 0, 1)
+    while True:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            pass  # a bug in the task: it goes on when cancelled
+"""
+
+
+def test_a_worker_process_exits_even_when_a_job_ignores_its_cancellation(tmp_path: Path) -> None:
+    """The event loop's teardown would wait for that job for ever; the process exits anyway."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    env = {"STAGECREW_URL": url, "LEDGER_PATH": str(tmp_path / "ledger.txt")}
+    app_ref = write_app(tmp_path, "stubborn_app", STUBBORN_APP)
+    app = App(url)
+
+    @app.task(name="stubborn")
+    def stubborn() -> None: ...
+
+    job = stubborn.enqueue()
+    worker = start_worker(tmp_path, app_ref, env, "--processes", "1", "--grace", "0.5")
+    ledger = Ledger(env["LEDGER_PATH"])
+    try:
+        assert wait_for(lambda: len(ledger.entries()) == 1, 30)
+    finally:
+        code, output = stop(worker, timeout=40)
+    assert code == 0, output[-3000:]
+    assert "grace period over: handing 1 jobs back to the queue" in output
+    assert "did not end within" in output, output[-3000:]
+    stored = job.get()  # handed back all the same, its task abandoned with the process
+    assert stored.state is JobState.AVAILABLE, output[-3000:]
+    assert stored.attempt == 0 and stored.errors == ()
+
+
 def test_supervisor_restarts_a_worker_that_was_killed(tmp_path: Path) -> None:
     app, app_ref, env = _ledger_app(tmp_path, JOB_SECONDS="0.01")
     worker = start_worker(tmp_path, app_ref, env, "--processes", "1", "--lease-seconds", "1")

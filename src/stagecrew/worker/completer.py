@@ -77,6 +77,7 @@ class Completer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._abandoned = False
 
     def submit(self, ack: Ack) -> None:
         self._pending.append(ack)
@@ -108,15 +109,16 @@ class Completer:
         await self._idle.wait()
 
     async def run(self) -> None:
-        """Flush loop; returns after `close()` once everything submitted is written."""
+        """Flush loop; returns after `close()` once everything submitted is written, or at
+        its next turn after `abandon()`."""
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._abandoned:
             now = loop.time()
             if now >= self._resume_at:
                 # set-aside outcomes first, so that a steady flow of new ones cannot starve them
                 due = [item for item in self._aside if item.next_try <= now]
                 for item in due:
-                    if item in self._aside:  # not dropped meanwhile
+                    if item in self._aside and not self._abandoned:  # not dropped meanwhile
                         await self._retry_alone(item)
                 if self._pending:
                     await self._write_round()
@@ -134,6 +136,16 @@ class Completer:
 
     def close(self) -> None:
         self._closing = True
+        self._wake.set()
+
+    def abandon(self) -> None:
+        """Make `run` return at its next turn, whatever is still unwritten.
+
+        For a worker that waits no longer: the jobs whose outcomes are left unwritten run
+        again once their leases expire, as if the process had ended. `run` checks this after
+        each store call, so it returns even if a cancellation sent with this is lost in one.
+        """
+        self._abandoned = True
         self._wake.set()
 
     # -- one round -------------------------------------------------------------

@@ -55,6 +55,14 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DRAIN_GIVE_UP = 10.0
 """Seconds of failing store calls after which `drain` raises instead of retrying for ever
 (`run` keeps retrying: a long-running worker outlives an outage)."""
+HAND_BACK_WAIT = 5.0
+"""Seconds a stopping worker waits for the async jobs it cancelled to return."""
+FINAL_FLUSH_WAIT = 5.0
+"""Least seconds a stopping worker waits for its last outcomes to be written (a lease, if longer);
+past that, those jobs run again once their leases expire."""
+BACKGROUND_STOP_WAIT = 15.0
+"""Seconds a stopping worker waits for its background tasks to end once told to: each ends
+after the store call it is in, which the store's own timeouts bound (Redis: 10 s)."""
 
 
 def make_worker_id() -> str:
@@ -128,7 +136,8 @@ class Worker:
         self._running = 0
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._stop_maintenance = asyncio.Event()
+        self._stop_background = asyncio.Event()
+        """Set when the heartbeat and maintenance tasks must end (see `_end_background`)."""
         self._recycle = False
         self._direct_signals = 0
         self._completer: Completer | None = None
@@ -235,28 +244,26 @@ class Worker:
                 every(
                     self.rescue_interval,
                     lambda: rescue_expired(self.app.backend, self.app.max_worker_losses),
-                    self._stop_maintenance,
+                    self._stop_background,
                     name="rescue",
-                )
+                ),
+                name="rescue",
             ),
             asyncio.create_task(
                 every(
                     self.prune_interval,
                     lambda: prune_finished(self.app.backend, self.app.retention),
-                    self._stop_maintenance,
+                    self._stop_background,
                     name="prune",
-                )
+                ),
+                name="prune",
             ),
         ]
         try:
             await self._claim_loop(drain=False)
             await self._shutdown()
         finally:
-            self._stop_maintenance.set()
-            for task in background:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*background, return_exceptions=True)
+            await self._end_background(background)
         log.info("worker %s stopped after %d jobs", self.id, self.processed)
         return EXIT_RECYCLE if self._recycle else EXIT_OK
 
@@ -283,6 +290,7 @@ class Worker:
                     "jobs run again once their leases expire"
                 ) from None
         finally:
+            self._completer.abandon()
             completer.cancel()
             self._threads.shutdown(wait=True)
         return self.processed - before
@@ -437,7 +445,7 @@ class Worker:
 
     # -- leases ------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._stop_background.is_set():
             await asyncio.sleep(self.heartbeat_interval)
             if self.watch_parent and self._parent.gone():
                 log.warning("supervisor is gone; shutting down")
@@ -452,6 +460,8 @@ class Worker:
             except Exception as exc:
                 log.warning("heartbeat failed (%s); leases may expire", exc)
                 continue
+            if self._stop_background.is_set():  # the worker stopped while this call ran
+                return
             assert self._completer is not None
             for job_id in reply.lost:
                 ref = refs.get(job_id)
@@ -526,16 +536,56 @@ class Worker:
             flight.stop(StopReason.SHUTDOWN)
             if not flight.job_is_async or flight.task is None:
                 # a sync thread cannot be interrupted: hand the job back now and drop its result
-                self._inflight.pop(flight.job.id, None)
-                self._inflight[flight.job.id] = InFlight(flight.job, finished=True)
-                self._completer.submit(Ack.release(flight.job.ref))
-        pending = [f.task for f in unfinished if f.job_is_async and f.task is not None]
+                self._hand_back(flight)
+        pending = {f.task: f for f in unfinished if f.job_is_async and f.task is not None}
         if pending:
-            await asyncio.wait(pending, timeout=5.0)
+            _, stubborn = await asyncio.wait(pending, timeout=HAND_BACK_WAIT)
+            for task in stubborn:
+                flight = pending[task]
+                log.warning(
+                    "job %s went on for %gs after it was cancelled; handed back all the same, "
+                    "its task is left to end with the process",
+                    flight.job.id,
+                    HAND_BACK_WAIT,
+                )
+                self._hand_back(flight)
         self._completer.close()
+        flush_wait = max(self.lease_seconds, FINAL_FLUSH_WAIT)
         try:
-            await asyncio.wait_for(self._completer.flushed(), timeout=max(self.lease_seconds, 5.0))
+            await asyncio.wait_for(self._completer.flushed(), timeout=flush_wait)
         except TimeoutError:
             log.error(
                 "could not write final outcomes; those jobs will run again after lease expiry"
+            )
+
+    def _hand_back(self, flight: InFlight) -> None:
+        """Hand `flight`'s job back now, dropping whatever outcome its attempt may still reach
+        (`_execute` sends none for a flight no longer in `_inflight`)."""
+        assert self._completer is not None
+        self._inflight[flight.job.id] = InFlight(flight.job, finished=True)
+        self._completer.submit(Ack.release(flight.job.ref))
+
+    async def _end_background(self, background: Sequence[asyncio.Task[None]]) -> None:
+        """Tell the background tasks to end, and wait for them (for `BACKGROUND_STOP_WAIT`).
+
+        Each ends because it is told to (`_stop_background`, `Completer.abandon`), checked
+        after every await: the cancellation sent here only cuts a wait short, and it can be
+        lost. Python 3.11's `asyncio.wait_for` returns the result of the call it wraps when
+        that call completes as the cancellation comes, and drops the cancellation; redis-py
+        sends every command through it. A task that loses it carries on to its next check.
+        """
+        assert self._completer is not None
+        self._stop_background.set()
+        self._completer.abandon()  # a no-op once it wrote everything (`_shutdown`)
+        for task in background:
+            task.cancel()
+        done, running = await asyncio.wait(background, timeout=BACKGROUND_STOP_WAIT)
+        for task in done:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                log.error("%s failed: %r", task.get_name(), error, exc_info=error)
+        for task in running:
+            log.error(
+                "%s did not stop within %gs of being told to; the worker stops without it",
+                task.get_name(),
+                BACKGROUND_STOP_WAIT,
             )

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends import engine_module
 from ..errors import ConfigurationError
 from . import defaults
+from .exit_guard import EXIT_WAIT, exit_after
 from .logs import configure
 
 if TYPE_CHECKING:
@@ -128,9 +129,21 @@ def run_child(app_ref: str, options: WorkerOptions, environ: dict[str, str] | No
         log.error("worker cannot start: %s", exc)
         logging.shutdown()
         os._exit(EXIT_CONFIG)
+
+    async def run_then_leave() -> int:
+        code = EXIT_FAILED
+        try:
+            code = await worker.run(signals_before_start=early)
+        except (ConfigurationError, SchemaOutOfDateError):
+            code = EXIT_CONFIG
+            raise
+        finally:
+            exit_after(EXIT_WAIT, code)  # asyncio.run's teardown may not end by itself
+        return code
+
     code = EXIT_FAILED
     try:
-        code = asyncio.run(worker.run(signals_before_start=early))
+        code = asyncio.run(run_then_leave())
     except (ConfigurationError, SchemaOutOfDateError) as exc:
         log.error("worker cannot start: %s", exc)
         code = EXIT_CONFIG

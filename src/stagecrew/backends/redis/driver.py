@@ -205,6 +205,31 @@ class Driver:
         return _first_error(results)
 
     async def execute_async(self, wire: AsyncWire | AsyncClusterWire, step: Step) -> list[Any]:
+        """`execute` on the running loop; a cancellation that came meanwhile is never lost.
+
+        redis-py sends each command through `asyncio.wait_for`, which on Python 3.11 returns
+        the result of the send when the send completes as a cancellation comes, and drops
+        the cancellation: the step would then return as if none had come, and a task told to
+        stop that way would carry on. A cancellation requested while the step ran that did
+        not end it is raised here, in place of the step's replies or error.
+        """
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
+
+        def lost() -> bool:
+            return task is not None and task.cancelling() > cancels
+
+        try:
+            replies = await self._execute_async(wire, step)
+        except Exception:
+            if lost():
+                raise asyncio.CancelledError from None
+            raise
+        if lost():
+            raise asyncio.CancelledError
+        return replies
+
+    async def _execute_async(self, wire: AsyncWire | AsyncClusterWire, step: Step) -> list[Any]:
         if step.atomic:
             return _first_error(await wire.transaction([_whole(c) for c in step.calls]))
         commands = [_command(c) for c in step.calls]
