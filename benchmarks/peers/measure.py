@@ -85,7 +85,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def pickup_figures(enqueued: dict[int, float], starts: dict[int, float]) -> tuple[float, float]:
-    """Seconds from each job's enqueue (its call returned) to its start: p50, p99."""
+    """Seconds from each job's enqueue (the start of the call) to its start: p50, p99."""
     waits = [starts[i] - at for i, at in enqueued.items()]
     return statistics.median(waits), percentile(waits, 0.99)
 

@@ -160,7 +160,7 @@ def legend(result: Result) -> list[str]:
         f"{min(result.jobs, 10_000):,} ({NONE} where it has none). Drain: the one-by-one jobs "
         "from the workers' launch (start-up included) to the last job's start; steady: from "
         f"the first job's start to the last's. Pickup: {result.samples} jobs enqueued one at "
-        f"a time {result.pause * 1000:.0f} ms apart onto idle workers, from the return of the "
+        f"a time {result.pause * 1000:.0f} ms apart onto idle workers, from the start of the "
         "enqueue call to the job's start. In stagecrew's cells, `(N.NNx)` is its figure "
         "divided by the best peer's on that engine, column by column (the highest rate, the "
         "lowest latency): above 1 is faster for rates, below 1 is faster for latency.",

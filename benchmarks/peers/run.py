@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,8 @@ from report import Figures, Row
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGECREW_SRC = Path(os.environ.get("STAGECREW_BENCH_SRC") or ROOT / "src").resolve()
+LOGS = Path(__file__).resolve().parent / ".logs"
+"""The worker and producer output of each failed measurement is kept here (ignored by git)."""
 BULK_BATCH = 10_000
 QUICK_JOBS, QUICK_SAMPLES = 2_000, 100
 
@@ -174,6 +177,16 @@ def build_rows(
     return rows, setups, versions
 
 
+def keep_log(log: Path, row: Row, run: int) -> Path:
+    LOGS.mkdir(exist_ok=True)
+    kept = LOGS / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{row.library.key}-{row.engine}-{run + 1}.txt"
+    if log.exists():
+        shutil.copyfile(log, kept)
+    else:
+        kept.write_text("(no output)\n")
+    return kept.relative_to(ROOT)
+
+
 def run_all(rows: list[Row], setups: Mapping[str, Setup], opts: Options) -> None:
     for run in range(opts.runs):
         for row in rows:
@@ -182,6 +195,8 @@ def run_all(rows: list[Row], setups: Mapping[str, Setup], opts: Options) -> None
             started = time.monotonic()
             with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
                 figures = measure_once(row, setups[row.library.key], opts, Path(tmp))
+                if figures.error:
+                    figures.error += f" (log: {keep_log(Path(tmp) / 'log.txt', row, run)})"
             row.runs.append(figures)
             took = time.monotonic() - started
             print(
@@ -219,10 +234,11 @@ def main(argv: list[str] | None = None) -> None:
         postgres_url=args.postgres_url,
         redis_url=args.redis_url,
     )
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = set(engines) - set(catalog.ENGINE_ORDER)
+    asked = {e.strip() for e in args.engines.split(",") if e.strip()}
+    unknown = asked - set(catalog.ENGINE_ORDER)
     if unknown:
         raise SystemExit(f"unknown engines: {', '.join(sorted(unknown))}")
+    engines = [e for e in catalog.ENGINE_ORDER if e in asked]
     libraries = catalog.libraries()
     if args.libs:
         wanted = {name.strip() for name in args.libs.split(",")}

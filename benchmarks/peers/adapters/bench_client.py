@@ -9,7 +9,8 @@ Actions (each prints one JSON object on its last line of stdout):
   [-1] not timed); `{"bulk": null}` if the library has none.
 - `trickle N PAUSE`: with workers already running, enqueue warm-up jobs and wait until they
   ran, then enqueue jobs 0..N-1 one at a time, PAUSE seconds apart, and print each one's
-  enqueue time (`time.time()` when its enqueue call returned).
+  enqueue time (`time.time()` as its enqueue call starts: a worker blocked on the store may
+  start the job before the call has returned).
 
 An adapter module defines `enqueue(indices)` and, if the library has a bulk enqueue,
 `enqueue_bulk(batches)`, either sync or `async def`; each enqueues what the iterator yields,
@@ -70,8 +71,8 @@ def trickle(adapter: Any, jobs: int, pause: float) -> dict[int, float]:
             time.sleep(0.05)
         time.sleep(SETTLE)
         for i in range(jobs):
-            yield i
             enqueued[i] = time.time()
+            yield i
             time.sleep(pause)
 
     call(adapter.enqueue, indices())

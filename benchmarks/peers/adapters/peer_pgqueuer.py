@@ -10,29 +10,37 @@ in the run's fresh database. Bulk: `Queries.enqueue` with lists (one statement p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
 import asyncpg
 from bench_records import URL, append_record
 from pgqueuer import Job, PgQueuer, Queries
 
 NAME = "pgqueuer"
-PACKAGES = ("pgqueuer==1.6.*", "asyncpg>=0.30")
+PACKAGES = ("pgqueuer==1.6.*", "asyncpg>=0.30", "typer==0.15.*")
+"""typer held at 0.15: with a newer one, `pgq run` of pgqueuer 1.6.0 fails at start
+(`--log-level` arrives as a str, `AttributeError: 'str' object has no attribute 'name'`)."""
 ENGINES = ("postgres",)
 VARIANTS = ("",)
 WORKER = ["{bin}/pgq", "run", "peer_pgqueuer:main"]
 WORKER_COPIES = 2
 
 
-async def main() -> PgQueuer:
-    """The factory `pgq run` calls in each worker process."""
-    pgq = PgQueuer.from_asyncpg_connection(await asyncpg.connect(URL))
+@asynccontextmanager
+async def main() -> AsyncIterator[PgQueuer]:
+    """The factory `pgq run` enters in each worker process."""
+    connection = await asyncpg.connect(URL)
+    pgq = PgQueuer.from_asyncpg_connection(connection)
 
     @pgq.entrypoint("record")
     async def record(job: Job) -> None:
         append_record(int(job.payload or b"0"))
 
-    return pgq
+    try:
+        yield pgq
+    finally:
+        await connection.close()
 
 
 async def _queries() -> tuple[asyncpg.Connection, Queries]:
