@@ -4,8 +4,9 @@ Workers: `huey_consumer peer_huey.huey --workers 2 --worker-type process` (the d
 worker thread; processes give the 2 worker processes of the workload); every other option at
 its default: polling delay 0.1 s growing by 1.15x per empty poll up to 10 s (SQLite; Redis
 waits in a blocking pop, `read_timeout` 1 s), results stored (`results=True`), scheduler
-every 1 s, health check every 10 s. SQLite storage: WAL, `cache_mb` 8, `fsync` off, timeout
-5 s. No bulk enqueue (`Task.map` is a loop of single enqueues).
+every 1 s, health check every 10 s. SQLite storage: WAL, `cache_mb` 8, timeout
+5 s, `fsync` not set, so SQLite's own `synchronous=FULL` (an fsync per commit; stagecrew
+uses NORMAL). No bulk enqueue (`Task.map` is a loop of single enqueues).
 """
 
 from __future__ import annotations
