@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -65,11 +66,13 @@ class Result:
     runs: int
     samples: int
     pause: float
-    versions: dict[str, str]
+    versions: dict[str, dict[str, str]]
+    """Per library (its adapter's key), each of its packages' installed version."""
     servers: dict[str, str]
     wall_seconds: float
 
 
+WIDTH = 96
 HIGHER_IS_BETTER = {
     "enqueue": True,
     "bulk": True,
@@ -134,7 +137,7 @@ def pair(
 
 
 def table(result: Result) -> list[str]:
-    """The Markdown table; stagecrew's cells carry `(N.NNx)`: its figure ÷ the best peer's."""
+    """The Markdown table; stagecrew's cells add `; N.NNx`: its figure ÷ the best peer's."""
     lines = [
         "| engine | library | enqueue 1-by-1 /s | bulk /s | drain /s (steady) "
         "| pickup p50 / p99 ms | notes |",
@@ -161,9 +164,10 @@ def legend(result: Result) -> list[str]:
         "from the workers' launch (start-up included) to the last job's start; steady: from "
         f"the first job's start to the last's. Pickup: {result.samples} jobs enqueued one at "
         f"a time {result.pause * 1000:.0f} ms apart onto idle workers, from the start of the "
-        "enqueue call to the job's start. In stagecrew's cells, `(N.NNx)` is its figure "
-        "divided by the best peer's on that engine, column by column (the highest rate, the "
-        "lowest latency): above 1 is faster for rates, below 1 is faster for latency.",
+        "enqueue call to the job's start. In stagecrew's cells, the figures after `;` are its "
+        "figures divided by the best peer's on that engine, column by column (the highest "
+        "rate, the lowest latency): above 1x is faster for rates, below 1x is faster for "
+        "latency.",
     ]
 
 
@@ -188,10 +192,31 @@ def server_versions(engines: Sequence[str], postgres_url: str, redis_url: str) -
     return found
 
 
+def libraries(result: Result) -> list[Library]:
+    """The libraries of the table, once each, peers first."""
+    found = {row.library.key: row.library for row in result.rows}
+    return sorted(found.values(), key=lambda lib: (lib.is_stagecrew, lib.key))
+
+
 def versions_line(result: Result) -> str:
-    libs = ", ".join(f"{name} {version}" for name, version in sorted(result.versions.items()))
-    servers = ", ".join(f"{name} {version}" for name, version in result.servers.items())
-    return f"Versions: {libs}; servers: {servers}."
+    parts = []
+    for library in libraries(result):
+        packages = result.versions.get(library.key, {})
+        listed = ", ".join(f"{name} {version}" for name, version in packages.items())
+        parts.append(f"{library.name}: {listed or 'not installed'}")
+    return f"Versions: {'; '.join(parts)}."
+
+
+def wrap(text: str, indent: str = "") -> list[str]:
+    """A paragraph of RESULTS.md, wrapped as the rest of the file is."""
+    return textwrap.wrap(
+        " ".join(text.split()),
+        WIDTH,
+        initial_indent=indent[:-2] + "- " if indent else "",
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
 
 
 def write_results(result: Result) -> None:
@@ -199,11 +224,11 @@ def write_results(result: Result) -> None:
     lines = [
         f"## Peers side by side, {result.when:%Y-%m-%d %H:%M} UTC (`make bench-peers`)",
         "",
-        harness.machine(", ".join(f"{k} {v}" for k, v in result.servers.items())),
+        *wrap(harness.machine(", ".join(f"{k} {v}" for k, v in result.servers.items()))),
         "",
-        versions_line(result),
+        *wrap(versions_line(result)),
         "",
-        *legend(result),
+        *(line for paragraph in legend(result) for line in wrap(paragraph)),
         "",
         *table(result),
         "",
@@ -212,12 +237,8 @@ def write_results(result: Result) -> None:
         "Each library's settings, as its adapter in `benchmarks/peers/adapters/` runs it:",
         "",
     ]
-    seen: set[str] = set()
-    for row in result.rows:
-        if row.library.key in seen:
-            continue
-        seen.add(row.library.key)
-        lines.append(f"- **{row.library.name}**: {' '.join(row.library.defaults.split())}")
+    for library in libraries(result):
+        lines.extend(wrap(f"**{library.name}**: {library.defaults}", indent="  "))
     harness.prepend_results(lines)
 
 

@@ -153,17 +153,17 @@ def measure_once(row: Row, setup: Setup, opts: Options, folder: Path) -> Figures
 
 def build_rows(
     libraries: list[Library], engines: list[str]
-) -> tuple[list[Row], dict[str, Setup], dict[str, str]]:
+) -> tuple[list[Row], dict[str, Setup], dict[str, dict[str, str]]]:
     """Rows per engine (peers, then stagecrew); every venv created before any measurement."""
     setups: dict[str, Setup] = {}
     failures: dict[str, str] = {}
-    versions: dict[str, str] = {}
+    versions: dict[str, dict[str, str]] = {}
     for library in libraries:
         if not any(e in library.engines for e in engines):
             continue
         try:
             setups[library.key] = set_up(library)
-            versions.update(setups[library.key].versions)
+            versions[library.key] = setups[library.key].versions
         except (venvs.InstallError, subprocess.CalledProcessError) as exc:
             failures[library.key] = f"install failed: {exc}"[:300]
     rows = []
@@ -172,7 +172,7 @@ def build_rows(
             if engine not in library.engines:
                 continue
             for variant in library.variants:
-                label = library.label(variant, versions)
+                label = library.label(variant, versions.get(library.key, {}))
                 rows.append(Row(engine, library, variant, label, error=failures.get(library.key)))
     return rows, setups, versions
 
@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rows, setups, versions = build_rows(libraries, engines)
         run_all(rows, setups, opts)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: every worker stopped, every store removed") from None
     finally:
         processes.stop_all()
     wall = time.monotonic() - started

@@ -2,11 +2,12 @@
 
 Workers: `python -m stagecrew worker peer_stagecrew:app --processes 2`, every other option at
 its default: `--concurrency 10` jobs at once per process, `--lease-seconds 30`,
-`--poll-interval 1` (the longest idle sleep; PostgreSQL and Redis wake on LISTEN/NOTIFY and
-a blocking pop, SQLite on a local wake-up or the poll), `--grace 30`, `max_attempts` 3.
-Measured with a sync `def` task (run on a thread) and an `async def` task (run on the event
-loop). SQLite: a WAL file; PostgreSQL: a schema `stagecrew`, migrated by `stagecrew migrate`
-before the run; Redis: the key prefix `stagecrew`. Bulk: `Task.enqueue_many`.
+`--poll-interval 1` s (the longest idle sleep; PostgreSQL wakes on LISTEN/NOTIFY, Redis on a
+blocking pop, SQLite reads `PRAGMA data_version` every 5 ms), `--grace 30`, `max_attempts`
+3. Measured with a sync `def` task (run on a thread of the worker's pool) and an `async def`
+task (run on the event loop). SQLite: WAL, `synchronous=NORMAL`; PostgreSQL: the schema
+`stagecrew`, made by `migrate()` before the run; Redis: the key prefix `stagecrew`. Bulk:
+`Task.enqueue_many`.
 """
 
 from __future__ import annotations
