@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ import report
 import stores
 import venvs
 from catalog import ADAPTERS, Library
+from processes import WorkerGroup
 from report import Figures, Row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,48 +107,92 @@ def set_up(library: Library) -> Setup:
     return Setup(str(python), versions, str(ADAPTERS))
 
 
-def measure_once(row: Row, setup: Setup, opts: Options, folder: Path) -> Figures:
-    """Enqueue one by one and drain, bulk enqueue, then pickup latency: each in a new store."""
+@dataclass(frozen=True)
+class Measurement:
+    """One library, variant and engine in one run: how to reach its stores and processes."""
+
+    library: Library
+    engine: str
+    variant: str
+    setup: Setup
+    opts: Options
+    folder: Path
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "log.txt"
+
+    def fresh_store(self) -> AbstractContextManager[str]:
+        return stores.fresh_store(
+            self.engine, self.folder, self.opts.postgres_url, self.opts.redis_url
+        )
+
+    def client(self, store: str, records: Path, *args: str) -> dict[str, Any]:
+        env = self.setup.env(self.engine, self.variant, store, records)
+        command = [self.library.module, *args]
+        return processes.run_client(self.setup.python, command, env, ADAPTERS, self.log)
+
+    def workers(self, store: str, records: Path) -> AbstractContextManager[WorkerGroup]:
+        env = self.setup.env(self.engine, self.variant, store, records)
+        commands = self.setup.worker_commands(self.library, store)
+        return processes.workers(commands, env, ADAPTERS, self.log)
+
+
+def enqueue_and_drain(m: Measurement, figures: Figures) -> None:
+    """Enqueue the jobs one by one into an empty store, then start the workers and time
+    them until every job has started."""
+    records = m.folder / "drain.records"
+    with m.fresh_store() as store:
+        m.client(store, records, "prepare")
+        figures.enqueue = m.client(store, records, "enqueue", str(m.opts.jobs))["enqueue"]
+        reader = measure.Records(records)
+        launched = time.time()
+        with m.workers(store, records) as group:
+            starts = measure.wait_for_jobs(reader, range(m.opts.jobs), group.exited, "drain")
+        drain = measure.drain_figures(launched, list(starts.values()))
+        figures.drain, figures.steady = drain.rate, drain.steady
+
+
+def bulk_enqueue(m: Measurement, figures: Figures) -> None:
+    with m.fresh_store() as store:
+        records = m.folder / "bulk.records"
+        m.client(store, records, "prepare")
+        batch = str(min(m.opts.jobs, BULK_BATCH))
+        figures.bulk = m.client(store, records, "bulk", str(m.opts.jobs), batch)["bulk"]
+
+
+def pickup(m: Measurement, figures: Figures) -> None:
+    """The trickle onto idle workers; the producer waits for its warm-up jobs first."""
+    records = m.folder / "pickup.records"
+    with m.fresh_store() as store:
+        m.client(store, records, "prepare")
+        reader = measure.Records(records)
+        with m.workers(store, records) as group:
+            sent = m.client(store, records, "trickle", str(m.opts.samples), str(m.opts.pause))
+            enqueued = {int(i): at for i, at in sent["enqueued"].items()}
+            starts = measure.wait_for_jobs(reader, range(m.opts.samples), group.exited, "pickup")
+        figures.pickup_p50, figures.pickup_p99 = measure.pickup_figures(enqueued, starts)
+
+
+FAILURES = (
+    processes.RunFailed,
+    stores.StoreError,
+    subprocess.SubprocessError,
+    OSError,
+    ValueError,
+    KeyError,
+)
+"""What ends one measurement (reported in its row) rather than the whole benchmark."""
+
+
+def measure_once(m: Measurement) -> Figures:
+    """The three measurements, each in a new store; the figures up to a failure are kept."""
     figures = Figures()
-    library, engine, variant = row.library, row.engine, row.variant
-    log = folder / "log.txt"
-
-    def client(store: str, records: Path, *args: str) -> dict[str, Any]:
-        env = setup.env(engine, variant, store, records)
-        return processes.run_client(setup.python, [library.module, *args], env, ADAPTERS, log)
-
-    def fresh() -> Any:
-        return stores.fresh_store(engine, folder, opts.postgres_url, opts.redis_url)
-
     try:
-        records = folder / "drain.records"
-        with fresh() as store:
-            client(store, records, "prepare")
-            figures.enqueue = client(store, records, "enqueue", str(opts.jobs))["enqueue"]
-            env = setup.env(engine, variant, store, records)
-            reader = measure.Records(records)
-            launched = time.time()
-            with processes.workers(setup.worker_commands(library, store), env, ADAPTERS, log) as w:
-                starts = measure.wait_for_jobs(reader, range(opts.jobs), w.exited, "drain")
-            drain = measure.drain_figures(launched, list(starts.values()))
-            figures.drain, figures.steady = drain.rate, drain.steady
-
-        with fresh() as store:
-            client(store, records, "prepare")
-            batch = str(min(opts.jobs, BULK_BATCH))
-            figures.bulk = client(store, records, "bulk", str(opts.jobs), batch)["bulk"]
-
-        records = folder / "pickup.records"
-        with fresh() as store:
-            client(store, records, "prepare")
-            env = setup.env(engine, variant, store, records)
-            reader = measure.Records(records)
-            with processes.workers(setup.worker_commands(library, store), env, ADAPTERS, log) as w:
-                sent = client(store, records, "trickle", str(opts.samples), str(opts.pause))
-                enqueued = {int(i): at for i, at in sent["enqueued"].items()}
-                starts = measure.wait_for_jobs(reader, range(opts.samples), w.exited, "pickup")
-            figures.pickup_p50, figures.pickup_p99 = measure.pickup_figures(enqueued, starts)
-    except (processes.RunFailed, subprocess.SubprocessError, OSError) as exc:
+        enqueue_and_drain(m, figures)
+        bulk_enqueue(m, figures)
+        pickup(m, figures)
+    except FAILURES as exc:
         figures.error = str(exc)[:300]
     return figures
 
@@ -194,7 +240,9 @@ def run_all(rows: list[Row], setups: Mapping[str, Setup], opts: Options) -> None
                 continue
             started = time.monotonic()
             with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
-                figures = measure_once(row, setups[row.library.key], opts, Path(tmp))
+                setup = setups[row.library.key]
+                m = Measurement(row.library, row.engine, row.variant, setup, opts, Path(tmp))
+                figures = measure_once(m)
                 if figures.error:
                     figures.error += f" (log: {keep_log(Path(tmp) / 'log.txt', row, run)})"
             row.runs.append(figures)

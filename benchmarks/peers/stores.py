@@ -100,7 +100,19 @@ def sqlite_file(folder: Path) -> Iterator[str]:
 
 @contextmanager
 def fresh_store(engine: str, folder: Path, postgres_url: str, redis_url: str) -> Iterator[str]:
-    """A new empty store of `engine`: a SQLite path, a PostgreSQL or a Redis URL."""
+    """A new empty store of `engine`: a SQLite path, a PostgreSQL or a Redis URL.
+
+    A server that fails while the store is made or removed raises `StoreError`.
+    """
+    try:
+        with _fresh_store(engine, folder, postgres_url, redis_url) as store:
+            yield store
+    except (psycopg.Error, redis.RedisError) as exc:
+        raise StoreError(f"the {engine} store: {type(exc).__name__}: {exc}") from exc
+
+
+@contextmanager
+def _fresh_store(engine: str, folder: Path, postgres_url: str, redis_url: str) -> Iterator[str]:
     if engine == "sqlite":
         with sqlite_file(folder) as path:
             yield path
