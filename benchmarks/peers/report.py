@@ -172,21 +172,26 @@ def legend(result: Result) -> list[str]:
 
 
 def server_versions(engines: Sequence[str], postgres_url: str, redis_url: str) -> dict[str, str]:
+    """Each engine's version, as its server reports it (`unreachable` if it does not answer)."""
+    import psycopg
+    import redis
+
     found: dict[str, str] = {}
     if "sqlite" in engines:
         found["SQLite"] = sqlite3.sqlite_version
     if "postgres" in engines:
-        import psycopg
-
-        with psycopg.connect(postgres_url) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
-            found["PostgreSQL"] = str(row[0]) if row else "?"
+        try:
+            with psycopg.connect(postgres_url, connect_timeout=5) as conn:
+                row = conn.execute("SHOW server_version").fetchone()
+                found["PostgreSQL"] = str(row[0]) if row else "?"
+        except psycopg.Error:
+            found["PostgreSQL"] = "unreachable"
     if "redis" in engines:
-        import redis
-
-        client = redis.Redis.from_url(redis_url)
+        client = redis.Redis.from_url(redis_url, socket_timeout=5)
         try:
             found["Redis"] = str(client.info("server").get("redis_version", "?"))
+        except redis.RedisError:
+            found["Redis"] = "unreachable"
         finally:
             client.close()
     return found

@@ -186,14 +186,14 @@ FAILURES = (
 
 
 def measure_once(m: Measurement) -> Figures:
-    """The three measurements, each in a new store; the figures up to a failure are kept."""
+    """The three measurements, each in a new store; one that fails leaves the others to run,
+    and the row reports the first failure."""
     figures = Figures()
-    try:
-        enqueue_and_drain(m, figures)
-        bulk_enqueue(m, figures)
-        pickup(m, figures)
-    except FAILURES as exc:
-        figures.error = str(exc)[:300]
+    for phase in (enqueue_and_drain, bulk_enqueue, pickup):
+        try:
+            phase(m, figures)
+        except FAILURES as exc:
+            figures.error = figures.error or " ".join(str(exc).split())[:300]
     return figures
 
 
@@ -211,7 +211,7 @@ def build_rows(
             setups[library.key] = set_up(library)
             versions[library.key] = setups[library.key].versions
         except (venvs.InstallError, subprocess.CalledProcessError) as exc:
-            failures[library.key] = f"install failed: {exc}"[:300]
+            failures[library.key] = " ".join(f"install failed: {exc}".split())[:300]
     rows = []
     for engine in engines:
         for library in libraries:
