@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_workloads.py --write-results
 	$(BIN)/python benchmarks/bench_sqlite.py --write-results
+
+## bench-peers: the same workload on stagecrew and its peers, each peer in a venv of its own
+## (PEERS_ARGS=--quick for a short run)
+PEERS_ARGS ?= --write-results
+bench-peers: $(VENV)/.installed
+	$(BIN)/python benchmarks/peers/run.py $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info stagecrew-demo.db*
