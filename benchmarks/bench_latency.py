@@ -1,0 +1,215 @@
+"""Producer and pickup latency, per engine, next to the bare client's floor in the same run.
+
+- one-by-one enqueue: jobs/s of `task.enqueue(i)` and of `app.enqueue("task", (i,))` in a
+  loop from one producer, and the bare client doing the least a queue could (redis-py `LPUSH`
+  per job; a psycopg `INSERT` and commit per job);
+- pickup: one idle worker process; a job is enqueued every ~20 ms and records `time.time()`
+  when it starts; pickup is that minus `time.time()` just before the producer's enqueue call,
+  so it holds the whole enqueue, the wake-up, the claim and the start of the task (p50, p99),
+  for an async and a sync task.
+
+Each engine runs in a fresh key prefix or schema of the test servers (the
+STAGECREW_TEST_*_URL variables, as the tests use them), removed at the end.
+
+    python benchmarks/bench_latency.py [--engine redis|postgres|all] [--jobs 5000]
+        [--samples 300] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import harness
+from harness import percentile, servers
+from stagecrew import App
+
+PAYLOAD = '{"args": [1], "kwargs": {}}'
+
+
+def latency_app(url: str) -> App:
+    import latency_app
+
+    latency_app.app.close()
+    latency_app.app.url = url
+    latency_app.app._backend = None
+    return latency_app.app
+
+
+def rate(jobs: int, one: Callable[[int], Any]) -> float:
+    """Calls/s of `one(i)` over `jobs` calls; one untimed call first (connecting)."""
+    one(-1)
+    start = time.perf_counter()
+    for i in range(jobs):
+        one(i)
+    return jobs / (time.perf_counter() - start)
+
+
+# -- the stores ---------------------------------------------------------------------------
+@contextmanager
+def redis_store() -> Iterator[str]:
+    base = servers.REDIS_SERVER.url
+    prefix = f"bench{uuid.uuid4().hex[:10]}"
+    try:
+        yield servers.with_query(base, prefix=prefix)
+    finally:
+        servers.delete_prefix(base, prefix)
+
+
+@contextmanager
+def postgres_store() -> Iterator[str]:
+    base = servers.POSTGRES_SERVER.url
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    from stagecrew.backends.postgres import PostgresBackend
+
+    url = servers.with_schema(base, schema)
+    backend = PostgresBackend(url)
+    backend.migrate()
+    backend.close()
+    try:
+        yield url
+    finally:
+        servers.drop_schemas(base, [schema])
+
+
+def redis_floor(url: str, jobs: int) -> float:
+    import redis
+
+    client = redis.Redis.from_url(url.split("?", maxsplit=1)[0])
+    key = f"bench-floor-{uuid.uuid4().hex}"
+    try:
+        return rate(jobs, lambda i: client.lpush(key, PAYLOAD))
+    finally:
+        client.delete(key)
+        client.close()
+
+
+def postgres_floor(url: str, jobs: int) -> float:
+    import psycopg
+
+    base = url.split("?", maxsplit=1)[0]
+    table = f"bench_floor_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base) as conn:
+        conn.execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, payload text NOT NULL)")
+        conn.commit()
+        insert = f"INSERT INTO {table} (payload) VALUES (%s)"
+
+        def one(i: int) -> None:
+            conn.execute(insert, (PAYLOAD,))
+            conn.commit()
+
+        try:
+            return rate(jobs, one)
+        finally:
+            conn.execute(f"DROP TABLE {table}")
+            conn.commit()
+
+
+# -- measurements ------------------------------------------------------------------------------
+def enqueue_rates(url: str, jobs: int, floor: Callable[[str, int], float]) -> dict[str, float]:
+    app = latency_app(url)
+    stamp = app.tasks["stamp"]
+    try:
+        return {
+            "floor": floor(url, jobs),
+            "task.enqueue": rate(jobs, stamp.enqueue),
+            "app.enqueue": rate(jobs, lambda i: app.enqueue("stamp", (i,))),
+        }
+    finally:
+        app.jobs.purge()
+        app.close()
+
+
+def pickup(url: str, task: str, samples: int, *, settle: float = 2.0) -> tuple[float, float]:
+    """p50, p99 seconds from the enqueue call to the task's start, one idle worker process."""
+    app = latency_app(url)
+    fn = app.tasks[task]
+    fn.enqueue(-1)  # connect, and load the scripts
+    with tempfile.TemporaryDirectory() as tmp:
+        stamps = Path(tmp) / "stamps"
+        stamps.touch()
+        env = {
+            **os.environ,
+            "STAGECREW_URL": url,
+            "STAGECREW_BENCH_STAMPS": str(stamps),
+            "PYTHONPATH": os.pathsep.join([str(harness.HERE), str(harness.SRC)]),
+        }
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "stagecrew", "worker", "latency_app:app"),
+                *("--processes", "1", "--concurrency", "10", "--log-level", "WARNING"),
+            ],
+            env=env,
+            cwd=harness.HERE,
+            start_new_session=True,
+        )
+        sent: dict[int, float] = {}
+        try:
+            time.sleep(settle)
+            for i in range(samples):
+                sent[i] = time.time()
+                fn.enqueue(i)
+                time.sleep(0.02)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if len(stamps.read_text().splitlines()) >= samples + 1:
+                    break
+                time.sleep(0.05)
+        finally:
+            harness.stop_workers(proc)
+            app.close()
+        started = dict(
+            (int(i), float(t))
+            for i, t in (line.split() for line in stamps.read_text().splitlines())
+        )
+    waits = [started[i] - sent[i] for i in sent if i in started]
+    if len(waits) < samples:
+        raise RuntimeError(f"only {len(waits)} of {samples} jobs ran")
+    return statistics.median(waits), percentile(waits, 0.99)
+
+
+def measure(
+    name: str, store: Callable[[], Any], floor: Callable[[str, int], float], jobs: int, samples: int
+) -> dict[str, Any]:
+    with store() as url:
+        rates = enqueue_rates(url, jobs, floor)
+    results: dict[str, Any] = {"enqueue_per_s": rates}
+    print(f"{name}: one-by-one enqueue/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in rates.items()))
+    for task in ("stamp", "stamp_sync"):
+        with store() as url:
+            p50, p99 = pickup(url, task, samples)
+        results[f"pickup_{task}_ms"] = (p50 * 1000, p99 * 1000)
+        print(f"{name}: pickup {task}: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--engine", choices=("redis", "postgres", "all"), default="all")
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    if args.engine in ("redis", "all"):
+        results["redis"] = measure("redis", redis_store, redis_floor, args.jobs, args.samples)
+    if args.engine in ("postgres", "all"):
+        results["postgres"] = measure(
+            "postgres", postgres_store, postgres_floor, args.jobs, args.samples
+        )
+    print(harness.machine("Redis and PostgreSQL test servers"))
+    harness.write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
