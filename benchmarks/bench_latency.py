@@ -12,7 +12,7 @@ Each engine runs in a fresh key prefix or schema of the test servers (the
 STAGECREW_TEST_*_URL variables, as the tests use them), removed at the end.
 
     python benchmarks/bench_latency.py [--engine redis|postgres|all] [--jobs 5000]
-        [--samples 300] [--json PATH]
+        [--samples 300] [--what enqueue|pickup|both] [--json PATH]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from harness import percentile, servers
 from stagecrew import App
 
 PAYLOAD = '{"args": [1], "kwargs": {}}'
+Floor = Callable[[str], AbstractContextManager[Callable[[int], Any]]]
+"""The bare client's loop body for a store URL (the floor an enqueue is measured against)."""
 
 
 def latency_app(url: str) -> App:
@@ -46,13 +48,24 @@ def latency_app(url: str) -> App:
     return latency_app.app
 
 
-def rate(jobs: int, one: Callable[[int], Any]) -> float:
-    """Calls/s of `one(i)` over `jobs` calls; one untimed call first (connecting)."""
-    one(-1)
-    start = time.perf_counter()
-    for i in range(jobs):
-        one(i)
-    return jobs / (time.perf_counter() - start)
+def interleaved_rates(contenders: dict[str, Callable[[int], Any]], jobs: int) -> dict[str, float]:
+    """Calls/s of each contender's `one(i)`, over `jobs` calls each, measured in turns of
+    `ROUND` calls so that a machine's changing load reaches each alike; one untimed call
+    each first (connecting)."""
+    spent = dict.fromkeys(contenders, 0.0)
+    for one in contenders.values():
+        one(-1)
+    for offset in range(0, jobs, ROUND):
+        calls = range(offset, min(jobs, offset + ROUND))
+        for name, one in contenders.items():
+            start = time.perf_counter()
+            for i in calls:
+                one(i)
+            spent[name] += time.perf_counter() - start
+    return {name: jobs / seconds for name, seconds in spent.items()}
+
+
+ROUND = 250
 
 
 # -- the stores ---------------------------------------------------------------------------
@@ -82,19 +95,23 @@ def postgres_store() -> Iterator[str]:
         servers.drop_schemas(base, [schema])
 
 
-def redis_floor(url: str, jobs: int) -> float:
+@contextmanager
+def redis_floor(url: str) -> Iterator[Callable[[int], Any]]:
+    """A bare redis-py LPUSH per job."""
     import redis
 
     client = redis.Redis.from_url(url.split("?", maxsplit=1)[0])
     key = f"bench-floor-{uuid.uuid4().hex}"
     try:
-        return rate(jobs, lambda i: client.lpush(key, PAYLOAD))
+        yield lambda i: client.lpush(key, PAYLOAD)
     finally:
         client.delete(key)
         client.close()
 
 
-def postgres_floor(url: str, jobs: int) -> float:
+@contextmanager
+def postgres_floor(url: str) -> Iterator[Callable[[int], Any]]:
+    """A bare psycopg INSERT and commit per job."""
     import psycopg
 
     base = url.split("?", maxsplit=1)[0]
@@ -109,22 +126,26 @@ def postgres_floor(url: str, jobs: int) -> float:
             conn.commit()
 
         try:
-            return rate(jobs, one)
+            yield one
         finally:
             conn.execute(f"DROP TABLE {table}")
             conn.commit()
 
 
 # -- measurements ------------------------------------------------------------------------------
-def enqueue_rates(url: str, jobs: int, floor: Callable[[str, int], float]) -> dict[str, float]:
+def enqueue_rates(url: str, jobs: int, floor: Floor) -> dict[str, float]:
     app = latency_app(url)
     stamp = app.tasks["stamp"]
     try:
-        return {
-            "floor": floor(url, jobs),
-            "task.enqueue": rate(jobs, stamp.enqueue),
-            "app.enqueue": rate(jobs, lambda i: app.enqueue("stamp", (i,))),
-        }
+        with floor(url) as bare:
+            return interleaved_rates(
+                {
+                    "floor": bare,
+                    "task.enqueue": stamp.enqueue,
+                    "app.enqueue": lambda i: app.enqueue("stamp", (i,)),
+                },
+                jobs,
+            )
     finally:
         app.jobs.purge()
         app.close()
@@ -179,17 +200,21 @@ def pickup(url: str, task: str, samples: int, *, settle: float = 2.0) -> tuple[f
 
 
 def measure(
-    name: str, store: Callable[[], Any], floor: Callable[[str, int], float], jobs: int, samples: int
+    name: str, store: Callable[[], Any], floor: Floor, jobs: int, samples: int, what: str
 ) -> dict[str, Any]:
-    with store() as url:
-        rates = enqueue_rates(url, jobs, floor)
-    results: dict[str, Any] = {"enqueue_per_s": rates}
-    print(f"{name}: one-by-one enqueue/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in rates.items()))
-    for task in ("stamp", "stamp_sync"):
+    results: dict[str, Any] = {}
+    if what in ("enqueue", "both"):
         with store() as url:
-            p50, p99 = pickup(url, task, samples)
-        results[f"pickup_{task}_ms"] = (p50 * 1000, p99 * 1000)
-        print(f"{name}: pickup {task}: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
+            rates = enqueue_rates(url, jobs, floor)
+        results["enqueue_per_s"] = rates
+        line = ", ".join(f"{k} {v:,.0f}" for k, v in rates.items())
+        print(f"{name}: one-by-one enqueue/s: {line}", flush=True)
+    if what in ("pickup", "both"):
+        for task in ("stamp", "stamp_sync"):
+            with store() as url:
+                p50, p99 = pickup(url, task, samples)
+            results[f"pickup_{task}_ms"] = (p50 * 1000, p99 * 1000)
+            print(f"{name}: pickup {task}: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
     return results
 
 
@@ -198,14 +223,17 @@ def main() -> None:
     parser.add_argument("--engine", choices=("redis", "postgres", "all"), default="all")
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--what", choices=("enqueue", "pickup", "both"), default="both")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     results: dict[str, Any] = {}
     if args.engine in ("redis", "all"):
-        results["redis"] = measure("redis", redis_store, redis_floor, args.jobs, args.samples)
+        results["redis"] = measure(
+            "redis", redis_store, redis_floor, args.jobs, args.samples, args.what
+        )
     if args.engine in ("postgres", "all"):
         results["postgres"] = measure(
-            "postgres", postgres_store, postgres_floor, args.jobs, args.samples
+            "postgres", postgres_store, postgres_floor, args.jobs, args.samples, args.what
         )
     print(harness.machine("Redis and PostgreSQL test servers"))
     harness.write_json(args.json, results)
