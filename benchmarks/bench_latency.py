@@ -151,8 +151,8 @@ def enqueue_rates(url: str, jobs: int, floor: Floor) -> dict[str, float]:
         app.close()
 
 
-def pickup(url: str, task: str, samples: int, *, settle: float = 2.0) -> tuple[float, float]:
-    """p50, p99 seconds from the enqueue call to the task's start, one idle worker process."""
+def pickup(url: str, task: str, samples: int, *, settle: float = 2.0) -> list[float]:
+    """Seconds from each enqueue call to the task's start, one idle worker process."""
     app = latency_app(url)
     fn = app.tasks[task]
     fn.enqueue(-1)  # connect, and load the scripts
@@ -196,7 +196,7 @@ def pickup(url: str, task: str, samples: int, *, settle: float = 2.0) -> tuple[f
     waits = [started[i] - sent[i] for i in sent if i in started]
     if len(waits) < samples:
         raise RuntimeError(f"only {len(waits)} of {samples} jobs ran")
-    return statistics.median(waits), percentile(waits, 0.99)
+    return waits
 
 
 def measure(
@@ -212,8 +212,10 @@ def measure(
     if what in ("pickup", "both"):
         for task in ("stamp", "stamp_sync"):
             with store() as url:
-                p50, p99 = pickup(url, task, samples)
+                waits = pickup(url, task, samples)
+            p50, p99 = statistics.median(waits), percentile(waits, 0.99)
             results[f"pickup_{task}_ms"] = (p50 * 1000, p99 * 1000)
+            results[f"pickup_{task}_waits_s"] = waits
             print(f"{name}: pickup {task}: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
     return results
 
