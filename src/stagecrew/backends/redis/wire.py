@@ -354,11 +354,15 @@ class AsyncClusterWire:
         try:
             done, _ = await asyncio.wait(pops, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            raise Interrupted(None) from None
-        finally:
             for task in pops:
                 task.cancel()
-        first = next(iter(done)).result()
+            await self._put_back(pops)
+            raise Interrupted(None) from None
+        for task in pops:
+            task.cancel()
+        woken = next(iter(done))
+        await self._put_back([task for task in done if task is not woken])
+        first = woken.result()
         if len(commands) == 1:
             return [first]
         rest = asyncio.ensure_future(self.pipeline(commands[1:]))
@@ -370,6 +374,16 @@ class AsyncClusterWire:
             except (RedisError, OSError):
                 raise Interrupted(None) from None
             raise Interrupted(replies) from None
+
+    async def _put_back(self, pops: Sequence[asyncio.Future[Any]]) -> None:
+        """Tokens that pops took for nobody (a cancelled wait, or a second queue's token
+        while the first one woke it) go back to their lists, for another worker."""
+        for task in pops:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                popped = task.result()
+                if popped:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.client.execute_command("RPUSH", popped[0], "1")
 
     async def load_script(self, text: str) -> None:
         await self.client.script_load(text)  # on every primary
