@@ -588,7 +588,7 @@ class TestWait:
         backend = make_backend(FakeClock())
 
         async def scenario() -> tuple[float, float]:
-            await backend.wait(["a"], 0.5)  # subscribes (and returns at once)
+            await backend.wait(["a"], 0.5)  # nothing waits: returns after its timeout
             waiter = asyncio.create_task(backend.wait(["a"], 0.5))
             await asyncio.sleep(0.05)
             await asyncio.to_thread(backend.enqueue, [job(queue="b")])
@@ -612,7 +612,7 @@ class TestWait:
         backend = make_backend(FakeClock())
 
         async def scenario() -> float:
-            await backend.wait(["default"], 0.5)  # subscribes
+            await backend.wait(["default"], 0.5)  # connects
             await asyncio.to_thread(backend.enqueue, [job()])  # while busy, not waiting
             started = time.monotonic()
             await backend.wait(["default"], 5.0)
@@ -634,6 +634,40 @@ class TestWait:
             return time.monotonic() - started
 
         assert asyncio.run(scenario()) > 0.3
+
+    def test_wait_and_claim_claims_in_the_round_trip_that_wakes_it(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        """The blocking pop and the claim go out in one pipeline: nothing more is sent."""
+        backend = make_backend(FakeClock())
+
+        async def scenario() -> tuple[list[list[str]], int]:
+            wire: Any = (await backend._side()).wire
+            sent: list[list[str]] = []
+            call, pipeline, call_blocking = wire.call, wire.pipeline, wire.call_blocking
+
+            async def counted_call(command: Any) -> Any:
+                sent.append([str(command[0])])
+                return await call(command)
+
+            async def counted_pipeline(commands: Any) -> Any:
+                sent.append([str(c[0]) for c in commands])
+                return await pipeline(commands)
+
+            async def counted_blocking(commands: Any, timeout: float) -> Any:
+                sent.append([str(c[0]) for c in commands])
+                return await call_blocking(commands, timeout)
+
+            wire.call, wire.pipeline = counted_call, counted_pipeline
+            wire.call_blocking = counted_blocking
+            waiter = asyncio.create_task(backend.wait_and_claim(["default"], "w", 10, LEASE, 5.0))
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(backend.enqueue, [job()])  # on the synchronous wire
+            return sent, len(await waiter)
+
+        sent, claimed = asyncio.run(scenario())
+        assert claimed == 1
+        assert sent == [["BLPOP", "EVALSHA"]]
 
     def test_concurrent_waits_on_one_loop_take_turns_without_errors(
         self, make_backend: Callable[..., RedisBackend]

@@ -219,7 +219,7 @@ def test_wait_survives_a_redis_restart_and_wakes_up_again(
     producer = backends(server.url)
 
     async def scenario() -> float:
-        await backend.wait(["default"], 0.5)  # subscribed
+        await backend.wait(["default"], 0.5)  # connected
         waiter = asyncio.create_task(backend.wait(["default"], 10.0))
         await asyncio.sleep(0.1)
         await asyncio.to_thread(server.crash)
@@ -229,11 +229,11 @@ def test_wait_survives_a_redis_restart_and_wakes_up_again(
         for _ in range(3):  # while Redis is down: each wait pauses (backoff), none raises
             await backend.wait(["default"], 0.2)
         await asyncio.to_thread(server.start)
-        while True:  # the first wait after a restart subscribes again and returns at once
+        while True:  # until a wait blocks for its whole timeout again
             started = time.monotonic()
             await backend.wait(["default"], 0.3)
             if time.monotonic() - started > 0.25:
-                break  # subscribed and idle
+                break  # connected and idle
         waiter = asyncio.create_task(backend.wait(["default"], 10.0))
         await asyncio.sleep(0.1)
         started = time.monotonic()
@@ -406,7 +406,7 @@ def test_one_cluster_store_spreads_queues_over_nodes_and_works_across_them(
     assert other.get(late.id) is not None
 
     async def wake_from_another_node() -> float:
-        await other.wait([queues[-1]], 0.5)  # subscribes on the URL's node
+        await other.wait([queues[-1]], 0.5)  # connects to the node holding the queue
         waiter = asyncio.create_task(other.wait([queues[-1]], 10.0))
         await asyncio.sleep(0.1)
         started = time.monotonic()

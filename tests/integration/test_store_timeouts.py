@@ -254,11 +254,11 @@ def test_redis_heartbeat_ack_and_fetch_through_a_silent_connection_fail_instead_
 def test_redis_idle_wait_longer_than_the_socket_timeout_is_not_cut_short(
     redis_prefix: str,
 ) -> None:
-    """The wake-up subscription blocks for the wait's own timeout, not the socket timeout."""
+    """The wake-up's BLPOP blocks for the wait's own timeout, not the socket timeout."""
     backend = RedisBackend(with_query(test_redis.URL, prefix=redis_prefix, socket_timeout=0.2))
 
     async def idle() -> int:
-        await backend.wait(["default"], 0.1)  # subscribes (returns at once after it)
+        await backend.wait(["default"], 0.1)  # connects
         await backend.wait(["default"], 1.0)  # five socket timeouts long, nothing published
         side = await backend._side()
         return side.failures

@@ -392,6 +392,29 @@ class Backend(ABC):
         """Return when work may be due in `queues`, or after `timeout` seconds (polling)."""
         await asyncio.sleep(timeout)
 
+    async def _wait_and_claim(
+        self, queues: tuple[str, ...], worker: str, limit: int, lease: float, timeout: float
+    ) -> list[ClaimedJob]:
+        """`_wait`, then `_claim`; an engine that can do both in one round trip does.
+
+        Cancelled, it must leave no job claimed (see `wait_and_claim`).
+        """
+        await self._wait(queues, timeout)
+        claiming = asyncio.ensure_future(
+            self._drive_async(self._claim(queues, worker, limit, lease))
+        )
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            await self._hand_back(await claiming)
+            raise
+
+    async def _hand_back(self, claimed: Sequence[ClaimedJob]) -> None:
+        """Release jobs claimed for a caller that is gone (neither an attempt nor a lost worker
+        counts), so that they need not wait for their leases to expire."""
+        if claimed:
+            await self._drive_async(self._ack([Ack.release(job.ref) for job in claimed]))
+
     def _wait_finished(self, job_id: int, timeout: float) -> None:
         """Return when job `job_id` may be final or gone, or after `timeout` seconds.
 
@@ -702,6 +725,35 @@ class Backend(ABC):
         seconds = checked_seconds(max(float(timeout), 0.0), "wait: timeout")
         with self._failures_mapped("wait"):
             await self._wait(unique_queues(queues), seconds)
+
+    @final
+    async def wait_and_claim(
+        self,
+        queues: Sequence[str],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        timeout: float,
+    ) -> list[ClaimedJob]:
+        """An idle worker's call: `wait` for work in `queues`, then `claim_async` it.
+
+        Claims as soon as work may exist (as `wait` returns: on work that became due since
+        the caller last claimed too), in one round trip on an engine that can, else returns
+        [] after `timeout` seconds; [] too when another worker took the work first. The claim is
+        `claim`'s: order, limit, lease and fencing token alike. Cancelled, it leaves no job
+        claimed: a claim that completed meanwhile is handed back (as `Ack.release`: neither
+        an attempt nor a lost worker is counted).
+        """
+        wanted, lease = self._claim_input(queues, worker, limit, lease_seconds)
+        seconds = checked_seconds(max(float(timeout), 0.0), "wait_and_claim: timeout")
+        if limit <= 0:
+            return []
+        if not wanted:
+            await asyncio.sleep(seconds)
+            return []
+        with self._failures_mapped("claim"):
+            claimed = await self._wait_and_claim(wanted, worker, limit, lease, seconds)
+        return _claim_order(claimed)
 
     # -- inspection and admin --------------------------------------------
     @final

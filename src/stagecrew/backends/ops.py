@@ -45,6 +45,17 @@ async def run_async(op: Op[T], execute: Callable[[Any], Awaitable[Any]]) -> T:
         return cast(T, done.value)
 
 
+async def resume_async(op: Op[T], reply: Any, execute: Callable[[Any], Awaitable[Any]]) -> T:
+    """`run_async` for an operation whose first command a caller sent itself: `reply` is
+    that command's reply."""
+    try:
+        command = op.send(reply)
+        while True:
+            command = op.send(await execute(command))
+    except StopIteration as done:
+        return cast(T, done.value)
+
+
 def immediate(fn: Callable[P, T]) -> Callable[P, Op[T]]:
     """An operation without commands: `fn`'s body runs when the operation is driven.
 

@@ -300,6 +300,7 @@ class Worker:
         backend = self.app.backend
         failures = 0
         failing_since = 0.0
+        idle_wait: float | None = None  # after a claim that found nothing: wait, then claim
         while not self._stopping.is_set():
             # Finished jobs whose outcome is not yet written still hold a lease: while the
             # store is slow to take acks, stop claiming rather than pile up leased jobs.
@@ -311,11 +312,16 @@ class Worker:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            limit = min(free, self.claim_batch)
             try:
-                jobs = await backend.claim_async(
-                    self.queues, self.id, min(free, self.claim_batch), self.lease_seconds
-                )
+                if idle_wait is None:
+                    jobs = await backend.claim_async(
+                        self.queues, self.id, limit, self.lease_seconds
+                    )
+                else:
+                    jobs = await self._claim_when_woken(limit, idle_wait)
             except Exception as exc:
+                idle_wait = None
                 delay = FETCH_ERROR_DELAYS[min(failures, len(FETCH_ERROR_DELAYS) - 1)]
                 if not failures:
                     failing_since = time.monotonic()
@@ -336,6 +342,7 @@ class Worker:
                     time.monotonic() - failing_since,
                 )
             failures = 0
+            idle_wait = None
             if jobs and self.faults is not None:
                 self.faults.at(FaultPoint.AFTER_CLAIM)
             for job in jobs:
@@ -358,17 +365,35 @@ class Worker:
                             "above); those jobs run again once their leases expire"
                         ) from None
                 continue
-            timeout = self.poll_interval
+            idle_wait = self.poll_interval
             with contextlib.suppress(Exception):
                 due = await backend.next_run_at_async(self.queues)
                 if due is not None:
                     # never 0: a store whose clock is behind ours would make this spin
-                    timeout = min(timeout, max(MIN_IDLE_WAIT, due - self.app.clock.now()))
-            waiter = asyncio.create_task(backend.wait(self.queues, timeout))
-            stopper = asyncio.create_task(self._stopping.wait())
+                    idle_wait = min(idle_wait, max(MIN_IDLE_WAIT, due - self.app.clock.now()))
+
+    async def _claim_when_woken(self, limit: int, timeout: float) -> list[ClaimedJob]:
+        """Wait for work and claim it (`Backend.wait_and_claim`), or nothing once stopping.
+
+        A stop cancels the wait; the store hands back what a claim took meanwhile.
+        """
+        waiter = asyncio.create_task(
+            self.app.backend.wait_and_claim(
+                self.queues, self.id, limit, self.lease_seconds, timeout
+            )
+        )
+        stopper = asyncio.create_task(self._stopping.wait())
+        try:
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+        finally:
             stopper.cancel()
+            waiter.cancel()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise  # this task itself was cancelled
+            return []
 
     def _start(self, flight: InFlight) -> None:
         self._running += 1

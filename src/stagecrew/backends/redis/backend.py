@@ -12,7 +12,7 @@ Every state change is one Lua script (`lua/*.lua`), so it is atomic by construct
 module holds the operations only: each builds its scripts' arguments, yields them as steps
 (`driver.py` sends them, synchronously or on `redis.asyncio`) and turns replies into records.
 The key layout, and what differs on Redis Cluster, is documented in keys.py; which queue holds
-a job id in locator.py; the wake-up in subscription.py; waiting for a job to finish in
+a job id in locator.py; the wake-up in wake.py; waiting for a job to finish in
 finished.py; persistence in preflight.py.
 
 Time. The Redis server's clock (`TIME`, inside the scripts) decides due times, lease expiry and
@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -51,9 +52,9 @@ from ..base import (
     RescueReport,
     Retention,
 )
-from ..ops import Op, run, run_async
+from ..ops import Op, resume_async, run, run_async
 from ..records import WORKER_LOST
-from . import preflight, scripts
+from . import preflight, scripts, wake
 from .driver import AsyncSide, Call, Command, Driver, Eval, Step, describe_failure
 from .finished import LoopThread
 from .keys import Keys, QueueKeys, parse_url
@@ -69,8 +70,10 @@ from .records import (
     pairs,
     text,
 )
+from .wire import Interrupted
 
 T = TypeVar("T")
+log = logging.getLogger("stagecrew.redis")
 
 PROMOTE_BATCH = 1000
 """Most scheduled jobs one claim moves to T:due (earliest run_at first); when more are due at
@@ -459,10 +462,45 @@ class RedisBackend(Backend):
         return removed
 
     async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:
-        """Wait on this loop's wake-up subscription (see subscription.py)."""
+        """Block on the queues' wake-up lists (see wake.py); a failure pauses, with backoff
+        (within the timeout), instead of raising."""
+        if not queues:
+            await asyncio.sleep(timeout)
+            return
         side = await self._side()
-        channels = frozenset(self._keys.queue(q).wake for q in queues)
-        await side.subscription.wait(channels, timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        block = wake.pop([self._keys.queue(q).wake for q in queues], timeout)
+        try:
+            await side.wire.call_blocking([block], timeout)
+        except Interrupted as stop:
+            if stop.replies and isinstance(stop.replies[0], list):  # a token nobody used
+                with contextlib.suppress(RedisError, OSError):
+                    await side.wire.call(("RPUSH", stop.replies[0][0], "1"))
+            raise asyncio.CancelledError from None
+        except (RedisError, OSError) as exc:
+            delay = wake.WAIT_ERROR_DELAYS[min(side.failures, len(wake.WAIT_ERROR_DELAYS) - 1)]
+            side.failures += 1
+            log.debug("waiting for work failed (%s); waiting again in %.2fs", exc, delay)
+            await asyncio.sleep(min(delay, max(deadline - loop.time(), 0.0)))
+            return
+        side.failures = 0
+
+    async def _wait_and_claim(
+        self, queues: tuple[str, ...], worker: str, limit: int, lease: float, timeout: float
+    ) -> list[ClaimedJob]:
+        """The wake-up's BLPOP, then the claim's first step, in one pipeline (see wake.py)."""
+        side = await self._side()
+        op = self._claim(queues, worker, limit, lease)
+        first = next(op)
+        block = Command(wake.pop([self._keys.queue(q).wake for q in queues], timeout))
+        try:
+            replies = await self._driver.execute_blocking(side.wire, block, first, timeout)
+        except Interrupted as stop:
+            await self._hand_back(_claimed_by(op, stop.replies))
+            raise asyncio.CancelledError from None
+        execute = functools.partial(self._driver.execute_async, side.wire)
+        return await resume_async(op, replies, execute)
 
     def _wait_finished(self, job_id: int, timeout: float) -> None:
         """`_wait_finished_async` on this backend's waiting thread, whose one subscription
@@ -643,6 +681,20 @@ class RedisBackend(Backend):
                 else:
                     cursors[key] = int(skip)
         return changed
+
+
+def _claimed_by(op: Op[list[ClaimedJob]], replies: list[Any] | None) -> list[ClaimedJob]:
+    """What a claim whose first step was answered with `replies` claimed, without sending
+    anything more: nothing, when it needed another step (several queues) or failed."""
+    if replies is None or any(isinstance(r, BaseException) for r in replies):
+        op.close()
+        return []
+    try:
+        op.send(replies)
+    except StopIteration as done:
+        return list(done.value)
+    op.close()
+    return []
 
 
 __all__ = ["RedisBackend"]

@@ -30,8 +30,7 @@ from .finished import FinishedListener
 from .keys import QueueKeys, Settings
 from .records import Arg
 from .scripts import Script
-from .subscription import Subscription
-from .wire import AsyncClusterWire, AsyncWire, ClusterWire, SyncWire
+from .wire import AsyncClusterWire, AsyncWire, ClusterWire, Interrupted, SyncWire
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +70,8 @@ def client_options(settings: Settings) -> dict[str, Any]:
     never sent twice behind the caller's back, and the producer fails at once when Redis is
     down (the worker retries with its own backoff). A connection Redis closed (a restart) is
     noticed and replaced before use (see wire.py). Timeouts bound every call
-    (keys.TIMEOUT_DEFAULTS); the subscriptions' reads (the wake-up, the finished jobs) wait for
-    their own timeout instead (see subscription.py, finished.py), so that a long wait is never
+    (keys.TIMEOUT_DEFAULTS); the blocking reads (the wake-up, the finished jobs' subscription)
+    wait for their own timeout instead (see wake.py, finished.py), so that a long wait is never
     cut short.
     """
     return {**settings.connection_options, "protocol": 2, "retry": Retry(NoBackoff(), 0)}
@@ -133,24 +132,19 @@ def _script_of(call: Call) -> Script:
 
 @dataclass(eq=False)
 class AsyncSide:
-    """What one event loop uses: its wire, its wake-up subscription, its finish listener."""
+    """What one event loop uses: its wire and its finish listener."""
 
     wire: AsyncWire | AsyncClusterWire
-    subscription: Subscription
     finished: FinishedListener
+    failures: int = 0
+    """Waits that failed in a row (the wake-up's backoff, see wake.py)."""
     closed: bool = False
     keeper: AsyncGenerator[None, None] | None = None
-
-    @property
-    def failures(self) -> int:
-        """Subscription failures in a row (the wake-up's backoff)."""
-        return self.subscription.failures
 
     async def aclose(self) -> None:
         if self.closed:
             return
         self.closed = True
-        await self.subscription.aclose()
         await self.finished.aclose()
         with contextlib.suppress(Exception):
             await self.wire.aclose()
@@ -249,6 +243,30 @@ class Driver:
                 results[i] = result
         return _first_error(results)
 
+    async def execute_blocking(
+        self, wire: AsyncWire | AsyncClusterWire, block: Command, step: Step, timeout: float
+    ) -> list[Any]:
+        """`block` (a blocking command of `timeout` seconds), then `step`, in one pipeline
+        where the wire can: `step`'s replies. Cancelled: `Interrupted`, with `step`'s replies
+        when it ran (see `AsyncWire.call_blocking`)."""
+        assert not step.atomic
+        commands = [_command(c) for c in step.calls]
+        try:
+            replies = await wire.call_blocking([block.args, *commands], timeout)
+        except Interrupted as stop:
+            if stop.replies is not None:
+                stop.replies = stop.replies[1:]
+            raise
+        results = replies[1:]
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:  # Redis lost its scripts (a restart, SCRIPT FLUSH): the block is over
+            for source in {_script_of(step.calls[i]).text for i in missing}:
+                await wire.load_script(source)
+            again = await wire.pipeline([commands[i] for i in missing])
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return _first_error(results)
+
     # -- one side per event loop -------------------------------------------------
     async def side(self) -> AsyncSide:
         """The running loop's side, made on first use and closed when the loop ends."""
@@ -262,9 +280,7 @@ class Driver:
             url, options = self._settings.redis_url, client_options(self._settings)
             cluster = self._settings.cluster
             wire = AsyncClusterWire(url, options) if cluster else AsyncWire(url, options)
-            # Pub/sub messages reach every node of a Cluster: the node in the URL serves.
-            subscription = Subscription(redis.asyncio.Redis.from_url(url, **options))
-            side = AsyncSide(wire, subscription, FinishedListener.from_url(url, options))
+            side = AsyncSide(wire, FinishedListener.from_url(url, options))
             self._sides[loop] = side
         side.keeper = _close_when_the_loop_ends(side)
         await side.keeper.asend(None)

@@ -29,8 +29,10 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
     T:due             10   ZSET     scheduled jobs whose run_at has passed, moved there by a
                                     claim and ordered like T:available; still in state scheduled
                                     until claimed
-    T:wake             -   channel  a message whenever work becomes due (enqueue, retry,
-                                    hand-back, rescue, requeue)
+    T:wake             -   LIST     a wake-up token ("1"), at most one, pushed whenever work
+                                    becomes due (enqueue, retry, hand-back, rescue, requeue) and
+                                    by a claim that leaves work behind; an idle worker's BLPOP
+                                    takes it (see wake.py)
     T:finished         -   channel  one message per script call that made jobs final (ack,
                                     cancel, rescue, release_worker): their ids, separated by
                                     spaces, or '' for "any job of this queue" (past 1000 ids);

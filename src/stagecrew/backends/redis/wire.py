@@ -20,6 +20,8 @@ pool does; nothing is ever sent twice.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -31,7 +33,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _pack_command: Any
@@ -44,6 +46,18 @@ Command = Sequence[Any]
 
 IDLE_CHECK = 0.5
 """Seconds a connection may sit idle before it is checked for a close by Redis."""
+BLOCK_MARGIN = 5.0
+"""Seconds past a blocking command's own timeout that its reply may take, before the read
+gives up (a Redis that stopped answering)."""
+
+
+class Interrupted(Exception):
+    """A blocking pipeline was cancelled: its block was ended early, and `replies` holds what
+    the pipeline's commands answered (they ran), or None when they may not have run."""
+
+    def __init__(self, replies: list[Any] | None) -> None:
+        super().__init__("interrupted")
+        self.replies = replies
 
 
 def _pack(conn: Any, commands: Sequence[Command]) -> Any:
@@ -215,6 +229,62 @@ class AsyncWire(AsyncConnections):
     async def load_script(self, text: str) -> None:
         await self.call(("SCRIPT", "LOAD", text))
 
+    async def call_blocking(self, commands: Sequence[Command], timeout: float) -> list[Any]:
+        """Send `commands` in one pipeline, the first a blocking one of `timeout` seconds.
+
+        Redis runs a blocked client's next commands as soon as its block ends, so the rest
+        run without another round trip. Cancelled, it ends the block at once (CLIENT UNBLOCK,
+        from another connection), still reads every reply, then raises `Interrupted` with them.
+        """
+        conn = await self._acquire()
+        client_id: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        reading = asyncio.ensure_future(self._read_blocking(conn, commands, timeout, client_id))
+        try:
+            return await asyncio.shield(reading)
+        except asyncio.CancelledError:
+            await asyncio.wait({client_id, reading}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done() and client_id.done():
+                with contextlib.suppress(RedisError, OSError):
+                    await self.call(("CLIENT", "UNBLOCK", client_id.result()))
+            try:
+                replies = await reading
+            except (RedisError, OSError):
+                raise Interrupted(None) from None
+            raise Interrupted(replies) from None
+
+    async def _read_blocking(
+        self,
+        conn: Any,
+        commands: Sequence[Command],
+        timeout: float,
+        client_id: asyncio.Future[Any],
+    ) -> list[Any]:
+        """Send CLIENT ID (answered at once: `client_id`, for CLIENT UNBLOCK) and `commands`;
+        read their replies, the first for up to `timeout` seconds and a margin."""
+        healthy = False
+        try:
+            await conn.send_packed_command(_pack(conn, [("CLIENT", "ID"), *commands]))
+            client_id.set_result(await conn.read_response())
+            replies: list[Any] = []
+            for i in range(len(commands)):
+                try:
+                    if i == 0:
+                        replies.append(await conn.read_response(timeout=timeout + BLOCK_MARGIN))
+                    else:
+                        replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+            healthy = True
+            return replies
+        finally:
+            if not client_id.done():
+                client_id.cancel()
+            if healthy:
+                self._idle.append(conn)
+            else:
+                self._all.discard(conn)
+                await conn.disconnect(nowait=True)
+
     async def aclose(self) -> None:
         conns, self._all, self._idle = self._all, set(), []
         for conn in conns:
@@ -256,6 +326,7 @@ class AsyncClusterWire:
 
     def __init__(self, url: str, options: dict[str, Any]) -> None:
         self.client: Any = redis.asyncio.cluster.RedisCluster.from_url(url, **options)
+        self._socket_timeout = float(options.get("socket_timeout") or 10.0)
 
     async def call(self, command: Command) -> Any:
         return await self.client.execute_command(*command)
@@ -268,6 +339,51 @@ class AsyncClusterWire:
 
     async def transaction(self, commands: Sequence[Command]) -> list[Any]:
         raise NotImplementedError("the Cluster layout writes one queue per script")
+
+    async def call_blocking(self, commands: Sequence[Command], timeout: float) -> list[Any]:
+        """`AsyncWire.call_blocking` in two round trips: the blocking pop first, one per key
+        (a Cluster routes one slot per command), shorter than the socket timeout; then the
+        rest. Cancelled while blocked, it sends nothing more and raises `Interrupted(None)`;
+        cancelled after, it reads the rest's replies and raises `Interrupted` with them."""
+        pop, *keys, _ = commands[0]
+        seconds = max(min(timeout, 0.5 * self._socket_timeout), 0.001)
+        pops = [
+            asyncio.ensure_future(self.client.execute_command(pop, key, f"{seconds:.3f}"))
+            for key in keys
+        ]
+        try:
+            done, _ = await asyncio.wait(pops, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            for task in pops:
+                task.cancel()
+            await self._put_back(pops)
+            raise Interrupted(None) from None
+        for task in pops:
+            task.cancel()
+        woken = next(iter(done))
+        await self._put_back([task for task in done if task is not woken])
+        first = woken.result()
+        if len(commands) == 1:
+            return [first]
+        rest = asyncio.ensure_future(self.pipeline(commands[1:]))
+        try:
+            return [first, *(await asyncio.shield(rest))]
+        except asyncio.CancelledError:
+            try:
+                replies = [first, *(await rest)]
+            except (RedisError, OSError):
+                raise Interrupted(None) from None
+            raise Interrupted(replies) from None
+
+    async def _put_back(self, pops: Sequence[asyncio.Future[Any]]) -> None:
+        """Tokens that pops took for nobody (a cancelled wait, or a second queue's token
+        while the first one woke it) go back to their lists, for another worker."""
+        for task in pops:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                popped = task.result()
+                if popped:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.client.execute_command("RPUSH", popped[0], "1")
 
     async def load_script(self, text: str) -> None:
         await self.client.script_load(text)  # on every primary

@@ -4,7 +4,7 @@
 -- Every script runs on ONE queue and receives the same KEYS, in the order of `QueueKeys.keys`:
 -- the key layout (each key, its type, its KEYS index) is documented once, in keys.py. T is the
 -- queue's hash tag, passed again as ARGV[1]: job hashes are named T:job:<id>, the wake-up
--- channel T:wake. A script's own header names the keys it touches.
+-- list T:wake. A script's own header names the keys it touches.
 --
 -- Times are seconds since the epoch, written with %.17g so that a double survives the round trip.
 -- A "now" argument of '' means the Redis server's clock (TIME); tests pass a fake time instead.
@@ -142,8 +142,14 @@ local function append_error(errors, entry)
     return string.sub(errors, 1, -2) .. ',' .. entry .. ']'
 end
 
+-- Wake one idle worker of the queue: a token on the list T:wake, which holds one at most. A
+-- worker waiting on it (BLPOP) takes it as soon as this script ends; one that is not waiting yet
+-- finds it there when it does, so no wake-up is missed.
 local function wake()
-    redis.call('PUBLISH', TAG .. ':wake', '1')
+    local key = TAG .. ':wake'
+    if redis.call('LLEN', key) == 0 then
+        redis.call('RPUSH', key, '1')
+    end
 end
 
 -- Tell whoever waits for a job to finish (wait_finished) that the jobs `ids` are final now: one

@@ -6,8 +6,8 @@
 --
 -- KEYS (keys.py): writes KEYS[3] running, then the target's index: KEYS[1] available, KEYS[2]
 --   scheduled, KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled; and the jobs' hashes
---   T:job:<id>. Publishes on T:wake when a job is due again, and once on T:finished the ids of
---   the jobs that became final (succeeded, dead or cancelled).
+--   T:job:<id>. Leaves a wake-up token on T:wake when a job is due again, and publishes once on
+--   T:finished the ids of the jobs that became final (succeeded, dead or cancelled).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); then 7 per outcome: job id, claim token,
 --   kind (complete | retry | dead_letter | cancel | release), target state (`Ack.target`,
 --   decided in Python: succeeded | scheduled | dead | cancelled | available), result JSON

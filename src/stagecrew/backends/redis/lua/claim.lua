@@ -9,7 +9,8 @@
 --
 -- KEYS (keys.py): reads and writes KEYS[1] available, KEYS[2] scheduled, KEYS[10] due,
 --   KEYS[3] running and the claimed jobs' hashes T:job:<id> (state, attempt, claims,
---   lease_owner, lease_expires_at, started_at).
+--   lease_owner, lease_expires_at, started_at); T:wake (a token, when this claim took `limit`
+--   jobs and more are waiting).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] worker id; ARGV[4] limit;
 --   ARGV[5] lease seconds; ARGV[6] the most scheduled jobs to move to T:due in this call.
 -- Returns {now, lease_expires_at, then 10 per claimed job: id, attempt, task, payload,
@@ -122,5 +123,10 @@ for _, member in ipairs(picked) do
 end
 if #running > 0 then
     call_many('ZADD', RUNNING, running)
+end
+-- Took as many as asked and more are waiting: pass the wake-up on to another idle worker (one
+-- enqueue of many jobs woke one worker only).
+if #picked >= limit and (redis.call('ZCARD', AVAILABLE) > 0 or redis.call('ZCARD', DUE) > 0) then
+    wake()
 end
 return out

@@ -1,6 +1,6 @@
 #!lua
 -- enqueue: insert a batch of new jobs into one queue in one atomic step, deduplicating on
--- idempotency key, and publish a wake-up on T:wake when any of them is due now.
+-- idempotency key, and leave a wake-up token on T:wake when any of them is due now.
 --
 -- KEYS (keys.py): reads KEYS[9] registered and KEYS[8] idempotency; writes T:job:<id> (HSET),
 --   KEYS[1] available or KEYS[2] scheduled, KEYS[7] all, KEYS[8]; INCRBY KEYS[11] (the id

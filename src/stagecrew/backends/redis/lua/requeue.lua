@@ -4,7 +4,7 @@
 -- claims count (the fencing token never goes back).
 --
 -- KEYS (keys.py): reads and writes KEYS[5] dead or KEYS[6] cancelled; writes KEYS[1]
---   available and the jobs' hashes T:job:<id>. Publishes on T:wake.
+--   available and the jobs' hashes T:job:<id>. Leaves a wake-up token on T:wake.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] a JobFilter as JSON (see _lib.lua);
 --   ARGV[4] the state whose index to scan (dead | cancelled); ARGV[5] how many non-matching
 --   entries at the head of that index to skip; ARGV[6] the most entries to look at;

@@ -4,8 +4,9 @@
 -- lost too often), or cancelled (a cancellation was pending). Each gets a "worker lost" error.
 --
 -- KEYS (keys.py): reads and writes KEYS[3] running; writes KEYS[1] available, KEYS[5] dead,
---   KEYS[6] cancelled and the jobs' hashes T:job:<id>. Publishes on T:wake when a job is
---   available again, and once on T:finished the ids of the jobs that ended dead or cancelled.
+--   KEYS[6] cancelled and the jobs' hashes T:job:<id>. Leaves a wake-up token on T:wake when a
+--   job is available again, and publishes once on T:finished the ids of the jobs that ended
+--   dead or cancelled.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] max_lost; ARGV[4] the most jobs to settle;
 --   ARGV[5..8] the "worker lost" error's type, message, kind and cancelled kind
 --   (records.WORKER_LOST.params()).
