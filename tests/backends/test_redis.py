@@ -669,6 +669,41 @@ class TestWait:
         assert claimed == 1
         assert sent == [["BLPOP", "EVALSHA"]]
 
+    def test_a_wait_and_claim_cancelled_after_its_claim_ran_hands_the_jobs_back(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        """Over several queues the claim is a step after the wake-up: a stop that comes while
+        its reply is on the way must not leave the jobs claimed by nobody until their lease."""
+        backend = make_backend(FakeClock())
+
+        async def scenario() -> list[S]:
+            wire: Any = (await backend._side()).wire
+            call = wire.call
+            claimed = asyncio.Event()
+            reply_arrives = asyncio.Event()
+
+            async def slow_reply(command: Any) -> Any:  # the claim step: one script call
+                reply = await call(command)  # the store has claimed
+                claimed.set()
+                await reply_arrives.wait()
+                return reply
+
+            [entry] = await backend.enqueue_async([job(queue="b")])
+            wire.call = slow_reply
+            waiter = asyncio.create_task(backend.wait_and_claim(["a", "b"], "w", 10, LEASE, 5.0))
+            await asyncio.wait_for(claimed.wait(), 5)
+            waiter.cancel()
+            await asyncio.sleep(0)
+            reply_arrives.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+            wire.call = call
+            found = await backend.get_async(entry.id)
+            assert found is not None
+            return [found.state]
+
+        assert asyncio.run(scenario()) == [S.AVAILABLE]
+
     def test_concurrent_waits_on_one_loop_take_turns_without_errors(
         self, make_backend: Callable[..., RedisBackend]
     ) -> None:

@@ -499,8 +499,15 @@ class RedisBackend(Backend):
         except Interrupted as stop:
             await self._hand_back(_claimed_by(op, stop.replies))
             raise asyncio.CancelledError from None
+        # Woken: the claim's other steps (several queues) run to their end even if a stop
+        # comes meanwhile, and what they claimed is then handed back.
         execute = functools.partial(self._driver.execute_async, side.wire)
-        return await resume_async(op, replies, execute)
+        claiming = asyncio.ensure_future(resume_async(op, replies, execute))
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            await self._hand_back(await claiming)
+            raise
 
     def _wait_finished(self, job_id: int, timeout: float) -> None:
         """`_wait_finished_async` on this backend's waiting thread, whose one subscription
