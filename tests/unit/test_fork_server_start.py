@@ -5,8 +5,6 @@ from __future__ import annotations
 import multiprocessing.forkserver
 import os
 import signal
-import threading
-import time
 
 import pytest
 
@@ -32,30 +30,3 @@ def test_a_sigterm_while_the_fork_server_starts_reaches_the_supervisor_afterward
         signal.signal(signal.SIGTERM, previous)
     assert received == [signal.SIGTERM]
     assert handler_after not in (signal.SIG_IGN, signal.SIG_DFL)
-
-
-def test_a_sigterm_while_the_fork_server_starts_is_not_lost_to_another_thread(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A supervisor may have other threads when it starts the server again (a restart):
-    a SIGTERM the kernel hands to one of them must reach the handler too."""
-    received: list[int] = []
-    release = threading.Event()
-    other = threading.Thread(target=release.wait, daemon=True)
-    other.start()
-
-    def sigterm_during_start() -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)  # the kernel delivers it to the thread that does not block it
-
-    monkeypatch.setattr(multiprocessing.forkserver, "ensure_running", sigterm_during_start)
-    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
-    try:
-        Supervisor("app_module:app", 1, WorkerOptions()).start_fork_server()
-        deadline = time.monotonic() + 5
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        release.set()
-    assert received == [signal.SIGTERM]

@@ -213,11 +213,19 @@ def paused_worker(options: ChaosOptions) -> AuditReport:
             lambda: run.app.jobs.get(job_id).state is JobState.SUCCEEDED, 10, every=0.05
         )
         run.fleet.resume(late)
-        markers = (
-            f"job {job_id}: lease lost",
-            f"job {job_id} attempt 1: outcome complete rejected",
-        )
-        refused = run.wait(lambda: any(m in run.worker_log() for m in markers), 15, every=0.05)
+
+        late_outcome = (": outcome complete rejected", ": outcome complete not sent")
+
+        def refused_or_abandoned() -> bool:
+            """The heartbeat found the lease lost, or the late outcome was fenced or not sent
+            (the worker's log names the job and its claim: `job 7 claim 3: outcome ...`)."""
+            return any(
+                f"job {job_id}: lease lost" in line
+                or (f"job {job_id} claim " in line and any(o in line for o in late_outcome))
+                for line in run.worker_log().splitlines()
+            )
+
+        refused = run.wait(refused_or_abandoned, 15, every=0.05)
         late_returned = run.wait(
             lambda: any(
                 r.pid == paused_pid and r.ended is not None for r in run.ledger.executions()

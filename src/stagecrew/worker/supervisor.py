@@ -19,9 +19,9 @@ Children are forked by multiprocessing's fork server, a process started once
 worker and the store's engine with its client library. A child thus starts in
 milliseconds, importing nothing of stagecrew again, and, unlike a plain fork of
 the supervisor, inherits none of its threads or connections. The fork server
-runs with SIGTERM blocked (a service manager signals every process of the
-service at once, and the children's exit codes reach the supervisor through
-it); it exits with the supervisor.
+ignores SIGTERM (a service manager signals every process of the service at
+once, and the children's exit codes reach the supervisor through it); it exits
+with the supervisor.
 """
 
 from __future__ import annotations
@@ -107,7 +107,6 @@ def run_child(app_ref: str, options: WorkerOptions, environ: dict[str, str] | No
     early: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT, RELAYED_STOP):
         signal.signal(sig, lambda signum, _frame: early.append(signum))
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by the fork server
     if environ is not None and environ != os.environ:
         os.environ.clear()
         os.environ.update(environ)
@@ -291,19 +290,19 @@ class Supervisor:
             with contextlib.suppress(ConfigurationError):  # a bad URL is the child's to report
                 modules.append(engine_module(self.store_url))
         self._ctx.set_forkserver_preload(modules)
-        # The signal mask survives fork and exec: started from this thread with SIGTERM
-        # blocked, the server never takes it, and nor do the children it forks until
-        # `run_child` has its handler in place and unblocks it. Nothing is ignored here, so
-        # a SIGTERM sent to this process meanwhile reaches its handler all the same (on
-        # another thread's turn, or when this one unblocks it).
+        # An ignored signal stays ignored across exec (the server never sets SIGTERM; each
+        # child sets it in `run_child`). Blocked meanwhile, a SIGTERM to this process waits
+        # for its own handler instead of being ignored (Linux queues a blocked signal).
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             multiprocessing.forkserver.ensure_running()
         finally:
+            signal.signal(signal.SIGTERM, previous)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _start(self, slot: int, crashes: int = 0) -> None:
-        self.start_fork_server()  # again if it died: multiprocessing would not block SIGTERM
+        self.start_fork_server()  # again if it died: multiprocessing would not ignore SIGTERM
         worker_id = child_worker_id(slot)
         process = self._ctx.Process(
             target=run_child,
