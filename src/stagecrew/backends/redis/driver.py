@@ -234,14 +234,7 @@ class Driver:
                 await wire.load_script(_script_of(step.calls[0]).text)
                 return [await wire.call(commands[0])]
         results = await wire.pipeline(commands)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
-            for source in {_script_of(step.calls[i]).text for i in missing}:
-                await wire.load_script(source)
-            again = await wire.pipeline([commands[i] for i in missing])
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
-        return _first_error(results)
+        return _first_error(await self._with_scripts_loaded(wire, step, commands, results))
 
     async def execute_blocking(
         self, wire: AsyncWire | AsyncClusterWire, block: Command, step: Step, timeout: float
@@ -257,15 +250,26 @@ class Driver:
             if stop.replies is not None:
                 stop.replies = stop.replies[1:]
             raise
-        results = replies[1:]
+        # Redis may have lost its scripts (a restart, SCRIPT FLUSH): the block is over by then
+        results = await self._with_scripts_loaded(wire, step, commands, replies[1:])
+        return _first_error(results)
+
+    async def _with_scripts_loaded(
+        self,
+        wire: AsyncWire | AsyncClusterWire,
+        step: Step,
+        commands: list[tuple[Arg, ...]],
+        results: list[Any],
+    ) -> list[Any]:
+        """`results` of `commands`, those Redis answered NOSCRIPT to sent again once loaded."""
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:  # Redis lost its scripts (a restart, SCRIPT FLUSH): the block is over
+        if missing:
             for source in {_script_of(step.calls[i]).text for i in missing}:
                 await wire.load_script(source)
             again = await wire.pipeline([commands[i] for i in missing])
             for i, result in zip(missing, again, strict=True):
                 results[i] = result
-        return _first_error(results)
+        return results
 
     # -- one side per event loop -------------------------------------------------
     async def side(self) -> AsyncSide:
