@@ -14,8 +14,8 @@ from stagecrew.worker.supervisor import Supervisor, WorkerOptions
 def test_a_sigterm_while_the_fork_server_starts_reaches_the_supervisor_afterwards(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The server is started with SIGTERM ignored (so that it ignores it too); a stop
-    request sent meanwhile must still reach the supervisor's handler, not be ignored."""
+    """The server ignores SIGTERM itself (`fork_server_signals`); a stop request sent to the
+    supervisor while it starts must reach the supervisor's handler, on whatever thread."""
     received: list[int] = []
 
     def sigterm_during_start() -> None:
@@ -30,3 +30,9 @@ def test_a_sigterm_while_the_fork_server_starts_reaches_the_supervisor_afterward
         signal.signal(signal.SIGTERM, previous)
     assert received == [signal.SIGTERM]
     assert handler_after not in (signal.SIG_IGN, signal.SIG_DFL)
+
+
+def test_the_fork_server_imports_what_makes_it_ignore_sigterm_first() -> None:
+    from stagecrew.worker.supervisor import WORKER_MODULES
+
+    assert WORKER_MODULES[0] == "stagecrew.worker.fork_server_signals"

@@ -63,6 +63,7 @@ RELAYED_STOP = signal.SIGUSR1
 """The signal the supervisor relays a stop request with, so a child can tell it from a
 SIGTERM sent to the child itself (see `Worker._on_signal`)."""
 WORKER_MODULES = (
+    "stagecrew.worker.fork_server_signals",
     "stagecrew.worker.supervisor",
     "stagecrew.worker.runner",
     "stagecrew.cli.loading",
@@ -290,19 +291,10 @@ class Supervisor:
             with contextlib.suppress(ConfigurationError):  # a bad URL is the child's to report
                 modules.append(engine_module(self.store_url))
         self._ctx.set_forkserver_preload(modules)
-        # An ignored signal stays ignored across exec (the server never sets SIGTERM; each
-        # child sets it in `run_child`). Blocked meanwhile, a SIGTERM to this process waits
-        # for its own handler instead of being ignored (Linux queues a blocked signal).
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            multiprocessing.forkserver.ensure_running()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        multiprocessing.forkserver.ensure_running()
 
     def _start(self, slot: int, crashes: int = 0) -> None:
-        self.start_fork_server()  # again if it died: multiprocessing would not ignore SIGTERM
+        self.start_fork_server()  # again if it died
         worker_id = child_worker_id(slot)
         process = self._ctx.Process(
             target=run_child,
