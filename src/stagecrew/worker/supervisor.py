@@ -308,6 +308,9 @@ class Supervisor:
         )
         process.start()
         self._children[slot] = _Child(slot, process, time.monotonic(), worker_id, crashes)
+        if self._signals and process.pid:  # a stop came while it started: it missed the relay
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, RELAYED_STOP)
         log.info("started worker-%d (pid %s, worker id %s)", slot, process.pid, worker_id)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
