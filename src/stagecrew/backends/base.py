@@ -55,6 +55,14 @@ from .inputs import (
     unique_refs,
 )
 from .ops import Op
+from .schedules import (
+    ScheduleFire,
+    ScheduleFired,
+    ScheduleRecord,
+    check_fire,
+    check_queue_name,
+    check_schedule_name,
+)
 
 T = TypeVar("T")
 
@@ -463,6 +471,25 @@ class Backend(ABC):
     @abstractmethod
     def _next_run_at(self, queues: tuple[str, ...] | None) -> Op[float | None]: ...
 
+    @abstractmethod
+    def _fire_schedule(self, fire: ScheduleFire) -> Op[ScheduleFired]:
+        """In one atomic write: if the schedule's stored last tick is `fire.expected` (no
+        record counts as None) and it is not paused, store `fire.advance_to` as its last
+        tick, enqueue the jobs of `fire.jobs` and record the last of them; else change
+        nothing. `fire` is checked (`schedules.check_fire`)."""
+
+    @abstractmethod
+    def _set_schedule_paused(
+        self, name: str, queue: str, paused: bool, now: float
+    ) -> Op[ScheduleRecord]:
+        """Pause or resume the schedule `name`, creating its record if it has none. A resume
+        stores `now` as its last tick when that is later, so that the ticks of the pause
+        are passed over, not caught up."""
+
+    @abstractmethod
+    def _list_schedules(self) -> Op[list[ScheduleRecord]]:
+        """Every stored schedule record, by name."""
+
     # -- the one place every store call passes through ------------------------
     def _failure(self, operation: str, exc: BaseException) -> StagecrewError:
         error = EnqueueError if operation == "enqueue" else BackendError
@@ -867,6 +894,58 @@ class Backend(ABC):
         if wanted == ():
             return None
         return await self._call_async("next_run_at", self._next_run_at(wanted))
+
+    # -- schedules (see schedules.py and docs/schedules.md) -----------------
+    @final
+    def fire_schedule(self, fire: ScheduleFire) -> ScheduleFired:
+        """Advance a schedule's last tick by compare-and-set and enqueue its ticks' jobs, in
+        one atomic write: of any number of callers that read the same last tick, one
+        succeeds and the others change nothing (`applied=False`). A paused schedule
+        refuses every request. Bad input (ticks out of order, a job for another queue, a
+        time that is not finite) raises before anything is written."""
+        return self._call("fire_schedule", self._fire_schedule(check_fire(fire)))
+
+    @final
+    async def fire_schedule_async(self, fire: ScheduleFire) -> ScheduleFired:
+        return await self._call_async("fire_schedule", self._fire_schedule(check_fire(fire)))
+
+    @final
+    def pause_schedule(self, name: str, queue: str) -> ScheduleRecord:
+        """Stop the schedule `name` (whose jobs go to `queue`) from firing, fleet-wide."""
+        return self._call("pause_schedule", self._paused_op(name, queue, True))
+
+    @final
+    async def pause_schedule_async(self, name: str, queue: str) -> ScheduleRecord:
+        return await self._call_async("pause_schedule", self._paused_op(name, queue, True))
+
+    @final
+    def resume_schedule(self, name: str, queue: str) -> ScheduleRecord:
+        """Let the schedule `name` fire again from now on: the ticks of the pause are skipped."""
+        return self._call("resume_schedule", self._paused_op(name, queue, False))
+
+    @final
+    async def resume_schedule_async(self, name: str, queue: str) -> ScheduleRecord:
+        return await self._call_async("resume_schedule", self._paused_op(name, queue, False))
+
+    def _paused_op(self, name: str, queue: str, paused: bool) -> Op[ScheduleRecord]:
+        operation = "pause_schedule" if paused else "resume_schedule"
+        check_schedule_name(name, operation)
+        check_queue_name(queue, operation)
+        return self._set_schedule_paused(name, queue, paused, self.clock.now())
+
+    @final
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule the store has a record of, sorted by name."""
+        return sorted(self._call("list_schedules", self._list_schedules()), key=_by_name)
+
+    @final
+    async def list_schedules_async(self) -> list[ScheduleRecord]:
+        records = await self._call_async("list_schedules", self._list_schedules())
+        return sorted(records, key=_by_name)
+
+
+def _by_name(record: ScheduleRecord) -> str:
+    return record.name
 
 
 def _claim_order(claimed: list[ClaimedJob]) -> list[ClaimedJob]:

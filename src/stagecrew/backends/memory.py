@@ -39,6 +39,14 @@ from .base import (
 )
 from .ops import Op, immediate, run
 from .records import WORKER_LOST
+from .schedules import (
+    ScheduleFire,
+    ScheduleFired,
+    ScheduleRecord,
+    cas_holds,
+    jobs_of,
+    refused,
+)
 
 T = TypeVar("T")
 
@@ -75,6 +83,7 @@ class MemoryBackend(Backend):
         """Notified whenever a job becomes final or is deleted (the sync `wait_finished`)."""
         self._finish_waiters: dict[int, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         """Per job id, the async `wait_finished` calls to wake when it is final or deleted."""
+        self._schedules: dict[str, ScheduleRecord] = {}
 
     def _replace(self, job: Job, **changes: object) -> Job:
         if "state" in changes and changes["state"] != job.state:
@@ -451,6 +460,49 @@ class MemoryBackend(Backend):
                 if j.state in WAITING_STATES and (queues is None or j.queue in queues)
             ]
         return min(times, default=None)
+
+    # -- schedules -------------------------------------------------------
+    def _fire_schedule(self, fire: ScheduleFire) -> Op[ScheduleFired]:
+        with self._lock:  # the CAS and the enqueue under one hold of the lock: one write
+            stored = self._schedules.get(fire.name)
+            if not cas_holds(stored, fire):
+                yield from ()
+                return refused(
+                    None if stored is None else stored.last_tick,
+                    stored is not None and stored.paused,
+                )
+            enqueued = (yield from self._enqueue(jobs_of(fire.jobs))) if fire.jobs else []
+            last = stored or ScheduleRecord(fire.name, fire.queue, None, None, None, None, False)
+            if enqueued:
+                last = dataclasses.replace(
+                    last,
+                    last_job_id=enqueued[-1].id,
+                    last_job_tick=fire.jobs[-1].tick,
+                    last_fired_at=self.clock.now(),
+                )
+            self._schedules[fire.name] = dataclasses.replace(
+                last, queue=fire.queue, last_tick=fire.advance_to
+            )
+            return ScheduleFired(True, tuple(enqueued), fire.advance_to, False)
+
+    @immediate
+    def _set_schedule_paused(
+        self, name: str, queue: str, paused: bool, now: float
+    ) -> ScheduleRecord:
+        with self._lock:
+            stored = self._schedules.get(name)
+            record = stored or ScheduleRecord(name, queue, None, None, None, None, False)
+            last = record.last_tick
+            if not paused and (last is None or last < now):
+                last = now
+            record = dataclasses.replace(record, paused=paused, last_tick=last)
+            self._schedules[name] = record
+            return record
+
+    @immediate
+    def _list_schedules(self) -> list[ScheduleRecord]:
+        with self._lock:
+            return list(self._schedules.values())
 
 
 def _no_commands(command: object) -> object:

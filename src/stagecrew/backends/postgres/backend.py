@@ -69,6 +69,14 @@ from ..base import (
 from ..filter_terms import filter_terms
 from ..ops import Op, run, run_async
 from ..records import WORKER_LOST, job_from_row
+from ..schedules import (
+    ScheduleFire,
+    ScheduleFired,
+    ScheduleRecord,
+    cas_holds,
+    jobs_of,
+    refused,
+)
 from .deadlines import DEADLINES
 from .driver import (
     TRANSACTION,
@@ -883,3 +891,43 @@ class PostgresBackend(Backend):
             done = yield Statement(self._sql.get("next_run_at_queues"), {"queues": list(queues)})
         value: float | None = done.rows[0][0] if done.rows else None
         return value
+
+    # -- schedules ---------------------------------------------------------------------
+    def _fire_schedule(self, fire: ScheduleFire) -> SqlOp[ScheduleFired]:
+        """One transaction: lock the schedule's row, compare, insert the jobs, store the fire.
+
+        The row lock (schedule_lock.sql) makes racing fires of one schedule wait for each
+        other; each then compares with the committed last tick, so one of them applies.
+        """
+        yield TRANSACTION
+        done = yield Statement(
+            self._sql.get("schedule_lock"), {"name": fire.name, "queue": fire.queue}
+        )
+        [(last_tick, paused)] = done.rows
+        stored = ScheduleRecord(fire.name, fire.queue, last_tick, None, None, None, paused)
+        if not cas_holds(stored, fire):
+            return refused(last_tick, paused)
+        entries = (yield from self._enqueue_in(jobs_of(fire.jobs))) if fire.jobs else []
+        yield Statement(
+            self._sql.get("schedule_fired"),
+            {
+                "name": fire.name,
+                "queue": fire.queue,
+                "last_tick": fire.advance_to,
+                "last_job_id": entries[-1].id if entries else None,
+                "last_job_tick": fire.jobs[-1].tick if fire.jobs else None,
+                "now": self._now(),
+            },
+        )
+        return ScheduleFired(True, tuple(entries), fire.advance_to, False)
+
+    def _set_schedule_paused(
+        self, name: str, queue: str, paused: bool, now: float
+    ) -> SqlOp[ScheduleRecord]:
+        params = {"name": name, "queue": queue, "paused": paused, "at": now}
+        done = yield Statement(self._sql.get("schedule_paused"), params)
+        return ScheduleRecord(*done.rows[0])
+
+    def _list_schedules(self) -> SqlOp[list[ScheduleRecord]]:
+        done = yield Statement(self._sql.get("schedule_list"), {})
+        return [ScheduleRecord(*row) for row in done.rows]

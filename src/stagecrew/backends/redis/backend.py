@@ -54,6 +54,7 @@ from ..base import (
 )
 from ..ops import Op, resume_async, run, run_async
 from ..records import WORKER_LOST
+from ..schedules import ScheduleFire, ScheduleFired, ScheduleRecord, refused
 from . import preflight, scripts, wake
 from .driver import AsyncSide, Call, Command, Driver, Eval, Step, describe_failure
 from .finished import LoopThread
@@ -67,6 +68,7 @@ from .records import (
     job_from_hash,
     new_job_fields,
     opt_float,
+    opt_text,
     pairs,
     text,
 )
@@ -688,6 +690,78 @@ class RedisBackend(Backend):
                 else:
                     cursors[key] = int(skip)
         return changed
+
+    # -- schedules ---------------------------------------------------------------------
+    def _fire_schedule(self, fire: ScheduleFire) -> Op[ScheduleFired]:
+        """fire_schedule.lua on the queue's slot, after listing the schedule in {P}:schedules."""
+        queue = self._keys.queue(fire.queue)
+        fields = [new_job_fields(tick_job.job) for tick_job in fire.jobs]
+        first_id: int | None = None
+        if self._cluster_layout and fields:  # the id counter is in another slot: reserve
+            [last] = yield Step((Command(("INCRBY", self._keys.ids, len(fields))),))
+            first_id = int(last) - len(fields) + 1
+        expected = "" if fire.expected is None else repr(float(fire.expected))
+        args: list[Arg] = [self._now(), fire.name, expected, repr(float(fire.advance_to))]
+        args.append(len(fields))
+        for index, (tick_job, row) in enumerate(zip(fire.jobs, fields, strict=True)):
+            args.append(repr(float(tick_job.tick)))
+            args.append("" if first_id is None else str(first_id + index))
+            args.extend(row)
+        call = Eval.of(scripts.FIRE_SCHEDULE, queue, *args)
+        listing = Command(("HSET", self._keys.schedules, fire.name, fire.queue))
+        for _ in range(2):
+            [_, reply] = yield Step((listing, call))
+            if reply[0] == 0:
+                yield from self._register(queue)
+                continue
+            if reply[0] == 2:
+                return refused(opt_float(reply[1]), int(reply[2]) == 1)
+            if reply[0] != 1:
+                raise self._refused(queue, reply)
+            entries = self._enqueued(queue.name, reply[2:])
+            return ScheduleFired(True, tuple(entries), fire.advance_to, False)
+        raise BackendError(f"queue {queue.name!r} could not be registered")
+
+    def _set_schedule_paused(
+        self, name: str, queue: str, paused: bool, now: float
+    ) -> Op[ScheduleRecord]:
+        keys = self._keys.queue(queue)
+        listing = Command(("HSET", self._keys.schedules, name, queue))
+        call = Eval.of(scripts.SCHEDULE_PAUSED, keys, name, "1" if paused else "0", repr(now))
+        [_, reply] = yield Step((listing, call))
+        return _schedule_record(name, queue, reply)
+
+    def _list_schedules(self) -> Op[list[ScheduleRecord]]:
+        [listed] = yield Step((Command(("HGETALL", self._keys.schedules)),))
+        where = [(text(name), text(queue)) for name, queue in hash_fields(listed).items()]
+        if not where:
+            return []
+        fields = ("last_tick", "last_job_id", "last_job_tick", "last_fired_at", "paused")
+        replies = yield Step(
+            tuple(
+                Command(("HMGET", self._keys.queue(queue).schedule(name), *fields))
+                for name, queue in where
+            )
+        )
+        return [
+            _schedule_record(name, queue, reply)
+            for (name, queue), reply in zip(where, replies, strict=True)
+            if any(value is not None for value in reply)
+        ]
+
+
+def _schedule_record(name: str, queue: str, fields: Sequence[Any]) -> ScheduleRecord:
+    """A record from its fields last_tick, last_job_id, last_job_tick, last_fired_at, paused."""
+    job_id = opt_text(fields[1])
+    return ScheduleRecord(
+        name=name,
+        queue=queue,
+        last_tick=opt_float(fields[0]),
+        last_job_id=None if job_id is None else int(job_id),
+        last_job_tick=opt_float(fields[2]),
+        last_fired_at=opt_float(fields[3]),
+        paused=fields[4] in (b"1", "1"),
+    )
 
 
 def _claimed_by(op: Op[list[ClaimedJob]], replies: list[Any] | None) -> list[ClaimedJob]:

@@ -10,6 +10,8 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
     {P}:queues         -   SET      every queue that ever got a job (stats, rescue, listing)
     {P}:idempotency    8   HASH     idempotency key -> job id (single Redis; see Cluster below)
     {P}:layout         -   STRING   the version of this layout ("1")
+    {P}:schedules      -   HASH     schedule name -> the queue whose slot holds its record (an
+                                    index for listing, written before each fire; see below)
     T:job:<id>         -   HASH     one job: task, queue, state, payload, priority, run_at,
                                     attempt, max_attempts, enqueued_at, started_at, finished_at,
                                     lease_owner, lease_expires_at, idempotency_key,
@@ -33,6 +35,10 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     becomes due (enqueue, retry, hand-back, rescue, requeue) and
                                     by a claim that leaves work behind; an idle worker's BLPOP
                                     takes it (see wake.py)
+    T:schedule:<name>  -   HASH     one schedule whose jobs go to this queue: last_tick,
+                                    last_job_id, last_job_tick, last_fired_at, paused ("1"/"0");
+                                    kept in the queue's slot so that fire_schedule.lua can
+                                    compare-and-set it and insert the tick's jobs in one script
     T:finished         -   channel  one message per script call that made jobs final (ack,
                                     cancel, rescue, release_worker): their ids, separated by
                                     spaces, or '' for "any job of this queue" (past 1000 ids);
@@ -52,7 +58,10 @@ operations over several queues call one script per queue. Two store-wide structu
 that rule: the id counter, whose ids the engine reserves with INCRBY before it calls a queue's
 enqueue script (on a single Redis the script increments it itself), and the idempotency index,
 kept per queue there (T:idempotency, in KEYS[8]; T:ids in KEYS[11] is unused), so that on a
-Cluster an idempotency key deduplicates within its queue only.
+Cluster an idempotency key deduplicates within its queue only. A schedule's record lives under
+its queue's tag for the same reason (its fire is one script on one slot); the {P}:schedules
+index, in another slot, is written by a separate command before the script and only lists
+the records: losing a write to it can hide a schedule from `cron list`, never fire a tick twice.
 """
 
 from __future__ import annotations
@@ -177,6 +186,10 @@ class QueueKeys:
     def job(self, job_id: int | str) -> str:
         return f"{self.tag}:job:{job_id}"
 
+    def schedule(self, name: str) -> str:
+        """The record of a schedule whose jobs go to this queue (fire_schedule.lua names it)."""
+        return f"{self.tag}:schedule:{name}"
+
 
 class Keys:
     def __init__(self, prefix: str, *, per_queue_globals: bool) -> None:
@@ -185,6 +198,7 @@ class Keys:
         self.queues = f"{{{prefix}}}:queues"
         self.idempotency = f"{{{prefix}}}:idempotency"
         self.layout = f"{{{prefix}}}:layout"
+        self.schedules = f"{{{prefix}}}:schedules"
         self._per_queue_globals = per_queue_globals
         self._queues: dict[str, QueueKeys] = {}
 

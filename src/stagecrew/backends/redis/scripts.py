@@ -99,6 +99,8 @@ PURGE = "purge"
 PRUNE = "prune"
 SUMMARY = "summary"
 LIST_PAGE = "list_page"
+FIRE_SCHEDULE = "fire_schedule"
+SCHEDULE_PAUSED = "schedule_paused"
 
 ALL_SCRIPTS = (
     ENQUEUE,
@@ -114,4 +116,6 @@ ALL_SCRIPTS = (
     PRUNE,
     SUMMARY,
     LIST_PAGE,
+    FIRE_SCHEDULE,
+    SCHEDULE_PAUSED,
 )

@@ -90,6 +90,14 @@ from ..filter_terms import filter_terms
 from ..ops import Op, run
 from ..records import WORKER_LOST, job_from_row, salvage_claim
 from ..sql_files import read_migrations, read_statement
+from ..schedules import (
+    ScheduleFire,
+    ScheduleFired,
+    ScheduleRecord,
+    cas_holds,
+    jobs_of,
+    refused,
+)
 from .finish_signal import FinishSignal
 
 T = TypeVar("T")
@@ -664,9 +672,16 @@ class SQLiteBackend(ThreadDriven):
         inserts can run as one `executemany`: each row's id is then the previous one
         plus one (AUTOINCREMENT with no other writer), which saves a round trip per row.
         """
-        now = self.clock.now()
-        keys = [job.idempotency_key for job in jobs if job.idempotency_key is not None]
         conn: sqlite3.Connection = yield WRITE
+        entries, wrote = self._insert_jobs(conn, jobs, self.clock.now())
+        yield from self._committed(work=wrote)
+        return entries
+
+    def _insert_jobs(
+        self, conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float
+    ) -> tuple[list[EnqueuedJob], bool]:
+        """`_enqueue`'s statements, in the caller's write transaction; True if any row went in."""
+        keys = [job.idempotency_key for job in jobs if job.idempotency_key is not None]
         stored: dict[str, int] = {}
         if keys:
             stored = dict(conn.execute(_sql("enqueue_find_keys"), (_json_list(keys),)))
@@ -689,13 +704,13 @@ class SQLiteBackend(ThreadDriven):
                 )
             )
         new_ids = itertools.count(self._insert(conn, rows) if rows else 0)
-        yield from self._committed(work=bool(rows))
-        return [
+        entries = [
             EnqueuedJob(stored[key], created=False)
             if key is not None and key in stored
             else EnqueuedJob(next(new_ids), created=True)
             for key in (job.idempotency_key for job in jobs)
         ]
+        return entries, bool(rows)
 
     def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
         """Insert `rows` and return the first id (the others follow it)."""
@@ -1050,3 +1065,53 @@ class SQLiteBackend(ThreadDriven):
                 _sql("next_run_at_queues"), {"queues": _json_list(queues)}
             ).fetchone()
         return None if row is None else _real(row[0])
+
+    # -- schedules ---------------------------------------------------------
+    def _fire_schedule(self, fire: ScheduleFire) -> Op[ScheduleFired]:
+        """The CAS read, the job inserts and the record's update, under one write lock."""
+        now = self.clock.now()
+        conn: sqlite3.Connection = yield WRITE
+        row = conn.execute(_sql("schedule_get"), {"name": fire.name}).fetchone()
+        stored = None if row is None else _schedule_from_row(row)
+        if not cas_holds(stored, fire):
+            return refused(
+                None if stored is None else stored.last_tick,
+                stored is not None and stored.paused,
+            )
+        entries, wrote = self._insert_jobs(conn, jobs_of(fire.jobs), now)
+        conn.execute(
+            _sql("schedule_fired"),
+            {
+                "name": fire.name,
+                "queue": fire.queue,
+                "last_tick": fire.advance_to,
+                "last_job_id": entries[-1].id if entries else None,
+                "last_job_tick": fire.jobs[-1].tick if fire.jobs else None,
+                "now": now,
+            },
+        )
+        yield from self._committed(work=wrote)
+        return ScheduleFired(True, tuple(entries), fire.advance_to, False)
+
+    def _set_schedule_paused(
+        self, name: str, queue: str, paused: bool, now: float
+    ) -> Op[ScheduleRecord]:
+        conn: sqlite3.Connection = yield WRITE
+        params = {"name": name, "queue": queue, "paused": int(paused), "now": now}
+        return _schedule_from_row(conn.execute(_sql("schedule_paused"), params).fetchone())
+
+    def _list_schedules(self) -> Op[list[ScheduleRecord]]:
+        conn: sqlite3.Connection = yield AUTOCOMMIT
+        return [_schedule_from_row(row) for row in _read_rows(conn, _sql("schedule_list"), {})]
+
+
+def _schedule_from_row(row: Sequence[Any]) -> ScheduleRecord:
+    return ScheduleRecord(
+        name=row[0],
+        queue=row[1],
+        last_tick=_real(row[2]),
+        last_job_id=row[3],
+        last_job_tick=_real(row[4]),
+        last_fired_at=_real(row[5]),
+        paused=bool(row[6]),
+    )

@@ -47,6 +47,7 @@ from .interleaving import InterleavingConformance
 from .lease import LeaseConformance
 from .release_worker import ReleaseWorkerConformance
 from .rescue import RescueConformance
+from .schedules import ScheduleConformance
 from .state_machine import StateMachineConformance
 from .wait import WaitConformance
 
@@ -67,6 +68,7 @@ __all__ = [
     "LeaseConformance",
     "ReleaseWorkerConformance",
     "RescueConformance",
+    "ScheduleConformance",
     "StateMachineConformance",
     "WaitConformance",
 ]
@@ -88,5 +90,6 @@ class BackendConformance(
     FinishedWaitConformance,
     StateMachineConformance,
     InterleavingConformance,
+    ScheduleConformance,
 ):
     """Every guarantee of the `Backend` contract; requires a `backend_factory` fixture."""
