@@ -16,6 +16,7 @@ from .errors import ConfigurationError, EnqueueError, StagecrewError, UnknownTas
 from .handle import JobHandle, require
 from .job import Job, JobState, NewJob
 from .retry import Backoff
+from .schedule import DEFAULT_MAX_CATCH_UP, CatchUp, Schedule, ScheduleError, declare
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES, PayloadSigner
 from .task import DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Task
 
@@ -81,6 +82,8 @@ class App:
         self.max_worker_losses = max_worker_losses
         self.default_queue = default_queue
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, Schedule] = {}
+        """The periodic schedules declared in code (`periodic`, `schedule`), by name."""
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
         self.jobs = Jobs(self)
@@ -180,6 +183,95 @@ class App:
             return registered
 
         return register if fn is None else register(fn)
+
+    # -- schedules -----------------------------------------------------------
+    def schedule(
+        self,
+        task: Task[Any, Any] | str,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        catch_up: CatchUp | str = CatchUp.LATEST,
+        max_catch_up: int = DEFAULT_MAX_CATCH_UP,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> Schedule:
+        """Fire `task` with `args`/`kwargs` on a timing: `cron=` (5 fields, or 6 with the
+        seconds first, or a nickname such as `@daily`) in the time zone `tz` (UTC if None),
+        or `every=` (a timedelta or seconds, on the UTC epoch grid, so restarts never shift
+        it). Every worker runs the schedules; each tick makes one job fleet-wide. `name`
+        (the task's name by default) must be unique: it names the schedule in the store and
+        in `stagecrew cron`. `catch_up` says what happens to ticks missed while no worker
+        ran: "latest" (one job for the missed period), "all" (up to `max_catch_up` missed
+        ticks), or "skip". See docs/schedules.md. Raises `ScheduleError` for anything that
+        cannot work, now, not at the first tick."""
+        if isinstance(task, str):
+            task = self.get_task(task)
+        if not isinstance(task, Task) or task.app is not self:
+            raise ScheduleError(f"schedule needs a task of this app, not {task!r}")
+        declared = declare(
+            task,
+            name=name,
+            cron=cron,
+            every=every,
+            tz=tz,
+            args=args,
+            kwargs=kwargs,
+            catch_up=catch_up,
+            max_catch_up=max_catch_up,
+            queue=queue,
+            priority=priority,
+        )
+        if declared.name in self.schedules:
+            raise ScheduleError(
+                f"a schedule named {declared.name!r} is declared already; pass name='...' to "
+                "tell them apart"
+            )
+        self.schedules[declared.name] = declared
+        return declared
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        catch_up: CatchUp | str = CatchUp.LATEST,
+        max_catch_up: int = DEFAULT_MAX_CATCH_UP,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> Callable[[Task[P, R]], Task[P, R]]:
+        """`@app.periodic(cron="0 3 * * *", tz="Europe/Paris")` above `@app.task`: `schedule`
+        as a decorator; returns the task unchanged."""
+
+        def register(task: Task[P, R]) -> Task[P, R]:
+            if not isinstance(task, Task):
+                raise ScheduleError(
+                    f"@app.periodic decorates a task: put it above @app.task, not on {task!r}"
+                )
+            self.schedule(
+                task,
+                cron=cron,
+                every=every,
+                tz=tz,
+                args=args,
+                kwargs=kwargs,
+                name=name,
+                catch_up=catch_up,
+                max_catch_up=max_catch_up,
+                queue=queue,
+                priority=priority,
+            )
+            return task
+
+        return register
 
     def get_task(self, name: str) -> Task[Any, Any]:
         try:

@@ -32,6 +32,7 @@ from ..job import ClaimedJob
 from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
 from ..maintenance.rescuer import rescue_expired
+from ..maintenance.scheduler import Scheduler
 from . import defaults
 from .completer import Completer
 from .executor import Executor, InFlight, StopReason
@@ -88,6 +89,7 @@ class Worker:
         worker_id: str | None = None,
         faults: Faults | None = None,
         app_ref: str | None = None,
+        run_schedules: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -122,6 +124,9 @@ class Worker:
         self.faults = faults if faults is not None else Faults.from_env()
         """Crash points for tests (see `stagecrew.worker.faults`); None in production."""
         self.app_ref = app_ref
+        self.run_schedules = run_schedules
+        """Fire the app's schedules (`app.periodic`, `app.schedule`) from this worker; every
+        worker may, as the store makes each tick one job (see docs/schedules.md)."""
         """Where a process of its own finds the app (`module:attr`), to run a suspect alone.
 
         None (a worker embedded in a program): a poison suspect runs like any other job.
@@ -259,6 +264,11 @@ class Worker:
                 name="prune",
             ),
         ]
+        if self.run_schedules and self.app.schedules:
+            scheduler = Scheduler(self.app)
+            background.append(
+                asyncio.create_task(scheduler.run(self._stop_background), name="schedules")
+            )
         try:
             await self._claim_loop(drain=False)
             await self._shutdown()
