@@ -44,6 +44,15 @@ class PassReport:
     """The earliest time a schedule of the app is due next."""
 
 
+@dataclass(slots=True)
+class PendingPass:
+    """A pass planned from the records read at `now`, not sent yet."""
+
+    now: float
+    fires: list[tuple[Schedule, ScheduleRecord | None, ScheduleFire]] = field(default_factory=list)
+    report: PassReport = field(default_factory=PassReport)
+
+
 class Scheduler:
     """The schedules of `schedules` (by name) against one store; see the module docstring."""
 
@@ -52,32 +61,37 @@ class Scheduler:
         self.schedules = app.schedules if schedules is None else schedules
         self._reported: set[str] = set()
 
-    # -- one pass ------------------------------------------------------------------
+    # -- one pass: read, plan, fire -----------------------------------------------------
     def fire_due(self) -> PassReport:
         """One pass with the synchronous store calls (tests, scripts)."""
-        backend = self.app.backend
+        return self.send(self.plan())
+
+    def plan(self) -> PendingPass:
+        """The first half of a pass: read every record, plan each due schedule's request."""
         now = self.app.clock.now()
-        report = PassReport()
-        records = {r.name: r for r in backend.list_schedules()}
-        for schedule, record, fire in self._plans(records, now, report):
-            self._note(report, schedule, record, fire, backend.fire_schedule(fire), now)
-        return report
+        return self._planned(self.app.backend.list_schedules(), now)
+
+    def send(self, pending: PendingPass) -> PassReport:
+        """The second half: send each planned request; the store refuses stale ones."""
+        for schedule, record, fire in pending.fires:
+            done = self.app.backend.fire_schedule(fire)
+            self._note(pending.report, schedule, record, fire, done, pending.now)
+        return pending.report
 
     async def fire_due_async(self) -> PassReport:
         """One pass without blocking the event loop (the worker's)."""
         backend = self.app.backend
         now = self.app.clock.now()
-        report = PassReport()
-        records = {r.name: r for r in await backend.list_schedules_async()}
-        for schedule, record, fire in self._plans(records, now, report):
+        pending = self._planned(await backend.list_schedules_async(), now)
+        for schedule, record, fire in pending.fires:
             done = await backend.fire_schedule_async(fire)
-            self._note(report, schedule, record, fire, done, now)
-        return report
+            self._note(pending.report, schedule, record, fire, done, now)
+        return pending.report
 
-    def _plans(
-        self, records: dict[str, ScheduleRecord], now: float, report: PassReport
-    ) -> Iterable[tuple[Schedule, ScheduleRecord | None, ScheduleFire]]:
-        self._report_orphans(records, report)
+    def _planned(self, stored: Iterable[ScheduleRecord], now: float) -> PendingPass:
+        records = {r.name: r for r in stored}
+        pending = PendingPass(now)
+        self._report_orphans(records, pending.report)
         for schedule in self.schedules.values():
             record = records.get(schedule.name)
             last = None if record is None else record.last_tick
@@ -85,9 +99,10 @@ class Scheduler:
                 continue
             fire = plan_fire(schedule, last, now)
             if fire is None:
-                _earliest(report, schedule.next_fire(last, now))
-                continue
-            yield schedule, record, fire
+                _earliest(pending.report, schedule.next_fire(last, now))
+            else:
+                pending.fires.append((schedule, record, fire))
+        return pending
 
     def _note(
         self,
