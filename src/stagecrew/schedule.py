@@ -103,7 +103,9 @@ class CronTiming:
     @classmethod
     def parse(cls, expression: str, tz: str | ZoneInfo | None) -> CronTiming:
         if not isinstance(expression, str) or not expression.strip():
-            raise ScheduleError(f"a cron expression is a string such as '0 3 * * *', not {expression!r}")
+            raise ScheduleError(
+                f"a cron expression is a string such as '0 3 * * *', not {expression!r}"
+            )
         text = " ".join(expression.split())
         expanded = NICKNAMES.get(text.lower(), text)
         if expanded.startswith("@"):

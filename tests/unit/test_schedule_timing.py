@@ -27,13 +27,23 @@ def ticks(expression: str, zone: ZoneInfo, start: datetime, end: datetime) -> li
 
 def test_a_skipped_local_time_fires_once_at_the_transition() -> None:
     # Paris springs forward on 2025-03-30: 02:00 -> 03:00, so 02:30 does not exist.
-    got = ticks("30 2 * * *", PARIS, datetime(2025, 3, 29, 12, tzinfo=PARIS), datetime(2025, 3, 31, 12, tzinfo=PARIS))
+    got = ticks(
+        "30 2 * * *",
+        PARIS,
+        datetime(2025, 3, 29, 12, tzinfo=PARIS),
+        datetime(2025, 3, 31, 12, tzinfo=PARIS),
+    )
     assert got == ["2025-03-30T03:00:00+02:00", "2025-03-31T02:30:00+02:00"]
 
 
 def test_a_repeated_local_time_fires_once() -> None:
     # Paris falls back on 2025-10-26: 03:00 -> 02:00, so 02:30 happens twice.
-    got = ticks("30 2 * * *", PARIS, datetime(2025, 10, 25, 12, tzinfo=PARIS), datetime(2025, 10, 27, 12, tzinfo=PARIS))
+    got = ticks(
+        "30 2 * * *",
+        PARIS,
+        datetime(2025, 10, 25, 12, tzinfo=PARIS),
+        datetime(2025, 10, 27, 12, tzinfo=PARIS),
+    )
     assert got == ["2025-10-26T02:30:00+02:00", "2025-10-27T02:30:00+01:00"]
 
 
@@ -47,19 +57,43 @@ def test_a_repeated_local_time_fires_once_even_from_inside_the_repeated_hour() -
 
 
 def test_new_york_daylight_saving_both_ways() -> None:
-    spring = ticks("15 2 * * *", NEW_YORK, datetime(2025, 3, 8, 12, tzinfo=NEW_YORK), datetime(2025, 3, 9, 12, tzinfo=NEW_YORK))
+    spring = ticks(
+        "15 2 * * *",
+        NEW_YORK,
+        datetime(2025, 3, 8, 12, tzinfo=NEW_YORK),
+        datetime(2025, 3, 9, 12, tzinfo=NEW_YORK),
+    )
     assert spring == ["2025-03-09T03:00:00-04:00"]
-    autumn = ticks("15 1 * * *", NEW_YORK, datetime(2025, 11, 1, 12, tzinfo=NEW_YORK), datetime(2025, 11, 2, 12, tzinfo=NEW_YORK))
+    autumn = ticks(
+        "15 1 * * *",
+        NEW_YORK,
+        datetime(2025, 11, 1, 12, tzinfo=NEW_YORK),
+        datetime(2025, 11, 2, 12, tzinfo=NEW_YORK),
+    )
     assert autumn == ["2025-11-02T01:15:00-04:00"]
 
 
 def test_an_hourly_wildcard_runs_each_real_hour_through_the_fall_back() -> None:
-    got = ticks("0 * * * *", PARIS, datetime(2025, 10, 26, 1, 30, tzinfo=PARIS), datetime(2025, 10, 26, 3, 30, tzinfo=PARIS))
-    assert got == ["2025-10-26T02:00:00+02:00", "2025-10-26T02:00:00+01:00", "2025-10-26T03:00:00+01:00"]
+    got = ticks(
+        "0 * * * *",
+        PARIS,
+        datetime(2025, 10, 26, 1, 30, tzinfo=PARIS),
+        datetime(2025, 10, 26, 3, 30, tzinfo=PARIS),
+    )
+    assert got == [
+        "2025-10-26T02:00:00+02:00",
+        "2025-10-26T02:00:00+01:00",
+        "2025-10-26T03:00:00+01:00",
+    ]
 
 
 def test_a_leap_day_schedule_fires_on_leap_years_only() -> None:
-    got = ticks("0 12 29 2 *", ZoneInfo("UTC"), datetime(2023, 1, 1, tzinfo=UTC), datetime(2033, 1, 1, tzinfo=UTC))
+    got = ticks(
+        "0 12 29 2 *",
+        ZoneInfo("UTC"),
+        datetime(2023, 1, 1, tzinfo=UTC),
+        datetime(2033, 1, 1, tzinfo=UTC),
+    )
     assert got == [
         "2024-02-29T12:00:00+00:00",
         "2028-02-29T12:00:00+00:00",
@@ -68,7 +102,12 @@ def test_a_leap_day_schedule_fires_on_leap_years_only() -> None:
 
 
 def test_every_seventh_minute_restarts_at_each_hour() -> None:
-    got = ticks("*/7 * * * *", ZoneInfo("UTC"), datetime(2025, 1, 1, 9, 50, tzinfo=UTC), datetime(2025, 1, 1, 10, 15, tzinfo=UTC))
+    got = ticks(
+        "*/7 * * * *",
+        ZoneInfo("UTC"),
+        datetime(2025, 1, 1, 9, 50, tzinfo=UTC),
+        datetime(2025, 1, 1, 10, 15, tzinfo=UTC),
+    )
     assert got == [
         "2025-01-01T09:56:00+00:00",
         "2025-01-01T10:00:00+00:00",
@@ -78,8 +117,17 @@ def test_every_seventh_minute_restarts_at_each_hour() -> None:
 
 
 def test_a_sixth_field_is_seconds_first() -> None:
-    got = ticks("*/20 * * * * *", ZoneInfo("UTC"), datetime(2025, 1, 1, 10, 0, 0, tzinfo=UTC), datetime(2025, 1, 1, 10, 1, 0, tzinfo=UTC))
-    assert got == ["2025-01-01T10:00:20+00:00", "2025-01-01T10:00:40+00:00", "2025-01-01T10:01:00+00:00"]
+    got = ticks(
+        "*/20 * * * * *",
+        ZoneInfo("UTC"),
+        datetime(2025, 1, 1, 10, 0, 0, tzinfo=UTC),
+        datetime(2025, 1, 1, 10, 1, 0, tzinfo=UTC),
+    )
+    assert got == [
+        "2025-01-01T10:00:20+00:00",
+        "2025-01-01T10:00:40+00:00",
+        "2025-01-01T10:01:00+00:00",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -110,9 +158,19 @@ def test_due_returns_only_the_latest_ticks_of_a_long_gap_quickly() -> None:
 def test_every_is_anchored_to_the_epoch_so_restarts_do_not_drift() -> None:
     timing = EveryTiming.parse(timedelta(minutes=15))
     # Two schedulers started at different odd times agree on the grid.
-    assert timing.next_after(1_700_000_123.4) == timing.next_after(1_700_000_700.0) == 1_700_000_100.0 + 900
-    assert timing.due(1_700_000_100.0, 1_700_003_000.0, 10) == [1_700_001_000.0, 1_700_001_900.0, 1_700_002_800.0]
-    assert timing.next_after(1_700_001_000.0) == 1_700_001_900.0  # a tick is never its own successor
+    assert (
+        timing.next_after(1_700_000_123.4)
+        == timing.next_after(1_700_000_700.0)
+        == 1_700_000_100.0 + 900
+    )
+    assert timing.due(1_700_000_100.0, 1_700_003_000.0, 10) == [
+        1_700_001_000.0,
+        1_700_001_900.0,
+        1_700_002_800.0,
+    ]
+    assert (
+        timing.next_after(1_700_001_000.0) == 1_700_001_900.0
+    )  # a tick is never its own successor
 
 
 @pytest.fixture
@@ -178,5 +236,5 @@ def test_periodic_stacks_on_task_and_returns_it() -> None:
 
 def test_periodic_below_task_says_where_it_goes() -> None:
     app = App("memory://", clock=FakeClock())
-    with pytest.raises(ScheduleError, match="above @app.task"):
+    with pytest.raises(ScheduleError, match=r"above @app\.task"):
         app.periodic(every=60)(lambda: None)  # type: ignore[arg-type]

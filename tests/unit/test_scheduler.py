@@ -55,9 +55,7 @@ def test_the_first_run_starts_from_now_without_back_fill(app: App, clock: FakeCl
     assert ticks_of(app) == [at(9, 5)]
 
 
-def test_the_job_gets_the_schedule_arguments_and_knows_its_tick(
-    app: App, clock: FakeClock
-) -> None:
+def test_the_job_gets_the_schedule_arguments_and_knows_its_tick(app: App, clock: FakeClock) -> None:
     app.schedule("report", every=60, kwargs={"region": "us"}, name="digest-us", priority=3)
     scheduler = Scheduler(app)
     scheduler.fire_due()

@@ -89,7 +89,6 @@ from ..base import (
 from ..filter_terms import filter_terms
 from ..ops import Op, run
 from ..records import WORKER_LOST, job_from_row, salvage_claim
-from ..sql_files import read_migrations, read_statement
 from ..schedules import (
     ScheduleFire,
     ScheduleFired,
@@ -98,6 +97,7 @@ from ..schedules import (
     jobs_of,
     refused,
 )
+from ..sql_files import read_migrations, read_statement
 from .finish_signal import FinishSignal
 
 T = TypeVar("T")

@@ -122,9 +122,7 @@ class ScheduleConformance(Harness):
         assert (done.applied, done.paused) == (False, True)
         assert backend.claim(["default"], "w1", 10, 30.0) == []
 
-    def test_pausing_a_schedule_never_fired_keeps_it_from_starting(
-        self, backend: Backend
-    ) -> None:
+    def test_pausing_a_schedule_never_fired_keeps_it_from_starting(self, backend: Backend) -> None:
         record = backend.pause_schedule("nightly", "default")
         assert (record.paused, record.last_tick) == (True, None)
         done = backend.fire_schedule(fire(None, T0))
@@ -144,9 +142,7 @@ class ScheduleConformance(Harness):
             fire(resumed.last_tick, clock.now() + 60, clock.now() + 60)
         ).applied
 
-    def test_a_tick_job_whose_key_is_stored_is_not_enqueued_twice(
-        self, backend: Backend
-    ) -> None:
+    def test_a_tick_job_whose_key_is_stored_is_not_enqueued_twice(self, backend: Backend) -> None:
         """The idempotency key is the second safety net: a lost record cannot double a tick."""
         [stored] = backend.enqueue([tick_job(T0 + 60).job])
         backend.fire_schedule(fire(None, T0))
