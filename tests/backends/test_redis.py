@@ -157,6 +157,19 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     backend.stats()
     backend.next_run_at()
     backend.get(a.id)
+    exercise_schedules(backend)
+
+
+def exercise_schedules(backend: RedisBackend) -> None:
+    from stagecrew.backends.schedules import ScheduleFire, TickJob
+
+    now = backend.clock.now()
+    backend.fire_schedule(ScheduleFire("s", "a", None, now))
+    tick = TickJob(now + 60, job(queue="a", key="schedule:s:1"))
+    assert backend.fire_schedule(ScheduleFire("s", "a", now, now + 60, (tick,))).applied
+    backend.pause_schedule("s", "a")
+    backend.resume_schedule("s", "a")
+    assert [r.name for r in backend.list_schedules()] == ["s"]
 
 
 class TestReleaseWorker:

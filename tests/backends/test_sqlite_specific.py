@@ -364,7 +364,7 @@ def test_upgrading_a_store_to_the_fencing_token_keeps_a_claim_in_flight_matching
         assert backend.requeue(JobFilter(ids=frozenset({2}))) == 1
         [again] = backend.claim(["default"], "w2", 1, 30.0)
         assert (again.id, again.attempt, again.token) == (2, 1, 4)
-    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version() == 2
+    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version() == 3
 
 
 def test_ids_are_never_reused_after_the_newest_job_is_purged(backend: SQLiteBackend) -> None:
