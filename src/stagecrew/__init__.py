@@ -14,6 +14,7 @@ from .errors import (
     JobNotFoundError,
     LeaseLostError,
     PayloadTooLargeError,
+    ScheduleError,
     SchemaOutOfDateError,
     SerializationError,
     StagecrewError,
@@ -23,6 +24,7 @@ from .errors import (
 from .handle import JobHandle
 from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Retry
 from .retry import Backoff
+from .schedule import CatchUp, Schedule
 from .task import Task, call
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "AttemptError",
     "Backoff",
     "Cancel",
+    "CatchUp",
     "Clock",
     "ConfigurationError",
     "Context",
@@ -50,6 +53,8 @@ __all__ = [
     "PayloadTooLargeError",
     "Retention",
     "Retry",
+    "Schedule",
+    "ScheduleError",
     "SchemaOutOfDateError",
     "SerializationError",
     "StagecrewError",

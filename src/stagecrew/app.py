@@ -12,11 +12,17 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 from .backends import DEFAULT_URL, backend_from_url, redact_url
 from .backends.base import DEFAULT_MAX_LOST, Backend, JobFilter, QueueStats, Retention
 from .clock import Clock, SystemClock, checked_seconds
-from .errors import ConfigurationError, EnqueueError, StagecrewError, UnknownTaskError
+from .errors import (
+    ConfigurationError,
+    EnqueueError,
+    ScheduleError,
+    StagecrewError,
+    UnknownTaskError,
+)
 from .handle import JobHandle, require
 from .job import Job, JobState, NewJob
 from .retry import Backoff
-from .schedule import DEFAULT_MAX_CATCH_UP, CatchUp, Schedule, ScheduleError, declare
+from .schedule import DEFAULT_MAX_CATCH_UP, CatchUp, Schedule, declare
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES, PayloadSigner
 from .task import DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Task
 

@@ -11,6 +11,12 @@ class ConfigurationError(StagecrewError):
     """The app, a task or a URL is set up in a way that cannot work."""
 
 
+class ScheduleError(ConfigurationError):
+    """A schedule declaration that cannot work (`app.periodic`, `app.schedule`): a bad cron
+    expression, an unknown time zone, a bad interval, a duplicate name, or arguments that do
+    not fit the task. Raised when the schedule is declared; fix what the message names."""
+
+
 class InvalidTimeError(ConfigurationError, ValueError):
     """A time or a duration is not a finite number in range: NaN, infinite, negative, or too far.
 

@@ -25,7 +25,7 @@ from cronsim import CronSim, CronSimError
 
 from .backends.schedules import ScheduleFire, TickJob, check_schedule_name
 from .clock import LATEST_TIME
-from .errors import ConfigurationError, StagecrewError
+from .errors import ScheduleError, StagecrewError
 from .serialization import encode_payload
 from .task import EnqueueOptions
 
@@ -62,10 +62,6 @@ class CatchUp(StrEnum):
     """Every missed tick fires, up to `max_catch_up` of them (the most recent ones)."""
     SKIP = "skip"
     """Missed ticks are passed over; the latest fires only if at most a minute late."""
-
-
-class ScheduleError(ConfigurationError):
-    """A schedule declaration that cannot work: fix the expression, zone, interval or name."""
 
 
 class Timing(Protocol):
@@ -138,15 +134,26 @@ class CronTiming:
     def _ticks(self, after: float) -> Iterator[float]:
         """Ticks strictly after `after`, ascending (cronsim may hand back one that is not,
         around a fall-back transition: it is dropped)."""
-        start = datetime.fromtimestamp(after, self.tz)
+        moments: Iterator[datetime]
+        if self._wall_clock():
+            start = datetime.fromtimestamp(after, self.tz).replace(tzinfo=None)
+            moments = (_on_wall_clock(m, self.tz) for m in CronSim(self._expanded, start))
+        else:
+            moments = CronSim(self._expanded, datetime.fromtimestamp(after, self.tz))
         previous = after
-        for moment in CronSim(self._expanded, start):
+        for moment in moments:
             tick = moment.timestamp()
             if tick > LATEST_TIME:
                 return
             if tick > previous:
                 previous = tick
                 yield tick
+
+    def _wall_clock(self) -> bool:
+        """A six-field expression at a fixed minute and hour gets the daylight saving rules
+        cronsim gives five-field ones (it follows real time for six fields)."""
+        fields = self._expanded.split()
+        return len(fields) == 6 and not fields[1].startswith("*") and not fields[2].startswith("*")
 
     def next_after(self, after: float) -> float | None:
         try:
@@ -211,6 +218,19 @@ class EveryTiming:
         last = math.floor(until / self.seconds)
         ticks = [k * self.seconds for k in range(max(first, last - limit + 1), last + 1)]
         return [t for t in ticks if after < t <= until]
+
+
+def _on_wall_clock(moment: datetime, zone: ZoneInfo) -> datetime:
+    """A local wall-clock time as an instant: the first of a repeated time (fold 0); for a
+    time the clocks skip, the first minute that exists after it (the transition)."""
+    aware = moment.replace(tzinfo=zone, fold=0)
+    for _ in range(24 * 60):
+        if aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == aware.replace(
+            tzinfo=None
+        ):
+            return aware
+        aware += timedelta(minutes=1)
+    return aware
 
 
 def _zone(tz: str | ZoneInfo | None) -> ZoneInfo:

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from stagecrew import App, FakeClock
-from stagecrew.schedule import CronTiming, EveryTiming, ScheduleError
+from stagecrew import App, FakeClock, ScheduleError
+from stagecrew.schedule import CronTiming, EveryTiming
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -54,6 +54,23 @@ def test_a_repeated_local_time_fires_once_even_from_inside_the_repeated_hour() -
     first_0230 = datetime(2025, 10, 26, 2, 30, tzinfo=PARIS).timestamp()
     assert second_0215 > first_0230
     assert local(timing.next_after(second_0215) or 0) == "2025-10-27T02:30:00+01:00"
+
+
+def test_a_six_field_expression_at_a_fixed_time_follows_the_same_rules() -> None:
+    spring = ticks(
+        "15 30 2 * * *",
+        PARIS,
+        datetime(2025, 3, 29, 12, tzinfo=PARIS),
+        datetime(2025, 3, 31, 12, tzinfo=PARIS),
+    )
+    assert spring == ["2025-03-30T03:00:15+02:00", "2025-03-31T02:30:15+02:00"]
+    autumn = ticks(
+        "15 30 2 * * *",
+        PARIS,
+        datetime(2025, 10, 25, 12, tzinfo=PARIS),
+        datetime(2025, 10, 27, 12, tzinfo=PARIS),
+    )
+    assert autumn == ["2025-10-26T02:30:15+02:00", "2025-10-27T02:30:15+01:00"]
 
 
 def test_new_york_daylight_saving_both_ways() -> None:
