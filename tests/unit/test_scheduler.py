@@ -3,16 +3,19 @@ schedules, and several schedulers sharing one store."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stagecrew import App, FakeClock
+from stagecrew import App, FakeClock, JobState
 from stagecrew.maintenance.scheduler import Scheduler
 from stagecrew.schedule import scheduled_tick
+from stagecrew.worker import Worker
 
 START = datetime(2025, 3, 3, 9, 0, 30, tzinfo=UTC)  # a Monday, half a minute past 09:00
 
@@ -197,3 +200,36 @@ def test_several_schedulers_over_a_day_make_one_job_per_tick(app: App, clock: Fa
     first, last = min(counts).timestamp(), max(counts).timestamp()
     expected = [first, *timing.due(first, last, 10_000)]
     assert sorted(t.timestamp() for t in counts) == expected  # catch_up="all": none lost
+
+
+def test_a_worker_runs_the_scheduler_and_stops_with_it(app: App, clock: FakeClock) -> None:
+    app.schedule("report", every=1, name="each-second")
+
+    async def scenario() -> list[int]:
+        worker = Worker(app, concurrency=1, poll_interval=0.05)
+        running = asyncio.create_task(worker.run(install_signal_handlers=False))
+        deadline = time.monotonic() + 20
+        while not app.backend.list_schedules() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # the first pass records its start: no job
+        clock.advance(1.0)
+        while not app.jobs.list(state=JobState.SUCCEEDED) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        worker.request_stop()
+        await asyncio.wait_for(running, 20)
+        return [job.id for job in app.jobs.list(state=JobState.SUCCEEDED)]
+
+    assert len(asyncio.run(scenario())) == 1
+
+
+def test_a_worker_told_not_to_runs_no_scheduler(app: App) -> None:
+    app.schedule("report", every=1)
+
+    async def scenario() -> None:
+        worker = Worker(app, concurrency=1, run_schedules=False)
+        running = asyncio.create_task(worker.run(install_signal_handlers=False))
+        await asyncio.sleep(0.2)
+        worker.request_stop()
+        await asyncio.wait_for(running, 20)
+
+    asyncio.run(scenario())
+    assert app.backend.list_schedules() == []
