@@ -19,9 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from cronsim import CronSim, CronSimError
 
 from .backends.schedules import ScheduleFire, TickJob, check_schedule_name
 from .clock import LATEST_TIME
@@ -30,6 +27,8 @@ from .serialization import encode_payload
 from .task import EnqueueOptions
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from .job import Job, NewJob
     from .task import Task
 
@@ -115,6 +114,8 @@ class CronTiming:
                 "(minute hour day month weekday) or six (with the seconds first)"
             )
         zone = _zone(tz)
+        from cronsim import CronSim, CronSimError  # only an app with cron schedules pays
+
         try:
             CronSim(expanded, datetime(2000, 1, 1, tzinfo=zone))
         except (CronSimError, ValueError) as exc:
@@ -134,6 +135,8 @@ class CronTiming:
     def _ticks(self, after: float) -> Iterator[float]:
         """Ticks strictly after `after`, ascending (cronsim may hand back one that is not,
         around a fall-back transition: it is dropped)."""
+        from cronsim import CronSim
+
         moments: Iterator[datetime]
         if self._wall_clock():
             start = datetime.fromtimestamp(after, self.tz).replace(tzinfo=None)
@@ -234,6 +237,8 @@ def _on_wall_clock(moment: datetime, zone: ZoneInfo) -> datetime:
 
 
 def _zone(tz: str | ZoneInfo | None) -> ZoneInfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     if tz is None:
         return ZoneInfo("UTC")
     if isinstance(tz, ZoneInfo):

@@ -9,7 +9,8 @@ engine (see docs/engines.md).
 Operations are named after state changes (see `stagecrew.transitions`):
 enqueue, claim, heartbeat (renew leases), ack (record outcomes of
 attempts), rescue (expired leases), release-worker (the claims of a worker known
-to be dead), prune (retention), cancel, requeue, purge.
+to be dead), prune (retention), cancel, requeue, purge; fire-schedule (a schedule's tick
+becomes its job, by compare-and-set, see `schedules.py`), pause and resume a schedule.
 
 Fencing. Every job counts its claims (`Job.claims`): each claim adds one in
 the same write that makes the job running, and nothing else changes it, not
