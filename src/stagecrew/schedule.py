@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .backends.schedules import ScheduleFire, TickJob, check_schedule_name
 from .clock import LATEST_TIME
@@ -63,23 +63,6 @@ class CatchUp(StrEnum):
     """Missed ticks are passed over; the latest fires only if at most a minute late."""
 
 
-class Timing(Protocol):
-    """When a schedule's ticks fall: times in epoch seconds."""
-
-    def describe(self) -> str: ...
-
-    @property
-    def zone(self) -> str: ...
-
-    def next_after(self, after: float) -> float | None:
-        """The first tick strictly after `after` (None past year 9999)."""
-        ...
-
-    def due(self, after: float, until: float, limit: int) -> list[float]:
-        """The latest `limit` ticks in (`after`, `until`], ascending."""
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class CronTiming:
     """A cron expression evaluated in a time zone (cronsim's rules, which follow Debian cron).
@@ -87,8 +70,8 @@ class CronTiming:
     Five fields (minute hour day month weekday), or six with the seconds first; nicknames
     such as `@daily`. Daylight saving time, for an expression with a fixed minute and hour:
     a local time that does not exist (spring forward) fires once, at the transition; one
-    that happens twice (fall back) fires once, the first time. An expression whose hour is
-    `*` runs every hour that happens, both of the repeated one included.
+    that happens twice (fall back) fires once, the first time. An expression whose minute
+    or hour is `*` follows real time: it runs in every hour that happens.
     """
 
     expression: str
@@ -309,15 +292,16 @@ def declare(
     if (cron is None) == (every is None):
         raise ScheduleError(f"schedule {schedule_name!r}: give cron= or every=, exactly one")
     timing: CronTiming | EveryTiming
-    if cron is not None:
-        timing = CronTiming.parse(cron, tz)
-    else:
-        if tz is not None:
-            raise ScheduleError(
-                f"schedule {schedule_name!r}: every= runs on the UTC epoch grid; tz= is for cron="
-            )
-        assert every is not None
-        timing = EveryTiming.parse(every)
+    try:
+        if cron is not None:
+            timing = CronTiming.parse(cron, tz)
+        elif tz is not None:
+            raise ScheduleError("every= runs on the UTC epoch grid; tz= is for cron=")
+        else:
+            assert every is not None
+            timing = EveryTiming.parse(every)
+    except ScheduleError as exc:
+        raise ScheduleError(f"schedule {schedule_name!r}: {exc}") from None
     try:
         mode = CatchUp(catch_up)
     except ValueError:
