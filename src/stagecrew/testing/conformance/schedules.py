@@ -210,3 +210,23 @@ class ScheduleConformance(Harness):
             backend.fire_schedule(bad())  # type: ignore[operator]
         assert backend.list_schedules() == []
         assert backend.stats() == []
+
+    @pytest.mark.parametrize(("name", "queue"), [("", "default"), ("nightly", ""), ("a\nb", "q")])
+    def test_pause_or_resume_with_a_bad_name_is_refused_before_anything_is_written(
+        self, backend: Backend, name: str, queue: str
+    ) -> None:
+        with pytest.raises(ValueError, match="schedule|queue"):
+            backend.pause_schedule(name, queue)
+        with pytest.raises(ValueError, match="schedule|queue"):
+            backend.resume_schedule(name, queue)
+        assert backend.list_schedules() == []
+
+    def test_the_async_forms_do_what_the_sync_ones_do(self, backend: Backend) -> None:
+        async def scenario() -> None:
+            assert (await backend.fire_schedule_async(fire(None, T0))).applied
+            assert (await backend.pause_schedule_async("nightly", "default")).paused
+            assert not (await backend.resume_schedule_async("nightly", "default")).paused
+            [record] = await backend.list_schedules_async()
+            assert record.name == "nightly" and not record.paused
+
+        asyncio.run(scenario())
