@@ -215,9 +215,9 @@ class ScheduleConformance(Harness):
     def test_pause_or_resume_with_a_bad_name_is_refused_before_anything_is_written(
         self, backend: Backend, name: str, queue: str
     ) -> None:
-        with pytest.raises(ValueError, match="schedule|queue"):
+        with pytest.raises(ValueError, match=r"schedule|queue"):
             backend.pause_schedule(name, queue)
-        with pytest.raises(ValueError, match="schedule|queue"):
+        with pytest.raises(ValueError, match=r"schedule|queue"):
             backend.resume_schedule(name, queue)
         assert backend.list_schedules() == []
 
