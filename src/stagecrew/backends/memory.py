@@ -462,16 +462,17 @@ class MemoryBackend(Backend):
         return min(times, default=None)
 
     # -- schedules -------------------------------------------------------
-    def _fire_schedule(self, fire: ScheduleFire) -> Op[ScheduleFired]:
+    @immediate
+    def _fire_schedule(self, fire: ScheduleFire) -> ScheduleFired:
         with self._lock:  # the CAS and the enqueue under one hold of the lock: one write
             stored = self._schedules.get(fire.name)
             if not cas_holds(stored, fire):
-                yield from ()
                 return refused(
                     None if stored is None else stored.last_tick,
                     stored is not None and stored.paused,
                 )
-            enqueued = (yield from self._enqueue(jobs_of(fire.jobs))) if fire.jobs else []
+            jobs = jobs_of(fire.jobs)
+            enqueued = run(self._enqueue(jobs), _no_commands) if jobs else []
             last = stored or ScheduleRecord(fire.name, fire.queue, None, None, None, None, False)
             if enqueued:
                 last = dataclasses.replace(

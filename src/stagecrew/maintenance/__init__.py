@@ -1,1 +1,1 @@
-"""Housekeeping that runs inside every worker process: rescuer and pruner."""
+"""Housekeeping that runs inside every worker process: rescuer, pruner and scheduler."""

@@ -158,7 +158,8 @@ for i = 1, n do
 end
 redis.call('HSET', record, 'last_tick', ARGV[5], 'paused', '0')
 if last_id then
-    redis.call('HSET', record, 'last_job_id', last_id, 'last_job_tick', ARGV[BASE + (n - 1) * WIDTH + 1],
+    local last_tick = ARGV[BASE + (n - 1) * WIDTH + 1]
+    redis.call('HSET', record, 'last_job_id', last_id, 'last_job_tick', last_tick,
         'last_fired_at', now_s)
 end
 if woken then
