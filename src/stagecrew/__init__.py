@@ -21,7 +21,7 @@ from .errors import (
     UnknownTaskError,
 )
 from .handle import JobHandle
-from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Retry
+from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Retry, Snooze
 from .retry import Backoff
 from .task import Task, call
 
@@ -52,6 +52,7 @@ __all__ = [
     "Retry",
     "SchemaOutOfDateError",
     "SerializationError",
+    "Snooze",
     "StagecrewError",
     "SystemClock",
     "Task",

@@ -17,7 +17,7 @@ from .handle import JobHandle, require
 from .job import Job, JobState, NewJob
 from .retry import Backoff
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES, PayloadSigner
-from .task import DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Task
+from .task import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SNOOZES, EnqueueOptions, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -133,6 +133,7 @@ class App:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         dont_retry_on: tuple[type[BaseException], ...] = (),
         backoff: Backoff | Mapping[str, float] | None = None,
+        max_snoozes: int = DEFAULT_MAX_SNOOZES,
     ) -> TaskDecorator: ...
 
     def task(
@@ -147,6 +148,7 @@ class App:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         dont_retry_on: tuple[type[BaseException], ...] = (),
         backoff: Backoff | Mapping[str, float] | None = None,
+        max_snoozes: int = DEFAULT_MAX_SNOOZES,
     ) -> Any:
         """Register a function as a task (sync or async).
 
@@ -154,6 +156,10 @@ class App:
         exception is an instance of `retry_on` and not of `dont_retry_on`, up
         to `max_attempts` runs in all; then the job goes to the dead-letter
         queue. `timeout` (seconds) bounds one attempt.
+
+        A task that raises `Snooze(seconds)` runs again that much later without the
+        attempt counting; `max_snoozes` (100 by default) bounds how many times a job may
+        snooze: the snooze past it dead-letters the job (see docs/snooze.md).
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
@@ -175,6 +181,7 @@ class App:
                 retry_on=retry_on,
                 dont_retry_on=dont_retry_on,
                 backoff=Backoff.coerce(backoff),
+                max_snoozes=max_snoozes,
             )
             self.tasks[task_name] = registered
             return registered
