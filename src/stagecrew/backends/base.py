@@ -121,8 +121,8 @@ class Ack:
     worker's (a worker whose clock is off must not retry early or late): RETRY
     runs again at the store's now + `delay` (0 if None); RELEASE with a delay is
     scheduled at now + `delay` instead of being available at once, and still
-    counts neither an attempt nor a lost worker. SNOOZE (its delay required) runs
-    again at now + `delay`, gives its attempt back as a release does, and counts one
+    counts neither an attempt nor a lost worker. SNOOZE runs again at now +
+    `delay` (0 if None), gives its attempt back as a release does, and counts one
     more in the job's `snoozes`; like every outcome it never gives back the claim's
     token. An `error` given with any kind
     is appended to the job's errors; None leaves them alone. `result` (JSON text)
@@ -149,8 +149,6 @@ class Ack:
             raise ValueError(f"an ack's error must be an AttemptError, not {self.error!r}")
         delay = self.delay
         if delay is None:
-            if self.kind is AckKind.SNOOZE:
-                raise ValueError("a snooze ack needs a delay (seconds until the job runs again)")
             return
         if self.kind not in (AckKind.RETRY, AckKind.RELEASE, AckKind.SNOOZE):
             raise ValueError(

@@ -427,6 +427,7 @@ class MemoryBackend(Backend):
                         state=S.AVAILABLE,
                         attempt=0,
                         lost=0,
+                        snoozes=0,
                         run_at=now,
                         finished_at=None,
                         cancel_requested=False,

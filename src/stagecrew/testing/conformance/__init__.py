@@ -45,8 +45,10 @@ from .helpers import LEASE, BackendFactory
 from .inspection import InspectionConformance
 from .interleaving import InterleavingConformance
 from .lease import LeaseConformance
+from .queue_control import QueueControlConformance
 from .release_worker import ReleaseWorkerConformance
 from .rescue import RescueConformance
+from .snooze import SnoozeConformance
 from .state_machine import StateMachineConformance
 from .wait import WaitConformance
 
@@ -65,8 +67,10 @@ __all__ = [
     "InspectionConformance",
     "InterleavingConformance",
     "LeaseConformance",
+    "QueueControlConformance",
     "ReleaseWorkerConformance",
     "RescueConformance",
+    "SnoozeConformance",
     "StateMachineConformance",
     "WaitConformance",
 ]
@@ -78,6 +82,8 @@ class BackendConformance(
     LeaseConformance,
     AckConformance,
     FencingConformance,
+    SnoozeConformance,
+    QueueControlConformance,
     RescueConformance,
     ReleaseWorkerConformance,
     CancelConformance,
