@@ -163,6 +163,9 @@ BAD_CALLS: list[Any] = [
     pytest.param(scripts.RELEASE_WORKER, ["", "", 3], id="release-worker-no-worker"),
     pytest.param(scripts.RELEASE_WORKER, ["", "w", 0], id="release-worker-max-lost-0"),
     pytest.param(scripts.RELEASE_WORKER, ["", "w", "1.5"], id="release-worker-max-lost-half"),
+    pytest.param(scripts.QUEUE_CONTROL, ["stop"], id="queue-control-action"),
+    pytest.param(scripts.QUEUE_CONTROL, [""], id="queue-control-no-action"),
+    pytest.param(scripts.QUEUE_CONTROL, ["pause", "again"], id="queue-control-argument-count"),
     *bad_lost_records(scripts.RESCUE, ["", 3, 1000]),
     *bad_lost_records(scripts.RELEASE_WORKER, ["", "w", 3]),
 ]

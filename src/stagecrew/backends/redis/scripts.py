@@ -99,6 +99,7 @@ PURGE = "purge"
 PRUNE = "prune"
 SUMMARY = "summary"
 LIST_PAGE = "list_page"
+QUEUE_CONTROL = "queue_control"
 
 ALL_SCRIPTS = (
     ENQUEUE,
@@ -114,4 +115,5 @@ ALL_SCRIPTS = (
     PRUNE,
     SUMMARY,
     LIST_PAGE,
+    QUEUE_CONTROL,
 )
