@@ -15,7 +15,7 @@ from ..errors import StagecrewError
 from .exits import as_cli_error
 from .options import APP_HELP
 
-COMMANDS = ("worker", "enqueue", "jobs", "dlq", "stats", "demo", "migrate", "chaos")
+COMMANDS = ("worker", "enqueue", "jobs", "dlq", "stats", "queues", "demo", "migrate", "chaos")
 """Each command is the attribute of that name in the module of that name in this package."""
 
 
@@ -54,6 +54,7 @@ def main(app_ref: str | None) -> None:
       stagecrew worker myapp.jobs:app --concurrency 20 --processes 2
       stagecrew enqueue resize --args '["a.png"]' --kwargs '{"width": 3}'
       stagecrew stats
+      stagecrew queues pause email
       stagecrew demo
       stagecrew chaos --url sqlite:///chaos.db --scenario kill-storm
     """
