@@ -142,8 +142,7 @@ class Task(Generic[P, R]):
             raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
         if isinstance(max_snoozes, bool) or not isinstance(max_snoozes, int) or max_snoozes < 0:
             raise ConfigurationError(
-                f"task {name!r}: max_snoozes must be a whole number, 0 or more, "
-                f"not {max_snoozes!r}"
+                f"task {name!r}: max_snoozes must be a whole number, 0 or more, not {max_snoozes!r}"
             )
         if timeout is not None:
             timeout = checked_seconds(timeout, f"task {name!r}: timeout", positive=True)

@@ -652,9 +652,7 @@ class RedisBackend(Backend):
         queues = yield from known_queues(self._keys)
         if not queues:
             return []
-        replies = yield Step(
-            tuple(Command(("EXISTS", self._keys.queue(q).paused)) for q in queues)
-        )
+        replies = yield Step(tuple(Command(("EXISTS", self._keys.queue(q).paused)) for q in queues))
         return [q for q, paused in zip(queues, replies, strict=True) if int(paused)]
 
     def _cancel(self, job_id: int) -> Op[Job | None]:
