@@ -26,6 +26,16 @@ class QueueControlConformance(Harness):
         assert backend.resume_queue("a") is True
         assert claim(backend, held, queues=["a"]).attempt == 1
 
+    def test_a_claim_over_several_queues_fills_its_limit_from_the_unpaused_ones(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        for _ in range(3):
+            enqueue_one(backend, queue="a", priority=0)  # ahead in claim order, but paused
+        wanted = [enqueue_one(backend, queue="b", priority=5) for _ in range(2)]
+        backend.pause_queue("a")
+        claimed = backend.claim(["a", "b"], "w1", 2, LEASE)
+        assert sorted(c.id for c in claimed) == wanted
+
     def test_pausing_holds_scheduled_jobs_that_become_due_too(
         self, backend: Backend, clock: FakeClock
     ) -> None:
