@@ -128,7 +128,10 @@ class QueueControlConformance(Harness):
 
         assert asyncio.run(scenario()) == (True, ["a"], True, [])
 
-    def test_resuming_a_queue_wakes_a_worker_waiting_on_it(self, backend: Backend) -> None:
+    @pytest.mark.parametrize("resumed_from", ["another thread", "the waiting thread"])
+    def test_resuming_a_queue_wakes_a_worker_waiting_on_it(
+        self, backend: Backend, resumed_from: str
+    ) -> None:
         timeout = 10.0
         backend.pause_queue("a")
         job_id = enqueue_one(backend, queue="a")
@@ -147,7 +150,10 @@ class QueueControlConformance(Harness):
             await asyncio.sleep(0.2)  # the worker waits; the paused queue gives it nothing
             assert not waiter.done()
             resumed = time.monotonic()
-            await asyncio.to_thread(backend.resume_queue, "a")
+            if resumed_from == "another thread":
+                await asyncio.to_thread(backend.resume_queue, "a")
+            else:  # through the connection the waiter itself uses, on engines that have one
+                backend.resume_queue("a")
             claimed = await waiter
             return claimed, time.monotonic() - resumed
 
