@@ -8,8 +8,9 @@ engine (see docs/engines.md).
 
 Operations are named after state changes (see `stagecrew.transitions`):
 enqueue, claim, heartbeat (renew leases), ack (record outcomes of
-attempts), rescue (expired leases), release-worker (the claims of a worker known
-to be dead), prune (retention), cancel, requeue, purge.
+attempts: complete, retry, snooze, dead-letter, cancel, release), rescue (expired
+leases), release-worker (the claims of a worker known to be dead), prune
+(retention), cancel, requeue, purge; and queue control (pause, resume).
 
 Fencing. Every job counts its claims (`Job.claims`): each claim adds one in
 the same write that makes the job running, and nothing else changes it, not
@@ -108,8 +109,8 @@ class Ack:
     """One attempt's outcome, applied only if that attempt's claim still holds the job.
 
     Build one with a named constructor (`Ack.complete`, `Ack.retry`, `Ack.dead_letter`,
-    `Ack.cancel`, `Ack.release`, `Ack.snooze`): each takes the fields its outcome carries, and every
-    Ack, however built, is checked here, so an engine is never handed a result with a
+    `Ack.cancel`, `Ack.release`, `Ack.snooze`): each takes the fields its outcome
+    carries, and every Ack, however built, is checked here, so an engine is never handed a result with a
     retry or a delay with a success.
 
     Fencing: an ack for `ref` (job id, claim token) changes the job only while
@@ -124,8 +125,8 @@ class Ack:
     counts neither an attempt nor a lost worker. SNOOZE runs again at now +
     `delay` (0 if None), gives its attempt back as a release does, and counts one
     more in the job's `snoozes`; like every outcome it never gives back the claim's
-    token. An `error` given with any kind
-    is appended to the job's errors; None leaves them alone. `result` (JSON text)
+    token. An `error` given with any kind is appended to the job's errors; None
+    leaves them alone. `result` (JSON text)
     belongs to COMPLETE only.
     """
 
@@ -482,8 +483,9 @@ class Backend(ABC):
 
     @abstractmethod
     def _next_run_at(self, queues: tuple[str, ...] | None) -> Op[float | None]:
-        """The earliest run_at of a waiting job of `queues` (every queue if None) that a
-        claim could take: jobs of paused queues are left out."""
+        """The earliest run_at of a waiting job of `queues` (every queue if None).
+
+        The front layer (`next_run_at`) has already left paused queues out of `queues`."""
 
     @abstractmethod
     def _pause_queue(self, queue: str) -> Op[bool]:
