@@ -22,7 +22,7 @@ from .errors import (
     UnknownTaskError,
 )
 from .handle import JobHandle
-from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Retry
+from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Retry, Snooze
 from .retry import Backoff
 from .schedule import CatchUp, Schedule
 from .task import Task, call
@@ -57,6 +57,7 @@ __all__ = [
     "ScheduleError",
     "SchemaOutOfDateError",
     "SerializationError",
+    "Snooze",
     "StagecrewError",
     "SystemClock",
     "Task",

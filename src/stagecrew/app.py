@@ -24,7 +24,7 @@ from .job import Job, JobState, NewJob
 from .retry import Backoff
 from .schedule import DEFAULT_MAX_CATCH_UP, CatchUp, Schedule, declare
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES, PayloadSigner
-from .task import DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Task
+from .task import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SNOOZES, EnqueueOptions, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -142,6 +142,7 @@ class App:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         dont_retry_on: tuple[type[BaseException], ...] = (),
         backoff: Backoff | Mapping[str, float] | None = None,
+        max_snoozes: int = DEFAULT_MAX_SNOOZES,
     ) -> TaskDecorator: ...
 
     def task(
@@ -156,6 +157,7 @@ class App:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         dont_retry_on: tuple[type[BaseException], ...] = (),
         backoff: Backoff | Mapping[str, float] | None = None,
+        max_snoozes: int = DEFAULT_MAX_SNOOZES,
     ) -> Any:
         """Register a function as a task (sync or async).
 
@@ -163,6 +165,10 @@ class App:
         exception is an instance of `retry_on` and not of `dont_retry_on`, up
         to `max_attempts` runs in all; then the job goes to the dead-letter
         queue. `timeout` (seconds) bounds one attempt.
+
+        A task that raises `Snooze(seconds)` runs again that much later without the
+        attempt counting; `max_snoozes` (100 by default) bounds how many times a job may
+        snooze: the snooze past it dead-letters the job (see docs/snooze.md).
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
@@ -184,6 +190,7 @@ class App:
                 retry_on=retry_on,
                 dont_retry_on=dont_retry_on,
                 backoff=Backoff.coerce(backoff),
+                max_snoozes=max_snoozes,
             )
             self.tasks[task_name] = registered
             return registered

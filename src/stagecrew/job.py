@@ -166,6 +166,8 @@ class ClaimedJob:
     run_at: float
     started_at: float
     lease_expires_at: float
+    snoozes: int = 0
+    """How many times the task snoozed the job before this claim (see `Snooze`)."""
     lost: int = 0
     """How many workers died or lost their lease while running this job before (see the rescuer).
 
@@ -223,6 +225,8 @@ class Job:
     errors: tuple[AttemptError, ...] = field(default_factory=tuple)
     claims: int = 0
     """How many times the job was claimed, ever: the fencing token of its latest claim."""
+    snoozes: int = 0
+    """How many times the task snoozed the job (`raise Snooze(...)`): each gave its attempt back."""
 
     @property
     def args(self) -> list[Any]:
@@ -267,6 +271,7 @@ class Job:
             "cancel_requested": self.cancel_requested,
             "lost": self.lost,
             "claims": self.claims,
+            "snoozes": self.snoozes,
             "result": self.result,
             "errors": [e.to_json() for e in self.errors],
         }
@@ -281,6 +286,22 @@ class Retry(Exception):
     def __init__(self, in_: float | None = None, *, reason: str = "") -> None:
         super().__init__(reason or "retry requested")
         self.in_ = None if in_ is None else checked_seconds(in_, "Retry(in_=...)")
+        self.reason = reason
+
+
+class Snooze(Exception):
+    """Raise from a task to run the job again `seconds` from now WITHOUT counting the attempt.
+
+    For a job that is fine but early ("the file is not uploaded yet"). Unlike `Retry`, the
+    attempt is given back, so snoozing never brings the job closer to `max_attempts`; each
+    snooze counts in `Job.snoozes` instead, and a job that snoozes more than its task's
+    `max_snoozes` times goes to the dead-letter queue. `seconds` must be finite and 0 or
+    more (`InvalidTimeError` otherwise, which fails the attempt like any exception).
+    """
+
+    def __init__(self, seconds: float, *, reason: str = "") -> None:
+        self.seconds = checked_seconds(seconds, "Snooze(seconds)")
+        super().__init__(reason or f"snoozed for {self.seconds:g}s")
         self.reason = reason
 
 

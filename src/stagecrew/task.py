@@ -23,6 +23,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_MAX_ATTEMPTS = 20
+DEFAULT_MAX_SNOOZES = 100
+"""How many times a job may snooze (`Snooze`) before the next snooze dead-letters it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +136,14 @@ class Task(Generic[P, R]):
         retry_on: tuple[type[BaseException], ...],
         dont_retry_on: tuple[type[BaseException], ...],
         backoff: Backoff,
+        max_snoozes: int = DEFAULT_MAX_SNOOZES,
     ) -> None:
         if max_attempts < 1:
             raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
+        if isinstance(max_snoozes, bool) or not isinstance(max_snoozes, int) or max_snoozes < 0:
+            raise ConfigurationError(
+                f"task {name!r}: max_snoozes must be a whole number, 0 or more, not {max_snoozes!r}"
+            )
         if timeout is not None:
             timeout = checked_seconds(timeout, f"task {name!r}: timeout", positive=True)
         self.app = app
@@ -145,6 +152,7 @@ class Task(Generic[P, R]):
         self.queue = queue
         self.priority = priority
         self.max_attempts = max_attempts
+        self.max_snoozes = max_snoozes
         self.timeout = timeout
         self.retry_on = retry_on
         self.dont_retry_on = dont_retry_on

@@ -21,8 +21,8 @@ ALLOWED: Mapping[JobState, frozenset[JobState]] = {
     S.RUNNING: frozenset(
         {
             S.SUCCEEDED,  # the function returned
-            S.SCHEDULED,  # failed attempt with attempts left: retry after backoff
-            S.DEAD,  # attempts exhausted, non-retryable, unrunnable, or lost too often
+            S.SCHEDULED,  # failed attempt with attempts left: retry after backoff; or snoozed
+            S.DEAD,  # attempts exhausted, non-retryable, unrunnable, lost or snoozed too often
             S.CANCELLED,  # cancelled at a checkpoint, or its lease expired with a cancel pending
             S.AVAILABLE,  # handed back at shutdown, or rescued after its lease expired
         }
@@ -43,6 +43,17 @@ def check(current: JobState, target: JobState) -> None:
 def after_failure(attempt: int, max_attempts: int, *, retryable: bool) -> JobState:
     """State after a failed attempt: retry while attempts are left, else the DLQ."""
     if retryable and attempt < max_attempts:
+        return S.SCHEDULED
+    return S.DEAD
+
+
+def after_snooze(snoozes: int, max_snoozes: int) -> JobState:
+    """State after a task snoozed its job (`Snooze`); `snoozes` counts the earlier snoozes.
+
+    The attempt is given back, so only `max_snoozes` bounds a job that keeps snoozing:
+    the snooze past it sends the job to the dead-letter queue instead.
+    """
+    if snoozes < max_snoozes:
         return S.SCHEDULED
     return S.DEAD
 

@@ -154,6 +154,8 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     backend.purge(JobFilter(states=frozenset({S.DEAD})))
     backend.prune(Retention(succeeded=0.0, cancelled=0.0, dead=0.0))
     backend.list_jobs(JobFilter(queues=frozenset({"a"})))
+    backend.pause_queue("b")
+    backend.resume_queue("b")
     backend.stats()
     backend.next_run_at()
     backend.get(a.id)

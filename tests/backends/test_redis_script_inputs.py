@@ -186,6 +186,9 @@ BAD_CALLS: list[Any] = [
     pytest.param(scripts.SCHEDULE_PAUSED, ["", "1", "100.0"], id="paused-no-name"),
     pytest.param(scripts.SCHEDULE_PAUSED, ["s", "yes", "100.0"], id="paused-flag"),
     pytest.param(scripts.SCHEDULE_PAUSED, ["s", "0", "nan"], id="paused-time-nan"),
+    pytest.param(scripts.QUEUE_CONTROL, ["stop"], id="queue-control-action"),
+    pytest.param(scripts.QUEUE_CONTROL, [""], id="queue-control-no-action"),
+    pytest.param(scripts.QUEUE_CONTROL, ["pause", "again"], id="queue-control-argument-count"),
     *bad_lost_records(scripts.RESCUE, ["", 3, 1000]),
     *bad_lost_records(scripts.RELEASE_WORKER, ["", "w", 3]),
 ]

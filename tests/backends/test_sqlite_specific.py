@@ -364,7 +364,34 @@ def test_upgrading_a_store_to_the_fencing_token_keeps_a_claim_in_flight_matching
         assert backend.requeue(JobFilter(ids=frozenset({2}))) == 1
         [again] = backend.claim(["default"], "w2", 1, 30.0)
         assert (again.id, again.attempt, again.token) == (2, 1, 4)
-    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version() == 3
+    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version()
+
+
+def test_upgrading_a_store_to_snoozes_and_pauses_keeps_its_jobs_and_claims_them_as_before(
+    db_path: Path, clock: FakeClock
+) -> None:
+    """Schema 4 adds snoozes (0 for existing jobs) and the paused-queues table."""
+    conn = raw(db_path)
+    for version, _, script in _migrations():
+        if version <= 2:
+            conn.executescript(script)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute(
+        "INSERT INTO stagecrew_jobs (task, queue, state, payload, run_at, max_attempts, "
+        "enqueued_at) VALUES ('t', 'default', 'available', ?, 0, 3, 0)",
+        (PAYLOAD,),
+    )
+    conn.close()
+    with SQLiteBackend(f"sqlite:///{db_path}", clock) as backend:
+        backend.migrate()
+        assert backend.paused_queues() == []
+        [claimed] = backend.claim(["default"], "w1", 1, 30.0)
+        assert (claimed.id, claimed.snoozes) == (1, 0)
+        assert backend.ack([Ack.snooze(claimed.ref, 0.0)]) == [True]
+        assert backend.get(1).snoozes == 1  # type: ignore[union-attr]
+        backend.pause_queue("default")
+        assert backend.claim(["default"], "w1", 1, 30.0) == []
+    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version()
 
 
 def test_ids_are_never_reused_after_the_newest_job_is_purged(backend: SQLiteBackend) -> None:

@@ -111,6 +111,10 @@ def _dead_jobs(cli: CliApp, count: int) -> list[int]:
         ["cron", "pause"],
         ["cron", "resume"],
         ["cron", "run"],
+        ["queues"],
+        ["queues", "pause"],
+        ["queues", "resume"],
+        ["queues", "list"],
         ["demo"],
         ["chaos"],
     ],
@@ -485,3 +489,56 @@ def test_the_worker_command_a_supervised_child_and_an_embedded_worker_share_one_
     assert f"[default: {defaults.CONCURRENCY}; x>=1]" in shown
     assert WorkerOptions().concurrency == defaults.CONCURRENCY
     assert Worker(App("memory://")).concurrency == defaults.CONCURRENCY
+
+
+# -- queues ----------------------------------------------------------------------
+def test_queues_pause_holds_a_queues_jobs_from_workers_until_resume(cli_app: CliApp) -> None:
+    paused = cli_app.run("queues", "pause", "images")
+    assert paused.exit_code == 0, paused.output
+    assert "queue 'images' paused" in paused.output
+    assert "paused already" in cli_app.run("queues", "pause", "images").output
+    job = cli_app.app.enqueue("resize", ["a.png"])
+    assert cli_app.drain() == 0
+    assert cli_app.app.jobs.get(job.id).state is JobState.AVAILABLE
+    assert cli_app.json("queues", "list") == [
+        {
+            "queue": "images",
+            "paused": True,
+            "counts": {str(state): int(state is JobState.AVAILABLE) for state in JobState},
+        }
+    ]
+    assert cli_app.json("queues", "resume", "images") == {
+        "queue": "images",
+        "paused": False,
+        "changed": True,
+    }
+    assert cli_app.drain() == 1
+    assert cli_app.app.jobs.get(job.id).state is JobState.SUCCEEDED
+    assert "was not paused" in cli_app.run("queues", "resume", "images").output
+
+
+def test_stats_shows_paused_queues_even_without_jobs(cli_app: CliApp) -> None:
+    cli_app.app.enqueue("resize", ["a.png"])
+    assert cli_app.run("queues", "pause", "email").exit_code == 0
+    listed = {q["queue"]: q for q in cli_app.json("stats")}
+    assert (listed["images"]["paused"], listed["email"]["paused"]) == (False, True)
+    text = cli_app.run("stats")
+    assert text.exit_code == 0, text.output
+    assert "email (paused)" in text.output
+    assert "paused: email" in text.output
+    table = cli_app.run("queues", "list")
+    assert "paused" in table.output and "email" in table.output
+
+
+@pytest.mark.parametrize("name", ["", "nul\x00inside"])
+def test_queues_pause_of_a_name_no_store_can_hold_exits_2(cli_app: CliApp, name: str) -> None:
+    result = CliRunner().invoke(main, ["queues", "pause", name])
+    assert result.exit_code == 2
+    assert "queue name" in result.output
+    assert cli_app.app.backend.paused_queues() == []
+
+
+def test_jobs_show_prints_how_often_a_job_snoozed(cli_app: CliApp) -> None:
+    job = cli_app.app.enqueue("resize", ["a.png"])
+    assert cli_app.json("jobs", "show", str(job.id))["snoozes"] == 0
+    assert "snoozes" in cli_app.run("jobs", "show", str(job.id)).output

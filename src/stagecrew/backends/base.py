@@ -8,9 +8,11 @@ engine (see docs/engines.md).
 
 Operations are named after state changes (see `stagecrew.transitions`):
 enqueue, claim, heartbeat (renew leases), ack (record outcomes of
-attempts), rescue (expired leases), release-worker (the claims of a worker known
-to be dead), prune (retention), cancel, requeue, purge; fire-schedule (a schedule's tick
-becomes its job, by compare-and-set, see `schedules.py`), pause and resume a schedule.
+attempts: complete, retry, snooze, dead-letter, cancel, release), rescue (expired
+leases), release-worker (the claims of a worker known to be dead), prune
+(retention), cancel, requeue, purge; queue control (pause, resume); fire-schedule
+(a schedule's tick becomes its job, by compare-and-set, see `schedules.py`), pause and
+resume a schedule.
 
 Fencing. Every job counts its claims (`Job.claims`): each claim adds one in
 the same write that makes the job running, and nothing else changes it, not
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import threading
 import time
@@ -50,6 +53,7 @@ from .inputs import (
     check_lease,
     check_limit,
     check_max_lost,
+    check_queue_name,
     check_release_arguments,
     check_worker,
     unique_queues,
@@ -61,7 +65,6 @@ from .schedules import (
     ScheduleFired,
     ScheduleRecord,
     check_fire,
-    check_queue_name,
     check_schedule_name,
 )
 
@@ -97,6 +100,7 @@ class AckKind(StrEnum):
     DEAD_LETTER = "dead_letter"  # -> dead
     CANCEL = "cancel"  # -> cancelled
     RELEASE = "release"  # -> available (or scheduled at now + delay), the attempt not counted
+    SNOOZE = "snooze"  # -> scheduled at now + delay, the attempt not counted, snoozes + 1
 
 
 ACK_TARGET: dict[AckKind, JobState] = {
@@ -105,6 +109,7 @@ ACK_TARGET: dict[AckKind, JobState] = {
     AckKind.DEAD_LETTER: JobState.DEAD,
     AckKind.CANCEL: JobState.CANCELLED,
     AckKind.RELEASE: JobState.AVAILABLE,
+    AckKind.SNOOZE: JobState.SCHEDULED,
 }
 
 
@@ -113,8 +118,8 @@ class Ack:
     """One attempt's outcome, applied only if that attempt's claim still holds the job.
 
     Build one with a named constructor (`Ack.complete`, `Ack.retry`, `Ack.dead_letter`,
-    `Ack.cancel`, `Ack.release`): each takes the fields its outcome carries, and every
-    Ack, however built, is checked here, so an engine is never handed a result with a
+    `Ack.cancel`, `Ack.release`, `Ack.snooze`): each takes the fields its outcome
+    carries, and every Ack, however built, is checked here, so an engine is never handed a result with a
     retry or a delay with a success.
 
     Fencing: an ack for `ref` (job id, claim token) changes the job only while
@@ -126,8 +131,11 @@ class Ack:
     worker's (a worker whose clock is off must not retry early or late): RETRY
     runs again at the store's now + `delay` (0 if None); RELEASE with a delay is
     scheduled at now + `delay` instead of being available at once, and still
-    counts neither an attempt nor a lost worker. An `error` given with any kind
-    is appended to the job's errors; None leaves them alone. `result` (JSON text)
+    counts neither an attempt nor a lost worker. SNOOZE runs again at now +
+    `delay` (0 if None), gives its attempt back as a release does, and counts one
+    more in the job's `snoozes`; like every outcome it never gives back the claim's
+    token. An `error` given with any kind is appended to the job's errors; None
+    leaves them alone. `result` (JSON text)
     belongs to COMPLETE only.
     """
 
@@ -152,9 +160,9 @@ class Ack:
         delay = self.delay
         if delay is None:
             return
-        if self.kind not in (AckKind.RETRY, AckKind.RELEASE):
+        if self.kind not in (AckKind.RETRY, AckKind.RELEASE, AckKind.SNOOZE):
             raise ValueError(
-                f"a delay is meaningful for a retry or a release only, not a {self.kind}"
+                f"a delay is meaningful for a retry, a release or a snooze only, not a {self.kind}"
             )
         if isinstance(delay, bool) or not isinstance(delay, int | float):
             raise ValueError(f"an ack's delay must be a number of seconds, not {delay!r}")
@@ -188,6 +196,17 @@ class Ack:
     ) -> Ack:
         """Hand the job back without counting the attempt: available now, or after `delay`."""
         return cls(ref, AckKind.RELEASE, error=error, delay=delay)
+
+    @classmethod
+    def snooze(cls, ref: JobRef, delay: float) -> Ack:
+        """Run the job again `delay` seconds from the store's now, the attempt not counted
+        (`Snooze`); the job's `snoozes` count grows by one."""
+        return cls(ref, AckKind.SNOOZE, delay=delay)
+
+    @property
+    def gives_attempt_back(self) -> bool:
+        """A release or a snooze: the attempt its claim counted is given back."""
+        return self.kind is AckKind.RELEASE or self.kind is AckKind.SNOOZE
 
     @property
     def target(self) -> JobState:
@@ -273,6 +292,8 @@ class QueueStats:
     counts: dict[JobState, int] = field(default_factory=dict)
     oldest_available_age: float | None = None
     """Seconds the longest-waiting due job has waited, by the store's clock."""
+    paused: bool = False
+    """No worker claims from this queue until it is resumed (`Backend.pause_queue`)."""
 
     def count(self, state: JobState) -> int:
         return self.counts.get(state, 0)
@@ -470,7 +491,33 @@ class Backend(ABC):
     def _purge(self, job_filter: JobFilter) -> Op[int]: ...
 
     @abstractmethod
-    def _next_run_at(self, queues: tuple[str, ...] | None) -> Op[float | None]: ...
+    def _next_run_at(self, queues: tuple[str, ...] | None) -> Op[float | None]:
+        """The earliest run_at of a waiting job of `queues` (every queue if None).
+
+        The front layer (`next_run_at`) has already left paused queues out of `queues`."""
+
+    @abstractmethod
+    def _pause_queue(self, queue: str) -> Op[bool]:
+        """Mark `queue` paused; True if it was not paused before."""
+
+    @abstractmethod
+    def _resume_queue(self, queue: str) -> Op[bool]:
+        """Unmark `queue` and wake its workers; True if it was paused."""
+
+    @abstractmethod
+    def _paused_queues(self) -> Op[list[str]]:
+        """Every paused queue's name, in any order."""
+
+    def _stats_with_pauses(self) -> Op[list[QueueStats]]:
+        """`_stats`, with each paused queue flagged, and listed even if it holds no job."""
+        stats = yield from self._stats()
+        paused = set((yield from self._paused_queues()))
+        flagged = {
+            s.queue: dataclasses.replace(s, paused=True) if s.queue in paused else s for s in stats
+        }
+        for queue in paused - flagged.keys():
+            flagged[queue] = QueueStats(queue=queue, paused=True)
+        return [flagged[queue] for queue in sorted(flagged)]
 
     @abstractmethod
     def _fire_schedule(self, fire: ScheduleFire) -> Op[ScheduleFired]:
@@ -838,12 +885,51 @@ class Backend(ABC):
 
     @final
     def stats(self) -> list[QueueStats]:
-        """Counts per queue and state, and the age of each queue's oldest due job."""
-        return self._call("stats", self._stats())
+        """Counts per queue and state, the age of each queue's oldest due job, and whether
+        the queue is paused (a paused queue is listed even while it holds no job)."""
+        return self._call("stats", self._stats_with_pauses())
 
     @final
     async def stats_async(self) -> list[QueueStats]:
-        return await self._call_async("stats", self._stats())
+        return await self._call_async("stats", self._stats_with_pauses())
+
+    # -- queue control ---------------------------------------------------
+    @final
+    def pause_queue(self, queue: str) -> bool:
+        """Stop every worker claiming from `queue`, at its next claim; True if it was running.
+
+        A paused queue keeps accepting jobs; they wait, and running jobs finish as usual.
+        The claim itself checks the pause, in the same atomic step, so no claim that
+        starts after this returns takes a job of `queue`. Pausing a paused queue changes
+        nothing (False). Raises `ValueError` for a name no engine can store.
+        """
+        name = check_queue_name(queue, "pause_queue")
+        return self._call("pause_queue", self._pause_queue(name))
+
+    @final
+    async def pause_queue_async(self, queue: str) -> bool:
+        name = check_queue_name(queue, "pause_queue")
+        return await self._call_async("pause_queue", self._pause_queue(name))
+
+    @final
+    def resume_queue(self, queue: str) -> bool:
+        """Let workers claim from `queue` again, waking those that wait; True if it was paused."""
+        name = check_queue_name(queue, "resume_queue")
+        return self._call("resume_queue", self._resume_queue(name))
+
+    @final
+    async def resume_queue_async(self, queue: str) -> bool:
+        name = check_queue_name(queue, "resume_queue")
+        return await self._call_async("resume_queue", self._resume_queue(name))
+
+    @final
+    def paused_queues(self) -> list[str]:
+        """The names of the paused queues, sorted."""
+        return sorted(self._call("paused_queues", self._paused_queues()))
+
+    @final
+    async def paused_queues_async(self) -> list[str]:
+        return sorted(await self._call_async("paused_queues", self._paused_queues()))
 
     @final
     def cancel(self, job_id: int) -> Job | None:
@@ -883,18 +969,32 @@ class Backend(ABC):
 
     @final
     def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
-        """The earliest `run_at` of a waiting job, or None if nothing waits."""
+        """The earliest `run_at` of a waiting job a claim could take, or None if nothing waits.
+
+        Jobs of paused queues are left out: they are not due for any worker, and an idle
+        worker that waited for them would wake at once, again and again.
+        """
         wanted = None if queues is None else unique_queues(queues)
         if wanted == ():
             return None
-        return self._call("next_run_at", self._next_run_at(wanted))
+        return self._call("next_run_at", self._next_claimable(wanted))
 
     @final
     async def next_run_at_async(self, queues: Sequence[str] | None = None) -> float | None:
         wanted = None if queues is None else unique_queues(queues)
         if wanted == ():
             return None
-        return await self._call_async("next_run_at", self._next_run_at(wanted))
+        return await self._call_async("next_run_at", self._next_claimable(wanted))
+
+    def _next_claimable(self, queues: tuple[str, ...] | None) -> Op[float | None]:
+        paused = set((yield from self._paused_queues()))
+        if paused:
+            if queues is None:
+                queues = tuple(s.queue for s in (yield from self._stats()))
+            queues = tuple(q for q in queues if q not in paused)
+            if not queues:
+                return None
+        return (yield from self._next_run_at(queues))
 
     # -- schedules (see schedules.py and docs/schedules.md) -----------------
     @final

@@ -54,6 +54,19 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
             checked_time(run_at, f"job {index} of the batch: run_at")
 
 
+def check_queue_name(queue: str, operation: str) -> str:
+    """A queue name every engine can store and look up: non-empty text, valid UTF-8, no NUL."""
+    if not isinstance(queue, str) or not queue:
+        raise ValueError(f"{operation} needs a queue name, got {queue!r}")
+    if "\x00" in queue:
+        raise ValueError(f"{operation}: a queue name cannot hold a NUL character, got {queue!r}")
+    try:
+        queue.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{operation}: the queue name {queue!r} is not valid UTF-8") from None
+    return queue
+
+
 def unique_queues(queues: Iterable[str]) -> tuple[str, ...]:
     """Each queue once, in the order first named."""
     if isinstance(queues, str):

@@ -76,6 +76,7 @@ class MemoryBackend(Backend):
         self._lock = threading.RLock()
         self._jobs: dict[int, Job] = {}
         self._keys: dict[str, int] = {}
+        self._paused: set[str] = set()
         self._ids = itertools.count(1)
         self._version = 0
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
@@ -164,7 +165,7 @@ class MemoryBackend(Backend):
         self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
         now = self.clock.now()
-        wanted = set(queues)
+        wanted = set(queues) - self._paused
         with self._lock:
             due = sorted(
                 (
@@ -200,6 +201,7 @@ class MemoryBackend(Backend):
                         started_at=now,
                         lease_expires_at=now + lease_seconds,
                         lost=job.lost,
+                        snoozes=job.snoozes,
                     )
                 )
             return claimed
@@ -254,11 +256,13 @@ class MemoryBackend(Backend):
                     common.update(run_at=now + (ack.delay or 0.0))
                 if ack.kind is AckKind.COMPLETE:
                     common.update(result=ack.result)
-                elif ack.kind is AckKind.RELEASE:
+                if ack.gives_attempt_back:
                     common.update(attempt=job.attempt - 1)
+                if ack.kind is AckKind.SNOOZE:
+                    common.update(snoozes=job.snoozes + 1)
                 self._replace(job, **common)
                 applied.append(True)
-            if any(a.kind in (AckKind.RETRY, AckKind.RELEASE) for a in acks):
+            if any(a.target in WAITING_STATES for a in acks):
                 self._notify()
         return applied
 
@@ -432,6 +436,7 @@ class MemoryBackend(Backend):
                         state=S.AVAILABLE,
                         attempt=0,
                         lost=0,
+                        snoozes=0,
                         run_at=now,
                         finished_at=None,
                         cancel_requested=False,
@@ -450,6 +455,28 @@ class MemoryBackend(Backend):
             for job in doomed:
                 self._delete(job)
         return len(doomed)
+
+    # -- queue control -----------------------------------------------------
+    @immediate
+    def _pause_queue(self, queue: str) -> bool:
+        with self._lock:
+            changed = queue not in self._paused
+            self._paused.add(queue)
+        return changed
+
+    @immediate
+    def _resume_queue(self, queue: str) -> bool:
+        with self._lock:
+            changed = queue in self._paused
+            self._paused.discard(queue)
+            if changed:
+                self._notify()
+        return changed
+
+    @immediate
+    def _paused_queues(self) -> list[str]:
+        with self._lock:
+            return list(self._paused)
 
     @immediate
     def _next_run_at(self, queues: tuple[str, ...] | None) -> float | None:

@@ -141,6 +141,7 @@ def salvage_claim(
     started_at: float,
     lease_expires_at: float,
     lost: object = 0,
+    snoozes: object = 0,
 ) -> ClaimedJob:
     """A claimed job from stored fields that may be damaged; never raises.
 
@@ -164,6 +165,7 @@ def salvage_claim(
         started_at=started_at,
         lease_expires_at=lease_expires_at,
         lost=lost if isinstance(lost, int) else 0,
+        snoozes=snoozes if isinstance(snoozes, int) else 0,
     )
     if not read.problems:
         return job
@@ -204,4 +206,5 @@ def job_from_row(row: Sequence[Any], time_value: Callable[[Any], Any] = _as_is) 
         result=row[17],
         errors=decode_errors(row[18]),
         claims=row[19],
+        snoozes=row[20],
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..clock import checked_time
 from ..job import EnqueuedJob, NewJob
-from .inputs import check_new_jobs
+from .inputs import check_new_jobs, check_queue_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +86,6 @@ def check_schedule_name(name: str, operation: str) -> str:
             f"characters, got {name!r}"
         )
     return name
-
-
-def check_queue_name(queue: str, operation: str) -> str:
-    if not isinstance(queue, str) or not queue:
-        raise ValueError(f"{operation} needs a queue name, got {queue!r}")
-    return queue
 
 
 def check_fire(fire: ScheduleFire) -> ScheduleFire:

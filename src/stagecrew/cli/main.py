@@ -15,7 +15,18 @@ from ..errors import StagecrewError
 from .exits import as_cli_error
 from .options import APP_HELP
 
-COMMANDS = ("worker", "enqueue", "jobs", "dlq", "stats", "cron", "demo", "migrate", "chaos")
+COMMANDS = (
+    "worker",
+    "enqueue",
+    "jobs",
+    "dlq",
+    "stats",
+    "queues",
+    "cron",
+    "demo",
+    "migrate",
+    "chaos",
+)
 """Each command is the attribute of that name in the module of that name in this package."""
 
 
@@ -55,6 +66,7 @@ def main(app_ref: str | None) -> None:
       stagecrew enqueue resize --args '["a.png"]' --kwargs '{"width": 3}'
       stagecrew stats
       stagecrew cron list
+      stagecrew queues pause email
       stagecrew demo
       stagecrew chaos --url sqlite:///chaos.db --scenario kill-storm
     """

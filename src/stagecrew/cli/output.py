@@ -147,6 +147,7 @@ def print_job(out: Console, job: Job) -> None:
         ("state", state_text(job.state)),
         ("attempt", f"{job.attempt} of {job.max_attempts}"),
         ("claims", str(job.claims)),
+        ("snoozes", str(job.snoozes)),
         ("priority", str(job.priority)),
         ("enqueued at", format_time(job.enqueued_at)),
         ("run at", format_time(job.run_at)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from ..backends import redact_url
 from ..job import JobState
@@ -15,10 +16,11 @@ from .output import STATE_STYLES, console, format_duration, print_json
 @app_option
 @json_option
 def stats(app_ref: str | None, as_json: bool) -> None:
-    """Jobs per queue and state, and the age of each queue's oldest waiting job.
+    """Jobs per queue and state, the age of each queue's oldest waiting job, and pauses.
 
     The age is how long the longest-waiting due job has been due: a number that
-    keeps growing means the workers do not keep up with that queue.
+    keeps growing means the workers do not keep up with that queue (or that it is
+    paused: `stagecrew queues resume NAME`).
     """
     app = load(app_ref)
     queues = app.backend.stats()
@@ -29,6 +31,7 @@ def stats(app_ref: str | None, as_json: bool) -> None:
                     "queue": q.queue,
                     "counts": {str(state): q.count(state) for state in JobState},
                     "oldest_available_age": q.oldest_available_age,
+                    "paused": q.paused,
                 }
                 for q in queues
             ]
@@ -46,7 +49,7 @@ def stats(app_ref: str | None, as_json: bool) -> None:
     table.add_column("oldest waiting", justify="right")
     for q in queues:
         table.add_row(
-            q.queue,
+            Text.assemble(q.queue, (" (paused)", "bold yellow")) if q.paused else Text(q.queue),
             *[str(q.count(state)) for state in JobState],
             format_duration(q.oldest_available_age),
         )
@@ -59,3 +62,11 @@ def stats(app_ref: str | None, as_json: bool) -> None:
             format_duration(max(ages) if ages else None),
         )
     out.print(table)
+    paused = [q.queue for q in queues if q.paused]
+    if paused:
+        out.print(
+            f"paused: {', '.join(paused)} (no worker claims from them; "
+            "stagecrew queues resume NAME)",
+            style="yellow",
+            markup=False,
+        )

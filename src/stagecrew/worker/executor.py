@@ -33,7 +33,7 @@ from ..errors import (
     StagecrewError,
     UnknownTaskError,
 )
-from ..job import AttemptError, ClaimedJob, ErrorKind, JobState, Retry
+from ..job import AttemptError, ClaimedJob, ErrorKind, JobState, Retry, Snooze
 from ..serialization import decode_payload, encode
 from ..task import Task
 from .job_threads import JobThreads
@@ -80,6 +80,9 @@ class InFlight:
 class _Overran(Exception):
     pass
 
+
+SNOOZED_TOO_OFTEN = "SnoozedTooOften"
+"""The error type of a job dead-lettered for snoozing past its task's `max_snoozes`."""
 
 UNKNOWN_TASK_DELAYS = (1.0, 60.0)
 """A job of an unknown task is handed back for half the time it has waited so far, within these
@@ -242,6 +245,8 @@ class Executor:
             if exc.job_id not in (None, job.id):  # another job's end, let through by the task
                 return self._failure(job, task, exc)
             return Ack.cancel(job.ref, self._error(job, ErrorKind.CANCELLED, exc))
+        except Snooze as exc:
+            return self._snoozed(job, task, exc)
         except Retry as exc:
             return self._failed(
                 job, task, self._error(job, ErrorKind.ERROR, exc), retryable=True, delay=exc.in_
@@ -319,6 +324,22 @@ class Executor:
         delay = min(max(low, waited / 2), high, window - waited)
         log.info("job %s: no task named %r on this worker; handed back again", job.id, job.task)
         return Ack.release(job.ref, delay=delay)
+
+    def _snoozed(self, job: ClaimedJob, task: Task[Any, Any], snooze: Snooze) -> Ack:
+        """Run again later, the attempt given back; past `max_snoozes`, the dead-letter queue."""
+        if transitions.after_snooze(job.snoozes, task.max_snoozes) is JobState.SCHEDULED:
+            log.info("job %s %s snoozed for %gs", job.id, task.name, snooze.seconds)
+            return Ack.snooze(job.ref, snooze.seconds)
+        error = AttemptError(
+            job.attempt,
+            self.app.clock.now(),
+            ErrorKind.ERROR,
+            SNOOZED_TOO_OFTEN,
+            f"task {task.name!r} snoozed its job more than max_snoozes={task.max_snoozes} "
+            f"times ({snooze}); raise max_snoozes on the task if it needs to wait longer",
+        )
+        log.error("job %s moved to the dead-letter queue: %s", job.id, error.message)
+        return self._dead_letter(job, error)
 
     def _unrunnable(self, job: ClaimedJob, exc: Exception) -> Ack:
         error = self._error(job, ErrorKind.UNRUNNABLE, exc)

@@ -628,6 +628,7 @@ class PostgresBackend(Backend):
                 started_at=r[9],
                 lease_expires_at=r[10],
                 lost=r[11],
+                snoozes=r[13],
             )
             for r in done.rows
         ]
@@ -883,6 +884,22 @@ class PostgresBackend(Backend):
         terms, params = _filter_sql(job_filter)
         done = yield Statement(self._sql.get("purge", terms), params)
         return max(done.rowcount, 0)
+
+    # -- queue control -----------------------------------------------------------------
+    def _pause_queue(self, queue: str) -> SqlOp[bool]:
+        params = {"now": self._now(), "queue": queue}
+        done = yield Statement(self._sql.get("pause_queue"), params)
+        return bool(done.rows)
+
+    def _resume_queue(self, queue: str) -> SqlOp[bool]:
+        """Resume `queue`; the same statement NOTIFYs its workers, which claim at once."""
+        params = {"queue": queue, "channel": self.settings.channel}
+        done = yield Statement(self._sql.get("resume_queue"), params)
+        return bool(done.rows)
+
+    def _paused_queues(self) -> SqlOp[list[str]]:
+        done = yield Statement(self._sql.get("paused_queues"), {})
+        return [row[0] for row in done.rows]
 
     def _next_run_at(self, queues: tuple[str, ...] | None) -> SqlOp[float | None]:
         if queues is None:

@@ -635,6 +635,28 @@ class RedisBackend(Backend):
         times = [opt_float(reply[8]) for reply in (yield from self._summaries(names))]
         return min((t for t in times if t is not None), default=None)
 
+    # -- queue control -----------------------------------------------------------------
+    def _pause_queue(self, queue: str) -> Op[bool]:
+        """Register the queue (a paused queue is listed even before its first job), then
+        pause it (queue_control.lua)."""
+        keys = self._keys.queue(queue)
+        yield from self._register(keys)
+        [changed] = yield Step((Eval.of(scripts.QUEUE_CONTROL, keys, "pause"),))
+        return bool(changed)
+
+    def _resume_queue(self, queue: str) -> Op[bool]:
+        """Resume the queue; the script leaves a wake-up token for its idle workers."""
+        keys = self._keys.queue(queue)
+        [changed] = yield Step((Eval.of(scripts.QUEUE_CONTROL, keys, "resume"),))
+        return bool(changed)
+
+    def _paused_queues(self) -> Op[list[str]]:
+        queues = yield from known_queues(self._keys)
+        if not queues:
+            return []
+        replies = yield Step(tuple(Command(("EXISTS", self._keys.queue(q).paused)) for q in queues))
+        return [q for q, paused in zip(queues, replies, strict=True) if int(paused)]
+
     def _cancel(self, job_id: int) -> Op[Job | None]:
         now = self._now()
         for trust_memory in (True, False):

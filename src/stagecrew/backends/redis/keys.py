@@ -15,8 +15,8 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
     T:job:<id>         -   HASH     one job: task, queue, state, payload, priority, run_at,
                                     attempt, max_attempts, enqueued_at, started_at, finished_at,
                                     lease_owner, lease_expires_at, idempotency_key,
-                                    cancel_requested ("1"), lost, claims, result, errors (a JSON
-                                    array); absent or '' fields are None / 0
+                                    cancel_requested ("1"), lost, claims, snoozes, result, errors
+                                    (a JSON array); absent or '' fields are None / 0
     T:available        1   ZSET     due jobs; score = priority, member = "<run_at µs, 17
                                     digits>:<L><id>", L the character '0' + the id's length, so
                                     that the set's order is the claim order (priority, run_at, id)
@@ -39,6 +39,9 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     last_job_id, last_job_tick, last_fired_at, paused ("1"/"0");
                                     kept in the queue's slot so that fire_schedule.lua can
                                     compare-and-set it and insert the tick's jobs in one script
+    T:paused           -   STRING   "1" while the queue is paused: claim.lua and peek.lua then
+                                    give out none of its jobs (an O(1) EXISTS in the claim
+                                    itself); set and removed by queue_control.lua
     T:finished         -   channel  one message per script call that made jobs final (ack,
                                     cancel, rescue, release_worker): their ids, separated by
                                     spaces, or '' for "any job of this queue" (past 1000 ids);
@@ -182,6 +185,7 @@ class QueueKeys:
     registered: str
     wake: str
     finished: str
+    paused: str
 
     def job(self, job_id: int | str) -> str:
         return f"{self.tag}:job:{job_id}"
@@ -223,7 +227,9 @@ class Keys:
                 f"{tag}:due",
                 ids,
             )
-            found = QueueKeys(name, tag, keys, keys[8], f"{tag}:wake", f"{tag}:finished")
+            found = QueueKeys(
+                name, tag, keys, keys[8], f"{tag}:wake", f"{tag}:finished", f"{tag}:paused"
+            )
             if len(self._queues) < 10_000:
                 self._queues[name] = found
         return found

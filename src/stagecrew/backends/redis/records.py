@@ -85,6 +85,7 @@ def _damaged_job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> J
         result=lenient(b"result") or None,
         errors=decode_errors(h.get(b"errors")),
         claims=number(b"claims", int, 0),
+        snoozes=number(b"snoozes", int, 0),
     )
 
 
@@ -110,14 +111,15 @@ def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
         result=opt_text(h.get(b"result")),
         errors=decode_errors(h.get(b"errors")),
         claims=int(h.get(b"claims") or 0),
+        snoozes=int(h.get(b"snoozes") or 0),
     )
 
 
 def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[ClaimedJob]]:
-    """The ids and jobs of a claim.lua reply: {now, lease expiry, then 10 fields per job}."""
+    """The ids and jobs of a claim.lua reply: {now, lease expiry, then 11 fields per job}."""
     started, expires = float(reply[0]), float(reply[1])
-    ids = [int(i) for i in reply[2::10]]
-    rows = list(zip(ids, *(reply[2 + k :: 10] for k in range(1, 10)), strict=True))
+    ids = [int(i) for i in reply[2::11]]
+    rows = list(zip(ids, *(reply[2 + k :: 11] for k in range(1, 11)), strict=True))
     try:
         return ids, [
             ClaimedJob(
@@ -134,6 +136,7 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 started_at=started,
                 lease_expires_at=expires,
                 lost=lost,
+                snoozes=snoozes,
             )
             for (
                 job_id,
@@ -146,6 +149,7 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 run_at,
                 lost,
                 token,
+                snoozes,
             ) in rows
         ]
     except (AttributeError, TypeError, ValueError):  # a damaged job hash
@@ -164,6 +168,7 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 started_at=started,
                 lease_expires_at=expires,
                 lost=r[8],
+                snoozes=r[10],
             )
             for r in rows
         ]

@@ -101,6 +101,7 @@ SUMMARY = "summary"
 LIST_PAGE = "list_page"
 FIRE_SCHEDULE = "fire_schedule"
 SCHEDULE_PAUSED = "schedule_paused"
+QUEUE_CONTROL = "queue_control"
 
 ALL_SCRIPTS = (
     ENQUEUE,
@@ -118,4 +119,5 @@ ALL_SCRIPTS = (
     LIST_PAGE,
     FIRE_SCHEDULE,
     SCHEDULE_PAUSED,
+    QUEUE_CONTROL,
 )

@@ -259,6 +259,7 @@ def _salvage_claims(rows: Sequence[Any], now: float, expires: float) -> list[Cla
             started_at=now,
             lease_expires_at=expires,
             lost=r[9],
+            snoozes=r[11],
         )
         for r in rows
     ]
@@ -752,7 +753,7 @@ class SQLiteBackend(ThreadDriven):
             if not _is_decode_error(exc):
                 raise
         else:
-            if all(r[11] for r in rows):
+            if all(r[12] for r in rows):
                 return [
                     ClaimedJob(
                         id=r[0],
@@ -768,6 +769,7 @@ class SQLiteBackend(ThreadDriven):
                         started_at=now,
                         lease_expires_at=expires,
                         lost=r[9],
+                        snoozes=r[11],
                     )
                     for r in rows
                 ]
@@ -856,7 +858,8 @@ class SQLiteBackend(ThreadDriven):
                 "id": ack.ref.id,
                 "token": ack.ref.token,
                 "state": target.value,
-                "uncounted": 1 if ack.kind is AckKind.RELEASE else 0,
+                "uncounted": 1 if ack.gives_attempt_back else 0,
+                "snoozed": 1 if ack.kind is AckKind.SNOOZE else 0,
                 "run_at": None if run_in is None else now + run_in,
                 "finished_at": now if target.is_final else None,
                 "now": now,
@@ -1055,6 +1058,24 @@ class SQLiteBackend(ThreadDriven):
         count: int = conn.execute(sql, params).rowcount
         yield from self._committed(finished=count > 0)  # a deleted job is gone
         return count
+
+    # -- queue control -----------------------------------------------------------------
+    def _pause_queue(self, queue: str) -> Op[bool]:
+        conn: sqlite3.Connection = yield WRITE
+        count: int = conn.execute(
+            _sql("pause_queue"), {"queue": queue, "now": self.clock.now()}
+        ).rowcount
+        return count == 1
+
+    def _resume_queue(self, queue: str) -> Op[bool]:
+        conn: sqlite3.Connection = yield WRITE
+        count: int = conn.execute(_sql("resume_queue"), {"queue": queue}).rowcount
+        yield from self._committed(work=count > 0)  # its waiting jobs are claimable again
+        return count == 1
+
+    def _paused_queues(self) -> Op[list[str]]:
+        conn: sqlite3.Connection = yield AUTOCOMMIT
+        return [row[0] for row in _read_rows(conn, _sql("paused_queues"), {})]
 
     def _next_run_at(self, queues: tuple[str, ...] | None) -> Op[float | None]:
         conn: sqlite3.Connection = yield AUTOCOMMIT

@@ -45,9 +45,11 @@ from .helpers import LEASE, BackendFactory
 from .inspection import InspectionConformance
 from .interleaving import InterleavingConformance
 from .lease import LeaseConformance
+from .queue_control import QueueControlConformance
 from .release_worker import ReleaseWorkerConformance
 from .rescue import RescueConformance
 from .schedules import ScheduleConformance
+from .snooze import SnoozeConformance
 from .state_machine import StateMachineConformance
 from .wait import WaitConformance
 
@@ -66,9 +68,11 @@ __all__ = [
     "InspectionConformance",
     "InterleavingConformance",
     "LeaseConformance",
+    "QueueControlConformance",
     "ReleaseWorkerConformance",
     "RescueConformance",
     "ScheduleConformance",
+    "SnoozeConformance",
     "StateMachineConformance",
     "WaitConformance",
 ]
@@ -80,6 +84,8 @@ class BackendConformance(
     LeaseConformance,
     AckConformance,
     FencingConformance,
+    SnoozeConformance,
+    QueueControlConformance,
     RescueConformance,
     ReleaseWorkerConformance,
     CancelConformance,

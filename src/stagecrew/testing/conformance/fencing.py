@@ -51,6 +51,24 @@ class FencingConformance(Harness):
         assert [c.token for c in (first, second, third, fourth)] == [1, 2, 3, 4]
         assert must_get(backend, job_id).claims == 4
 
+    def test_claim_tokens_only_grow_across_snoozes_and_a_stale_claim_cannot_snooze_again(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        job_id = enqueue_one(backend, max_attempts=1)
+        claims = []
+        for _ in range(3):
+            claimed = claim(backend, job_id)
+            claims.append(claimed)
+            assert backend.ack([Ack.snooze(claimed.ref, 0.0)]) == [True]
+        last = claim(backend, job_id)
+        assert [c.attempt for c in (*claims, last)] == [1, 1, 1, 1]  # each snooze gave it back
+        assert [c.token for c in (*claims, last)] == [1, 2, 3, 4]  # no token ever given twice
+        for old in claims:
+            assert backend.ack([Ack.snooze(old.ref, 0.0)]) == [False]
+        job = must_get(backend, job_id)
+        assert (job.state, job.claims, job.snoozes, job.lease_owner) == (S.RUNNING, 4, 3, "w1")
+        assert backend.ack([Ack.complete(last.ref, result_text("done"))]) == [True]
+
     @pytest.mark.parametrize("kind", list(AckKind))
     def test_a_stale_outcome_after_rescue_dead_letter_requeue_and_reclaim_is_refused(
         self, backend: Backend, clock: FakeClock, kind: AckKind

@@ -162,7 +162,7 @@ class Outcome:
     kind: AckKind
     error: AttemptError | None = None
     delay: float | None = None
-    """How long a RETRY, or a RELEASE that is not a plain hand-back, waits: seconds
+    """How long a RETRY, a SNOOZE, or a RELEASE that is not a plain hand-back, waits: seconds
     from when the store writes it, by the store's clock."""
 
     def ack(self) -> Ack:
@@ -406,6 +406,8 @@ class InterleavingMachine(RuleBasedStateMachine):
             return Outcome(claim, AckKind.RELEASE)
         if kind == "release later":  # an unknown task is left for another worker, say
             return Outcome(claim, AckKind.RELEASE, delay=delay)
+        if kind == "snooze":  # the task is not ready yet: later, its attempt given back
+            return Outcome(claim, AckKind.SNOOZE, delay=delay)
         if kind == "cancel":
             error = self.error(claim, ErrorKind.CANCELLED, "cancelled at a checkpoint")
             return Outcome(claim, AckKind.CANCEL, error)
@@ -455,12 +457,12 @@ class InterleavingMachine(RuleBasedStateMachine):
         target = transitions.after_ack(target, cancel_requested=job.cancel_requested)
         if target is S.SCHEDULED:
             job.run_at = now + (outcome.delay or 0.0)
-        if kind is AckKind.RELEASE:
+        if kind is AckKind.RELEASE or kind is AckKind.SNOOZE:
             job.attempt -= 1
         job.leave_running(target, now)
 
     outcome_kinds = st.sampled_from(
-        ["complete", "fail", "dead-letter", "cancel", "release", "release later"]
+        ["complete", "fail", "dead-letter", "cancel", "release", "release later", "snooze"]
     )
 
     @precondition(lambda self: self.workers_with(lambda w: w.claims))

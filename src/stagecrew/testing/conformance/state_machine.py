@@ -1,7 +1,8 @@
 """Random sequences of store operations against a reference model: the state-machine test.
 
 The model is a few lines of plain Python per operation: the job's state,
-attempt, claims (the fencing token), losses, lease and cancel request. After
+attempt, claims (the fencing token), losses, snoozes, lease and cancel request,
+and which queues are paused. After
 every step each stored job must agree with it, and every state change the
 store made must be one that `transitions.ALLOWED` lists.
 
@@ -58,6 +59,7 @@ class ModelJob:
     attempt: int = 0
     claims: int = 0
     lost: int = 0
+    snoozes: int = 0
     owner: str | None = None
     lease_until: float | None = None
     cancel_requested: bool = False
@@ -83,6 +85,7 @@ class BackendMachine(RuleBasedStateMachine):
         self.model: dict[int, ModelJob] = {}
         self.seen: dict[int, JobState] = {}
         self.claims: list[Held] = []
+        self.paused: set[str] = set()
 
     def teardown(self) -> None:
         self.backend.close()
@@ -144,7 +147,10 @@ class BackendMachine(RuleBasedStateMachine):
             (
                 (job.priority, job.run_at, job_id)
                 for job_id, job in self.model.items()
-                if job.state in WAITING_STATES and job.queue in queues and job.run_at <= now
+                if job.state in WAITING_STATES
+                and job.queue in queues
+                and job.queue not in self.paused
+                and job.run_at <= now
             )
         )[:limit]
         claimed = self.backend.claim(queues, worker, limit, LEASE)
@@ -170,14 +176,17 @@ class BackendMachine(RuleBasedStateMachine):
             AckKind.DEAD_LETTER: S.DEAD,
             AckKind.CANCEL: S.CANCELLED,
             AckKind.RELEASE: S.AVAILABLE,
+            AckKind.SNOOZE: S.SCHEDULED,
         }[ack.kind]
         if job.cancel_requested and target in (S.SCHEDULED, S.AVAILABLE):
             target = S.CANCELLED  # a pending cancel wins over going back to the queue
-        if ack.kind is AckKind.RETRY and target is S.SCHEDULED:
+        if ack.kind in (AckKind.RETRY, AckKind.SNOOZE) and target is S.SCHEDULED:
             assert ack.delay is not None
             job.run_at = self.clock.now() + ack.delay
-        elif ack.kind is AckKind.RELEASE:
-            job.attempt -= 1
+        if ack.kind in (AckKind.RELEASE, AckKind.SNOOZE):
+            job.attempt -= 1  # given back, even when a pending cancel ends the job
+        if ack.kind is AckKind.SNOOZE:
+            job.snoozes += 1
         job.leave_running(target)
         return True
 
@@ -186,6 +195,8 @@ class BackendMachine(RuleBasedStateMachine):
             return Ack(ref, AckKind.COMPLETE, result="1")
         if outcome == "release":
             return Ack(ref, AckKind.RELEASE)
+        if outcome == "snooze":
+            return Ack.snooze(ref, retry_in)
         if outcome == "cancel":
             return Ack(ref, AckKind.CANCEL, error=self.error(ref, "cancelled"))
         job = self.model.get(ref.id)
@@ -196,7 +207,7 @@ class BackendMachine(RuleBasedStateMachine):
             return Ack(ref, AckKind.DEAD_LETTER, error=self.error(ref, "gave up"))
         return Ack(ref, AckKind.RETRY, error=self.error(ref, "again"), delay=retry_in)
 
-    outcomes = st.sampled_from(["complete", "fail", "dead-letter", "cancel", "release"])
+    outcomes = st.sampled_from(["complete", "fail", "dead-letter", "cancel", "release", "snooze"])
 
     @rule(
         items=st.lists(
@@ -317,6 +328,7 @@ class BackendMachine(RuleBasedStateMachine):
                 job.state = S.AVAILABLE
                 job.attempt = 0
                 job.lost = 0
+                job.snoozes = 0
                 job.cancel_requested = False
                 job.run_at = now
                 count += 1
@@ -332,6 +344,17 @@ class BackendMachine(RuleBasedStateMachine):
             del self.model[job_id]
             self.seen.pop(job_id, None)
 
+    @rule(queue=st.sampled_from(QUEUES))
+    def pause_queue(self, queue: str) -> None:
+        assert self.backend.pause_queue(queue) is (queue not in self.paused)
+        self.paused.add(queue)
+
+    @precondition(lambda self: bool(self.paused))
+    @rule(queue=st.sampled_from(QUEUES))
+    def resume_queue(self, queue: str) -> None:
+        assert self.backend.resume_queue(queue) is (queue in self.paused)
+        self.paused.discard(queue)
+
     @rule(seconds=st.sampled_from([1.0, 5.0, 11.0, 31.0]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -342,11 +365,12 @@ class BackendMachine(RuleBasedStateMachine):
         for job_id, expected in self.model.items():
             job = self.backend.get(job_id)
             assert job is not None, f"job {job_id} vanished"
-            assert (job.state, job.attempt, job.claims, job.lost) == (
+            assert (job.state, job.attempt, job.claims, job.lost, job.snoozes) == (
                 expected.state,
                 expected.attempt,
                 expected.claims,
                 expected.lost,
+                expected.snoozes,
             ), f"job {job_id}"
             if job.state is S.RUNNING:
                 assert job.lease_owner == expected.owner
@@ -363,8 +387,13 @@ class BackendMachine(RuleBasedStateMachine):
             self.seen[job.id] = job.state
 
     @invariant()
+    def the_paused_queues_are_the_models(self) -> None:
+        assert self.backend.paused_queues() == sorted(self.paused)
+
+    @invariant()
     def stats_count_what_the_model_holds(self) -> None:
         stats = {s.queue: s for s in self.backend.stats()}
+        assert {q for q, s in stats.items() if s.paused} == self.paused
         for queue in QUEUES:
             for state in JobState:
                 expected = sum(

@@ -5,7 +5,8 @@
 -- ids): no join, so a stale statistic (a queue table's always are) cannot turn this into a scan
 -- of the jobs per ack, and a batch of any size costs n log n.
 -- %(states)s holds each outcome's target (ACK_TARGET); a retry or hand-back of a job whose cancel
--- is pending ends it cancelled instead (transitions.after_ack). %(errors)s holds AttemptError
+-- is pending ends it cancelled instead (transitions.after_ack). A hand-back or a snooze gives its
+-- attempt back; a snooze counts one more in snoozes. %(errors)s holds AttemptError
 -- JSON, or NULL to leave the errors alone; it is appended to the stored JSON array as text, so no
 -- stored value is ever re-parsed. %(delays)s holds, for an outcome that schedules the job (a retry,
 -- a delayed hand-back), the seconds to add to the store's clock, else NULL. Queues that got work
@@ -28,11 +29,13 @@ batch AS (
 applied AS (
     UPDATE {schema}.jobs AS j
     SET state = CASE WHEN j.cancel_requested
-                          AND b.kinds[width_bucket(j.id, b.ids)] IN ('retry', 'release')
+                          AND b.kinds[width_bucket(j.id, b.ids)] IN ('retry', 'release', 'snooze')
                      THEN 'cancelled'
                      ELSE b.states[width_bucket(j.id, b.ids)] END,
-        attempt = CASE WHEN b.kinds[width_bucket(j.id, b.ids)] = 'release'
+        attempt = CASE WHEN b.kinds[width_bucket(j.id, b.ids)] IN ('release', 'snooze')
                        THEN j.attempt - 1 ELSE j.attempt END,
+        snoozes = CASE WHEN b.kinds[width_bucket(j.id, b.ids)] = 'snooze'
+                       THEN j.snoozes + 1 ELSE j.snoozes END,
         run_at = CASE WHEN b.delays[width_bucket(j.id, b.ids)] IS NOT NULL
                            AND NOT j.cancel_requested
                       THEN clock.now + b.delays[width_bucket(j.id, b.ids)]
@@ -40,7 +43,8 @@ applied AS (
         finished_at = CASE WHEN b.states[width_bucket(j.id, b.ids)]
                                     IN ('succeeded', 'dead', 'cancelled')
                                 OR (j.cancel_requested
-                                    AND b.kinds[width_bucket(j.id, b.ids)] IN ('retry', 'release'))
+                                    AND b.kinds[width_bucket(j.id, b.ids)]
+                                        IN ('retry', 'release', 'snooze'))
                            THEN clock.now ELSE j.finished_at END,
         result = CASE WHEN b.kinds[width_bucket(j.id, b.ids)] = 'complete'
                       THEN b.results[width_bucket(j.id, b.ids)] ELSE j.result END,

@@ -1,4 +1,4 @@
--- Claim up to %(limit)s due jobs of %(queues)s in (priority, run_at, id) order, skipping rows other claimers hold.
+-- Claim up to %(limit)s due jobs of %(queues)s in (priority, run_at, id) order, skipping rows other claimers hold and paused queues.
 -- Each queue's head is read in order off jobs_claim and locked as it is read; the merged heads are
 -- cut to %(limit)s. A due scheduled job is claimed directly: no separate promotion step. The
 -- claimed rows are then updated by primary key ("id = ANY"), never through a join whose plan a
@@ -9,7 +9,11 @@ WITH clock AS (
 ),
 due AS (
     SELECT head.id
-    FROM unnest(%(queues)b::text[]) AS wanted (queue)
+    FROM (
+        SELECT w.queue
+        FROM unnest(%(queues)b::text[]) AS w (queue)
+        WHERE NOT EXISTS (SELECT FROM {schema}.paused_queues AS p WHERE p.queue = w.queue)
+    ) AS wanted
     CROSS JOIN clock
     CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at
@@ -34,4 +38,4 @@ SET state = 'running',
 FROM clock
 WHERE j.id = ANY(ARRAY(SELECT id FROM due))
 RETURNING j.id, j.task, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.enqueued_at,
-          j.run_at, j.started_at, j.lease_expires_at, j.lost, j.claims
+          j.run_at, j.started_at, j.lease_expires_at, j.lost, j.claims, j.snoozes

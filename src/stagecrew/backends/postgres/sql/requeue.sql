@@ -1,4 +1,4 @@
--- Make dead and cancelled jobs matching a JobFilter available again from attempt 0 (errors kept); wake their queues.
+-- Make dead and cancelled jobs matching a JobFilter available again from attempt 0 and no snooze (errors kept); wake their queues.
 WITH clock AS (
     SELECT {schema}.store_now(%(now)s) AS now
 ),
@@ -7,6 +7,7 @@ requeued AS (
     SET state = 'available',
         attempt = 0,
         lost = 0,
+        snoozes = 0,
         run_at = clock.now,
         finished_at = NULL,
         cancel_requested = false

@@ -9,12 +9,12 @@
 --   T:job:<id>. Leaves a wake-up token on T:wake when a job is due again, and publishes once on
 --   T:finished the ids of the jobs that became final (succeeded, dead or cancelled).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); then 7 per outcome: job id, claim token,
---   kind (complete | retry | dead_letter | cancel | release), target state (`Ack.target`,
+--   kind (complete | retry | dead_letter | cancel | release | snooze), target state (`Ack.target`,
 --   decided in Python: succeeded | scheduled | dead | cancelled | available), result JSON
 --   ('' = none), error JSON ('' = none; appended for any kind), delay in seconds
 --   (`Ack.run_in`, '' = none): a job whose target is scheduled runs again at now + delay.
---   The kind says only what else changes: a release gives its attempt back, a complete keeps
---   its result.
+--   The kind says only what else changes: a release or a snooze gives its attempt back, a
+--   snooze counts one more in the hash's `snoozes`, a complete keeps its result.
 -- Returns one code per outcome: 1 applied, 0 fenced off (not running that claim),
 --   -1 no such job in this queue.
 -- validates: now; per outcome the job id and claim token (whole), the kind, its target, the delay.
@@ -25,6 +25,7 @@
 local TARGETS = {
     complete = { succeeded = true }, retry = { scheduled = true }, dead_letter = { dead = true },
     cancel = { cancelled = true }, release = { available = true, scheduled = true },
+    snooze = { scheduled = true },
 }
 if #ARGV < 2 or (#ARGV - 2) % 7 ~= 0 then
     refuse('argument count', #ARGV)
@@ -69,8 +70,11 @@ for i = 3, #ARGV, 7 do
             target = 'cancelled'
         end
         done[#done + 1] = id
-        if kind == 'release' then
+        if kind == 'release' or kind == 'snooze' then
             redis.call('HINCRBY', k, 'attempt', -1)
+        end
+        if kind == 'snooze' then
+            redis.call('HINCRBY', k, 'snoozes', 1)
         end
         if err ~= '' then
             redis.call('HSET', k, 'errors', append_error(f[5], err))

@@ -7,14 +7,16 @@
 -- field (absent counts as 0): the new value is the claim's fencing token, which no later claim,
 -- hand-back, rescue or re-run from the dead-letter queue ever gives out again.
 --
--- KEYS (keys.py): reads and writes KEYS[1] available, KEYS[2] scheduled, KEYS[10] due,
+-- A paused queue (T:paused exists) gives out nothing, and the call writes nothing.
+--
+-- KEYS (keys.py): reads T:paused; reads and writes KEYS[1] available, KEYS[2] scheduled, KEYS[10] due,
 --   KEYS[3] running and the claimed jobs' hashes T:job:<id> (state, attempt, claims,
 --   lease_owner, lease_expires_at, started_at); T:wake (a token, when this claim took `limit`
 --   jobs and more are waiting).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] worker id; ARGV[4] limit;
 --   ARGV[5] lease seconds; ARGV[6] the most scheduled jobs to move to T:due in this call.
--- Returns {now, lease_expires_at, then 10 per claimed job: id, attempt, task, payload,
---   max_attempts, priority, enqueued_at, run_at, lost, token}.
+-- Returns {now, lease_expires_at, then 11 per claimed job: id, attempt, task, payload,
+--   max_attempts, priority, enqueued_at, run_at, lost, token, snoozes}.
 -- validates: now, limit (whole), lease seconds (finite, >= 0), the promotion batch (whole).
 -- Every argument is checked before the first write (see _lib.lua).
 if #ARGV ~= 6 then
@@ -31,6 +33,9 @@ if promote < 0 then
     refuse('promotion batch', ARGV[6])
 end
 local now_s = fmt(now)
+if redis.call('EXISTS', TAG .. ':paused') == 1 then
+    return { now_s, lease_s }
+end
 
 local became_due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now_s, 'LIMIT', 0, promote)
 if #became_due > 0 then
@@ -102,7 +107,7 @@ for _, member in ipairs(picked) do
     local id = id_of_member(member)
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'task', 'payload', 'max_attempts', 'priority',
-        'enqueued_at', 'run_at', 'attempt', 'lost', 'claims')
+        'enqueued_at', 'run_at', 'attempt', 'lost', 'claims', 'snoozes')
     -- a hash missing fields is claimed all the same (the worker dead-letters it); only a
     -- member whose hash is gone is dropped
     if f[1] or redis.call('EXISTS', k) == 1 then
@@ -119,6 +124,7 @@ for _, member in ipairs(picked) do
         end
         out[#out + 1] = tonumber(f[8]) or 0
         out[#out + 1] = token
+        out[#out + 1] = tonumber(f[10]) or 0
     end
 end
 if #running > 0 then

@@ -3,8 +3,8 @@
 -- A claim over several queues peeks at each, merges the heads, and then claims from each queue
 -- only as many as it won in the merge (one claim.lua call per queue).
 --
--- KEYS (keys.py): reads KEYS[1] available, KEYS[10] due, KEYS[2] scheduled, and the priority
---   and run_at of due scheduled jobs' hashes.
+-- KEYS (keys.py): reads T:paused (a paused queue shows no job), KEYS[1] available, KEYS[10] due,
+--   KEYS[2] scheduled, and the priority and run_at of due scheduled jobs' hashes.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] limit; ARGV[4] the most scheduled jobs
 --   claim.lua moves to T:due per call.
 -- Returns {priority_1, sort member_1, priority_2, sort member_2, ...}, unordered; a sort member
@@ -14,7 +14,7 @@ local now = clock(ARGV[2])
 local limit = integer_arg(ARGV[3], 'limit', -math.huge)
 local promote = integer_arg(ARGV[4], 'promotion batch', 0)
 local out = {}
-if limit <= 0 then
+if limit <= 0 or redis.call('EXISTS', TAG .. ':paused') == 1 then
     return out
 end
 for _, index in ipairs({ AVAILABLE, DUE }) do

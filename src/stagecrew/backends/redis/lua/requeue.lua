@@ -1,6 +1,6 @@
 #!lua flags=allow-oom
 -- requeue: make dead or cancelled jobs of one queue available again, with attempt 0, a fresh
--- lost budget, run_at = now and no pending cancellation; their errors are kept, and so is their
+-- lost budget, no snooze counted, run_at = now and no pending cancellation; their errors are kept, and so is their
 -- claims count (the fencing token never goes back).
 --
 -- KEYS (keys.py): reads and writes KEYS[5] dead or KEYS[6] cancelled; writes KEYS[1]
@@ -22,7 +22,7 @@ for _, id in ipairs(candidates) do
     if (f[1] == 'dead' or f[1] == 'cancelled') and matches(id, f[1], f[2], f[3]) then
         unindex(id, f[1], nil)
         redis.call('HSET', k, 'state', 'available', 'run_at', now_s)
-        redis.call('HDEL', k, 'attempt', 'lost', 'finished_at', 'cancel_requested')
+        redis.call('HDEL', k, 'attempt', 'lost', 'snoozes', 'finished_at', 'cancel_requested')
         make_available(id, f[4], now_s)
         requeued = requeued + 1
     else

@@ -15,7 +15,7 @@ WHERE id IN (
     LIMIT :limit
 )
 RETURNING id, task, queue, payload, attempt, max_attempts, priority, enqueued_at, run_at, lost,
-    claims,
+    claims, snoozes,
     typeof(task) = 'text' AND typeof(payload) = 'text' AND typeof(max_attempts) = 'integer'
     AND typeof(priority) = 'integer' AND typeof(enqueued_at) IN ('real', 'integer')
     AND typeof(run_at) IN ('real', 'integer') AND typeof(lost) = 'integer'

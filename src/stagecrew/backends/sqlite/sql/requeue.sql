@@ -1,9 +1,10 @@
--- Make dead and cancelled jobs available again from attempt 0 (errors kept); the backend appends
+-- Make dead and cancelled jobs available again from attempt 0 and no snooze (errors kept); the backend appends
 -- the JobFilter terms with AND.
 UPDATE stagecrew_jobs
 SET state = 'available',
     attempt = 0,
     lost = 0,
+    snoozes = 0,
     run_at = :now,
     finished_at = NULL,
     cancel_requested = 0

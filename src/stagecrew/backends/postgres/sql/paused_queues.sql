@@ -1,0 +1,2 @@
+-- The names of the paused queues.
+SELECT queue FROM {schema}.paused_queues
