@@ -119,8 +119,8 @@ class Ack:
 
     Build one with a named constructor (`Ack.complete`, `Ack.retry`, `Ack.dead_letter`,
     `Ack.cancel`, `Ack.release`, `Ack.snooze`): each takes the fields its outcome
-    carries, and every Ack, however built, is checked here, so an engine is never handed a result with a
-    retry or a delay with a success.
+    carries, and every Ack, however built, is checked here, so an engine is never
+    handed a result with a retry or a delay with a success.
 
     Fencing: an ack for `ref` (job id, claim token) changes the job only while
     it is running that same claim. A worker that lost its lease (the job was
