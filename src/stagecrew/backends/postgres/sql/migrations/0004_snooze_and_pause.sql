@@ -1,4 +1,4 @@
--- Schema version 3: snoozes counted per job, and the paused queues.
+-- Schema version 4: snoozes counted per job, and the paused queues.
 
 -- A task that raises Snooze runs again later with its attempt given back; this counts those
 -- snoozes, so that the task's max_snoozes can bound a job that keeps snoozing. A constant
