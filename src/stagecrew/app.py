@@ -17,7 +17,7 @@ from .handle import JobHandle, require
 from .job import Job, JobState, NewJob
 from .retry import Backoff
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES, PayloadSigner
-from .task import DEFAULT_MAX_ATTEMPTS, EnqueueOptions, Task
+from .task import DEFAULT_MAX_ATTEMPTS, EnqueueOptions, FairnessKey, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -133,6 +133,7 @@ class App:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         dont_retry_on: tuple[type[BaseException], ...] = (),
         backoff: Backoff | Mapping[str, float] | None = None,
+        fairness_key: FairnessKey | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -147,13 +148,16 @@ class App:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         dont_retry_on: tuple[type[BaseException], ...] = (),
         backoff: Backoff | Mapping[str, float] | None = None,
+        fairness_key: FairnessKey | None = None,
     ) -> Any:
         """Register a function as a task (sync or async).
 
         Failures retry with exponential backoff and full jitter while the
         exception is an instance of `retry_on` and not of `dont_retry_on`, up
         to `max_attempts` runs in all; then the job goes to the dead-letter
-        queue. `timeout` (seconds) bounds one attempt.
+        queue. `timeout` (seconds) bounds one attempt. `fairness_key` is the jobs' default
+        fairness key (see docs/fairness.md): a str, or a function of the job's arguments
+        that returns one (or None); `options(fairness_key=...)` overrides it.
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
@@ -175,6 +179,7 @@ class App:
                 retry_on=retry_on,
                 dont_retry_on=dont_retry_on,
                 backoff=Backoff.coerce(backoff),
+                fairness_key=fairness_key,
             )
             self.tasks[task_name] = registered
             return registered

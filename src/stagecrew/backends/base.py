@@ -594,7 +594,10 @@ class Backend(ABC):
     def claim(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
-        """Claim up to `limit` due jobs atomically, in (priority, run_at, id) order.
+        """Claim up to `limit` due jobs atomically, in (priority, order_at, id) order.
+
+        order_at is run_at for a job without a fairness key; a keyed job's is its place in
+        its queue's fair order (see `fairness`).
 
         Due scheduled jobs are claimable; each claimed job becomes running with
         attempt + 1 and claims + 1 (its new fencing token), owned by `worker`
@@ -871,7 +874,13 @@ class Backend(ABC):
 
 def _claim_order(claimed: list[ClaimedJob]) -> list[ClaimedJob]:
     """Claimed jobs in the order the contract promises, whatever order the engine found them."""
-    claimed.sort(key=lambda job: (job.priority, job.run_at, job.id))
+    claimed.sort(
+        key=lambda job: (
+            job.priority,
+            job.run_at if job.order_at is None else job.order_at,
+            job.id,
+        )
+    )
     return claimed
 
 

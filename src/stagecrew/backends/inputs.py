@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..clock import LATEST_TIME, MAX_SECONDS, checked_seconds, checked_time
 from ..job import EnqueuedJob, JobRef, NewJob
+from .fairness import check_fairness_key
 
 
 def check_release_arguments(worker: str, max_lost: int) -> None:
@@ -52,6 +53,8 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
             checked_seconds(job.delay, f"job {index} of the batch: delay")
         if run_at is not None and not 0.0 <= run_at <= LATEST_TIME:
             checked_time(run_at, f"job {index} of the batch: run_at")
+        if job.fairness_key is not None:
+            check_fairness_key(job.fairness_key, f"job {index} of the batch: fairness_key")
 
 
 def unique_queues(queues: Iterable[str]) -> tuple[str, ...]:

@@ -204,4 +204,6 @@ def job_from_row(row: Sequence[Any], time_value: Callable[[Any], Any] = _as_is) 
         result=row[17],
         errors=decode_errors(row[18]),
         claims=row[19],
+        fairness_key=row[20] if len(row) > 20 else None,
+        original_priority=row[21] if len(row) > 21 else None,
     )

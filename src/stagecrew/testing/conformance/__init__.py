@@ -39,6 +39,7 @@ from .asynchronous import AsyncConformance
 from .cancel import CancelConformance
 from .claim import ClaimConformance
 from .enqueue import EnqueueConformance
+from .fairness import FairnessConformance
 from .fencing import FencingConformance
 from .finished import FinishedWaitConformance
 from .helpers import LEASE, BackendFactory
@@ -60,6 +61,7 @@ __all__ = [
     "CancelConformance",
     "ClaimConformance",
     "EnqueueConformance",
+    "FairnessConformance",
     "FencingConformance",
     "FinishedWaitConformance",
     "InspectionConformance",
@@ -75,6 +77,7 @@ __all__ = [
 class BackendConformance(
     EnqueueConformance,
     ClaimConformance,
+    FairnessConformance,
     LeaseConformance,
     AckConformance,
     FencingConformance,

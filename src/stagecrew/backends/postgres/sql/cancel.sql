@@ -15,7 +15,7 @@ changed AS (
     RETURNING j.id, j.task, j.queue, j.state, j.payload, j.priority, j.run_at, j.attempt,
               j.max_attempts, j.enqueued_at, j.started_at, j.finished_at, j.lease_owner,
               j.lease_expires_at, j.idempotency_key, j.cancel_requested, j.lost, j.result, j.errors,
-              j.claims
+              j.claims, j.fairness_key, j.original_priority
 )
 SELECT changed.*,
        (SELECT count(pg_notify(%(finished_channel)s, c.id::text))

@@ -8,6 +8,7 @@ requeued AS (
         attempt = 0,
         lost = 0,
         run_at = clock.now,
+        order_at = clock.now,
         finished_at = NULL,
         cancel_requested = false
     FROM clock

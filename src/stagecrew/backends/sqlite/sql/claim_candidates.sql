@@ -1,8 +1,8 @@
 -- The first :limit due jobs of queue :queue, read in claim order straight off stagecrew_jobs_claim.
 SELECT * FROM (
-    SELECT id, priority, run_at
+    SELECT id, priority, order_at
     FROM stagecrew_jobs
     WHERE state IN ('available', 'scheduled') AND queue = :queue AND run_at <= :now
-    ORDER BY priority, run_at, id
+    ORDER BY priority, order_at, id
     LIMIT :limit
 )

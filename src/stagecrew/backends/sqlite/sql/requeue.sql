@@ -5,6 +5,7 @@ SET state = 'available',
     attempt = 0,
     lost = 0,
     run_at = :now,
+    order_at = :now,
     finished_at = NULL,
     cancel_requested = 0
 WHERE state IN ('dead', 'cancelled')
