@@ -22,6 +22,7 @@ from .errors import (
 )
 from .handle import JobHandle
 from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Retry
+from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .task import Task, call
 
@@ -48,6 +49,7 @@ __all__ = [
     "Jobs",
     "LeaseLostError",
     "PayloadTooLargeError",
+    "PriorityAging",
     "Retention",
     "Retry",
     "SchemaOutOfDateError",

@@ -15,6 +15,7 @@ from .clock import Clock, SystemClock, checked_seconds
 from .errors import ConfigurationError, EnqueueError, StagecrewError, UnknownTaskError
 from .handle import JobHandle, require
 from .job import Job, JobState, NewJob
+from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES, PayloadSigner
 from .task import DEFAULT_MAX_ATTEMPTS, EnqueueOptions, FairnessKey, Task
@@ -25,6 +26,9 @@ R = TypeVar("R")
 
 DEFAULT_UNKNOWN_TASK_WINDOW = 3600.0
 """Seconds a job of a task no worker has waits for one that has it (see `App`)."""
+
+
+_DEFAULT_AGING = PriorityAging()
 
 
 def _seconds(value: float | timedelta, name: str) -> float:
@@ -58,6 +62,10 @@ class App:
     makes workers dead-letter, unrun, any job whose signature is missing or
     wrong; else the comma-separated `STAGECREW_SIGNING_KEYS` is read. An app
     without a key signs nothing and checks nothing (see docs/guarantees.md).
+
+    `priority_aging` is the starvation guard of priorities: by default a waiting job gains
+    one priority step per five minutes waited, down to priority 0 (`PriorityAging`); None
+    turns it off (see docs/fairness.md).
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class App:
         default_queue: str = "default",
         signing_key: bytes | str | Sequence[bytes | str] | None = None,
         unknown_task_window: float | timedelta = DEFAULT_UNKNOWN_TASK_WINDOW,
+        priority_aging: PriorityAging | None = _DEFAULT_AGING,
     ) -> None:
         self.url = url or os.environ.get("STAGECREW_URL") or DEFAULT_URL
         self.unknown_task_window = _seconds(unknown_task_window, "unknown_task_window")
@@ -80,6 +89,11 @@ class App:
         self.max_payload_bytes = max_payload_bytes
         self.max_worker_losses = max_worker_losses
         self.default_queue = default_queue
+        if priority_aging is not None and not isinstance(priority_aging, PriorityAging):
+            raise ConfigurationError(
+                f"priority_aging must be a PriorityAging or None, not {priority_aging!r}"
+            )
+        self.priority_aging = priority_aging
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from .backends.fairness import check_fairness_key
 from .clock import checked_seconds, checked_time
 from .context import Context
 from .errors import ConfigurationError, InvalidArgumentsError
-from .backends.fairness import check_fairness_key
 from .job import NewJob
 from .retry import Backoff
 from .serialization import encode_payload
@@ -225,8 +225,10 @@ class Task(Generic[P, R]):
             payload = encode_payload(args, kwargs, max_bytes=max_bytes)
             if signer is not None:
                 payload = signer.sign(name, payload)
-            tenant = fair if fair is None or isinstance(fair, str) else self._fairness_of(
-                fair, args, kwargs
+            tenant = (
+                fair
+                if fair is None or isinstance(fair, str)
+                else self._fairness_of(fair, args, kwargs)
             )
             jobs.append(
                 NewJob(name, payload, queue, priority, run_at, delay, max_attempts, key, tenant)

@@ -78,6 +78,22 @@ def check_job_id(job_id: int, operation: str) -> int:
     return job_id
 
 
+def check_aging(every: float, floor: int, limit: int) -> tuple[float, int, int]:
+    """What `Backend.age_priorities` refuses, checked before any engine changes a job."""
+    if isinstance(every, bool) or not isinstance(every, int | float):
+        raise ValueError(f"age_priorities: every must be seconds, not {every!r}")
+    if not 0.0 < every < MAX_SECONDS:  # false for NaN
+        raise ValueError(f"age_priorities: every must be finite seconds above 0, not {every!r}")
+    if isinstance(floor, bool) or not isinstance(floor, int):
+        raise ValueError(f"age_priorities: floor must be an integer priority, not {floor!r}")
+    if abs(floor) >= 2**31:
+        raise ValueError(f"age_priorities: floor {floor} is out of the priority range")
+    check_limit(limit, "age_priorities")
+    if limit < 1:
+        raise ValueError(f"age_priorities: limit must be at least 1, not {limit}")
+    return float(every), floor, limit
+
+
 def check_limit(limit: int, operation: str) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise ValueError(f"{operation}: limit must be an integer, got {limit!r}")

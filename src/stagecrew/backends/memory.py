@@ -26,7 +26,7 @@ from ..job import (
     JobState,
     NewJob,
 )
-from .fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
+from .aging import aged_priority
 from .base import (
     Ack,
     AckKind,
@@ -38,6 +38,7 @@ from .base import (
     RescueReport,
     Retention,
 )
+from .fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from .ops import Op, immediate, run
 from .records import WORKER_LOST
 
@@ -355,6 +356,22 @@ class MemoryBackend(Backend):
                     self._delete(job)
                     removed += 1
         return removed
+
+    @immediate
+    def _age_priorities(self, every: float, floor: int, limit: int) -> int:
+        now = self.clock.now()
+        changed = 0
+        with self._lock:
+            for job in sorted(self._jobs.values(), key=lambda j: j.id):
+                if changed >= limit:
+                    break
+                if job.state not in WAITING_STATES or job.run_at > now or job.priority <= floor:
+                    continue
+                aged = aged_priority(job.enqueued_priority, job.run_at, now, every, floor)
+                if aged < job.priority:
+                    self._replace(job, priority=aged, original_priority=job.enqueued_priority)
+                    changed += 1
+        return changed
 
     def _delete(self, job: Job) -> None:
         del self._jobs[job.id]

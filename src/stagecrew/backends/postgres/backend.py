@@ -66,9 +66,9 @@ from ..base import (
     RescueReport,
     Retention,
 )
+from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run, run_async
-from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..records import WORKER_LOST, job_from_row
 from .deadlines import DEADLINES
 from .driver import (
@@ -798,6 +798,11 @@ class PostgresBackend(Backend):
         yield Statement(
             self._sql.get("fair_prune"), {"now": params["now"], "stale_seconds": STALE_AFTER}
         )
+        return max(done.rowcount, 0)
+
+    def _age_priorities(self, every: float, floor: int, limit: int) -> SqlOp[int]:
+        params = {"now": self._now(), "every": every, "floor": floor, "limit": limit}
+        done = yield Statement(self._sql.get("age_priorities"), params)
         return max(done.rowcount, 0)
 
     def _get_listener(self) -> NotificationListener:

@@ -86,9 +86,9 @@ from ..base import (
     Retention,
     ThreadDriven,
 )
+from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run
-from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..records import WORKER_LOST, job_from_row, salvage_claim
 from ..sql_files import read_migrations, read_statement
 from .finish_signal import FinishSignal
@@ -194,9 +194,7 @@ def _claim_sql(queue_count: int) -> str:
 _JOB_STATE = {state.value: state for state in JobState}
 
 
-def _fair_order(
-    conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float
-) -> list[float | None]:
+def _fair_order(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[float | None]:
     """Each job's order_at (None: its run_at); records the keys' new last order_at.
 
     Runs inside the enqueue's write transaction, so no other enqueue reads the same head.
@@ -930,6 +928,13 @@ class SQLiteBackend(ThreadDriven):
             },
         ).rowcount
         yield from self._committed(finished=count > 0)  # a deleted job is gone
+        return count
+
+    def _age_priorities(self, every: float, floor: int, limit: int) -> Op[int]:
+        params = {"now": self.clock.now(), "every": every, "floor": floor, "limit": limit}
+        conn: sqlite3.Connection = yield WRITE
+        count: int = conn.execute(_sql("age_priorities"), params).rowcount
+        yield from self._committed()
         return count
 
     async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from .ack import AckConformance
 from .admin import AdminConformance
+from .aging import AgingConformance
 from .asynchronous import AsyncConformance
 from .cancel import CancelConformance
 from .claim import ClaimConformance
@@ -55,6 +56,7 @@ __all__ = [
     "LEASE",
     "AckConformance",
     "AdminConformance",
+    "AgingConformance",
     "AsyncConformance",
     "BackendConformance",
     "BackendFactory",
@@ -78,6 +80,7 @@ class BackendConformance(
     EnqueueConformance,
     ClaimConformance,
     FairnessConformance,
+    AgingConformance,
     LeaseConformance,
     AckConformance,
     FencingConformance,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -25,7 +26,7 @@ def _assert_one_for_one(order: list[int], small: list[int]) -> None:
     """The `small` key's jobs start within the first three claims, then take every other one."""
     positions = [order.index(job_id) for job_id in small]
     assert positions[0] <= 2, f"the small key waited: claimed at {positions}"
-    gaps = [b - a for a, b in zip(positions, positions[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(positions)]
     assert gaps == [2] * (len(small) - 1), f"not one for one: claimed at {positions}"
 
 
@@ -70,9 +71,7 @@ class FairnessConformance(Harness):
         assert [i for i in order if i not in keyed] == [early, late, later]
         assert [i for i in order if i in keyed] == keyed
 
-    def test_priority_still_comes_before_fairness(
-        self, backend: Backend, clock: FakeClock
-    ) -> None:
+    def test_priority_still_comes_before_fairness(self, backend: Backend, clock: FakeClock) -> None:
         flood = _flood(backend, "tenant-a", 10, priority=0)
         clock.advance(1.0)
         background = _flood(backend, "tenant-b", 2, priority=5)

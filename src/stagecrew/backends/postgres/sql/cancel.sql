@@ -24,6 +24,6 @@ FROM changed
 UNION ALL
 SELECT id, task, queue, state, payload, priority, run_at, attempt, max_attempts, enqueued_at,
        started_at, finished_at, lease_owner, lease_expires_at, idempotency_key, cancel_requested,
-       lost, result, errors, claims, 0
+       lost, result, errors, claims, fairness_key, original_priority, 0
 FROM {schema}.jobs
 WHERE id = %(id)s AND NOT EXISTS (SELECT FROM changed)
