@@ -156,6 +156,7 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     backend.list_jobs(JobFilter(queues=frozenset({"a"})))
     backend.stats()
     backend.next_run_at()
+    backend.age_priorities(1.0)
     backend.get(a.id)
 
 
