@@ -26,8 +26,9 @@ R = TypeVar("R")
 DEFAULT_MAX_ATTEMPTS = 20
 
 FairnessKey = str | Callable[..., str | None]
-"""A task's default fairness key: one key, or a function of the job's arguments giving one
-(None: no key for that job), e.g. `lambda customer_id, **_: f"customer-{customer_id}"`."""
+"""A task's default fairness key: one key, or a function of the job's arguments (passed by
+name) giving one (None: no key for that job), e.g.
+`lambda customer_id, **_: f"customer-{customer_id}"`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +239,13 @@ class Task(Generic[P, R]):
     def _fairness_of(
         self, compute: Callable[..., object], args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> str | None:
-        """The fairness key the task's `fairness_key` function gives for these arguments."""
+        """The fairness key the task's `fairness_key` function gives for these arguments.
+
+        It is called with every argument by name, as the task's signature binds them, so
+        `lambda customer_id, **_: ...` reads `customer_id` however the caller passed it.
+        """
         try:
-            key = compute(*args, **kwargs)
+            key = compute(**self.signature.bind(*args, **kwargs).arguments)
         except Exception as exc:
             raise ConfigurationError(
                 f"task {self.name!r}: its fairness_key function failed for these arguments: "
