@@ -460,18 +460,25 @@ class PostgresBackend(Backend):
             job.idempotency_key is None and job.fairness_key is None for job in jobs
         ):
             return self._enqueue_by_copy(jobs)
-        return self._enqueue_in(jobs)
-
-    def _enqueue_in(self, jobs: Sequence[NewJob]) -> SqlOp[list[EnqueuedJob]]:
         if any(job.fairness_key is not None for job in jobs):
-            return self._enqueue_fair(jobs)
+            return self._enqueue_fair(jobs, own_transaction=True)
         return self._enqueue_rows(jobs, [None] * len(jobs))
 
-    def _enqueue_fair(self, jobs: Sequence[NewJob]) -> SqlOp[list[EnqueuedJob]]:
+    def _enqueue_in(self, jobs: Sequence[NewJob]) -> SqlOp[list[EnqueuedJob]]:
+        """`_enqueue` on the caller's connection: its transaction holds the statements together."""
+        if any(job.fairness_key is not None for job in jobs):
+            return self._enqueue_fair(jobs, own_transaction=False)
+        return self._enqueue_rows(jobs, [None] * len(jobs))
+
+    def _enqueue_fair(
+        self, jobs: Sequence[NewJob], *, own_transaction: bool
+    ) -> SqlOp[list[EnqueuedJob]]:
         """A batch with fairness keys: read the fair order's state, insert, record each key's
-        latest order_at; in one transaction (see `fairness`). Two concurrent enqueues of one
-        key may give their jobs the same ordering times: ties go by id."""
-        yield TRANSACTION
+        latest order_at; in one transaction, ours or the caller's (see `fairness`). Two
+        concurrent enqueues of one key may give their jobs the same ordering times: ties go
+        by id."""
+        if own_transaction:
+            yield TRANSACTION
         heads = sorted(heads_wanted(jobs))
         keys = sorted(keys_wanted(jobs))
         done = yield Statement(
