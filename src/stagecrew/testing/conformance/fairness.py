@@ -9,7 +9,7 @@ import pytest
 
 from ...backends.base import Ack, Backend
 from ...clock import FakeClock
-from .helpers import LEASE, Harness, attempt_error, claim, enqueue_one, must_get, new_job
+from .helpers import LEASE, Harness, S, attempt_error, claim, enqueue_one, must_get, new_job
 
 
 def _flood(backend: Backend, key: str, count: int, **fields: object) -> list[int]:
@@ -105,6 +105,22 @@ class FairnessConformance(Harness):
         clock.advance(6.0)
         plain = enqueue_one(backend)
         assert _claim_order(backend, 2) == [job_id, plain]
+
+    def test_a_cancelled_or_handed_back_keyed_job_leaves_the_claim_order_cleanly(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        flood = _flood(backend, "tenant-a", 3)
+        clock.advance(1.0)
+        [small] = _flood(backend, "tenant-b", 1)
+        cancelled = must_get(backend, small)
+        assert backend.cancel(small) is not None
+        first = claim(backend, flood[0])
+        assert backend.ack([Ack.release(first.ref)]) == [True]
+        assert sorted(_claim_order(backend, 3)) == flood
+        assert backend.claim(["default"], "w1", 10, LEASE) == []
+        assert must_get(backend, small).state is not cancelled.state
+        [stats] = backend.stats()
+        assert stats.count(S.AVAILABLE) == 0 and stats.count(S.SCHEDULED) == 0
 
     def test_a_job_shows_its_fairness_key(self, backend: Backend) -> None:
         [keyed] = _flood(backend, "customer-42 \N{SNOWMAN}", 1)
