@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import heapq
 import itertools
 import threading
 from collections.abc import Sequence
@@ -188,18 +189,20 @@ class MemoryBackend(Backend):
     ) -> list[ClaimedJob]:
         now = self.clock.now()
         wanted = set(queues)
+        order_at = self._order_at
         with self._lock:
-            due = sorted(
+            due = heapq.nsmallest(
+                limit,
                 (
                     j
                     for j in self._jobs.values()
                     if j.state in WAITING_STATES and j.queue in wanted and j.run_at <= now
                 ),
-                key=lambda j: (j.priority, self._order_of(j), j.id),
-            )[:limit]
+                key=lambda j: (j.priority, order_at.get(j.id, j.run_at), j.id),
+            )
             claimed = []
             for waiting in due:
-                order_at = self._order_of(waiting)
+                order = self._order_of(waiting)
                 job = self._replace(
                     waiting,
                     state=S.RUNNING,
@@ -223,7 +226,7 @@ class MemoryBackend(Backend):
                         run_at=job.run_at,
                         started_at=now,
                         lease_expires_at=now + lease_seconds,
-                        order_at=order_at,
+                        order_at=order,
                         lost=job.lost,
                     )
                 )
