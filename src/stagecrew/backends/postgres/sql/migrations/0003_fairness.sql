@@ -16,11 +16,15 @@ UPDATE {schema}.jobs SET order_at = run_at;
 
 ALTER TABLE {schema}.jobs ALTER COLUMN order_at SET NOT NULL;
 
--- fetch: per queue, waiting jobs in claim order (replaces the run_at ordered index).
+-- fetch: per queue, waiting jobs in claim order (replaces the run_at ordered index). run_at comes
+-- last, after the unique id, so it never changes the order: it lets a claim test due-ness in the
+-- index (an index condition, as with the old index), which keeps the planner on an ordered scan
+-- of the queue's head even with the stale statistics a queue table always has; without it a
+-- flood enqueued during a drain could turn every claim into a sort of all the waiting jobs.
 DROP INDEX {schema}.jobs_claim;
 
 CREATE INDEX jobs_claim
-    ON {schema}.jobs (queue, priority, order_at, id)
+    ON {schema}.jobs (queue, priority, order_at, id, run_at)
     WHERE state IN ('available', 'scheduled');
 
 -- Per queue and fairness key, the order_at given to the key's latest job; the pruner forgets
