@@ -4,8 +4,10 @@
 -- a fairness key (first in, first out, as before) and the job's place in its queue's fair
 -- order for a keyed one (backends/fairness.py); every job that waits again (retry, hand-back,
 -- rescue, re-run) is ordered by its run_at again. Existing jobs keep their order (order_at =
--- run_at): the UPDATE rewrites every row once, so upgrade a large table at a quiet time.
-ALTER TABLE {schema}.jobs ADD COLUMN order_at double precision;
+-- run_at): the UPDATE rewrites every row once, so upgrade a large table at a quiet time. The
+-- default 0 is for a row an older stagecrew still writes during a rolling upgrade: its job is
+-- claimed first of its priority once due, instead of its enqueue failing.
+ALTER TABLE {schema}.jobs ADD COLUMN order_at double precision NOT NULL DEFAULT 0;
 
 ALTER TABLE {schema}.jobs ADD COLUMN fairness_key text;
 
@@ -13,8 +15,6 @@ ALTER TABLE {schema}.jobs ADD COLUMN fairness_key text;
 ALTER TABLE {schema}.jobs ADD COLUMN original_priority integer;
 
 UPDATE {schema}.jobs SET order_at = run_at;
-
-ALTER TABLE {schema}.jobs ALTER COLUMN order_at SET NOT NULL;
 
 -- fetch: per queue, waiting jobs in claim order (replaces the run_at ordered index). run_at comes
 -- last, after the unique id, so it never changes the order: it lets a claim test due-ness in the

@@ -4,6 +4,8 @@
 -- a fairness key (first in, first out, as before) and the job's place in its queue's fair
 -- order for a keyed one (backends/fairness.py); every job that waits again (retry, hand-back,
 -- rescue, re-run) is ordered by its run_at again. Existing jobs keep their order: order_at = run_at.
+-- The default 0 is for a row an older stagecrew still writes during a rolling upgrade: its job
+-- is claimed first of its priority once due, instead of its enqueue failing.
 ALTER TABLE stagecrew_jobs ADD COLUMN order_at REAL NOT NULL DEFAULT 0;
 
 ALTER TABLE stagecrew_jobs ADD COLUMN fairness_key TEXT;
