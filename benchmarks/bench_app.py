@@ -36,6 +36,12 @@ def noop_sync(i: int) -> None:
 
 
 @app.task(max_attempts=3)
+def fair_noop(tag: str, i: int) -> None:
+    """A no-op of bench_fairness.py: `tag` says which batch it belongs to."""
+    return None
+
+
+@app.task(max_attempts=3)
 def sleep_10ms(i: int) -> None:
     time.sleep(SLEEP_SECONDS)
 

@@ -23,6 +23,7 @@ from .errors import (
 )
 from .handle import JobHandle
 from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Retry, Snooze
+from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import CatchUp, Schedule
 from .task import Task, call
@@ -51,6 +52,7 @@ __all__ = [
     "Jobs",
     "LeaseLostError",
     "PayloadTooLargeError",
+    "PriorityAging",
     "Retention",
     "Retry",
     "Schedule",

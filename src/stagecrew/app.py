@@ -21,10 +21,11 @@ from .errors import (
 )
 from .handle import JobHandle, require
 from .job import Job, JobState, NewJob
+from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import DEFAULT_MAX_CATCH_UP, CatchUp, Schedule, declare
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES, PayloadSigner
-from .task import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SNOOZES, EnqueueOptions, Task
+from .task import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SNOOZES, EnqueueOptions, FairnessKey, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,6 +33,9 @@ R = TypeVar("R")
 
 DEFAULT_UNKNOWN_TASK_WINDOW = 3600.0
 """Seconds a job of a task no worker has waits for one that has it (see `App`)."""
+
+
+_DEFAULT_AGING = PriorityAging()
 
 
 def _seconds(value: float | timedelta, name: str) -> float:
@@ -65,6 +69,10 @@ class App:
     makes workers dead-letter, unrun, any job whose signature is missing or
     wrong; else the comma-separated `STAGECREW_SIGNING_KEYS` is read. An app
     without a key signs nothing and checks nothing (see docs/guarantees.md).
+
+    `priority_aging` is the starvation guard of priorities: by default a waiting job gains
+    one priority step per five minutes waited, down to priority 0 (`PriorityAging`); None
+    turns it off (see docs/fairness.md).
     """
 
     def __init__(
@@ -78,6 +86,7 @@ class App:
         default_queue: str = "default",
         signing_key: bytes | str | Sequence[bytes | str] | None = None,
         unknown_task_window: float | timedelta = DEFAULT_UNKNOWN_TASK_WINDOW,
+        priority_aging: PriorityAging | None = _DEFAULT_AGING,
     ) -> None:
         self.url = url or os.environ.get("STAGECREW_URL") or DEFAULT_URL
         self.unknown_task_window = _seconds(unknown_task_window, "unknown_task_window")
@@ -87,6 +96,11 @@ class App:
         self.max_payload_bytes = max_payload_bytes
         self.max_worker_losses = max_worker_losses
         self.default_queue = default_queue
+        if priority_aging is not None and not isinstance(priority_aging, PriorityAging):
+            raise ConfigurationError(
+                f"priority_aging must be a PriorityAging or None, not {priority_aging!r}"
+            )
+        self.priority_aging = priority_aging
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, Schedule] = {}
         """The periodic schedules declared in code (`periodic`, `schedule`), by name."""
@@ -143,6 +157,7 @@ class App:
         dont_retry_on: tuple[type[BaseException], ...] = (),
         backoff: Backoff | Mapping[str, float] | None = None,
         max_snoozes: int = DEFAULT_MAX_SNOOZES,
+        fairness_key: FairnessKey | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -158,13 +173,16 @@ class App:
         dont_retry_on: tuple[type[BaseException], ...] = (),
         backoff: Backoff | Mapping[str, float] | None = None,
         max_snoozes: int = DEFAULT_MAX_SNOOZES,
+        fairness_key: FairnessKey | None = None,
     ) -> Any:
         """Register a function as a task (sync or async).
 
         Failures retry with exponential backoff and full jitter while the
         exception is an instance of `retry_on` and not of `dont_retry_on`, up
         to `max_attempts` runs in all; then the job goes to the dead-letter
-        queue. `timeout` (seconds) bounds one attempt.
+        queue. `timeout` (seconds) bounds one attempt. `fairness_key` is the jobs' default
+        fairness key (see docs/fairness.md): a str, or a function of the job's arguments
+        that returns one (or None); `options(fairness_key=...)` overrides it.
 
         A task that raises `Snooze(seconds)` runs again that much later without the
         attempt counting; `max_snoozes` (100 by default) bounds how many times a job may
@@ -191,6 +209,7 @@ class App:
                 dont_retry_on=dont_retry_on,
                 backoff=Backoff.coerce(backoff),
                 max_snoozes=max_snoozes,
+                fairness_key=fairness_key,
             )
             self.tasks[task_name] = registered
             return registered

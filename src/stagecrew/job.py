@@ -134,6 +134,8 @@ class NewJob:
     delay: float = 0.0
     max_attempts: int = 20
     idempotency_key: str | None = None
+    fairness_key: str | None = None
+    """The tenant this job is fair-queued for (see docs/fairness.md); None: plain FIFO."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +170,11 @@ class ClaimedJob:
     lease_expires_at: float
     snoozes: int = 0
     """How many times the task snoozed the job before this claim (see `Snooze`)."""
+    order_at: float | None = None
+    """The job's place in its queue's claim order (priority, order_at, id); None means run_at.
+
+    It differs from run_at for a job with a fairness key only (see `backends.fairness`).
+    """
     lost: int = 0
     """How many workers died or lost their lease while running this job before (see the rescuer).
 
@@ -227,6 +234,16 @@ class Job:
     """How many times the job was claimed, ever: the fencing token of its latest claim."""
     snoozes: int = 0
     """How many times the task snoozed the job (`raise Snooze(...)`): each gave its attempt back."""
+    fairness_key: str | None = None
+    """The tenant the job is fair-queued for, or None (see docs/fairness.md)."""
+    original_priority: int | None = None
+    """The priority the job was enqueued with, once the starvation guard improved `priority`
+    (see docs/fairness.md, "Priorities and aging"); None while it was never aged."""
+
+    @property
+    def enqueued_priority(self) -> int:
+        """The priority the job was enqueued with, aged or not."""
+        return self.priority if self.original_priority is None else self.original_priority
 
     @property
     def args(self) -> list[Any]:
@@ -272,6 +289,8 @@ class Job:
             "lost": self.lost,
             "claims": self.claims,
             "snoozes": self.snoozes,
+            "fairness_key": self.fairness_key,
+            "original_priority": self.original_priority,
             "result": self.result,
             "errors": [e.to_json() for e in self.errors],
         }

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from .backends.fairness import check_fairness_key
 from .clock import checked_seconds, checked_time
 from .context import Context
 from .errors import ConfigurationError, InvalidArgumentsError
@@ -25,6 +26,11 @@ R = TypeVar("R")
 DEFAULT_MAX_ATTEMPTS = 20
 DEFAULT_MAX_SNOOZES = 100
 """How many times a job may snooze (`Snooze`) before the next snooze dead-letters it."""
+
+FairnessKey = str | Callable[..., str | None]
+"""A task's default fairness key: one key, or a function of the job's arguments (passed by
+name) giving one (None: no key for that job), e.g.
+`lambda customer_id, **_: f"customer-{customer_id}"`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,7 @@ class EnqueueOptions:
     run_at: float | None = None
     max_attempts: int | None = None
     idempotency_key: str | None = None
+    fairness_key: str | None = None
     connection: object | None = None
     """A psycopg connection or cursor: enqueue inside its open transaction."""
 
@@ -137,6 +144,7 @@ class Task(Generic[P, R]):
         dont_retry_on: tuple[type[BaseException], ...],
         backoff: Backoff,
         max_snoozes: int = DEFAULT_MAX_SNOOZES,
+        fairness_key: FairnessKey | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
@@ -157,6 +165,9 @@ class Task(Generic[P, R]):
         self.retry_on = retry_on
         self.dont_retry_on = dont_retry_on
         self.backoff = backoff
+        if fairness_key is not None and not callable(fairness_key):
+            check_fairness_key(fairness_key, f"task {name!r}: fairness_key")
+        self.fairness_key = fairness_key
         self.is_async = inspect.iscoroutinefunction(fn)
         self.context_parameter = _find_context_parameter(fn)
         signature = inspect.signature(fn)
@@ -214,6 +225,7 @@ class Task(Generic[P, R]):
         queue = options.queue or self.queue
         priority = self.priority if options.priority is None else options.priority
         run_at, delay, key = options.run_at, options.delay or 0.0, options.idempotency_key
+        fair: FairnessKey | None = options.fairness_key or self.fairness_key
         jobs = []
         for given, kwargs in calls:
             args = given if type(given) is tuple else tuple(given)
@@ -222,8 +234,32 @@ class Task(Generic[P, R]):
             payload = encode_payload(args, kwargs, max_bytes=max_bytes)
             if signer is not None:
                 payload = signer.sign(name, payload)
-            jobs.append(NewJob(name, payload, queue, priority, run_at, delay, max_attempts, key))
+            tenant = (
+                fair
+                if fair is None or isinstance(fair, str)
+                else self._fairness_of(fair, args, kwargs)
+            )
+            jobs.append(
+                NewJob(name, payload, queue, priority, run_at, delay, max_attempts, key, tenant)
+            )
         return jobs
+
+    def _fairness_of(
+        self, compute: Callable[..., object], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> str | None:
+        """The fairness key the task's `fairness_key` function gives for these arguments.
+
+        It is called with every argument by name, as the task's signature binds them, so
+        `lambda customer_id, **_: ...` reads `customer_id` however the caller passed it.
+        """
+        try:
+            key = compute(**self.signature.bind(*args, **kwargs).arguments)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"task {self.name!r}: its fairness_key function failed for these arguments: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return check_fairness_key(key, f"task {self.name!r}: the fairness key computed")
 
     # -- producing ---------------------------------------------------------
     def options(
@@ -235,9 +271,13 @@ class Task(Generic[P, R]):
         run_at: datetime | float | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
+        fairness_key: str | None = None,
         connection: object | None = None,
     ) -> BoundTask[P, R]:
         """Per-call options: `task.options(delay=60, priority=5).enqueue(...)`.
+
+        `fairness_key` (a non-empty str of at most 200 bytes of UTF-8) names the tenant the
+        job is fair-queued for (see docs/fairness.md); it overrides the task's default.
 
         `connection` (a psycopg connection or cursor, sync or async, on the
         store's PostgreSQL database) writes the job inside that connection's
@@ -252,6 +292,7 @@ class Task(Generic[P, R]):
             run_at=None if run_at is None else _timestamp(run_at),
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
+            fairness_key=check_fairness_key(fairness_key),
             connection=connection,
         )
         return BoundTask(self, opts)

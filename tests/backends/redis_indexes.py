@@ -77,7 +77,7 @@ class RedisIndexes:
         indexes: dict[str, dict[int, float]] = {}
         names = (*self.STATE_INDEXES, "all")
         for name, members in zip(names, replies[: len(names)], strict=True):
-            # an available member is "<run_at µs, 17 digits>:<length of the id><id>"
+            # an available member is "<order time µs, 17 digits>:<length of the id><id>"
             indexes[name] = {
                 int(m[19:] if name in ("available", "due") else m): score for m, score in members
             }

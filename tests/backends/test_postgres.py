@@ -427,6 +427,20 @@ def test_enqueue_in_a_rolled_back_transaction_is_never_enqueued(
     assert again.created  # the key was never taken
 
 
+def test_a_fair_keyed_enqueue_in_is_rolled_back_with_the_callers_transaction(
+    backend: PostgresBackend, schema: str
+) -> None:
+    """A keyed batch writes the fairness table too: none of it may commit on its own."""
+    with psycopg.connect(URL) as conn:
+        backend.enqueue_in(conn, [job("lost", fairness_key="tenant"), job(fairness_key="b")])
+        conn.rollback()
+    assert count_jobs(schema) == 0
+    with psycopg.connect(URL) as conn:
+        [entry] = backend.enqueue_in(conn, [job("kept", fairness_key="tenant")])
+        conn.commit()
+    assert [c.id for c in backend.claim(["default"], "w", 10, 30)] == [entry.id]
+
+
 def test_enqueue_in_keeps_the_callers_transaction_and_search_path(
     backend: PostgresBackend,
 ) -> None:

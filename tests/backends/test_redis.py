@@ -158,6 +158,7 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     backend.resume_queue("b")
     backend.stats()
     backend.next_run_at()
+    backend.age_priorities(1.0)
     backend.get(a.id)
     exercise_schedules(backend)
 

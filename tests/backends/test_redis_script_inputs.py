@@ -17,6 +17,7 @@ import redis
 from tests.backends import test_redis
 
 from stagecrew.backends.base import Ack, AckKind, JobFilter
+from stagecrew.backends.fairness import STALE_AFTER
 from stagecrew.backends.redis import RedisBackend, scripts
 from stagecrew.backends.redis.backend import LOST_ARGS
 from stagecrew.clock import FakeClock
@@ -76,6 +77,7 @@ def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
 
 
 FAR = repr(math.inf)
+STALE = repr(STALE_AFTER)
 LOST_TYPE, LOST_MESSAGE, LOST_KIND, LOST_CANCELLED_KIND = LOST_ARGS
 
 
@@ -98,39 +100,60 @@ BAD_CALLS: list[Any] = [
     # script, ARGV after the tag: one of them is bad
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, "", "t", PAYLOAD, "0", "nan", "0.0", "3", "=new"],
+        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "nan", "0.0", "3", "=new", ""],
         id="enqueue-run_at-nan",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, "", "t", PAYLOAD, "0", "", "inf", "3", "=new"],
+        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "inf", "3", "=new", ""],
         id="enqueue-delay-inf",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, "", "t", PAYLOAD, "0", "", "-1", "3", "=new"],
+        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "-1", "3", "=new", ""],
         id="enqueue-delay-negative",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, "", "t", PAYLOAD, "1.5", "", "0.0", "3", ""],
+        ["", "default", 1, STALE, "", "t", PAYLOAD, "1.5", "", "0.0", "3", "", ""],
         id="enqueue-priority-fraction",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, "", "t", PAYLOAD, "0", "", "0.0", "0", ""],
+        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "0.0", "0", "", ""],
         id="enqueue-max_attempts-zero",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 2, "", "t", PAYLOAD, "0", "", "0.0", "3", "=new"],
+        ["", "default", 2, STALE, "", "t", PAYLOAD, "0", "", "0.0", "3", "=new", ""],
         id="enqueue-argument-count",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["nan", "default", 1, "", "t", PAYLOAD, "0", "", "0.0", "3", ""],
+        ["nan", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "0.0", "3", "", ""],
         id="enqueue-now-nan",
     ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "tenant"],
+        id="enqueue-fairness-key-form",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "="],
+        id="enqueue-fairness-key-empty",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, "nan", "", "t", PAYLOAD, "0", "", "0.0", "3", "", "=tenant"],
+        id="enqueue-fairness-idle-nan",
+    ),
+    pytest.param(scripts.AGE_PRIORITIES, ["nan", "60.0", "0", 10], id="age-now-nan"),
+    pytest.param(scripts.AGE_PRIORITIES, ["", "0", "0", 10], id="age-every-zero"),
+    pytest.param(scripts.AGE_PRIORITIES, ["", "inf", "0", 10], id="age-every-inf"),
+    pytest.param(scripts.AGE_PRIORITIES, ["", "60.0", "0.5", 10], id="age-floor-fraction"),
+    pytest.param(scripts.AGE_PRIORITIES, ["", "60.0", "0", 0], id="age-limit-zero"),
+    pytest.param(scripts.AGE_PRIORITIES, ["", "60.0", "0"], id="age-argument-count"),
     pytest.param(scripts.CANCEL, ["nan", "1"], id="cancel-now-nan"),
     pytest.param(scripts.CANCEL, ["", "1 OR 2"], id="cancel-id"),
     pytest.param(scripts.REQUEUE, [FAR, "{}", "dead", 0, 100], id="requeue-now-inf"),

@@ -394,6 +394,30 @@ def test_upgrading_a_store_to_snoozes_and_pauses_keeps_its_jobs_and_claims_them_
     assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version()
 
 
+def test_upgrading_a_store_to_fair_queues_keeps_the_waiting_jobs_in_their_order(
+    db_path: Path, clock: FakeClock
+) -> None:
+    """Schema 5 adds order_at; jobs written before it are ordered by their run_at, as before."""
+    conn = raw(db_path)
+    for _, _, script in [m for m in _migrations() if m[0] <= 2]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 2")
+    columns = "task, queue, state, payload, run_at, max_attempts, enqueued_at"
+    now = clock.now()
+    for run_at in (now - 5, now - 30, now - 10):
+        conn.execute(
+            f"INSERT INTO stagecrew_jobs ({columns}) "
+            "VALUES ('t', 'default', 'available', ?, ?, 3, 0)",
+            (PAYLOAD, run_at),
+        )
+    conn.close()
+    with SQLiteBackend(f"sqlite:///{db_path}", clock) as backend:
+        backend.migrate()
+        claimed = backend.claim(["default"], "w1", 3, 30.0)
+        assert [c.id for c in claimed] == [2, 3, 1]
+        assert [c.order_at for c in claimed] == [c.run_at for c in claimed]
+
+
 def test_ids_are_never_reused_after_the_newest_job_is_purged(backend: SQLiteBackend) -> None:
     [first] = backend.enqueue([NewJob("t", PAYLOAD)])
     backend.cancel(first.id)

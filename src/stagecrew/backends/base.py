@@ -49,6 +49,7 @@ from ..errors import (
 from ..job import AttemptError, ClaimedJob, EnqueuedJob, Job, JobRef, JobState, NewJob
 from .inputs import (
     EnqueueBatch,
+    check_aging,
     check_job_id,
     check_lease,
     check_limit,
@@ -418,6 +419,10 @@ class Backend(ABC):
     def _prune(self, retention: Retention, limit: int) -> Op[int]:
         """Delete up to `limit` (at least 1) finished jobs past their retention."""
 
+    @abstractmethod
+    def _age_priorities(self, every: float, floor: int, limit: int) -> Op[int]:
+        """Age up to `limit` due waiting jobs (see `age_priorities`); given checked input."""
+
     async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:
         """Return when work may be due in `queues`, or after `timeout` seconds (polling)."""
         await asyncio.sleep(timeout)
@@ -669,7 +674,10 @@ class Backend(ABC):
     def claim(
         self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
-        """Claim up to `limit` due jobs atomically, in (priority, run_at, id) order.
+        """Claim up to `limit` due jobs atomically, in (priority, order_at, id) order.
+
+        order_at is run_at for a job without a fairness key; a keyed job's is its place in
+        its queue's fair order (see `fairness`).
 
         Due scheduled jobs are claimable; each claimed job becomes running with
         attempt + 1 and claims + 1 (its new fencing token), owned by `worker`
@@ -793,6 +801,25 @@ class Backend(ABC):
         if _check_prune(retention, limit) <= 0:
             return 0
         return await self._call_async("prune", self._prune(retention, limit))
+
+    @final
+    def age_priorities(self, every: float, floor: int = 0, limit: int = 1000) -> int:
+        """The starvation guard: improve the priority of jobs that waited long; how many changed.
+
+        A due waiting job (available, or scheduled with its run_at passed) whose priority is
+        worse (higher) than `floor` gets priority max(floor, p - n), p the priority it was
+        enqueued with and n the whole number of `every` seconds since its run_at, when that
+        is better than its priority now; `Job.original_priority` keeps p. Aging is never
+        undone: a retried job keeps its aged priority. Up to `limit` jobs change per call.
+        `every` is finite seconds above 0, `floor` an int, `limit` at least 1 (`ValueError`
+        otherwise, before anything changes).
+        """
+        return self._call("age_priorities", self._age_priorities(*check_aging(every, floor, limit)))
+
+    @final
+    async def age_priorities_async(self, every: float, floor: int = 0, limit: int = 1000) -> int:
+        op = self._age_priorities(*check_aging(every, floor, limit))
+        return await self._call_async("age_priorities", op)
 
     @final
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
@@ -1051,7 +1078,13 @@ def _by_name(record: ScheduleRecord) -> str:
 
 def _claim_order(claimed: list[ClaimedJob]) -> list[ClaimedJob]:
     """Claimed jobs in the order the contract promises, whatever order the engine found them."""
-    claimed.sort(key=lambda job: (job.priority, job.run_at, job.id))
+    claimed.sort(
+        key=lambda job: (
+            job.priority,
+            job.run_at if job.order_at is None else job.order_at,
+            job.id,
+        )
+    )
     return claimed
 
 

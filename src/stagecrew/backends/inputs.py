@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..clock import LATEST_TIME, MAX_SECONDS, checked_seconds, checked_time
 from ..job import EnqueuedJob, JobRef, NewJob
+from .fairness import check_fairness_key
 
 
 def check_release_arguments(worker: str, max_lost: int) -> None:
@@ -52,6 +53,8 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
             checked_seconds(job.delay, f"job {index} of the batch: delay")
         if run_at is not None and not 0.0 <= run_at <= LATEST_TIME:
             checked_time(run_at, f"job {index} of the batch: run_at")
+        if job.fairness_key is not None:
+            check_fairness_key(job.fairness_key, f"job {index} of the batch: fairness_key")
 
 
 def check_queue_name(queue: str, operation: str) -> str:
@@ -86,6 +89,22 @@ def check_job_id(job_id: int, operation: str) -> int:
     if isinstance(job_id, bool) or not isinstance(job_id, int):
         raise TypeError(f"{operation} needs a job id (an int), not {job_id!r}")
     return job_id
+
+
+def check_aging(every: float, floor: int, limit: int) -> tuple[float, int, int]:
+    """What `Backend.age_priorities` refuses, checked before any engine changes a job."""
+    if isinstance(every, bool) or not isinstance(every, int | float):
+        raise ValueError(f"age_priorities: every must be seconds, not {every!r}")
+    if not 0.0 < every < MAX_SECONDS:  # false for NaN
+        raise ValueError(f"age_priorities: every must be finite seconds above 0, not {every!r}")
+    if isinstance(floor, bool) or not isinstance(floor, int):
+        raise ValueError(f"age_priorities: floor must be an integer priority, not {floor!r}")
+    if abs(floor) >= 2**31:
+        raise ValueError(f"age_priorities: floor {floor} is out of the priority range")
+    check_limit(limit, "age_priorities")
+    if limit < 1:
+        raise ValueError(f"age_priorities: limit must be at least 1, not {limit}")
+    return float(every), floor, limit
 
 
 def check_limit(limit: int, operation: str) -> int:

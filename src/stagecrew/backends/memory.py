@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import heapq
 import itertools
 import threading
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from ..job import (
     JobState,
     NewJob,
 )
+from .aging import aged_priority
 from .base import (
     Ack,
     AckKind,
@@ -37,6 +39,7 @@ from .base import (
     RescueReport,
     Retention,
 )
+from .fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from .ops import Op, immediate, run
 from .records import WORKER_LOST
 from .schedules import (
@@ -85,12 +88,18 @@ class MemoryBackend(Backend):
         self._finish_waiters: dict[int, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         """Per job id, the async `wait_finished` calls to wake when it is final or deleted."""
         self._schedules: dict[str, ScheduleRecord] = {}
+        self._order_at: dict[int, float] = {}
+        """The order_at of waiting jobs whose order_at is not their run_at (fair-keyed jobs)."""
+        self._fair_lasts: dict[tuple[str, str], float] = {}
+        """Per (queue, fairness key), the order_at of the key's latest keyed job."""
 
     def _replace(self, job: Job, **changes: object) -> Job:
         if "state" in changes and changes["state"] != job.state:
             transitions.check(job.state, changes["state"])  # type: ignore[arg-type]
         new = dataclasses.replace(job, **changes)  # type: ignore[arg-type]
         self._jobs[job.id] = new
+        if new.state not in WAITING_STATES:
+            self._order_at.pop(job.id, None)  # waiting again, it is ordered by its run_at
         if new.state.is_final and not job.state.is_final:
             self._wake_finished(job.id)
         return new
@@ -121,18 +130,41 @@ class MemoryBackend(Backend):
                 loop.call_soon_threadsafe(event.set)
 
     # -- producer --------------------------------------------------------
+    def _order_of(self, job: Job) -> float:
+        return self._order_at.get(job.id, job.run_at)
+
+    def _fair_order(self, jobs: Sequence[NewJob], now: float) -> list[float | None]:
+        """Each job's order_at (None: its run_at), recording the keys' new last times."""
+        wanted = heads_wanted(jobs)
+        if not wanted:
+            return [None] * len(jobs)
+        heads: dict[tuple[str, int], float | None] = dict.fromkeys(wanted)
+        for job in self._jobs.values():
+            slot = (job.queue, job.priority)
+            if slot in heads and job.state in WAITING_STATES and job.run_at <= now:
+                order = self._order_of(job)
+                head = heads[slot]
+                heads[slot] = order if head is None else min(head, order)
+        lasts = {slot: self._fair_lasts.get(slot) for slot in keys_wanted(jobs)}
+        fair = fair_order(jobs, now, heads, lasts)
+        self._fair_lasts.update(fair.lasts)
+        return fair.order_ats
+
     @immediate
     def _enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueuedJob]:
         now = self.clock.now()
+        order_ats = self._fair_order(jobs, now)
         out: list[EnqueuedJob] = []
         batch: dict[int, Job] = {}  # stored only once every job was read: all or nothing
-        for new in jobs:
+        for new, order_at in zip(jobs, order_ats, strict=True):
             key = new.idempotency_key
             existing = None if key is None else self._keys.get(key)
             if existing is not None:
                 out.append(EnqueuedJob(existing, created=False))
                 continue
             job_id = next(self._ids)
+            if order_at is not None:
+                self._order_at[job_id] = order_at
             run_at = now + new.delay if new.run_at is None else new.run_at
             batch[job_id] = Job(
                 id=job_id,
@@ -146,6 +178,7 @@ class MemoryBackend(Backend):
                 max_attempts=new.max_attempts,
                 enqueued_at=now,
                 idempotency_key=key,
+                fairness_key=new.fairness_key,
             )
             out.append(EnqueuedJob(job_id, created=True))
         self._jobs.update(batch)
@@ -166,17 +199,20 @@ class MemoryBackend(Backend):
     ) -> list[ClaimedJob]:
         now = self.clock.now()
         wanted = set(queues) - self._paused
+        order_at = self._order_at
         with self._lock:
-            due = sorted(
+            due = heapq.nsmallest(
+                limit,
                 (
                     j
                     for j in self._jobs.values()
                     if j.state in WAITING_STATES and j.queue in wanted and j.run_at <= now
                 ),
-                key=lambda j: (j.priority, j.run_at, j.id),
-            )[:limit]
+                key=lambda j: (j.priority, order_at.get(j.id, j.run_at), j.id),
+            )
             claimed = []
             for waiting in due:
+                order = self._order_of(waiting)
                 job = self._replace(
                     waiting,
                     state=S.RUNNING,
@@ -200,6 +236,7 @@ class MemoryBackend(Backend):
                         run_at=job.run_at,
                         started_at=now,
                         lease_expires_at=now + lease_seconds,
+                        order_at=order,
                         lost=job.lost,
                         snoozes=job.snoozes,
                     )
@@ -322,6 +359,9 @@ class MemoryBackend(Backend):
         now = self.clock.now()
         removed = 0
         with self._lock:
+            for slot, last in list(self._fair_lasts.items()):
+                if last < now - STALE_AFTER:
+                    del self._fair_lasts[slot]
             for job in list(self._jobs.values()):
                 if removed >= limit:
                     break
@@ -333,8 +373,25 @@ class MemoryBackend(Backend):
                     removed += 1
         return removed
 
+    @immediate
+    def _age_priorities(self, every: float, floor: int, limit: int) -> int:
+        now = self.clock.now()
+        changed = 0
+        with self._lock:
+            for job in sorted(self._jobs.values(), key=lambda j: j.id):
+                if changed >= limit:
+                    break
+                if job.state not in WAITING_STATES or job.run_at > now or job.priority <= floor:
+                    continue
+                aged = aged_priority(job.enqueued_priority, job.run_at, now, every, floor)
+                if aged < job.priority:
+                    self._replace(job, priority=aged, original_priority=job.enqueued_priority)
+                    changed += 1
+        return changed
+
     def _delete(self, job: Job) -> None:
         del self._jobs[job.id]
+        self._order_at.pop(job.id, None)
         if job.idempotency_key is not None:
             self._keys.pop(job.idempotency_key, None)
         self._wake_finished(job.id)

@@ -207,4 +207,6 @@ def job_from_row(row: Sequence[Any], time_value: Callable[[Any], Any] = _as_is) 
         errors=decode_errors(row[18]),
         claims=row[19],
         snoozes=row[20],
+        fairness_key=row[21] if len(row) > 21 else None,
+        original_priority=row[22] if len(row) > 22 else None,
     )

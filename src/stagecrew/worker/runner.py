@@ -29,6 +29,7 @@ from ..backends.base import Ack, AckKind
 from ..clock import checked_seconds
 from ..errors import BackendError, ConfigurationError, SchemaOutOfDateError
 from ..job import ClaimedJob
+from ..maintenance.aging import age_waiting
 from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
 from ..maintenance.rescuer import rescue_expired
@@ -240,6 +241,19 @@ class Worker:
     def _check_store(self) -> list[str]:
         return self.app.backend.preflight()
 
+    def _aging_task(self) -> list[asyncio.Task[None]]:
+        """The starvation guard's pass (`App.priority_aging`), unless it is turned off."""
+        aging = self.app.priority_aging
+        if aging is None:
+            return []
+        step = every(
+            aging.pass_interval,
+            lambda: age_waiting(self.app.backend, aging),
+            self._stop_background,
+            name="priority aging",
+        )
+        return [asyncio.create_task(step, name="priority aging")]
+
     async def _serve(self) -> int:
         self._completer = Completer(self.app.backend, self._on_written, faults=self.faults)
         background = [
@@ -254,6 +268,7 @@ class Worker:
                 ),
                 name="rescue",
             ),
+            *self._aging_task(),
             asyncio.create_task(
                 every(
                     self.prune_interval,

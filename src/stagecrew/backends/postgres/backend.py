@@ -66,6 +66,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
+from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run, run_async
 from ..records import WORKER_LOST, job_from_row
@@ -101,9 +102,9 @@ T = TypeVar("T")
 
 COPY_MIN_BATCH = 200
 """From this many jobs without idempotency keys, enqueue streams them with COPY."""
-COPY_TYPES = ("int8", "text", "text", "text", "text", "int4", "float8", "int4", "float8")
+COPY_TYPES = ("int8", "text", "text", "text", "text", "int4", "float8", "int4", "float8", "float8")
 """Column types of enqueue_copy.sql: id, task, queue, state, payload, priority, run_at,
-max_attempts, enqueued_at."""
+max_attempts, enqueued_at, order_at."""
 RESCUE_BATCH = 5000
 """Expired leases settled per statement, so rows are locked briefly however many expired."""
 MAX_KEY_LOOKUPS = 3
@@ -463,11 +464,67 @@ class PostgresBackend(Backend):
         """One statement (INSERT ... SELECT FROM unnest(...)), or for a large batch without
         keys one transaction around a COPY. One `pg_notify` per queue of the batch goes out
         with the commit."""
-        if len(jobs) >= COPY_MIN_BATCH and all(job.idempotency_key is None for job in jobs):
+        if len(jobs) >= COPY_MIN_BATCH and all(
+            job.idempotency_key is None and job.fairness_key is None for job in jobs
+        ):
             return self._enqueue_by_copy(jobs)
-        return self._enqueue_in(jobs)
+        if any(job.fairness_key is not None for job in jobs):
+            return self._enqueue_fair(jobs, own_transaction=True)
+        return self._enqueue_rows(jobs, [None] * len(jobs))
 
     def _enqueue_in(self, jobs: Sequence[NewJob]) -> SqlOp[list[EnqueuedJob]]:
+        """`_enqueue` on the caller's connection: its transaction holds the statements together."""
+        if any(job.fairness_key is not None for job in jobs):
+            return self._enqueue_fair(jobs, own_transaction=False)
+        return self._enqueue_rows(jobs, [None] * len(jobs))
+
+    def _enqueue_fair(
+        self, jobs: Sequence[NewJob], *, own_transaction: bool
+    ) -> SqlOp[list[EnqueuedJob]]:
+        """A batch with fairness keys: read the fair order's state, insert, record each key's
+        latest order_at; in one transaction, ours or the caller's (see `fairness`). Two
+        concurrent enqueues of one key may give their jobs the same ordering times: ties go
+        by id."""
+        if own_transaction:
+            yield TRANSACTION
+        heads = sorted(heads_wanted(jobs))
+        keys = sorted(keys_wanted(jobs))
+        done = yield Statement(
+            self._sql.get("fair_state"),
+            {
+                "now": self._now(),
+                "head_queues": [queue for queue, _ in heads],
+                "head_priorities": [priority for _, priority in heads],
+                "key_queues": [queue for queue, _ in keys],
+                "keys": [key for _, key in keys],
+            },
+        )
+        now = 0.0
+        head_at: dict[tuple[str, int], float | None] = {}
+        last_at: dict[tuple[str, str], float | None] = {}
+        for tag, queue, priority, key, value in done.rows:
+            if tag == "now":
+                now = value
+            elif tag == "head":
+                head_at[(queue, priority)] = value
+            else:
+                last_at[(queue, key)] = value
+        fair = fair_order(jobs, now, head_at, last_at)
+        stored = yield from self._enqueue_rows(jobs, fair.order_ats)
+        recorded = sorted(fair.lasts.items())
+        yield Statement(
+            self._sql.get("fair_record"),
+            {
+                "queues": [queue for (queue, _), _ in recorded],
+                "keys": [key for (_, key), _ in recorded],
+                "lasts": [last for _, last in recorded],
+            },
+        )
+        return stored
+
+    def _enqueue_rows(
+        self, jobs: Sequence[NewJob], order_ats: Sequence[float | None]
+    ) -> SqlOp[list[EnqueuedJob]]:
         """Insert the batch with enqueue.sql (one job: enqueue_one.sql), skipping stored keys.
 
         Every field of every job is read before the first statement is sent, so a bad job
@@ -476,9 +533,9 @@ class PostgresBackend(Backend):
         """
         if all(job.idempotency_key is None for job in jobs):  # the common case: no lookups
             if len(jobs) == 1:
-                done = yield self._enqueue_one(jobs[0])
+                done = yield self._enqueue_one(jobs[0], order_ats[0])
                 return [EnqueuedJob(row[1], created=True) for row in done.rows if row[0] == "new"]
-            done = yield Statement(self._sql.get("enqueue"), self._enqueue_params(jobs))
+            done = yield Statement(self._sql.get("enqueue"), self._enqueue_params(jobs, order_ats))
             drawn: list[int] = next(row[1] for row in done.rows if row[0] == "new")
             return [EnqueuedJob(job_id, created=True) for job_id in drawn]
 
@@ -487,12 +544,14 @@ class PostgresBackend(Backend):
         for _ in range(MAX_KEY_LOOKUPS):
             if len(pending) == 1:
                 [index] = pending
-                done = yield self._enqueue_one(jobs[index])
+                done = yield self._enqueue_one(jobs[index], order_ats[index])
                 for tag, job_id in done.rows:
                     if tag != "woken":
                         results[index] = EnqueuedJob(job_id, created=tag == "new")
             else:
-                params = self._enqueue_params([jobs[i] for i in pending])
+                params = self._enqueue_params(
+                    [jobs[i] for i in pending], [order_ats[i] for i in pending]
+                )
                 done = yield Statement(self._sql.get("enqueue"), params)
                 drawn = []
                 inserted_with_key: set[int] = set()
@@ -552,7 +611,9 @@ class PostgresBackend(Backend):
             else:
                 due = now + delay if run_at is None else run_at
                 state = transitions.initial_state(due, now).value
-            rows.append((job_id, task, queue, state, payload, priority, due, max_attempts, now))
+            rows.append(
+                (job_id, task, queue, state, payload, priority, due, max_attempts, now, due)
+            )
         yield Copy(self._sql.get("enqueue_copy"), COPY_TYPES, rows)
         queues = sorted({row[1] for row in fields})
         yield Statement(
@@ -560,7 +621,7 @@ class PostgresBackend(Backend):
         )
         return [EnqueuedJob(job_id, created=True) for job_id in ids]
 
-    def _enqueue_one(self, job: NewJob) -> Statement:
+    def _enqueue_one(self, job: NewJob, order_at: float | None) -> Statement:
         params = {
             "now": self._now(),
             "channel": self.settings.channel,
@@ -572,10 +633,14 @@ class PostgresBackend(Backend):
             "delay": float(job.delay),
             "max_attempts": int(job.max_attempts),
             "key": job.idempotency_key,
+            "order_at": order_at,
+            "fairness_key": job.fairness_key,
         }
         return Statement(self._sql.get("enqueue_one"), params)
 
-    def _enqueue_params(self, jobs: Sequence[NewJob]) -> dict[str, Any]:
+    def _enqueue_params(
+        self, jobs: Sequence[NewJob], order_ats: Sequence[float | None]
+    ) -> dict[str, Any]:
         return {
             "now": self._now(),
             "channel": self.settings.channel,
@@ -587,6 +652,8 @@ class PostgresBackend(Backend):
             "delays": [float(job.delay) for job in jobs],
             "max_attempts": [int(job.max_attempts) for job in jobs],
             "keys": [job.idempotency_key for job in jobs],
+            "order_ats": list(order_ats),
+            "fairness_keys": [job.fairness_key for job in jobs],
         }
 
     # -- worker ------------------------------------------------------------------------
@@ -627,6 +694,7 @@ class PostgresBackend(Backend):
                 run_at=r[8],
                 started_at=r[9],
                 lease_expires_at=r[10],
+                order_at=r[14],
                 lost=r[11],
                 snoozes=r[13],
             )
@@ -743,6 +811,14 @@ class PostgresBackend(Backend):
             "dead": retention.horizon(JobState.DEAD),
         }
         done = yield Statement(self._sql.get("prune"), params)
+        yield Statement(
+            self._sql.get("fair_prune"), {"now": params["now"], "stale_seconds": STALE_AFTER}
+        )
+        return max(done.rowcount, 0)
+
+    def _age_priorities(self, every: float, floor: int, limit: int) -> SqlOp[int]:
+        params = {"now": self._now(), "every": every, "floor": floor, "limit": limit}
+        done = yield Statement(self._sql.get("age_priorities"), params)
         return max(done.rowcount, 0)
 
     def _get_listener(self) -> NotificationListener:

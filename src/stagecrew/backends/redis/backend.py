@@ -52,6 +52,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
+from ..fairness import STALE_AFTER
 from ..ops import Op, resume_async, run, run_async
 from ..records import WORKER_LOST
 from ..schedules import ScheduleFire, ScheduleFired, ScheduleRecord, refused
@@ -201,7 +202,7 @@ class RedisBackend(Backend):
             len(jobs) > 1 and any(new.queue != first_queue for new in jobs)
         ):
             return (yield from self._enqueue_reserved(jobs, fields, now))
-        args: list[Arg] = [now, first_queue, len(jobs)]
+        args: list[Arg] = [now, first_queue, len(jobs), repr(STALE_AFTER)]
         for row in fields:
             args.append("")  # no reserved id: the script takes the next ones
             args.extend(row)
@@ -239,7 +240,7 @@ class RedisBackend(Backend):
         calls: list[Call] = []
         for queue in keys:
             members = per_queue[queue.name]
-            args: list[Arg] = [now, queue.name, len(members)]
+            args: list[Arg] = [now, queue.name, len(members), repr(STALE_AFTER)]
             for i in members:
                 args.append(str(first_id + i))
                 args.extend(fields[i])
@@ -462,6 +463,27 @@ class RedisBackend(Backend):
             )
             removed += int(count)
         return removed
+
+    def _age_priorities(self, every: float, floor: int, limit: int) -> Op[int]:
+        changed = 0
+        now = self._now()
+        for queue in (yield from known_queues(self._keys)):
+            if changed >= limit:
+                break
+            [count] = yield Step(
+                (
+                    Eval.of(
+                        scripts.AGE_PRIORITIES,
+                        self._keys.queue(queue),
+                        now,
+                        repr(every),
+                        str(floor),
+                        limit - changed,
+                    ),
+                )
+            )
+            changed += int(count)
+        return changed
 
     async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:
         """Block on the queues' wake-up lists (see wake.py); a failure pauses, with backoff

@@ -16,10 +16,13 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     attempt, max_attempts, enqueued_at, started_at, finished_at,
                                     lease_owner, lease_expires_at, idempotency_key,
                                     cancel_requested ("1"), lost, claims, snoozes, result, errors
-                                    (a JSON array); absent or '' fields are None / 0
-    T:available        1   ZSET     due jobs; score = priority, member = "<run_at µs, 17
+                                    (a JSON array), fairness_key, order_at, original_priority;
+                                    absent or '' fields are None / 0
+    T:available        1   ZSET     due jobs; score = priority, member = "<order_at µs, 17
                                     digits>:<L><id>", L the character '0' + the id's length, so
-                                    that the set's order is the claim order (priority, run_at, id)
+                                    that the set's order is the claim order (priority, order_at,
+                                    id); order_at is run_at but for a fair-keyed job enqueued
+                                    due, whose hash holds it in `order_at` while available
     T:scheduled        2   ZSET     delayed and retrying jobs; score = run_at, member = id
     T:running          3   ZSET     claimed jobs; score = lease expiry (the rescuer's index, and
                                     what release_worker reads whole: there is no index by worker)
@@ -31,6 +34,9 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
     T:due             10   ZSET     scheduled jobs whose run_at has passed, moved there by a
                                     claim and ordered like T:available; still in state scheduled
                                     until claimed
+    T:fairness        12   ZSET     fair queues: member = fairness key, score = the order time
+                                    (µs) given to that key's latest job; entries idle for a day
+                                    are removed by the next keyed enqueue
     T:wake             -   LIST     a wake-up token ("1"), at most one, pushed whenever work
                                     becomes due (enqueue, retry, hand-back, rescue, requeue) and
                                     by a claim that leaves work behind; an idle worker's BLPOP
@@ -181,7 +187,7 @@ class QueueKeys:
     name: str
     tag: str
     keys: tuple[str, ...]
-    """The eleven KEYS every script receives, in the order of the table above."""
+    """The twelve KEYS every script receives, in the order of the table above."""
     registered: str
     wake: str
     finished: str
@@ -226,6 +232,7 @@ class Keys:
                 f"{tag}:registered",
                 f"{tag}:due",
                 ids,
+                f"{tag}:fairness",
             )
             found = QueueKeys(
                 name, tag, keys, keys[8], f"{tag}:wake", f"{tag}:finished", f"{tag}:paused"

@@ -39,6 +39,10 @@ def hash_fields(reply: Any) -> dict[bytes, Any]:
     return reply if isinstance(reply, dict) else pairs(reply)
 
 
+def _opt_int(value: Any) -> int | None:
+    return None if value is None or value == b"" else int(value)
+
+
 def job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
     try:
         return _job_from_hash(job_id, queue, h)
@@ -86,6 +90,8 @@ def _damaged_job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> J
         errors=decode_errors(h.get(b"errors")),
         claims=number(b"claims", int, 0),
         snoozes=number(b"snoozes", int, 0),
+        fairness_key=lenient(b"fairness_key") or None,
+        original_priority=number(b"original_priority", int, None),
     )
 
 
@@ -112,14 +118,16 @@ def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
         errors=decode_errors(h.get(b"errors")),
         claims=int(h.get(b"claims") or 0),
         snoozes=int(h.get(b"snoozes") or 0),
+        fairness_key=opt_text(h.get(b"fairness_key")),
+        original_priority=_opt_int(h.get(b"original_priority")),
     )
 
 
 def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[ClaimedJob]]:
-    """The ids and jobs of a claim.lua reply: {now, lease expiry, then 11 fields per job}."""
+    """The ids and jobs of a claim.lua reply: {now, lease expiry, then 12 fields per job}."""
     started, expires = float(reply[0]), float(reply[1])
-    ids = [int(i) for i in reply[2::11]]
-    rows = list(zip(ids, *(reply[2 + k :: 11] for k in range(1, 11)), strict=True))
+    ids = [int(i) for i in reply[2::12]]
+    rows = list(zip(ids, *(reply[2 + k :: 12] for k in range(1, 12)), strict=True))
     try:
         return ids, [
             ClaimedJob(
@@ -135,6 +143,7 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 run_at=float(run_at),
                 started_at=started,
                 lease_expires_at=expires,
+                order_at=float(order_at),
                 lost=lost,
                 snoozes=snoozes,
             )
@@ -150,6 +159,7 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 lost,
                 token,
                 snoozes,
+                order_at,
             ) in rows
         ]
     except (AttributeError, TypeError, ValueError):  # a damaged job hash
@@ -176,7 +186,7 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
 
 def new_job_fields(new: NewJob) -> tuple[Arg, ...]:
     """A job's fields as enqueue.lua reads them (after the reserved id)."""
-    key, run_at, delay = new.idempotency_key, new.run_at, new.delay
+    key, run_at, delay, fair = new.idempotency_key, new.run_at, new.delay, new.fairness_key
     return (
         new.task,
         new.payload,
@@ -185,6 +195,7 @@ def new_job_fields(new: NewJob) -> tuple[Arg, ...]:
         "0.0" if not delay else repr(float(delay)),
         str(int(new.max_attempts)),
         "" if key is None else "=" + key,
+        "" if fair is None else "=" + fair,
     )
 
 

@@ -97,6 +97,7 @@ CANCEL = "cancel"
 REQUEUE = "requeue"
 PURGE = "purge"
 PRUNE = "prune"
+AGE_PRIORITIES = "age_priorities"
 SUMMARY = "summary"
 LIST_PAGE = "list_page"
 FIRE_SCHEDULE = "fire_schedule"
@@ -115,6 +116,7 @@ ALL_SCRIPTS = (
     REQUEUE,
     PURGE,
     PRUNE,
+    AGE_PRIORITIES,
     SUMMARY,
     LIST_PAGE,
     FIRE_SCHEDULE,

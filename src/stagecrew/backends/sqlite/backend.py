@@ -86,6 +86,7 @@ from ..base import (
     Retention,
     ThreadDriven,
 )
+from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run
 from ..records import WORKER_LOST, job_from_row, salvage_claim
@@ -199,6 +200,32 @@ def _claim_sql(queue_count: int) -> str:
 
 
 _JOB_STATE = {state.value: state for state in JobState}
+
+
+def _fair_order(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[float | None]:
+    """Each job's order_at (None: its run_at); records the keys' new last order_at.
+
+    Runs inside the enqueue's write transaction, so no other enqueue reads the same head.
+    """
+    wanted = heads_wanted(jobs)
+    if not wanted:
+        return [None] * len(jobs)
+    heads: dict[tuple[str, int], float | None] = {}
+    for queue, priority in wanted:
+        row = conn.execute(
+            _sql("fair_head"), {"queue": queue, "priority": priority, "now": now}
+        ).fetchone()
+        heads[(queue, priority)] = None if row is None else float(row[0])
+    lasts: dict[tuple[str, str], float | None] = {}
+    for queue, key in keys_wanted(jobs):
+        row = conn.execute(_sql("fair_last"), {"queue": queue, "key": key}).fetchone()
+        lasts[(queue, key)] = None if row is None else float(row[0])
+    fair = fair_order(jobs, now, heads, lasts)
+    conn.executemany(
+        _sql("fair_record"),
+        [{"queue": q, "key": k, "last": last} for (q, k), last in fair.lasts.items()],
+    )
+    return fair.order_ats
 
 
 def _real(value: Any) -> Any:
@@ -686,10 +713,10 @@ class SQLiteBackend(ThreadDriven):
         stored: dict[str, int] = {}
         if keys:
             stored = dict(conn.execute(_sql("enqueue_find_keys"), (_json_list(keys),)))
+        fresh = [job for job in jobs if job.idempotency_key not in stored]
+        order_ats = _fair_order(conn, fresh, now)
         rows: list[tuple[Any, ...]] = []
-        for job in jobs:
-            if job.idempotency_key in stored:
-                continue
+        for job, order_at in zip(fresh, order_ats, strict=True):
             run_at = now + job.delay if job.run_at is None else job.run_at
             rows.append(
                 (
@@ -702,6 +729,8 @@ class SQLiteBackend(ThreadDriven):
                     job.max_attempts,
                     now,
                     job.idempotency_key,
+                    run_at if order_at is None else order_at,
+                    job.fairness_key,
                 )
             )
         new_ids = itertools.count(self._insert(conn, rows) if rows else 0)
@@ -768,6 +797,7 @@ class SQLiteBackend(ThreadDriven):
                         run_at=_real(r[8]),
                         started_at=now,
                         lease_expires_at=expires,
+                        order_at=_real(r[13]),
                         lost=r[9],
                         snoozes=r[11],
                     )
@@ -905,6 +935,7 @@ class SQLiteBackend(ThreadDriven):
             return None if horizon is None else now - horizon
 
         conn: sqlite3.Connection = yield WRITE
+        conn.execute(_sql("fair_prune"), {"stale_before": now - STALE_AFTER})
         count: int = conn.execute(
             _sql("prune"),
             {
@@ -915,6 +946,13 @@ class SQLiteBackend(ThreadDriven):
             },
         ).rowcount
         yield from self._committed(finished=count > 0)  # a deleted job is gone
+        return count
+
+    def _age_priorities(self, every: float, floor: int, limit: int) -> Op[int]:
+        params = {"now": self.clock.now(), "every": every, "floor": floor, "limit": limit}
+        conn: sqlite3.Connection = yield WRITE
+        count: int = conn.execute(_sql("age_priorities"), params).rowcount
+        yield from self._committed()
         return count
 
     async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:

@@ -35,10 +35,12 @@ from __future__ import annotations
 
 from .ack import AckConformance
 from .admin import AdminConformance
+from .aging import AgingConformance
 from .asynchronous import AsyncConformance
 from .cancel import CancelConformance
 from .claim import ClaimConformance
 from .enqueue import EnqueueConformance
+from .fairness import FairnessConformance
 from .fencing import FencingConformance
 from .finished import FinishedWaitConformance
 from .helpers import LEASE, BackendFactory
@@ -57,12 +59,14 @@ __all__ = [
     "LEASE",
     "AckConformance",
     "AdminConformance",
+    "AgingConformance",
     "AsyncConformance",
     "BackendConformance",
     "BackendFactory",
     "CancelConformance",
     "ClaimConformance",
     "EnqueueConformance",
+    "FairnessConformance",
     "FencingConformance",
     "FinishedWaitConformance",
     "InspectionConformance",
@@ -81,6 +85,8 @@ __all__ = [
 class BackendConformance(
     EnqueueConformance,
     ClaimConformance,
+    FairnessConformance,
+    AgingConformance,
     LeaseConformance,
     AckConformance,
     FencingConformance,

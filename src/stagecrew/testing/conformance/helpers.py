@@ -37,6 +37,7 @@ def new_job(
     delay: float = 0.0,
     max_attempts: int = 3,
     key: str | None = None,
+    fairness_key: str | None = None,
 ) -> NewJob:
     return NewJob(
         task=task,
@@ -47,6 +48,7 @@ def new_job(
         delay=delay,
         max_attempts=max_attempts,
         idempotency_key=key,
+        fairness_key=fairness_key,
     )
 
 

@@ -9,7 +9,8 @@
 -- attempt back; a snooze counts one more in snoozes. %(errors)s holds AttemptError
 -- JSON, or NULL to leave the errors alone; it is appended to the stored JSON array as text, so no
 -- stored value is ever re-parsed. %(delays)s holds, for an outcome that schedules the job (a retry,
--- a delayed hand-back), the seconds to add to the store's clock, else NULL. Queues that got work
+-- a delayed hand-back), the seconds to add to the store's clock, else NULL. A job that waits again
+-- is ordered by its run_at (order_at = run_at), keyed or not. Queues that got work
 -- back (retry, hand-back) are woken once each. If any applied row became final (succeeded, dead,
 -- cancelled), one notification goes to %(finished_channel)s for the whole statement, never one per
 -- job (NOTIFY takes a cluster-wide lock at commit): its payload is the finished ids, comma-joined,
@@ -40,6 +41,10 @@ applied AS (
                            AND NOT j.cancel_requested
                       THEN clock.now + b.delays[width_bucket(j.id, b.ids)]
                       ELSE j.run_at END,
+        order_at = CASE WHEN b.delays[width_bucket(j.id, b.ids)] IS NOT NULL
+                             AND NOT j.cancel_requested
+                        THEN clock.now + b.delays[width_bucket(j.id, b.ids)]
+                        ELSE j.run_at END,
         finished_at = CASE WHEN b.states[width_bucket(j.id, b.ids)]
                                     IN ('succeeded', 'dead', 'cancelled')
                                 OR (j.cancel_requested

@@ -1,4 +1,4 @@
--- Claim up to %(limit)s due jobs of %(queues)s in (priority, run_at, id) order, skipping rows other claimers hold and paused queues.
+-- Claim up to %(limit)s due jobs of %(queues)s in (priority, order_at, id) order, skipping rows other claimers hold and paused queues.
 -- Each queue's head is read in order off jobs_claim and locked as it is read; the merged heads are
 -- cut to %(limit)s. A due scheduled job is claimed directly: no separate promotion step. The
 -- claimed rows are then updated by primary key ("id = ANY"), never through a join whose plan a
@@ -16,16 +16,16 @@ due AS (
     ) AS wanted
     CROSS JOIN clock
     CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at
+        SELECT j.id, j.priority, j.order_at
         FROM {schema}.jobs AS j
         WHERE j.state IN ('available', 'scheduled')
           AND j.queue = wanted.queue
           AND j.run_at <= clock.now
-        ORDER BY j.priority, j.run_at, j.id
+        ORDER BY j.priority, j.order_at, j.id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS head
-    ORDER BY head.priority, head.run_at, head.id
+    ORDER BY head.priority, head.order_at, head.id
     LIMIT %(limit)s
 )
 UPDATE {schema}.jobs AS j
@@ -38,4 +38,4 @@ SET state = 'running',
 FROM clock
 WHERE j.id = ANY(ARRAY(SELECT id FROM due))
 RETURNING j.id, j.task, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.enqueued_at,
-          j.run_at, j.started_at, j.lease_expires_at, j.lost, j.claims, j.snoozes
+          j.run_at, j.started_at, j.lease_expires_at, j.lost, j.claims, j.snoozes, j.order_at

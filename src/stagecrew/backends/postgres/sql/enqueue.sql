@@ -1,4 +1,6 @@
 -- Insert jobs (already deduplicated within the batch) with ids in input order, skipping stored idempotency keys; wake each queue once.
+-- order_at: %(order_ats)s where given (a keyed job's fair order, fair_state.sql) and the job is due
+-- now, else run_at.
 -- Rows returned, told apart by their first column:
 --   'new'    ids: the ids drawn for the jobs, in input order (nextval over the ordered jobs)
 --   'key'    id: a job with an idempotency key that was inserted (the others hit a stored key)
@@ -17,21 +19,27 @@ numbered AS (
         FROM unnest(
             %(tasks)b::text[], %(queues)b::text[], %(payloads)b::text[], %(priorities)b::integer[],
             %(run_ats)b::double precision[], %(delays)b::double precision[],
-            %(max_attempts)b::integer[], %(keys)b::text[]
+            %(max_attempts)b::integer[], %(keys)b::text[], %(order_ats)b::double precision[],
+            %(fairness_keys)b::text[]
         ) WITH ORDINALITY
-            AS t (task, queue, payload, priority, run_at, delay, max_attempts, idempotency_key, ord)
+            AS t (task, queue, payload, priority, run_at, delay, max_attempts, idempotency_key,
+                  order_at, fairness_key, ord)
         ORDER BY ord
     ) AS batch
 ),
 inserted AS (
     INSERT INTO {schema}.jobs (
-        id, task, queue, state, payload, priority, run_at, max_attempts, enqueued_at, idempotency_key
+        id, task, queue, state, payload, priority, run_at, max_attempts, enqueued_at, idempotency_key,
+        order_at, fairness_key
     )
     SELECT n.id, n.task, n.queue,
            CASE WHEN coalesce(n.run_at, clock.now + n.delay) > clock.now
                 THEN 'scheduled' ELSE 'available' END,
            n.payload, n.priority, coalesce(n.run_at, clock.now + n.delay), n.max_attempts,
-           clock.now, n.idempotency_key
+           clock.now, n.idempotency_key,
+           CASE WHEN n.order_at IS NULL OR coalesce(n.run_at, clock.now + n.delay) > clock.now
+                THEN coalesce(n.run_at, clock.now + n.delay) ELSE n.order_at END,
+           n.fairness_key
     FROM numbered AS n CROSS JOIN clock
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue, idempotency_key

@@ -8,7 +8,8 @@ WITH clock AS (
 ),
 inserted AS (
     INSERT INTO {schema}.jobs (
-        task, queue, state, payload, priority, run_at, max_attempts, enqueued_at, idempotency_key
+        task, queue, state, payload, priority, run_at, max_attempts, enqueued_at, idempotency_key,
+        order_at, fairness_key
     )
     SELECT %(task)s, %(queue)s,
            CASE WHEN coalesce(%(run_at)s::double precision, clock.now + %(delay)s::double precision)
@@ -16,7 +17,13 @@ inserted AS (
                 THEN 'scheduled' ELSE 'available' END,
            %(payload)s, %(priority)s::integer,
            coalesce(%(run_at)s::double precision, clock.now + %(delay)s::double precision),
-           %(max_attempts)s::integer, clock.now, %(key)s::text
+           %(max_attempts)s::integer, clock.now, %(key)s::text,
+           CASE WHEN %(order_at)s::double precision IS NULL
+                     OR coalesce(%(run_at)s::double precision, clock.now + %(delay)s::double precision)
+                        > clock.now
+                THEN coalesce(%(run_at)s::double precision, clock.now + %(delay)s::double precision)
+                ELSE %(order_at)s::double precision END,
+           %(fairness_key)s::text
     FROM clock
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue

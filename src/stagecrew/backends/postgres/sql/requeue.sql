@@ -9,6 +9,7 @@ requeued AS (
         lost = 0,
         snoozes = 0,
         run_at = clock.now,
+        order_at = clock.now,
         finished_at = NULL,
         cancel_requested = false
     FROM clock

@@ -32,6 +32,7 @@ settled AS (
                                 OR j.lost + 1 >= %(max_lost)s
                            THEN {schema}.store_now(%(now)s) END,
         lost = j.lost + 1,
+        order_at = j.run_at,
         errors = (CASE WHEN j.errors = '[]' THEN '[' ELSE left(j.errors, -1) || ',' END)
                  || json_build_object(
                         'attempt', j.attempt,

@@ -18,6 +18,7 @@
 local AVAILABLE, SCHEDULED, RUNNING = KEYS[1], KEYS[2], KEYS[3]
 local FINISHED = { succeeded = KEYS[4], dead = KEYS[5], cancelled = KEYS[6] }
 local ALL, IDEMPOTENCY, REGISTERED, DUE = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local FAIRNESS = KEYS[12]
 local TAG = ARGV[1]
 
 local function job_key(id)
@@ -115,13 +116,19 @@ local function id_of_member(member)
     return string.sub(member, 20)
 end
 
+-- A job waiting again (a hand-back, a rescue, a re-run) is ordered by its run_at, keyed or not.
 local function make_available(id, priority, run_at)
     redis.call('ZADD', AVAILABLE, tonumber(priority) or 0, due_member(run_at, id))
+    redis.call('HDEL', job_key(id), 'order_at')
 end
 
--- Remove a job from the index of `state`; `run_at` is needed for waiting jobs only.
-local function unindex(id, state, run_at)
+-- Remove a job from the index of `state`; `run_at` is needed for waiting jobs only, and
+-- `order_at` (the hash's field: nil, false or '' for none) for an available one.
+local function unindex(id, state, run_at, order_at)
     if state == 'available' then
+        if order_at and order_at ~= '' then
+            run_at = order_at
+        end
         redis.call('ZREM', AVAILABLE, due_member(run_at, id))
     elseif state == 'scheduled' then
         if redis.call('ZREM', SCHEDULED, id) == 0 then

@@ -2,8 +2,8 @@
 -- cancel: cancel one waiting job now, or flag a running one (its worker stops it at a
 -- checkpoint, seeing the flag in its heartbeat reply). Finished jobs are left as they are.
 --
--- KEYS (keys.py): writes KEYS[1] available, KEYS[2] scheduled or KEYS[10] due, KEYS[6]
---   cancelled and the job's hash T:job:<id>. Publishes the job's id on T:finished when it is
+-- KEYS (keys.py): writes KEYS[1] available (its member from the hash's order_at or run_at),
+--   KEYS[2] scheduled or KEYS[10] due, KEYS[6] cancelled and the job's hash T:job:<id>. Publishes the job's id on T:finished when it is
 --   cancelled now.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] job id.
 -- Returns the job's hash after the change (HGETALL), or false when there is no such job.
@@ -11,12 +11,12 @@
 local now_s = fmt(clock(ARGV[2]))
 local id = id_arg(ARGV[3], 'job id')
 local k = job_key(id)
-local f = redis.call('HMGET', k, 'state', 'run_at')
+local f = redis.call('HMGET', k, 'state', 'run_at', 'order_at')
 if not f[1] then
     return false
 end
 if f[1] == 'available' or f[1] == 'scheduled' then
-    unindex(id, f[1], f[2])
+    unindex(id, f[1], f[2], f[3])
     redis.call('HSET', k, 'state', 'cancelled', 'finished_at', now_s)
     redis.call('ZADD', FINISHED.cancelled, now_s, id)
     announce_finished({ id })

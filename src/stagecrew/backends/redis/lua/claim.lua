@@ -1,6 +1,6 @@
 #!lua flags=allow-oom
 -- claim: move the queue's scheduled jobs whose run_at has passed to T:due, then move the first
--- `limit` waiting jobs, in (priority, run_at, id) order over T:available and T:due, straight
+-- `limit` waiting jobs, in (priority, order_at, id) order over T:available and T:due, straight
 -- into the running set with a lease. A claimed job is never only "popped": it is in T:running,
 -- scored by its lease expiry, in the same atomic step, so a worker that dies after this returns
 -- loses nothing (the rescuer finds it there). Each claim counts one more in the job's `claims`
@@ -15,8 +15,9 @@
 --   jobs and more are waiting).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] worker id; ARGV[4] limit;
 --   ARGV[5] lease seconds; ARGV[6] the most scheduled jobs to move to T:due in this call.
--- Returns {now, lease_expires_at, then 11 per claimed job: id, attempt, task, payload,
---   max_attempts, priority, enqueued_at, run_at, lost, token, snoozes}.
+-- Returns {now, lease_expires_at, then 12 per claimed job: id, attempt, task, payload,
+--   max_attempts, priority, enqueued_at, run_at, lost, token, snoozes, order_at (from its
+--   member)}.
 -- validates: now, limit (whole), lease seconds (finite, >= 0), the promotion batch (whole).
 -- Every argument is checked before the first write (see _lib.lua).
 if #ARGV ~= 6 then
@@ -125,6 +126,7 @@ for _, member in ipairs(picked) do
         out[#out + 1] = tonumber(f[8]) or 0
         out[#out + 1] = token
         out[#out + 1] = tonumber(f[10]) or 0
+        out[#out + 1] = fmt(tonumber(string.sub(member, 1, 17)) / 1000000)
     end
 end
 if #running > 0 then

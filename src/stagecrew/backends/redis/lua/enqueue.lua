@@ -4,25 +4,33 @@
 --
 -- KEYS (keys.py): reads KEYS[9] registered and KEYS[8] idempotency; writes T:job:<id> (HSET),
 --   KEYS[1] available or KEYS[2] scheduled, KEYS[7] all, KEYS[8]; INCRBY KEYS[11] (the id
---   counter) when the caller did not reserve ids.
+--   counter) when the caller did not reserve ids. For fair-keyed jobs due now: reads the heads
+--   of KEYS[1] available and KEYS[10] due at the job's priority, reads and writes KEYS[12]
+--   fairness (and removes its entries idle for ARGV[5] seconds).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] queue name (unused: the keys name it);
---   ARGV[4] n, the number of jobs; then 8 per job: id ('' = take the next id from KEYS[11]),
---   task, payload, priority, run_at ('' = now + delay), delay, max_attempts,
---   idempotency key ('' = none, else '=' .. key).
+--   ARGV[4] n, the number of jobs; ARGV[5] seconds after which a fairness key is forgotten;
+--   then 9 per job: id ('' = take the next id from KEYS[11]), task, payload, priority,
+--   run_at ('' = now + delay), delay, max_attempts, idempotency key ('' = none, else
+--   '=' .. key), fairness key (the same form).
+-- A fair-keyed job due now is ordered (its member's first half, and its hash's order_at) at
+--   max(V, last) + 1 µs, V the order time of the head of the queue's due jobs at its priority
+--   (now if none), last the order time of the key's latest job (backends/fairness.py).
 -- Returns {0} when the queue is not registered yet (nothing written: register it, call again);
 --   {-1, id} when a reserved id is taken already (nothing written); else
 --   {1, now, id_1, created_1, ..., id_n, created_n}.
--- validates: now; n and the argument count; per job an id ('' or digits), priority (whole),
---   run_at ('' or finite), delay (finite, >= 0), max_attempts (whole, >= 1) and the key's form.
+-- validates: now; n and the argument count; the idle seconds (finite, >= 0); per job an id (''
+--   or digits), priority (whole), run_at ('' or finite), delay (finite, >= 0), max_attempts
+--   (whole, >= 1) and the form of both keys.
 -- Nothing is written before every job was checked, so a refused call leaves no trace; under
 -- maxmemory the #!lua flags (no allow-oom) make Redis refuse the whole script up front.
 local now = clock(ARGV[2])
 local now_s = fmt(now)
 local n = integer_arg(ARGV[4], 'job count', 0)
-local BASE, WIDTH = 4, 8
+local BASE, WIDTH = 5, 9
 if #ARGV ~= BASE + n * WIDTH then
     refuse('argument count', #ARGV)
 end
+local stale_after = seconds_arg(ARGV[5], 'fairness idle seconds')
 for i = 1, n do
     local o = BASE + (i - 1) * WIDTH
     if ARGV[o + 1] ~= '' then
@@ -39,6 +47,10 @@ for i = 1, n do
     local key = ARGV[o + 8]
     if key ~= '' and string.sub(key, 1, 1) ~= '=' then
         refuse('idempotency key', key)
+    end
+    local fair = ARGV[o + 9]
+    if fair ~= '' and (string.sub(fair, 1, 1) ~= '=' or #fair < 2) then
+        refuse('fairness key', fair)
     end
 end
 if redis.call('EXISTS', REGISTERED) == 0 then
@@ -83,6 +95,46 @@ if fresh > 0 and ARGV[BASE + 1] == '' then
     next_id = redis.call('INCRBY', KEYS[11], fresh) - fresh + 1
 end
 local now_prefix = due_prefix(now)
+local now_us = math.floor(now * 1000000 + 0.5)
+
+-- The fair order (backends/fairness.py), in whole microseconds.
+local function head_us(index, priority)
+    local head = redis.call('ZRANGEBYSCORE', index, priority, priority, 'LIMIT', 0, 1)
+    if head[1] then
+        return tonumber(string.sub(head[1], 1, 17))
+    end
+    return nil
+end
+local virtual, bases, counts, lasts = {}, {}, {}, {}
+local function fair_order_us(fair, priority)
+    local start = priority .. ':' .. fair
+    if bases[start] == nil then
+        if virtual[priority] == nil then
+            local a, d = head_us(AVAILABLE, priority), head_us(DUE, priority)
+            local v = a or d or now_us
+            if a and d and d < a then
+                v = d
+            end
+            virtual[priority] = v
+        end
+        local last = lasts[fair]
+        if last == nil then
+            last = tonumber(redis.call('ZSCORE', FAIRNESS, fair))
+        end
+        local base = virtual[priority]
+        if last and last > base then
+            base = last
+        end
+        bases[start], counts[start] = base, 0
+    end
+    counts[start] = counts[start] + 1
+    local order = bases[start] + counts[start]
+    if lasts[fair] == nil or order > lasts[fair] then
+        lasts[fair] = order
+    end
+    return order
+end
+
 local out = { 1, now_s }
 local ids = {}
 local available, scheduled, all, keys = {}, {}, {}, {}
@@ -110,6 +162,17 @@ for i = 1, n do
             state = 'scheduled'
         end
         local k = job_key(id)
+        local fair = ARGV[o + 9]
+        if fair ~= '' then
+            fair = string.sub(fair, 2)
+            if state == 'available' then
+                local order_us = fair_order_us(fair, priority)
+                prefix = string.format('%017d:', order_us)
+                redis.call('HSET', k, 'fairness_key', fair, 'order_at', fmt(order_us / 1000000))
+            else
+                redis.call('HSET', k, 'fairness_key', fair)
+            end
+        end
         local key = ARGV[o + 8]
         if key ~= '' then
             key = string.sub(key, 2)
@@ -154,5 +217,15 @@ end
 if #available > 0 then
     call_many('ZADD', AVAILABLE, available)
     wake()
+end
+if next(lasts) ~= nil then
+    local recorded = {}
+    for fair, order in pairs(lasts) do
+        recorded[#recorded + 1] = int(order)
+        recorded[#recorded + 1] = fair
+    end
+    call_many('ZADD', FAIRNESS, recorded)
+    redis.call('ZREMRANGEBYSCORE', FAIRNESS, '-inf',
+        '(' .. int(now_us - math.floor(stale_after * 1000000)))
 end
 return out

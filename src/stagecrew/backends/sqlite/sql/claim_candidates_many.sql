@@ -1,5 +1,5 @@
 -- Due jobs of the queues in the JSON array :queues that are not paused (used past the per-queue subquery limit).
-SELECT id, priority, run_at
+SELECT id, priority, order_at
 FROM stagecrew_jobs
 WHERE state IN ('available', 'scheduled')
   AND queue IN (SELECT value FROM json_each(:queues))

@@ -6,6 +6,7 @@ SET state = 'available',
     lost = 0,
     snoozes = 0,
     run_at = :now,
+    order_at = :now,
     finished_at = NULL,
     cancel_requested = 0
 WHERE state IN ('dead', 'cancelled')

@@ -18,6 +18,7 @@ SET state = CASE
         WHEN cancel_requested OR attempt >= max_attempts OR lost + 1 >= :max_lost THEN :now
     END,
     lost = lost + 1,
+    order_at = run_at,
     errors = json_insert(
         {stored_errors},
         '$[#]', json_object(
