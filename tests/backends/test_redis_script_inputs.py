@@ -193,18 +193,23 @@ BAD_CALLS: list[Any] = [
     pytest.param(scripts.FIRE_SCHEDULE, ["", "s", "", "100.0", 1], id="fire-argument-count"),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "200.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k"],
+        ["", "s", "", "100.0", 1, "200.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", ""],
         id="fire-tick-after-advance",
     ),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "50.0", "100.0", 1, "40.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k"],
+        ["", "s", "50.0", "100.0", 1, "40.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", ""],
         id="fire-tick-before-expected",
     ),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "nan", "3", "=k"],
+        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "nan", "3", "=k", ""],
         id="fire-delay-nan",
+    ),
+    pytest.param(
+        scripts.FIRE_SCHEDULE,
+        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "k"],
+        id="fire-fairness-key-form",
     ),
     pytest.param(scripts.SCHEDULE_PAUSED, ["", "1", "100.0"], id="paused-no-name"),
     pytest.param(scripts.SCHEDULE_PAUSED, ["s", "yes", "100.0"], id="paused-flag"),

@@ -125,13 +125,13 @@ class Worker:
         self.faults = faults if faults is not None else Faults.from_env()
         """Crash points for tests (see `stagecrew.worker.faults`); None in production."""
         self.app_ref = app_ref
-        self.run_schedules = run_schedules
-        """Fire the app's schedules (`app.periodic`, `app.schedule`) from this worker; every
-        worker may, as the store makes each tick one job (see docs/schedules.md)."""
         """Where a process of its own finds the app (`module:attr`), to run a suspect alone.
 
         None (a worker embedded in a program): a poison suspect runs like any other job.
         """
+        self.run_schedules = run_schedules
+        """Fire the app's schedules (`app.periodic`, `app.schedule`) from this worker; every
+        worker may, as the store makes each tick one job (see docs/schedules.md)."""
         self.id = worker_id or make_worker_id()
         """The lease owner of this worker's claims; a supervisor names its children itself, so
         it can release their claims when they die (`Backend.release_worker`)."""

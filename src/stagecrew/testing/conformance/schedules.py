@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import threading
 
@@ -65,6 +66,16 @@ class ScheduleConformance(Harness):
             T0 + 60,
         )
         assert record.last_fired_at == pytest.approx(clock.now(), abs=1e-3)
+        assert claim(backend, entry.id).id == entry.id
+
+    def test_a_tick_job_keeps_its_fairness_key(self, backend: Backend) -> None:
+        backend.fire_schedule(fire(None, T0))
+        keyed = dataclasses.replace(tick_job(T0 + 60).job, fairness_key="tenant-7")
+        done = backend.fire_schedule(
+            ScheduleFire("nightly", "default", T0, T0 + 60, (TickJob(T0 + 60, keyed),))
+        )
+        [entry] = done.enqueued
+        assert must_get(backend, entry.id).fairness_key == "tenant-7"
         assert claim(backend, entry.id).id == entry.id
 
     def test_two_fires_of_one_tick_make_one_job(self, backend: Backend) -> None:

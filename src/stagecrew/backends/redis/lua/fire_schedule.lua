@@ -10,14 +10,16 @@
 --   and INCRBY KEYS[11] (the id counter) when the caller did not reserve ids.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] schedule name; ARGV[4] the last tick
 --   the caller read ('' = none stored); ARGV[5] the new last tick; ARGV[6] n, the number of
---   jobs; then 9 per job: its tick, id ('' = next from KEYS[11]), task, payload, priority,
---   run_at ('' = now + delay), delay, max_attempts, idempotency key ('' or '=' .. key).
+--   jobs; then 10 per job: its tick, id ('' = next from KEYS[11]), task, payload, priority,
+--   run_at ('' = now + delay), delay, max_attempts, idempotency key ('' or '=' .. key),
+--   fairness key (the same form). A tick's job with a fairness key keeps the key but is
+--   ordered by its run_at, like a keyless one (docs/fairness.md).
 -- Returns {0} when the queue is not registered yet (nothing written); {-1, id} when a reserved
 --   id is taken (nothing written); {2, stored last tick or '', paused 0|1} when the CAS
 --   refused (nothing written); else {1, now, id_1, created_1, ..., id_n, created_n}.
 -- validates: now; the name; the expected and new last ticks (finite, expected < new); n and the
 --   argument count; per job its tick (finite, increasing, after the expected tick, at most the
---   new one), id, priority, run_at, delay, max_attempts and the key's form.
+--   new one), id, priority, run_at, delay, max_attempts and the keys' form.
 local now = clock(ARGV[2])
 local now_s = fmt(now)
 local name = ARGV[3]
@@ -33,7 +35,7 @@ if expected ~= nil and not (expected < advance_to) then
     refuse('new last tick', ARGV[5])
 end
 local n = integer_arg(ARGV[6], 'job count', 0)
-local BASE, WIDTH = 6, 9
+local BASE, WIDTH = 6, 10
 if #ARGV ~= BASE + n * WIDTH then
     refuse('argument count', #ARGV)
 end
@@ -59,6 +61,10 @@ for i = 1, n do
     local key = ARGV[o + 9]
     if key ~= '' and string.sub(key, 1, 1) ~= '=' then
         refuse('idempotency key', key)
+    end
+    local fair = ARGV[o + 10]
+    if fair ~= '' and (string.sub(fair, 1, 1) ~= '=' or #fair < 2) then
+        refuse('fairness key', fair)
     end
 end
 if redis.call('EXISTS', REGISTERED) == 0 then
@@ -140,6 +146,10 @@ for i = 1, n do
         if key ~= '' then
             redis.call('HSET', k, 'idempotency_key', string.sub(key, 2))
             redis.call('HSET', IDEMPOTENCY, string.sub(key, 2), id)
+        end
+        local fair = ARGV[o + 10]
+        if fair ~= '' then
+            redis.call('HSET', k, 'fairness_key', string.sub(fair, 2))
         end
         if state == 'available' then
             make_available(id, priority, run_at_s)
