@@ -35,9 +35,6 @@ DEFAULT_UNKNOWN_TASK_WINDOW = 3600.0
 """Seconds a job of a task no worker has waits for one that has it (see `App`)."""
 
 
-_DEFAULT_AGING = PriorityAging()
-
-
 def _seconds(value: float | timedelta, name: str) -> float:
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
@@ -70,9 +67,10 @@ class App:
     wrong; else the comma-separated `STAGECREW_SIGNING_KEYS` is read. An app
     without a key signs nothing and checks nothing (see docs/guarantees.md).
 
-    `priority_aging` is the starvation guard of priorities: by default a waiting job gains
-    one priority step per five minutes waited, down to priority 0 (`PriorityAging`); None
-    turns it off (see docs/fairness.md).
+    `priority_aging` turns on the starvation guard of priorities: with `PriorityAging()` a
+    waiting job gains one priority step per five minutes waited, down to priority 0. It is
+    off by default, as its pass on SQL engines reads every waiting job worse than the floor
+    (see docs/fairness.md).
     """
 
     def __init__(
@@ -86,7 +84,7 @@ class App:
         default_queue: str = "default",
         signing_key: bytes | str | Sequence[bytes | str] | None = None,
         unknown_task_window: float | timedelta = DEFAULT_UNKNOWN_TASK_WINDOW,
-        priority_aging: PriorityAging | None = _DEFAULT_AGING,
+        priority_aging: PriorityAging | None = None,
     ) -> None:
         self.url = url or os.environ.get("STAGECREW_URL") or DEFAULT_URL
         self.unknown_task_window = _seconds(unknown_task_window, "unknown_task_window")

@@ -116,9 +116,11 @@ def test_aging_gains_one_step_per_interval_down_to_the_floor() -> None:
     assert aged_priority(-2, run_at=0.0, now=6000.0, every=60.0, floor=0) == -2
 
 
-def test_priority_aging_is_on_by_default_and_can_be_turned_off() -> None:
-    assert App("memory://").priority_aging == PriorityAging(every=300.0, floor=0)
-    assert App("memory://", priority_aging=None).priority_aging is None
+def test_priority_aging_is_off_by_default_and_can_be_turned_on() -> None:
+    assert App("memory://").priority_aging is None
+    aging = PriorityAging()
+    assert aging == PriorityAging(every=300.0, floor=0)
+    assert App("memory://", priority_aging=aging).priority_aging is aging
     aging = PriorityAging(every=timedelta(minutes=1), floor=-1)
     assert (aging.seconds, aging.floor, aging.pass_interval) == (60.0, -1, 6.0)
 

@@ -22,7 +22,7 @@ MAX_BATCHES_PER_RUN = 10
 class PriorityAging:
     """`App(priority_aging=...)`: a waiting job gains one priority step (1 lower) per `every`
     waited since it was due, down to `floor` at best, so a stream of better-priority jobs
-    cannot starve it for ever. `App(priority_aging=None)` turns the guard off."""
+    cannot starve it for ever. Off unless given: `App(priority_aging=PriorityAging())`."""
 
     every: float | timedelta = 300.0
     """Seconds (or a timedelta) of waiting per step; five minutes by default."""
