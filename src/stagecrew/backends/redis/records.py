@@ -124,10 +124,15 @@ def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
 
 
 def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[ClaimedJob]]:
-    """The ids and jobs of a claim.lua reply: {now, lease expiry, then 12 fields per job}."""
+    """The ids and jobs of a claim.lua reply: {now, lease expiry, then 11 fields per job}.
+
+    A job's first field is its member of the queue's waiting index: order_at in whole
+    microseconds (17 digits), ":", one length character, then the id (`due_member` in
+    _lib.lua).
+    """
     started, expires = float(reply[0]), float(reply[1])
-    ids = [int(i) for i in reply[2::12]]
-    rows = list(zip(ids, *(reply[2 + k :: 12] for k in range(1, 12)), strict=True))
+    rows = list(zip(*(reply[2 + k :: 11] for k in range(11)), strict=True))
+    ids = [int(row[0][19:]) for row in rows]
     try:
         return ids, [
             ClaimedJob(
@@ -143,12 +148,12 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 run_at=float(run_at),
                 started_at=started,
                 lease_expires_at=expires,
-                order_at=float(order_at),
+                order_at=int(member[:17]) / 1_000_000,
                 lost=lost,
                 snoozes=snoozes,
             )
-            for (
-                job_id,
+            for job_id, (
+                member,
                 attempt,
                 task,
                 payload,
@@ -159,13 +164,12 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 lost,
                 token,
                 snoozes,
-                order_at,
-            ) in rows
+            ) in zip(ids, rows, strict=True)
         ]
     except (AttributeError, TypeError, ValueError):  # a damaged job hash
         return ids, [
             salvage_claim(
-                job_id=r[0],
+                job_id=job_id,
                 attempt=r[1],
                 token=r[9],
                 queue=queue,
@@ -180,7 +184,7 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 lost=r[8],
                 snoozes=r[10],
             )
-            for r in rows
+            for job_id, r in zip(ids, rows, strict=True)
         ]
 
 

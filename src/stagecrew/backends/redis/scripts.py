@@ -16,6 +16,7 @@ from importlib import resources
 
 _LUA_DIR = resources.files("stagecrew.backends.redis") / "lua"
 _FUNCTION = re.compile(r"^local function (\w+)\(")
+_CALL = re.compile(r"\b(\w+)\(")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +68,10 @@ def _helpers_for(body: str) -> str:
     wanted: set[str] = set()
     frontier = [body]
     while frontier:
-        text = frontier.pop()
-        for name, block in blocks.items():
-            if name not in wanted and re.search(rf"\b{name}\(", text):
+        for name in set(_CALL.findall(frontier.pop())):  # one pass over the text
+            if name in blocks and name not in wanted:
                 wanted.add(name)
-                frontier.append(block)
+                frontier.append(blocks[name])
     return preamble + "".join(block for name, block in blocks.items() if name in wanted)
 
 
