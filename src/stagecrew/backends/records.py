@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -169,7 +169,7 @@ def salvage_claim(
     )
     if not read.problems:
         return job
-    return replace(job, defect="; ".join(read.problems))
+    return job._replace(defect="; ".join(read.problems))
 
 
 _JOB_STATE = {state.value: state for state in JobState}
