@@ -510,13 +510,17 @@ class Backend(ABC):
         """Unmark `queue` and wake its workers; True if it was paused."""
 
     @abstractmethod
-    def _paused_queues(self) -> Op[list[str]]:
-        """Every paused queue's name, in any order."""
+    def _paused_queues(self, queues: tuple[str, ...] | None) -> Op[list[str]]:
+        """The paused queues among `queues` (every paused queue if None), in any order.
+
+        An idle worker asks about its own queues after each empty claim, so an engine
+        should not read every queue of the store to answer that.
+        """
 
     def _stats_with_pauses(self) -> Op[list[QueueStats]]:
         """`_stats`, with each paused queue flagged, and listed even if it holds no job."""
         stats = yield from self._stats()
-        paused = set((yield from self._paused_queues()))
+        paused = set((yield from self._paused_queues(None)))
         flagged = {
             s.queue: dataclasses.replace(s, paused=True) if s.queue in paused else s for s in stats
         }
@@ -950,13 +954,15 @@ class Backend(ABC):
         return await self._call_async("resume_queue", self._resume_queue(name))
 
     @final
-    def paused_queues(self) -> list[str]:
-        """The names of the paused queues, sorted."""
-        return sorted(self._call("paused_queues", self._paused_queues()))
+    def paused_queues(self, queues: Sequence[str] | None = None) -> list[str]:
+        """The names of the paused queues, sorted; with `queues`, only those among them."""
+        wanted = None if queues is None else unique_queues(queues)
+        return sorted(self._call("paused_queues", self._paused_queues(wanted)))
 
     @final
-    async def paused_queues_async(self) -> list[str]:
-        return sorted(await self._call_async("paused_queues", self._paused_queues()))
+    async def paused_queues_async(self, queues: Sequence[str] | None = None) -> list[str]:
+        wanted = None if queues is None else unique_queues(queues)
+        return sorted(await self._call_async("paused_queues", self._paused_queues(wanted)))
 
     @final
     def cancel(self, job_id: int) -> Job | None:
@@ -1014,7 +1020,7 @@ class Backend(ABC):
         return await self._call_async("next_run_at", self._next_claimable(wanted))
 
     def _next_claimable(self, queues: tuple[str, ...] | None) -> Op[float | None]:
-        paused = set((yield from self._paused_queues()))
+        paused = set((yield from self._paused_queues(queues)))
         if paused:
             if queues is None:
                 queues = tuple(s.queue for s in (yield from self._stats()))

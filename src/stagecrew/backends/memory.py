@@ -198,9 +198,9 @@ class MemoryBackend(Backend):
         self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
         now = self.clock.now()
-        wanted = set(queues) - self._paused
         order_at = self._order_at
         with self._lock:
+            wanted = set(queues) - self._paused  # under the lock: a pause is part of the claim
             due = heapq.nsmallest(
                 limit,
                 (
@@ -531,9 +531,9 @@ class MemoryBackend(Backend):
         return changed
 
     @immediate
-    def _paused_queues(self) -> list[str]:
+    def _paused_queues(self, queues: tuple[str, ...] | None) -> list[str]:
         with self._lock:
-            return list(self._paused)
+            return [q for q in self._paused if queues is None or q in queues]
 
     @immediate
     def _next_run_at(self, queues: tuple[str, ...] | None) -> float | None:

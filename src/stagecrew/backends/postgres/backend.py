@@ -973,9 +973,10 @@ class PostgresBackend(Backend):
         done = yield Statement(self._sql.get("resume_queue"), params)
         return bool(done.rows)
 
-    def _paused_queues(self) -> SqlOp[list[str]]:
+    def _paused_queues(self, queues: tuple[str, ...] | None) -> SqlOp[list[str]]:
+        """Read whole: the table holds one row per paused queue, and a pause is rare."""
         done = yield Statement(self._sql.get("paused_queues"), {})
-        return [row[0] for row in done.rows]
+        return [row[0] for row in done.rows if queues is None or row[0] in queues]
 
     def _next_run_at(self, queues: tuple[str, ...] | None) -> SqlOp[float | None]:
         if queues is None:

@@ -672,8 +672,10 @@ class RedisBackend(Backend):
         [changed] = yield Step((Eval.of(scripts.QUEUE_CONTROL, keys, "resume"),))
         return bool(changed)
 
-    def _paused_queues(self) -> Op[list[str]]:
-        queues = yield from known_queues(self._keys)
+    def _paused_queues(self, queues: tuple[str, ...] | None) -> Op[list[str]]:
+        """One EXISTS per queue asked about: `queues`, or every queue the store knows."""
+        if queues is None:
+            queues = tuple((yield from known_queues(self._keys)))
         if not queues:
             return []
         replies = yield Step(tuple(Command(("EXISTS", self._keys.queue(q).paused)) for q in queues))

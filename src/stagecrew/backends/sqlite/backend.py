@@ -1111,9 +1111,11 @@ class SQLiteBackend(ThreadDriven):
         yield from self._committed(work=count > 0)  # its waiting jobs are claimable again
         return count == 1
 
-    def _paused_queues(self) -> Op[list[str]]:
+    def _paused_queues(self, queues: tuple[str, ...] | None) -> Op[list[str]]:
+        """Read whole: the table holds one row per paused queue, and a pause is rare."""
         conn: sqlite3.Connection = yield AUTOCOMMIT
-        return [row[0] for row in _read_rows(conn, _sql("paused_queues"), {})]
+        rows = _read_rows(conn, _sql("paused_queues"), {})
+        return [row[0] for row in rows if queues is None or row[0] in queues]
 
     def _next_run_at(self, queues: tuple[str, ...] | None) -> Op[float | None]:
         conn: sqlite3.Connection = yield AUTOCOMMIT

@@ -68,6 +68,23 @@ class QueueControlConformance(Harness):
         assert backend.resume_queue("never-paused") is False
         assert backend.paused_queues() == ["b"]
 
+    def test_paused_queues_asked_about_some_queues_names_only_those(self, backend: Backend) -> None:
+        enqueue_one(backend, queue="c")
+        backend.pause_queue("a")
+        backend.pause_queue("c")
+        assert backend.paused_queues(["c", "b", "never-used", "c"]) == ["c"]
+        assert backend.paused_queues(["b"]) == []
+        assert backend.paused_queues([]) == []
+        assert backend.paused_queues() == ["a", "c"]
+
+    def test_paused_queues_async_asked_about_some_queues_names_only_those(
+        self, backend: Backend
+    ) -> None:
+        backend.pause_queue("a")
+        backend.pause_queue("b")
+        assert asyncio.run(backend.paused_queues_async(["b", "z"])) == ["b"]
+        assert asyncio.run(backend.paused_queues_async()) == ["a", "b"]
+
     def test_stats_flag_paused_queues_and_list_one_that_holds_no_job(
         self, backend: Backend, clock: FakeClock
     ) -> None:
