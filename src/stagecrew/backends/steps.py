@@ -9,6 +9,7 @@ like an ack: it applies only while the job is running that claim (see base.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -132,3 +133,25 @@ def progress_from_store(text: object, at: object) -> Progress | None:
         )
     except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError):
         return None
+
+
+STEP = "step"
+STATE = "state"
+"""The kinds of stored value: a step's result (by name), and the checkpoint (name '')."""
+
+
+def _text(raw: object) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def steps_from_rows(rows: Iterable[Sequence[object]]) -> JobSteps:
+    """`JobSteps` from stored (kind, name, value, stored_at) rows, in the order stored."""
+    steps: dict[str, StoredValue] = {}
+    state: StoredValue | None = None
+    for kind, name, value, stored_at in rows:
+        stored = StoredValue(_text(value), float(stored_at))  # type: ignore[arg-type]
+        if _text(kind) == STATE:
+            state = stored
+        else:
+            steps[_text(name)] = stored
+    return JobSteps(steps, state)
