@@ -42,7 +42,6 @@ from .base import (
 from .fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from .ops import Op, immediate, run
 from .records import WORKER_LOST
-from .steps import JobSteps, StoredValue, progress_from_store
 from .schedules import (
     ScheduleFire,
     ScheduleFired,
@@ -51,6 +50,7 @@ from .schedules import (
     jobs_of,
     refused,
 )
+from .steps import JobSteps, StoredValue, progress_from_store
 
 T = TypeVar("T")
 
@@ -262,9 +262,7 @@ class MemoryBackend(Backend):
         with self._lock:
             if self._holds(ref) is None:
                 return False
-            self._steps.setdefault(ref.id, {}).setdefault(
-                name, StoredValue(text, self.clock.now())
-            )
+            self._steps.setdefault(ref.id, {}).setdefault(name, StoredValue(text, self.clock.now()))
             return True
 
     @immediate

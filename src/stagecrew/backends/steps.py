@@ -54,8 +54,7 @@ def check_step_name(name: object, operation: str) -> str:
         raise TypeError(f"{operation}: a step name must be a str, not {type(name).__name__}")
     if not name or len(name) > MAX_STEP_NAME:
         raise ValueError(
-            f"{operation}: a step name must be 1 to {MAX_STEP_NAME} characters, "
-            f"not {len(name)}"
+            f"{operation}: a step name must be 1 to {MAX_STEP_NAME} characters, not {len(name)}"
         )
     try:
         name.encode("utf-8")

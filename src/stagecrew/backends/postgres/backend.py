@@ -70,7 +70,6 @@ from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run, run_async
 from ..records import WORKER_LOST, job_from_row
-from ..steps import JobSteps, steps_from_rows
 from ..schedules import (
     ScheduleFire,
     ScheduleFired,
@@ -79,6 +78,7 @@ from ..schedules import (
     jobs_of,
     refused,
 )
+from ..steps import JobSteps, steps_from_rows
 from .deadlines import DEADLINES
 from .driver import (
     TRANSACTION,

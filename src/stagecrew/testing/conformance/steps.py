@@ -220,7 +220,12 @@ class StepsConformance(Harness):
 
     @pytest.mark.parametrize(
         "progress",
-        [Progress(-1), Progress(float("nan")), Progress(1, float("inf")), Progress(1, 2, "m" * 501)],
+        [
+            Progress(-1),
+            Progress(float("nan")),
+            Progress(1, float("inf")),
+            Progress(1, 2, "m" * 501),
+        ],
         ids=["negative", "nan", "infinite-total", "long-message"],
     )
     def test_bad_progress_is_refused_before_anything_is_written(
