@@ -217,6 +217,13 @@ BAD_CALLS: list[Any] = [
     pytest.param(scripts.QUEUE_CONTROL, ["stop"], id="queue-control-action"),
     pytest.param(scripts.QUEUE_CONTROL, [""], id="queue-control-no-action"),
     pytest.param(scripts.QUEUE_CONTROL, ["pause", "again"], id="queue-control-argument-count"),
+    pytest.param(scripts.STORE_STEP, ["nan", 3, 1, "step", "a", "1"], id="step-now-nan"),
+    pytest.param(scripts.STORE_STEP, ["", "3x", 1, "step", "a", "1"], id="step-id"),
+    pytest.param(scripts.STORE_STEP, ["", 3, "1.5", "step", "a", "1"], id="step-token"),
+    pytest.param(scripts.STORE_STEP, ["", 3, 1, "result", "a", "1"], id="step-kind"),
+    pytest.param(scripts.STORE_STEP, ["", 3, 1, "step", "", "1"], id="step-no-name"),
+    pytest.param(scripts.STORE_STEP, ["", 3, 1, "state", "", ""], id="step-no-value"),
+    pytest.param(scripts.STORE_STEP, ["", 3, 1, "step", "a"], id="step-argument-count"),
     *bad_lost_records(scripts.RESCUE, ["", 3, 1000]),
     *bad_lost_records(scripts.RELEASE_WORKER, ["", "w", 3]),
 ]
