@@ -1101,7 +1101,7 @@ class SQLiteBackend(ThreadDriven):
     # -- steps, checkpoints and progress -------------------------------------------------
     def _store_step(self, ref: JobRef, name: str, text: str) -> Op[bool]:
         conn: sqlite3.Connection = yield WRITE
-        params = {"id": ref.id, "token": ref.token}
+        params: dict[str, Any] = {"id": ref.id, "token": ref.token}
         if conn.execute(_sql("job_held"), params).fetchone() is None:
             return False
         params.update(name=name, value=text, now=self.clock.now())
@@ -1110,7 +1110,7 @@ class SQLiteBackend(ThreadDriven):
 
     def _store_state(self, ref: JobRef, text: str) -> Op[bool]:
         conn: sqlite3.Connection = yield WRITE
-        params = {"id": ref.id, "token": ref.token}
+        params: dict[str, Any] = {"id": ref.id, "token": ref.token}
         if conn.execute(_sql("job_held"), params).fetchone() is None:
             return False
         params.update(value=text, now=self.clock.now())
