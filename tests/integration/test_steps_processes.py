@@ -69,6 +69,7 @@ def test_a_sigkilled_job_resumes_at_its_third_step_without_rerunning_the_first_t
             finished = wait_for(lambda: handle.state() is JobState.SUCCEEDED, 60)
         finally:
             code, output = stop(second)
+        assert code == 0, output[-3000:]
         try:
             assert finished, output[-3000:]
             assert handle.result(timeout=0) == ["ONE", "TWO", "THREE"]
