@@ -222,8 +222,8 @@ def print_job(out: Console, job: Job, steps: JobSteps | None = None) -> None:
         table.add_column("name", overflow="fold")
         table.add_column("stored at")
         table.add_column("size", justify="right")
-        for name, value in steps.steps.items():
-            table.add_row(name, format_time(value.stored_at), f"{value.size} B")
+        for step, stored in steps.steps.items():
+            table.add_row(step, format_time(stored.stored_at), f"{stored.size} B")
         out.print(table)
     if not job.errors:
         return
