@@ -84,7 +84,7 @@ class AttemptSteps:
         )
 
     # -- steps ---------------------------------------------------------------------
-    def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         if self._on_loop:
             raise StepError(
                 f"step {name!r}: ctx.step() blocks; in an async task use await ctx.step_async()"
@@ -98,7 +98,9 @@ class AttemptSteps:
         self._remember(name, text)
         return decode(text)
 
-    async def step_async(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def step_async(
+        self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
         self._begin(name)
         stored = (await self._load_async()).steps.get(name)
         if stored is not None:
