@@ -21,6 +21,7 @@ from stagecrew import (
 )
 from stagecrew.backends.base import JobFilter
 from stagecrew.backends.memory import MemoryBackend
+from stagecrew.errors import BackendError
 from stagecrew.job import JobRef, NewJob
 from stagecrew.testing.kit import TestKit
 from stagecrew.worker.steps import AttemptSteps
@@ -304,3 +305,36 @@ def test_a_stale_attempt_cannot_store_a_step_and_stops_with_lease_lost(kit: Test
     assert backend.read_steps(entry.id).steps == {}
     with pytest.raises(LeaseLostError):
         stale.progress(1, None, None)
+
+
+class FailingProgressBackend(CountingBackend):
+    """Progress writes fail as a store that is down would; the first fails, the rest pass."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = 1
+
+    def _store_progress(self, ref: JobRef, text: str):  # type: ignore[no-untyped-def]
+        if self.failures:
+            self.failures -= 1
+            raise BackendError("store_progress failed: the store is down")
+        return super()._store_progress(ref, text)
+
+
+def test_a_failed_progress_write_does_not_fail_the_job_and_is_written_at_the_end(
+    app: App,
+) -> None:
+    with TestKit(app) as kit:
+        app._backend = None
+        app.use_backend(FailingProgressBackend("memory://", kit.clock))
+
+        @app.task(max_attempts=1)
+        def busy(ctx: Context) -> str:
+            ctx.progress(5, 10)  # the store fails this one
+            return "done"
+
+        handle = busy.enqueue()
+        kit.run_until_idle()
+        assert handle.result(timeout=0) == "done"
+        progress = handle.progress()
+        assert progress is not None and (progress.done, progress.total) == (5, 10)

@@ -196,10 +196,19 @@ class AttemptSteps:
             slot.in_flight = asyncio.get_running_loop().create_task(self._write_async(slot))
 
     def _write_now(self, slot: _Throttled) -> None:
+        """Write on the task's own thread; a store error is logged and the value kept pending
+        (the next call or the flush tries again): a checkpoint or progress that could not be
+        written is no reason to fail the work itself."""
         value, slot.has_pending = slot.pending, False
         slot.last_write = self._clock.now()
         slot.writes += 1
-        self._fenced(slot._write(value), "a checkpoint or progress")
+        try:
+            applied = slot._write(value)
+        except StagecrewError as exc:
+            log.warning("job %s: a checkpoint or progress write failed: %s", self._ref.id, exc)
+            slot.has_pending = True
+            return
+        self._fenced(applied, "a checkpoint or progress")
 
     async def _write_async(self, slot: _Throttled) -> bool:
         value, slot.has_pending = slot.pending, False
