@@ -18,11 +18,12 @@ from .errors import (
     SchemaOutOfDateError,
     SerializationError,
     StagecrewError,
+    StepError,
     TransitionError,
     UnknownTaskError,
 )
 from .handle import JobHandle
-from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Retry, Snooze
+from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Progress, Retry, Snooze
 from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import CatchUp, Schedule
@@ -53,6 +54,7 @@ __all__ = [
     "LeaseLostError",
     "PayloadTooLargeError",
     "PriorityAging",
+    "Progress",
     "Retention",
     "Retry",
     "Schedule",
@@ -61,6 +63,7 @@ __all__ = [
     "SerializationError",
     "Snooze",
     "StagecrewError",
+    "StepError",
     "SystemClock",
     "Task",
     "TransitionError",

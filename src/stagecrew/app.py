@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from .backends import DEFAULT_URL, backend_from_url, redact_url
 from .backends.base import DEFAULT_MAX_LOST, Backend, JobFilter, QueueStats, Retention
+from .backends.steps import JobSteps
 from .clock import Clock, SystemClock, checked_seconds
 from .errors import (
     ConfigurationError,
@@ -375,6 +376,13 @@ class Jobs:
 
     async def get_async(self, job_id: int) -> Job:
         return require(await self._app.backend.get_async(job_id), job_id)
+
+    def steps(self, job_id: int) -> JobSteps:
+        """The completed steps and the checkpoint job `job_id` stored (see docs/steps.md)."""
+        return self._app.backend.read_steps(job_id)
+
+    async def steps_async(self, job_id: int) -> JobSteps:
+        return await self._app.backend.read_steps_async(job_id)
 
     def list(
         self,

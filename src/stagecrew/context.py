@@ -10,6 +10,7 @@ from .errors import ConfigurationError, JobCancelledError
 
 if TYPE_CHECKING:
     from .worker.job_transaction import JobTransaction
+    from .worker.steps import AttemptSteps
 
 job_logger = logging.getLogger("stagecrew.job")
 
@@ -42,6 +43,7 @@ class Context:
         max_attempts: int,
         enqueued_at: float,
         transaction: Callable[[Context], JobTransaction] | None = None,
+        steps: AttemptSteps | None = None,
     ) -> None:
         self.job_id = job_id
         self.task = task
@@ -52,6 +54,7 @@ class Context:
         self._cancelled = False
         self._log: JobLogAdapter | None = None
         self._transaction = transaction
+        self._steps = steps
 
     @property
     def log(self) -> JobLogAdapter:
@@ -94,6 +97,62 @@ class Context:
         if self._transaction is None:
             raise ConfigurationError("ctx.transaction() is only available inside a running job")
         return self._transaction(self)
+
+    # -- durable steps, checkpoint and progress (docs/steps.md) -----------------------
+    def _attempt_steps(self) -> AttemptSteps:
+        if self._steps is None:
+            raise ConfigurationError("steps, checkpoints and progress need a running job")
+        return self._steps
+
+    def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(*args, **kwargs)` once for this job and store its JSON result.
+
+        A later attempt of the job (after an exception, a timeout, a lost lease or a killed
+        worker) returns the stored result, decoded, without calling `fn`; the first run
+        returns the stored form too (a tuple comes back as a list). A step that raises is
+        not stored. Each name is used once per attempt (`StepError` otherwise). A result
+        that is not JSON or over 1 MiB raises `SerializationError` and is not stored. If
+        this attempt lost its claim, nothing is stored and `LeaseLostError` is raised. For
+        sync tasks; an async task uses `await ctx.step_async(...)`.
+        """
+        return self._attempt_steps().step(name, fn, *args, **kwargs)
+
+    async def step_async(
+        self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """`step` for an async task: `fn` may be a coroutine function (awaited) or a plain
+        function (called on the event loop, so keep it short)."""
+        return await self._attempt_steps().step_async(name, fn, *args, **kwargs)
+
+    @property
+    def state(self) -> Any:
+        """The last checkpoint stored for this job (`checkpoint_state`), decoded; None at first.
+
+        The first read of an attempt costs one store round trip (on the event loop in an
+        async task: prefer `await ctx.state_async()` there)."""
+        return self._attempt_steps().state
+
+    async def state_async(self) -> Any:
+        """`state`, read without blocking the event loop."""
+        return await self._attempt_steps().state_async()
+
+    def checkpoint_state(self, value: Any) -> None:
+        """Keep `value` (JSON) as this job's checkpoint, for its later attempts (`ctx.state`).
+
+        Written at most once a second; the last value is always written when the attempt
+        ends, before its outcome. A value that is not JSON or over 1 MiB raises
+        `SerializationError` at once. After a refused write (this attempt lost its
+        claim) the next call raises `LeaseLostError`.
+        """
+        self._attempt_steps().checkpoint_state(value)
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report how far the job got (`Job.progress`, `handle.progress()`, `jobs show`).
+
+        Written at most once a second per job; the last value is always written when the
+        attempt ends. `done` and `total` are finite numbers >= 0, `message` at most 500
+        characters (`ValueError` or `TypeError` otherwise)."""
+        self._attempt_steps().progress(done, total, message)
 
     @property
     def is_last_attempt(self) -> bool:

@@ -115,3 +115,9 @@ class LeaseLostError(StagecrewError):
     Raised out of `ctx.transaction()` when the job's success could not be
     recorded; the transaction was rolled back, so none of its writes happened.
     """
+
+
+class StepError(StagecrewError, ValueError):
+    """A durable step used in a way that cannot work: a step name used twice in one attempt,
+    or `ctx.step` called from an async task (use `await ctx.step_async(...)` there).
+    See docs/steps.md."""

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import JobCancelledError, JobFailedError, JobNotFoundError
-from .job import Job, JobState
+from .job import Job, JobState, Progress
 
 if TYPE_CHECKING:
     from .app import App
@@ -44,6 +44,13 @@ class JobHandle:
 
     async def state_async(self) -> JobState:
         return (await self.get_async()).state
+
+    def progress(self) -> Progress | None:
+        """The job's last stored progress (`ctx.progress`), or None if it stored none."""
+        return self.get().progress
+
+    async def progress_async(self) -> Progress | None:
+        return (await self.get_async()).progress
 
     def cancel(self) -> Job:
         return self.app.jobs.cancel(self.id)

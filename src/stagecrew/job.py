@@ -213,6 +213,29 @@ class JobRef(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a running job says it got (`ctx.progress(done, total, message)`).
+
+    `at` is when the store wrote it (None on a value not yet stored). `fraction` is
+    done / total when a total is known and above 0.
+    """
+
+    done: float
+    total: float | None = None
+    message: str | None = None
+    at: float | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        if self.total is None or self.total <= 0:
+            return None
+        return min(self.done / self.total, 1.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"done": self.done, "total": self.total, "message": self.message, "at": self.at}
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """A snapshot of a stored job, as the inspection API returns it."""
 
@@ -244,6 +267,8 @@ class Job:
     original_priority: int | None = None
     """The priority the job was enqueued with, once the starvation guard improved `priority`
     (see docs/fairness.md, "Priorities and aging"); None while it was never aged."""
+    progress: Progress | None = None
+    """The last progress the job stored (`ctx.progress`), or None (see docs/steps.md)."""
 
     @property
     def enqueued_priority(self) -> int:
@@ -296,6 +321,7 @@ class Job:
             "snoozes": self.snoozes,
             "fairness_key": self.fairness_key,
             "original_priority": self.original_priority,
+            "progress": None if self.progress is None else self.progress.to_json(),
             "result": self.result,
             "errors": [e.to_json() for e in self.errors],
         }

@@ -144,6 +144,8 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     assert len(claimed) == 3
     refs = {c.id: c.ref for c in claimed}
     assert backend.heartbeat("w", list(refs.values()), LEASE).lost == frozenset()
+    assert backend.store_step(refs[a.id], "step", "1")
+    assert backend.read_steps(a.id).steps["step"].text == "1"
     backend.ack([Ack(refs[a.id], AckKind.DEAD_LETTER)])
     backend.requeue(JobFilter(states=frozenset({S.DEAD})))
     backend.requeue(JobFilter(ids=frozenset({a.id})))

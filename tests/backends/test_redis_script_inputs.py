@@ -16,7 +16,7 @@ import pytest
 import redis
 from tests.backends import test_redis
 
-from stagecrew.backends.base import Ack, AckKind, JobFilter
+from stagecrew.backends.base import Ack, AckKind, JobFilter, Retention
 from stagecrew.backends.fairness import STALE_AFTER
 from stagecrew.backends.redis import RedisBackend, scripts
 from stagecrew.backends.redis.backend import LOST_ARGS
@@ -217,6 +217,13 @@ BAD_CALLS: list[Any] = [
     pytest.param(scripts.QUEUE_CONTROL, ["stop"], id="queue-control-action"),
     pytest.param(scripts.QUEUE_CONTROL, [""], id="queue-control-no-action"),
     pytest.param(scripts.QUEUE_CONTROL, ["pause", "again"], id="queue-control-argument-count"),
+    pytest.param(scripts.STORE_STEP, ["nan", 3, 1, "step", "a", "1"], id="step-now-nan"),
+    pytest.param(scripts.STORE_STEP, ["", "3x", 1, "step", "a", "1"], id="step-id"),
+    pytest.param(scripts.STORE_STEP, ["", 3, "1.5", "step", "a", "1"], id="step-token"),
+    pytest.param(scripts.STORE_STEP, ["", 3, 1, "result", "a", "1"], id="step-kind"),
+    pytest.param(scripts.STORE_STEP, ["", 3, 1, "step", "", "1"], id="step-no-name"),
+    pytest.param(scripts.STORE_STEP, ["", 3, 1, "state", "", ""], id="step-no-value"),
+    pytest.param(scripts.STORE_STEP, ["", 3, 1, "step", "a"], id="step-argument-count"),
     *bad_lost_records(scripts.RESCUE, ["", 3, 1000]),
     *bad_lost_records(scripts.RELEASE_WORKER, ["", "w", 3]),
 ]
@@ -286,3 +293,24 @@ def test_good_arguments_still_pass_every_check(backend: RedisBackend) -> None:
     assert backend.purge(JobFilter(states=frozenset({JobState.CANCELLED}))) == 1
     assert backend.rescue().total == 2
     assert {s.queue for s in backend.stats()} == {"default"}
+
+
+def test_purge_and_prune_delete_a_jobs_steps_key(backend: RedisBackend) -> None:
+    """read_steps cannot see a leftover T:steps:<id> once its job is gone: look at the keys."""
+    clock = backend.clock
+    assert isinstance(clock, FakeClock)
+    backend.enqueue([job("a"), job("b")])
+    for claimed in backend.claim(["default"], "w", 2, LEASE):
+        assert backend.store_step(claimed.ref, "s", "1")
+        assert backend.store_state(claimed.ref, "2")
+        assert backend.ack([Ack.complete(claimed.ref)]) == [True]
+    client = redis.Redis.from_url(backend._settings.redis_url)
+    try:
+        pattern = f"{{{backend.prefix}*:steps:*"
+        assert len(list(client.scan_iter(match=pattern))) == 2
+        assert backend.purge(JobFilter(ids=frozenset({1}))) == 1
+        clock.advance(8 * 86_400.0)
+        assert backend.prune(Retention()) == 1
+        assert list(client.scan_iter(match=pattern)) == []
+    finally:
+        client.close()

@@ -542,3 +542,45 @@ def test_jobs_show_prints_how_often_a_job_snoozed(cli_app: CliApp) -> None:
     job = cli_app.app.enqueue("resize", ["a.png"])
     assert cli_app.json("jobs", "show", str(job.id))["snoozes"] == 0
     assert "snoozes" in cli_app.run("jobs", "show", str(job.id)).output
+
+
+STEPS_SOURCE = """
+from stagecrew import App, Context
+
+app = App()
+
+@app.task
+def stepped(ctx: Context) -> int:
+    ctx.step("fetch", lambda: {"rows": 3})
+    ctx.step("load ✓", lambda: [1, 2, 3])
+    ctx.checkpoint_state({"cursor": "c" * 200})
+    ctx.progress(3, 4, "rows loaded")
+    return 3
+"""
+
+
+def test_jobs_show_prints_steps_checkpoint_and_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"steps_app_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(STEPS_SOURCE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("STAGECREW_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
+    monkeypatch.setenv("STAGECREW_APP", f"{name}:app")
+    app = load_app(f"{name}:app")
+    cli = CliApp(app, f"{name}:app", "", tmp_path)
+    try:
+        job = app.enqueue("stepped")
+        cli.drain()
+        shown = cli.json("jobs", "show", str(job.id))
+        assert [(s["name"], s["size"]) for s in shown["steps"]] == [("fetch", 10), ("load ✓", 7)]
+        assert shown["checkpoint"]["size"] == len('{"cursor":""}') + 200
+        assert shown["checkpoint"]["preview"].endswith("…")
+        assert shown["progress"]["done"] == 3 and shown["progress"]["total"] == 4
+        human = cli.run("jobs", "show", str(job.id)).stdout
+        assert "steps (2)" in human and "load ✓" in human and "10 B" in human
+        assert "3 of 4 (75%)  rows loaded" in human
+        assert "checkpoint" in human and "213 bytes" in human
+    finally:
+        app.close()
+        sys.modules.pop(name, None)

@@ -12,7 +12,8 @@ attempts: complete, retry, snooze, dead-letter, cancel, release), rescue (expire
 leases), release-worker (the claims of a worker known to be dead), prune
 (retention), cancel, requeue, purge; queue control (pause, resume); fire-schedule
 (a schedule's tick becomes its job, by compare-and-set, see `schedules.py`), pause and
-resume a schedule.
+resume a schedule; durable steps, checkpoints and progress (store-step, store-state,
+store-progress, read-steps; see `steps.py`).
 
 Fencing. Every job counts its claims (`Job.claims`): each claim adds one in
 the same write that makes the job running, and nothing else changes it, not
@@ -20,7 +21,8 @@ a requeue (which resets the attempt users see), a hand-back (which gives the
 attempt back) or a rescue. A claim's count is its fencing token
 (`ClaimedJob.token`, `JobRef`), so (job id, token) never repeats for the life
 of a job, and every write a worker makes for a claim (ack, heartbeat,
-`complete_in`) applies only while the job is running with that same count.
+`complete_in`, a step, a checkpoint, progress) applies only while the job is running with
+that same count.
 """
 
 from __future__ import annotations
@@ -46,7 +48,16 @@ from ..errors import (
     InvalidTimeError,
     StagecrewError,
 )
-from ..job import AttemptError, ClaimedJob, EnqueuedJob, Job, JobRef, JobState, NewJob
+from ..job import (
+    AttemptError,
+    ClaimedJob,
+    EnqueuedJob,
+    Job,
+    JobRef,
+    JobState,
+    NewJob,
+    Progress,
+)
 from .inputs import (
     EnqueueBatch,
     check_aging,
@@ -67,6 +78,13 @@ from .schedules import (
     ScheduleRecord,
     check_fire,
     check_schedule_name,
+)
+from .steps import (
+    JobSteps,
+    check_progress,
+    check_step_name,
+    check_stored_text,
+    progress_text,
 )
 
 T = TypeVar("T")
@@ -546,6 +564,26 @@ class Backend(ABC):
     @abstractmethod
     def _list_schedules(self) -> Op[list[ScheduleRecord]]:
         """Every stored schedule record, by name."""
+
+    @abstractmethod
+    def _store_step(self, ref: JobRef, name: str, text: str) -> Op[bool]:
+        """If job `ref.id` is running claim `ref.token`: store `text` as step `name`'s result
+        at the store's now, unless the job has that step stored already (the first is kept),
+        and return True; else change nothing and return False. Given checked input."""
+
+    @abstractmethod
+    def _store_state(self, ref: JobRef, text: str) -> Op[bool]:
+        """Fenced as `_store_step`: replace the job's checkpoint with `text`."""
+
+    @abstractmethod
+    def _store_progress(self, ref: JobRef, text: str) -> Op[bool]:
+        """Fenced as `_store_step`: replace the job's progress (`steps.progress_text`) and its
+        time (the store's now), in the jobs row, so that `get` returns it."""
+
+    @abstractmethod
+    def _read_steps(self, job_id: int) -> Op[JobSteps]:
+        """The steps and checkpoint stored for job `job_id`, in one read (empty if none, or if
+        no such job); steps in the order they were stored."""
 
     # -- the one place every store call passes through ------------------------
     def _failure(self, operation: str, exc: BaseException) -> StagecrewError:
@@ -1029,6 +1067,60 @@ class Backend(ABC):
                 return None
         return (yield from self._next_run_at(queues))
 
+    # -- steps, checkpoints and progress (see steps.py and docs/steps.md) -----
+    @final
+    def store_step(self, ref: JobRef, name: str, value: str) -> bool:
+        """Store `value` (JSON text) as the result of step `name` of the claim `ref`.
+
+        Fenced: True only while the job is running that claim; a stale claim (rescued,
+        handed back, re-run, or finished) gets False and changes nothing. A step the job
+        stored already keeps its first value. Raises `ValueError` or `TypeError` for a bad
+        name or for text that is not JSON or larger than `steps.MAX_STEP_BYTES`, before
+        anything is written.
+        """
+        op = self._store_step(*_check_step_write(ref, name, value))
+        return self._call("store_step", op)
+
+    @final
+    async def store_step_async(self, ref: JobRef, name: str, value: str) -> bool:
+        op = self._store_step(*_check_step_write(ref, name, value))
+        return await self._call_async("store_step", op)
+
+    @final
+    def store_state(self, ref: JobRef, value: str) -> bool:
+        """Replace the job's checkpoint with `value` (JSON text); fenced as `store_step`."""
+        checked = _check_ref(ref, "store_state")
+        text = check_stored_text(value, "store_state", "a checkpoint")
+        return self._call("store_state", self._store_state(checked, text))
+
+    @final
+    async def store_state_async(self, ref: JobRef, value: str) -> bool:
+        checked = _check_ref(ref, "store_state")
+        text = check_stored_text(value, "store_state", "a checkpoint")
+        return await self._call_async("store_state", self._store_state(checked, text))
+
+    @final
+    def store_progress(self, ref: JobRef, progress: Progress) -> bool:
+        """Replace the job's progress (what `get` returns as `Job.progress`); fenced as
+        `store_step`. The store stamps it with its own time."""
+        op = self._store_progress(*_check_progress_write(ref, progress))
+        return self._call("store_progress", op)
+
+    @final
+    async def store_progress_async(self, ref: JobRef, progress: Progress) -> bool:
+        op = self._store_progress(*_check_progress_write(ref, progress))
+        return await self._call_async("store_progress", op)
+
+    @final
+    def read_steps(self, job_id: int) -> JobSteps:
+        """The steps and checkpoint job `job_id` stored, in one read (empty for no job)."""
+        return self._call("read_steps", self._read_steps(check_job_id(job_id, "read_steps")))
+
+    @final
+    async def read_steps_async(self, job_id: int) -> JobSteps:
+        op = self._read_steps(check_job_id(job_id, "read_steps"))
+        return await self._call_async("read_steps", op)
+
     # -- schedules (see schedules.py and docs/schedules.md) -----------------
     @final
     def fire_schedule(self, fire: ScheduleFire) -> ScheduleFired:
@@ -1102,6 +1194,26 @@ def _check_prune(retention: Retention, limit: int) -> int:
     if not isinstance(retention, Retention):
         raise TypeError(f"prune needs a Retention, not {retention!r}")
     return check_limit(limit, "prune")
+
+
+def _check_ref(ref: JobRef, operation: str) -> JobRef:
+    if not isinstance(ref, JobRef):
+        raise TypeError(f"{operation} names its claim by a JobRef, not by {ref!r}")
+    return ref
+
+
+def _check_step_write(ref: JobRef, name: str, value: str) -> tuple[JobRef, str, str]:
+    checked = _check_ref(ref, "store_step")
+    step = check_step_name(name, "store_step")
+    return checked, step, check_stored_text(value, "store_step", f"step {name!r}'s result")
+
+
+def _check_progress_write(ref: JobRef, progress: Progress) -> tuple[JobRef, str]:
+    checked = _check_ref(ref, "store_progress")
+    if not isinstance(progress, Progress):
+        raise TypeError(f"store_progress takes a Progress, not {progress!r}")
+    valid = check_progress(progress.done, progress.total, progress.message)
+    return checked, progress_text(valid)
 
 
 def _check_acks(acks: Sequence[Ack]) -> None:

@@ -50,6 +50,7 @@ from .schedules import (
     jobs_of,
     refused,
 )
+from .steps import JobSteps, StoredValue, progress_from_store
 
 T = TypeVar("T")
 
@@ -92,6 +93,10 @@ class MemoryBackend(Backend):
         """The order_at of waiting jobs whose order_at is not their run_at (fair-keyed jobs)."""
         self._fair_lasts: dict[tuple[str, str], float] = {}
         """Per (queue, fairness key), the order_at of the key's latest keyed job."""
+        self._steps: dict[int, dict[str, StoredValue]] = {}
+        """Per job that stored any, its steps' results by name, in the order stored."""
+        self._states: dict[int, StoredValue] = {}
+        """Per job that stored one, its checkpoint."""
 
     def _replace(self, job: Job, **changes: object) -> Job:
         if "state" in changes and changes["state"] != job.state:
@@ -251,6 +256,37 @@ class MemoryBackend(Backend):
             return None
         return job
 
+    # -- steps, checkpoints and progress --------------------------------
+    @immediate
+    def _store_step(self, ref: JobRef, name: str, text: str) -> bool:
+        with self._lock:
+            if self._holds(ref) is None:
+                return False
+            self._steps.setdefault(ref.id, {}).setdefault(name, StoredValue(text, self.clock.now()))
+            return True
+
+    @immediate
+    def _store_state(self, ref: JobRef, text: str) -> bool:
+        with self._lock:
+            if self._holds(ref) is None:
+                return False
+            self._states[ref.id] = StoredValue(text, self.clock.now())
+            return True
+
+    @immediate
+    def _store_progress(self, ref: JobRef, text: str) -> bool:
+        with self._lock:
+            job = self._holds(ref)
+            if job is None:
+                return False
+            self._replace(job, progress=progress_from_store(text, self.clock.now()))
+            return True
+
+    @immediate
+    def _read_steps(self, job_id: int) -> JobSteps:
+        with self._lock:
+            return JobSteps(dict(self._steps.get(job_id, {})), self._states.get(job_id))
+
     @immediate
     def _heartbeat(
         self, worker: str, refs: tuple[JobRef, ...], lease_seconds: float
@@ -391,6 +427,8 @@ class MemoryBackend(Backend):
 
     def _delete(self, job: Job) -> None:
         del self._jobs[job.id]
+        self._steps.pop(job.id, None)
+        self._states.pop(job.id, None)
         self._order_at.pop(job.id, None)
         if job.idempotency_key is not None:
             self._keys.pop(job.idempotency_key, None)

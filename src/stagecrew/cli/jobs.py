@@ -56,12 +56,15 @@ def list_jobs(
 @app_option
 @json_option
 def show(job_id: int, app_ref: str | None, as_json: bool) -> None:
-    """Show every field of job ID: arguments, result, and each attempt's error and traceback."""
-    job = load(app_ref).jobs.get(job_id)
+    """Show every field of job ID: arguments, result, progress, its stored steps and
+    checkpoint, and each attempt's error and traceback."""
+    app = load(app_ref)
+    job = app.jobs.get(job_id)
+    steps = app.jobs.steps(job_id)
     if as_json:
-        print_json(job_json(job))
+        print_json(job_json(job, steps))
     else:
-        print_job(console(), job)
+        print_job(console(), job, steps)
 
 
 @jobs.command()

@@ -16,8 +16,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..backends.steps import JobSteps, StoredValue
 from ..errors import SerializationError
-from ..job import Job, JobState
+from ..job import Job, JobState, Progress
 
 PIPED_WIDTH = 160
 
@@ -89,13 +90,47 @@ def _decoded(job: Job, what: str) -> Any:
         return {"undecodable": str(exc)}
 
 
-def job_json(job: Job) -> dict[str, Any]:
-    """The stored record with its arguments and result decoded, for `--json` output."""
+def job_json(job: Job, steps: JobSteps | None = None) -> dict[str, Any]:
+    """The stored record with its arguments and result decoded, for `--json` output; with
+    `steps`, each stored step (name, stored at, size) and the checkpoint (size, stored at)."""
     data = job.to_json()
     data["args"] = _decoded(job, "args")
     data["kwargs"] = _decoded(job, "kwargs")
     data["result_value"] = _decoded(job, "result_value")
+    if steps is not None:
+        data["steps"] = [
+            {"name": name, "stored_at": value.stored_at, "size": value.size}
+            for name, value in steps.steps.items()
+        ]
+        state = steps.state
+        data["checkpoint"] = (
+            None
+            if state is None
+            else {"stored_at": state.stored_at, "size": state.size, "preview": _preview(state)}
+        )
     return data
+
+
+PREVIEW_CHARS = 80
+"""How much of a checkpoint's JSON `jobs show` prints."""
+
+
+def _preview(value: StoredValue) -> str:
+    text = value.text
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def _progress_text(progress: Progress | None) -> str:
+    if progress is None:
+        return "-"
+    done = f"{progress.done:g}"
+    if progress.total is not None:
+        done += f" of {progress.total:g}"
+        if progress.fraction is not None:
+            done += f" ({progress.fraction:.0%})"
+    if progress.message:
+        done += f"  {progress.message}"
+    return f"{done}  at {format_time(progress.at)}"
 
 
 def _compact_json(value: Any) -> str:
@@ -135,8 +170,9 @@ def jobs_table(jobs: Iterable[Job], *, title: str | None = None, reasons: bool =
     return table
 
 
-def print_job(out: Console, job: Job) -> None:
-    """Every field of one job, its arguments and result, and each attempt's error in full."""
+def print_job(out: Console, job: Job, steps: JobSteps | None = None) -> None:
+    """Every field of one job, its arguments and result, its progress, steps and checkpoint,
+    and each attempt's error in full."""
     out.print(Text.assemble(("job ", "bold"), (str(job.id), "bold"), "  ", state_text(job.state)))
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold")
@@ -165,10 +201,30 @@ def print_job(out: Console, job: Job) -> None:
         ("args", _compact_json(_decoded(job, "args"))),
         ("kwargs", _compact_json(_decoded(job, "kwargs"))),
         ("result", "-" if job.result is None else _compact_json(_decoded(job, "result_value"))),
+        ("progress", _progress_text(job.progress)),
     ]
+    if steps is not None:
+        state = steps.state
+        rows.append(
+            (
+                "checkpoint",
+                "-"
+                if state is None
+                else f"{state.size} bytes at {format_time(state.stored_at)}: {_preview(state)}",
+            )
+        )
     for name, value in rows:
         fields.add_row(name, value)
     out.print(fields)
+    if steps is not None and steps.steps:
+        out.print()
+        table = Table(title=f"steps ({len(steps.steps)})", title_justify="left")
+        table.add_column("name", overflow="fold")
+        table.add_column("stored at")
+        table.add_column("size", justify="right")
+        for step, stored in steps.steps.items():
+            table.add_row(step, format_time(stored.stored_at), f"{stored.size} B")
+        out.print(table)
     if not job.errors:
         return
     out.print()

@@ -39,6 +39,7 @@ from ..task import Task
 from .job_threads import JobThreads
 from .job_transaction import JobTransaction
 from .logs import current_job
+from .steps import AttemptSteps
 
 log = logging.getLogger("stagecrew.worker")
 
@@ -152,6 +153,8 @@ class Executor:
         token = current_job.set(str(job.id))
         try:
             ack = await self._run(flight)
+            if flight.ctx is not None and flight.ctx._steps is not None:
+                await flight.ctx._steps.flush_async()  # the last checkpoint and progress first
         finally:
             current_job.reset(token)
         if flight.committed:
@@ -200,6 +203,9 @@ class Executor:
                 enqueued_at=job.enqueued_at,
                 transaction=lambda ctx: JobTransaction(
                     self.app.backend, job.ref, ctx, flight.mark_committed
+                ),
+                steps=AttemptSteps(
+                    self.app.backend, job.ref, self.app.clock, on_loop=task.is_async
                 ),
             )
             flight.ctx = ctx

@@ -78,6 +78,7 @@ from ..schedules import (
     jobs_of,
     refused,
 )
+from ..steps import JobSteps, steps_from_rows
 from .deadlines import DEADLINES
 from .driver import (
     TRANSACTION,
@@ -962,6 +963,26 @@ class PostgresBackend(Backend):
         return max(done.rowcount, 0)
 
     # -- queue control -----------------------------------------------------------------
+    # -- steps, checkpoints and progress -------------------------------------------------
+    def _store_step(self, ref: JobRef, name: str, text: str) -> SqlOp[bool]:
+        params = {"id": ref.id, "token": ref.token, "name": name, "value": text}
+        done = yield Statement(self._sql.get("store_step"), {**params, "now": self._now()})
+        return bool(done.rows)
+
+    def _store_state(self, ref: JobRef, text: str) -> SqlOp[bool]:
+        params = {"id": ref.id, "token": ref.token, "value": text, "now": self._now()}
+        done = yield Statement(self._sql.get("store_state"), params)
+        return bool(done.rows)
+
+    def _store_progress(self, ref: JobRef, text: str) -> SqlOp[bool]:
+        params = {"id": ref.id, "token": ref.token, "progress": text, "now": self._now()}
+        done = yield Statement(self._sql.get("store_progress"), params)
+        return bool(done.rows)
+
+    def _read_steps(self, job_id: int) -> SqlOp[JobSteps]:
+        done = yield Statement(self._sql.get("read_steps"), {"id": job_id})
+        return steps_from_rows(done.rows)
+
     def _pause_queue(self, queue: str) -> SqlOp[bool]:
         params = {"now": self._now(), "queue": queue}
         done = yield Statement(self._sql.get("pause_queue"), params)

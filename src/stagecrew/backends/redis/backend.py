@@ -56,6 +56,7 @@ from ..fairness import STALE_AFTER
 from ..ops import Op, resume_async, run, run_async
 from ..records import WORKER_LOST
 from ..schedules import ScheduleFire, ScheduleFired, ScheduleRecord, refused
+from ..steps import JobSteps
 from . import preflight, scripts, wake
 from .driver import AsyncSide, Call, Command, Driver, Eval, Step, describe_failure
 from .finished import LoopThread
@@ -71,6 +72,7 @@ from .records import (
     opt_float,
     opt_text,
     pairs,
+    steps_from_hash,
     text,
 )
 from .wire import Interrupted
@@ -656,6 +658,49 @@ class RedisBackend(Backend):
         names = queues if queues is not None else (yield from known_queues(self._keys))
         times = [opt_float(reply[8]) for reply in (yield from self._summaries(names))]
         return min((t for t in times if t is not None), default=None)
+
+    # -- steps, checkpoints and progress (store_step.lua) -------------------------------
+    def _store_step(self, ref: JobRef, name: str, text: str) -> Op[bool]:
+        return self._fenced_store(ref, "step", name, text)
+
+    def _store_state(self, ref: JobRef, text: str) -> Op[bool]:
+        return self._fenced_store(ref, "state", "", text)
+
+    def _store_progress(self, ref: JobRef, text: str) -> Op[bool]:
+        return self._fenced_store(ref, "progress", "", text)
+
+    def _fenced_store(self, ref: JobRef, kind: str, name: str, text: str) -> Op[bool]:
+        """One store_step.lua call on the job's queue, looked up again if remembered wrong."""
+        for trust_memory in (True, False):
+            where = yield from self._locator.locate([ref.id], trust_memory=trust_memory)
+            queue = where.get(ref.id)
+            if queue is None:
+                return False
+            keys = self._keys.queue(queue)
+            args = (self._now(), ref.id, ref.token, kind, name, text)
+            [code] = yield Step((Eval.of(scripts.STORE_STEP, keys, *args),))
+            if code != 3:
+                return bool(code == 1)
+            self._locator.forget(ref.id)
+        return False
+
+    def _read_steps(self, job_id: int) -> Op[JobSteps]:
+        for trust_memory in (True, False):
+            where = yield from self._locator.locate([job_id], trust_memory=trust_memory)
+            queue = where.get(job_id)
+            if queue is None:
+                return JobSteps()
+            keys = self._keys.queue(queue)
+            exists, found = yield Step(
+                (
+                    Command(("EXISTS", keys.job(job_id))),
+                    Command(("HGETALL", keys.steps(job_id))),
+                )
+            )
+            if int(exists):
+                return steps_from_hash(hash_fields(found))
+            self._locator.forget(job_id)
+        return JobSteps()
 
     # -- queue control -----------------------------------------------------------------
     def _pause_queue(self, queue: str) -> Op[bool]:

@@ -16,8 +16,14 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     attempt, max_attempts, enqueued_at, started_at, finished_at,
                                     lease_owner, lease_expires_at, idempotency_key,
                                     cancel_requested ("1"), lost, claims, snoozes, result, errors
-                                    (a JSON array), fairness_key, order_at, original_priority;
+                                    (a JSON array), fairness_key, order_at, original_priority,
+                                    progress (JSON text), progress_at;
                                     absent or '' fields are None / 0
+    T:steps:<id>       -   HASH     a job's completed steps and checkpoint, only for a job that
+                                    stored one: "s:<name>" -> a step's result, "state" -> the
+                                    checkpoint, each "<seq> <stored_at> <JSON>" (seq: the order
+                                    first stored); written by store_step.lua (fenced), deleted
+                                    with the job (prune, purge)
     T:available        1   ZSET     due jobs; score = priority, member = "<order_at µs, 17
                                     digits>:<L><id>", L the character '0' + the id's length, so
                                     that the set's order is the claim order (priority, order_at,
@@ -195,6 +201,10 @@ class QueueKeys:
 
     def job(self, job_id: int | str) -> str:
         return f"{self.tag}:job:{job_id}"
+
+    def steps(self, job_id: int | str) -> str:
+        """A job's stored steps and checkpoint (store_step.lua names it)."""
+        return f"{self.tag}:steps:{job_id}"
 
     def schedule(self, name: str) -> str:
         """The record of a schedule whose jobs go to this queue (fire_schedule.lua names it)."""

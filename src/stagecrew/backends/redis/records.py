@@ -10,6 +10,20 @@ import orjson
 from ...job import ClaimedJob, Job, JobState, NewJob
 from ..base import JobFilter
 from ..records import decode_errors, salvage_claim
+from ..steps import STATE, STEP, JobSteps, progress_from_store, steps_from_rows
+
+
+def steps_from_hash(h: Mapping[bytes, Any]) -> JobSteps:
+    """A T:steps:<id> hash: fields "s:<name>" and "state", values "<seq> <stored_at> <JSON>"."""
+    rows = []
+    for field, raw in h.items():
+        seq, stored_at, value = bytes(raw).split(b" ", 2)
+        name = bytes(field)
+        kind, step = (STATE, b"") if name == b"state" else (STEP, name[2:])
+        rows.append((int(seq), (kind, step, value, float(stored_at))))
+    rows.sort(key=lambda row: row[0])
+    return steps_from_rows(row for _, row in rows)
+
 
 Arg = str | bytes | int | float
 """One argument of a Redis command."""
@@ -92,6 +106,7 @@ def _damaged_job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> J
         snoozes=number(b"snoozes", int, 0),
         fairness_key=lenient(b"fairness_key") or None,
         original_priority=number(b"original_priority", int, None),
+        progress=progress_from_store(h.get(b"progress"), h.get(b"progress_at")),
     )
 
 
@@ -120,6 +135,7 @@ def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
         snoozes=int(h.get(b"snoozes") or 0),
         fairness_key=opt_text(h.get(b"fairness_key")),
         original_priority=_opt_int(h.get(b"original_priority")),
+        progress=progress_from_store(h.get(b"progress"), h.get(b"progress_at")),
     )
 
 

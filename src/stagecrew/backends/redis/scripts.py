@@ -103,6 +103,7 @@ LIST_PAGE = "list_page"
 FIRE_SCHEDULE = "fire_schedule"
 SCHEDULE_PAUSED = "schedule_paused"
 QUEUE_CONTROL = "queue_control"
+STORE_STEP = "store_step"
 
 ALL_SCRIPTS = (
     ENQUEUE,
@@ -122,4 +123,5 @@ ALL_SCRIPTS = (
     FIRE_SCHEDULE,
     SCHEDULE_PAUSED,
     QUEUE_CONTROL,
+    STORE_STEP,
 )

@@ -99,6 +99,7 @@ from ..schedules import (
     refused,
 )
 from ..sql_files import read_migrations, read_statement
+from ..steps import JobSteps, steps_from_rows
 from .finish_signal import FinishSignal
 
 T = TypeVar("T")
@@ -1096,6 +1097,35 @@ class SQLiteBackend(ThreadDriven):
         count: int = conn.execute(sql, params).rowcount
         yield from self._committed(finished=count > 0)  # a deleted job is gone
         return count
+
+    # -- steps, checkpoints and progress -------------------------------------------------
+    def _store_step(self, ref: JobRef, name: str, text: str) -> Op[bool]:
+        conn: sqlite3.Connection = yield WRITE
+        params: dict[str, Any] = {"id": ref.id, "token": ref.token}
+        if conn.execute(_sql("job_held"), params).fetchone() is None:
+            return False
+        params.update(name=name, value=text, now=self.clock.now())
+        conn.execute(_sql("store_step"), params)
+        return True
+
+    def _store_state(self, ref: JobRef, text: str) -> Op[bool]:
+        conn: sqlite3.Connection = yield WRITE
+        params: dict[str, Any] = {"id": ref.id, "token": ref.token}
+        if conn.execute(_sql("job_held"), params).fetchone() is None:
+            return False
+        params.update(value=text, now=self.clock.now())
+        conn.execute(_sql("store_state"), params)
+        return True
+
+    def _store_progress(self, ref: JobRef, text: str) -> Op[bool]:
+        params = {"id": ref.id, "token": ref.token, "progress": text, "now": self.clock.now()}
+        conn: sqlite3.Connection = yield WRITE
+        count: int = conn.execute(_sql("store_progress"), params).rowcount
+        return count == 1
+
+    def _read_steps(self, job_id: int) -> Op[JobSteps]:
+        conn: sqlite3.Connection = yield AUTOCOMMIT
+        return steps_from_rows(_read_rows(conn, _sql("read_steps"), {"id": job_id}))
 
     # -- queue control -----------------------------------------------------------------
     def _pause_queue(self, queue: str) -> Op[bool]:

@@ -267,9 +267,9 @@ local function scan_candidates(f, at, states)
         skip
 end
 
--- Delete a finished job and everything that points at it.
+-- Delete a finished job and everything that points at it (its steps too: T:steps:<id>).
 local function delete_job(id, state, key)
-    redis.call('DEL', job_key(id))
+    redis.call('DEL', job_key(id), TAG .. ':steps:' .. id)
     unindex(id, state, nil)
     redis.call('ZREM', ALL, id)
     if key and redis.call('HGET', IDEMPOTENCY, key) == id then
