@@ -371,7 +371,18 @@ class Jobs:
         self._app = app
 
     def get(self, job_id: int) -> Job:
+        """The job as stored now (`JobNotFoundError` if there is none): `Job.result` is its
+        decoded result, `Job.result_json` the stored text."""
         return require(self._app.backend.get(job_id), job_id)
+
+    def handle(self, job_id: int) -> JobHandle:
+        """A handle on the job `job_id`, as enqueue returned it (its `created` is False).
+
+        Nothing is read here: the handle's calls read the store, and raise
+        `JobNotFoundError` for a job that does not exist (or was pruned)."""
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise TypeError(f"a job id is an int, not {job_id!r}")
+        return JobHandle(self._app, job_id, created=False)
 
     async def get_async(self, job_id: int) -> Job:
         return require(await self._app.backend.get_async(job_id), job_id)

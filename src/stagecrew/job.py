@@ -228,7 +228,10 @@ class Job:
     idempotency_key: str | None = None
     cancel_requested: bool = False
     lost: int = 0
-    result: str | None = None
+    result_json: str | None = None
+    """The stored result, as the JSON text the task's return value was encoded to (None
+    until the job succeeded, and for a job completed in a transaction, see docs/postgres.md).
+    `result` is the decoded value."""
     errors: tuple[AttemptError, ...] = field(default_factory=tuple)
     claims: int = 0
     """How many times the job was claimed, ever: the fencing token of its latest claim."""
@@ -258,10 +261,20 @@ class Job:
         return decode_payload(self.payload)[1]
 
     @property
-    def result_value(self) -> Any:
+    def result(self) -> Any:
+        """The task's return value, decoded from `result_json` (None while there is none).
+
+        Raises `SerializationError` if the stored text is not JSON (a damaged record).
+        `JobHandle.result()` waits for the job to finish and returns the same value."""
         from .serialization import decode
 
-        return None if self.result is None else decode(self.result, what="job result")
+        text = self.result_json
+        return None if text is None else decode(text, what="job result")
+
+    @property
+    def result_value(self) -> Any:
+        """The former name of `result` (the decoded value), kept working."""
+        return self.result
 
     @property
     def last_error(self) -> AttemptError | None:
@@ -291,7 +304,7 @@ class Job:
             "snoozes": self.snoozes,
             "fairness_key": self.fairness_key,
             "original_priority": self.original_priority,
-            "result": self.result,
+            "result_json": self.result_json,
             "errors": [e.to_json() for e in self.errors],
         }
 

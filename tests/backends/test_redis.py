@@ -291,7 +291,7 @@ class TestEnqueue:
         assert backend.ack([Ack(claimed.ref, AckKind.COMPLETE, result=result)]) == [True]
         stored = backend.get(entry.id)
         assert stored is not None
-        assert (stored.payload, stored.result, stored.idempotency_key) == (
+        assert (stored.payload, stored.result_json, stored.idempotency_key) == (
             payload,
             result,
             "ключ 😀",

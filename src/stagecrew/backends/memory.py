@@ -292,7 +292,7 @@ class MemoryBackend(Backend):
                 if target is S.SCHEDULED:
                     common.update(run_at=now + (ack.delay or 0.0))
                 if ack.kind is AckKind.COMPLETE:
-                    common.update(result=ack.result)
+                    common.update(result_json=ack.result)
                 if ack.gives_attempt_back:
                     common.update(attempt=job.attempt - 1)
                 if ack.kind is AckKind.SNOOZE:

@@ -90,11 +90,12 @@ def _decoded(job: Job, what: str) -> Any:
 
 
 def job_json(job: Job) -> dict[str, Any]:
-    """The stored record with its arguments and result decoded, for `--json` output."""
+    """The stored record with its arguments and result decoded, for `--json` output: `result`
+    is the decoded value, `result_json` the stored text."""
     data = job.to_json()
     data["args"] = _decoded(job, "args")
     data["kwargs"] = _decoded(job, "kwargs")
-    data["result_value"] = _decoded(job, "result_value")
+    data["result"] = _decoded(job, "result")
     return data
 
 
@@ -164,7 +165,7 @@ def print_job(out: Console, job: Job) -> None:
         ("worker losses", str(job.lost)),
         ("args", _compact_json(_decoded(job, "args"))),
         ("kwargs", _compact_json(_decoded(job, "kwargs"))),
-        ("result", "-" if job.result is None else _compact_json(_decoded(job, "result_value"))),
+        ("result", "-" if job.result_json is None else _compact_json(_decoded(job, "result"))),
     ]
     for name, value in rows:
         fields.add_row(name, value)
