@@ -26,7 +26,7 @@ from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Retry, Snooze
 from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import CatchUp, Schedule
-from .task import Task, call
+from .task import Task, Unique, call
 
 __all__ = [
     "App",
@@ -64,6 +64,7 @@ __all__ = [
     "SystemClock",
     "Task",
     "TransitionError",
+    "Unique",
     "UnknownTaskError",
     "call",
 ]

@@ -117,6 +117,10 @@ class AttemptError:
         return to_datetime(self.at)
 
 
+DEFAULT_IDEMPOTENCY_WINDOW = 86_400.0
+"""Seconds an idempotency key keeps naming its job after the job finished (one day)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """A job as handed to `Backend.enqueue`: validated and already encoded.
@@ -136,6 +140,15 @@ class NewJob:
     idempotency_key: str | None = None
     fairness_key: str | None = None
     """The tenant this job is fair-queued for (see docs/fairness.md); None: plain FIFO."""
+    unique_key: str | None = None
+    """At most one job holding this key is stored: the enqueue of a job whose key a stored job
+    holds makes none (see docs/uniqueness.md). None: not unique."""
+    unique_states: frozenset[JobState] = frozenset()
+    """The states in which this job holds its unique key (they include scheduled, available
+    and running); empty without a unique key."""
+    idempotency_window: float | None = DEFAULT_IDEMPOTENCY_WINDOW
+    """Seconds after a stored job with this job's idempotency key finished for which the key
+    still names that job (None: as long as that job is stored); see docs/uniqueness.md."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +255,10 @@ class Job:
     original_priority: int | None = None
     """The priority the job was enqueued with, once the starvation guard improved `priority`
     (see docs/fairness.md, "Priorities and aging"); None while it was never aged."""
+    unique_key: str | None = None
+    """The job's unique key, or None (see docs/uniqueness.md)."""
+    unique_states: frozenset[JobState] = frozenset()
+    """The states in which the job holds its unique key; empty without one."""
 
     @property
     def enqueued_priority(self) -> int:
@@ -304,6 +321,8 @@ class Job:
             "snoozes": self.snoozes,
             "fairness_key": self.fairness_key,
             "original_priority": self.original_priority,
+            "unique_key": self.unique_key,
+            "unique_states": [st.value for st in JobState if st in self.unique_states],
             "result_json": self.result_json,
             "errors": [e.to_json() for e in self.errors],
         }

@@ -53,6 +53,7 @@ from .rescue import RescueConformance
 from .schedules import ScheduleConformance
 from .snooze import SnoozeConformance
 from .state_machine import StateMachineConformance
+from .uniqueness import UniquenessConformance
 from .wait import WaitConformance
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "ScheduleConformance",
     "SnoozeConformance",
     "StateMachineConformance",
+    "UniquenessConformance",
     "WaitConformance",
 ]
 
@@ -103,5 +105,6 @@ class BackendConformance(
     StateMachineConformance,
     InterleavingConformance,
     ScheduleConformance,
+    UniquenessConformance,
 ):
     """Every guarantee of the `Backend` contract; requires a `backend_factory` fixture."""
