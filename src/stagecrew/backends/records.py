@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from ..job import AttemptError, ClaimedJob, ErrorKind, Job, JobState
+from .unique import states_from_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,4 +210,6 @@ def job_from_row(row: Sequence[Any], time_value: Callable[[Any], Any] = _as_is) 
         snoozes=row[20],
         fairness_key=row[21] if len(row) > 21 else None,
         original_priority=row[22] if len(row) > 22 else None,
+        unique_key=row[23] if len(row) > 24 else None,
+        unique_states=states_from_text(row[24]) if len(row) > 24 else frozenset(),
     )
