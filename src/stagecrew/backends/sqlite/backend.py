@@ -752,9 +752,7 @@ class SQLiteBackend(ThreadDriven):
         ]
         return entries, bool(rows)
 
-    def _insert(
-        self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], statement: str
-    ) -> int:
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], statement: str) -> int:
         """Insert `rows` with `statement` and return the first id (the others follow it)."""
         try:
             if len(rows) == 1:

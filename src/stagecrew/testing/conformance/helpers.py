@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from ...backends.base import Ack, AckKind, Backend, QueueStats
-from ...clock import FakeClock
 from ...backends.unique import DEFAULT_UNIQUE_STATES
+from ...clock import FakeClock
 from ...job import (
     DEFAULT_IDEMPOTENCY_WINDOW,
     AttemptError,

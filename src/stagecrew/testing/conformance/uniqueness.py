@@ -102,9 +102,7 @@ class UniquenessConformance(Harness):
         assert backend.requeue(JobFilter(ids=frozenset({dead}))) == 1
         assert backend.enqueue([new_job(unique_key="k")])[0].id == dead
 
-    def test_enqueue_many_with_one_unique_key_twice_stores_it_once(
-        self, backend: Backend
-    ) -> None:
+    def test_enqueue_many_with_one_unique_key_twice_stores_it_once(self, backend: Backend) -> None:
         entries = backend.enqueue(
             [
                 new_job("a", unique_key="k"),
