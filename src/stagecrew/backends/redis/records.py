@@ -10,6 +10,7 @@ import orjson
 from ...job import ClaimedJob, Job, JobState, NewJob
 from ..base import JobFilter
 from ..records import decode_errors, salvage_claim
+from ..unique import states_from_text, states_text
 
 Arg = str | bytes | int | float
 """One argument of a Redis command."""
@@ -92,6 +93,8 @@ def _damaged_job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> J
         snoozes=number(b"snoozes", int, 0),
         fairness_key=lenient(b"fairness_key") or None,
         original_priority=number(b"original_priority", int, None),
+        unique_key=lenient(b"unique_key") or None,
+        unique_states=states_from_text(h.get(b"unique_states")),
     )
 
 
@@ -120,6 +123,8 @@ def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
         snoozes=int(h.get(b"snoozes") or 0),
         fairness_key=opt_text(h.get(b"fairness_key")),
         original_priority=_opt_int(h.get(b"original_priority")),
+        unique_key=opt_text(h.get(b"unique_key")),
+        unique_states=states_from_text(h.get(b"unique_states")),
     )
 
 
@@ -196,6 +201,23 @@ def new_job_fields(new: NewJob) -> tuple[Arg, ...]:
         str(int(new.max_attempts)),
         "" if key is None else "=" + key,
         "" if fair is None else "=" + fair,
+    )
+
+
+NO_KEYS: tuple[Arg, ...] = ("", "", "")
+
+
+def key_fields(new: NewJob) -> tuple[Arg, ...]:
+    """The idempotency window and the unique key of a job, as enqueue.lua reads them after
+    `new_job_fields`: window seconds ('' = none), unique key ('' = none, else '=' .. key),
+    unique states (names joined by commas)."""
+    if new.idempotency_key is None and new.unique_key is None:
+        return NO_KEYS
+    window = new.idempotency_window
+    return (
+        "" if window is None or new.idempotency_key is None else repr(float(window)),
+        "" if new.unique_key is None else "=" + new.unique_key,
+        states_text(new.unique_states),
     )
 
 
