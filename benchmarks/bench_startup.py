@@ -132,7 +132,7 @@ def start_once(url: str, processes: int, marks: Path | None) -> Start:
             proc.wait()
         app.close()
     assert job.started_at is not None
-    start = Start(claim=job.started_at - exec_at, job=float(job.result_value) - exec_at)
+    start = Start(claim=job.started_at - exec_at, job=float(job.result) - exec_at)
     if marks is not None:
         start.phases = phases(marks.read_text(), proc.pid, exec_at)
     return start

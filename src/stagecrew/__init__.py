@@ -27,7 +27,7 @@ from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Progress, Retry
 from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import CatchUp, Schedule
-from .task import Task, call
+from .task import Task, Unique, call
 
 __all__ = [
     "App",
@@ -67,6 +67,7 @@ __all__ = [
     "SystemClock",
     "Task",
     "TransitionError",
+    "Unique",
     "UnknownTaskError",
     "call",
 ]

@@ -21,12 +21,19 @@ from .errors import (
     UnknownTaskError,
 )
 from .handle import JobHandle, require
-from .job import Job, JobState, NewJob
+from .job import DEFAULT_IDEMPOTENCY_WINDOW, Job, JobState, NewJob
 from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import DEFAULT_MAX_CATCH_UP, CatchUp, Schedule, declare
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES, PayloadSigner
-from .task import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SNOOZES, EnqueueOptions, FairnessKey, Task
+from .task import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_SNOOZES,
+    EnqueueOptions,
+    FairnessKey,
+    Task,
+    Unique,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,6 +79,11 @@ class App:
     waiting job gains one priority step per five minutes waited, down to priority 0. It is
     off by default, as its pass on SQL engines reads every waiting job worse than the floor
     (see docs/fairness.md).
+
+    `idempotency_window` (seconds or a timedelta, one day by default) is how long after a
+    job finished its idempotency key still names it: an enqueue with the key within the
+    window gets that job (`created=False`), a later one makes a new job. None keeps the key
+    as long as the job is stored (see docs/uniqueness.md).
     """
 
     def __init__(
@@ -86,9 +98,15 @@ class App:
         signing_key: bytes | str | Sequence[bytes | str] | None = None,
         unknown_task_window: float | timedelta = DEFAULT_UNKNOWN_TASK_WINDOW,
         priority_aging: PriorityAging | None = None,
+        idempotency_window: float | timedelta | None = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
         self.url = url or os.environ.get("STAGECREW_URL") or DEFAULT_URL
         self.unknown_task_window = _seconds(unknown_task_window, "unknown_task_window")
+        self.idempotency_window = (
+            None
+            if idempotency_window is None
+            else _seconds(idempotency_window, "idempotency_window")
+        )
         self._signer = PayloadSigner.configured(signing_key, os.environ)
         self.clock: Clock = clock or SystemClock()
         self.retention = retention or Retention()
@@ -157,6 +175,7 @@ class App:
         backoff: Backoff | Mapping[str, float] | None = None,
         max_snoozes: int = DEFAULT_MAX_SNOOZES,
         fairness_key: FairnessKey | None = None,
+        unique: Unique | Mapping[str, Any] | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -173,6 +192,7 @@ class App:
         backoff: Backoff | Mapping[str, float] | None = None,
         max_snoozes: int = DEFAULT_MAX_SNOOZES,
         fairness_key: FairnessKey | None = None,
+        unique: Unique | Mapping[str, Any] | None = None,
     ) -> Any:
         """Register a function as a task (sync or async).
 
@@ -186,6 +206,11 @@ class App:
         A task that raises `Snooze(seconds)` runs again that much later without the
         attempt counting; `max_snoozes` (100 by default) bounds how many times a job may
         snooze: the snooze past it dead-letters the job (see docs/snooze.md).
+
+        `unique=dict(key="sync-{customer_id}", states=("scheduled", "available", "running"))`
+        (or a `Unique`) keeps at most one job per computed key in those states, fleet-wide:
+        an enqueue whose key a stored job holds returns that job's handle, `created=False`
+        (see docs/uniqueness.md).
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
@@ -209,6 +234,7 @@ class App:
                 backoff=Backoff.coerce(backoff),
                 max_snoozes=max_snoozes,
                 fairness_key=fairness_key,
+                unique=unique,
             )
             self.tasks[task_name] = registered
             return registered
@@ -372,7 +398,18 @@ class Jobs:
         self._app = app
 
     def get(self, job_id: int) -> Job:
+        """The job as stored now (`JobNotFoundError` if there is none): `Job.result` is its
+        decoded result, `Job.result_json` the stored text."""
         return require(self._app.backend.get(job_id), job_id)
+
+    def handle(self, job_id: int) -> JobHandle:
+        """A handle on the job `job_id`, as enqueue returned it (its `created` is False).
+
+        Nothing is read here: the handle's calls read the store, and raise
+        `JobNotFoundError` for a job that does not exist (or was pruned)."""
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise TypeError(f"a job id is an int, not {job_id!r}")
+        return JobHandle(self._app, job_id, created=False)
 
     async def get_async(self, job_id: int) -> Job:
         return require(await self._app.backend.get_async(job_id), job_id)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .job import AttemptError
+
 
 class StagecrewError(Exception):
     """Base class of every error stagecrew raises on purpose."""
@@ -79,7 +84,19 @@ class JobNotFoundError(StagecrewError):
 
 
 class JobFailedError(StagecrewError):
-    """Raised by `JobHandle.result()` when the job ended in the dead-letter state."""
+    """Raised by `JobHandle.result()` when the job ended in the dead-letter state.
+
+    `job_id` names the job, `error` is its last attempt's error (an `AttemptError`: kind,
+    type, message, traceback; None for a job dead-lettered without one). Re-run it with
+    `stagecrew dlq requeue` once the cause is fixed.
+    """
+
+    def __init__(
+        self, message: str, *, job_id: int | None = None, error: AttemptError | None = None
+    ) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.error = error
 
 
 class JobCancelledError(StagecrewError):

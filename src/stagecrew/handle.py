@@ -17,11 +17,19 @@ RECHECK_SECONDS = 30.0
 
 
 class JobHandle:
+    """A reference to one stored job: its id, and the calls that read and wait for it.
+
+    Enqueue returns one; `app.jobs.handle(job_id)` re-attaches one to a job enqueued
+    elsewhere (another process, an earlier request), with the same calls. A handle holds
+    no state of the job: each call reads the store.
+    """
+
     def __init__(self, app: App, job_id: int, *, created: bool = True) -> None:
         self.app = app
         self.id = job_id
         self.created = created
-        """False when an idempotency key matched an existing job, whose id this is."""
+        """False when the enqueue made no job: an idempotency key or a unique key matched an
+        existing job, whose id this is; False too for a handle re-attached by id."""
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.id}>"
@@ -59,9 +67,10 @@ class JobHandle:
         return await self.app.jobs.cancel_async(self.id)
 
     def result(self, timeout: float | None = None, poll_interval: float = 0.05) -> Any:
-        """Wait for the job to finish and return its result.
+        """Wait for the job to finish and return its result, decoded (`Job.result`).
 
-        Raises `JobFailedError` if it went to the dead-letter queue,
+        Raises `JobFailedError` (carrying the last attempt's error) if it went to the
+        dead-letter queue,
         `JobCancelledError` if it was cancelled, `JobNotFoundError` if it no longer
         exists, `TimeoutError` after `timeout` seconds of real time (None: no limit).
 
@@ -115,11 +124,13 @@ class _Deadline:
 def _outcome(job: Job) -> Any:
     """A final job's result, or the error that says why it has none."""
     if job.state is JobState.SUCCEEDED:
-        return job.result_value
+        return job.result
     if job.state is JobState.DEAD:
         last = job.last_error
         detail = f": {last.type}: {last.message}" if last else ""
-        raise JobFailedError(f"job {job.id} ({job.task}) is dead{detail}")
+        raise JobFailedError(
+            f"job {job.id} ({job.task}) is dead{detail}", job_id=job.id, error=last
+        )
     raise JobCancelledError(f"job {job.id} ({job.task}) was cancelled", job_id=job.id)
 
 

@@ -117,6 +117,10 @@ class AttemptError:
         return to_datetime(self.at)
 
 
+DEFAULT_IDEMPOTENCY_WINDOW = 86_400.0
+"""Seconds an idempotency key keeps naming its job after the job finished (one day)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """A job as handed to `Backend.enqueue`: validated and already encoded.
@@ -136,6 +140,15 @@ class NewJob:
     idempotency_key: str | None = None
     fairness_key: str | None = None
     """The tenant this job is fair-queued for (see docs/fairness.md); None: plain FIFO."""
+    unique_key: str | None = None
+    """At most one job holding this key is stored: the enqueue of a job whose key a stored job
+    holds makes none (see docs/uniqueness.md). None: not unique."""
+    unique_states: frozenset[JobState] = frozenset()
+    """The states in which this job holds its unique key (they include scheduled, available
+    and running); empty without a unique key."""
+    idempotency_window: float | None = DEFAULT_IDEMPOTENCY_WINDOW
+    """Seconds after a stored job with this job's idempotency key finished for which the key
+    still names that job (None: as long as that job is stored); see docs/uniqueness.md."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +269,10 @@ class Job:
     idempotency_key: str | None = None
     cancel_requested: bool = False
     lost: int = 0
-    result: str | None = None
+    result_json: str | None = None
+    """The stored result, as the JSON text the task's return value was encoded to (None
+    until the job succeeded, and for a job completed in a transaction, see docs/postgres.md).
+    `result` is the decoded value."""
     errors: tuple[AttemptError, ...] = field(default_factory=tuple)
     claims: int = 0
     """How many times the job was claimed, ever: the fencing token of its latest claim."""
@@ -269,6 +285,10 @@ class Job:
     (see docs/fairness.md, "Priorities and aging"); None while it was never aged."""
     progress: Progress | None = None
     """The last progress the job stored (`ctx.progress`), or None (see docs/steps.md)."""
+    unique_key: str | None = None
+    """The job's unique key, or None (see docs/uniqueness.md)."""
+    unique_states: frozenset[JobState] = frozenset()
+    """The states in which the job holds its unique key; empty without one."""
 
     @property
     def enqueued_priority(self) -> int:
@@ -288,10 +308,20 @@ class Job:
         return decode_payload(self.payload)[1]
 
     @property
-    def result_value(self) -> Any:
+    def result(self) -> Any:
+        """The task's return value, decoded from `result_json` (None while there is none).
+
+        Raises `SerializationError` if the stored text is not JSON (a damaged record).
+        `JobHandle.result()` waits for the job to finish and returns the same value."""
         from .serialization import decode
 
-        return None if self.result is None else decode(self.result, what="job result")
+        text = self.result_json
+        return None if text is None else decode(text, what="job result")
+
+    @property
+    def result_value(self) -> Any:
+        """The former name of `result` (the decoded value), kept working."""
+        return self.result
 
     @property
     def last_error(self) -> AttemptError | None:
@@ -322,7 +352,9 @@ class Job:
             "fairness_key": self.fairness_key,
             "original_priority": self.original_priority,
             "progress": None if self.progress is None else self.progress.to_json(),
-            "result": self.result,
+            "unique_key": self.unique_key,
+            "unique_states": [st.value for st in JobState if st in self.unique_states],
+            "result_json": self.result_json,
             "errors": [e.to_json() for e in self.errors],
         }
 

@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .backends.fairness import check_fairness_key
+from .backends.unique import DEFAULT_UNIQUE_STATES, check_unique_key, check_unique_states
 from .clock import checked_seconds, checked_time
 from .context import Context
 from .errors import ConfigurationError, InvalidArgumentsError
-from .job import NewJob
+from .job import JobState, NewJob
 from .retry import Backoff
 from .serialization import encode_payload
 
@@ -31,6 +32,48 @@ FairnessKey = str | Callable[..., str | None]
 """A task's default fairness key: one key, or a function of the job's arguments (passed by
 name) giving one (None: no key for that job), e.g.
 `lambda customer_id, **_: f"customer-{customer_id}"`."""
+
+
+UniqueKey = str | Callable[..., str | None]
+"""A task's unique key: a template over the job's arguments by name (`"sync-{customer_id}"`,
+`str.format` syntax), or a function of the arguments by name giving the key (None: the job
+is not unique), as for `FairnessKey`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unique:
+    """`@app.task(unique=Unique(key=..., states=...))` (or a dict of the same fields): at most
+    one job per computed key in `states`, fleet-wide (see docs/uniqueness.md). `states` must
+    include scheduled, available and running; add succeeded, dead or cancelled to keep the
+    key held after the job finished, until it is pruned."""
+
+    key: UniqueKey
+    states: frozenset[JobState] = DEFAULT_UNIQUE_STATES
+
+    def __post_init__(self) -> None:
+        if not callable(self.key) and (not isinstance(self.key, str) or not self.key):
+            raise ConfigurationError(
+                f"unique key must be a template str or a function, not {self.key!r}"
+            )
+        try:
+            object.__setattr__(self, "states", check_unique_states(self.states, "unique states"))
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+    @classmethod
+    def coerce(cls, value: Unique | Mapping[str, Any] | None) -> Unique | None:
+        if value is None or isinstance(value, Unique):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(
+                f"unique must be a Unique or a dict(key=..., states=...), not {value!r}"
+            )
+        unknown = set(value) - {"key", "states"}
+        if unknown or "key" not in value:
+            raise ConfigurationError(
+                f"unique takes key= (required) and states=, not {sorted(value)}"
+            )
+        return cls(value["key"], value.get("states", DEFAULT_UNIQUE_STATES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +102,7 @@ class EnqueueOptions:
     fairness_key: str | None = None
     connection: object | None = None
     """A psycopg connection or cursor: enqueue inside its open transaction."""
+    unique_key: str | None = None
 
 
 _DEFAULT_OPTIONS = EnqueueOptions()
@@ -145,6 +189,7 @@ class Task(Generic[P, R]):
         backoff: Backoff,
         max_snoozes: int = DEFAULT_MAX_SNOOZES,
         fairness_key: FairnessKey | None = None,
+        unique: Unique | Mapping[str, Any] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
@@ -168,6 +213,7 @@ class Task(Generic[P, R]):
         if fairness_key is not None and not callable(fairness_key):
             check_fairness_key(fairness_key, f"task {name!r}: fairness_key")
         self.fairness_key = fairness_key
+        self.unique = Unique.coerce(unique)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.context_parameter = _find_context_parameter(fn)
         signature = inspect.signature(fn)
@@ -226,6 +272,10 @@ class Task(Generic[P, R]):
         priority = self.priority if options.priority is None else options.priority
         run_at, delay, key = options.run_at, options.delay or 0.0, options.idempotency_key
         fair: FairnessKey | None = options.fairness_key or self.fairness_key
+        unique = self.unique
+        template = None if unique is None else unique.key
+        unique_states = DEFAULT_UNIQUE_STATES if unique is None else unique.states
+        window = self.app.idempotency_window
         jobs = []
         for given, kwargs in calls:
             args = given if type(given) is tuple else tuple(given)
@@ -239,27 +289,68 @@ class Task(Generic[P, R]):
                 if fair is None or isinstance(fair, str)
                 else self._fairness_of(fair, args, kwargs)
             )
+            if options.unique_key is not None:
+                single: str | None = options.unique_key
+            elif template is None:
+                single = None
+            else:
+                single = self._unique_of(template, args, kwargs)
             jobs.append(
-                NewJob(name, payload, queue, priority, run_at, delay, max_attempts, key, tenant)
+                NewJob(
+                    name,
+                    payload,
+                    queue,
+                    priority,
+                    run_at,
+                    delay,
+                    max_attempts,
+                    key,
+                    tenant,
+                    single,
+                    unique_states if single is not None else frozenset(),
+                    window,
+                )
             )
         return jobs
 
-    def _fairness_of(
-        self, compute: Callable[..., object], args: Sequence[Any], kwargs: Mapping[str, Any]
-    ) -> str | None:
-        """The fairness key the task's `fairness_key` function gives for these arguments.
+    def _by_name(
+        self,
+        compute: Callable[..., object],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        what: str,
+    ) -> object:
+        """What a key function (or template) of the task gives for these arguments.
 
         It is called with every argument by name, as the task's signature binds them, so
         `lambda customer_id, **_: ...` reads `customer_id` however the caller passed it.
         """
         try:
-            key = compute(**self.signature.bind(*args, **kwargs).arguments)
+            return compute(**self.signature.bind(*args, **kwargs).arguments)
         except Exception as exc:
             raise ConfigurationError(
-                f"task {self.name!r}: its fairness_key function failed for these arguments: "
+                f"task {self.name!r}: its {what} failed for these arguments: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+
+    def _fairness_of(
+        self, compute: Callable[..., object], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> str | None:
+        """The fairness key the task's `fairness_key` function gives for these arguments."""
+        key = self._by_name(compute, args, kwargs, "fairness_key function")
         return check_fairness_key(key, f"task {self.name!r}: the fairness key computed")
+
+    def _unique_of(
+        self, template: UniqueKey, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> str | None:
+        """The unique key of a job: the template filled with its arguments by name, or what
+        the key function gives for them."""
+        compute = template.format if isinstance(template, str) else template
+        key = self._by_name(compute, args, kwargs, "unique key")
+        try:
+            return check_unique_key(key, f"task {self.name!r}: the unique key computed")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     # -- producing ---------------------------------------------------------
     def options(
@@ -273,11 +364,16 @@ class Task(Generic[P, R]):
         idempotency_key: str | None = None,
         fairness_key: str | None = None,
         connection: object | None = None,
+        unique_key: str | None = None,
     ) -> BoundTask[P, R]:
         """Per-call options: `task.options(delay=60, priority=5).enqueue(...)`.
 
         `fairness_key` (a non-empty str of at most 200 bytes of UTF-8) names the tenant the
         job is fair-queued for (see docs/fairness.md); it overrides the task's default.
+
+        `unique_key` (a non-empty str of at most 200 bytes of UTF-8) is this job's unique
+        key, instead of the one the task's `unique` computes; in the task's unique states,
+        or scheduled, available and running for a task without `unique`.
 
         `connection` (a psycopg connection or cursor, sync or async, on the
         store's PostgreSQL database) writes the job inside that connection's
@@ -294,6 +390,7 @@ class Task(Generic[P, R]):
             idempotency_key=idempotency_key,
             fairness_key=check_fairness_key(fairness_key),
             connection=connection,
+            unique_key=check_unique_key(unique_key),
         )
         return BoundTask(self, opts)
 

@@ -552,7 +552,7 @@ def test_complete_in_commits_the_tasks_writes_and_the_success_together(
         assert backend.get(claimed.id).state is S.RUNNING  # type: ignore[union-attr]
     stored = backend.get(claimed.id)
     assert stored is not None
-    assert (stored.state, stored.result_value) == (S.SUCCEEDED, "done")
+    assert (stored.state, stored.result) == (S.SUCCEEDED, "done")
     assert notes(ledger_table) == ["paid"]
     assert backend.ack([Ack(claimed.ref, AckKind.COMPLETE, result='"again"')]) == [False]
 

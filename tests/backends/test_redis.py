@@ -110,14 +110,14 @@ class TestKeyLayout:
             slots = {key_slot(k.encode()) for k in call.keys} | {key_slot(f"{tag}:job:1".encode())}
             assert len(slots) == 1, (call.script.name, call.keys)
 
-    def test_on_a_single_redis_only_the_id_counter_and_idempotency_index_leave_the_queue_slot(
+    def test_on_a_single_redis_only_the_id_counter_and_the_key_indexes_leave_the_queue_slot(
         self, make_backend: Callable[..., RedisBackend]
     ) -> None:
         backend = make_backend(FakeClock())
         prefix = backend.prefix
         queue = backend._keys.queue("q")
         slot = key_slot(queue.keys[0].encode())
-        store_wide = {f"{{{prefix}}}:ids", f"{{{prefix}}}:idempotency"}
+        store_wide = {f"{{{prefix}}}:ids", f"{{{prefix}}}:idempotency", f"{{{prefix}}}:unique"}
         assert {k for k in queue.keys if key_slot(k.encode()) != slot} == store_wide
 
     def test_queue_names_with_braces_and_colons_get_keys_of_their_own(
@@ -293,7 +293,7 @@ class TestEnqueue:
         assert backend.ack([Ack(claimed.ref, AckKind.COMPLETE, result=result)]) == [True]
         stored = backend.get(entry.id)
         assert stored is not None
-        assert (stored.payload, stored.result, stored.idempotency_key) == (
+        assert (stored.payload, stored.result_json, stored.idempotency_key) == (
             payload,
             result,
             "ключ 😀",

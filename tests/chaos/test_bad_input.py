@@ -165,7 +165,7 @@ def _assert_good_succeeded(store: Store, ids: list[int]) -> None:
     for i, job_id in enumerate(ids):
         job = store.app.jobs.get(job_id)
         assert job.state is JobState.SUCCEEDED, (job.state, job.errors)
-        assert job.result_value == i
+        assert job.result == i
 
 
 class _Exploit:

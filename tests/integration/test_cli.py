@@ -307,7 +307,7 @@ def test_jobs_show_prints_args_result_and_every_attempts_traceback(cli_app: CliA
     shown = cli_app.json("jobs", "show", str(done))
     assert shown["state"] == "succeeded"
     assert shown["args"] == ["a.png"] and shown["kwargs"] == {"width": 3}
-    assert shown["result_value"] == "a.png@3"
+    assert shown["result"] == "a.png@3"
 
     failed = cli_app.json("jobs", "show", str(dead))
     assert failed["state"] == "dead"
@@ -476,7 +476,7 @@ def test_worker_process_runs_jobs_and_exits_0_on_sigterm(cli_app: CliApp) -> Non
         code, output = stop(process)
     assert done, output[-3000:]
     assert code == 0, output[-3000:]
-    assert cli_app.app.jobs.get(ids[3]).result_value == "3.png@3"
+    assert cli_app.app.jobs.get(ids[3]).result == "3.png@3"
     assert "all workers stopped" in output
 
 

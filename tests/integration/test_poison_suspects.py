@@ -132,9 +132,9 @@ def test_a_poison_suspect_beside_a_hung_job_runs_and_the_worker_keeps_serving(
     assert started, output[-3000:]
     assert served, output[-3000:]
     assert hung_state is JobState.RUNNING
-    worker_pids = {j.get().result_value for j in others}
+    worker_pids = {j.get().result for j in others}
     assert len(worker_pids) == 1, output[-3000:]
-    ran_alone_in = suspect.get().result_value
+    ran_alone_in = suspect.get().result
     assert ran_alone_in not in worker_pids, "the suspect should run in a process of its own"
     assert suspect.get().lost == MAX_LOST - 1
     assert code == 0, output[-3000:]
@@ -167,8 +167,8 @@ def test_a_poison_suspect_that_kills_its_process_goes_dead_alone_while_its_neigh
     verdict = dead.errors[-1]
     assert verdict.kind is ErrorKind.LOST and "worker lost" in verdict.message, verdict
     # the neighbours ran while the verdict fell, in the one worker process, which lived on
-    assert [r.result_value[0] for r in results] == [True, True, True], output[-3000:]
-    assert len({r.result_value[1] for r in results}) == 1
+    assert [r.result[0] for r in results] == [True, True, True], output[-3000:]
+    assert len({r.result[1] for r in results}) == 1
     assert "restarting" not in output, output[-3000:]
     for job in results:
         assert (job.attempt, job.lost, job.errors) == (1, 0, ()), job

@@ -106,7 +106,7 @@ def test_a_snoozing_job_runs_once_what_it_waits_for_is_there_without_spending_at
         marker.write_text("contents")
         assert wait_for(lambda: _state(app, handle.id) is JobState.SUCCEEDED, WAIT)
         done = app.jobs.get(handle.id)
-        assert done.result_value == "contents"
+        assert done.result == "contents"
         assert (done.attempt, done.errors) == (1, ())
         assert done.snoozes >= 2
     finally:

@@ -104,7 +104,7 @@ def test_a_job_of_a_task_the_worker_does_not_have_is_handed_back_without_countin
     (error,) = waiting.errors
     assert error.kind is ErrorKind.UNRUNNABLE and error.type == "UnknownTaskError"
     assert "no task named 'watermark'" in error.message
-    assert known.get().result_value == "resized dog.png"
+    assert known.get().result == "resized dog.png"
 
     delays = []
     for _ in range(6):  # the old worker keeps meeting it: the error is recorded once
@@ -132,7 +132,7 @@ def test_a_handed_back_job_runs_as_soon_as_a_worker_that_has_its_task_claims_it(
 
     done = web.jobs.get(job.id)
     assert done.state is JobState.SUCCEEDED
-    assert done.result_value == "watermarked cat.png"
+    assert done.result == "watermarked cat.png"
     assert done.attempt == 1  # the hand-backs counted no attempt
     assert [e.kind for e in done.errors] == [ErrorKind.UNRUNNABLE]
 

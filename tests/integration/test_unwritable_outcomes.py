@@ -75,7 +75,7 @@ def test_a_job_whose_error_text_no_engine_takes_ends_dead_and_the_jobs_after_it_
     assert error.kind is ErrorKind.ERROR and error.type == "ValueError"
     assert error.message == f"cannot parse {readable}"
     assert readable in error.traceback
-    assert [job.get().result_value for job in after] == list(range(5))
+    assert [job.get().result for job in after] == list(range(5))
 
 
 def test_a_retried_job_with_a_lone_surrogate_in_its_error_is_scheduled_with_a_readable_error(

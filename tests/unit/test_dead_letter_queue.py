@@ -43,7 +43,7 @@ def test_dlq_retry_reruns_a_dead_job_with_a_fresh_attempt_count(app: App, kit: T
     assert len(requeued.errors) == 2  # history is kept
     kit.run_until_idle()
     assert job.get().state is JobState.SUCCEEDED
-    assert job.get().result_value == 1
+    assert job.get().result == 1
 
 
 def test_dlq_retry_all_can_be_narrowed_by_task(app: App, kit: TestKit) -> None:

@@ -52,7 +52,7 @@ def test_a_snoozing_task_runs_again_later_without_spending_an_attempt(
     kit.run_until_idle(advance_time=True)
     done = handle.get()
     assert (done.state, done.attempt, done.snoozes) == (JobState.SUCCEEDED, 1, 3)
-    assert done.result_value == "processed"
+    assert done.result == "processed"
     assert [b - a for a, b in itertools.pairwise(runs)] == [30, 30, 30]
 
 

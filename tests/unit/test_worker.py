@@ -47,7 +47,7 @@ def test_job_is_acked_with_its_result(app: App, kit: TestKit) -> None:
     assert kit.run_until_idle() == 1
     stored = job.get()
     assert stored.state is JobState.SUCCEEDED
-    assert stored.result_value == 5
+    assert stored.result == 5
     assert stored.finished_at is not None and stored.started_at is not None
 
 
@@ -107,7 +107,7 @@ def test_task_can_choose_its_own_retry_delay(app: App, kit: TestKit) -> None:
     assert job.get().state is JobState.SCHEDULED
     kit.clock.advance(1)
     kit.run_until_idle()
-    assert job.get().result_value == "ready"
+    assert job.get().result == "ready"
 
 
 def test_delayed_job_does_not_run_before_its_time(app: App, kit: TestKit) -> None:
@@ -473,7 +473,7 @@ def test_fake_clock_drives_the_store_the_backoff_and_the_worker() -> None:
         assert 1_000_000.0 <= retry_at <= 1_000_000.0 + 3600
         kit.clock.set(retry_at)
         kit.run_until_idle()
-        assert job.get().result_value == 2
+        assert job.get().result == 2
         assert job.get().finished_at == retry_at
 
 
@@ -556,7 +556,7 @@ def test_without_an_app_reference_a_poison_suspect_runs_at_once_beside_other_job
     beside = neighbour.enqueue()
 
     assert kit.run_until_idle() == 3
-    assert beside.get().result_value is True
+    assert beside.get().result is True
     for job in suspects:
         stored = job.get()
         assert stored.state is JobState.SUCCEEDED
@@ -731,4 +731,4 @@ def test_a_lost_claim_still_running_never_touches_the_same_workers_newer_claim_o
 
     asyncio.run(main())
     stored = job.get()
-    assert (stored.state, stored.result_value, stored.claims) == (JobState.SUCCEEDED, "claim 2", 2)
+    assert (stored.state, stored.result, stored.claims) == (JobState.SUCCEEDED, "claim 2", 2)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..clock import LATEST_TIME, MAX_SECONDS, checked_seconds, checked_time
 from ..job import EnqueuedJob, JobRef, NewJob
 from .fairness import check_fairness_key
+from .unique import check_unique_key, check_unique_states
 
 
 def check_release_arguments(worker: str, max_lost: int) -> None:
@@ -55,6 +56,20 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
             checked_time(run_at, f"job {index} of the batch: run_at")
         if job.fairness_key is not None:
             check_fairness_key(job.fairness_key, f"job {index} of the batch: fairness_key")
+        if job.idempotency_window is not None:
+            checked_seconds(job.idempotency_window, f"job {index} of the batch: idempotency_window")
+        if job.unique_key is not None or job.unique_states:
+            _check_unique(job, index)
+
+
+def _check_unique(job: NewJob, index: int) -> None:
+    where = f"job {index} of the batch"
+    if job.unique_key is None:
+        raise ValueError(f"{where}: unique_states were given without a unique_key")
+    check_unique_key(job.unique_key, f"{where}: unique_key")
+    if not isinstance(job.unique_states, frozenset):
+        raise ValueError(f"{where}: unique_states must be a frozenset of JobState")
+    check_unique_states(job.unique_states, f"{where}: unique_states")
 
 
 def check_queue_name(queue: str, operation: str) -> str:
@@ -115,11 +130,12 @@ def check_limit(limit: int, operation: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class EnqueueBatch:
-    """A batch as an engine receives it: no idempotency key twice.
+    """A batch as an engine receives it: no idempotency key twice, no unique key twice.
 
-    A job whose key an earlier job of the same batch holds is not sent to the engine; it
-    gets that job's id with `created=False`, exactly as if the earlier job had been
-    stored before it was enqueued.
+    A job whose idempotency key or unique key an earlier job of the same batch holds is not
+    sent to the engine; it gets that job's id with `created=False`, exactly as if the
+    earlier job had been stored before it was enqueued (a new job is scheduled or available,
+    states in which every job holds its unique key).
     """
 
     unique: tuple[NewJob, ...]
@@ -134,21 +150,27 @@ class EnqueueBatch:
         """`keys_per_queue`: the engine deduplicates a key within its queue only (Redis
         Cluster's layout), so one key in two queues names two jobs here too."""
         check_new_jobs(jobs)
-        if not any(job.idempotency_key is not None for job in jobs):  # the common case
+        if not any(
+            job.idempotency_key is not None or job.unique_key is not None for job in jobs
+        ):  # the common case
             return cls(tuple(jobs), tuple(range(len(jobs))), frozenset())
         unique: list[NewJob] = []
         positions: list[int] = []
         repeats: set[int] = set()
-        first: dict[tuple[str, str], int] = {}
+        first: dict[tuple[str, str, str], int] = {}
         for index, job in enumerate(jobs):
-            key = None
+            scope = job.queue if keys_per_queue else ""
+            keys = []
             if job.idempotency_key is not None:
-                key = (job.queue if keys_per_queue else "", job.idempotency_key)
-            if key is not None and key in first:
-                positions.append(first[key])
+                keys.append(("idempotency", scope, job.idempotency_key))
+            if job.unique_key is not None:
+                keys.append(("unique", scope, job.unique_key))
+            earlier = next((first[key] for key in keys if key in first), None)
+            if earlier is not None:
+                positions.append(earlier)
                 repeats.add(index)
                 continue
-            if key is not None:
+            for key in keys:
                 first[key] = len(unique)
             positions.append(len(unique))
             unique.append(job)

@@ -80,6 +80,8 @@ class MemoryBackend(Backend):
         self._lock = threading.RLock()
         self._jobs: dict[int, Job] = {}
         self._keys: dict[str, int] = {}
+        self._unique: dict[str, int] = {}
+        """unique key -> the job that took it last; it holds it while in its unique states."""
         self._paused: set[str] = set()
         self._ids = itertools.count(1)
         self._version = 0
@@ -163,7 +165,9 @@ class MemoryBackend(Backend):
         batch: dict[int, Job] = {}  # stored only once every job was read: all or nothing
         for new, order_at in zip(jobs, order_ats, strict=True):
             key = new.idempotency_key
-            existing = None if key is None else self._keys.get(key)
+            existing = None if key is None else self._key_holder(key, new.idempotency_window, now)
+            if existing is None and new.unique_key is not None:
+                existing = self._unique_holder(new.unique_key)
             if existing is not None:
                 out.append(EnqueuedJob(existing, created=False))
                 continue
@@ -184,9 +188,14 @@ class MemoryBackend(Backend):
                 enqueued_at=now,
                 idempotency_key=key,
                 fairness_key=new.fairness_key,
+                unique_key=new.unique_key,
+                unique_states=new.unique_states,
             )
             out.append(EnqueuedJob(job_id, created=True))
         self._jobs.update(batch)
+        self._unique.update(
+            {job.unique_key: job.id for job in batch.values() if job.unique_key is not None}
+        )
         self._keys.update(
             {
                 job.idempotency_key: job.id
@@ -196,6 +205,29 @@ class MemoryBackend(Backend):
         )
         self._notify()
         return out
+
+    def _key_holder(self, key: str, window: float | None, now: float) -> int | None:
+        """The job `key` names, or None; a job finished longer than `window` ago gives its
+        key up (its `idempotency_key` is cleared)."""
+        job_id = self._keys.get(key)
+        job = None if job_id is None else self._jobs.get(job_id)
+        if job is None:
+            return None
+        finished = job.finished_at
+        expired = window is not None and finished is not None and now >= finished + window
+        if expired and job.state.is_final:
+            self._replace(job, idempotency_key=None)
+            del self._keys[key]
+            return None
+        return job.id
+
+    def _unique_holder(self, key: str) -> int | None:
+        """The job holding the unique key `key` (in one of its unique states), or None."""
+        job_id = self._unique.get(key)
+        job = None if job_id is None else self._jobs.get(job_id)
+        if job is None or job.state not in job.unique_states:
+            return None
+        return job.id
 
     # -- worker ----------------------------------------------------------
     @immediate
@@ -328,7 +360,7 @@ class MemoryBackend(Backend):
                 if target is S.SCHEDULED:
                     common.update(run_at=now + (ack.delay or 0.0))
                 if ack.kind is AckKind.COMPLETE:
-                    common.update(result=ack.result)
+                    common.update(result_json=ack.result)
                 if ack.gives_attempt_back:
                     common.update(attempt=job.attempt - 1)
                 if ack.kind is AckKind.SNOOZE:
@@ -432,6 +464,8 @@ class MemoryBackend(Backend):
         self._order_at.pop(job.id, None)
         if job.idempotency_key is not None:
             self._keys.pop(job.idempotency_key, None)
+        if job.unique_key is not None and self._unique.get(job.unique_key) == job.id:
+            del self._unique[job.unique_key]
         self._wake_finished(job.id)
 
     async def _wait(self, queues: tuple[str, ...], timeout: float) -> None:
@@ -526,6 +560,11 @@ class MemoryBackend(Backend):
         with self._lock:
             for job in list(self._jobs.values()):
                 if job.state in transitions.REQUEUEABLE and matches(job, job_filter):
+                    if job.unique_key is not None:
+                        holder = self._unique_holder(job.unique_key)
+                        if holder is not None and holder != job.id:
+                            continue  # another job holds its key: it stays where it is
+                        self._unique[job.unique_key] = job.id
                     self._replace(
                         job,
                         state=S.AVAILABLE,

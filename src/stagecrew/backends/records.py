@@ -10,6 +10,7 @@ import orjson
 
 from ..job import AttemptError, ClaimedJob, ErrorKind, Job, JobState
 from .steps import progress_from_store
+from .unique import states_from_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +205,13 @@ def job_from_row(row: Sequence[Any], time_value: Callable[[Any], Any] = _as_is) 
         idempotency_key=row[14],
         cancel_requested=bool(row[15]),
         lost=row[16],
-        result=row[17],
+        result_json=row[17],
         errors=decode_errors(row[18]),
         claims=row[19],
         snoozes=row[20],
         fairness_key=row[21] if len(row) > 21 else None,
         original_priority=row[22] if len(row) > 22 else None,
         progress=progress_from_store(row[23], time_value(row[24])) if len(row) > 24 else None,
+        unique_key=row[25] if len(row) > 26 else None,
+        unique_states=states_from_text(row[26]) if len(row) > 26 else frozenset(),
     )

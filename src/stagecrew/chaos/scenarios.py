@@ -237,7 +237,7 @@ def paused_worker(options: ChaosOptions) -> AuditReport:
         job = settled.jobs.get(job_id)
         runs = settled.runs_of(job_id)
         winner = next((r for r in runs if r.pid != paused_pid and r.ended is not None), None)
-        result = job.result_value if job is not None else None
+        result = job.result if job is not None else None
         checks = [
             Check(
                 "the job ran on the paused worker and again on another",

@@ -91,12 +91,13 @@ def _decoded(job: Job, what: str) -> Any:
 
 
 def job_json(job: Job, steps: JobSteps | None = None) -> dict[str, Any]:
-    """The stored record with its arguments and result decoded, for `--json` output; with
-    `steps`, each stored step (name, stored at, size) and the checkpoint (size, stored at)."""
+    """The stored record with its arguments and result decoded, for `--json` output: `result`
+    is the decoded value, `result_json` the stored text; with `steps`, each stored step (name,
+    stored at, size) and the checkpoint (size, stored at)."""
     data = job.to_json()
     data["args"] = _decoded(job, "args")
     data["kwargs"] = _decoded(job, "kwargs")
-    data["result_value"] = _decoded(job, "result_value")
+    data["result"] = _decoded(job, "result")
     if steps is not None:
         data["steps"] = [
             {"name": name, "stored_at": value.stored_at, "size": value.size}
@@ -200,7 +201,7 @@ def print_job(out: Console, job: Job, steps: JobSteps | None = None) -> None:
         ("worker losses", str(job.lost)),
         ("args", _compact_json(_decoded(job, "args"))),
         ("kwargs", _compact_json(_decoded(job, "kwargs"))),
-        ("result", "-" if job.result is None else _compact_json(_decoded(job, "result_value"))),
+        ("result", "-" if job.result_json is None else _compact_json(_decoded(job, "result"))),
         ("progress", _progress_text(job.progress)),
     ]
     if steps is not None:

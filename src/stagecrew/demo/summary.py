@@ -150,7 +150,7 @@ def all_jobs(app: App) -> Iterator[Job]:
 def _verified_thumbnail(job: Job) -> bool:
     """The file the job reported exists and has the checksum it reported."""
     try:
-        result = job.result_value
+        result = job.result
         data = Path(result["path"]).read_bytes()
     except (SerializationError, OSError, KeyError, TypeError):
         return False

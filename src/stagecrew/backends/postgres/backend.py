@@ -79,6 +79,7 @@ from ..schedules import (
     refused,
 )
 from ..steps import JobSteps, steps_from_rows
+from ..unique import states_text
 from .deadlines import DEADLINES
 from .driver import (
     TRANSACTION,
@@ -466,21 +467,83 @@ class PostgresBackend(Backend):
         keys one transaction around a COPY. One `pg_notify` per queue of the batch goes out
         with the commit."""
         if len(jobs) >= COPY_MIN_BATCH and all(
-            job.idempotency_key is None and job.fairness_key is None for job in jobs
+            job.idempotency_key is None and job.fairness_key is None and job.unique_key is None
+            for job in jobs
         ):
             return self._enqueue_by_copy(jobs)
+        if any(job.unique_key is not None for job in jobs):
+            return self._enqueue_unique(jobs, own_transaction=True)
         if any(job.fairness_key is not None for job in jobs):
             return self._enqueue_fair(jobs, own_transaction=True)
         return self._enqueue_rows(jobs, [None] * len(jobs))
 
     def _enqueue_in(self, jobs: Sequence[NewJob]) -> SqlOp[list[EnqueuedJob]]:
         """`_enqueue` on the caller's connection: its transaction holds the statements together."""
+        if any(job.unique_key is not None for job in jobs):
+            return self._enqueue_unique(jobs, own_transaction=False)
         if any(job.fairness_key is not None for job in jobs):
             return self._enqueue_fair(jobs, own_transaction=False)
         return self._enqueue_rows(jobs, [None] * len(jobs))
 
-    def _enqueue_fair(
+    def _enqueue_unique(
         self, jobs: Sequence[NewJob], *, own_transaction: bool
+    ) -> SqlOp[list[EnqueuedJob]]:
+        """A batch with unique keys: one enqueue_unique.sql per job, in one transaction (ours
+        or the caller's); the partial unique index decides every race (see backends/unique.py)."""
+        if own_transaction:
+            yield TRANSACTION
+        if any(job.fairness_key is not None for job in jobs):
+            return (
+                yield from self._enqueue_fair(jobs, own_transaction=False, rows=self._unique_rows)
+            )
+        return (yield from self._unique_rows(jobs, [None] * len(jobs)))
+
+    def _unique_rows(
+        self, jobs: Sequence[NewJob], order_ats: Sequence[float | None]
+    ) -> SqlOp[list[EnqueuedJob]]:
+        statements = [
+            self._enqueue_one(job, at, unique=True) for job, at in zip(jobs, order_ats, strict=True)
+        ]
+        yield from self._release_idempotency_keys(jobs)
+        results: list[EnqueuedJob] = []
+        for statement in statements:
+            for _ in range(MAX_KEY_LOOKUPS):
+                done = yield statement
+                found = {tag: job_id for tag, job_id in done.rows}
+                if "new" in found:
+                    results.append(EnqueuedJob(found["new"], created=True))
+                    break
+                held = found.get("stored", found.get("held"))
+                if held is not None:
+                    results.append(EnqueuedJob(held, created=False))
+                    break
+            else:
+                raise psycopg.errors.SerializationFailure(
+                    "a unique key kept changing hands while being enqueued; retry"
+                )
+        return results
+
+    def _release_idempotency_keys(self, jobs: Sequence[NewJob]) -> SqlOp[None]:
+        """Finished jobs whose idempotency window has passed give up the keys of this batch."""
+        keyed = [job for job in jobs if job.idempotency_key is not None]
+        if not keyed:
+            return
+        yield Statement(
+            self._sql.get("idempotency_release"),
+            {
+                "now": self._now(),
+                "keys": [job.idempotency_key for job in keyed],
+                "windows": [job.idempotency_window for job in keyed],
+            },
+        )
+
+    def _enqueue_fair(
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        own_transaction: bool,
+        rows: Callable[[Sequence[NewJob], Sequence[float | None]], SqlOp[list[EnqueuedJob]]]
+        | None = None,
     ) -> SqlOp[list[EnqueuedJob]]:
         """A batch with fairness keys: read the fair order's state, insert, record each key's
         latest order_at; in one transaction, ours or the caller's (see `fairness`). Two
@@ -511,7 +574,7 @@ class PostgresBackend(Backend):
             else:
                 last_at[(queue, key)] = value
         fair = fair_order(jobs, now, head_at, last_at)
-        stored = yield from self._enqueue_rows(jobs, fair.order_ats)
+        stored = yield from (rows or self._enqueue_rows)(jobs, fair.order_ats)
         recorded = sorted(fair.lasts.items())
         yield Statement(
             self._sql.get("fair_record"),
@@ -543,11 +606,14 @@ class PostgresBackend(Backend):
         results: list[EnqueuedJob | None] = [None] * len(jobs)
         pending = list(range(len(jobs)))
         for _ in range(MAX_KEY_LOOKUPS):
+            expired: list[NewJob] = []  # holders past their window: release, then try again
             if len(pending) == 1:
                 [index] = pending
                 done = yield self._enqueue_one(jobs[index], order_ats[index])
-                for tag, job_id in done.rows:
-                    if tag != "woken":
+                for tag, job_id, age in done.rows:
+                    if tag == "stored" and _past_window(age, jobs[index]):
+                        expired.append(jobs[index])
+                    elif tag != "woken":
                         results[index] = EnqueuedJob(job_id, created=tag == "new")
             else:
                 params = self._enqueue_params(
@@ -556,23 +622,28 @@ class PostgresBackend(Backend):
                 done = yield Statement(self._sql.get("enqueue"), params)
                 drawn = []
                 inserted_with_key: set[int] = set()
-                stored: dict[str, int] = {}
-                for tag, ids, job_id, key in done.rows:
+                stored: dict[str, tuple[int, float | None]] = {}
+                for tag, ids, job_id, key, age in done.rows:
                     if tag == "new":
                         drawn = ids
                     elif tag == "key":
                         inserted_with_key.add(job_id)
                     elif tag == "stored":
-                        stored[key] = job_id
+                        stored[key] = (job_id, age)
                 for index, job_id in zip(pending, drawn, strict=True):
                     key = jobs[index].idempotency_key
                     if key is None or job_id in inserted_with_key:
                         results[index] = EnqueuedJob(job_id, created=True)
                     elif key in stored:
-                        results[index] = EnqueuedJob(stored[key], created=False)
+                        holder, age = stored[key]
+                        if _past_window(age, jobs[index]):
+                            expired.append(jobs[index])
+                        else:
+                            results[index] = EnqueuedJob(holder, created=False)
             pending = [i for i in pending if results[i] is None]
             if not pending:
                 return cast(list[EnqueuedJob], results)
+            yield from self._release_idempotency_keys(expired)
         raise psycopg.errors.SerializationFailure(
             f"{len(pending)} idempotency key(s) kept changing hands while being enqueued; retry"
         )
@@ -622,7 +693,9 @@ class PostgresBackend(Backend):
         )
         return [EnqueuedJob(job_id, created=True) for job_id in ids]
 
-    def _enqueue_one(self, job: NewJob, order_at: float | None) -> Statement:
+    def _enqueue_one(
+        self, job: NewJob, order_at: float | None, *, unique: bool = False
+    ) -> Statement:
         params = {
             "now": self._now(),
             "channel": self.settings.channel,
@@ -637,6 +710,10 @@ class PostgresBackend(Backend):
             "order_at": order_at,
             "fairness_key": job.fairness_key,
         }
+        if unique:
+            params["unique_key"] = job.unique_key
+            params["unique_states"] = states_text(job.unique_states) or None
+            return Statement(self._sql.get("enqueue_unique"), params)
         return Statement(self._sql.get("enqueue_one"), params)
 
     def _enqueue_params(
@@ -1046,3 +1123,10 @@ class PostgresBackend(Backend):
     def _list_schedules(self) -> SqlOp[list[ScheduleRecord]]:
         done = yield Statement(self._sql.get("schedule_list"), {})
         return [ScheduleRecord(*row) for row in done.rows]
+
+
+def _past_window(age: float | None, job: NewJob) -> bool:
+    """Whether the finished job holding `job`'s idempotency key (finished `age` seconds ago by
+    the store's clock; None: not finished) is past `job`'s idempotency window."""
+    window = job.idempotency_window
+    return age is not None and window is not None and age >= window

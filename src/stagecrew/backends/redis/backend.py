@@ -68,6 +68,7 @@ from .records import (
     filter_json,
     hash_fields,
     job_from_hash,
+    key_fields,
     new_job_fields,
     opt_float,
     opt_text,
@@ -198,7 +199,7 @@ class RedisBackend(Backend):
         now = self._now()
         # Every field is read and encoded before anything is sent: a bad job fails the batch
         # while nothing is written.
-        fields = [new_job_fields(new) for new in jobs]
+        fields = [new_job_fields(new) + key_fields(new) for new in jobs]
         first_queue = jobs[0].queue
         if self._cluster_layout or (
             len(jobs) > 1 and any(new.queue != first_queue for new in jobs)

@@ -9,6 +9,11 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
     {P}:ids           11   STRING   the job id counter (INCRBY)
     {P}:queues         -   SET      every queue that ever got a job (stats, rescue, listing)
     {P}:idempotency    8   HASH     idempotency key -> job id (single Redis; see Cluster below)
+    {P}:unique        13   HASH     unique key -> the job that took it last (single Redis; see
+                                    Cluster below); that job holds it while its state is one
+                                    of its unique_states, which enqueue.lua and requeue.lua
+                                    read: an entry whose job left those states, or is gone, is
+                                    free (nothing else updates the index)
     {P}:layout         -   STRING   the version of this layout ("1")
     {P}:schedules      -   HASH     schedule name -> the queue whose slot holds its record (an
                                     index for listing, written before each fire; see below)
@@ -17,7 +22,8 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     lease_owner, lease_expires_at, idempotency_key,
                                     cancel_requested ("1"), lost, claims, snoozes, result, errors
                                     (a JSON array), fairness_key, order_at, original_priority,
-                                    progress (JSON text), progress_at;
+                                    progress (JSON text), progress_at, unique_key,
+                                    unique_states (names joined by commas);
                                     absent or '' fields are None / 0
     T:steps:<id>       -   HASH     a job's completed steps and checkpoint, only for a job that
                                     stored one: "s:<name>" -> a step's result, "state" -> the
@@ -73,7 +79,9 @@ operations over several queues call one script per queue. Two store-wide structu
 that rule: the id counter, whose ids the engine reserves with INCRBY before it calls a queue's
 enqueue script (on a single Redis the script increments it itself), and the idempotency index,
 kept per queue there (T:idempotency, in KEYS[8]; T:ids in KEYS[11] is unused), so that on a
-Cluster an idempotency key deduplicates within its queue only. A schedule's record lives under
+Cluster an idempotency key deduplicates within its queue only; so is the unique index
+(T:unique, in KEYS[13]): on a Cluster a unique key holds within its queue only. A schedule's
+record lives under
 its queue's tag for the same reason (its fire is one script on one slot); the {P}:schedules
 index, in another slot, is written by a separate command before the script and only lists
 the records: losing a write to it can hide a schedule from `cron list`, never fire a tick twice.
@@ -193,7 +201,7 @@ class QueueKeys:
     name: str
     tag: str
     keys: tuple[str, ...]
-    """The twelve KEYS every script receives, in the order of the table above."""
+    """The thirteen KEYS every script receives, in the order of the table above."""
     registered: str
     wake: str
     finished: str
@@ -217,6 +225,7 @@ class Keys:
         self.ids = f"{{{prefix}}}:ids"
         self.queues = f"{{{prefix}}}:queues"
         self.idempotency = f"{{{prefix}}}:idempotency"
+        self.unique = f"{{{prefix}}}:unique"
         self.layout = f"{{{prefix}}}:layout"
         self.schedules = f"{{{prefix}}}:schedules"
         self._per_queue_globals = per_queue_globals
@@ -228,8 +237,9 @@ class Keys:
             tag = "{" + self.prefix + ":" + quote(name, safe="") + "}"
             if self._per_queue_globals:
                 idempotency, ids = f"{tag}:idempotency", f"{tag}:ids"
+                unique = f"{tag}:unique"
             else:
-                idempotency, ids = self.idempotency, self.ids
+                idempotency, ids, unique = self.idempotency, self.ids, self.unique
             keys = (
                 f"{tag}:available",
                 f"{tag}:scheduled",
@@ -243,6 +253,7 @@ class Keys:
                 f"{tag}:due",
                 ids,
                 f"{tag}:fairness",
+                unique,
             )
             found = QueueKeys(
                 name, tag, keys, keys[8], f"{tag}:wake", f"{tag}:finished", f"{tag}:paused"

@@ -11,6 +11,7 @@ from ...job import ClaimedJob, Job, JobState, NewJob
 from ..base import JobFilter
 from ..records import decode_errors, salvage_claim
 from ..steps import STATE, STEP, JobSteps, progress_from_store, steps_from_rows
+from ..unique import states_from_text, states_text
 
 
 def steps_from_hash(h: Mapping[bytes, Any]) -> JobSteps:
@@ -100,13 +101,15 @@ def _damaged_job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> J
         idempotency_key=lenient(b"idempotency_key") or None,
         cancel_requested=h.get(b"cancel_requested") == b"1",
         lost=number(b"lost", int, 0),
-        result=lenient(b"result") or None,
+        result_json=lenient(b"result") or None,
         errors=decode_errors(h.get(b"errors")),
         claims=number(b"claims", int, 0),
         snoozes=number(b"snoozes", int, 0),
         fairness_key=lenient(b"fairness_key") or None,
         original_priority=number(b"original_priority", int, None),
         progress=progress_from_store(h.get(b"progress"), h.get(b"progress_at")),
+        unique_key=lenient(b"unique_key") or None,
+        unique_states=states_from_text(h.get(b"unique_states")),
     )
 
 
@@ -129,13 +132,15 @@ def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
         idempotency_key=opt_text(h.get(b"idempotency_key")),
         cancel_requested=h.get(b"cancel_requested") == b"1",
         lost=int(h.get(b"lost") or 0),
-        result=opt_text(h.get(b"result")),
+        result_json=opt_text(h.get(b"result")),
         errors=decode_errors(h.get(b"errors")),
         claims=int(h.get(b"claims") or 0),
         snoozes=int(h.get(b"snoozes") or 0),
         fairness_key=opt_text(h.get(b"fairness_key")),
         original_priority=_opt_int(h.get(b"original_priority")),
         progress=progress_from_store(h.get(b"progress"), h.get(b"progress_at")),
+        unique_key=opt_text(h.get(b"unique_key")),
+        unique_states=states_from_text(h.get(b"unique_states")),
     )
 
 
@@ -216,6 +221,23 @@ def new_job_fields(new: NewJob) -> tuple[Arg, ...]:
         str(int(new.max_attempts)),
         "" if key is None else "=" + key,
         "" if fair is None else "=" + fair,
+    )
+
+
+NO_KEYS: tuple[Arg, ...] = ("", "", "")
+
+
+def key_fields(new: NewJob) -> tuple[Arg, ...]:
+    """The idempotency window and the unique key of a job, as enqueue.lua reads them after
+    `new_job_fields`: window seconds ('' = none), unique key ('' = none, else '=' .. key),
+    unique states (names joined by commas)."""
+    if new.idempotency_key is None and new.unique_key is None:
+        return NO_KEYS
+    window = new.idempotency_window
+    return (
+        "" if window is None or new.idempotency_key is None else repr(float(window)),
+        "" if new.unique_key is None else "=" + new.unique_key,
+        states_text(new.unique_states),
     )
 
 

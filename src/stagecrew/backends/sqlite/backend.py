@@ -100,6 +100,7 @@ from ..schedules import (
 )
 from ..sql_files import read_migrations, read_statement
 from ..steps import JobSteps, steps_from_rows
+from ..unique import states_text
 from .finish_signal import FinishSignal
 
 T = TypeVar("T")
@@ -710,47 +711,56 @@ class SQLiteBackend(ThreadDriven):
         self, conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float
     ) -> tuple[list[EnqueuedJob], bool]:
         """`_enqueue`'s statements, in the caller's write transaction; True if any row went in."""
-        keys = [job.idempotency_key for job in jobs if job.idempotency_key is not None]
-        stored: dict[str, int] = {}
-        if keys:
-            stored = dict(conn.execute(_sql("enqueue_find_keys"), (_json_list(keys),)))
-        fresh = [job for job in jobs if job.idempotency_key not in stored]
+        taken: list[int | None] | None = None  # per job, the stored job it duplicates
+        unique = [job.unique_key for job in jobs if job.unique_key is not None]
+        fresh = jobs
+        if unique or any(job.idempotency_key is not None for job in jobs):
+            stored = _stored_keys(conn, jobs, now)
+            holders: dict[str, int] = {}
+            if unique:
+                holders = dict(conn.execute(_sql("enqueue_find_unique"), (_json_list(unique),)))
+            taken = [_taken(job, stored, holders) for job in jobs]
+            fresh = [job for job, held in zip(jobs, taken, strict=True) if held is None]
         order_ats = _fair_order(conn, fresh, now)
         rows: list[tuple[Any, ...]] = []
         for job, order_at in zip(fresh, order_ats, strict=True):
             run_at = now + job.delay if job.run_at is None else job.run_at
-            rows.append(
-                (
-                    job.task,
-                    job.queue,
-                    transitions.initial_state(run_at, now).value,
-                    job.payload,
-                    job.priority,
-                    run_at,
-                    job.max_attempts,
-                    now,
-                    job.idempotency_key,
-                    run_at if order_at is None else order_at,
-                    job.fairness_key,
-                )
+            row: tuple[Any, ...] = (
+                job.task,
+                job.queue,
+                transitions.initial_state(run_at, now).value,
+                job.payload,
+                job.priority,
+                run_at,
+                job.max_attempts,
+                now,
+                job.idempotency_key,
+                run_at if order_at is None else order_at,
+                job.fairness_key,
             )
-        new_ids = itertools.count(self._insert(conn, rows) if rows else 0)
+            if unique:
+                row += (job.unique_key, states_text(job.unique_states) or None)
+            rows.append(row)
+        statement = "enqueue_insert_unique" if unique else "enqueue_insert"
+        new_ids = itertools.count(self._insert(conn, rows, statement) if rows else 0)
+        if taken is None:
+            return [EnqueuedJob(next(new_ids), created=True) for _ in jobs], bool(rows)
         entries = [
-            EnqueuedJob(stored[key], created=False)
-            if key is not None and key in stored
-            else EnqueuedJob(next(new_ids), created=True)
-            for key in (job.idempotency_key for job in jobs)
+            EnqueuedJob(next(new_ids), created=True)
+            if held is None
+            else EnqueuedJob(held, created=False)
+            for held in taken
         ]
         return entries, bool(rows)
 
-    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
-        """Insert `rows` and return the first id (the others follow it)."""
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], statement: str) -> int:
+        """Insert `rows` with `statement` and return the first id (the others follow it)."""
         try:
             if len(rows) == 1:
-                last = conn.execute(_sql("enqueue_insert"), rows[0]).lastrowid
+                last = conn.execute(_sql(statement), rows[0]).lastrowid
             else:
                 before = conn.total_changes
-                conn.executemany(_sql("enqueue_insert"), rows)
+                conn.executemany(_sql(statement), rows)
                 last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                 if conn.total_changes - before != len(rows):
                     raise sqlite3.DatabaseError("the batch insert did not insert every row")
@@ -1206,3 +1216,30 @@ def _schedule_from_row(row: Sequence[Any]) -> ScheduleRecord:
         last_fired_at=_real(row[5]),
         paused=bool(row[6]),
     )
+
+
+def _stored_keys(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> dict[str, int]:
+    """The stored job each idempotency key of `jobs` names; a finished job whose window (the
+    enqueuing job's `idempotency_window`) has passed gives its key up here instead."""
+    windows = {job.idempotency_key: job.idempotency_window for job in jobs}
+    keys = [key for key in windows if key is not None]
+    stored: dict[str, int] = {}
+    for key, job_id, state, finished_at in conn.execute(
+        _sql("enqueue_find_keys"), (_json_list(keys),)
+    ):
+        window = windows[key]
+        final = JobState(state).is_final and finished_at is not None
+        if final and window is not None and now >= finished_at + window:
+            conn.execute(_sql("idempotency_release"), (job_id,))
+        else:
+            stored[key] = job_id
+    return stored
+
+
+def _taken(job: NewJob, stored: dict[str, int], holders: dict[str, int]) -> int | None:
+    """The stored job that makes `job` a duplicate (by idempotency key, then by unique key)."""
+    if job.idempotency_key is not None and job.idempotency_key in stored:
+        return stored[job.idempotency_key]
+    if job.unique_key is not None and job.unique_key in holders:
+        return holders[job.unique_key]
+    return None

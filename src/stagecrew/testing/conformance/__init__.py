@@ -54,6 +54,7 @@ from .schedules import ScheduleConformance
 from .snooze import SnoozeConformance
 from .state_machine import StateMachineConformance
 from .steps import StepsConformance
+from .uniqueness import UniquenessConformance
 from .wait import WaitConformance
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "SnoozeConformance",
     "StateMachineConformance",
     "StepsConformance",
+    "UniquenessConformance",
     "WaitConformance",
 ]
 
@@ -106,5 +108,6 @@ class BackendConformance(
     InterleavingConformance,
     ScheduleConformance,
     StepsConformance,
+    UniquenessConformance,
 ):
     """Every guarantee of the `Backend` contract; requires a `backend_factory` fixture."""

@@ -34,7 +34,7 @@ class AckConformance(Harness):
         assert backend.ack([Ack(claimed.ref, AckKind.COMPLETE, result=result)]) == [True]
         job = must_get(backend, job_id)
         assert job.state is S.SUCCEEDED
-        assert job.result_value == {"sent": 3, "ids": [1, 2]}
+        assert job.result == {"sent": 3, "ids": [1, 2]}
         assert job.finished_at == approx_time(clock.now())
         assert job.attempt == 1
         assert job.lease_owner is None
@@ -249,7 +249,7 @@ class AckConformance(Harness):
         job = must_get(backend, job_id)
         assert job.state is S.SUCCEEDED
         assert job.attempt == 2
-        assert job.result_value == "from the new worker"
+        assert job.result == "from the new worker"
         assert [e.kind for e in job.errors] == [ErrorKind.LOST]
 
     def test_ack_for_a_job_that_is_no_longer_running_returns_false(
@@ -266,7 +266,7 @@ class AckConformance(Harness):
         assert backend.ack([Ack(ref, AckKind.DEAD_LETTER, error=error)]) == [False]
         job = must_get(backend, job_id)
         assert job.state is S.SUCCEEDED
-        assert job.result_value == "first"
+        assert job.result == "first"
         assert job.finished_at == approx_time(cast(float, finished_at))
         assert job.errors == ()
 
@@ -287,7 +287,7 @@ class AckConformance(Harness):
         )
         assert applied == [True, True, False, True, False]
         kept = must_get(backend, first_id)
-        assert (kept.state, kept.result_value, kept.errors) == (S.SUCCEEDED, "kept", ())
+        assert (kept.state, kept.result, kept.errors) == (S.SUCCEEDED, "kept", ())
         retried = must_get(backend, second_id)
         assert (retried.state, retried.result) == (S.SCHEDULED, None)
         assert [e.message for e in retried.errors] == ["boom"]

@@ -108,7 +108,7 @@ class AsyncConformance(Harness):
             assert await backend.ack_async([done]) == [False]
             job = await backend.get_async(first)
             assert job is not None
-            assert (job.state, job.result_value) == (S.SUCCEEDED, "async")
+            assert (job.state, job.result) == (S.SUCCEEDED, "async")
             clock.advance(LEASE + 1.0)
             assert await backend.rescue_async() == RescueReport(requeued=1)
             clock.advance(30 * 86_400.0)

@@ -91,7 +91,7 @@ class FencingConformance(Harness):
         done = Ack(fresh.ref, AckKind.COMPLETE, result=result_text("from w2"))
         assert backend.ack([done]) == [True]
         job = must_get(backend, job_id)
-        assert (job.state, job.result_value) == (S.SUCCEEDED, "from w2")
+        assert (job.state, job.result) == (S.SUCCEEDED, "from w2")
 
     def test_a_release_resent_after_the_job_was_claimed_again_is_refused_and_leaves_it_running(
         self, backend: Backend, clock: FakeClock

@@ -8,8 +8,17 @@ from typing import Any
 import pytest
 
 from ...backends.base import Ack, AckKind, Backend, QueueStats
+from ...backends.unique import DEFAULT_UNIQUE_STATES
 from ...clock import FakeClock
-from ...job import AttemptError, ClaimedJob, ErrorKind, Job, JobState, NewJob
+from ...job import (
+    DEFAULT_IDEMPOTENCY_WINDOW,
+    AttemptError,
+    ClaimedJob,
+    ErrorKind,
+    Job,
+    JobState,
+    NewJob,
+)
 from ...serialization import encode, encode_payload
 
 S = JobState
@@ -38,6 +47,9 @@ def new_job(
     max_attempts: int = 3,
     key: str | None = None,
     fairness_key: str | None = None,
+    unique_key: str | None = None,
+    unique_states: frozenset[JobState] | None = None,
+    window: float | None = DEFAULT_IDEMPOTENCY_WINDOW,
 ) -> NewJob:
     return NewJob(
         task=task,
@@ -49,6 +61,13 @@ def new_job(
         max_attempts=max_attempts,
         idempotency_key=key,
         fairness_key=fairness_key,
+        unique_key=unique_key,
+        unique_states=(
+            frozenset()
+            if unique_key is None
+            else (DEFAULT_UNIQUE_STATES if unique_states is None else unique_states)
+        ),
+        idempotency_window=window,
     )
 
 

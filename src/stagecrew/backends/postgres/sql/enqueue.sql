@@ -4,7 +4,10 @@
 -- Rows returned, told apart by their first column:
 --   'new'    ids: the ids drawn for the jobs, in input order (nextval over the ordered jobs)
 --   'key'    id: a job with an idempotency key that was inserted (the others hit a stored key)
---   'stored' id, key: the stored job holding a key of this batch, as of this statement's start
+--   'stored' id, key, age: the stored job holding a key of this batch, as of this statement's
+--            start, and the seconds since it finished (NULL while it is not finished): one past
+--            its idempotency window gives the key up (idempotency_release.sql) and the job is
+--            tried again
 --   'woken'  id: the number of queues notified
 -- A keyed job neither inserted nor matched by 'stored' lost a race with a concurrent transaction
 -- that stored its key after this statement began: the backend looks it up again. No joins: the
@@ -44,13 +47,14 @@ inserted AS (
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue, idempotency_key
 )
-SELECT 'new', (SELECT array_agg(id ORDER BY ord) FROM numbered), NULL::bigint, NULL::text
+SELECT 'new', (SELECT array_agg(id ORDER BY ord) FROM numbered), NULL::bigint, NULL::text,
+       NULL::double precision
 UNION ALL
-SELECT 'key', NULL, id, NULL FROM inserted WHERE idempotency_key IS NOT NULL
+SELECT 'key', NULL, id, NULL, NULL FROM inserted WHERE idempotency_key IS NOT NULL
 UNION ALL
-SELECT 'stored', NULL, j.id, j.idempotency_key
-FROM {schema}.jobs AS j
+SELECT 'stored', NULL, j.id, j.idempotency_key, clock.now - j.finished_at
+FROM {schema}.jobs AS j CROSS JOIN clock
 WHERE j.idempotency_key = ANY(%(keys)b::text[]) AND j.idempotency_key IS NOT NULL
 UNION ALL
-SELECT 'woken', NULL, count(pg_notify(%(channel)s, q.queue)), NULL
+SELECT 'woken', NULL, count(pg_notify(%(channel)s, q.queue)), NULL, NULL
 FROM (SELECT DISTINCT queue FROM inserted) AS q

@@ -1,8 +1,9 @@
 -- Insert one job unless a stored job holds its idempotency key; wake its queue. The one-by-one path of enqueue.sql.
 -- Scalar parameters only, so the prepared statement runs on a generic plan with no planning per
--- call. Rows: ('new', id) if inserted; ('stored', id) for the job already holding the key (as of
--- this statement's start); ('woken', queues notified). Neither 'new' nor 'stored' means a
--- concurrent transaction stored the key meanwhile: the backend looks it up again.
+-- call. Rows: ('new', id) if inserted; ('stored', id, seconds since it finished or NULL) for the
+-- job already holding the key (as of this statement's start); ('woken', queues notified).
+-- Neither 'new' nor 'stored' means a concurrent transaction stored the key meanwhile: the
+-- backend looks it up again; so it does after releasing a key whose idempotency window passed.
 WITH clock AS (
     SELECT {schema}.store_now(%(now)s) AS now
 ),
@@ -28,8 +29,10 @@ inserted AS (
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue
 )
-SELECT 'new', id FROM inserted
+SELECT 'new', id, NULL::double precision FROM inserted
 UNION ALL
-SELECT 'stored', j.id FROM {schema}.jobs AS j WHERE j.idempotency_key = %(key)s::text
+SELECT 'stored', j.id, clock.now - j.finished_at
+FROM {schema}.jobs AS j CROSS JOIN clock
+WHERE j.idempotency_key = %(key)s::text
 UNION ALL
-SELECT 'woken', count(pg_notify(%(channel)s, queue)) FROM inserted
+SELECT 'woken', count(pg_notify(%(channel)s, queue)), NULL FROM inserted

@@ -18,7 +18,7 @@
 local AVAILABLE, SCHEDULED, RUNNING = KEYS[1], KEYS[2], KEYS[3]
 local FINISHED = { succeeded = KEYS[4], dead = KEYS[5], cancelled = KEYS[6] }
 local ALL, IDEMPOTENCY, REGISTERED, DUE = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local FAIRNESS = KEYS[12]
+local FAIRNESS, UNIQUE = KEYS[12], KEYS[13]
 local TAG = ARGV[1]
 
 local function job_key(id)
@@ -267,8 +267,26 @@ local function scan_candidates(f, at, states)
         skip
 end
 
+-- The id of the job holding the unique key `unique` (KEYS[13] names the job that took it last;
+-- it holds it while its state is one of its unique_states), or nil.
+local function unique_holder(unique)
+    local id = redis.call('HGET', UNIQUE, unique)
+    if not id then
+        return nil
+    end
+    local f = redis.call('HMGET', job_key(id), 'state', 'unique_states')
+    if f[1] and f[2] and string.find(',' .. f[2] .. ',', ',' .. f[1] .. ',', 1, true) then
+        return id
+    end
+    return nil
+end
+
 -- Delete a finished job and everything that points at it (its steps too: T:steps:<id>).
 local function delete_job(id, state, key)
+    local unique = redis.call('HGET', job_key(id), 'unique_key')
+    if unique and redis.call('HGET', UNIQUE, unique) == id then
+        redis.call('HDEL', UNIQUE, unique)
+    end
     redis.call('DEL', job_key(id), TAG .. ':steps:' .. id)
     unindex(id, state, nil)
     redis.call('ZREM', ALL, id)

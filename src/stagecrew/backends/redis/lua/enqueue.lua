@@ -6,12 +6,16 @@
 --   KEYS[1] available or KEYS[2] scheduled, KEYS[7] all, KEYS[8]; INCRBY KEYS[11] (the id
 --   counter) when the caller did not reserve ids. For fair-keyed jobs due now: reads the heads
 --   of KEYS[1] available and KEYS[10] due at the job's priority, reads and writes KEYS[12]
---   fairness (and removes its entries idle for ARGV[5] seconds).
+--   fairness (and removes its entries idle for ARGV[5] seconds). For a keyed job: reads the
+--   hash of the job its idempotency key names (a finished one past the window gives the key
+--   up: HDEL of its idempotency_key field); for a unique job: reads and writes KEYS[13] unique
+--   and reads the hash of the job it names (its holder while in its unique_states).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] queue name (unused: the keys name it);
 --   ARGV[4] n, the number of jobs; ARGV[5] seconds after which a fairness key is forgotten;
 --   then 9 per job: id ('' = take the next id from KEYS[11]), task, payload, priority,
 --   run_at ('' = now + delay), delay, max_attempts, idempotency key ('' = none, else
---   '=' .. key), fairness key (the same form).
+--   '=' .. key), fairness key (the same form), idempotency window seconds ('' = none), unique
+--   key ('' or '=' .. key), unique states (names joined by commas; '' without a unique key).
 -- A fair-keyed job due now is ordered (its member's first half, and its hash's order_at) at
 --   max(V, last) + 1 µs, V the order time of the head of the queue's due jobs at its priority
 --   (now if none), last the order time of the key's latest job (backends/fairness.py).
@@ -20,13 +24,14 @@
 --   {1, now, id_1, created_1, ..., id_n, created_n}.
 -- validates: now; n and the argument count; the idle seconds (finite, >= 0); per job an id (''
 --   or digits), priority (whole), run_at ('' or finite), delay (finite, >= 0), max_attempts
---   (whole, >= 1) and the form of both keys.
+--   (whole, >= 1), the form of the three keys, the window ('' or finite, >= 0), unique states
+--   given with a unique key only.
 -- Nothing is written before every job was checked, so a refused call leaves no trace; under
 -- maxmemory the #!lua flags (no allow-oom) make Redis refuse the whole script up front.
 local now = clock(ARGV[2])
 local now_s = fmt(now)
 local n = integer_arg(ARGV[4], 'job count', 0)
-local BASE, WIDTH = 5, 9
+local BASE, WIDTH = 5, 12
 if #ARGV ~= BASE + n * WIDTH then
     refuse('argument count', #ARGV)
 end
@@ -52,6 +57,16 @@ for i = 1, n do
     if fair ~= '' and (string.sub(fair, 1, 1) ~= '=' or #fair < 2) then
         refuse('fairness key', fair)
     end
+    if ARGV[o + 10] ~= '' and finite_arg(ARGV[o + 10], 'idempotency window') < 0 then
+        refuse('idempotency window', ARGV[o + 10])
+    end
+    local unique = ARGV[o + 11]
+    if unique ~= '' and (string.sub(unique, 1, 1) ~= '=' or #unique < 2) then
+        refuse('unique key', unique)
+    end
+    if (unique == '') ~= (ARGV[o + 12] == '') then
+        refuse('unique states', ARGV[o + 12])
+    end
 end
 if redis.call('EXISTS', REGISTERED) == 0 then
     return { 0 }
@@ -62,6 +77,7 @@ end
 local plan = {}
 local first_in_batch = {}
 local fresh = 0
+local released = {}
 for i = 1, n do
     local o = BASE + (i - 1) * WIDTH
     local key = ARGV[o + 8]
@@ -69,6 +85,14 @@ for i = 1, n do
     if key ~= '' then
         key = string.sub(key, 2)
         local stored = redis.call('HGET', IDEMPOTENCY, key)
+        if stored and ARGV[o + 10] ~= '' then
+            -- a finished job whose window has passed gives its key up (written in pass 2)
+            local f = redis.call('HMGET', job_key(stored), 'state', 'finished_at')
+            if FINISHED[f[1]] and f[2] and tonumber(f[2]) + tonumber(ARGV[o + 10]) <= now then
+                released[#released + 1] = stored
+                stored = nil
+            end
+        end
         if stored then
             plan[i] = stored
             decided = true
@@ -77,6 +101,14 @@ for i = 1, n do
             decided = true
         else
             first_in_batch[key] = i
+        end
+    end
+    local unique = ARGV[o + 11]
+    if not decided and unique ~= '' then
+        local holder = unique_holder(string.sub(unique, 2))
+        if holder then
+            plan[i] = holder
+            decided = true
         end
     end
     if not decided then
@@ -90,6 +122,9 @@ for i = 1, n do
 end
 
 -- Pass 2: write. Index entries are collected and added with one command per index.
+for _, id in ipairs(released) do
+    redis.call('HDEL', job_key(id), 'idempotency_key')
+end
 local next_id = nil
 if fresh > 0 and ARGV[BASE + 1] == '' then
     next_id = redis.call('INCRBY', KEYS[11], fresh) - fresh + 1
@@ -137,7 +172,7 @@ end
 
 local out = { 1, now_s }
 local ids = {}
-local available, scheduled, all, keys = {}, {}, {}, {}
+local available, scheduled, all, keys, uniques = {}, {}, {}, {}, {}
 for i = 1, n do
     local o = BASE + (i - 1) * WIDTH
     local p = plan[i]
@@ -186,6 +221,13 @@ for i = 1, n do
                 'priority', priority, 'run_at', run_at_s, 'max_attempts', ARGV[o + 7],
                 'enqueued_at', now_s)
         end
+        local unique = ARGV[o + 11]
+        if unique ~= '' then
+            unique = string.sub(unique, 2)
+            redis.call('HSET', k, 'unique_key', unique, 'unique_states', ARGV[o + 12])
+            uniques[#uniques + 1] = unique
+            uniques[#uniques + 1] = id
+        end
         if state == 'available' then
             available[#available + 1] = priority
             available[#available + 1] = (prefix or due_prefix(run_at)) .. string.char(48 + #id) .. id
@@ -207,6 +249,9 @@ for i = 1, n do
 end
 if #keys > 0 then
     call_many('HSET', IDEMPOTENCY, keys)
+end
+if #uniques > 0 then
+    call_many('HSET', UNIQUE, uniques)
 end
 if #scheduled > 0 then
     call_many('ZADD', SCHEDULED, scheduled)
