@@ -121,13 +121,13 @@ DEFAULT_IDEMPOTENCY_WINDOW = 86_400.0
 """Seconds an idempotency key keeps naming its job after the job finished (one day)."""
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
+class NewJob(NamedTuple):
     """A job as handed to `Backend.enqueue`: validated and already encoded.
 
     `run_at` None means `delay` seconds from now by the store's clock (so a
     server-clock engine never trusts the producer's clock for a relative delay).
     `payload` is the JSON text produced by `serialization.encode_payload`.
+    A named tuple, as `ClaimedJob` is: one is built for every job enqueued.
     """
 
     task: str

@@ -12,7 +12,6 @@ bad interval or arguments that are not JSON fail at import time, not at 3 a.m.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -267,7 +266,7 @@ class Schedule:
         if job.unique_key is None:
             return job
         # A tick fires once fleet-wide already; its job does not take the task's unique key.
-        return dataclasses.replace(job, unique_key=None, unique_states=frozenset())
+        return job._replace(unique_key=None, unique_states=frozenset())
 
     def next_fire(self, last_tick: float | None, now: float) -> float | None:
         """When this schedule fires next, given its stored last tick."""

@@ -56,8 +56,9 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
             checked_time(run_at, f"job {index} of the batch: run_at")
         if job.fairness_key is not None:
             check_fairness_key(job.fairness_key, f"job {index} of the batch: fairness_key")
-        if job.idempotency_window is not None:
-            checked_seconds(job.idempotency_window, f"job {index} of the batch: idempotency_window")
+        window = job.idempotency_window
+        if window is not None and (type(window) is not float or not 0.0 <= window <= MAX_SECONDS):
+            checked_seconds(window, f"job {index} of the batch: idempotency_window")
         if job.unique_key is not None or job.unique_states:
             _check_unique(job, index)
 

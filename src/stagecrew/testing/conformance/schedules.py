@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import threading
 
@@ -70,7 +69,7 @@ class ScheduleConformance(Harness):
 
     def test_a_tick_job_keeps_its_fairness_key(self, backend: Backend) -> None:
         backend.fire_schedule(fire(None, T0))
-        keyed = dataclasses.replace(tick_job(T0 + 60).job, fairness_key="tenant-7")
+        keyed = tick_job(T0 + 60).job._replace(fairness_key="tenant-7")
         done = backend.fire_schedule(
             ScheduleFire("nightly", "default", T0, T0 + 60, (TickJob(T0 + 60, keyed),))
         )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
 from ...backends.base import Ack, AckKind, Backend, JobFilter
 from ...backends.unique import LIVE_STATES
 from ...clock import FakeClock
-from ...job import NewJob
 from .helpers import (
     Harness,
     S,
@@ -155,13 +155,11 @@ class UniquenessConformance(Harness):
         self, backend: Backend, fields: dict[str, object]
     ) -> None:
         base = new_job()
-        bad = NewJob(
-            **{
-                **{name: getattr(base, name) for name in NewJob.__slots__},
-                "unique_states": LIVE_STATES if "unique_key" in fields else frozenset(),
-                **fields,
-            }
-        )
+        changes: dict[str, Any] = {
+            "unique_states": LIVE_STATES if "unique_key" in fields else frozenset(),
+            **fields,
+        }
+        bad = base._replace(**changes)
         with pytest.raises(ValueError, match="unique"):
             backend.enqueue([new_job("good", unique_key="good"), bad])
         assert backend.list_jobs(JobFilter()) == []
