@@ -20,6 +20,9 @@ from .errors import (
     StagecrewError,
     TransitionError,
     UnknownTaskError,
+    WorkflowCancelledError,
+    WorkflowFailedError,
+    WorkflowNotFoundError,
 )
 from .handle import JobHandle
 from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Retry, Snooze
@@ -27,8 +30,27 @@ from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import CatchUp, Schedule
 from .task import Task, call
+from .workflows import (
+    Signature,
+    Workflow,
+    WorkflowHandle,
+    WorkflowStatus,
+    chain,
+    chord,
+    group,
+)
 
 __all__ = [
+    "Signature",
+    "Workflow",
+    "WorkflowCancelledError",
+    "WorkflowFailedError",
+    "WorkflowHandle",
+    "WorkflowNotFoundError",
+    "WorkflowStatus",
+    "chain",
+    "chord",
+    "group",
     "App",
     "AttemptError",
     "Backoff",

@@ -20,6 +20,7 @@ from .errors import (
     UnknownTaskError,
 )
 from .handle import JobHandle, require
+from .workflows.inspection import Workflows
 from .job import Job, JobState, NewJob
 from .maintenance.aging import PriorityAging
 from .retry import Backoff
@@ -105,6 +106,7 @@ class App:
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
         self.jobs = Jobs(self)
+        self.workflows = Workflows(self)
 
     def __repr__(self) -> str:
         return f"<App {redact_url(self.url)} tasks={sorted(self.tasks)}>"

@@ -182,6 +182,11 @@ class ClaimedJob:
     so that the "worker lost" verdict falls only on a job that took down a process
     by itself, never on the jobs that happened to share a process with it.
     """
+    workflow_id: str | None = None
+    """The workflow this job is a member of (see docs/workflows.md), or None."""
+    workflow_input: str | None = None
+    """JSON text of what the workflow's previous step returned, for a member of a later step:
+    the executor passes it as the first positional argument. None for every other job."""
     defect: str | None = None
     """Why the stored record is damaged (a field missing, undecodable or of the wrong type).
 
@@ -239,6 +244,12 @@ class Job:
     original_priority: int | None = None
     """The priority the job was enqueued with, once the starvation guard improved `priority`
     (see docs/fairness.md, "Priorities and aging"); None while it was never aged."""
+    workflow_id: str | None = None
+    """The workflow this job is a member of (docs/workflows.md), or None."""
+    workflow_step: int | None = None
+    """The member's step in its workflow (0 first), or None."""
+    workflow_index: int | None = None
+    """The member's place within its step (0 for a single task; a group's position), or None."""
 
     @property
     def enqueued_priority(self) -> int:
@@ -291,6 +302,9 @@ class Job:
             "snoozes": self.snoozes,
             "fairness_key": self.fairness_key,
             "original_priority": self.original_priority,
+            "workflow_id": self.workflow_id,
+            "workflow_step": self.workflow_step,
+            "workflow_index": self.workflow_index,
             "result": self.result,
             "errors": [e.to_json() for e in self.errors],
         }

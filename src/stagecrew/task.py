@@ -19,6 +19,7 @@ from .serialization import encode_payload
 if TYPE_CHECKING:
     from .app import App
     from .handle import JobHandle
+    from .workflows.canvas import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -214,9 +215,16 @@ class Task(Generic[P, R]):
         self,
         calls: Iterable[tuple[Iterable[Any], Mapping[str, Any]]],
         options: EnqueueOptions,
+        *,
+        member: bool = False,
+        takes_input: bool = False,
     ) -> list[NewJob]:
         """Validate and encode jobs of (args, kwargs) sharing `options`; raises on the first
-        bad one, before anything is written. The options are resolved once for all of them."""
+        bad one, before anything is written. The options are resolved once for all of them.
+
+        A workflow `member` is never fair-queued (the task's fairness key is not used); one
+        that `takes_input` gets its step's input as a first positional argument when it
+        runs, so its arguments are checked with one more in front."""
         max_attempts = options.max_attempts or self.max_attempts
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
@@ -226,11 +234,14 @@ class Task(Generic[P, R]):
         priority = self.priority if options.priority is None else options.priority
         run_at, delay, key = options.run_at, options.delay or 0.0, options.idempotency_key
         fair: FairnessKey | None = options.fairness_key or self.fairness_key
+        if member:
+            fair = None
         jobs = []
         for given, kwargs in calls:
             args = given if type(given) is tuple else tuple(given)
-            if binder is None or not binder(args, kwargs):
-                self.bind(args, kwargs)
+            bound = (None, *args) if takes_input else args
+            if binder is None or not binder(bound, kwargs):
+                self.bind(bound, kwargs)
             payload = encode_payload(args, kwargs, max_bytes=max_bytes)
             if signer is not None:
                 payload = signer.sign(name, payload)
@@ -300,6 +311,14 @@ class Task(Generic[P, R]):
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         return BoundTask(self, _DEFAULT_OPTIONS).enqueue(*args, **kwargs)
 
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature: this task with these arguments, frozen, for `chain`, `group`, `chord`.
+
+        In a workflow, a task after the first step gets the step before's outcome as its
+        first positional argument, in front of `args` (see docs/workflows.md).
+        """
+        return BoundTask(self, _DEFAULT_OPTIONS).s(*args, **kwargs)
+
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         return await BoundTask(self, _DEFAULT_OPTIONS).enqueue_async(*args, **kwargs)
 
@@ -323,6 +342,13 @@ class BoundTask(Generic[P, R]):
             self.task,
             replace(self.opts, **{k: v for k, v in vars_of(merged).items() if v is not None}),
         )
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """`Task.s` with these options (queue, priority, max_attempts: a workflow's member
+        runs when its step is reached, and takes no delay, run_at or keys)."""
+        from .workflows.canvas import Signature
+
+        return Signature.of(self.task, self.opts, args, kwargs)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         job = self.task.build(args, kwargs, self.opts)

@@ -12,7 +12,15 @@ attempts: complete, retry, snooze, dead-letter, cancel, release), rescue (expire
 leases), release-worker (the claims of a worker known to be dead), prune
 (retention), cancel, requeue, purge; queue control (pause, resume); fire-schedule
 (a schedule's tick becomes its job, by compare-and-set, see `schedules.py`), pause and
-resume a schedule.
+resume a schedule; workflows (see `workflows.py` and docs/workflows.md): enqueue-workflow
+(the record and every member in one atomic write, later steps held), get-workflow,
+cancel-workflow, and the fan-in, which is no operation of its own: the write that makes a
+member of a workflow's current step final (its ack, a cancel) reads the step's members and
+advances the workflow in that same atomic write (SQLite: the ack's write transaction;
+PostgreSQL: the ack opens a transaction when a batch holds a workflow member's outcome,
+`Ack.in_workflow`, and locks the workflow's record before it reads the members; Redis: the
+ack script itself; memory: under the engine's lock). A job that is no workflow member costs
+the ack one column (or hash field) it reads anyway.
 
 Fencing. Every job counts its claims (`Job.claims`): each claim adds one in
 the same write that makes the job running, and nothing else changes it, not
@@ -54,6 +62,7 @@ from .inputs import (
     check_lease,
     check_limit,
     check_max_lost,
+    check_new_jobs,
     check_queue_name,
     check_release_arguments,
     check_worker,
@@ -61,6 +70,7 @@ from .inputs import (
     unique_refs,
 )
 from .ops import Op
+from .workflows import NewWorkflow, Workflow, check_new_workflow, check_workflow_id
 from .schedules import (
     ScheduleFire,
     ScheduleFired,
@@ -145,6 +155,11 @@ class Ack:
     result: str | None = None
     error: AttemptError | None = None
     delay: float | None = None
+    in_workflow: bool = False
+    """The claim's job is a workflow member (`ClaimedJob.workflow_id`): an engine that writes
+    a plain ack in autocommit (PostgreSQL) runs this batch in one transaction with the
+    fan-in. The worker sets it; an ack without it still advances the workflow, but a
+    PostgreSQL fan-in is then not in the ack's own transaction."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.ref, JobRef):
@@ -326,6 +341,8 @@ class Backend(ABC):
     """What the engine's client library raises when the store fails or refuses."""
     _keys_per_queue = False
     """True when the engine deduplicates an idempotency key within its queue only."""
+    _workflow_in_one_queue = False
+    """True when every member of one workflow must be in one queue (Redis: one slot)."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
@@ -542,6 +559,23 @@ class Backend(ABC):
     @abstractmethod
     def _list_schedules(self) -> Op[list[ScheduleRecord]]:
         """Every stored schedule record, by name."""
+
+    @abstractmethod
+    def _enqueue_workflow(self, workflow: NewWorkflow) -> Op[list[list[int]]]:
+        """In one atomic write: store the workflow's record (running, at step 0) and every
+        member, step 0's waiting (due now), later steps' held (scheduled at `HELD_AT`), each
+        with its workflow id, step and index. Returns the members' ids, by step. `workflow`
+        is checked (`workflows.check_new_workflow`), its ids unused, no member keyed."""
+
+    @abstractmethod
+    def _get_workflow(self, workflow_id: str) -> Op[Workflow | None]:
+        """The workflow's record and its members still stored, by (step, index)."""
+
+    @abstractmethod
+    def _cancel_workflow(self, workflow_id: str) -> Op[Workflow | None]:
+        """In one atomic write: unless the workflow succeeded or was cancelled already, mark it
+        cancelled, cancel its waiting and held members and request the cancellation of its
+        running ones (as `cancel` does for one job). Returns it after the change."""
 
     # -- the one place every store call passes through ------------------------
     def _failure(self, operation: str, exc: BaseException) -> StagecrewError:
@@ -1070,6 +1104,59 @@ class Backend(ABC):
     async def list_schedules_async(self) -> list[ScheduleRecord]:
         records = await self._call_async("list_schedules", self._list_schedules())
         return sorted(records, key=_by_name)
+
+    # -- workflows (see workflows.py and docs/workflows.md) -------------------
+    @final
+    def enqueue_workflow(self, workflow: NewWorkflow) -> list[list[int]]:
+        """Store a workflow and all its members in one atomic write; their ids by step.
+
+        Members are checked as `enqueue` checks jobs (finite times, sizes), and must carry no
+        idempotency or fairness key; on any failure nothing is written (`EnqueueError` from
+        the store, `ValueError` / `TypeError` for bad input before anything is sent)."""
+        op = self._enqueue_workflow(self._workflow_input(workflow))
+        return self._call("enqueue", op)
+
+    @final
+    async def enqueue_workflow_async(self, workflow: NewWorkflow) -> list[list[int]]:
+        op = self._enqueue_workflow(self._workflow_input(workflow))
+        return await self._call_async("enqueue", op)
+
+    def _workflow_input(self, workflow: NewWorkflow) -> NewWorkflow:
+        check_new_workflow(workflow)
+        members = [job for jobs in workflow.steps for job in jobs]
+        check_new_jobs(members)
+        queues = {job.queue for job in members}
+        if self._workflow_in_one_queue and len(queues) > 1:
+            raise ValueError(
+                f"on {type(self).__name__} every member of one workflow goes to one queue, "
+                f"not to {sorted(queues)}: the fan-in is one script on one queue's keys (see "
+                "docs/workflows.md); give the members one queue"
+            )
+        return workflow
+
+    @final
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        """The workflow's record and its stored members, or None if there is none."""
+        op = self._get_workflow(check_workflow_id(workflow_id, "get_workflow"))
+        return self._call("get_workflow", op)
+
+    @final
+    async def get_workflow_async(self, workflow_id: str) -> Workflow | None:
+        op = self._get_workflow(check_workflow_id(workflow_id, "get_workflow"))
+        return await self._call_async("get_workflow", op)
+
+    @final
+    def cancel_workflow(self, workflow_id: str) -> Workflow | None:
+        """Cancel a workflow: its waiting and held members are cancelled and its running ones
+        asked to stop, in one atomic write; it never advances again. A workflow that
+        succeeded or was cancelled is left as it is. None if there is no such workflow."""
+        op = self._cancel_workflow(check_workflow_id(workflow_id, "cancel_workflow"))
+        return self._call("cancel_workflow", op)
+
+    @final
+    async def cancel_workflow_async(self, workflow_id: str) -> Workflow | None:
+        op = self._cancel_workflow(check_workflow_id(workflow_id, "cancel_workflow"))
+        return await self._call_async("cancel_workflow", op)
 
 
 def _by_name(record: ScheduleRecord) -> str:

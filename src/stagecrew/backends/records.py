@@ -209,4 +209,7 @@ def job_from_row(row: Sequence[Any], time_value: Callable[[Any], Any] = _as_is) 
         snoozes=row[20],
         fairness_key=row[21] if len(row) > 21 else None,
         original_priority=row[22] if len(row) > 22 else None,
+        workflow_id=row[23] if len(row) > 23 else None,
+        workflow_step=row[24] if len(row) > 24 else None,
+        workflow_index=row[25] if len(row) > 25 else None,
     )

@@ -54,6 +54,7 @@ from .schedules import ScheduleConformance
 from .snooze import SnoozeConformance
 from .state_machine import StateMachineConformance
 from .wait import WaitConformance
+from .workflows import WorkflowConformance
 
 __all__ = [
     "LEASE",
@@ -79,6 +80,7 @@ __all__ = [
     "SnoozeConformance",
     "StateMachineConformance",
     "WaitConformance",
+    "WorkflowConformance",
 ]
 
 
@@ -103,5 +105,6 @@ class BackendConformance(
     StateMachineConformance,
     InterleavingConformance,
     ScheduleConformance,
+    WorkflowConformance,
 ):
     """Every guarantee of the `Backend` contract; requires a `backend_factory` fixture."""
