@@ -5,6 +5,7 @@
 -- one more in snoozes. A job that waits again is ordered by its run_at (order_at = run_at),
 -- keyed or not.
 -- :result is set where given (a completion's JSON text), else the stored result stays.
+-- Returns the job's workflow_id (NULL for a job that is no workflow member) where it applied.
 -- :error is AttemptError JSON, or NULL to leave errors alone; stored_errors.sql (the backend splices
 -- it in) keeps a stored value that is not a JSON array instead of failing the ack.
 UPDATE stagecrew_jobs
@@ -28,3 +29,4 @@ SET state = CASE
     lease_owner = NULL,
     lease_expires_at = NULL
 WHERE id = :id AND claims = :token AND state = 'running'
+RETURNING workflow_id

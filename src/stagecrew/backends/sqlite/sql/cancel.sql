@@ -6,4 +6,5 @@ SET state = CASE WHEN state IN ('scheduled', 'available') THEN 'cancelled' ELSE 
 WHERE id = :id AND state IN ('scheduled', 'available', 'running')
 RETURNING id, task, queue, state, payload, priority, run_at, attempt, max_attempts, enqueued_at,
           started_at, finished_at, lease_owner, lease_expires_at, idempotency_key, cancel_requested,
-          lost, result, errors, claims, snoozes, fairness_key, original_priority
+          lost, result, errors, claims, snoozes, fairness_key, original_priority,
+          workflow_id, workflow_step, workflow_index
