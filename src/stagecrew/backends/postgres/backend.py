@@ -69,7 +69,7 @@ from ..base import (
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run, run_async
-from ..records import WORKER_LOST, job_from_row
+from ..records import WORKER_LOST, decode_errors, job_from_row
 from ..schedules import (
     ScheduleFire,
     ScheduleFired,
@@ -77,6 +77,19 @@ from ..schedules import (
     cas_holds,
     jobs_of,
     refused,
+)
+from ..workflows import (
+    ADVANCING,
+    HELD_AT,
+    Member,
+    NewWorkflow,
+    OnFailure,
+    Verdict,
+    Workflow,
+    WorkflowStatus,
+    decide,
+    shape_from_json,
+    shape_to_json,
 )
 from .deadlines import DEADLINES
 from .driver import (
@@ -697,6 +710,8 @@ class PostgresBackend(Backend):
                 order_at=r[14],
                 lost=r[11],
                 snoozes=r[13],
+                workflow_id=r[15],
+                workflow_input=r[16],
             )
             for r in done.rows
         ]
@@ -727,10 +742,17 @@ class PostgresBackend(Backend):
         A batch that names a job twice takes one more statement per repeat.
         """
         applied = [False] * len(acks)
+        if any(ack.in_workflow for ack in acks):  # the fan-in joins the ack's transaction
+            yield TRANSACTION
+        workflows: set[str] = set()
         for batch in _rounds(acks, lambda ack: ack.ref.id):
             done = yield Statement(self._sql.get("ack"), self._ack_params([acks[i] for i in batch]))
             for row in done.rows:
                 applied[batch[row[0] - 1]] = True
+                if row[3] is not None:
+                    workflows.add(row[3])
+        if workflows:
+            yield from self._fan_in(sorted(workflows))
         return applied
 
     def _ack_params(self, acks: Sequence[Ack]) -> dict[str, Any]:
@@ -814,6 +836,8 @@ class PostgresBackend(Backend):
         yield Statement(
             self._sql.get("fair_prune"), {"now": params["now"], "stale_seconds": STALE_AFTER}
         )
+        if done.rowcount > 0:
+            yield Statement(self._sql.get("workflow_prune"), {})
         return max(done.rowcount, 0)
 
     def _age_priorities(self, every: float, floor: int, limit: int) -> SqlOp[int]:
@@ -944,8 +968,12 @@ class PostgresBackend(Backend):
     def _cancel(self, job_id: int) -> SqlOp[Job | None]:
         channel = self.settings.finished_channel
         params = {"now": self._now(), "id": job_id, "finished_channel": channel}
+        yield TRANSACTION  # a workflow member's cancel advances its workflow in the same write
         done = yield Statement(self._sql.get("cancel"), params)
-        return job_from_row(done.rows[0]) if done.rows else None
+        job = job_from_row(done.rows[0]) if done.rows else None
+        if job is not None and job.workflow_id is not None and job.state.is_final:
+            yield from self._fan_in([job.workflow_id])
+        return job
 
     def _requeue(self, job_filter: JobFilter) -> SqlOp[int]:
         """Requeue every match; `job_filter.limit` is ignored, as by the memory engine."""
@@ -959,7 +987,99 @@ class PostgresBackend(Backend):
         """Delete every match; `job_filter.limit` is ignored, as by the memory engine."""
         terms, params = _filter_sql(job_filter)
         done = yield Statement(self._sql.get("purge", terms), params)
+        if done.rowcount > 0:
+            yield Statement(self._sql.get("workflow_prune"), {})
         return max(done.rowcount, 0)
+
+    # -- workflows ---------------------------------------------------------------------
+    def _enqueue_workflow(self, workflow: NewWorkflow) -> SqlOp[list[list[int]]]:
+        """The record and every member in one statement (workflow_insert.sql)."""
+        members = [
+            (step, index, job)
+            for step, jobs in enumerate(workflow.steps)
+            for index, job in enumerate(jobs)
+        ]
+        params = {
+            "now": self._now(),
+            "channel": self.settings.channel,
+            "id": workflow.id,
+            "shape": shape_to_json(workflow.shape),
+            "on_failure": workflow.on_failure.value,
+            "held_at": HELD_AT,
+            "tasks": [job.task for _, _, job in members],
+            "queues": [job.queue for _, _, job in members],
+            "payloads": [job.payload for _, _, job in members],
+            "priorities": [job.priority for _, _, job in members],
+            "max_attempts": [job.max_attempts for _, _, job in members],
+            "steps": [step for step, _, _ in members],
+            "indexes": [index for _, index, _ in members],
+        }
+        done = yield Statement(self._sql.get("workflow_insert"), params)
+        ids: list[list[int]] = [[] for _ in workflow.steps]
+        for (step, _, _), row in zip(members, done.rows, strict=True):
+            ids[step].append(row[0])
+        return ids
+
+    def _fan_in(self, workflow_ids: Sequence[str]) -> SqlOp[None]:
+        """Advance each workflow as far as its members allow, in the caller's transaction.
+
+        The record is locked first (FOR UPDATE, in id order), so of two transactions that
+        each finished one of the last two members, the second reads the members after the
+        first committed: one of them sees the step done, and its compare-and-set advances."""
+        for workflow_id in workflow_ids:
+            while True:
+                locked = yield Statement(self._sql.get("workflow_lock"), {"id": workflow_id})
+                if not locked.rows or WorkflowStatus(locked.rows[0][1]) not in ADVANCING:
+                    break
+                _, _, step, shape_text, on_failure, *_ = locked.rows[0]
+                read = yield Statement(
+                    self._sql.get("workflow_step_members"), {"id": workflow_id, "step": step}
+                )
+                members = [
+                    Member(index, JobState(state), result, (decode_errors(errors) or (None,))[-1])
+                    for index, state, result, errors in read.rows
+                ]
+                decision = decide(shape_from_json(shape_text), step, OnFailure(on_failure), members)
+                if decision.verdict is Verdict.WAIT:
+                    break
+                if decision.verdict is Verdict.FAIL:
+                    yield Statement(self._sql.get("workflow_failed"), {"id": workflow_id})
+                    break
+                if decision.verdict is Verdict.FINISH:
+                    assert decision.status is not None
+                    params = {
+                        "id": workflow_id,
+                        "status": decision.status.value,
+                        "result": decision.output,
+                        "now": self._now(),
+                    }
+                    yield Statement(self._sql.get("workflow_finished"), params)
+                    break
+                params = {
+                    "id": workflow_id,
+                    "step": step,
+                    "input": decision.output,
+                    "now": self._now(),
+                    "channel": self.settings.channel,
+                }
+                yield Statement(self._sql.get("workflow_release"), params)
+
+    def _get_workflow(self, workflow_id: str) -> SqlOp[Workflow | None]:
+        found = yield Statement(self._sql.get("workflow_get"), {"id": workflow_id})
+        if not found.rows:
+            return None
+        members = yield Statement(self._sql.get("workflow_members"), {"id": workflow_id})
+        return _workflow_from_rows(found.rows[0], members.rows)
+
+    def _cancel_workflow(self, workflow_id: str) -> SqlOp[Workflow | None]:
+        yield TRANSACTION
+        params = {"id": workflow_id, "now": self._now()}
+        yield Statement(self._sql.get("workflow_cancel"), params)
+        found = yield Statement(self._sql.get("workflow_get"), {"id": workflow_id})
+        if not found.rows:
+            return None
+        members = yield Statement(self._sql.get("workflow_members"), {"id": workflow_id})
+        return _workflow_from_rows(found.rows[0], members.rows)
 
     # -- queue control -----------------------------------------------------------------
     def _pause_queue(self, queue: str) -> SqlOp[bool]:
@@ -1024,3 +1144,17 @@ class PostgresBackend(Backend):
     def _list_schedules(self) -> SqlOp[list[ScheduleRecord]]:
         done = yield Statement(self._sql.get("schedule_list"), {})
         return [ScheduleRecord(*row) for row in done.rows]
+
+
+def _workflow_from_rows(row: Sequence[Any], members: Sequence[Sequence[Any]]) -> Workflow:
+    return Workflow(
+        id=row[0],
+        status=WorkflowStatus(row[1]),
+        step=row[2],
+        shape=shape_from_json(row[3]),
+        on_failure=OnFailure(row[4]),
+        created_at=row[5],
+        finished_at=row[6],
+        result=row[7],
+        members=tuple(job_from_row(member) for member in members),
+    )

@@ -15,7 +15,8 @@ changed AS (
     RETURNING j.id, j.task, j.queue, j.state, j.payload, j.priority, j.run_at, j.attempt,
               j.max_attempts, j.enqueued_at, j.started_at, j.finished_at, j.lease_owner,
               j.lease_expires_at, j.idempotency_key, j.cancel_requested, j.lost, j.result, j.errors,
-              j.claims, j.snoozes, j.fairness_key, j.original_priority
+              j.claims, j.snoozes, j.fairness_key, j.original_priority, j.workflow_id,
+              j.workflow_step, j.workflow_index
 )
 SELECT changed.*,
        (SELECT count(pg_notify(%(finished_channel)s, c.id::text))
@@ -24,6 +25,7 @@ FROM changed
 UNION ALL
 SELECT id, task, queue, state, payload, priority, run_at, attempt, max_attempts, enqueued_at,
        started_at, finished_at, lease_owner, lease_expires_at, idempotency_key, cancel_requested,
-       lost, result, errors, claims, snoozes, fairness_key, original_priority, 0
+       lost, result, errors, claims, snoozes, fairness_key, original_priority,
+       workflow_id, workflow_step, workflow_index, 0
 FROM {schema}.jobs
 WHERE id = %(id)s AND NOT EXISTS (SELECT FROM changed)
