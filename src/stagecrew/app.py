@@ -20,13 +20,13 @@ from .errors import (
     UnknownTaskError,
 )
 from .handle import JobHandle, require
-from .workflows.inspection import Workflows
 from .job import Job, JobState, NewJob
 from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import DEFAULT_MAX_CATCH_UP, CatchUp, Schedule, declare
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES, PayloadSigner
 from .task import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SNOOZES, EnqueueOptions, FairnessKey, Task
+from .workflows.inspection import Workflows
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -70,7 +70,6 @@ from .inputs import (
     unique_refs,
 )
 from .ops import Op
-from .workflows import NewWorkflow, Workflow, check_new_workflow, check_workflow_id
 from .schedules import (
     ScheduleFire,
     ScheduleFired,
@@ -78,6 +77,7 @@ from .schedules import (
     check_fire,
     check_schedule_name,
 )
+from .workflows import NewWorkflow, Workflow, check_new_workflow, check_workflow_id
 
 T = TypeVar("T")
 

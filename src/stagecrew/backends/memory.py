@@ -42,6 +42,14 @@ from .base import (
 from .fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from .ops import Op, immediate, run
 from .records import WORKER_LOST
+from .schedules import (
+    ScheduleFire,
+    ScheduleFired,
+    ScheduleRecord,
+    cas_holds,
+    jobs_of,
+    refused,
+)
 from .workflows import (
     ADVANCING,
     HELD_AT,
@@ -51,14 +59,6 @@ from .workflows import (
     Workflow,
     WorkflowStatus,
     decide,
-)
-from .schedules import (
-    ScheduleFire,
-    ScheduleFired,
-    ScheduleRecord,
-    cas_holds,
-    jobs_of,
-    refused,
 )
 
 T = TypeVar("T")

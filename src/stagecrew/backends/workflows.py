@@ -74,7 +74,8 @@ class NewWorkflow:
     @property
     def shape(self) -> tuple[WorkflowStep, ...]:
         return tuple(
-            WorkflowStep(group, len(jobs)) for group, jobs in zip(self.groups, self.steps, strict=True)
+            WorkflowStep(group, len(jobs))
+            for group, jobs in zip(self.groups, self.steps, strict=True)
         )
 
 
@@ -117,7 +118,8 @@ def check_new_workflow(workflow: NewWorkflow) -> NewWorkflow:
         raise ValueError("a workflow has at least one step, and every step at least one job")
     if len(workflow.groups) != len(workflow.steps):
         raise ValueError("a workflow names, for each step, whether it is a group")
-    if any(not group and len(jobs) != 1 for group, jobs in zip(workflow.groups, workflow.steps)):
+    pairs = zip(workflow.groups, workflow.steps, strict=True)
+    if any(not group and len(jobs) != 1 for group, jobs in pairs):
         raise ValueError("a step that is not a group holds exactly one job")
     for jobs in workflow.steps:
         for job in jobs:
@@ -129,8 +131,10 @@ def check_new_workflow(workflow: NewWorkflow) -> NewWorkflow:
                     f"(task {job.task!r})"
                 )
             if job.run_at is not None or job.delay:
-                raise ValueError(f"a workflow's member runs when its step is reached: task "
-                                 f"{job.task!r} takes no run_at or delay")
+                raise ValueError(
+                    f"a workflow's member runs when its step is reached: task "
+                    f"{job.task!r} takes no run_at or delay"
+                )
     return workflow
 
 

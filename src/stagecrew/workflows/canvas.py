@@ -52,8 +52,7 @@ class Signature:
             )
         if options.idempotency_key is not None or options.fairness_key is not None:
             raise ConfigurationError(
-                f"task {task.name!r}: a workflow's member takes no idempotency key or "
-                "fairness key"
+                f"task {task.name!r}: a workflow's member takes no idempotency key or fairness key"
             )
         if options.connection is not None:
             raise ConfigurationError(
@@ -127,11 +126,7 @@ def _on_failure(value: str) -> OnFailure:
     try:
         return OnFailure(value)
     except ValueError:
-        raise ConfigurationError(
-            f"on_failure is 'fail' or 'continue', not {value!r}"
-        ) from None
-
-
+        raise ConfigurationError(f"on_failure is 'fail' or 'continue', not {value!r}") from None
 
 
 class Chain(_Workflow):
@@ -218,5 +213,3 @@ def chord(header: Any, body: Any, *, on_failure: str = "fail") -> Chord:
     `on_failure="continue"`, which gives the callback every member's outcome instead.
     """
     return Chord(header, body, on_failure)
-
-

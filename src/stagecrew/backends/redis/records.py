@@ -92,6 +92,9 @@ def _damaged_job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> J
         snoozes=number(b"snoozes", int, 0),
         fairness_key=lenient(b"fairness_key") or None,
         original_priority=number(b"original_priority", int, None),
+        workflow_id=lenient(b"workflow_id") or None,
+        workflow_step=number(b"workflow_step", int, None),
+        workflow_index=number(b"workflow_index", int, None),
     )
 
 
@@ -120,14 +123,17 @@ def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
         snoozes=int(h.get(b"snoozes") or 0),
         fairness_key=opt_text(h.get(b"fairness_key")),
         original_priority=_opt_int(h.get(b"original_priority")),
+        workflow_id=opt_text(h.get(b"workflow_id")),
+        workflow_step=_opt_int(h.get(b"workflow_step")),
+        workflow_index=_opt_int(h.get(b"workflow_index")),
     )
 
 
 def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[ClaimedJob]]:
-    """The ids and jobs of a claim.lua reply: {now, lease expiry, then 12 fields per job}."""
+    """The ids and jobs of a claim.lua reply: {now, lease expiry, then 14 fields per job}."""
     started, expires = float(reply[0]), float(reply[1])
-    ids = [int(i) for i in reply[2::12]]
-    rows = list(zip(ids, *(reply[2 + k :: 12] for k in range(1, 12)), strict=True))
+    ids = [int(i) for i in reply[2::14]]
+    rows = list(zip(ids, *(reply[2 + k :: 14] for k in range(1, 14)), strict=True))
     try:
         return ids, [
             ClaimedJob(
@@ -146,6 +152,8 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 order_at=float(order_at),
                 lost=lost,
                 snoozes=snoozes,
+                workflow_id=workflow_id.decode() or None,
+                workflow_input=workflow_input.decode() or None,
             )
             for (
                 job_id,
@@ -160,6 +168,8 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 token,
                 snoozes,
                 order_at,
+                workflow_id,
+                workflow_input,
             ) in rows
         ]
     except (AttributeError, TypeError, ValueError):  # a damaged job hash

@@ -103,6 +103,8 @@ LIST_PAGE = "list_page"
 FIRE_SCHEDULE = "fire_schedule"
 SCHEDULE_PAUSED = "schedule_paused"
 QUEUE_CONTROL = "queue_control"
+ENQUEUE_WORKFLOW = "enqueue_workflow"
+CANCEL_WORKFLOW = "cancel_workflow"
 
 ALL_SCRIPTS = (
     ENQUEUE,
@@ -122,4 +124,6 @@ ALL_SCRIPTS = (
     FIRE_SCHEDULE,
     SCHEDULE_PAUSED,
     QUEUE_CONTROL,
+    ENQUEUE_WORKFLOW,
+    CANCEL_WORKFLOW,
 )

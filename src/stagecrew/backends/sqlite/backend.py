@@ -44,6 +44,7 @@ there).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import itertools
@@ -55,7 +56,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
@@ -1248,9 +1248,7 @@ class SQLiteBackend(ThreadDriven):
                 )
                 return released
             conn.execute(_sql("workflow_advanced"), (workflow_id,))
-            conn.execute(
-                _sql("workflow_release"), (now, decision.output, workflow_id, step + 1)
-            )
+            conn.execute(_sql("workflow_release"), (now, decision.output, workflow_id, step + 1))
             released = True
 
     def _get_workflow(self, workflow_id: str) -> Op[Workflow | None]:

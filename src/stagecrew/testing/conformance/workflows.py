@@ -58,6 +58,13 @@ def complete(backend: Backend, job: ClaimedJob, value: Any) -> bool:
     return applied
 
 
+def _ack_at_once(
+    backend: Backend, job: ClaimedJob, barrier: threading.Barrier, outcomes: list[bool]
+) -> None:
+    barrier.wait()
+    outcomes.append(complete(backend, job, job.id))
+
+
 class WorkflowConformance(Harness):
     def test_a_workflow_is_stored_with_its_first_step_waiting_and_later_steps_held(
         self, backend: Backend, clock: FakeClock
@@ -74,7 +81,11 @@ class WorkflowConformance(Harness):
             (ids[1][0], 1, 0),
         ]
         callback = must_get(backend, ids[1][0])
-        assert (callback.state, callback.run_at, callback.workflow_id) == (S.SCHEDULED, HELD_AT, "wf1")
+        assert (callback.state, callback.run_at, callback.workflow_id) == (
+            S.SCHEDULED,
+            HELD_AT,
+            "wf1",
+        )
         clock.advance(10 * 365 * 86_400)
         claimed = claim_all(backend, 3)
         assert {c.id for c in claimed} == set(ids[0])
@@ -93,8 +104,9 @@ class WorkflowConformance(Harness):
                 NewWorkflow(id="wf1", steps=((new_job(), new_job()),), groups=(False,))
             )
         with pytest.raises(ValueError, match="workflow id"):
-            backend.enqueue_workflow(NewWorkflow(id="no spaces", steps=((new_job(),),),
-                                                 groups=(False,)))
+            backend.enqueue_workflow(
+                NewWorkflow(id="no spaces", steps=((new_job(),),), groups=(False,))
+            )
         assert backend.list_jobs(JobFilter()) == []
         assert backend.get_workflow("wf1") is None
 
@@ -159,12 +171,10 @@ class WorkflowConformance(Harness):
             members = claim_all(backend, 2)
             barrier = threading.Barrier(2)
             outcomes: list[bool] = []
-
-            def ack(job: ClaimedJob) -> None:
-                barrier.wait()
-                outcomes.append(complete(backend, job, job.id))
-
-            threads = [threading.Thread(target=ack, args=(m,)) for m in members]
+            threads = [
+                threading.Thread(target=_ack_at_once, args=(backend, m, barrier, outcomes))
+                for m in members
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -198,7 +208,9 @@ class WorkflowConformance(Harness):
     ) -> None:
         ids = backend.enqueue_workflow(chord_of(2))
         first, second = sorted(claim_all(backend, 2), key=lambda c: c.id)
-        assert backend.ack([Ack.dead_letter(first.ref, attempt_error(first, 0.0, "boom"))]) == [True]
+        assert backend.ack([Ack.dead_letter(first.ref, attempt_error(first, 0.0, "boom"))]) == [
+            True
+        ]
         assert workflow(backend).status is W.FAILED
         assert complete(backend, second, "b")
         found = workflow(backend)
@@ -212,12 +224,12 @@ class WorkflowConformance(Harness):
         [callback] = claim_all(backend, 1)
         assert orjson.loads(callback.workflow_input or "") == ["a", "b"]
 
-    def test_continue_mode_gives_the_callback_every_members_outcome(
-        self, backend: Backend
-    ) -> None:
+    def test_continue_mode_gives_the_callback_every_members_outcome(self, backend: Backend) -> None:
         backend.enqueue_workflow(chord_of(2, on_failure=OnFailure.CONTINUE))
         first, second = sorted(claim_all(backend, 2), key=lambda c: c.id)
-        assert backend.ack([Ack.dead_letter(first.ref, attempt_error(first, 0.0, "boom"))]) == [True]
+        assert backend.ack([Ack.dead_letter(first.ref, attempt_error(first, 0.0, "boom"))]) == [
+            True
+        ]
         assert workflow(backend).status is W.RUNNING
         assert complete(backend, second, 2)
         [callback] = claim_all(backend, 1)

@@ -267,8 +267,16 @@ local function scan_candidates(f, at, states)
         skip
 end
 
--- Delete a finished job and everything that points at it.
+-- Delete a finished job and everything that points at it; the last stored member of a workflow
+-- takes the workflow's record T:workflow:<id> with it (its `stored` count reaches 0).
 local function delete_job(id, state, key)
+    local workflow = redis.call('HGET', job_key(id), 'workflow_id')
+    if workflow and workflow ~= '' then
+        local record = TAG .. ':workflow:' .. workflow
+        if redis.call('HINCRBY', record, 'stored', -1) <= 0 then
+            redis.call('DEL', record)
+        end
+    end
     redis.call('DEL', job_key(id))
     unindex(id, state, nil)
     redis.call('ZREM', ALL, id)
@@ -334,4 +342,98 @@ local function job_filter(text)
         end
         return true
     end, f
+end
+
+-- What the fan-in passes on for one member of a step (backends/workflows.py `decide`): its
+-- result as stored JSON text (`value`), or an outcome object (`on_failure = continue`).
+local function member_outcome(state, result, errors, as_outcome)
+    if result == nil or result == false or result == '' then
+        result = 'null'
+    end
+    if not as_outcome then
+        return result
+    end
+    if state == 'succeeded' then
+        return '{"state":"succeeded","result":' .. result .. '}'
+    end
+    local err = 'null'
+    local ok, list = pcall(cjson.decode, errors or '[]')
+    if ok and type(list) == 'table' and type(list[#list]) == 'table' then
+        local last = list[#list]
+        err = cjson.encode({ type = tostring(last.type or ''), message = tostring(last.message or '') })
+    end
+    return '{"state":' .. cjson.encode(state) .. ',"error":' .. err .. '}'
+end
+
+-- The fan-in (backends/workflows.py): advance workflow `workflow` as far as the members of its
+-- current step allow, in the calling script (so in the same atomic step as the write that made
+-- a member final). Reads and writes T:workflow:<id> (status, step, result, finished_at); reads
+-- the current step's member hashes; releases the next step's held members (scheduled at the
+-- held time: out of KEYS[2] scheduled, into KEYS[1] available, with `workflow_input`). Returns
+-- true when it released members (the caller wakes a worker).
+local function fan_in(workflow, now_s)
+    local record = TAG .. ':workflow:' .. workflow
+    local released = false
+    while true do
+        local w = redis.call('HMGET', record, 'status', 'step', 'shape', 'on_failure', 'members')
+        if not w[1] or (w[1] ~= 'running' and w[1] ~= 'failed') then
+            return released
+        end
+        local step = tonumber(w[2])
+        local shape, members = cjson.decode(w[3]), cjson.decode(w[5])
+        local continue = w[4] == 'continue'
+        local group = shape[step + 1][1] == 1
+        local ids = members[step + 1]
+        local done, failed = true, false
+        local passed, values = {}, {}
+        for i, id in ipairs(ids) do
+            local f = redis.call('HMGET', job_key(id), 'state', 'result', 'errors')
+            local state = f[1]
+            if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
+                if state ~= 'succeeded' then
+                    failed = true
+                end
+                passed[i] = member_outcome(state, f[2], f[3], continue)
+                values[i] = member_outcome(state, f[2], f[3], false)
+            else
+                done = false
+            end
+        end
+        if failed and not continue then
+            redis.call('HSET', record, 'status', 'failed')
+            return released
+        end
+        if not done then
+            return released
+        end
+        local output = passed[1]
+        if group then
+            output = '[' .. table.concat(passed, ',') .. ']'
+        end
+        if step + 1 >= #shape then
+            local status, result = 'succeeded', output
+            if failed then
+                status = 'failed'
+            else
+                result = values[1]
+                if group then
+                    result = '[' .. table.concat(values, ',') .. ']'
+                end
+            end
+            redis.call('HSET', record, 'status', status, 'result', result, 'finished_at', now_s)
+            return released
+        end
+        redis.call('HSET', record, 'status', 'running', 'step', step + 1)
+        for _, id in ipairs(members[step + 2]) do
+            local k = job_key(id)
+            local f = redis.call('HMGET', k, 'state', 'priority')
+            if f[1] == 'scheduled' then
+                redis.call('ZREM', SCHEDULED, id)
+                redis.call('HSET', k, 'state', 'available', 'run_at', now_s, 'workflow_input',
+                    output)
+                make_available(id, f[2], tonumber(now_s))
+                released = true
+            end
+        end
+    end
 end

@@ -15,9 +15,9 @@
 --   jobs and more are waiting).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] worker id; ARGV[4] limit;
 --   ARGV[5] lease seconds; ARGV[6] the most scheduled jobs to move to T:due in this call.
--- Returns {now, lease_expires_at, then 12 per claimed job: id, attempt, task, payload,
+-- Returns {now, lease_expires_at, then 14 per claimed job: id, attempt, task, payload,
 --   max_attempts, priority, enqueued_at, run_at, lost, token, snoozes, order_at (from its
---   member)}.
+--   member), workflow_id and workflow_input ('' for a job that is no workflow member)}.
 -- validates: now, limit (whole), lease seconds (finite, >= 0), the promotion batch (whole).
 -- Every argument is checked before the first write (see _lib.lua).
 if #ARGV ~= 6 then
@@ -108,7 +108,8 @@ for _, member in ipairs(picked) do
     local id = id_of_member(member)
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'task', 'payload', 'max_attempts', 'priority',
-        'enqueued_at', 'run_at', 'attempt', 'lost', 'claims', 'snoozes')
+        'enqueued_at', 'run_at', 'attempt', 'lost', 'claims', 'snoozes', 'workflow_id',
+        'workflow_input')
     -- a hash missing fields is claimed all the same (the worker dead-letters it); only a
     -- member whose hash is gone is dropped
     if f[1] or redis.call('EXISTS', k) == 1 then
@@ -127,6 +128,8 @@ for _, member in ipairs(picked) do
         out[#out + 1] = token
         out[#out + 1] = tonumber(f[10]) or 0
         out[#out + 1] = fmt(tonumber(string.sub(member, 1, 17)) / 1000000)
+        out[#out + 1] = f[11] or ''
+        out[#out + 1] = f[12] or ''
     end
 end
 if #running > 0 then
