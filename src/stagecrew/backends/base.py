@@ -77,7 +77,7 @@ from .schedules import (
     check_fire,
     check_schedule_name,
 )
-from .workflows import NewWorkflow, Workflow, check_new_workflow, check_workflow_id
+from .workflows import HELD_AT, NewWorkflow, Workflow, check_new_workflow, check_workflow_id
 
 T = TypeVar("T")
 
@@ -1032,6 +1032,7 @@ class Backend(ABC):
     def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
         """The earliest `run_at` of a waiting job a claim could take, or None if nothing waits.
 
+        Held workflow members (`workflows.HELD_AT`) are left out: no time makes them due.
         Jobs of paused queues are left out: they are not due for any worker, and an idle
         worker that waited for them would wake at once, again and again.
         """
@@ -1055,7 +1056,9 @@ class Backend(ABC):
             queues = tuple(q for q in queues if q not in paused)
             if not queues:
                 return None
-        return (yield from self._next_run_at(queues))
+        due = yield from self._next_run_at(queues)
+        # Held workflow members are not due at any time: their step's fan-in releases them.
+        return None if due is not None and due >= HELD_AT else due
 
     # -- schedules (see schedules.py and docs/schedules.md) -----------------
     @final

@@ -91,6 +91,13 @@ class WorkflowConformance(Harness):
         assert {c.id for c in claimed} == set(ids[0])
         assert all(c.workflow_id == "wf1" and c.workflow_input is None for c in claimed)
 
+    def test_held_members_are_never_the_next_due_time(self, backend: Backend) -> None:
+        backend.enqueue_workflow(chain_of(2))
+        [first] = claim_all(backend, 1)
+        assert backend.next_run_at() is None
+        assert complete(backend, first, 1)
+        assert backend.next_run_at() is not None
+
     def test_a_workflow_with_a_bad_member_writes_nothing(self, backend: Backend) -> None:
         keyed = NewWorkflow(
             id="wf1",
