@@ -161,6 +161,16 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     backend.age_priorities(1.0)
     backend.get(a.id)
     exercise_schedules(backend)
+    exercise_workflows(backend)
+
+
+def exercise_workflows(backend: RedisBackend) -> None:
+    from stagecrew.backends.workflows import NewWorkflow
+
+    flow = NewWorkflow(id="wf", steps=((job(queue="a"),), (job(queue="a"),)), groups=(False, False))
+    backend.enqueue_workflow(flow)
+    assert backend.get_workflow("wf") is not None
+    assert backend.cancel_workflow("wf") is not None
 
 
 def exercise_schedules(backend: RedisBackend) -> None:

@@ -253,6 +253,9 @@ class RescueReport:
     requeued: int = 0
     dead: int = 0
     cancelled: int = 0
+    more: bool = field(default=False, compare=False)
+    """From an engine's `_rescue` only: it settled a full batch in one transaction, so more
+    leases may have expired; `Backend.rescue` calls it again (and reports False)."""
 
     @property
     def total(self) -> int:
@@ -791,15 +794,26 @@ class Backend(ABC):
         """Return running jobs whose lease expired to available (or dead/cancelled).
 
         Each rescue records a "worker lost" error on the job (`records.WORKER_LOST`); see
-        `transitions.after_lease_expired` for the target state.
+        `transitions.after_lease_expired` for the target state. A workflow member that ends
+        dead or cancelled runs the fan-in in the same atomic write, as an ack does.
         """
         check_max_lost(max_lost)
-        return self._call("rescue", self._rescue(max_lost))
+        total = RescueReport()
+        while True:
+            report = self._call("rescue", self._rescue(max_lost))
+            total = _added(total, report)
+            if not report.more:
+                return total
 
     @final
     async def rescue_async(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
         check_max_lost(max_lost)
-        return await self._call_async("rescue", self._rescue(max_lost))
+        total = RescueReport()
+        while True:
+            report = await self._call_async("rescue", self._rescue(max_lost))
+            total = _added(total, report)
+            if not report.more:
+                return total
 
     @final
     def release_worker(self, worker: str, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
@@ -1160,6 +1174,14 @@ class Backend(ABC):
     async def cancel_workflow_async(self, workflow_id: str) -> Workflow | None:
         op = self._cancel_workflow(check_workflow_id(workflow_id, "cancel_workflow"))
         return await self._call_async("cancel_workflow", op)
+
+
+def _added(total: RescueReport, report: RescueReport) -> RescueReport:
+    return RescueReport(
+        total.requeued + report.requeued,
+        total.dead + report.dead,
+        total.cancelled + report.cancelled,
+    )
 
 
 def _by_name(record: ScheduleRecord) -> str:

@@ -358,7 +358,7 @@ class MemoryBackend(Backend):
             error = WORKER_LOST.build(
                 job.lease_owner, job.attempt, now, cancelled=target is S.CANCELLED
             )
-            self._replace(
+            settled = self._replace(
                 job,
                 state=target,
                 lost=lost,
@@ -368,6 +368,8 @@ class MemoryBackend(Backend):
                 finished_at=now if target in FINAL_STATES else None,
             )
             counts[target] += 1
+            if settled.workflow_id is not None and target in FINAL_STATES:
+                self._fan_in(settled.workflow_id, now)
         if counts[S.AVAILABLE]:
             self._notify()
         return RescueReport(counts[S.AVAILABLE], counts[S.DEAD], counts[S.CANCELLED])

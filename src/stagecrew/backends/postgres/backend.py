@@ -785,22 +785,24 @@ class PostgresBackend(Backend):
         }
 
     def _rescue(self, max_lost: int) -> SqlOp[RescueReport]:
-        """Settle expired leases RESCUE_BATCH at a time, each batch committed on its own."""
-        statement = self._settle_lost_sql("rescue")
-        totals = [0, 0, 0]
-        while True:
-            params = self._settle_lost_params(max_lost, limit=RESCUE_BATCH)
-            done = yield Statement(statement, params)
-            counts = done.rows[0][:3]
-            for i, count in enumerate(counts):
-                totals[i] += count
-            if sum(counts) < RESCUE_BATCH:
-                return RescueReport(requeued=totals[0], dead=totals[1], cancelled=totals[2])
+        """Settle up to RESCUE_BATCH expired leases in one transaction, with the fan-in of the
+        workflow members among them; `more` asks the front layer for the next batch."""
+        yield TRANSACTION
+        params = self._settle_lost_params(max_lost, limit=RESCUE_BATCH)
+        done = yield Statement(self._settle_lost_sql("rescue"), params)
+        requeued, dead, cancelled = done.rows[0][:3]
+        if done.rows[0][5]:
+            yield from self._fan_in(sorted(done.rows[0][5]))
+        more = requeued + dead + cancelled >= RESCUE_BATCH
+        return RescueReport(requeued=requeued, dead=dead, cancelled=cancelled, more=more)
 
     def _release_worker(self, worker: str, max_lost: int) -> SqlOp[RescueReport]:
+        yield TRANSACTION  # the fan-in of the workflow members among the jobs joins it
         params = self._settle_lost_params(max_lost, limit=None, worker=worker)
         done = yield Statement(self._settle_lost_sql("release_worker"), params)
         requeued, dead, cancelled = done.rows[0][:3]
+        if done.rows[0][5]:
+            yield from self._fan_in(sorted(done.rows[0][5]))
         return RescueReport(requeued=requeued, dead=dead, cancelled=cancelled)
 
     def _settle_lost_sql(self, operation: str) -> str:

@@ -936,20 +936,21 @@ class SQLiteBackend(ThreadDriven):
         """Record a lost worker on each job `operation` (rescue, release_worker) settles."""
         now = self.clock.now()
         conn: sqlite3.Connection = yield WRITE
-        states = [
-            row[0]
-            for row in conn.execute(
-                _settle_lost_sql(operation),
-                {"now": now, "now_json": orjson.dumps(now).decode(), **_record_params(), **params},
-            )
-        ]
+        rows = conn.execute(
+            _settle_lost_sql(operation),
+            {"now": now, "now_json": orjson.dumps(now).decode(), **_record_params(), **params},
+        ).fetchall()
+        states = [row[0] for row in rows]
+        released = False
+        for workflow_id in sorted({w for state, w in rows if w and state != "available"}):
+            released = self._fan_in(conn, workflow_id, now) or released
         report = RescueReport(
             requeued=states.count(JobState.AVAILABLE.value),
             dead=states.count(JobState.DEAD.value),
             cancelled=states.count(JobState.CANCELLED.value),
         )
         yield from self._committed(
-            work=report.requeued > 0, finished=report.dead + report.cancelled > 0
+            work=released or report.requeued > 0, finished=report.dead + report.cancelled > 0
         )
         return report
 

@@ -245,6 +245,27 @@ class WorkflowConformance(Harness):
         assert outcomes[0]["state"] == "dead"
         assert outcomes[0]["error"]["message"] == "boom"
 
+    def test_a_member_a_rescue_sends_to_the_dead_letter_queue_ends_its_step(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        ids = backend.enqueue_workflow(chord_of(1, on_failure=OnFailure.CONTINUE))
+        for _ in range(2):
+            claim_all(backend, 1)
+            clock.advance(LEASE + 1)
+            backend.rescue(max_lost=2)
+        assert must_get(backend, ids[0][0]).state is S.DEAD
+        [callback] = claim_all(backend, 1)
+        assert callback.id == ids[1][0]
+        assert orjson.loads(callback.workflow_input or "")[0]["state"] == "dead"
+
+    def test_a_member_of_a_dead_worker_released_to_the_dlq_fails_its_workflow(
+        self, backend: Backend
+    ) -> None:
+        backend.enqueue_workflow(chord_of(1))
+        claim_all(backend, 1, worker="gone")
+        assert backend.release_worker("gone", max_lost=1).dead == 1
+        assert workflow(backend).status is W.FAILED
+
     def test_a_member_cancelled_by_hand_fails_the_workflow(self, backend: Backend) -> None:
         ids = backend.enqueue_workflow(chord_of(2))
         backend.cancel(ids[0][0])
