@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import orjson
 
@@ -95,6 +96,46 @@ class Workflow:
     """JSON text: the last step's outcome, once it finished (see docs/workflows.md)."""
     members: tuple[Job, ...] = field(default_factory=tuple)
     """Member jobs still stored, by (step, index)."""
+
+    @property
+    def result_value(self) -> Any:
+        """`result` decoded (None while the workflow has none)."""
+        return None if self.result is None else orjson.loads(self.result)
+
+    def pending(self, job: Job) -> bool:
+        """A member held until its step is reached (stored as scheduled at `HELD_AT`)."""
+        return (
+            job.workflow_step is not None
+            and job.workflow_step > self.step
+            and (job.state is JobState.SCHEDULED)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready view, for the CLI's `--json` output."""
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "step": self.step,
+            "steps": [{"group": s.group, "size": s.size} for s in self.shape],
+            "on_failure": self.on_failure.value,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "result": self.result_value,
+            "members": [
+                {
+                    "job_id": job.id,
+                    "task": job.task,
+                    "step": job.workflow_step,
+                    "index": job.workflow_index,
+                    "state": "pending" if self.pending(job) else job.state.value,
+                    "result": job.result_value,
+                    "error": None
+                    if job.last_error is None
+                    else f"{job.last_error.type}: {job.last_error.message}",
+                }
+                for job in self.members
+            ],
+        }
 
 
 def new_workflow_id() -> str:

@@ -89,6 +89,13 @@ def _decoded(job: Job, what: str) -> Any:
         return {"undecodable": str(exc)}
 
 
+def _workflow_place(job: Job) -> str:
+    """`<id> step S, member I` for a workflow member (`stagecrew workflows show <id>`), else -."""
+    if job.workflow_id is None:
+        return "-"
+    return f"{job.workflow_id} step {job.workflow_step}, member {job.workflow_index}"
+
+
 def job_json(job: Job) -> dict[str, Any]:
     """The stored record with its arguments and result decoded, for `--json` output."""
     data = job.to_json()
@@ -165,6 +172,7 @@ def print_job(out: Console, job: Job) -> None:
         ("args", _compact_json(_decoded(job, "args"))),
         ("kwargs", _compact_json(_decoded(job, "kwargs"))),
         ("result", "-" if job.result is None else _compact_json(_decoded(job, "result_value"))),
+        ("workflow", _workflow_place(job)),
     ]
     for name, value in rows:
         fields.add_row(name, value)
