@@ -104,6 +104,8 @@ class MemoryBackend(Backend):
         """Per (queue, fairness key), the order_at of the key's latest keyed job."""
         self._workflows: dict[str, Workflow] = {}
         """Workflow records, without their members (which are in `_jobs`)."""
+        self._member_ids: dict[str, list[int]] = {}
+        """Per workflow, its members' ids by (step, index), as enqueued (some may be deleted)."""
         self._workflow_inputs: dict[int, str] = {}
         """The workflow input of released members of a later step (`ClaimedJob.workflow_input`)."""
 
@@ -289,6 +291,7 @@ class MemoryBackend(Backend):
     def _ack(self, acks: Sequence[Ack]) -> list[bool]:
         now = self.clock.now()
         applied = []
+        workflows: dict[str, None] = {}
         with self._lock:
             for ack in acks:
                 job = self._holds(ack.ref)
@@ -316,7 +319,9 @@ class MemoryBackend(Backend):
                 new = self._replace(job, **common)
                 applied.append(True)
                 if new.workflow_id is not None and new.state.is_final:
-                    self._fan_in(new.workflow_id, now)
+                    workflows.setdefault(new.workflow_id)
+            for workflow_id in workflows:  # once per workflow and batch, as the other engines
+                self._fan_in(workflow_id, now)
             if any(a.target in WAITING_STATES for a in acks):
                 self._notify()
         return applied
@@ -415,6 +420,7 @@ class MemoryBackend(Backend):
         self._workflow_inputs.pop(job.id, None)
         if job.workflow_id is not None and not self._members(job.workflow_id):
             self._workflows.pop(job.workflow_id, None)  # pruned with its last member
+            self._member_ids.pop(job.workflow_id, None)
         if job.idempotency_key is not None:
             self._keys.pop(job.idempotency_key, None)
         self._wake_finished(job.id)
@@ -642,6 +648,7 @@ class MemoryBackend(Backend):
                         workflow_index=index,
                     )
                     ids[-1].append(job_id)
+            self._member_ids[workflow.id] = [i for step_ids in ids for i in step_ids]
             self._workflows[workflow.id] = Workflow(
                 id=workflow.id,
                 status=WorkflowStatus.RUNNING,
@@ -654,14 +661,9 @@ class MemoryBackend(Backend):
             return ids
 
     def _members(self, workflow_id: str, step: int | None = None) -> list[Job]:
-        return sorted(
-            (
-                j
-                for j in self._jobs.values()
-                if j.workflow_id == workflow_id and (step is None or j.workflow_step == step)
-            ),
-            key=lambda j: (j.workflow_step or 0, j.workflow_index or 0),
-        )
+        """The workflow's stored members (of `step` only, if given), by (step, index)."""
+        stored = (self._jobs.get(i) for i in self._member_ids.get(workflow_id, ()))
+        return [j for j in stored if j is not None and (step is None or j.workflow_step == step)]
 
     def _fan_in(self, workflow_id: str, now: float) -> None:
         """Advance the workflow as far as its members allow (under the lock: one write)."""

@@ -207,6 +207,16 @@ class Decision:
     status: WorkflowStatus | None = None
 
 
+def settled_early(on_failure: OnFailure, unfinished: bool, failed: bool) -> Decision | None:
+    """The verdict two index probes of a step can give without reading its members (whether
+    a member is unfinished, whether one failed), or None: then read them all and `decide`."""
+    if failed and on_failure is OnFailure.FAIL:
+        return Decision(Verdict.FAIL)
+    if unfinished:
+        return Decision(Verdict.WAIT)
+    return None
+
+
 def decide(
     shape: Sequence[WorkflowStep], step: int, on_failure: OnFailure, members: Sequence[Member]
 ) -> Decision:

@@ -88,6 +88,7 @@ from ..workflows import (
     Workflow,
     WorkflowStatus,
     decide,
+    settled_early,
     shape_from_json,
     shape_to_json,
 )
@@ -1033,15 +1034,17 @@ class PostgresBackend(Backend):
                 locked = yield Statement(self._sql.get("workflow_lock"), {"id": workflow_id})
                 if not locked.rows or WorkflowStatus(locked.rows[0][1]) not in ADVANCING:
                     break
-                _, _, step, shape_text, on_failure, *_ = locked.rows[0]
-                read = yield Statement(
-                    self._sql.get("workflow_step_members"), {"id": workflow_id, "step": step}
-                )
-                members = [
-                    Member(index, JobState(state), result, (decode_errors(errors) or (None,))[-1])
-                    for index, state, result, errors in read.rows
-                ]
-                decision = decide(shape_from_json(shape_text), step, OnFailure(on_failure), members)
+                _, _, step, shape_text, mode, *_ = locked.rows[0]
+                at = {"id": workflow_id, "step": step}
+                probe = yield Statement(self._sql.get("workflow_step_probe"), at)
+                decision = settled_early(OnFailure(mode), *probe.rows[0])
+                if decision is None:
+                    read = yield Statement(self._sql.get("workflow_step_members"), at)
+                    members = [
+                        Member(i, JobState(state), result, (decode_errors(errors) or (None,))[-1])
+                        for i, state, result, errors in read.rows
+                    ]
+                    decision = decide(shape_from_json(shape_text), step, OnFailure(mode), members)
                 if decision.verdict is Verdict.WAIT:
                     break
                 if decision.verdict is Verdict.FAIL:

@@ -110,6 +110,7 @@ from ..workflows import (
     Workflow,
     WorkflowStatus,
     decide,
+    settled_early,
     shape_from_json,
     shape_to_json,
 )
@@ -1229,13 +1230,21 @@ class SQLiteBackend(ThreadDriven):
             if row is None or WorkflowStatus(row[1]) not in ADVANCING:
                 return released
             step, shape, on_failure = row[2], shape_from_json(row[3]), OnFailure(row[4])
-            members = [
-                Member(index, _JOB_STATE[state], result, (decode_errors(errors) or (None,))[-1])
-                for index, state, result, errors in conn.execute(
-                    _sql("workflow_step_members"), (workflow_id, step)
-                )
-            ]
-            decision = decide(shape, step, on_failure, members)
+            unfinished, failed = conn.execute(
+                _sql("workflow_step_probe"), (workflow_id, step)
+            ).fetchone()
+            early = settled_early(on_failure, bool(unfinished), bool(failed))
+            members = (
+                []
+                if early is not None
+                else [
+                    Member(index, _JOB_STATE[state], result, (decode_errors(errors) or (None,))[-1])
+                    for index, state, result, errors in conn.execute(
+                        _sql("workflow_step_members"), (workflow_id, step)
+                    )
+                ]
+            )
+            decision = early or decide(shape, step, on_failure, members)
             if decision.verdict is Verdict.WAIT:
                 return released
             if decision.verdict is Verdict.FAIL:

@@ -8,9 +8,10 @@ ALTER TABLE {schema}.jobs ADD COLUMN workflow_step integer;
 ALTER TABLE {schema}.jobs ADD COLUMN workflow_index integer;
 ALTER TABLE {schema}.jobs ADD COLUMN workflow_input text;
 
--- The fan-in reads a step's members; partial, so jobs that are no member cost it nothing.
+-- The fan-in probes a step's members by state (workflow_step_probe.sql) and reads them; partial,
+-- so jobs that are no member cost it nothing.
 CREATE INDEX IF NOT EXISTS jobs_workflow
-    ON {schema}.jobs (workflow_id, workflow_step, workflow_index)
+    ON {schema}.jobs (workflow_id, workflow_step, state)
     WHERE workflow_id IS NOT NULL;
 
 -- One workflow: its status (backends/workflows.py WorkflowStatus), current step, shape (a JSON

@@ -8,9 +8,10 @@ ALTER TABLE stagecrew_jobs ADD COLUMN workflow_step INTEGER;
 ALTER TABLE stagecrew_jobs ADD COLUMN workflow_index INTEGER;
 ALTER TABLE stagecrew_jobs ADD COLUMN workflow_input TEXT;
 
--- The fan-in reads a step's members; partial, so jobs that are no member cost it nothing.
+-- The fan-in probes a step's members by state (workflow_step_probe.sql) and reads them; partial,
+-- so jobs that are no member cost it nothing.
 CREATE INDEX IF NOT EXISTS stagecrew_jobs_workflow
-    ON stagecrew_jobs (workflow_id, workflow_step, workflow_index)
+    ON stagecrew_jobs (workflow_id, workflow_step, state)
     WHERE workflow_id IS NOT NULL;
 
 -- One workflow: its status (backends/workflows.py WorkflowStatus), current step, shape (a JSON
