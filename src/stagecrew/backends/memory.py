@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from .. import transitions
 from ..clock import Clock
+from ..errors import BackendError
 from ..job import (
     FINAL_STATES,
     WAITING_STATES,
@@ -626,6 +627,10 @@ class MemoryBackend(Backend):
     def _enqueue_workflow(self, workflow: NewWorkflow) -> list[list[int]]:
         now = self.clock.now()
         with self._lock:
+            if workflow.id in self._workflows:
+                raise BackendError(
+                    f"workflow id {workflow.id} is taken already; nothing was written"
+                )
             ids: list[list[int]] = []
             for step, jobs in enumerate(workflow.steps):
                 ids.append([])

@@ -11,6 +11,7 @@ import pytest
 from ...backends.base import Ack, AckKind, Backend, JobFilter, Retention
 from ...backends.workflows import HELD_AT, NewWorkflow, OnFailure, Workflow, WorkflowStatus
 from ...clock import FakeClock
+from ...errors import EnqueueError
 from ...job import ClaimedJob
 from .helpers import LEASE, Harness, S, attempt_error, must_get, new_job, result_text
 
@@ -117,6 +118,15 @@ class WorkflowConformance(Harness):
         assert backend.list_jobs(JobFilter()) == []
         assert backend.get_workflow("wf1") is None
 
+    def test_a_workflow_the_store_refuses_midway_leaves_no_member_behind(
+        self, backend: Backend
+    ) -> None:
+        backend.enqueue_workflow(chord_of(2))
+        with pytest.raises(EnqueueError):
+            backend.enqueue_workflow(chord_of(3))  # the same id: refused by the store
+        assert len(backend.list_jobs(JobFilter())) == 3
+        assert workflow(backend).shape[0].size == 2
+
     def test_an_unknown_workflow_reads_as_none_and_a_bad_id_is_refused(
         self, backend: Backend
     ) -> None:
@@ -202,10 +212,10 @@ class WorkflowConformance(Harness):
         [stale] = claim_all(backend, 1)
         clock.advance(LEASE + 1)
         assert backend.rescue().requeued == 1
+        [fresh] = claim_all(backend, 1, worker="w2")  # running again, under a new token
         assert complete(backend, stale, "late") is False
         assert workflow(backend).step == 0
         assert must_get(backend, ids[1][0]).state is S.SCHEDULED
-        [fresh] = claim_all(backend, 1, worker="w2")
         assert complete(backend, fresh, "on time")
         [second] = claim_all(backend, 1)
         assert second.workflow_input == '"on time"'
