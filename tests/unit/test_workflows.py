@@ -115,3 +115,22 @@ def test_the_early_probe_agrees_with_decide() -> None:
     assert settled_early(OnFailure.FAIL, True, True).verdict is Verdict.FAIL  # type: ignore[union-attr]
     assert settled_early(OnFailure.CONTINUE, True, True).verdict is Verdict.WAIT  # type: ignore[union-attr]
     assert settled_early(OnFailure.FAIL, False, False) is None
+
+
+def test_a_chain_runs_with_signed_payloads() -> None:
+    """The step's input is passed by the worker, not written into the signed payload."""
+    signed = App(signing_key="k" * 32)
+
+    @signed.task(name="one")
+    def one() -> int:
+        return 1
+
+    @signed.task(name="plus")
+    def plus(x: int, y: int) -> int:
+        return x + y
+
+    with TestKit(signed) as kit:
+        handle = chain(one.s(), plus.s(41)).enqueue()
+        assert kit.backend.get(handle.get().members[1].id).payload.startswith("sig:")  # type: ignore[union-attr]
+        kit.run_until_idle()
+        assert handle.result(timeout=1) == 42
