@@ -15,7 +15,8 @@
 -- cancelled), one notification goes to %(finished_channel)s for the whole statement, never one per
 -- job (NOTIFY takes a cluster-wide lock at commit): its payload is the finished ids, comma-joined,
 -- or '' ("any job") when they would take more than %(finished_payload_bytes)s bytes. The last
--- column is the job's workflow_id (NULL for a job that is no workflow member): the fan-in's input.
+-- column is the job's workflow_id where it became final (else NULL, and for a job that is no
+-- workflow member): the fan-in's input.
 WITH clock AS (
     SELECT {schema}.store_now(%(now)s) AS now
 ),
@@ -75,5 +76,5 @@ SELECT width_bucket,
         FROM (SELECT string_agg(id::text, ',') AS ids
               FROM applied WHERE state IN ('succeeded', 'dead', 'cancelled')) AS f
         WHERE f.ids IS NOT NULL),
-       workflow_id
+       CASE WHEN state IN ('succeeded', 'dead', 'cancelled') THEN workflow_id END
 FROM applied
