@@ -113,12 +113,12 @@ class _Workflow:
     def enqueue(self) -> WorkflowHandle:
         """Write the whole workflow in one atomic write (all of it or nothing); its handle."""
         app, workflow = self._build()
-        app.backend.enqueue_workflow(workflow)
+        app._producer_backend().enqueue_workflow(workflow)
         return WorkflowHandle(app, workflow.id)
 
     async def enqueue_async(self) -> WorkflowHandle:
         app, workflow = self._build()
-        await app.backend.enqueue_workflow_async(workflow)
+        await app._producer_backend().enqueue_workflow_async(workflow)
         return WorkflowHandle(app, workflow.id)
 
 
