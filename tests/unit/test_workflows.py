@@ -3,6 +3,8 @@ and the pure fan-in decision."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from stagecrew import App, WorkflowStatus, chain, chord, group
@@ -134,3 +136,21 @@ def test_a_chain_runs_with_signed_payloads() -> None:
         assert kit.backend.get(handle.get().members[1].id).payload.startswith("sig:")  # type: ignore[union-attr]
         kit.run_until_idle()
         assert handle.result(timeout=1) == 42
+
+
+def test_the_worker_marks_a_members_outcome_as_a_workflows() -> None:
+    """So that PostgreSQL runs the member's ack and its fan-in in one transaction."""
+    with TestKit(app) as kit:
+        sent: list[tuple[int, bool]] = []
+        ack_async = kit.backend.ack_async
+
+        async def spy(acks: Any) -> list[bool]:
+            sent.extend((a.ref.id, a.in_workflow) for a in acks)
+            return await ack_async(acks)
+
+        kit.backend.ack_async = spy  # type: ignore[method-assign]
+        plain = fetch.enqueue("x")
+        flow = chain(fetch.s("a"), report.s()).enqueue()
+        kit.run_until_idle()
+        members = {j.id for j in flow.get().members}
+        assert sorted(sent) == sorted([(plain.id, False), *((m, True) for m in members)])

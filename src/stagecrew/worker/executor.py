@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import functools
 import logging
 import math
@@ -156,9 +155,7 @@ class Executor:
         finally:
             current_job.reset(token)
         if flight.committed:
-            ack = self._committed(flight, ack)
-        if ack is not None and job.workflow_id is not None:
-            ack = dataclasses.replace(ack, in_workflow=True)
+            return self._committed(flight, ack)
         return ack
 
     def _committed(self, flight: InFlight, ack: Ack | None) -> Ack:
