@@ -66,3 +66,9 @@ async def burn_2ms_async(i: int) -> None:
 async def started_at() -> float:
     """The time (`time.time()`) at which the job began to run."""
     return time.time()
+
+
+@app.task(max_attempts=3)
+def count_results(values: list[object]) -> int:
+    """A chord's callback in bench_workflows.py: how many member results it got."""
+    return len(values)

@@ -21,6 +21,9 @@ from .errors import (
     StepError,
     TransitionError,
     UnknownTaskError,
+    WorkflowCancelledError,
+    WorkflowFailedError,
+    WorkflowNotFoundError,
 )
 from .handle import JobHandle
 from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Progress, Retry, Snooze
@@ -28,6 +31,15 @@ from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import CatchUp, Schedule
 from .task import Task, Unique, call
+from .workflows import (
+    Signature,
+    Workflow,
+    WorkflowHandle,
+    WorkflowStatus,
+    chain,
+    chord,
+    group,
+)
 
 __all__ = [
     "App",
@@ -61,6 +73,7 @@ __all__ = [
     "ScheduleError",
     "SchemaOutOfDateError",
     "SerializationError",
+    "Signature",
     "Snooze",
     "StagecrewError",
     "StepError",
@@ -69,5 +82,14 @@ __all__ = [
     "TransitionError",
     "Unique",
     "UnknownTaskError",
+    "Workflow",
+    "WorkflowCancelledError",
+    "WorkflowFailedError",
+    "WorkflowHandle",
+    "WorkflowNotFoundError",
+    "WorkflowStatus",
     "call",
+    "chain",
+    "chord",
+    "group",
 ]

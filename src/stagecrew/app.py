@@ -34,6 +34,7 @@ from .task import (
     Task,
     Unique,
 )
+from .workflows.inspection import Workflows
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -124,6 +125,7 @@ class App:
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
         self.jobs = Jobs(self)
+        self.workflows = Workflows(self)
 
     def __repr__(self) -> str:
         return f"<App {redact_url(self.url)} tasks={sorted(self.tasks)}>"

@@ -118,6 +118,20 @@ class JobCancelledError(StagecrewError):
         self.job_id = job_id
 
 
+class WorkflowNotFoundError(StagecrewError):
+    """No workflow with that id exists (it is pruned with its last member job)."""
+
+
+class WorkflowFailedError(StagecrewError):
+    """Raised by `WorkflowHandle.result()` when the workflow failed: a member died or was
+    cancelled (see docs/workflows.md). Re-run the dead member (`stagecrew dlq retry`) to
+    resume it; `stagecrew workflows show ID` names the member."""
+
+
+class WorkflowCancelledError(StagecrewError):
+    """Raised by `WorkflowHandle.result()` when the workflow was cancelled."""
+
+
 class TransitionError(StagecrewError, ValueError):
     """A job was asked to move between two states that `stagecrew.transitions` does not allow."""
 

@@ -200,6 +200,11 @@ class ClaimedJob(NamedTuple):
     so that the "worker lost" verdict falls only on a job that took down a process
     by itself, never on the jobs that happened to share a process with it.
     """
+    workflow_id: str | None = None
+    """The workflow this job is a member of (see docs/workflows.md), or None."""
+    workflow_input: str | None = None
+    """JSON text of what the workflow's previous step returned, for a member of a later step:
+    the executor passes it as the first positional argument. None for every other job."""
     defect: str | None = None
     """Why the stored record is damaged (a field missing, undecodable or of the wrong type).
 
@@ -289,6 +294,12 @@ class Job:
     """The job's unique key, or None (see docs/uniqueness.md)."""
     unique_states: frozenset[JobState] = frozenset()
     """The states in which the job holds its unique key; empty without one."""
+    workflow_id: str | None = None
+    """The workflow this job is a member of (docs/workflows.md), or None."""
+    workflow_step: int | None = None
+    """The member's step in its workflow (0 first), or None."""
+    workflow_index: int | None = None
+    """The member's place within its step (0 for a single task; a group's position), or None."""
 
     @property
     def enqueued_priority(self) -> int:
@@ -354,6 +365,9 @@ class Job:
             "progress": None if self.progress is None else self.progress.to_json(),
             "unique_key": self.unique_key,
             "unique_states": [st.value for st in JobState if st in self.unique_states],
+            "workflow_id": self.workflow_id,
+            "workflow_step": self.workflow_step,
+            "workflow_index": self.workflow_index,
             "result_json": self.result_json,
             "errors": [e.to_json() for e in self.errors],
         }

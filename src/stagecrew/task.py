@@ -20,6 +20,7 @@ from .serialization import encode_payload
 if TYPE_CHECKING:
     from .app import App
     from .handle import JobHandle
+    from .workflows.canvas import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -260,9 +261,16 @@ class Task(Generic[P, R]):
         self,
         calls: Iterable[tuple[Iterable[Any], Mapping[str, Any]]],
         options: EnqueueOptions,
+        *,
+        member: bool = False,
+        takes_input: bool = False,
     ) -> list[NewJob]:
         """Validate and encode jobs of (args, kwargs) sharing `options`; raises on the first
-        bad one, before anything is written. The options are resolved once for all of them."""
+        bad one, before anything is written. The options are resolved once for all of them.
+
+        A workflow `member` is neither fair-queued nor unique (the task's fairness key and
+        unique key are not used); one that `takes_input` gets its step's input as a first
+        positional argument when it runs, so its arguments are checked with one more in front."""
         max_attempts = options.max_attempts or self.max_attempts
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
@@ -276,11 +284,15 @@ class Task(Generic[P, R]):
         template = None if unique is None else unique.key
         unique_states = DEFAULT_UNIQUE_STATES if unique is None else unique.states
         window = self.app.idempotency_window
+        explicit_unique = options.unique_key
+        if member:  # a workflow's members are neither fair-queued nor unique
+            fair = template = explicit_unique = None
         jobs = []
         for given, kwargs in calls:
             args = given if type(given) is tuple else tuple(given)
-            if binder is None or not binder(args, kwargs):
-                self.bind(args, kwargs)
+            bound = (None, *args) if takes_input else args
+            if binder is None or not binder(bound, kwargs):
+                self.bind(bound, kwargs)
             payload = encode_payload(args, kwargs, max_bytes=max_bytes)
             if signer is not None:
                 payload = signer.sign(name, payload)
@@ -289,8 +301,8 @@ class Task(Generic[P, R]):
                 if fair is None or isinstance(fair, str)
                 else self._fairness_of(fair, args, kwargs)
             )
-            if options.unique_key is not None:
-                single: str | None = options.unique_key
+            if explicit_unique is not None:
+                single: str | None = explicit_unique
             elif template is None:
                 single = None
             else:
@@ -397,6 +409,14 @@ class Task(Generic[P, R]):
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         return BoundTask(self, _DEFAULT_OPTIONS).enqueue(*args, **kwargs)
 
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature: this task with these arguments, frozen, for `chain`, `group`, `chord`.
+
+        In a workflow, a task after the first step gets the step before's outcome as its
+        first positional argument, in front of `args` (see docs/workflows.md).
+        """
+        return BoundTask(self, _DEFAULT_OPTIONS).s(*args, **kwargs)
+
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         return await BoundTask(self, _DEFAULT_OPTIONS).enqueue_async(*args, **kwargs)
 
@@ -420,6 +440,13 @@ class BoundTask(Generic[P, R]):
             self.task,
             replace(self.opts, **{k: v for k, v in vars_of(merged).items() if v is not None}),
         )
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """`Task.s` with these options (queue, priority, max_attempts: a workflow's member
+        runs when its step is reached, and takes no delay, run_at or keys)."""
+        from .workflows.canvas import Signature
+
+        return Signature.of(self.task, self.opts, args, kwargs)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         job = self.task.build(args, kwargs, self.opts)

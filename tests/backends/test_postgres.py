@@ -14,6 +14,7 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -1073,3 +1074,28 @@ def test_prune_never_deletes_a_job_requeued_while_it_runs(
     assert pruned == [0]
     kept = backend.get(entry.id)
     assert kept is not None and kept.state is S.AVAILABLE
+
+
+def test_a_members_ack_whose_fan_in_fails_is_rolled_back_with_it(
+    backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ack and the workflow's advance are one transaction: a failure between them (here a
+    statement of the fan-in the server refuses) leaves the member running, to be acked again."""
+    from stagecrew.backends.workflows import NewWorkflow
+
+    flow = NewWorkflow(id="wf", steps=((job(),), (job(),)), groups=(False, False))
+    [[first], [second]] = backend.enqueue_workflow(flow)
+    [claimed] = backend.claim(["default"], "w", 1, 30.0)
+    get = backend._sql.get
+
+    def broken(name: str, *args: Any, **kwargs: Any) -> str:
+        return "SELECT 1/0" if name == "workflow_lock" else get(name, *args, **kwargs)
+
+    monkeypatch.setattr(backend._sql, "get", broken)
+    ack = Ack.complete(claimed.ref, "1")
+    with pytest.raises(BackendError):
+        backend.ack([replace(ack, in_workflow=True)])
+    monkeypatch.undo()
+    assert backend.get(first).state is JobState.RUNNING  # type: ignore[union-attr]
+    assert backend.ack([replace(ack, in_workflow=True)]) == [True]
+    assert backend.get(second).state is JobState.AVAILABLE  # type: ignore[union-attr]

@@ -89,6 +89,19 @@ def raw(backend: RedisBackend) -> redis.Redis:
     return redis.Redis.from_url(backend._settings.redis_url)
 
 
+def test_a_workflow_over_two_queues_is_refused_and_writes_nothing(
+    make_backend: Callable[..., RedisBackend],
+) -> None:
+    from stagecrew.backends.workflows import NewWorkflow
+
+    backend = make_backend(FakeClock())
+    flow = NewWorkflow(id="wf", steps=((job(queue="a"),), (job(queue="b"),)), groups=(False, False))
+    with pytest.raises(ValueError, match="one queue"):
+        backend.enqueue_workflow(flow)
+    assert backend.list_jobs(JobFilter()) == []
+    assert backend.get_workflow("wf") is None
+
+
 class TestKeyLayout:
     def test_every_script_call_touches_one_cluster_slot_in_the_cluster_layout(
         self, make_backend: Callable[..., RedisBackend]
@@ -163,6 +176,16 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     backend.age_priorities(1.0)
     backend.get(a.id)
     exercise_schedules(backend)
+    exercise_workflows(backend)
+
+
+def exercise_workflows(backend: RedisBackend) -> None:
+    from stagecrew.backends.workflows import NewWorkflow
+
+    flow = NewWorkflow(id="wf", steps=((job(queue="a"),), (job(queue="a"),)), groups=(False, False))
+    backend.enqueue_workflow(flow)
+    assert backend.get_workflow("wf") is not None
+    assert backend.cancel_workflow("wf") is not None
 
 
 def exercise_schedules(backend: RedisBackend) -> None:

@@ -101,6 +101,9 @@ def _dead_jobs(cli: CliApp, count: int) -> list[int]:
         ["jobs", "list"],
         ["jobs", "show"],
         ["jobs", "cancel"],
+        ["workflows"],
+        ["workflows", "show"],
+        ["workflows", "cancel"],
         ["dlq"],
         ["dlq", "list"],
         ["dlq", "requeue"],
@@ -320,6 +323,35 @@ def test_jobs_show_prints_args_result_and_every_attempts_traceback(cli_app: CliA
     assert "ValueError: boom 0" in human.stdout
     assert "Traceback (most recent call last)" in human.stdout
     assert "raise ValueError(reason)" in human.stdout
+
+
+def test_workflows_show_prints_the_workflow_and_jobs_show_its_place(cli_app: CliApp) -> None:
+    from stagecrew import chord, group
+
+    resize, explode = cli_app.app.tasks["resize"], cli_app.app.tasks["explode"]
+    handle = chord(group(resize.s("a.png"), explode.s("no")), resize.s()).enqueue()
+    cli_app.drain()
+    shown = cli_app.json("workflows", "show", handle.id)
+    assert shown["status"] == "failed"
+    assert [s["size"] for s in shown["steps"]] == [2, 1]
+    assert [(m["step"], m["index"], m["state"]) for m in shown["members"]] == [
+        (0, 0, "succeeded"),
+        (0, 1, "dead"),
+        (1, 0, "pending"),
+    ]
+    assert shown["members"][1]["error"] == "ValueError: no"
+    human = cli_app.run("workflows", "show", handle.id)
+    assert human.exit_code == 0
+    assert "failed" in human.stdout and "pending" in human.stdout
+    callback = shown["members"][2]["job_id"]
+    job = cli_app.json("jobs", "show", str(callback))
+    assert (job["workflow_id"], job["workflow_step"], job["workflow_index"]) == (handle.id, 1, 0)
+    assert f"{handle.id} step 1, member 0" in cli_app.run("jobs", "show", str(callback)).stdout
+    cancelled = cli_app.json("workflows", "cancel", handle.id)
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["members"][2]["state"] == "cancelled"
+    missing = cli_app.run("workflows", "show", "nope")
+    assert missing.exit_code == 1 and "no workflow with id nope" in missing.stderr
 
 
 def test_jobs_show_of_a_missing_job_exits_1(cli_app: CliApp) -> None:

@@ -71,6 +71,35 @@ def test_writes_and_success_commit_together(store: Store) -> None:
     app.close()
 
 
+def test_a_workflow_member_completed_in_its_transaction_advances_the_workflow(
+    store: Store,
+) -> None:
+    """complete_in runs the fan-in on the task's own connection: the next step is released by
+    the same commit as the task's writes."""
+    from stagecrew import chain
+
+    app = App(store.url)
+
+    @app.task
+    def pay(amount: int, ctx: Context) -> int:
+        with ctx.transaction() as conn:
+            conn.execute(f"INSERT INTO {store.payments} VALUES (%s, %s)", (ctx.job_id, ctx.attempt))
+        return amount
+
+    @app.task
+    def receipt(paid: None, note: str) -> str:
+        return f"{note}: {paid}"
+
+    handle = chain(pay.s(10), receipt.s("paid")).enqueue()
+    drain(app)
+    drain(app)
+    assert (
+        handle.result(timeout=10) == "paid: None"
+    )  # a job completed in its transaction has no result
+    assert len(store.paid()) == 1
+    app.close()
+
+
 def test_async_task_commits_with_async_with(store: Store) -> None:
     app = App(store.url)
 

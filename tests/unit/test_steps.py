@@ -90,6 +90,29 @@ def test_completed_steps_are_not_run_again_when_the_job_retries(app: App, kit: T
     assert ran == ["one", "two", "three"]
 
 
+def test_a_checkpoint_written_before_the_first_step_does_not_hide_the_stored_steps(
+    app: App, kit: TestKit
+) -> None:
+    charges: list[int] = []
+
+    def charge() -> int:
+        charges.append(1)
+        return len(charges)
+
+    @app.task(max_attempts=3)
+    def order(ctx: Context) -> int:
+        ctx.checkpoint_state({"attempt": ctx.attempt})
+        charged: int = ctx.step("charge", charge)
+        if ctx.attempt == 1:
+            raise Retry(0)
+        return charged
+
+    handle = order.enqueue()
+    kit.run_until_idle(advance_time=True)
+    assert handle.result(timeout=0) == 1
+    assert charges == [1]
+
+
 def test_a_step_that_raises_is_not_stored_and_runs_again(app: App, kit: TestKit) -> None:
     calls: list[int] = []
 

@@ -13,7 +13,15 @@ leases), release-worker (the claims of a worker known to be dead), prune
 (retention), cancel, requeue, purge; queue control (pause, resume); fire-schedule
 (a schedule's tick becomes its job, by compare-and-set, see `schedules.py`), pause and
 resume a schedule; durable steps, checkpoints and progress (store-step, store-state,
-store-progress, read-steps; see `steps.py`).
+store-progress, read-steps; see `steps.py`); workflows (see `workflows.py` and
+docs/workflows.md): enqueue-workflow (the record and every member in one atomic write, later
+steps held), get-workflow, cancel-workflow, and the fan-in, which is no operation of its own:
+the write that makes a member of a workflow's current step final (its ack, a cancel) reads the
+step's members and advances the workflow in that same atomic write (SQLite: the ack's write
+transaction; PostgreSQL: the ack opens a transaction when a batch holds a workflow member's
+outcome, `Ack.in_workflow`, and locks the workflow's record before it reads the members; Redis:
+the ack script itself; memory: under the engine's lock). A job that is no workflow member costs
+the ack one column (or hash field) it reads anyway.
 
 Fencing. Every job counts its claims (`Job.claims`): each claim adds one in
 the same write that makes the job running, and nothing else changes it, not
@@ -65,6 +73,7 @@ from .inputs import (
     check_lease,
     check_limit,
     check_max_lost,
+    check_new_jobs,
     check_queue_name,
     check_release_arguments,
     check_worker,
@@ -86,6 +95,7 @@ from .steps import (
     check_stored_text,
     progress_text,
 )
+from .workflows import HELD_AT, NewWorkflow, Workflow, check_new_workflow, check_workflow_id
 
 T = TypeVar("T")
 
@@ -163,6 +173,11 @@ class Ack:
     result: str | None = None
     error: AttemptError | None = None
     delay: float | None = None
+    in_workflow: bool = False
+    """The claim's job is a workflow member (`ClaimedJob.workflow_id`): an engine that writes
+    a plain ack in autocommit (PostgreSQL) runs this batch in one transaction with the
+    fan-in. The worker sets it; an ack without it still advances the workflow, but a
+    PostgreSQL fan-in is then not in the ack's own transaction."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.ref, JobRef):
@@ -256,6 +271,9 @@ class RescueReport:
     requeued: int = 0
     dead: int = 0
     cancelled: int = 0
+    more: bool = field(default=False, compare=False)
+    """From an engine's `_rescue` only: it settled a full batch in one transaction, so more
+    leases may have expired; `Backend.rescue` calls it again (and reports False)."""
 
     @property
     def total(self) -> int:
@@ -344,6 +362,8 @@ class Backend(ABC):
     """What the engine's client library raises when the store fails or refuses."""
     _keys_per_queue = False
     """True when the engine deduplicates an idempotency key within its queue only."""
+    _workflow_in_one_queue = False
+    """True when every member of one workflow must be in one queue (Redis: one slot)."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
@@ -585,6 +605,23 @@ class Backend(ABC):
         """The steps and checkpoint stored for job `job_id`, in one read (empty if none, or if
         no such job); steps in the order they were stored."""
 
+    @abstractmethod
+    def _enqueue_workflow(self, workflow: NewWorkflow) -> Op[list[list[int]]]:
+        """In one atomic write: store the workflow's record (running, at step 0) and every
+        member, step 0's waiting (due now), later steps' held (scheduled at `HELD_AT`), each
+        with its workflow id, step and index. Returns the members' ids, by step. `workflow`
+        is checked (`workflows.check_new_workflow`), its ids unused, no member keyed."""
+
+    @abstractmethod
+    def _get_workflow(self, workflow_id: str) -> Op[Workflow | None]:
+        """The workflow's record and its members still stored, by (step, index)."""
+
+    @abstractmethod
+    def _cancel_workflow(self, workflow_id: str) -> Op[Workflow | None]:
+        """In one atomic write: unless the workflow succeeded or was cancelled already, mark it
+        cancelled, cancel its waiting and held members and request the cancellation of its
+        running ones (as `cancel` does for one job). Returns it after the change."""
+
     # -- the one place every store call passes through ------------------------
     def _failure(self, operation: str, exc: BaseException) -> StagecrewError:
         error = EnqueueError if operation == "enqueue" else BackendError
@@ -799,15 +836,26 @@ class Backend(ABC):
         """Return running jobs whose lease expired to available (or dead/cancelled).
 
         Each rescue records a "worker lost" error on the job (`records.WORKER_LOST`); see
-        `transitions.after_lease_expired` for the target state.
+        `transitions.after_lease_expired` for the target state. A workflow member that ends
+        dead or cancelled runs the fan-in in the same atomic write, as an ack does.
         """
         check_max_lost(max_lost)
-        return self._call("rescue", self._rescue(max_lost))
+        total = RescueReport()
+        while True:
+            report = self._call("rescue", self._rescue(max_lost))
+            total = _added(total, report)
+            if not report.more:
+                return total
 
     @final
     async def rescue_async(self, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
         check_max_lost(max_lost)
-        return await self._call_async("rescue", self._rescue(max_lost))
+        total = RescueReport()
+        while True:
+            report = await self._call_async("rescue", self._rescue(max_lost))
+            total = _added(total, report)
+            if not report.more:
+                return total
 
     @final
     def release_worker(self, worker: str, max_lost: int = DEFAULT_MAX_LOST) -> RescueReport:
@@ -1042,6 +1090,7 @@ class Backend(ABC):
     def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
         """The earliest `run_at` of a waiting job a claim could take, or None if nothing waits.
 
+        Held workflow members (`workflows.HELD_AT`) are left out: no time makes them due.
         Jobs of paused queues are left out: they are not due for any worker, and an idle
         worker that waited for them would wake at once, again and again.
         """
@@ -1065,7 +1114,9 @@ class Backend(ABC):
             queues = tuple(q for q in queues if q not in paused)
             if not queues:
                 return None
-        return (yield from self._next_run_at(queues))
+        due = yield from self._next_run_at(queues)
+        # Held workflow members are not due at any time: their step's fan-in releases them.
+        return None if due is not None and due >= HELD_AT else due
 
     # -- steps, checkpoints and progress (see steps.py and docs/steps.md) -----
     @final
@@ -1168,6 +1219,67 @@ class Backend(ABC):
     async def list_schedules_async(self) -> list[ScheduleRecord]:
         records = await self._call_async("list_schedules", self._list_schedules())
         return sorted(records, key=_by_name)
+
+    # -- workflows (see workflows.py and docs/workflows.md) -------------------
+    @final
+    def enqueue_workflow(self, workflow: NewWorkflow) -> list[list[int]]:
+        """Store a workflow and all its members in one atomic write; their ids by step.
+
+        Members are checked as `enqueue` checks jobs (finite times, sizes), and must carry no
+        idempotency or fairness key; on any failure nothing is written (`EnqueueError` from
+        the store, `ValueError` / `TypeError` for bad input before anything is sent)."""
+        op = self._enqueue_workflow(self._workflow_input(workflow))
+        return self._call("enqueue", op)
+
+    @final
+    async def enqueue_workflow_async(self, workflow: NewWorkflow) -> list[list[int]]:
+        op = self._enqueue_workflow(self._workflow_input(workflow))
+        return await self._call_async("enqueue", op)
+
+    def _workflow_input(self, workflow: NewWorkflow) -> NewWorkflow:
+        check_new_workflow(workflow)
+        members = [job for jobs in workflow.steps for job in jobs]
+        check_new_jobs(members)
+        queues = {job.queue for job in members}
+        if self._workflow_in_one_queue and len(queues) > 1:
+            raise ValueError(
+                f"on {type(self).__name__} every member of one workflow goes to one queue, "
+                f"not to {sorted(queues)}: the fan-in is one script on one queue's keys (see "
+                "docs/workflows.md); give the members one queue"
+            )
+        return workflow
+
+    @final
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        """The workflow's record and its stored members, or None if there is none."""
+        op = self._get_workflow(check_workflow_id(workflow_id, "get_workflow"))
+        return self._call("get_workflow", op)
+
+    @final
+    async def get_workflow_async(self, workflow_id: str) -> Workflow | None:
+        op = self._get_workflow(check_workflow_id(workflow_id, "get_workflow"))
+        return await self._call_async("get_workflow", op)
+
+    @final
+    def cancel_workflow(self, workflow_id: str) -> Workflow | None:
+        """Cancel a workflow: its waiting and held members are cancelled and its running ones
+        asked to stop, in one atomic write; it never advances again. A workflow that
+        succeeded or was cancelled is left as it is. None if there is no such workflow."""
+        op = self._cancel_workflow(check_workflow_id(workflow_id, "cancel_workflow"))
+        return self._call("cancel_workflow", op)
+
+    @final
+    async def cancel_workflow_async(self, workflow_id: str) -> Workflow | None:
+        op = self._cancel_workflow(check_workflow_id(workflow_id, "cancel_workflow"))
+        return await self._call_async("cancel_workflow", op)
+
+
+def _added(total: RescueReport, report: RescueReport) -> RescueReport:
+    return RescueReport(
+        total.requeued + report.requeued,
+        total.dead + report.dead,
+        total.cancelled + report.cancelled,
+    )
 
 
 def _by_name(record: ScheduleRecord) -> str:

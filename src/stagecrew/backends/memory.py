@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from .. import transitions
 from ..clock import Clock
+from ..errors import BackendError
 from ..job import (
     FINAL_STATES,
     WAITING_STATES,
@@ -51,6 +52,16 @@ from .schedules import (
     refused,
 )
 from .steps import JobSteps, StoredValue, progress_from_store
+from .workflows import (
+    ADVANCING,
+    HELD_AT,
+    Member,
+    NewWorkflow,
+    Verdict,
+    Workflow,
+    WorkflowStatus,
+    decide,
+)
 
 T = TypeVar("T")
 
@@ -99,6 +110,12 @@ class MemoryBackend(Backend):
         """Per job that stored any, its steps' results by name, in the order stored."""
         self._states: dict[int, StoredValue] = {}
         """Per job that stored one, its checkpoint."""
+        self._workflows: dict[str, Workflow] = {}
+        """Workflow records, without their members (which are in `_jobs`)."""
+        self._member_ids: dict[str, list[int]] = {}
+        """Per workflow, its members' ids by (step, index), as enqueued (some may be deleted)."""
+        self._workflow_inputs: dict[int, str] = {}
+        """The workflow input of released members of a later step (`ClaimedJob.workflow_input`)."""
 
     def _replace(self, job: Job, **changes: object) -> Job:
         if "state" in changes and changes["state"] != job.state:
@@ -276,6 +293,8 @@ class MemoryBackend(Backend):
                         order_at=order,
                         lost=job.lost,
                         snoozes=job.snoozes,
+                        workflow_id=job.workflow_id,
+                        workflow_input=self._workflow_inputs.get(job.id),
                     )
                 )
             return claimed
@@ -341,6 +360,7 @@ class MemoryBackend(Backend):
     def _ack(self, acks: Sequence[Ack]) -> list[bool]:
         now = self.clock.now()
         applied = []
+        workflows: dict[str, None] = {}
         with self._lock:
             for ack in acks:
                 job = self._holds(ack.ref)
@@ -365,8 +385,12 @@ class MemoryBackend(Backend):
                     common.update(attempt=job.attempt - 1)
                 if ack.kind is AckKind.SNOOZE:
                     common.update(snoozes=job.snoozes + 1)
-                self._replace(job, **common)
+                new = self._replace(job, **common)
                 applied.append(True)
+                if new.workflow_id is not None and new.state.is_final:
+                    workflows.setdefault(new.workflow_id)
+            for workflow_id in workflows:  # once per workflow and batch, as the other engines
+                self._fan_in(workflow_id, now)
             if any(a.target in WAITING_STATES for a in acks):
                 self._notify()
         return applied
@@ -408,7 +432,7 @@ class MemoryBackend(Backend):
             error = WORKER_LOST.build(
                 job.lease_owner, job.attempt, now, cancelled=target is S.CANCELLED
             )
-            self._replace(
+            settled = self._replace(
                 job,
                 state=target,
                 lost=lost,
@@ -418,6 +442,8 @@ class MemoryBackend(Backend):
                 finished_at=now if target in FINAL_STATES else None,
             )
             counts[target] += 1
+            if settled.workflow_id is not None and target in FINAL_STATES:
+                self._fan_in(settled.workflow_id, now)
         if counts[S.AVAILABLE]:
             self._notify()
         return RescueReport(counts[S.AVAILABLE], counts[S.DEAD], counts[S.CANCELLED])
@@ -462,6 +488,10 @@ class MemoryBackend(Backend):
         self._steps.pop(job.id, None)
         self._states.pop(job.id, None)
         self._order_at.pop(job.id, None)
+        self._workflow_inputs.pop(job.id, None)
+        if job.workflow_id is not None and not self._members(job.workflow_id):
+            self._workflows.pop(job.workflow_id, None)  # pruned with its last member
+            self._member_ids.pop(job.workflow_id, None)
         if job.idempotency_key is not None:
             self._keys.pop(job.idempotency_key, None)
         if job.unique_key is not None and self._unique.get(job.unique_key) == job.id:
@@ -551,7 +581,10 @@ class MemoryBackend(Backend):
             target = transitions.on_cancel(job.state)
             if target is None:
                 return self._replace(job, cancel_requested=True)
-            return self._replace(job, state=target, finished_at=now)
+            cancelled = self._replace(job, state=target, finished_at=now)
+            if cancelled.workflow_id is not None:
+                self._fan_in(cancelled.workflow_id, now)
+            return cancelled
 
     @immediate
     def _requeue(self, job_filter: JobFilter) -> int:
@@ -665,6 +698,120 @@ class MemoryBackend(Backend):
     def _list_schedules(self) -> list[ScheduleRecord]:
         with self._lock:
             return list(self._schedules.values())
+
+    # -- workflows -------------------------------------------------------------
+    @immediate
+    def _enqueue_workflow(self, workflow: NewWorkflow) -> list[list[int]]:
+        now = self.clock.now()
+        with self._lock:
+            if workflow.id in self._workflows:
+                raise BackendError(
+                    f"workflow id {workflow.id} is taken already; nothing was written"
+                )
+            ids: list[list[int]] = []
+            for step, jobs in enumerate(workflow.steps):
+                ids.append([])
+                for index, new in enumerate(jobs):
+                    job_id = next(self._ids)
+                    run_at = now if step == 0 else HELD_AT
+                    self._jobs[job_id] = Job(
+                        id=job_id,
+                        task=new.task,
+                        queue=new.queue,
+                        state=S.AVAILABLE if step == 0 else S.SCHEDULED,
+                        payload=new.payload,
+                        priority=new.priority,
+                        run_at=run_at,
+                        attempt=0,
+                        max_attempts=new.max_attempts,
+                        enqueued_at=now,
+                        workflow_id=workflow.id,
+                        workflow_step=step,
+                        workflow_index=index,
+                    )
+                    ids[-1].append(job_id)
+            self._member_ids[workflow.id] = [i for step_ids in ids for i in step_ids]
+            self._workflows[workflow.id] = Workflow(
+                id=workflow.id,
+                status=WorkflowStatus.RUNNING,
+                step=0,
+                shape=workflow.shape,
+                on_failure=workflow.on_failure,
+                created_at=now,
+            )
+            self._notify()
+            return ids
+
+    def _members(self, workflow_id: str, step: int | None = None) -> list[Job]:
+        """The workflow's stored members (of `step` only, if given), by (step, index)."""
+        stored = (self._jobs.get(i) for i in self._member_ids.get(workflow_id, ()))
+        return [j for j in stored if j is not None and (step is None or j.workflow_step == step)]
+
+    def _fan_in(self, workflow_id: str, now: float) -> None:
+        """Advance the workflow as far as its members allow (under the lock: one write)."""
+        while True:
+            record = self._workflows.get(workflow_id)
+            if record is None or record.status not in ADVANCING:
+                return
+            members = [
+                Member(j.workflow_index or 0, j.state, j.result_json, j.last_error)
+                for j in self._members(workflow_id, record.step)
+            ]
+            decision = decide(record.shape, record.step, record.on_failure, members)
+            if decision.verdict is Verdict.WAIT:
+                return
+            if decision.verdict is Verdict.FAIL:
+                self._workflows[workflow_id] = dataclasses.replace(
+                    record, status=WorkflowStatus.FAILED
+                )
+                return
+            if decision.verdict is Verdict.FINISH:
+                assert decision.status is not None
+                self._workflows[workflow_id] = dataclasses.replace(
+                    record, status=decision.status, result=decision.output, finished_at=now
+                )
+                return
+            step = record.step + 1
+            self._workflows[workflow_id] = dataclasses.replace(
+                record, status=WorkflowStatus.RUNNING, step=step
+            )
+            for job in self._members(workflow_id, step):
+                if job.state is S.SCHEDULED:
+                    assert decision.output is not None
+                    self._workflow_inputs[job.id] = decision.output
+                    self._replace(job, state=S.AVAILABLE, run_at=now)
+            self._notify()
+
+    @immediate
+    def _get_workflow(self, workflow_id: str) -> Workflow | None:
+        with self._lock:
+            record = self._workflows.get(workflow_id)
+            if record is None:
+                return None
+            return dataclasses.replace(record, members=tuple(self._members(workflow_id)))
+
+    @immediate
+    def _cancel_workflow(self, workflow_id: str) -> Workflow | None:
+        now = self.clock.now()
+        with self._lock:
+            record = self._workflows.get(workflow_id)
+            if record is None:
+                return None
+            if record.status in (WorkflowStatus.RUNNING, WorkflowStatus.FAILED):
+                self._workflows[workflow_id] = dataclasses.replace(
+                    record, status=WorkflowStatus.CANCELLED, finished_at=now
+                )
+                for job in self._members(workflow_id):
+                    target = transitions.on_cancel(job.state)
+                    if job.state in FINAL_STATES:
+                        continue
+                    if target is None:
+                        self._replace(job, cancel_requested=True)
+                    else:
+                        self._replace(job, state=target, finished_at=now)
+            return dataclasses.replace(
+                self._workflows[workflow_id], members=tuple(self._members(workflow_id))
+            )
 
 
 def _no_commands(command: object) -> object:

@@ -214,4 +214,7 @@ def job_from_row(row: Sequence[Any], time_value: Callable[[Any], Any] = _as_is) 
         progress=progress_from_store(row[23], time_value(row[24])) if len(row) > 24 else None,
         unique_key=row[25] if len(row) > 26 else None,
         unique_states=states_from_text(row[26]) if len(row) > 26 else frozenset(),
+        workflow_id=row[27] if len(row) > 29 else None,
+        workflow_step=row[28] if len(row) > 29 else None,
+        workflow_index=row[29] if len(row) > 29 else None,
     )

@@ -19,6 +19,7 @@ COMMANDS = (
     "worker",
     "enqueue",
     "jobs",
+    "workflows",
     "dlq",
     "stats",
     "queues",

@@ -90,6 +90,13 @@ def _decoded(job: Job, what: str) -> Any:
         return {"undecodable": str(exc)}
 
 
+def _workflow_place(job: Job) -> str:
+    """`<id> step S, member I` for a workflow member (`stagecrew workflows show <id>`), else -."""
+    if job.workflow_id is None:
+        return "-"
+    return f"{job.workflow_id} step {job.workflow_step}, member {job.workflow_index}"
+
+
 def job_json(job: Job, steps: JobSteps | None = None) -> dict[str, Any]:
     """The stored record with its arguments and result decoded, for `--json` output: `result`
     is the decoded value, `result_json` the stored text; with `steps`, each stored step (name,
@@ -203,6 +210,7 @@ def print_job(out: Console, job: Job, steps: JobSteps | None = None) -> None:
         ("kwargs", _compact_json(_decoded(job, "kwargs"))),
         ("result", "-" if job.result_json is None else _compact_json(_decoded(job, "result"))),
         ("progress", _progress_text(job.progress)),
+        ("workflow", _workflow_place(job)),
     ]
     if steps is not None:
         state = steps.state

@@ -347,5 +347,5 @@ def _last_resort(ack: Ack, failure: Exception) -> Ack:
     reason = _ascii(f"the store refused this attempt's outcome ({ack.kind}): {failure}")[:500]
     error = AttemptError(attempt, at, ErrorKind.ERROR, "OutcomeRefused", reason)
     if ack.kind is AckKind.COMPLETE:
-        return Ack.dead_letter(ack.ref, error)
+        return replace(Ack.dead_letter(ack.ref, error), in_workflow=ack.in_workflow)
     return replace(ack, error=error)

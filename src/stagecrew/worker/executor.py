@@ -34,7 +34,7 @@ from ..errors import (
     UnknownTaskError,
 )
 from ..job import AttemptError, ClaimedJob, ErrorKind, JobState, Retry, Snooze
-from ..serialization import decode_payload, encode
+from ..serialization import decode, decode_payload, encode
 from ..task import Task
 from .job_threads import JobThreads
 from .job_transaction import JobTransaction
@@ -185,6 +185,8 @@ class Executor:
             if self.app._signer is not None:
                 payload = self.app._signer.verify(job.task, payload)
             args, kwargs = decode_payload(payload)
+            if job.workflow_input is not None:  # a later step: the step before's outcome first
+                args = [decode(job.workflow_input, what="the workflow input"), *args]
             task = self.app.get_task(job.task)
         except (SignatureError, SerializationError) as exc:
             return self._unrunnable(job, exc)

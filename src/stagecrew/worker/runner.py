@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -482,6 +483,8 @@ class Worker:
         assert self._completer is not None
         if self.faults is not None:
             self.faults.at(FaultPoint.BEFORE_ACK)
+        if flight.job.workflow_id is not None:  # its fan-in joins the ack's write (base.Ack)
+            ack = dataclasses.replace(ack, in_workflow=True)
         self._completer.submit(ack)
 
     def _on_written(self, ack: Ack, applied: bool) -> None:

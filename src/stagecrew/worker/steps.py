@@ -71,6 +71,8 @@ class AttemptSteps:
         self._clock = clock
         self._on_loop = on_loop
         self._stored: JobSteps | None = None
+        self._state_written = False
+        """A checkpoint was offered this attempt: it, not the stored one, is `state`."""
         self._ran: set[str] = set()
         self._state: Any = None
         self._lost = False
@@ -131,13 +133,15 @@ class AttemptSteps:
     def _load(self) -> JobSteps:
         if self._stored is None:
             self._stored = self._backend.read_steps(self._ref.id)
-            self._state = self._decoded_state(self._stored)
+            if not self._state_written:
+                self._state = self._decoded_state(self._stored)
         return self._stored
 
     async def _load_async(self) -> JobSteps:
         if self._stored is None:
             self._stored = await self._backend.read_steps_async(self._ref.id)
-            self._state = self._decoded_state(self._stored)
+            if not self._state_written:
+                self._state = self._decoded_state(self._stored)
         return self._stored
 
     @staticmethod
@@ -162,20 +166,21 @@ class AttemptSteps:
     # -- checkpoint ------------------------------------------------------------------
     @property
     def state(self) -> Any:
-        if self._stored is None:
+        if self._stored is None and not self._state_written:
             self._load()
         return self._state
 
     async def state_async(self) -> Any:
-        if self._stored is None:
+        if self._stored is None and not self._state_written:
             await self._load_async()
         return self._state
 
     def checkpoint_state(self, value: Any) -> None:
         self._check_held()
         text = _encoded(value, "the checkpoint")
-        if self._stored is None:
-            self._stored = JobSteps()  # a checkpoint written before any read replaces the old
+        # The stored steps are still read by the first step: a checkpoint written before it
+        # must not hide them (a completed step would run again).
+        self._state_written = True
         self._state = decode(text)
         self._offer(self._checkpoint, text)
 

@@ -69,7 +69,7 @@ from ..base import (
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run, run_async
-from ..records import WORKER_LOST, job_from_row
+from ..records import WORKER_LOST, decode_errors, job_from_row
 from ..schedules import (
     ScheduleFire,
     ScheduleFired,
@@ -80,6 +80,20 @@ from ..schedules import (
 )
 from ..steps import JobSteps, steps_from_rows
 from ..unique import states_text
+from ..workflows import (
+    ADVANCING,
+    HELD_AT,
+    Member,
+    NewWorkflow,
+    OnFailure,
+    Verdict,
+    Workflow,
+    WorkflowStatus,
+    decide,
+    settled_early,
+    shape_from_json,
+    shape_to_json,
+)
 from .deadlines import DEADLINES
 from .driver import (
     TRANSACTION,
@@ -775,6 +789,8 @@ class PostgresBackend(Backend):
                 order_at=r[14],
                 lost=r[11],
                 snoozes=r[13],
+                workflow_id=r[15],
+                workflow_input=r[16],
             )
             for r in done.rows
         ]
@@ -805,10 +821,17 @@ class PostgresBackend(Backend):
         A batch that names a job twice takes one more statement per repeat.
         """
         applied = [False] * len(acks)
+        if any(ack.in_workflow for ack in acks):  # the fan-in joins the ack's transaction
+            yield TRANSACTION
+        workflows: set[str] = set()
         for batch in _rounds(acks, lambda ack: ack.ref.id):
             done = yield Statement(self._sql.get("ack"), self._ack_params([acks[i] for i in batch]))
             for row in done.rows:
                 applied[batch[row[0] - 1]] = True
+                if row[3] is not None:
+                    workflows.add(row[3])
+        if workflows:
+            yield from self._fan_in(sorted(workflows))
         return applied
 
     def _ack_params(self, acks: Sequence[Ack]) -> dict[str, Any]:
@@ -841,22 +864,24 @@ class PostgresBackend(Backend):
         }
 
     def _rescue(self, max_lost: int) -> SqlOp[RescueReport]:
-        """Settle expired leases RESCUE_BATCH at a time, each batch committed on its own."""
-        statement = self._settle_lost_sql("rescue")
-        totals = [0, 0, 0]
-        while True:
-            params = self._settle_lost_params(max_lost, limit=RESCUE_BATCH)
-            done = yield Statement(statement, params)
-            counts = done.rows[0][:3]
-            for i, count in enumerate(counts):
-                totals[i] += count
-            if sum(counts) < RESCUE_BATCH:
-                return RescueReport(requeued=totals[0], dead=totals[1], cancelled=totals[2])
+        """Settle up to RESCUE_BATCH expired leases in one transaction, with the fan-in of the
+        workflow members among them; `more` asks the front layer for the next batch."""
+        yield TRANSACTION
+        params = self._settle_lost_params(max_lost, limit=RESCUE_BATCH)
+        done = yield Statement(self._settle_lost_sql("rescue"), params)
+        requeued, dead, cancelled = done.rows[0][:3]
+        if done.rows[0][5]:
+            yield from self._fan_in(sorted(done.rows[0][5]))
+        more = requeued + dead + cancelled >= RESCUE_BATCH
+        return RescueReport(requeued=requeued, dead=dead, cancelled=cancelled, more=more)
 
     def _release_worker(self, worker: str, max_lost: int) -> SqlOp[RescueReport]:
+        yield TRANSACTION  # the fan-in of the workflow members among the jobs joins it
         params = self._settle_lost_params(max_lost, limit=None, worker=worker)
         done = yield Statement(self._settle_lost_sql("release_worker"), params)
         requeued, dead, cancelled = done.rows[0][:3]
+        if done.rows[0][5]:
+            yield from self._fan_in(sorted(done.rows[0][5]))
         return RescueReport(requeued=requeued, dead=dead, cancelled=cancelled)
 
     def _settle_lost_sql(self, operation: str) -> str:
@@ -892,6 +917,8 @@ class PostgresBackend(Backend):
         yield Statement(
             self._sql.get("fair_prune"), {"now": params["now"], "stale_seconds": STALE_AFTER}
         )
+        if done.rowcount > 0:
+            yield Statement(self._sql.get("workflow_prune"), {})
         return max(done.rowcount, 0)
 
     def _age_priorities(self, every: float, floor: int, limit: int) -> SqlOp[int]:
@@ -1022,8 +1049,12 @@ class PostgresBackend(Backend):
     def _cancel(self, job_id: int) -> SqlOp[Job | None]:
         channel = self.settings.finished_channel
         params = {"now": self._now(), "id": job_id, "finished_channel": channel}
+        yield TRANSACTION  # a workflow member's cancel advances its workflow in the same write
         done = yield Statement(self._sql.get("cancel"), params)
-        return job_from_row(done.rows[0]) if done.rows else None
+        job = job_from_row(done.rows[0]) if done.rows else None
+        if job is not None and job.workflow_id is not None and job.state.is_final:
+            yield from self._fan_in([job.workflow_id])
+        return job
 
     def _requeue(self, job_filter: JobFilter) -> SqlOp[int]:
         """Requeue every match; `job_filter.limit` is ignored, as by the memory engine."""
@@ -1037,7 +1068,101 @@ class PostgresBackend(Backend):
         """Delete every match; `job_filter.limit` is ignored, as by the memory engine."""
         terms, params = _filter_sql(job_filter)
         done = yield Statement(self._sql.get("purge", terms), params)
+        if done.rowcount > 0:
+            yield Statement(self._sql.get("workflow_prune"), {})
         return max(done.rowcount, 0)
+
+    # -- workflows ---------------------------------------------------------------------
+    def _enqueue_workflow(self, workflow: NewWorkflow) -> SqlOp[list[list[int]]]:
+        """The record and every member in one statement (workflow_insert.sql)."""
+        members = [
+            (step, index, job)
+            for step, jobs in enumerate(workflow.steps)
+            for index, job in enumerate(jobs)
+        ]
+        params = {
+            "now": self._now(),
+            "channel": self.settings.channel,
+            "id": workflow.id,
+            "shape": shape_to_json(workflow.shape),
+            "on_failure": workflow.on_failure.value,
+            "held_at": HELD_AT,
+            "tasks": [job.task for _, _, job in members],
+            "queues": [job.queue for _, _, job in members],
+            "payloads": [job.payload for _, _, job in members],
+            "priorities": [job.priority for _, _, job in members],
+            "max_attempts": [job.max_attempts for _, _, job in members],
+            "steps": [step for step, _, _ in members],
+            "indexes": [index for _, index, _ in members],
+        }
+        done = yield Statement(self._sql.get("workflow_insert"), params)
+        ids: list[list[int]] = [[] for _ in workflow.steps]
+        for (step, _, _), row in zip(members, done.rows, strict=True):
+            ids[step].append(row[0])
+        return ids
+
+    def _fan_in(self, workflow_ids: Sequence[str]) -> SqlOp[None]:
+        """Advance each workflow as far as its members allow, in the caller's transaction.
+
+        The record is locked first (FOR UPDATE, in id order), so of two transactions that
+        each finished one of the last two members, the second reads the members after the
+        first committed: one of them sees the step done, and its compare-and-set advances."""
+        for workflow_id in workflow_ids:
+            while True:
+                locked = yield Statement(self._sql.get("workflow_lock"), {"id": workflow_id})
+                if not locked.rows or WorkflowStatus(locked.rows[0][1]) not in ADVANCING:
+                    break
+                _, _, step, shape_text, mode, *_ = locked.rows[0]
+                at = {"id": workflow_id, "step": step}
+                probe = yield Statement(self._sql.get("workflow_step_probe"), at)
+                decision = settled_early(OnFailure(mode), *probe.rows[0])
+                if decision is None:
+                    read = yield Statement(self._sql.get("workflow_step_members"), at)
+                    members = [
+                        Member(i, JobState(state), result, (decode_errors(errors) or (None,))[-1])
+                        for i, state, result, errors in read.rows
+                    ]
+                    decision = decide(shape_from_json(shape_text), step, OnFailure(mode), members)
+                if decision.verdict is Verdict.WAIT:
+                    break
+                if decision.verdict is Verdict.FAIL:
+                    yield Statement(self._sql.get("workflow_failed"), {"id": workflow_id})
+                    break
+                if decision.verdict is Verdict.FINISH:
+                    assert decision.status is not None
+                    params = {
+                        "id": workflow_id,
+                        "status": decision.status.value,
+                        "result": decision.output,
+                        "now": self._now(),
+                    }
+                    yield Statement(self._sql.get("workflow_finished"), params)
+                    break
+                params = {
+                    "id": workflow_id,
+                    "step": step,
+                    "input": decision.output,
+                    "now": self._now(),
+                    "channel": self.settings.channel,
+                }
+                yield Statement(self._sql.get("workflow_release"), params)
+
+    def _get_workflow(self, workflow_id: str) -> SqlOp[Workflow | None]:
+        found = yield Statement(self._sql.get("workflow_get"), {"id": workflow_id})
+        if not found.rows:
+            return None
+        members = yield Statement(self._sql.get("workflow_members"), {"id": workflow_id})
+        return _workflow_from_rows(found.rows[0], members.rows)
+
+    def _cancel_workflow(self, workflow_id: str) -> SqlOp[Workflow | None]:
+        yield TRANSACTION
+        params = {"id": workflow_id, "now": self._now()}
+        yield Statement(self._sql.get("workflow_cancel"), params)
+        found = yield Statement(self._sql.get("workflow_get"), {"id": workflow_id})
+        if not found.rows:
+            return None
+        members = yield Statement(self._sql.get("workflow_members"), {"id": workflow_id})
+        return _workflow_from_rows(found.rows[0], members.rows)
 
     # -- queue control -----------------------------------------------------------------
     # -- steps, checkpoints and progress -------------------------------------------------
@@ -1130,3 +1255,17 @@ def _past_window(age: float | None, job: NewJob) -> bool:
     the store's clock; None: not finished) is past `job`'s idempotency window."""
     window = job.idempotency_window
     return age is not None and window is not None and age >= window
+
+
+def _workflow_from_rows(row: Sequence[Any], members: Sequence[Sequence[Any]]) -> Workflow:
+    return Workflow(
+        id=row[0],
+        status=WorkflowStatus(row[1]),
+        step=row[2],
+        shape=shape_from_json(row[3]),
+        on_failure=OnFailure(row[4]),
+        created_at=row[5],
+        finished_at=row[6],
+        result=row[7],
+        members=tuple(job_from_row(member) for member in members),
+    )

@@ -57,6 +57,15 @@ from ..ops import Op, resume_async, run, run_async
 from ..records import WORKER_LOST
 from ..schedules import ScheduleFire, ScheduleFired, ScheduleRecord, refused
 from ..steps import JobSteps
+from ..workflows import (
+    HELD_AT,
+    NewWorkflow,
+    OnFailure,
+    Workflow,
+    WorkflowStatus,
+    shape_from_json,
+    shape_to_json,
+)
 from . import preflight, scripts, wake
 from .driver import AsyncSide, Call, Command, Driver, Eval, Step, describe_failure
 from .finished import LoopThread
@@ -117,6 +126,7 @@ class RedisBackend(Backend):
 
     capabilities = Capabilities(cross_process=True, server_clock=True, instant_wakeup=True)
     _store_errors = (RedisError,)
+    _workflow_in_one_queue = True  # its record and members in one slot (see keys.py)
 
     def __init__(self, url: str, clock: Clock | None = None) -> None:
         super().__init__(clock)
@@ -840,6 +850,93 @@ class RedisBackend(Backend):
             for (name, queue), reply in zip(where, replies, strict=True)
             if any(value is not None for value in reply)
         ]
+
+    # -- workflows ---------------------------------------------------------------------
+    def _enqueue_workflow(self, workflow: NewWorkflow) -> Op[list[list[int]]]:
+        """enqueue_workflow.lua on the one queue of every member, after reserving the ids and
+        listing the workflow in {P}:workflows (an index only: see keys.py)."""
+        now = self._now()
+        members = [
+            (step, index, job)
+            for step, jobs in enumerate(workflow.steps)
+            for index, job in enumerate(jobs)
+        ]
+        queue = self._keys.queue(members[0][2].queue)
+        replies = yield Step(
+            (
+                Command(("INCRBY", self._keys.ids, len(members))),
+                Command(("EXISTS", queue.registered)),
+                Command(("HSET", self._keys.workflows, workflow.id, queue.name)),
+            )
+        )
+        first_id = int(replies[0]) - len(members) + 1
+        if not replies[1]:
+            yield from self._register(queue)
+        args: list[Arg] = [
+            now,
+            workflow.id,
+            shape_to_json(workflow.shape),
+            workflow.on_failure.value,
+            repr(HELD_AT),
+            len(members),
+        ]
+        ids: list[list[int]] = [[] for _ in workflow.steps]
+        for offset, (step, index, job) in enumerate(members):
+            job_id = first_id + offset
+            ids[step].append(job_id)
+            args += [job_id, job.task, job.payload, int(job.priority), int(job.max_attempts)]
+            args += [step, index]
+        [reply] = yield Step((Eval.of(scripts.ENQUEUE_WORKFLOW, queue, *args),))
+        if reply[0] == -2:
+            raise BackendError(f"workflow id {workflow.id} is taken already; nothing was written")
+        if reply[0] != 1:
+            raise self._refused(queue, reply)
+        self._locator.remember_many([i for step_ids in ids for i in step_ids], queue.name)
+        return ids
+
+    def _workflow_queue(self, workflow_id: str) -> Op[QueueKeys | None]:
+        [queue] = yield Step((Command(("HGET", self._keys.workflows, workflow_id)),))
+        return None if queue is None else self._keys.queue(text(queue))
+
+    def _read_workflow(self, queue: QueueKeys, workflow_id: str) -> Op[Workflow | None]:
+        [found] = yield Step((Command(("HGETALL", queue.workflow(workflow_id))),))
+        if not found:
+            return None
+        h = hash_fields(found)
+        ids = [int(i) for step in orjson.loads(h[b"members"]) for i in step]
+        replies = yield Step(tuple(Command(("HGETALL", queue.job(i))) for i in ids))
+        jobs = [
+            job_from_hash(job_id, queue.name, hash_fields(reply))
+            for job_id, reply in zip(ids, replies, strict=True)
+            if reply
+        ]
+        return Workflow(
+            id=workflow_id,
+            status=WorkflowStatus(text(h[b"status"])),
+            step=int(h[b"step"]),
+            shape=shape_from_json(h[b"shape"]),
+            on_failure=OnFailure(text(h[b"on_failure"])),
+            created_at=float(h[b"created_at"]),
+            finished_at=opt_float(h.get(b"finished_at")),
+            result=opt_text(h.get(b"result")),
+            members=tuple(jobs),
+        )
+
+    def _get_workflow(self, workflow_id: str) -> Op[Workflow | None]:
+        queue = yield from self._workflow_queue(workflow_id)
+        if queue is None:
+            return None
+        found = yield from self._read_workflow(queue, workflow_id)
+        if found is None:  # pruned with its last member: the index entry goes too
+            yield Step((Command(("HDEL", self._keys.workflows, workflow_id)),))
+        return found
+
+    def _cancel_workflow(self, workflow_id: str) -> Op[Workflow | None]:
+        queue = yield from self._workflow_queue(workflow_id)
+        if queue is None:
+            return None
+        yield Step((Eval.of(scripts.CANCEL_WORKFLOW, queue, self._now(), workflow_id),))
+        return (yield from self._read_workflow(queue, workflow_id))
 
 
 def _schedule_record(name: str, queue: str, fields: Sequence[Any]) -> ScheduleRecord:

@@ -17,6 +17,8 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
     {P}:layout         -   STRING   the version of this layout ("1")
     {P}:schedules      -   HASH     schedule name -> the queue whose slot holds its record (an
                                     index for listing, written before each fire; see below)
+    {P}:workflows      -   HASH     workflow id -> the queue whose slot holds its record and every
+                                    member (written before enqueue_workflow.lua; see below)
     T:job:<id>         -   HASH     one job: task, queue, state, payload, priority, run_at,
                                     attempt, max_attempts, enqueued_at, started_at, finished_at,
                                     lease_owner, lease_expires_at, idempotency_key,
@@ -57,6 +59,14 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     last_job_id, last_job_tick, last_fired_at, paused ("1"/"0");
                                     kept in the queue's slot so that fire_schedule.lua can
                                     compare-and-set it and insert the tick's jobs in one script
+    T:workflow:<id>    -   HASH     one workflow whose members are all in this queue: status,
+                                    step, shape (JSON [[is a group, size], ...]), on_failure,
+                                    created_at, finished_at, result, members (JSON: the member
+                                    ids by step), stored (members whose hash still exists; the
+                                    last one deleted deletes the record). Member hashes hold
+                                    workflow_id, workflow_step, workflow_index and, once their
+                                    step is reached, workflow_input. The fan-in (`fan_in` in
+                                    _lib.lua) runs inside ack.lua and cancel.lua
     T:paused           -   STRING   "1" while the queue is paused: claim.lua and peek.lua then
                                     give out none of its jobs (an O(1) EXISTS in the claim
                                     itself); set and removed by queue_control.lua
@@ -85,6 +95,10 @@ record lives under
 its queue's tag for the same reason (its fire is one script on one slot); the {P}:schedules
 index, in another slot, is written by a separate command before the script and only lists
 the records: losing a write to it can hide a schedule from `cron list`, never fire a tick twice.
+A workflow is kept the same way: its record and all its members in one queue's slot, so that
+the fan-in is part of the ack script of that queue (a workflow whose members name several
+queues is refused, on both layouts, before anything is written); {P}:workflows only finds
+the queue of a workflow id, for `get_workflow` and `cancel_workflow`.
 """
 
 from __future__ import annotations
@@ -218,6 +232,10 @@ class QueueKeys:
         """The record of a schedule whose jobs go to this queue (fire_schedule.lua names it)."""
         return f"{self.tag}:schedule:{name}"
 
+    def workflow(self, workflow_id: str) -> str:
+        """The record of a workflow whose members are all in this queue."""
+        return f"{self.tag}:workflow:{workflow_id}"
+
 
 class Keys:
     def __init__(self, prefix: str, *, per_queue_globals: bool) -> None:
@@ -228,6 +246,7 @@ class Keys:
         self.unique = f"{{{prefix}}}:unique"
         self.layout = f"{{{prefix}}}:layout"
         self.schedules = f"{{{prefix}}}:schedules"
+        self.workflows = f"{{{prefix}}}:workflows"
         self._per_queue_globals = per_queue_globals
         self._queues: dict[str, QueueKeys] = {}
 

@@ -110,6 +110,9 @@ def _damaged_job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> J
         progress=progress_from_store(h.get(b"progress"), h.get(b"progress_at")),
         unique_key=lenient(b"unique_key") or None,
         unique_states=states_from_text(h.get(b"unique_states")),
+        workflow_id=lenient(b"workflow_id") or None,
+        workflow_step=number(b"workflow_step", int, None),
+        workflow_index=number(b"workflow_index", int, None),
     )
 
 
@@ -141,18 +144,21 @@ def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
         progress=progress_from_store(h.get(b"progress"), h.get(b"progress_at")),
         unique_key=opt_text(h.get(b"unique_key")),
         unique_states=states_from_text(h.get(b"unique_states")),
+        workflow_id=opt_text(h.get(b"workflow_id")),
+        workflow_step=_opt_int(h.get(b"workflow_step")),
+        workflow_index=_opt_int(h.get(b"workflow_index")),
     )
 
 
 def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[ClaimedJob]]:
-    """The ids and jobs of a claim.lua reply: {now, lease expiry, then 11 fields per job}.
+    """The ids and jobs of a claim.lua reply: {now, lease expiry, then 13 fields per job}.
 
     A job's first field is its member of the queue's waiting index: order_at in whole
     microseconds (17 digits), ":", one length character, then the id (`due_member` in
-    _lib.lua).
+    _lib.lua). Its last two are nil but for a workflow member.
     """
     started, expires = float(reply[0]), float(reply[1])
-    rows = list(zip(*(reply[2 + k :: 11] for k in range(11)), strict=True))
+    rows = list(zip(*(reply[2 + k :: 13] for k in range(13)), strict=True))
     ids = [int(row[0][19:]) for row in rows]
     try:
         return ids, [
@@ -172,6 +178,8 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 order_at=int(member[:17]) / 1_000_000,
                 lost=lost,
                 snoozes=snoozes,
+                workflow_id=workflow_id.decode() if workflow_id else None,
+                workflow_input=workflow_input.decode() if workflow_input else None,
             )
             for job_id, (
                 member,
@@ -185,6 +193,8 @@ def claimed_jobs(queue: str, reply: Sequence[Any]) -> tuple[list[int], list[Clai
                 lost,
                 token,
                 snoozes,
+                workflow_id,
+                workflow_input,
             ) in zip(ids, rows, strict=True)
         ]
     except (AttributeError, TypeError, ValueError):  # a damaged job hash

@@ -104,6 +104,8 @@ FIRE_SCHEDULE = "fire_schedule"
 SCHEDULE_PAUSED = "schedule_paused"
 QUEUE_CONTROL = "queue_control"
 STORE_STEP = "store_step"
+ENQUEUE_WORKFLOW = "enqueue_workflow"
+CANCEL_WORKFLOW = "cancel_workflow"
 
 ALL_SCRIPTS = (
     ENQUEUE,
@@ -124,4 +126,6 @@ ALL_SCRIPTS = (
     SCHEDULE_PAUSED,
     QUEUE_CONTROL,
     STORE_STEP,
+    ENQUEUE_WORKFLOW,
+    CANCEL_WORKFLOW,
 )

@@ -89,7 +89,7 @@ from ..base import (
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run
-from ..records import WORKER_LOST, job_from_row, salvage_claim
+from ..records import WORKER_LOST, decode_errors, job_from_row, salvage_claim
 from ..schedules import (
     ScheduleFire,
     ScheduleFired,
@@ -101,6 +101,20 @@ from ..schedules import (
 from ..sql_files import read_migrations, read_statement
 from ..steps import JobSteps, steps_from_rows
 from ..unique import states_text
+from ..workflows import (
+    ADVANCING,
+    HELD_AT,
+    Member,
+    NewWorkflow,
+    OnFailure,
+    Verdict,
+    Workflow,
+    WorkflowStatus,
+    decide,
+    settled_early,
+    shape_from_json,
+    shape_to_json,
+)
 from .finish_signal import FinishSignal
 
 T = TypeVar("T")
@@ -811,6 +825,8 @@ class SQLiteBackend(ThreadDriven):
                         order_at=_real(r[13]),
                         lost=r[9],
                         snoozes=r[11],
+                        workflow_id=r[14],
+                        workflow_input=r[15],
                     )
                     for r in rows
                 ]
@@ -864,10 +880,11 @@ class SQLiteBackend(ThreadDriven):
         if len(bulk) < 2 or len({ack.ref.id for ack in acks}) != len(acks):
             bulk = []
         applied = [False] * len(acks)
+        workflows: set[str] = set()
         conn: sqlite3.Connection = yield WRITE
         if bulk:
             done = {
-                row[0]
+                row[0]: row[1]
                 for row in conn.execute(
                     _sql("ack_complete_many"),
                     {
@@ -880,16 +897,24 @@ class SQLiteBackend(ThreadDriven):
             }
             for i in bulk:
                 applied[i] = acks[i].ref.id in done
+            workflows.update(w for w in done.values() if w is not None)
         for i in sorted(set(range(len(acks))) - set(bulk)):
-            applied[i] = self._ack_one(conn, acks[i], now)
+            applied[i], workflow_id = self._ack_one(conn, acks[i], now)
+            if workflow_id is not None:
+                workflows.add(workflow_id)
+        released = False
+        for workflow_id in sorted(workflows):  # the fan-in, in the ack's write transaction
+            released = self._fan_in(conn, workflow_id, now) or released
         # Any applied outcome may end the job: a retry or hand-back with a pending cancel
         # request makes it cancelled (see ack.sql).
         yield from self._committed(
-            work=any(ack.target in WAITING_STATES for ack in acks), finished=any(applied)
+            work=released or any(ack.target in WAITING_STATES for ack in acks),
+            finished=any(applied),
         )
         return applied
 
-    def _ack_one(self, conn: sqlite3.Connection, ack: Ack, now: float) -> bool:
+    def _ack_one(self, conn: sqlite3.Connection, ack: Ack, now: float) -> tuple[bool, str | None]:
+        """Apply one ack; whether it applied, and the job's workflow id (None: no member)."""
         target = ack.target
         run_in = ack.run_in
         error = None if ack.error is None else orjson.dumps(ack.error.to_json()).decode()
@@ -909,7 +934,8 @@ class SQLiteBackend(ThreadDriven):
                 **_record_params(),
             },
         )
-        return cursor.rowcount == 1
+        row = cursor.fetchone()
+        return (False, None) if row is None else (True, row[0])
 
     def _rescue(self, max_lost: int) -> Op[RescueReport]:
         return self._settle_lost("rescue", {"max_lost": max_lost})
@@ -921,20 +947,21 @@ class SQLiteBackend(ThreadDriven):
         """Record a lost worker on each job `operation` (rescue, release_worker) settles."""
         now = self.clock.now()
         conn: sqlite3.Connection = yield WRITE
-        states = [
-            row[0]
-            for row in conn.execute(
-                _settle_lost_sql(operation),
-                {"now": now, "now_json": orjson.dumps(now).decode(), **_record_params(), **params},
-            )
-        ]
+        rows = conn.execute(
+            _settle_lost_sql(operation),
+            {"now": now, "now_json": orjson.dumps(now).decode(), **_record_params(), **params},
+        ).fetchall()
+        states = [row[0] for row in rows]
+        released = False
+        for workflow_id in sorted({w for state, w in rows if w and state != "available"}):
+            released = self._fan_in(conn, workflow_id, now) or released
         report = RescueReport(
             requeued=states.count(JobState.AVAILABLE.value),
             dead=states.count(JobState.DEAD.value),
             cancelled=states.count(JobState.CANCELLED.value),
         )
         yield from self._committed(
-            work=report.requeued > 0, finished=report.dead + report.cancelled > 0
+            work=released or report.requeued > 0, finished=report.dead + report.cancelled > 0
         )
         return report
 
@@ -956,6 +983,8 @@ class SQLiteBackend(ThreadDriven):
                 "limit": limit,
             },
         ).rowcount
+        if count:
+            conn.execute(_sql("workflow_prune"))
         yield from self._committed(finished=count > 0)  # a deleted job is gone
         return count
 
@@ -1086,7 +1115,10 @@ class SQLiteBackend(ThreadDriven):
             row = conn.execute(_sql("get_job"), {"id": job_id}).fetchone()
             return None if row is None else job_from_row(row, _real)
         job = job_from_row(row, _real)
-        yield from self._committed(finished=job.state.is_final)
+        released = False
+        if job.workflow_id is not None and job.state.is_final:
+            released = self._fan_in(conn, job.workflow_id, self.clock.now())
+        yield from self._committed(work=released, finished=job.state.is_final)
         return job
 
     def _requeue(self, job_filter: JobFilter) -> Op[int]:
@@ -1105,6 +1137,8 @@ class SQLiteBackend(ThreadDriven):
         sql = _sql("purge") + "".join(f"\n  AND {t}" for t in terms)
         conn: sqlite3.Connection = yield WRITE
         count: int = conn.execute(sql, params).rowcount
+        if count:
+            conn.execute(_sql("workflow_prune"))
         yield from self._committed(finished=count > 0)  # a deleted job is gone
         return count
 
@@ -1204,6 +1238,101 @@ class SQLiteBackend(ThreadDriven):
     def _list_schedules(self) -> Op[list[ScheduleRecord]]:
         conn: sqlite3.Connection = yield AUTOCOMMIT
         return [_schedule_from_row(row) for row in _read_rows(conn, _sql("schedule_list"), {})]
+
+    # -- workflows ---------------------------------------------------------------------
+    def _enqueue_workflow(self, workflow: NewWorkflow) -> Op[list[list[int]]]:
+        """The members go in as an enqueue's rows (`_insert_jobs`), later steps held, then
+        get their place in the workflow, in the same write transaction as the record."""
+        now = self.clock.now()
+        conn: sqlite3.Connection = yield WRITE
+        ids: list[list[int]] = []
+        for step, jobs in enumerate(workflow.steps):
+            held = [job if step == 0 else job._replace(run_at=HELD_AT) for job in jobs]
+            entries, _ = self._insert_jobs(conn, held, now)
+            ids.append([entry.id for entry in entries])
+            conn.executemany(
+                _sql("workflow_member"),
+                [(workflow.id, step, index, job_id) for index, job_id in enumerate(ids[-1])],
+            )
+        conn.execute(
+            _sql("workflow_insert"),
+            (workflow.id, shape_to_json(workflow.shape), workflow.on_failure.value, now),
+        )
+        yield from self._committed(work=True)
+        return ids
+
+    def _fan_in(self, conn: sqlite3.Connection, workflow_id: str, now: float) -> bool:
+        """Advance the workflow as far as its members allow, in the caller's write transaction
+        (which holds SQLite's write lock: no other writer reads the same members). True if it
+        released members of a step (work to wake workers for, after the commit)."""
+        released = False
+        while True:
+            row = conn.execute(_sql("workflow_get"), (workflow_id,)).fetchone()
+            if row is None or WorkflowStatus(row[1]) not in ADVANCING:
+                return released
+            step, shape, on_failure = row[2], shape_from_json(row[3]), OnFailure(row[4])
+            unfinished, failed = conn.execute(
+                _sql("workflow_step_probe"), (workflow_id, step)
+            ).fetchone()
+            early = settled_early(on_failure, bool(unfinished), bool(failed))
+            members = (
+                []
+                if early is not None
+                else [
+                    Member(index, _JOB_STATE[state], result, (decode_errors(errors) or (None,))[-1])
+                    for index, state, result, errors in conn.execute(
+                        _sql("workflow_step_members"), (workflow_id, step)
+                    )
+                ]
+            )
+            decision = early or decide(shape, step, on_failure, members)
+            if decision.verdict is Verdict.WAIT:
+                return released
+            if decision.verdict is Verdict.FAIL:
+                conn.execute(_sql("workflow_failed"), (workflow_id,))
+                return released
+            if decision.verdict is Verdict.FINISH:
+                assert decision.status is not None
+                conn.execute(
+                    _sql("workflow_finished"),
+                    (decision.status.value, decision.output, now, workflow_id),
+                )
+                return released
+            conn.execute(_sql("workflow_advanced"), (workflow_id,))
+            conn.execute(_sql("workflow_release"), (now, decision.output, workflow_id, step + 1))
+            released = True
+
+    def _get_workflow(self, workflow_id: str) -> Op[Workflow | None]:
+        conn: sqlite3.Connection = yield READ
+        return _read_workflow(conn, workflow_id)
+
+    def _cancel_workflow(self, workflow_id: str) -> Op[Workflow | None]:
+        now = self.clock.now()
+        conn: sqlite3.Connection = yield WRITE
+        changed = conn.execute(_sql("workflow_cancel"), (now, workflow_id)).rowcount
+        if changed:
+            conn.execute(_sql("workflow_cancel_members"), {"id": workflow_id, "now": now})
+        found = _read_workflow(conn, workflow_id)
+        yield from self._committed(finished=bool(changed))
+        return found
+
+
+def _read_workflow(conn: sqlite3.Connection, workflow_id: str) -> Workflow | None:
+    row = conn.execute(_sql("workflow_get"), (workflow_id,)).fetchone()
+    if row is None:
+        return None
+    members = _read_rows(conn, _sql("workflow_members"), {"id": workflow_id})
+    return Workflow(
+        id=row[0],
+        status=WorkflowStatus(row[1]),
+        step=row[2],
+        shape=shape_from_json(row[3]),
+        on_failure=OnFailure(row[4]),
+        created_at=_real(row[5]),
+        finished_at=_real(row[6]),
+        result=row[7],
+        members=tuple(job_from_row(member, _real) for member in members),
+    )
 
 
 def _schedule_from_row(row: Sequence[Any]) -> ScheduleRecord:

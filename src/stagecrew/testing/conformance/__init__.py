@@ -56,6 +56,7 @@ from .state_machine import StateMachineConformance
 from .steps import StepsConformance
 from .uniqueness import UniquenessConformance
 from .wait import WaitConformance
+from .workflows import WorkflowConformance
 
 __all__ = [
     "LEASE",
@@ -83,6 +84,7 @@ __all__ = [
     "StepsConformance",
     "UniquenessConformance",
     "WaitConformance",
+    "WorkflowConformance",
 ]
 
 
@@ -109,5 +111,6 @@ class BackendConformance(
     ScheduleConformance,
     StepsConformance,
     UniquenessConformance,
+    WorkflowConformance,
 ):
     """Every guarantee of the `Backend` contract; requires a `backend_factory` fixture."""

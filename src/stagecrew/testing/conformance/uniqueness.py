@@ -220,6 +220,19 @@ class UniquenessConformance(Harness):
         [third] = backend.enqueue([new_job(key="k")])
         assert (third.id, third.created) == (again.id, False)
 
+    def test_a_key_released_by_an_enqueue_that_made_no_job_is_free_after_a_purge(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        done = job_in_state(backend, clock, S.SUCCEEDED, key="k")
+        [holder] = backend.enqueue([new_job(unique_key="u")])
+        clock.advance(DAY + 1.0)
+        # the window passed, so "k" is released, but "u" is held: no job is made
+        [matched] = backend.enqueue([new_job(key="k", unique_key="u")])
+        assert (matched.id, matched.created) == (holder.id, False)
+        assert backend.purge(JobFilter(ids=frozenset({done}))) == 1
+        [fresh] = backend.enqueue([new_job(key="k")])
+        assert fresh.created is True  # no index entry names the purged job
+
     def test_the_idempotency_window_is_the_enqueues_own(
         self, backend: Backend, clock: FakeClock
     ) -> None:

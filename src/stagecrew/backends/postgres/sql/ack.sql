@@ -14,7 +14,9 @@
 -- back (retry, hand-back) are woken once each. If any applied row became final (succeeded, dead,
 -- cancelled), one notification goes to %(finished_channel)s for the whole statement, never one per
 -- job (NOTIFY takes a cluster-wide lock at commit): its payload is the finished ids, comma-joined,
--- or '' ("any job") when they would take more than %(finished_payload_bytes)s bytes.
+-- or '' ("any job") when they would take more than %(finished_payload_bytes)s bytes. The last
+-- column is the job's workflow_id where it became final (else NULL, and for a job that is no
+-- workflow member): the fan-in's input.
 WITH clock AS (
     SELECT {schema}.store_now(%(now)s) AS now
 ),
@@ -63,7 +65,7 @@ applied AS (
     WHERE j.id = ANY(%(ids)b::bigint[])
       AND j.state = 'running'
       AND j.claims = b.tokens[width_bucket(j.id, b.ids)]
-    RETURNING width_bucket(j.id, b.ids), j.id, j.queue, j.state
+    RETURNING width_bucket(j.id, b.ids), j.id, j.queue, j.state, j.workflow_id
 )
 SELECT width_bucket,
        (SELECT count(pg_notify(%(channel)s, q.queue))
@@ -73,5 +75,6 @@ SELECT width_bucket,
                                     THEN f.ids ELSE '' END))
         FROM (SELECT string_agg(id::text, ',') AS ids
               FROM applied WHERE state IN ('succeeded', 'dead', 'cancelled')) AS f
-        WHERE f.ids IS NOT NULL)
+        WHERE f.ids IS NOT NULL),
+       CASE WHEN state IN ('succeeded', 'dead', 'cancelled') THEN workflow_id END
 FROM applied

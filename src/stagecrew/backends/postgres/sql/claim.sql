@@ -38,4 +38,5 @@ SET state = 'running',
 FROM clock
 WHERE j.id = ANY(ARRAY(SELECT id FROM due))
 RETURNING j.id, j.task, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.enqueued_at,
-          j.run_at, j.started_at, j.lease_expires_at, j.lost, j.claims, j.snoozes, j.order_at
+          j.run_at, j.started_at, j.lease_expires_at, j.lost, j.claims, j.snoozes, j.order_at,
+          j.workflow_id, j.workflow_input

@@ -12,7 +12,8 @@
 -- backend (records.WORKER_LOST: %(lost_type)s, %(lost_message)s with one %s for the lease owner,
 -- %(lost_kind)s, %(lost_cancelled_kind)s); the statement fills in only the owner, the attempt and
 -- the store's time. Queues that got a job back are woken once each; jobs that ended dead or
--- cancelled are announced with one notification to %(finished_channel)s, as ack.sql does.
+-- cancelled are announced with one notification to %(finished_channel)s, as ack.sql does. The last
+-- column lists the workflows of members that ended dead or cancelled (the backend's fan-in).
 WITH lost AS (
     SELECT id
     FROM {schema}.jobs
@@ -47,7 +48,7 @@ settled AS (
         lease_owner = NULL,
         lease_expires_at = NULL
     WHERE j.id = ANY(ARRAY(SELECT id FROM lost))
-    RETURNING j.id, j.state, j.queue
+    RETURNING j.id, j.state, j.queue, j.workflow_id
 )
 SELECT count(*) FILTER (WHERE state = 'available'),
        count(*) FILTER (WHERE state = 'dead'),
@@ -59,5 +60,7 @@ SELECT count(*) FILTER (WHERE state = 'available'),
                                     THEN f.ids ELSE '' END))
         FROM (SELECT string_agg(id::text, ',') AS ids
               FROM settled WHERE state IN ('dead', 'cancelled')) AS f
-        WHERE f.ids IS NOT NULL)
+        WHERE f.ids IS NOT NULL),
+       (SELECT array_agg(DISTINCT workflow_id) FROM settled
+        WHERE workflow_id IS NOT NULL AND state IN ('dead', 'cancelled'))
 FROM settled

@@ -174,6 +174,100 @@ local function announce_finished(ids)
     redis.call('PUBLISH', TAG .. ':finished', message)
 end
 
+-- What the fan-in passes on for one member of a step (backends/workflows.py `decide`): its
+-- result as stored JSON text (`value`), or an outcome object (`on_failure = continue`).
+local function member_outcome(state, result, errors, as_outcome)
+    if result == nil or result == false or result == '' then
+        result = 'null'
+    end
+    if not as_outcome then
+        return result
+    end
+    if state == 'succeeded' then
+        return '{"state":"succeeded","result":' .. result .. '}'
+    end
+    local err = 'null'
+    local ok, list = pcall(cjson.decode, errors or '[]')
+    if ok and type(list) == 'table' and type(list[#list]) == 'table' then
+        local last = list[#list]
+        err = cjson.encode({ type = tostring(last.type or ''), message = tostring(last.message or '') })
+    end
+    return '{"state":' .. cjson.encode(state) .. ',"error":' .. err .. '}'
+end
+
+-- The fan-in (backends/workflows.py): advance workflow `workflow` as far as the members of its
+-- current step allow, in the calling script (so in the same atomic step as the write that made
+-- a member final). Reads and writes T:workflow:<id> (status, step, result, finished_at); reads
+-- the current step's member hashes; releases the next step's held members (scheduled at the
+-- held time: out of KEYS[2] scheduled, into KEYS[1] available, with `workflow_input`). Returns
+-- true when it released members (the caller wakes a worker).
+local function fan_in(workflow, now_s)
+    local record = TAG .. ':workflow:' .. workflow
+    local released = false
+    while true do
+        local w = redis.call('HMGET', record, 'status', 'step', 'shape', 'on_failure', 'members')
+        if not w[1] or (w[1] ~= 'running' and w[1] ~= 'failed') then
+            return released
+        end
+        local step = tonumber(w[2])
+        local shape, members = cjson.decode(w[3]), cjson.decode(w[5])
+        local continue = w[4] == 'continue'
+        local group = shape[step + 1][1] == 1
+        local ids = members[step + 1]
+        local done, failed = true, false
+        local passed, values = {}, {}
+        for i, id in ipairs(ids) do
+            local f = redis.call('HMGET', job_key(id), 'state', 'result', 'errors')
+            local state = f[1]
+            if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
+                if state ~= 'succeeded' then
+                    failed = true
+                end
+                passed[i] = member_outcome(state, f[2], f[3], continue)
+                values[i] = member_outcome(state, f[2], f[3], false)
+            else
+                done = false
+            end
+        end
+        if failed and not continue then
+            redis.call('HSET', record, 'status', 'failed')
+            return released
+        end
+        if not done then
+            return released
+        end
+        local output = passed[1]
+        if group then
+            output = '[' .. table.concat(passed, ',') .. ']'
+        end
+        if step + 1 >= #shape then
+            local status, result = 'succeeded', output
+            if failed then
+                status = 'failed'
+            else
+                result = values[1]
+                if group then
+                    result = '[' .. table.concat(values, ',') .. ']'
+                end
+            end
+            redis.call('HSET', record, 'status', status, 'result', result, 'finished_at', now_s)
+            return released
+        end
+        redis.call('HSET', record, 'status', 'running', 'step', step + 1)
+        for _, id in ipairs(members[step + 2]) do
+            local k = job_key(id)
+            local f = redis.call('HMGET', k, 'state', 'priority')
+            if f[1] == 'scheduled' then
+                redis.call('ZREM', SCHEDULED, id)
+                redis.call('HSET', k, 'state', 'available', 'run_at', now_s, 'workflow_input',
+                    output)
+                make_available(id, f[2], tonumber(now_s))
+                released = true
+            end
+        end
+    end
+end
+
 -- The "worker lost" error's fixed fields, ARGV[i] to ARGV[i + 3] (records.WORKER_LOST.params()
 -- in Python, where its text is decided): type, message (one %s for the lease owner), kind, and
 -- the kind when a cancellation was pending. Checked like every argument, before any write.
@@ -196,7 +290,7 @@ end
 -- as transitions.after_lease_expired decides: back to available, or dead, or cancelled, with the
 -- "worker lost" error `record` (from lost_record_arg) filled in with the lease owner ('None'
 -- when there is none), the attempt and now. `f` holds its fields state, attempt, max_attempts,
--- lost, cancel_requested, lease_owner, errors, priority and run_at (in that order); the caller
+-- lost, cancel_requested, lease_owner, errors, priority, run_at and workflow_id (in that order); the caller
 -- has taken it out of T:running. Counts the job in `settled[state]`, for the state it settled in
 -- (`settled` from new_settled), and lists it in `settled.final` when that state is final.
 local function settle_lost(id, f, max_lost, now_s, record, settled)
@@ -226,18 +320,29 @@ local function settle_lost(id, f, max_lost, now_s, record, settled)
     settled[target] = settled[target] + 1
     if target ~= 'available' then
         settled.final[#settled.final + 1] = id
+        if f[10] and f[10] ~= '' then
+            settled.workflows[f[10]] = true
+        end
     end
 end
 
--- What settle_lost has settled so far in one script call: counts per state, the final ids.
+-- What settle_lost has settled so far in one script call: counts per state, the final ids, the
+-- workflows of members that ended dead or cancelled.
 local function new_settled()
-    return { available = 0, dead = 0, cancelled = 0, final = {} }
+    return { available = 0, dead = 0, cancelled = 0, final = {}, workflows = {} }
 end
 
--- After the last settle_lost of a script call: wake the workers when a job is available again,
--- and tell the waiters which jobs are final.
-local function announce_settled(settled)
-    if settled.available > 0 then
+-- After the last settle_lost of a script call: run the fan-in of the workflows whose members
+-- ended (`fan_in`: reads and writes T:workflow:<id> and its members' hashes), wake the workers
+-- when a job is available again, and tell the waiters which jobs are final.
+local function announce_settled(settled, now_s)
+    local due = settled.available > 0
+    for workflow in pairs(settled.workflows) do
+        if fan_in(workflow, now_s) then
+            due = true
+        end
+    end
+    if due then
         wake()
     end
     announce_finished(settled.final)
@@ -281,11 +386,20 @@ local function unique_holder(unique)
     return nil
 end
 
--- Delete a finished job and everything that points at it (its steps too: T:steps:<id>).
+-- Delete a finished job and everything that points at it: its steps (T:steps:<id>), its unique
+-- key's entry, and, for the last stored member of a workflow, the workflow's record
+-- T:workflow:<id> (its `stored` count reaches 0).
 local function delete_job(id, state, key)
-    local unique = redis.call('HGET', job_key(id), 'unique_key')
+    local f = redis.call('HMGET', job_key(id), 'unique_key', 'workflow_id')
+    local unique, workflow = f[1], f[2]
     if unique and redis.call('HGET', UNIQUE, unique) == id then
         redis.call('HDEL', UNIQUE, unique)
+    end
+    if workflow and workflow ~= '' then
+        local record = TAG .. ':workflow:' .. workflow
+        if redis.call('HINCRBY', record, 'stored', -1) <= 0 then
+            redis.call('DEL', record)
+        end
     end
     redis.call('DEL', job_key(id), TAG .. ':steps:' .. id)
     unindex(id, state, nil)

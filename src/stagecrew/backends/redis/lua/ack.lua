@@ -6,7 +6,9 @@
 --
 -- KEYS (keys.py): writes KEYS[3] running, then the target's index: KEYS[1] available, KEYS[2]
 --   scheduled, KEYS[4] succeeded, KEYS[5] dead or KEYS[6] cancelled; and the jobs' hashes
---   T:job:<id>. Leaves a wake-up token on T:wake when a job is due again, and publishes once on
+--   T:job:<id>. A member of a workflow that became final runs the fan-in (`fan_in` in
+--   _lib.lua): reads and writes T:workflow:<id> and its step's member hashes, and may move held
+--   members from KEYS[2] scheduled to KEYS[1] available. Leaves a wake-up token on T:wake when a job is due again, and publishes once on
 --   T:finished the ids of the jobs that became final (succeeded, dead or cancelled).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); then 7 per outcome: job id, claim token,
 --   kind (complete | retry | dead_letter | cancel | release | snooze), target state (`Ack.target`,
@@ -55,13 +57,15 @@ local due = false
 local done = {}
 local finished = { succeeded = {}, dead = {}, cancelled = {} }
 local final = {}
+local workflows = {}
 for i = 3, #ARGV, 7 do
     local id, token, kind, target = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local result, err, delay = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
     local k = job_key(id)
     -- Only what this outcome needs is read: each field of a small hash is found by a scan
-    -- of the whole hash, and a complete, the common case, needs two.
-    local f = redis.call('HMGET', k, 'state', 'claims')
+    -- of the whole hash, and a complete, the common case, needs three (the workflow id for
+    -- the fan-in of a member that became final).
+    local f = redis.call('HMGET', k, 'state', 'claims', 'workflow_id')
     if not f[1] then
         out[#out + 1] = -1
     elseif f[1] ~= 'running' or f[2] ~= token then
@@ -109,6 +113,9 @@ for i = 3, #ARGV, 7 do
             list[#list + 1] = now_s
             list[#list + 1] = id
             final[#final + 1] = id
+            if f[3] and f[3] ~= '' then
+                workflows[#workflows + 1] = f[3]
+            end
         end
         out[#out + 1] = 1
     end
@@ -119,6 +126,17 @@ end
 for state, list in pairs(finished) do
     if #list > 0 then
         call_many('ZADD', FINISHED[state], list)
+    end
+end
+-- The fan-in of every workflow one of whose members became final here, after the indexes are
+-- written (it reads the members' states).
+local seen = {}
+for _, workflow in ipairs(workflows) do
+    if not seen[workflow] then
+        seen[workflow] = true
+        if fan_in(workflow, now_s) then
+            due = true
+        end
     end
 end
 if due then

@@ -15,10 +15,12 @@
 --   jobs and more are waiting).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] worker id; ARGV[4] limit;
 --   ARGV[5] lease seconds; ARGV[6] the most scheduled jobs to move to T:due in this call.
--- Returns {now, lease_expires_at, then 11 per claimed job: its member (order_at in µs and
+-- Returns {now, lease_expires_at, then 13 per claimed job: its member (order_at in µs and
 --   the id, see due_member), attempt, task, payload, max_attempts, priority, enqueued_at,
---   run_at, lost, token, snoozes}. The member is sent as it is: formatting order_at here
---   cost more than the rest of a job's claim.
+--   run_at, lost, token, snoozes, workflow_id and workflow_input (nil for a job that is no
+--   workflow member)}. The member is sent as it is: formatting order_at here cost more than
+--   the rest of a job's claim. The input is read only for a workflow member: each field a
+--   small hash lacks costs a scan of the whole hash.
 -- validates: now, limit (whole), lease seconds (finite, >= 0), the promotion batch (whole).
 -- Every argument is checked before the first write (see _lib.lua).
 if #ARGV ~= 6 then
@@ -109,7 +111,7 @@ for _, member in ipairs(picked) do
     local id = id_of_member(member)
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'task', 'payload', 'max_attempts', 'priority',
-        'enqueued_at', 'run_at', 'attempt', 'lost', 'claims', 'snoozes')
+        'enqueued_at', 'run_at', 'attempt', 'lost', 'claims', 'snoozes', 'workflow_id')
     -- a hash missing fields is claimed all the same (the worker dead-letters it); only a
     -- member whose hash is gone is dropped
     if f[1] or redis.call('EXISTS', k) == 1 then
@@ -127,6 +129,8 @@ for _, member in ipairs(picked) do
         out[#out + 1] = tonumber(f[8]) or 0
         out[#out + 1] = token
         out[#out + 1] = tonumber(f[10]) or 0
+        out[#out + 1] = f[11]
+        out[#out + 1] = f[11] and redis.call('HGET', k, 'workflow_input')
     end
 end
 if #running > 0 then

@@ -90,6 +90,7 @@ for i = 1, n do
             local f = redis.call('HMGET', job_key(stored), 'state', 'finished_at')
             if FINISHED[f[1]] and f[2] and tonumber(f[2]) + tonumber(ARGV[o + 10]) <= now then
                 released[#released + 1] = stored
+                released[#released + 1] = key
                 stored = nil
             end
         end
@@ -122,8 +123,14 @@ for i = 1, n do
 end
 
 -- Pass 2: write. Index entries are collected and added with one command per index.
-for _, id in ipairs(released) do
+-- A released key leaves the index too, unless this call gives it to a new job (HSET below):
+-- an entry naming a job that no longer has the key would outlive that job's prune.
+for r = 1, #released, 2 do
+    local id, key = released[r], released[r + 1]
     redis.call('HDEL', job_key(id), 'idempotency_key')
+    if redis.call('HGET', IDEMPOTENCY, key) == id then
+        redis.call('HDEL', IDEMPOTENCY, key)
+    end
 end
 local next_id = nil
 if fresh > 0 and ARGV[BASE + 1] == '' then

@@ -31,11 +31,11 @@ local settled = new_settled()
 for _, id in ipairs(redis.call('ZRANGE', RUNNING, 0, -1)) do
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'lost',
-        'cancel_requested', 'lease_owner', 'errors', 'priority', 'run_at')
+        'cancel_requested', 'lease_owner', 'errors', 'priority', 'run_at', 'workflow_id')
     if f[1] == 'running' and f[6] == worker then
         redis.call('ZREM', RUNNING, id)
         settle_lost(id, f, max_lost, now_s, record, settled)
     end
 end
-announce_settled(settled)
+announce_settled(settled, now_s)
 return { settled.available, settled.dead, settled.cancelled }

@@ -25,10 +25,10 @@ for _, id in ipairs(expired) do
     redis.call('ZREM', RUNNING, id)
     local k = job_key(id)
     local f = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'lost',
-        'cancel_requested', 'lease_owner', 'errors', 'priority', 'run_at')
+        'cancel_requested', 'lease_owner', 'errors', 'priority', 'run_at', 'workflow_id')
     if f[1] == 'running' then
         settle_lost(id, f, max_lost, now_s, record, settled)
     end
 end
-announce_settled(settled)
+announce_settled(settled, now_s)
 return { settled.available, settled.dead, settled.cancelled, #expired }

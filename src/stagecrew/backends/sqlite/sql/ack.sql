@@ -5,6 +5,8 @@
 -- one more in snoozes. A job that waits again is ordered by its run_at (order_at = run_at),
 -- keyed or not.
 -- :result is set where given (a completion's JSON text), else the stored result stays.
+-- Returns, where it applied, the job's workflow_id if the job became final (else NULL, and for a
+-- job that is no workflow member): the fan-in's input.
 -- :error is AttemptError JSON, or NULL to leave errors alone; stored_errors.sql (the backend splices
 -- it in) keeps a stored value that is not a JSON array instead of failing the ack.
 UPDATE stagecrew_jobs
@@ -28,3 +30,4 @@ SET state = CASE
     lease_owner = NULL,
     lease_expires_at = NULL
 WHERE id = :id AND claims = :token AND state = 'running'
+RETURNING CASE WHEN state IN ('succeeded', 'dead', 'cancelled') THEN workflow_id END

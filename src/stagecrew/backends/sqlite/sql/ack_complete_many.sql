@@ -16,4 +16,4 @@ FROM (
 WHERE stagecrew_jobs.id = done.id
   AND stagecrew_jobs.claims = done.token
   AND stagecrew_jobs.state = 'running'
-RETURNING stagecrew_jobs.id
+RETURNING stagecrew_jobs.id, stagecrew_jobs.workflow_id

@@ -19,4 +19,4 @@ RETURNING id, task, queue, payload, attempt, max_attempts, priority, enqueued_at
     typeof(task) = 'text' AND typeof(payload) = 'text' AND typeof(max_attempts) = 'integer'
     AND typeof(priority) = 'integer' AND typeof(enqueued_at) IN ('real', 'integer')
     AND typeof(run_at) IN ('real', 'integer') AND typeof(lost) = 'integer',
-    order_at
+    order_at, workflow_id, workflow_input

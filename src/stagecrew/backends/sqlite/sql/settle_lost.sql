@@ -8,6 +8,8 @@
 -- The errors appended to are those of stored_errors.sql, spliced in by the backend.
 -- INDEXED BY: without it the planner scans every running job through stagecrew_jobs_state_queue
 -- (stagecrew_jobs_lease holds only running jobs, so it serves both).
+-- Returns each settled job's new state and workflow_id (the backend runs the fan-in of a member
+-- that ended dead or cancelled, in the same write transaction).
 UPDATE stagecrew_jobs INDEXED BY stagecrew_jobs_lease
 SET state = CASE
         WHEN cancel_requested THEN 'cancelled'
@@ -33,4 +35,4 @@ SET state = CASE
     lease_owner = NULL,
     lease_expires_at = NULL
 WHERE state = 'running' AND {lost}
-RETURNING state
+RETURNING state, workflow_id
