@@ -131,12 +131,17 @@ def check_limit(limit: int, operation: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class EnqueueBatch:
-    """A batch as an engine receives it: no idempotency key twice, no unique key twice.
+    """A batch as an engine receives it, with the repeats whose answer is known taken out.
 
-    A job whose idempotency key or unique key an earlier job of the same batch holds is not
-    sent to the engine; it gets that job's id with `created=False`, exactly as if the
-    earlier job had been stored before it was enqueued (a new job is scheduled or available,
-    states in which every job holds its unique key).
+    A batch gives each job what enqueuing its jobs one by one, in order, would give. A job
+    whose key an earlier job of the batch certainly holds once that job is stored is not sent
+    to the engine; it gets that job's id with `created=False`. The earlier job certainly holds
+    the key when it has no key of the other kind: it is then either a new job (scheduled or
+    available, states in which every job holds its unique key) or the stored job that holds
+    the key already. A job repeating a unique key is taken out only when it has no
+    idempotency key of its own either, since that key is looked up first. Every other
+    repeat goes to the engine, which decides the batch's jobs in order (one with an
+    idempotency key and a unique key may meet a stored job that holds only one of them).
     """
 
     unique: tuple[NewJob, ...]
@@ -161,18 +166,23 @@ class EnqueueBatch:
         first: dict[tuple[str, str, str], int] = {}
         for index, job in enumerate(jobs):
             scope = job.queue if keys_per_queue else ""
-            keys = []
+            by_key = by_unique = None
             if job.idempotency_key is not None:
-                keys.append(("idempotency", scope, job.idempotency_key))
+                by_key = ("idempotency", scope, job.idempotency_key)
             if job.unique_key is not None:
-                keys.append(("unique", scope, job.unique_key))
-            earlier = next((first[key] for key in keys if key in first), None)
+                by_unique = ("unique", scope, job.unique_key)
+            earlier = first.get(by_key) if by_key is not None else None
+            if earlier is None and by_unique is not None and by_key is None:
+                earlier = first.get(by_unique)
             if earlier is not None:
                 positions.append(earlier)
                 repeats.add(index)
                 continue
-            for key in keys:
-                first[key] = len(unique)
+            # only a job with one key surely holds it once stored (see above)
+            if by_key is not None and by_unique is None:
+                first.setdefault(by_key, len(unique))
+            if by_unique is not None and by_key is None:
+                first.setdefault(by_unique, len(unique))
             positions.append(len(unique))
             unique.append(job)
         return cls(tuple(unique), tuple(positions), frozenset(repeats))

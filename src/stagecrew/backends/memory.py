@@ -180,11 +180,17 @@ class MemoryBackend(Backend):
         order_ats = self._fair_order(jobs, now)
         out: list[EnqueuedJob] = []
         batch: dict[int, Job] = {}  # stored only once every job was read: all or nothing
+        batch_keys: dict[str, int] = {}  # the keys of this batch's new jobs, in order
+        batch_unique: dict[str, int] = {}
         for new, order_at in zip(jobs, order_ats, strict=True):
-            key = new.idempotency_key
-            existing = None if key is None else self._key_holder(key, new.idempotency_window, now)
-            if existing is None and new.unique_key is not None:
-                existing = self._unique_holder(new.unique_key)
+            key, unique = new.idempotency_key, new.unique_key
+            existing = None
+            if key is not None:
+                existing = batch_keys.get(key)
+                if existing is None:
+                    existing = self._key_holder(key, new.idempotency_window, now)
+            if existing is None and unique is not None:
+                existing = batch_unique.get(unique) or self._unique_holder(unique)
             if existing is not None:
                 out.append(EnqueuedJob(existing, created=False))
                 continue
@@ -209,6 +215,10 @@ class MemoryBackend(Backend):
                 unique_states=new.unique_states,
             )
             out.append(EnqueuedJob(job_id, created=True))
+            if key is not None:
+                batch_keys[key] = job_id
+            if unique is not None:
+                batch_unique[unique] = job_id
         self._jobs.update(batch)
         self._unique.update(
             {job.unique_key: job.id for job in batch.values() if job.unique_key is not None}

@@ -725,7 +725,7 @@ class SQLiteBackend(ThreadDriven):
         self, conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float
     ) -> tuple[list[EnqueuedJob], bool]:
         """`_enqueue`'s statements, in the caller's write transaction; True if any row went in."""
-        taken: list[int | None] | None = None  # per job, the stored job it duplicates
+        taken: list[int | None] | None = None  # per job, the job it duplicates (stored: > 0)
         unique = [job.unique_key for job in jobs if job.unique_key is not None]
         fresh = jobs
         if unique or any(job.idempotency_key is not None for job in jobs):
@@ -733,7 +733,7 @@ class SQLiteBackend(ThreadDriven):
             holders: dict[str, int] = {}
             if unique:
                 holders = dict(conn.execute(_sql("enqueue_find_unique"), (_json_list(unique),)))
-            taken = [_taken(job, stored, holders) for job in jobs]
+            taken = _taken(jobs, stored, holders)
             fresh = [job for job, held in zip(jobs, taken, strict=True) if held is None]
         order_ats = _fair_order(conn, fresh, now)
         rows: list[tuple[Any, ...]] = []
@@ -759,12 +759,14 @@ class SQLiteBackend(ThreadDriven):
         new_ids = itertools.count(self._insert(conn, rows, statement) if rows else 0)
         if taken is None:
             return [EnqueuedJob(next(new_ids), created=True) for _ in jobs], bool(rows)
-        entries = [
-            EnqueuedJob(next(new_ids), created=True)
-            if held is None
-            else EnqueuedJob(held, created=False)
-            for held in taken
-        ]
+        entries: list[EnqueuedJob] = []
+        for held in taken:
+            if held is None:
+                entries.append(EnqueuedJob(next(new_ids), created=True))
+            elif held > 0:
+                entries.append(EnqueuedJob(held, created=False))
+            else:  # -n: the n-th new job of this batch (below)
+                entries.append(EnqueuedJob(entries[-held - 1].id, created=False))
         return entries, bool(rows)
 
     def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], statement: str) -> int:
@@ -1365,10 +1367,23 @@ def _stored_keys(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -
     return stored
 
 
-def _taken(job: NewJob, stored: dict[str, int], holders: dict[str, int]) -> int | None:
-    """The stored job that makes `job` a duplicate (by idempotency key, then by unique key)."""
-    if job.idempotency_key is not None and job.idempotency_key in stored:
-        return stored[job.idempotency_key]
-    if job.unique_key is not None and job.unique_key in holders:
-        return holders[job.unique_key]
-    return None
+def _taken(
+    jobs: Sequence[NewJob], stored: dict[str, int], holders: dict[str, int]
+) -> list[int | None]:
+    """Per job, what makes it a duplicate (by idempotency key, then by unique key), deciding
+    the jobs in order: the id of a stored job, `-(i + 1)` for the new job at index i of the
+    batch, or None for a new job. A new job's keys are its own for the jobs after it."""
+    keys, uniques = dict(stored), dict(holders)
+    taken: list[int | None] = []
+    for index, job in enumerate(jobs):
+        key, unique = job.idempotency_key, job.unique_key
+        held = keys.get(key) if key is not None else None
+        if held is None and unique is not None:
+            held = uniques.get(unique)
+        taken.append(held)
+        if held is None:
+            if key is not None:
+                keys[key] = -(index + 1)
+            if unique is not None:
+                uniques[unique] = -(index + 1)
+    return taken

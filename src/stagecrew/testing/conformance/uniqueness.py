@@ -123,6 +123,70 @@ class UniquenessConformance(Harness):
         assert [e.created for e in entries] == [True, False, True]
         assert entries[1].id == holder.id
 
+    # A batch gives each job what enqueuing the jobs one by one, in order, would give.
+    def test_a_batch_job_after_an_idempotent_match_with_its_unique_key_is_a_new_job(
+        self, backend: Backend
+    ) -> None:
+        [plain] = backend.enqueue([new_job("plain", key="k1")])
+        entries = backend.enqueue(
+            [new_job("a", key="k1", unique_key="u"), new_job("b", key="k2", unique_key="u")]
+        )
+        assert (entries[0].id, entries[0].created) == (plain.id, False)
+        assert entries[1].created is True  # the plain job does not hold "u"
+        [c] = backend.enqueue([new_job("c", unique_key="u")])
+        assert (c.id, c.created) == (entries[1].id, False)
+
+    def test_a_batch_job_without_a_key_after_an_idempotent_match_is_a_new_job(
+        self, backend: Backend
+    ) -> None:
+        [plain] = backend.enqueue([new_job("plain", key="k1")])
+        entries = backend.enqueue(
+            [new_job("a", key="k1", unique_key="u"), new_job("b", unique_key="u")]
+        )
+        assert (entries[0].id, entries[0].created) == (plain.id, False)
+        assert entries[1].created is True
+        assert sorted(j.task for j in backend.list_jobs(JobFilter())) == ["b", "plain"]
+
+    def test_a_batch_job_whose_own_idempotency_key_is_stored_gets_that_job(
+        self, backend: Backend
+    ) -> None:
+        [keyed] = backend.enqueue([new_job("keyed", key="k2")])
+        entries = backend.enqueue(
+            [new_job("a", unique_key="u"), new_job("b", key="k2", unique_key="u")]
+        )
+        assert entries[0].created is True
+        assert (entries[1].id, entries[1].created) == (keyed.id, False)
+
+    def test_a_batch_job_with_another_key_and_a_repeated_unique_key_gets_the_first(
+        self, backend: Backend
+    ) -> None:
+        entries = backend.enqueue(
+            [new_job("a", key="k1", unique_key="u"), new_job("b", key="k2", unique_key="u")]
+        )
+        assert [e.created for e in entries] == [True, False]
+        assert entries[1].id == entries[0].id
+        [again] = backend.enqueue([new_job("c", key="k2")])
+        assert again.created is True  # "b" made no job, so "k2" names none
+
+    def test_an_idempotency_key_of_a_new_batch_job_with_a_unique_key_names_it_later(
+        self, backend: Backend
+    ) -> None:
+        entries = backend.enqueue(
+            [new_job("a", key="k", unique_key="u"), new_job("b", key="k"), new_job("c", key="k")]
+        )
+        assert [e.created for e in entries] == [True, False, False]
+        assert entries[1].id == entries[2].id == entries[0].id
+        assert [j.task for j in backend.list_jobs(JobFilter())] == ["a"]
+
+    def test_an_idempotency_key_of_a_batch_job_that_met_a_unique_holder_is_not_taken(
+        self, backend: Backend
+    ) -> None:
+        [holder] = backend.enqueue([new_job("holder", unique_key="u")])
+        entries = backend.enqueue([new_job("a", key="k", unique_key="u"), new_job("b", key="k")])
+        assert (entries[0].id, entries[0].created) == (holder.id, False)
+        assert entries[1].created is True
+        assert must_get(backend, entries[1].id).idempotency_key == "k"
+
     def test_unique_keys_and_idempotency_keys_are_apart(
         self, backend: Backend, clock: FakeClock
     ) -> None:

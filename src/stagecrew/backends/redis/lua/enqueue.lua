@@ -72,19 +72,24 @@ if redis.call('EXISTS', REGISTERED) == 0 then
     return { 0 }
 end
 
--- Pass 1: decide, without writing. plan[i] = stored id (a duplicate of a stored job),
--- {index} (a duplicate of an earlier job of this batch), or true (a new job).
+-- Pass 1: decide, without writing, the jobs in order. plan[i] = stored id (a duplicate of a
+-- stored job), {index} (a duplicate of an earlier new job of this batch, whose keys are
+-- taken from then on), or true (a new job).
 local plan = {}
-local first_in_batch = {}
+local first_in_batch, first_unique = {}, {}
 local fresh = 0
 local released = {}
 for i = 1, n do
     local o = BASE + (i - 1) * WIDTH
     local key = ARGV[o + 8]
+    local unique = ARGV[o + 11]
     local decided = false
     if key ~= '' then
         key = string.sub(key, 2)
-        local stored = redis.call('HGET', IDEMPOTENCY, key)
+        local stored = nil
+        if not first_in_batch[key] then
+            stored = redis.call('HGET', IDEMPOTENCY, key)
+        end
         if stored and ARGV[o + 10] ~= '' then
             -- a finished job whose window has passed gives its key up (written in pass 2)
             local f = redis.call('HMGET', job_key(stored), 'state', 'finished_at')
@@ -100,16 +105,19 @@ for i = 1, n do
         elseif first_in_batch[key] then
             plan[i] = { first_in_batch[key] }
             decided = true
-        else
-            first_in_batch[key] = i
         end
     end
-    local unique = ARGV[o + 11]
     if not decided and unique ~= '' then
-        local holder = unique_holder(string.sub(unique, 2))
-        if holder then
-            plan[i] = holder
+        unique = string.sub(unique, 2)
+        if first_unique[unique] then
+            plan[i] = { first_unique[unique] }
             decided = true
+        else
+            local holder = unique_holder(unique)
+            if holder then
+                plan[i] = holder
+                decided = true
+            end
         end
     end
     if not decided then
@@ -118,6 +126,12 @@ for i = 1, n do
         local id = ARGV[o + 1]
         if id ~= '' and redis.call('EXISTS', job_key(id)) == 1 then
             return { -1, id }
+        end
+        if key ~= '' then
+            first_in_batch[key] = i
+        end
+        if unique ~= '' then
+            first_unique[unique] = i
         end
     end
 end
