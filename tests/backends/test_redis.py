@@ -287,6 +287,26 @@ class TestEnqueue:
         assert mixed[1].id == mixed[0].id
         assert backend.get(mixed[0].id).queue == "c"  # type: ignore[union-attr]
 
+    def test_an_index_entry_names_its_jobs_queue_and_an_older_entry_its_own_queue(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        prefix, r = backend.prefix, raw(backend)
+        live = frozenset({S.SCHEDULED, S.AVAILABLE, S.RUNNING})
+        [keyed] = backend.enqueue([job(queue="a", key="k", unique_key="u", unique_states=live)])
+        tag = backend._keys.queue("a").tag
+        assert r.hget(f"{{{prefix}}}:idempotency", "k") == f"{keyed.id} {tag}".encode()
+        assert r.hget(f"{{{prefix}}}:unique", "u") == f"{keyed.id} {tag}".encode()
+        # entries written before the tag was kept hold the id alone: a job of the same queue
+        r.hset(f"{{{prefix}}}:idempotency", "k", str(keyed.id))
+        r.hset(f"{{{prefix}}}:unique", "u", str(keyed.id))
+        assert backend.enqueue([job(queue="a", key="k")])[0] == EnqueuedJob(keyed.id, False)
+        again = backend.enqueue([job(queue="a", unique_key="u", unique_states=live)])
+        assert again == [EnqueuedJob(keyed.id, False)]
+        backend.cancel(keyed.id)
+        assert backend.purge(JobFilter(ids=frozenset({keyed.id}))) == 1
+        assert r.hlen(f"{{{prefix}}}:idempotency") == r.hlen(f"{{{prefix}}}:unique") == 0
+
     def test_the_cluster_layout_dedupes_idempotency_keys_within_a_queue(
         self, make_backend: Callable[..., RedisBackend]
     ) -> None:

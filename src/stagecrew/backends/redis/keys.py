@@ -8,12 +8,17 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
     key              KEYS  type     what it holds
     {P}:ids           11   STRING   the job id counter (INCRBY)
     {P}:queues         -   SET      every queue that ever got a job (stats, rescue, listing)
-    {P}:idempotency    8   HASH     idempotency key -> job id (single Redis; see Cluster below)
-    {P}:unique        13   HASH     unique key -> the job that took it last (single Redis; see
-                                    Cluster below); that job holds it while its state is one
-                                    of its unique_states, which enqueue.lua and requeue.lua
-                                    read: an entry whose job left those states, or is gone, is
-                                    free (nothing else updates the index)
+    {P}:idempotency    8   HASH     idempotency key -> "<job id> <T of its queue>" (single
+                                    Redis; see Cluster below): one index serves every queue, so
+                                    an entry says where its job's hash is (an entry of the id
+                                    alone, as older versions wrote, names a job of the queue
+                                    reading it)
+    {P}:unique        13   HASH     unique key -> the job that took it last, as in
+                                    {P}:idempotency (single Redis; see Cluster below); that job
+                                    holds it while its state is one of its unique_states, which
+                                    enqueue.lua and requeue.lua read: an entry whose job left
+                                    those states, or is gone, is free (nothing else updates
+                                    the index)
     {P}:layout         -   STRING   the version of this layout ("1")
     {P}:schedules      -   HASH     schedule name -> the queue whose slot holds its record (an
                                     index for listing, written before each fire; see below)

@@ -199,6 +199,63 @@ class UniquenessConformance(Harness):
         [by_idempotency] = backend.enqueue([new_job(key="same", unique_key="other")])
         assert (by_idempotency.id, by_idempotency.created) == (by_key.id, False)
 
+    # -- across queues: store-wide, but per queue where the engine keeps its keys per queue
+    # (Redis Cluster's layout, `Backend._keys_per_queue`)
+    @pytest.mark.parametrize("state", [S.AVAILABLE, S.RUNNING])
+    def test_a_unique_key_held_in_one_queue_is_held_in_another(
+        self, backend: Backend, clock: FakeClock, state: S
+    ) -> None:
+        holder = job_in_state(backend, clock, state, queue="a", unique_key="u")
+        [other] = backend.enqueue([new_job(queue="b", unique_key="u")])
+        if backend._keys_per_queue:
+            assert other.created is True
+        else:
+            assert (other.id, other.created) == (holder, False)
+            assert ids_of(backend.list_jobs(JobFilter())) == [holder]
+
+    def test_a_unique_key_freed_in_one_queue_is_free_in_another(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        done = job_in_state(backend, clock, S.SUCCEEDED, queue="a", unique_key="u")
+        [other] = backend.enqueue([new_job(queue="b", unique_key="u")])
+        assert other.created is True
+        assert other.id != done
+        assert backend.purge(JobFilter(ids=frozenset({done}))) == 1
+        [again] = backend.enqueue([new_job(queue="b", unique_key="u")])
+        assert (again.id, again.created) == (other.id, False)
+
+    def test_a_dead_job_whose_key_a_job_of_another_queue_holds_stays_dead(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        dead = job_in_state(backend, clock, S.DEAD, queue="a", unique_key="u")
+        [holder] = backend.enqueue([new_job(queue="b", unique_key="u")])
+        requeued = backend.requeue(JobFilter(ids=frozenset({dead})))
+        if backend._keys_per_queue:
+            assert requeued == 1
+        else:
+            assert requeued == 0
+            assert must_get(backend, dead).state is S.DEAD
+            assert must_get(backend, holder.id).state is S.AVAILABLE
+
+    def test_an_idempotency_key_of_one_queue_names_its_job_from_another(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        done = job_in_state(backend, clock, S.SUCCEEDED, queue="a", key="k")
+        [within] = backend.enqueue([new_job(queue="b", key="k")])
+        if backend._keys_per_queue:
+            assert within.created is True
+            return
+        assert (within.id, within.created) == (done, False)
+        clock.advance(DAY + 1.0)
+        [after] = backend.enqueue([new_job(queue="b", key="k")])
+        assert after.created is True  # the window passed, measured on the job in queue "a"
+        assert must_get(backend, done).idempotency_key is None
+        [again] = backend.enqueue([new_job(queue="a", key="k")])
+        assert (again.id, again.created) == (after.id, False)
+        backend.cancel(after.id)
+        assert backend.purge(JobFilter(ids=frozenset({after.id}))) == 1
+        assert backend.enqueue([new_job(queue="a", key="k")])[0].created is True
+
     @pytest.mark.parametrize(
         "fields",
         [

@@ -29,6 +29,29 @@ local function fmt(x)
     return string.format('%.17g', x)
 end
 
+-- An entry of an index of keys (KEYS[8] idempotency, KEYS[13] unique): '<id> <T>', the job and
+-- its queue's tag. On a single Redis one index serves every queue, so a script must find the
+-- hash of a job of another queue; an entry without the tag (an older layout's) names a job of
+-- the script's own queue.
+local function index_entry(id)
+    return id .. ' ' .. TAG
+end
+
+-- The job id an index entry names, and the key of that job's hash.
+local function entry_job(entry)
+    local space = string.find(entry, ' ', 1, true)
+    if not space then
+        return entry, TAG .. ':job:' .. entry
+    end
+    local id = string.sub(entry, 1, space - 1)
+    return id, string.sub(entry, space + 1) .. ':job:' .. id
+end
+
+-- Whether the index entry `entry` names the job `id` of this queue.
+local function entry_names(entry, id)
+    return entry == index_entry(id) or entry == id
+end
+
 local function int(x)
     return string.format('%d', x)
 end
@@ -375,11 +398,12 @@ end
 -- The id of the job holding the unique key `unique` (KEYS[13] names the job that took it last;
 -- it holds it while its state is one of its unique_states), or nil.
 local function unique_holder(unique)
-    local id = redis.call('HGET', UNIQUE, unique)
-    if not id then
+    local entry = redis.call('HGET', UNIQUE, unique)
+    if not entry then
         return nil
     end
-    local f = redis.call('HMGET', job_key(id), 'state', 'unique_states')
+    local id, hash = entry_job(entry)
+    local f = redis.call('HMGET', hash, 'state', 'unique_states')
     if f[1] and f[2] and string.find(',' .. f[2] .. ',', ',' .. f[1] .. ',', 1, true) then
         return id
     end
@@ -392,7 +416,7 @@ end
 local function delete_job(id, state, key)
     local f = redis.call('HMGET', job_key(id), 'unique_key', 'workflow_id')
     local unique, workflow = f[1], f[2]
-    if unique and redis.call('HGET', UNIQUE, unique) == id then
+    if unique and entry_names(redis.call('HGET', UNIQUE, unique), id) then
         redis.call('HDEL', UNIQUE, unique)
     end
     if workflow and workflow ~= '' then
@@ -404,7 +428,7 @@ local function delete_job(id, state, key)
     redis.call('DEL', job_key(id), TAG .. ':steps:' .. id)
     unindex(id, state, nil)
     redis.call('ZREM', ALL, id)
-    if key and redis.call('HGET', IDEMPOTENCY, key) == id then
+    if key and entry_names(redis.call('HGET', IDEMPOTENCY, key), id) then
         redis.call('HDEL', IDEMPOTENCY, key)
     end
 end

@@ -86,17 +86,22 @@ for i = 1, n do
     local decided = false
     if key ~= '' then
         key = string.sub(key, 2)
-        local stored = nil
+        local stored, entry = nil, nil
         if not first_in_batch[key] then
-            stored = redis.call('HGET', IDEMPOTENCY, key)
+            entry = redis.call('HGET', IDEMPOTENCY, key)
         end
-        if stored and ARGV[o + 10] ~= '' then
-            -- a finished job whose window has passed gives its key up (written in pass 2)
-            local f = redis.call('HMGET', job_key(stored), 'state', 'finished_at')
-            if FINISHED[f[1]] and f[2] and tonumber(f[2]) + tonumber(ARGV[o + 10]) <= now then
-                released[#released + 1] = stored
-                released[#released + 1] = key
-                stored = nil
+        if entry then
+            local hash
+            stored, hash = entry_job(entry)
+            if ARGV[o + 10] ~= '' then
+                -- a finished job whose window has passed gives its key up (written in pass 2)
+                local f = redis.call('HMGET', hash, 'state', 'finished_at')
+                if FINISHED[f[1]] and f[2] and tonumber(f[2]) + tonumber(ARGV[o + 10]) <= now then
+                    released[#released + 1] = hash
+                    released[#released + 1] = key
+                    released[#released + 1] = entry
+                    stored = nil
+                end
             end
         end
         if stored then
@@ -139,10 +144,10 @@ end
 -- Pass 2: write. Index entries are collected and added with one command per index.
 -- A released key leaves the index too, unless this call gives it to a new job (HSET below):
 -- an entry naming a job that no longer has the key would outlive that job's prune.
-for r = 1, #released, 2 do
-    local id, key = released[r], released[r + 1]
-    redis.call('HDEL', job_key(id), 'idempotency_key')
-    if redis.call('HGET', IDEMPOTENCY, key) == id then
+for r = 1, #released, 3 do
+    local hash, key, entry = released[r], released[r + 1], released[r + 2]
+    redis.call('HDEL', hash, 'idempotency_key')
+    if redis.call('HGET', IDEMPOTENCY, key) == entry then
         redis.call('HDEL', IDEMPOTENCY, key)
     end
 end
@@ -236,7 +241,7 @@ for i = 1, n do
                 'priority', priority, 'run_at', run_at_s, 'max_attempts', ARGV[o + 7],
                 'enqueued_at', now_s, 'idempotency_key', key)
             keys[#keys + 1] = key
-            keys[#keys + 1] = id
+            keys[#keys + 1] = index_entry(id)
         else
             redis.call('HSET', k, 'task', ARGV[o + 2], 'state', state, 'payload', ARGV[o + 3],
                 'priority', priority, 'run_at', run_at_s, 'max_attempts', ARGV[o + 7],
@@ -247,7 +252,7 @@ for i = 1, n do
             unique = string.sub(unique, 2)
             redis.call('HSET', k, 'unique_key', unique, 'unique_states', ARGV[o + 12])
             uniques[#uniques + 1] = unique
-            uniques[#uniques + 1] = id
+            uniques[#uniques + 1] = index_entry(id)
         end
         if state == 'available' then
             available[#available + 1] = priority

@@ -96,6 +96,9 @@ for i = 1, n do
     local found = false
     if key ~= '' then
         found = redis.call('HGET', IDEMPOTENCY, string.sub(key, 2))
+        if found then
+            found = entry_job(found)
+        end
     end
     if found then
         plan[i] = found
@@ -145,7 +148,7 @@ for i = 1, n do
         local key = ARGV[o + 9]
         if key ~= '' then
             redis.call('HSET', k, 'idempotency_key', string.sub(key, 2))
-            redis.call('HSET', IDEMPOTENCY, string.sub(key, 2), id)
+            redis.call('HSET', IDEMPOTENCY, string.sub(key, 2), index_entry(id))
         end
         local fair = ARGV[o + 10]
         if fair ~= '' then

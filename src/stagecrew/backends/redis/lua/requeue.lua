@@ -28,7 +28,7 @@ for _, id in ipairs(candidates) do
     end
     if free and (f[1] == 'dead' or f[1] == 'cancelled') and matches(id, f[1], f[2], f[3]) then
         if f[5] then
-            redis.call('HSET', UNIQUE, f[5], id)
+            redis.call('HSET', UNIQUE, f[5], index_entry(id))
         end
         unindex(id, f[1], nil)
         redis.call('HSET', k, 'state', 'available', 'run_at', now_s)
