@@ -93,6 +93,23 @@ class UniquenessConformance(Harness):
         [again] = backend.enqueue([new_job(unique_key="k")])
         assert (again.id, again.created) == (dead, False)
 
+    def test_re_running_two_dead_jobs_of_one_key_re_runs_one_and_the_others_of_the_call(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        first = job_in_state(backend, clock, S.DEAD, unique_key="k")
+        second = job_in_state(backend, clock, S.CANCELLED, unique_key="k")
+        other = job_in_state(backend, clock, S.DEAD, unique_key="j")
+        plain = job_in_state(backend, clock, S.DEAD)
+        assert backend.requeue(JobFilter(states=frozenset({S.DEAD, S.CANCELLED}))) == 3
+        before = {first: S.DEAD, second: S.CANCELLED}
+        now = {job_id: must_get(backend, job_id).state for job_id in before}
+        [rerun] = [job_id for job_id, state in now.items() if state is S.AVAILABLE]
+        [left] = [job_id for job_id in before if job_id != rerun]
+        assert now[left] is before[left]
+        assert must_get(backend, other).state is must_get(backend, plain).state is S.AVAILABLE
+        [again] = backend.enqueue([new_job(unique_key="k")])
+        assert (again.id, again.created) == (rerun, False)
+
     def test_a_dead_job_holding_its_key_in_dead_is_re_run(
         self, backend: Backend, clock: FakeClock
     ) -> None:
