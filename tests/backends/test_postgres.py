@@ -1099,3 +1099,69 @@ def test_a_members_ack_whose_fan_in_fails_is_rolled_back_with_it(
     assert backend.get(first).state is JobState.RUNNING  # type: ignore[union-attr]
     assert backend.ack([replace(ack, in_workflow=True)]) == [True]
     assert backend.get(second).state is JobState.AVAILABLE  # type: ignore[union-attr]
+
+
+# -- keyed batches ------------------------------------------------------------------------------
+def _waiting_sessions(schema: str) -> int:
+    with admin() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = %s AND wait_event_type = 'Lock'",
+            (f"stagecrew:{schema}"[:63],),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("kind", ["unique_key", "idempotency_key"])
+def test_two_batches_of_the_same_keys_in_opposite_orders_do_not_deadlock(
+    backend: PostgresBackend, schema: str, kind: str
+) -> None:
+    """Both batches are made to wait on a third transaction holding their middle key; once it
+    rolls back, each goes on to the key the other took first. Batches that take their keys in
+    batch order deadlock there (PostgreSQL then fails one of them); taking them in one order
+    store-wide first makes the second wait for the first instead."""
+    live = frozenset({JobState.SCHEDULED, JobState.AVAILABLE, JobState.RUNNING})
+
+    def keyed(key: str, **fields: Any) -> NewJob:
+        if kind == "unique_key":
+            return job(unique_key=key, unique_states=live)
+        return job(
+            idempotency_key=key,
+            unique_key=f"own-{key}-{fields.pop('n')}",
+            unique_states=live,
+            **fields,
+        )
+
+    blocker = psycopg.connect(URL)
+    try:
+        backend.enqueue_in(blocker, [keyed("x", n=0)])  # its transaction stays open
+        results: dict[str, Any] = {}
+
+        def run(name: str, keys: list[str]) -> None:
+            try:
+                results[name] = backend.enqueue([keyed(k, n=name) for k in keys])
+            except BaseException as exc:  # reported below
+                results[name] = exc
+
+        threads = [
+            threading.Thread(target=run, args=("1", ["a", "x", "b"])),
+            threading.Thread(target=run, args=("2", ["b", "x", "a"])),
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while _waiting_sessions(schema) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _waiting_sessions(schema) == 2
+        blocker.rollback()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        blocker.close()
+    failures = [r for r in results.values() if isinstance(r, BaseException)]
+    assert failures == []
+    assert count_jobs(schema) == 3
+    first, second = results["1"], results["2"]
+    assert sum(e.created for e in first + second) == 3
+    assert {e.id for e in first} == {e.id for e in second}

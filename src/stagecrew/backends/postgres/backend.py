@@ -518,6 +518,10 @@ class PostgresBackend(Backend):
         statements = [
             self._enqueue_one(job, at, unique=True) for job, at in zip(jobs, order_ats, strict=True)
         ]
+        keys = [f"i:{job.idempotency_key}" for job in jobs if job.idempotency_key is not None]
+        keys += [f"u:{job.unique_key}" for job in jobs if job.unique_key is not None]
+        if len(keys) > 1:
+            yield Statement(self._sql.get("enqueue_lock_keys"), {"keys": keys})
         yield from self._release_idempotency_keys(jobs)
         results: list[EnqueuedJob] = []
         for statement in statements:
