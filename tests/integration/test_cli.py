@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -352,6 +353,29 @@ def test_workflows_show_prints_the_workflow_and_jobs_show_its_place(cli_app: Cli
     assert cancelled["members"][2]["state"] == "cancelled"
     missing = cli_app.run("workflows", "show", "nope")
     assert missing.exit_code == 1 and "no workflow with id nope" in missing.stderr
+
+
+def test_jobs_show_prints_the_unique_key_and_the_states_that_hold_it(cli_app: CliApp) -> None:
+    @cli_app.app.task(
+        unique=dict(key="sync-{n}", states=("succeeded", "running", "scheduled", "available"))
+    )
+    def sync(n: int) -> None: ...
+
+    unique = sync.enqueue(7).id
+    plain = cli_app.app.enqueue("resize", ["a.png"]).id
+
+    shown = cli_app.json("jobs", "show", str(unique))
+    assert shown["unique_key"] == "sync-7"
+    assert shown["unique_states"] == ["scheduled", "available", "running", "succeeded"]
+    human = cli_app.run("jobs", "show", str(unique)).stdout
+    assert re.search(r"^unique key\s+sync-7\s*$", human, re.M)
+    assert re.search(r"^unique states\s+scheduled, available, running, succeeded\s*$", human, re.M)
+
+    none = cli_app.json("jobs", "show", str(plain))
+    assert (none["unique_key"], none["unique_states"]) == (None, [])
+    human = cli_app.run("jobs", "show", str(plain)).stdout
+    assert re.search(r"^unique key\s+-\s*$", human, re.M)
+    assert re.search(r"^unique states\s+-\s*$", human, re.M)
 
 
 def test_jobs_show_of_a_missing_job_exits_1(cli_app: CliApp) -> None:

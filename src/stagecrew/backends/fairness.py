@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..job import NewJob
+from .key_text import check_key_text
 
 FAIR_STEP = 1e-6
 """Seconds of ordering time between two jobs of one key (one microsecond: the Redis engine
@@ -41,23 +42,7 @@ enqueued for a day starts from the head of its queue again, as a new key does.""
 
 def check_fairness_key(key: object, where: str = "fairness_key") -> str | None:
     """`key` if it is a usable fairness key (or None); raise `ValueError` saying why not."""
-    if key is None:
-        return None
-    if not isinstance(key, str):
-        raise ValueError(f"{where} must be a str, not {type(key).__name__} {key!r}")
-    if not key:
-        raise ValueError(f"{where} must not be empty (give None for no fairness key)")
-    try:
-        size = len(key.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValueError(f"{where} must be valid UTF-8 text, got {key!r}") from None
-    if size > MAX_FAIRNESS_KEY_BYTES:
-        raise ValueError(
-            f"{where} is {size} bytes of UTF-8; at most {MAX_FAIRNESS_KEY_BYTES} are allowed"
-        )
-    if "\x00" in key:
-        raise ValueError(f"{where} must not contain NUL characters, got {key!r}")
-    return key
+    return check_key_text(key, where, MAX_FAIRNESS_KEY_BYTES, "fairness key")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..job import JobState
+from .key_text import check_key_text
 
 MAX_UNIQUE_KEY_BYTES = 200
 """The longest unique key, in bytes of UTF-8."""
@@ -32,23 +33,7 @@ _ORDER = tuple(JobState)
 
 def check_unique_key(key: object, where: str = "unique_key") -> str | None:
     """`key` if it is a usable unique key (or None); raise `ValueError` saying why not."""
-    if key is None:
-        return None
-    if not isinstance(key, str):
-        raise ValueError(f"{where} must be a str, not {type(key).__name__} {key!r}")
-    if not key:
-        raise ValueError(f"{where} must not be empty (give None for no unique key)")
-    try:
-        size = len(key.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValueError(f"{where} must be valid UTF-8 text, got {key!r}") from None
-    if size > MAX_UNIQUE_KEY_BYTES:
-        raise ValueError(
-            f"{where} is {size} bytes of UTF-8; at most {MAX_UNIQUE_KEY_BYTES} are allowed"
-        )
-    if "\x00" in key:
-        raise ValueError(f"{where} must not contain NUL characters, got {key!r}")
-    return key
+    return check_key_text(key, where, MAX_UNIQUE_KEY_BYTES, "unique key")
 
 
 def check_unique_states(states: object, where: str = "unique states") -> frozenset[JobState]:

@@ -97,6 +97,12 @@ def _workflow_place(job: Job) -> str:
     return f"{job.workflow_id} step {job.workflow_step}, member {job.workflow_index}"
 
 
+def _unique_states_text(job: Job) -> str:
+    """The states in which the job holds its unique key, in lifecycle order, else -."""
+    held = [state.value for state in JobState if state in job.unique_states]
+    return ", ".join(held) if held else "-"
+
+
 def job_json(job: Job, steps: JobSteps | None = None) -> dict[str, Any]:
     """The stored record with its arguments and result decoded, for `--json` output: `result`
     is the decoded value, `result_json` the stored text; with `steps`, each stored step (name,
@@ -179,8 +185,8 @@ def jobs_table(jobs: Iterable[Job], *, title: str | None = None, reasons: bool =
 
 
 def print_job(out: Console, job: Job, steps: JobSteps | None = None) -> None:
-    """Every field of one job, its arguments and result, its progress, steps and checkpoint,
-    and each attempt's error in full."""
+    """Every field of one job, its arguments and result, its unique key and the states that
+    hold it, its progress, steps and checkpoint, and each attempt's error in full."""
     out.print(Text.assemble(("job ", "bold"), (str(job.id), "bold"), "  ", state_text(job.state)))
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold")
@@ -204,6 +210,8 @@ def print_job(out: Console, job: Job, steps: JobSteps | None = None) -> None:
             else "-",
         ),
         ("idempotency key", job.idempotency_key or "-"),
+        ("unique key", job.unique_key or "-"),
+        ("unique states", _unique_states_text(job)),
         ("cancel requested", "yes" if job.cancel_requested else "no"),
         ("worker losses", str(job.lost)),
         ("args", _compact_json(_decoded(job, "args"))),
