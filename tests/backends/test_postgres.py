@@ -1113,7 +1113,7 @@ def _waiting_sessions(schema: str) -> int:
     return int(row[0])
 
 
-@pytest.mark.parametrize("kind", ["unique_key", "idempotency_key"])
+@pytest.mark.parametrize("kind", ["unique_key", "idempotency_key", "idempotency_only"])
 def test_two_batches_of_the_same_keys_in_opposite_orders_do_not_deadlock(
     backend: PostgresBackend, schema: str, kind: str
 ) -> None:
@@ -1126,6 +1126,8 @@ def test_two_batches_of_the_same_keys_in_opposite_orders_do_not_deadlock(
     def keyed(key: str, **fields: Any) -> NewJob:
         if kind == "unique_key":
             return job(unique_key=key, unique_states=live)
+        if kind == "idempotency_only":
+            return job(idempotency_key=key)
         return job(
             idempotency_key=key,
             unique_key=f"own-{key}-{fields.pop('n')}",

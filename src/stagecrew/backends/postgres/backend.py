@@ -124,6 +124,19 @@ max_attempts, enqueued_at, order_at."""
 RESCUE_BATCH = 5000
 """Expired leases settled per statement, so rows are locked briefly however many expired."""
 MAX_KEY_LOOKUPS = 3
+_KEY_LOCKS = """locks AS (
+    SELECT count(pg_advisory_xact_lock(lock_id)) AS taken
+    FROM (
+        SELECT DISTINCT hashtextextended({jobs_table} || ':i:' || key, 0) AS lock_id
+        FROM unnest(%(keys)b::text[]) AS key
+        WHERE key IS NOT NULL
+        ORDER BY lock_id
+    ) AS l
+),
+"""
+"""enqueue.sql's {locks} for a keyed batch: the advisory lock of each of its idempotency keys,
+as enqueue_lock_keys.sql takes them (the same lock ids), in the same order; the statement's
+own transaction holds them."""
 """Times `enqueue` looks again for a key a concurrent transaction stored (see enqueue.sql)."""
 
 _LOST_JOBS = {
@@ -617,7 +630,9 @@ class PostgresBackend(Backend):
             if len(jobs) == 1:
                 done = yield self._enqueue_one(jobs[0], order_ats[0])
                 return [EnqueuedJob(row[1], created=True) for row in done.rows if row[0] == "new"]
-            done = yield Statement(self._sql.get("enqueue"), self._enqueue_params(jobs, order_ats))
+            done = yield Statement(
+                self._sql.get("enqueue", locks="", locked=""), self._enqueue_params(jobs, order_ats)
+            )
             drawn: list[int] = next(row[1] for row in done.rows if row[0] == "new")
             return [EnqueuedJob(job_id, created=True) for job_id in drawn]
 
@@ -637,7 +652,9 @@ class PostgresBackend(Backend):
                 params = self._enqueue_params(
                     [jobs[i] for i in pending], [order_ats[i] for i in pending]
                 )
-                done = yield Statement(self._sql.get("enqueue"), params)
+                done = yield Statement(
+                    self._sql.get("enqueue", locks=_KEY_LOCKS, locked=" CROSS JOIN locks"), params
+                )
                 drawn = []
                 inserted_with_key: set[int] = set()
                 stored: dict[str, tuple[int, float | None]] = {}

@@ -12,10 +12,12 @@
 -- A keyed job neither inserted nor matched by 'stored' lost a race with a concurrent transaction
 -- that stored its key after this statement began: the backend looks it up again. No joins: the
 -- plan stays linear in the batch size even when the prepared statement's generic plan is used.
+-- {locks} and {locked}: for a batch with two or more keys, the keys' advisory locks
+-- (enqueue_lock_keys.sql), taken before the first insert; else empty.
 WITH clock AS (
     SELECT {schema}.store_now(%(now)s) AS now
 ),
-numbered AS (
+{locks}numbered AS (
     SELECT nextval({id_sequence}::regclass) AS id, batch.*
     FROM (
         SELECT *
@@ -43,7 +45,7 @@ inserted AS (
            CASE WHEN n.order_at IS NULL OR coalesce(n.run_at, clock.now + n.delay) > clock.now
                 THEN coalesce(n.run_at, clock.now + n.delay) ELSE n.order_at END,
            n.fairness_key
-    FROM numbered AS n CROSS JOIN clock
+    FROM numbered AS n CROSS JOIN clock{locked}
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue, idempotency_key
 )
