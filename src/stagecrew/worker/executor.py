@@ -154,7 +154,7 @@ class Executor:
         try:
             ack = await self._run(flight)
             if flight.ctx is not None and flight.ctx._steps is not None:
-                await flight.ctx._steps.flush_async()  # the last checkpoint and progress first
+                await flight.ctx._steps.finish_async()  # the last checkpoint and progress first
         finally:
             current_job.reset(token)
         if flight.committed:
