@@ -143,7 +143,8 @@ class Context:
         ends, before its outcome. A value that is not JSON or over 1 MiB raises
         `SerializationError` at once. After a refused write (this attempt lost its
         claim) the next call raises `LeaseLostError`. Once the attempt has ended (a sync
-        task still running past its timeout) the value is not stored, and no error is raised.
+        task still running past its timeout, or after `ctx.transaction()` committed) the
+        value is not stored, and no error is raised.
         """
         self._attempt_steps().checkpoint_state(value)
 

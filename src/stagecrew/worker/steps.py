@@ -11,9 +11,10 @@ written by a later call or, at the latest, by `finish_async` when the attempt en
 outcome is written. A sync task writes on its own job thread through the backend's sync
 driver; an async task's writes run on the event loop, one at a time, never blocking it.
 
-Once the worker starts finishing the attempt (`finish_async`), later checkpoint and progress
-calls are dropped without a store write: a sync task that overran its timeout keeps its
-thread, and what that thread gives then must not replace the value flushed for the outcome.
+Once the worker starts finishing the attempt (`finish_async`), or once a `ctx.transaction()`
+committed the job's success (`committed`), later checkpoint and progress calls are dropped
+without a store write: a sync task that overran its timeout keeps its thread, and what that
+thread gives then must not replace the value flushed for the outcome.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class AttemptSteps:
         """Guards the pending values, `_finished`, `_writing` and `_drained`: a sync task writes
         on its job thread (or threads of its own), the worker finishes on its event loop."""
         self._finished = False
-        """No checkpoint or progress is taken any more (`finish_async`)."""
+        """No checkpoint or progress is taken any more (`finish_async`, `committed`)."""
         self._writing = 0
         """Writes on a task's thread under way."""
         self._drained: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
@@ -236,12 +237,12 @@ class AttemptSteps:
 
     def _refused(self) -> None:
         """A checkpoint or progress given once the attempt was finishing: dropped, not raised,
-        since the task may not know its attempt ended (it overran its timeout)."""
+        since the task may not know its attempt ended (it overran its timeout, or committed)."""
         if not self._refusal_logged:
             self._refusal_logged = True
             log.warning(
-                "job %s: a checkpoint or progress given after the attempt ended (it timed out) "
-                "was not stored",
+                "job %s: a checkpoint or progress given after the attempt ended (it timed out, "
+                "or its transaction committed) was not stored",
                 self._ref.id,
             )
 
@@ -288,6 +289,16 @@ class AttemptSteps:
             self._lost = True
         return applied
 
+    def flush(self) -> None:
+        """Write what is pending now, on the task's own thread (before `ctx.transaction()`
+        commits); a store error is logged and the value kept pending."""
+        for slot in (self._checkpoint, self._progress):
+            with self._lock:
+                if self._finished or not slot.has_pending:
+                    continue
+                value = self._take(slot)
+            self._write_now(slot, value)
+
     async def flush_async(self) -> None:
         """Write what is pending now (the last checkpoint and progress), on the event loop.
 
@@ -320,6 +331,14 @@ class AttemptSteps:
         if drained is not None:
             await drained  # one store call, under the store's own deadline
         await self.flush_async()
+
+    def committed(self) -> None:
+        """The job's success is stored (its `ctx.transaction()` committed): what is pending
+        or given from now on could only be refused by the store, so it is dropped."""
+        with self._lock:
+            self._finished = True
+            for slot in (self._checkpoint, self._progress):
+                slot.has_pending = False
 
     @property
     def store_writes(self) -> int:
