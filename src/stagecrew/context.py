@@ -142,7 +142,9 @@ class Context:
         Written at most once a second; the last value is always written when the attempt
         ends, before its outcome. A value that is not JSON or over 1 MiB raises
         `SerializationError` at once. After a refused write (this attempt lost its
-        claim) the next call raises `LeaseLostError`.
+        claim) the next call raises `LeaseLostError`. Once the attempt has ended (a sync
+        task still running past its timeout, or after `ctx.transaction()` committed) the
+        value is not stored, and no error is raised.
         """
         self._attempt_steps().checkpoint_state(value)
 
@@ -150,8 +152,9 @@ class Context:
         """Report how far the job got (`Job.progress`, `handle.progress()`, `jobs show`).
 
         Written at most once a second per job; the last value is always written when the
-        attempt ends. `done` and `total` are finite numbers >= 0, `message` at most 500
-        characters (`ValueError` or `TypeError` otherwise)."""
+        attempt ends, before its outcome (not stored once it has ended, as for
+        `checkpoint_state`). `done` and `total` are finite numbers >= 0, `message` at most
+        500 characters (`ValueError` or `TypeError` otherwise)."""
         self._attempt_steps().progress(done, total, message)
 
     @property

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 import pytest
 
 from stagecrew import App, ConfigurationError, Context, ErrorKind, JobState
@@ -114,6 +115,53 @@ def test_async_task_commits_with_async_with(store: Store) -> None:
     drain(app)
     assert handle.get().state is JobState.SUCCEEDED
     assert store.paid() == [(handle.id, 1)]
+    app.close()
+
+
+def test_the_last_checkpoint_and_progress_are_stored_before_the_commit(store: Store) -> None:
+    """The values still pending when the block ends (given within a second of the last write)
+    are written before the job's success commits, not refused after it."""
+    app = App(store.url)
+    after_commit: list[str] = []
+
+    @app.task
+    def pay(ctx: Context) -> None:
+        ctx.checkpoint_state({"row": 1})  # written at once
+        ctx.progress(1, 2)
+        ctx.checkpoint_state({"row": 2})  # within a second: pending when the block ends
+        ctx.progress(2, 2, "paid")
+        with ctx.transaction() as conn:
+            conn.execute(f"INSERT INTO {store.payments} VALUES (%s, %s)", (ctx.job_id, ctx.attempt))
+        ctx.progress(3, 3, "too late")  # the job succeeded: refused, without an error
+        after_commit.append("returned")
+
+    @app.task
+    async def pay_async(ctx: Context) -> None:
+        ctx.checkpoint_state({"row": 1})
+        ctx.progress(1, 2)
+        while (await app.jobs.get_async(ctx.job_id)).progress is None:  # the first writes landed
+            await asyncio.sleep(0.01)
+        ctx.checkpoint_state({"row": 2})
+        ctx.progress(2, 2, "paid")
+        async with ctx.transaction() as conn:
+            await conn.execute(
+                f"INSERT INTO {store.payments} VALUES (%s, %s)", (ctx.job_id, ctx.attempt)
+            )
+        ctx.progress(3, 3, "too late")
+        after_commit.append("returned")
+
+    handles = [pay.enqueue(), pay_async.enqueue()]
+    worker = drain(app)
+    assert worker.acked[AckKind.COMPLETE] == 2
+    assert after_commit == ["returned", "returned"]
+    for handle in handles:
+        job = handle.get()
+        assert job.state is JobState.SUCCEEDED
+        assert job.progress is not None
+        assert (job.progress.done, job.progress.total, job.progress.message) == (2, 2, "paid")
+        stored = app.jobs.steps(handle.id).state
+        assert stored is not None
+        assert orjson.loads(stored.text) == {"row": 2}
     app.close()
 
 

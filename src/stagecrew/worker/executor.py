@@ -154,7 +154,7 @@ class Executor:
         try:
             ack = await self._run(flight)
             if flight.ctx is not None and flight.ctx._steps is not None:
-                await flight.ctx._steps.flush_async()  # the last checkpoint and progress first
+                await flight.ctx._steps.finish_async()  # the last checkpoint and progress first
         finally:
             current_job.reset(token)
         if flight.committed:
@@ -196,6 +196,7 @@ class Executor:
         flight.job_is_async = task.is_async
         call_kwargs = kwargs
         if task.context_parameter:
+            steps = AttemptSteps(self.app.backend, job.ref, self.app.clock, on_loop=task.is_async)
             ctx = Context(
                 job_id=job.id,
                 task=task.name,
@@ -204,11 +205,9 @@ class Executor:
                 max_attempts=job.max_attempts,
                 enqueued_at=job.enqueued_at,
                 transaction=lambda ctx: JobTransaction(
-                    self.app.backend, job.ref, ctx, flight.mark_committed
+                    self.app.backend, job.ref, ctx, steps, flight.mark_committed
                 ),
-                steps=AttemptSteps(
-                    self.app.backend, job.ref, self.app.clock, on_loop=task.is_async
-                ),
+                steps=steps,
             )
             flight.ctx = ctx
             if flight.stop_reason is not None:

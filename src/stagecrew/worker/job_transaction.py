@@ -10,6 +10,11 @@ request, on timeout or at shutdown) the transaction is rolled back and
 rescued, handed back or re-run, and belongs to another claim), it is rolled
 back and `LeaseLostError` is raised. The COMPLETE is fenced on the claim's
 token like every other write of the attempt.
+
+The checkpoint and progress still pending (rate-limited, `steps.py`) are written
+just before the COMPLETE, on the worker's own connection as usual: once the
+success commits, the store refuses them. After the commit the attempt takes no
+more of them.
 """
 
 from __future__ import annotations
@@ -25,17 +30,24 @@ from ..job import JobRef
 
 if TYPE_CHECKING:
     from ..context import Context
+    from .steps import AttemptSteps
 
 
 class JobTransaction:
     """Use once per attempt, as `with` in a sync task or `async with` in an async one."""
 
     def __init__(
-        self, backend: Backend, ref: JobRef, ctx: Context, on_committed: Callable[[], None]
+        self,
+        backend: Backend,
+        ref: JobRef,
+        ctx: Context,
+        steps: AttemptSteps,
+        on_committed: Callable[[], None],
     ) -> None:
         self._backend = backend
         self._ref = ref
         self._ctx = ctx
+        self._steps = steps
         self._on_committed = on_committed
         self._entered = False
         self._sync: contextlib.AbstractContextManager[Any] | None = None
@@ -60,17 +72,23 @@ class JobTransaction:
         with self._backend.transaction() as conn:
             yield conn
             self._ctx.checkpoint()
+            self._steps.flush()
             if not self._backend.complete_in(conn, self._ref, None):
                 raise self._lost()
-        self._on_committed()
+        self._committed()
 
     @contextlib.asynccontextmanager
     async def _run_async(self) -> AsyncIterator[Any]:
         async with self._backend.transaction_async() as conn:
             yield conn
             self._ctx.checkpoint()
+            await self._steps.flush_async()
             if not await self._backend.complete_in_async(conn, self._ref, None):
                 raise self._lost()
+        self._committed()
+
+    def _committed(self) -> None:
+        self._steps.committed()
         self._on_committed()
 
     def __enter__(self) -> Any:

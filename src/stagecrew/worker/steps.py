@@ -7,16 +7,23 @@ trip (`Backend.read_steps`); each step then costs one fenced write when it compl
 
 Checkpoint and progress writes are rate-limited: each is written at once when its previous
 write is at least `WRITE_INTERVAL` seconds old (by the app's clock), else kept pending and
-written by a later call or, at the latest, by `flush_async` when the attempt ends, before its
+written by a later call or, at the latest, by `finish_async` when the attempt ends, before its
 outcome is written. A sync task writes on its own job thread through the backend's sync
 driver; an async task's writes run on the event loop, one at a time, never blocking it.
+
+Once the worker starts finishing the attempt (`finish_async`), or once a `ctx.transaction()`
+committed the job's success (`committed`), later checkpoint and progress calls are dropped
+without a store write: a sync task that overran its timeout keeps its thread, and what that
+thread gives then must not replace the value flushed for the outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +66,7 @@ class _Throttled:
         self.has_pending = False
         self.last_write: float | None = None
         self.in_flight: asyncio.Task[bool] | None = None
+        """An async task's write on the event loop."""
         self.writes = 0
 
 
@@ -76,6 +84,16 @@ class AttemptSteps:
         self._ran: set[str] = set()
         self._state: Any = None
         self._lost = False
+        self._lock = threading.Lock()
+        """Guards the pending values, `_finished`, `_writing` and `_drained`: a sync task writes
+        on its job thread (or threads of its own), the worker finishes on its event loop."""
+        self._finished = False
+        """No checkpoint or progress is taken any more (`finish_async`, `committed`)."""
+        self._writing = 0
+        """Writes on a task's thread under way."""
+        self._drained: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        """What `finish_async` waits on for the writes under way to end."""
+        self._refusal_logged = False
         self._checkpoint = _Throttled(
             lambda text: backend.store_state(ref, text),
             lambda text: backend.store_state_async(ref, text),
@@ -191,29 +209,69 @@ class AttemptSteps:
 
     # -- rate-limited writes -------------------------------------------------------------
     def _offer(self, slot: _Throttled, value: Any) -> None:
-        slot.pending, slot.has_pending = value, True
-        now = self._clock.now()
-        if slot.last_write is not None and now - slot.last_write < WRITE_INTERVAL:
-            return
-        if not self._on_loop:
-            self._write_now(slot)
-        elif slot.in_flight is None:
-            slot.in_flight = asyncio.get_running_loop().create_task(self._write_async(slot))
+        with self._lock:
+            refused = self._finished
+            if not refused:
+                slot.pending, slot.has_pending = value, True
+                now = self._clock.now()
+                if slot.last_write is not None and now - slot.last_write < WRITE_INTERVAL:
+                    return
+                if self._on_loop:
+                    if slot.in_flight is None:
+                        loop = asyncio.get_running_loop()
+                        slot.in_flight = loop.create_task(self._write_async(slot))
+                    return
+                value = self._take(slot)
+        if refused:
+            self._refused()
+        else:
+            self._write_now(slot, value)
 
-    def _write_now(self, slot: _Throttled) -> None:
-        """Write on the task's own thread; a store error is logged and the value kept pending
-        (the next call or the flush tries again): a checkpoint or progress that could not be
-        written is no reason to fail the work itself."""
+    def _take(self, slot: _Throttled) -> Any:
+        """The slot's pending value, now being written (call with `_lock` held)."""
         value, slot.has_pending = slot.pending, False
         slot.last_write = self._clock.now()
         slot.writes += 1
+        self._writing += 1
+        return value
+
+    def _refused(self) -> None:
+        """A checkpoint or progress given once the attempt was finishing: dropped, not raised,
+        since the task may not know its attempt ended (it overran its timeout, or committed)."""
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            log.warning(
+                "job %s: a checkpoint or progress given after the attempt ended (it timed out, "
+                "or its transaction committed) was not stored",
+                self._ref.id,
+            )
+
+    def _write_now(self, slot: _Throttled, value: Any) -> None:
+        """Write on the task's own thread; a store error is logged and the value kept pending
+        (the next call or the flush tries again): a checkpoint or progress that could not be
+        written is no reason to fail the work itself."""
+        failed = False
         try:
             applied = slot._write(value)
         except StagecrewError as exc:
             log.warning("job %s: a checkpoint or progress write failed: %s", self._ref.id, exc)
-            slot.has_pending = True
-            return
+            applied, failed = True, True
+        finally:
+            self._written(slot, failed)
         self._fenced(applied, "a checkpoint or progress")
+
+    def _written(self, slot: _Throttled, failed: bool) -> None:
+        with self._lock:
+            self._writing -= 1
+            if failed:
+                slot.has_pending = True
+            drained = self._drained if self._writing == 0 else None
+            if drained is not None:
+                self._drained = None
+        if drained is not None:
+            loop, future = drained
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, future)
 
     async def _write_async(self, slot: _Throttled) -> bool:
         value, slot.has_pending = slot.pending, False
@@ -231,8 +289,18 @@ class AttemptSteps:
             self._lost = True
         return applied
 
+    def flush(self) -> None:
+        """Write what is pending now, on the task's own thread (before `ctx.transaction()`
+        commits); a store error is logged and the value kept pending."""
+        for slot in (self._checkpoint, self._progress):
+            with self._lock:
+                if self._finished or not slot.has_pending:
+                    continue
+                value = self._take(slot)
+            self._write_now(slot, value)
+
     async def flush_async(self) -> None:
-        """Write what is still pending (the last checkpoint and progress), before the outcome.
+        """Write what is pending now (the last checkpoint and progress), on the event loop.
 
         A store error is logged, not raised: the attempt's outcome still gets written."""
         for slot in (self._checkpoint, self._progress):
@@ -250,7 +318,34 @@ class AttemptSteps:
                         exc,
                     )
 
+    async def finish_async(self) -> None:
+        """Take no more checkpoints or progress, wait for the task's writes under way, and
+        write what is still pending: called once the attempt ended, before its outcome."""
+        drained: asyncio.Future[None] | None = None
+        with self._lock:
+            self._finished = True
+            if self._writing:
+                loop = asyncio.get_running_loop()
+                drained = loop.create_future()
+                self._drained = (loop, drained)
+        if drained is not None:
+            await drained  # one store call, under the store's own deadline
+        await self.flush_async()
+
+    def committed(self) -> None:
+        """The job's success is stored (its `ctx.transaction()` committed): what is pending
+        or given from now on could only be refused by the store, so it is dropped."""
+        with self._lock:
+            self._finished = True
+            for slot in (self._checkpoint, self._progress):
+                slot.has_pending = False
+
     @property
     def store_writes(self) -> int:
         """Checkpoint and progress writes sent so far (for tests of the rate limit)."""
         return self._checkpoint.writes + self._progress.writes
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
