@@ -333,6 +333,26 @@ def test_migrate_is_safe_when_many_callers_race_on_a_new_file(db_path: Path) -> 
     assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version()
 
 
+def test_opening_a_new_file_waits_for_a_writer_instead_of_failing(db_path: Path) -> None:
+    """Switching a file to WAL while another connection writes in rollback-journal mode is a
+    lock SQLite reports at once (no busy handler); the first connection waits for the writer
+    as a write would, within busy_timeout_ms. Racing processes opening one new file meet this."""
+    writer = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO other VALUES (1)")
+    released = threading.Timer(0.2, lambda: writer.execute("COMMIT"))
+    released.start()
+    try:
+        with SQLiteBackend(f"sqlite:///{db_path}?busy_timeout_ms=10000") as b:
+            b.migrate()
+    finally:
+        released.join()
+        writer.close()
+    assert raw(db_path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version()
+
+
 def test_upgrading_a_store_to_the_fencing_token_keeps_a_claim_in_flight_matching(
     db_path: Path, clock: FakeClock
 ) -> None:

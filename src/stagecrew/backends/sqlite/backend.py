@@ -362,13 +362,29 @@ def _begin_immediate(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
     gaps between its transactions. The connection's handler is switched off
     only for this statement; reads keep it.
     """
+    _execute_until_free(conn, "BEGIN IMMEDIATE", busy_timeout_ms)
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """`PRAGMA journal_mode = WAL`, waiting for other connections as a write would.
+
+    On a file still in rollback-journal mode the switch needs the exclusive lock; when
+    another connection writes, or switches too, SQLite reports the lock at once (it would
+    deadlock) instead of calling the busy handler, so connections racing to open a new
+    file retry here. A file already in WAL mode answers at once.
+    """
+    _execute_until_free(conn, "PRAGMA journal_mode = WAL", busy_timeout_ms)
+
+
+def _execute_until_free(conn: sqlite3.Connection, statement: str, busy_timeout_ms: int) -> None:
+    """Run `statement`, retrying it with short jittered pauses while the file is locked."""
     conn.execute("PRAGMA busy_timeout = 0")
     try:
         deadline = None
         tries = 0
         while True:
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(statement)
                 return
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
@@ -591,7 +607,7 @@ class SQLiteBackend(ThreadDriven):
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn, self.busy_timeout_ms)
             conn.execute("PRAGMA synchronous = NORMAL")
             if self._schema_ready_pid != os.getpid():
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
