@@ -79,6 +79,10 @@ def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
 FAR = repr(math.inf)
 STALE = repr(STALE_AFTER)
 LOST_TYPE, LOST_MESSAGE, LOST_KIND, LOST_CANCELLED_KIND = LOST_ARGS
+# the three key fields of a 12-field enqueue job (window, unique key, unique states): one bad
+KEYS_BAD_WINDOW = ["-1", "", ""]
+KEYS_NO_UNIQUE = ["", "", "running"]
+KEYS_UNIQUE_FORM = ["", "u", "running"]
 
 
 def bad_lost_records(name: str, lead: list[Any]) -> list[Any]:
@@ -100,53 +104,121 @@ BAD_CALLS: list[Any] = [
     # script, ARGV after the tag: one of them is bad
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "nan", "0.0", "3", "=new", ""],
+        ["", "default", 1, STALE, 9, "", "t", PAYLOAD, "0", "nan", "0.0", "3", "=new", ""],
         id="enqueue-run_at-nan",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "inf", "3", "=new", ""],
+        ["", "default", 1, STALE, 9, "", "t", PAYLOAD, "0", "", "inf", "3", "=new", ""],
         id="enqueue-delay-inf",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "-1", "3", "=new", ""],
+        ["", "default", 1, STALE, 9, "", "t", PAYLOAD, "0", "", "-1", "3", "=new", ""],
         id="enqueue-delay-negative",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, STALE, "", "t", PAYLOAD, "1.5", "", "0.0", "3", "", ""],
+        ["", "default", 1, STALE, 9, "", "t", PAYLOAD, "1.5", "", "0.0", "3", "", ""],
         id="enqueue-priority-fraction",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "0.0", "0", "", ""],
+        ["", "default", 1, STALE, 9, "", "t", PAYLOAD, "0", "", "0.0", "0", "", ""],
         id="enqueue-max_attempts-zero",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 2, STALE, "", "t", PAYLOAD, "0", "", "0.0", "3", "=new", ""],
+        ["", "default", 2, STALE, 9, "", "t", PAYLOAD, "0", "", "0.0", "3", "=new", ""],
         id="enqueue-argument-count",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["nan", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "0.0", "3", "", ""],
+        ["nan", "default", 1, STALE, 9, "", "t", PAYLOAD, "0", "", "0.0", "3", "", ""],
         id="enqueue-now-nan",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "tenant"],
+        ["", "default", 1, STALE, 9, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "tenant"],
         id="enqueue-fairness-key-form",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, STALE, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "="],
+        ["", "default", 1, STALE, 9, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "="],
         id="enqueue-fairness-key-empty",
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, "nan", "", "t", PAYLOAD, "0", "", "0.0", "3", "", "=tenant"],
+        ["", "default", 1, "nan", 9, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "=tenant"],
         id="enqueue-fairness-idle-nan",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, STALE, 10, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "", ""],
+        id="enqueue-width",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        [
+            "",
+            "default",
+            1,
+            STALE,
+            12,
+            "",
+            "t",
+            PAYLOAD,
+            "0",
+            "",
+            "0.0",
+            "3",
+            "=k",
+            "",
+            *KEYS_BAD_WINDOW,
+        ],
+        id="enqueue-idempotency-window-negative",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        [
+            "",
+            "default",
+            1,
+            STALE,
+            12,
+            "",
+            "t",
+            PAYLOAD,
+            "0",
+            "",
+            "0.0",
+            "3",
+            "",
+            "",
+            *KEYS_NO_UNIQUE,
+        ],
+        id="enqueue-unique-states-without-key",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        [
+            "",
+            "default",
+            1,
+            STALE,
+            12,
+            "",
+            "t",
+            PAYLOAD,
+            "0",
+            "",
+            "0.0",
+            "3",
+            "",
+            "",
+            *KEYS_UNIQUE_FORM,
+        ],
+        id="enqueue-unique-key-form",
     ),
     pytest.param(scripts.AGE_PRIORITIES, ["nan", "60.0", "0", 10], id="age-now-nan"),
     pytest.param(scripts.AGE_PRIORITIES, ["", "0", "0", 10], id="age-every-zero"),
@@ -420,17 +492,39 @@ BAD_CALLS: list[Any] = [
 ]
 
 
+# What enqueue.lua names when it refuses each call: the bad field, not a miscount of them.
+ENQUEUE_REFUSALS = {
+    "enqueue-run_at-nan": "run_at",
+    "enqueue-delay-inf": "delay",
+    "enqueue-delay-negative": "delay",
+    "enqueue-priority-fraction": "priority",
+    "enqueue-max_attempts-zero": "max_attempts",
+    "enqueue-argument-count": "argument count",
+    "enqueue-now-nan": "now",
+    "enqueue-fairness-key-form": "fairness key",
+    "enqueue-fairness-key-empty": "fairness key",
+    "enqueue-fairness-idle-nan": "fairness idle seconds",
+    "enqueue-width": "argument count",
+    "enqueue-idempotency-window-negative": "idempotency window",
+    "enqueue-unique-states-without-key": "unique states",
+    "enqueue-unique-key-form": "unique key",
+}
+
+
 @pytest.mark.parametrize(("name", "args"), BAD_CALLS)
 def test_script_refuses_a_bad_argument_before_writing_anything(
-    backend: RedisBackend, name: str, args: list[Any]
+    backend: RedisBackend, name: str, args: list[Any], request: pytest.FixtureRequest
 ) -> None:
     every_state(backend)
     client = redis.Redis.from_url(backend._settings.redis_url)
+    call_id = request.node.callspec.id
+    reason = ENQUEUE_REFUSALS.get(call_id, "") if name == scripts.ENQUEUE else ""
+    assert reason or name != scripts.ENQUEUE, f"say what enqueue.lua refuses in {call_id}"
     try:
         before = snapshot(client, backend.prefix)
         queue = backend._keys.queue("default")
         source = scripts.script(name).text
-        with pytest.raises(redis.ResponseError, match="stagecrew: bad"):
+        with pytest.raises(redis.ResponseError, match=f"stagecrew: bad {reason}"):
             client.eval(source, len(queue.keys), *queue.keys, queue.tag, *args)
         assert snapshot(client, backend.prefix) == before
     finally:

@@ -209,13 +209,15 @@ class RedisBackend(Backend):
         now = self._now()
         # Every field is read and encoded before anything is sent: a bad job fails the batch
         # while nothing is written.
-        fields = [new_job_fields(new) + key_fields(new) for new in jobs]
+        fields = [new_job_fields(new) for new in jobs]
+        if any(new.idempotency_key is not None or new.unique_key is not None for new in jobs):
+            fields = [row + key_fields(new) for row, new in zip(fields, jobs, strict=True)]
         first_queue = jobs[0].queue
         if self._cluster_layout or (
             len(jobs) > 1 and any(new.queue != first_queue for new in jobs)
         ):
             return (yield from self._enqueue_reserved(jobs, fields, now))
-        args: list[Arg] = [now, first_queue, len(jobs), repr(STALE_AFTER)]
+        args: list[Arg] = [now, first_queue, len(jobs), repr(STALE_AFTER), 1 + len(fields[0])]
         for row in fields:
             args.append("")  # no reserved id: the script takes the next ones
             args.extend(row)
@@ -253,7 +255,7 @@ class RedisBackend(Backend):
         calls: list[Call] = []
         for queue in keys:
             members = per_queue[queue.name]
-            args: list[Arg] = [now, queue.name, len(members), repr(STALE_AFTER)]
+            args: list[Arg] = [now, queue.name, len(members), repr(STALE_AFTER), 1 + len(fields[0])]
             for i in members:
                 args.append(str(first_id + i))
                 args.extend(fields[i])

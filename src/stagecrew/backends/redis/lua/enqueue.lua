@@ -12,10 +12,12 @@
 --   and reads the hash of the job it names (its holder while in its unique_states).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] queue name (unused: the keys name it);
 --   ARGV[4] n, the number of jobs; ARGV[5] seconds after which a fairness key is forgotten;
---   then 9 per job: id ('' = take the next id from KEYS[11]), task, payload, priority,
---   run_at ('' = now + delay), delay, max_attempts, idempotency key ('' = none, else
---   '=' .. key), fairness key (the same form), idempotency window seconds ('' = none), unique
---   key ('' or '=' .. key), unique states (names joined by commas; '' without a unique key).
+--   ARGV[6] the fields per job, 12, or 9 for a batch without idempotency or unique keys (the
+--   last three are then ''); then per job: id ('' = take the next id from KEYS[11]), task,
+--   payload, priority, run_at ('' = now + delay), delay, max_attempts, idempotency key ('' =
+--   none, else '=' .. key), fairness key (the same form), idempotency window seconds ('' =
+--   none), unique key ('' or '=' .. key), unique states (names joined by commas; '' without a
+--   unique key).
 -- A fair-keyed job due now is ordered (its member's first half, and its hash's order_at) at
 --   max(V, last) + 1 µs, V the order time of the head of the queue's due jobs at its priority
 --   (now if none), last the order time of the key's latest job (backends/fairness.py).
@@ -31,9 +33,16 @@
 local now = clock(ARGV[2])
 local now_s = fmt(now)
 local n = integer_arg(ARGV[4], 'job count', 0)
-local BASE, WIDTH = 5, 12
-if #ARGV ~= BASE + n * WIDTH then
+local BASE, WIDTH = 6, tonumber(ARGV[6])
+if (WIDTH ~= 9 and WIDTH ~= 12) or #ARGV ~= BASE + n * WIDTH then
     refuse('argument count', #ARGV)
+end
+-- field j (10, 11 or 12) of the job at offset o: '' in a batch of 9 fields per job
+local function keyed(o, j)
+    if WIDTH == 9 then
+        return ''
+    end
+    return ARGV[o + j]
 end
 local stale_after = seconds_arg(ARGV[5], 'fairness idle seconds')
 for i = 1, n do
@@ -57,15 +66,15 @@ for i = 1, n do
     if fair ~= '' and (string.sub(fair, 1, 1) ~= '=' or #fair < 2) then
         refuse('fairness key', fair)
     end
-    if ARGV[o + 10] ~= '' and finite_arg(ARGV[o + 10], 'idempotency window') < 0 then
-        refuse('idempotency window', ARGV[o + 10])
+    if keyed(o, 10) ~= '' and finite_arg(keyed(o, 10), 'idempotency window') < 0 then
+        refuse('idempotency window', keyed(o, 10))
     end
-    local unique = ARGV[o + 11]
+    local unique = keyed(o, 11)
     if unique ~= '' and (string.sub(unique, 1, 1) ~= '=' or #unique < 2) then
         refuse('unique key', unique)
     end
-    if (unique == '') ~= (ARGV[o + 12] == '') then
-        refuse('unique states', ARGV[o + 12])
+    if (unique == '') ~= (keyed(o, 12) == '') then
+        refuse('unique states', keyed(o, 12))
     end
 end
 if redis.call('EXISTS', REGISTERED) == 0 then
@@ -82,7 +91,7 @@ local released = {}
 for i = 1, n do
     local o = BASE + (i - 1) * WIDTH
     local key = ARGV[o + 8]
-    local unique = ARGV[o + 11]
+    local unique = keyed(o, 11)
     local decided = false
     if key ~= '' then
         key = string.sub(key, 2)
@@ -93,10 +102,10 @@ for i = 1, n do
         if entry then
             local hash
             stored, hash = entry_job(entry)
-            if ARGV[o + 10] ~= '' then
+            if keyed(o, 10) ~= '' then
                 -- a finished job whose window has passed gives its key up (written in pass 2)
                 local f = redis.call('HMGET', hash, 'state', 'finished_at')
-                if FINISHED[f[1]] and f[2] and tonumber(f[2]) + tonumber(ARGV[o + 10]) <= now then
+                if FINISHED[f[1]] and f[2] and tonumber(f[2]) + tonumber(keyed(o, 10)) <= now then
                     released[#released + 1] = hash
                     released[#released + 1] = key
                     released[#released + 1] = entry
@@ -247,10 +256,10 @@ for i = 1, n do
                 'priority', priority, 'run_at', run_at_s, 'max_attempts', ARGV[o + 7],
                 'enqueued_at', now_s)
         end
-        local unique = ARGV[o + 11]
+        local unique = keyed(o, 11)
         if unique ~= '' then
             unique = string.sub(unique, 2)
-            redis.call('HSET', k, 'unique_key', unique, 'unique_states', ARGV[o + 12])
+            redis.call('HSET', k, 'unique_key', unique, 'unique_states', keyed(o, 12))
             uniques[#uniques + 1] = unique
             uniques[#uniques + 1] = index_entry(id)
         end
