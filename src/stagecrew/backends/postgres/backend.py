@@ -66,6 +66,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
+from ..caps import ClaimLimits
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run, run_async
@@ -782,8 +783,15 @@ class PostgresBackend(Backend):
             self._vacuumer.start()
 
     def _claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None = None,
     ) -> SqlOp[list[ClaimedJob]]:
+        if limits is not None:
+            raise BackendError(f"{self.url} does not enforce concurrency caps yet")
         self._mark_claim()
         params = {
             "now": self._now(),

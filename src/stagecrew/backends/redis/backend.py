@@ -52,6 +52,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
+from ..caps import ClaimLimits
 from ..fairness import STALE_AFTER
 from ..ops import Op, resume_async, run, run_async
 from ..records import WORKER_LOST
@@ -293,8 +294,15 @@ class RedisBackend(Backend):
 
     # -- worker ----------------------------------------------------------------------
     def _claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None = None,
     ) -> Op[list[ClaimedJob]]:
+        if limits is not None:
+            raise BackendError(f"{self.url} does not enforce concurrency caps yet")
         now = self._now()
         shares: dict[str, int]
         if len(queues) == 1:
@@ -526,8 +534,16 @@ class RedisBackend(Backend):
         side.failures = 0
 
     async def _wait_and_claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease: float, timeout: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease: float,
+        timeout: float,
+        limits: ClaimLimits | None = None,
     ) -> list[ClaimedJob]:
+        if limits is not None:
+            raise BackendError(f"{self.url} does not enforce concurrency caps yet")
         """The wake-up's BLPOP, then the claim's first step, in one pipeline (see wake.py)."""
         side = await self._side()
         op = self._claim(queues, worker, limit, lease)

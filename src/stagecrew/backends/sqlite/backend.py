@@ -86,6 +86,7 @@ from ..base import (
     Retention,
     ThreadDriven,
 )
+from ..caps import ClaimLimits
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run
@@ -803,8 +804,15 @@ class SQLiteBackend(ThreadDriven):
 
     # -- worker ------------------------------------------------------------
     def _claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None = None,
     ) -> Op[list[ClaimedJob]]:
+        if limits is not None:
+            raise BackendError(f"{self.url} does not enforce concurrency caps yet")
         now = self.clock.now()
         expires = now + lease_seconds
         params: dict[str, Any] = {
