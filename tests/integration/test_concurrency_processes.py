@@ -99,9 +99,9 @@ def test_caps_hold_across_worker_processes_and_are_reached(tmp_path: Path, engin
         try:
             jobs = app.tasks["capped"].enqueue_many([(i,) for i in range(30)])
             jobs += app.tasks["per_customer"].enqueue_many([(c,) for c in "abc" * 6])
-            assert wait_for(
-                lambda: all(j.get().state is JobState.SUCCEEDED for j in jobs), 120
-            ), [j.get().state for j in jobs]
+            assert wait_for(lambda: all(j.get().state is JobState.SUCCEEDED for j in jobs), 120), [
+                j.get().state for j in jobs
+            ]
             assert {j.get().attempt for j in jobs} == {1}  # waiting on a cap cost no attempt
         finally:
             for worker in workers:
@@ -135,9 +135,9 @@ def test_a_killed_workers_slot_comes_back_with_its_lease(tmp_path: Path, engine:
             time.sleep(1.0)  # the cap is held: the survivor runs none of them yet
             assert {j.get().state for j in after} == {JobState.AVAILABLE}
             kill(doomed)
-            assert wait_for(
-                lambda: all(j.get().state is JobState.SUCCEEDED for j in after), 60
-            ), [j.get().state for j in after]
+            assert wait_for(lambda: all(j.get().state is JobState.SUCCEEDED for j in after), 60), [
+                j.get().state for j in after
+            ]
         finally:
             kill(doomed)
             if survivor is not None:
