@@ -729,10 +729,10 @@ class TestConcurrencyCaps:
         self, make_backend: Callable[..., RedisBackend]
     ) -> None:
         backend = make_backend(FakeClock(), cluster_layout="1")
-        backend.enqueue([job(queue="a", priority=5), job(queue="b"), job(queue="b")])
+        backend.enqueue([job(queue="a", priority=5), job(queue="a", priority=5), job(queue="b")])
         limits = ClaimLimits(tasks={"t": 5})
         claimed = backend.claim(["a", "b"], "w", 2, LEASE, limits)
-        assert [c.queue for c in claimed] == ["b", "b"]
+        assert [c.queue for c in claimed] == ["b", "a"]
         [last] = backend.claim(["a", "b"], "w", 2, LEASE, limits)
         assert last.queue == "a"
 
