@@ -16,9 +16,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/stagecrew demo
 
-## test: set up and run the whole test suite, then the linters
+## test: set up and run the whole test suite (in TEST_PROCESSES processes: most tests wait on
+## servers and worker processes, not on a core), then the linters
+TEST_PROCESSES ?= auto
 test: $(VENV)/.installed
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_PROCESSES) --dist worksteal
 	$(MAKE) lint
 
 lint: $(VENV)/.installed
