@@ -282,6 +282,7 @@ def _within_caps(
     chosen: list[int] = []
     page = max(CAPPED_PAGE, 2 * limit)
     after: dict[str, Any] = _FIRST_PAGE
+    key_tasks = _json_list(limits.keys)
     while len(chosen) < limit:
         full_tasks, full_queues, full_keys = running.full(limits)
         wanted = [q for q in queues if q not in full_queues]
@@ -292,6 +293,7 @@ def _within_caps(
             "page": page,
             "full_tasks": _json_list(full_tasks),
             "full_keys": _json_list(full_keys),
+            "key_tasks": key_tasks,
             **after,
             **_queue_params(wanted),
         }
