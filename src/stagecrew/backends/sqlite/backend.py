@@ -22,6 +22,13 @@ Readers never block writers (WAL). A writer that finds the lock taken retries
 for up to `busy_timeout_ms` (see `_begin_immediate`), then fails with a clear
 error: `EnqueueError` from `enqueue`, `BackendError` from everything else.
 
+Concurrency caps. A claim with `ClaimLimits` does its reading under that same write lock:
+it counts the running jobs with a live lease per capped task, queue and key
+(`claim_running.sql`), reads due jobs in claim order a page at a time with the groups already
+full left out (`claim_capped_candidates.sql`), applies `caps.select_within_caps`, and claims
+the chosen ids with the usual statement. No claimer can take a slot in between. A claim
+without limits runs the one statement it always ran.
+
 Connections are per thread (a `sqlite3.Connection` must not be used by two
 threads at once), and per process: a connection inherited through `fork` is
 never touched by the child. A thread that finished leaves its connection
