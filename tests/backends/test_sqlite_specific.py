@@ -562,21 +562,25 @@ def test_a_claim_without_limits_runs_the_one_claim_statement_and_nothing_more(
     )
 
 
-def test_a_capped_claim_reads_on_past_a_page_of_jobs_its_caps_turn_away(
+def test_a_capped_claim_reads_on_past_pages_of_jobs_its_caps_turn_away(
     backend: SQLiteBackend,
 ) -> None:
-    """Jobs of one order (one batch) across several pages, most of them turned away in Python:
-    a key full for its task but not for the largest key cap is only left out by the rule."""
-    hot = [NewJob("t", PAYLOAD, concurrency_key="hot") for _ in range(3 * CAPPED_PAGE)]
-    backend.enqueue([*hot, NewJob("t", PAYLOAD), NewJob("u", PAYLOAD, concurrency_key="hot")])
+    """Jobs of one order (one batch) over several pages, all but every page's last one turned
+    away in Python (a key full for its task, not for the largest key cap, so the query keeps
+    them): the claim reads on, takes each page's last job once, and stops at its limit."""
+    pages = 4
+    backend.enqueue(
+        [
+            NewJob("t", PAYLOAD, concurrency_key=None if n % CAPPED_PAGE == 0 else "hot")
+            for n in range(1, pages * CAPPED_PAGE + 2)
+        ]
+    )
     limits = ClaimLimits(keys={"t": 1, "other": 10**6})
-    claimed = backend.claim(["default"], "w", 5, 30.0, limits)
-    assert [c.id for c in claimed] == [1, 3 * CAPPED_PAGE + 1, 3 * CAPPED_PAGE + 2]
-    assert backend.claim(["default"], "w", 5, 30.0, limits) == []
-    # and a claim larger than a page takes every job of the same order, each once
-    backend.enqueue([NewJob("v", PAYLOAD, queue="v") for _ in range(3 * CAPPED_PAGE)])
-    many = backend.claim(["v"], "w", 10**4, 30.0, ClaimLimits(tasks={"v": 10**6}))
-    assert len({c.id for c in many}) == len(many) == 3 * CAPPED_PAGE
+    claimed = backend.claim(["default"], "w", pages, 30.0, limits)
+    assert [c.id for c in claimed] == [1, *(CAPPED_PAGE * n for n in range(1, pages))]
+    [last] = backend.claim(["default"], "w", pages, 30.0, limits)
+    assert last.id == pages * CAPPED_PAGE
+    assert backend.claim(["default"], "w", pages, 30.0, limits) == []
 
 
 def test_a_key_full_for_the_tasks_that_cap_keys_does_not_hold_back_a_task_that_does_not(
@@ -588,6 +592,40 @@ def test_a_key_full_for_the_tasks_that_cap_keys_does_not_hold_back_a_task_that_d
     limits = ClaimLimits(keys={"t": 1})
     assert [c.task for c in backend.claim(["default"], "w", 1, 30.0, limits)] == ["t"]
     assert [c.task for c in backend.claim(["default"], "w", 5, 30.0, limits)] == ["u"]
+
+
+def test_a_capped_claim_counts_and_chooses_under_its_write_lock(db_path: Path) -> None:
+    """Claimer A stops after counting the running jobs, while B claims from another queue:
+    had A counted outside the write lock, both would take the one slot (each from its own
+    queue, so the claim's UPDATE could not notice). B must wait for A instead."""
+    url = f"sqlite:///{db_path}"
+    limits = ClaimLimits(tasks={"t": 1})
+    counted, go_on = threading.Event(), threading.Event()
+    claimed: list[int] = []
+
+    def stop_after_counting(statement: str) -> None:
+        if statement.startswith(_sql("claim_capped").splitlines()[0]):
+            counted.set()
+            go_on.wait(10.0)
+
+    def claim(queue: str, pause: bool) -> None:
+        with SQLiteBackend(url) as backend:
+            if pause:
+                backend._conn().set_trace_callback(stop_after_counting)
+            claimed.extend(c.id for c in backend.claim([queue], queue, 5, 60.0, limits))
+
+    with SQLiteBackend(url) as setup:
+        setup.enqueue([NewJob("t", PAYLOAD, queue=q) for q in ("a", "b")])
+    first = threading.Thread(target=claim, args=("a", True))
+    first.start()
+    assert counted.wait(10.0)
+    second = threading.Thread(target=claim, args=("b", False))
+    second.start()
+    second.join(0.5)  # B waits for the write lock A holds
+    go_on.set()
+    first.join()
+    second.join()
+    assert claimed == [1]
 
 
 def test_a_capped_claim_of_a_damaged_job_salvages_it_and_counts_its_slot(
