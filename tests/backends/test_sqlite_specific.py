@@ -594,38 +594,65 @@ def test_a_key_full_for_the_tasks_that_cap_keys_does_not_hold_back_a_task_that_d
     assert [c.task for c in backend.claim(["default"], "w", 5, 30.0, limits)] == ["u"]
 
 
-def test_a_capped_claim_counts_and_chooses_under_its_write_lock(db_path: Path) -> None:
-    """Claimer A stops after counting the running jobs, while B claims from another queue:
-    had A counted outside the write lock, both would take the one slot (each from its own
-    queue, so the claim's UPDATE could not notice). B must wait for A instead."""
-    url = f"sqlite:///{db_path}"
+def _claims_around_a_pause(url: str, pause_at: Callable[[str], bool]) -> list[int]:
+    """Claimer A (queue a) stops at the first statement `pause_at` picks while claimer B
+    (queue b) claims, both within tasks={"t": 1}; the ids both claimed. B gets 0.5 s to finish
+    before A goes on (B may be waiting for A's write lock)."""
     limits = ClaimLimits(tasks={"t": 1})
-    counted, go_on = threading.Event(), threading.Event()
+    paused, go_on = threading.Event(), threading.Event()
     claimed: list[int] = []
 
-    def stop_after_counting(statement: str) -> None:
-        if statement.startswith(_sql("claim_capped").splitlines()[0]):
-            counted.set()
+    def pause(statement: str) -> None:
+        if not paused.is_set() and pause_at(statement):
+            paused.set()
             go_on.wait(10.0)
 
-    def claim(queue: str, pause: bool) -> None:
+    def claim(queue: str) -> None:
         with SQLiteBackend(url) as backend:
-            if pause:
-                backend._conn().set_trace_callback(stop_after_counting)
+            if queue == "a":
+                backend._conn().set_trace_callback(pause)
             claimed.extend(c.id for c in backend.claim([queue], queue, 5, 60.0, limits))
 
-    with SQLiteBackend(url) as setup:
-        setup.enqueue([NewJob("t", PAYLOAD, queue=q) for q in ("a", "b")])
-    first = threading.Thread(target=claim, args=("a", True))
+    first = threading.Thread(target=claim, args=("a",))
     first.start()
-    assert counted.wait(10.0)
-    second = threading.Thread(target=claim, args=("b", False))
+    assert paused.wait(10.0)
+    second = threading.Thread(target=claim, args=("b",))
     second.start()
-    second.join(0.5)  # B waits for the write lock A holds
+    second.join(0.5)
     go_on.set()
     first.join()
     second.join()
-    assert claimed == [1]
+    return claimed
+
+
+def test_a_capped_claim_counts_and_chooses_under_its_write_lock(db_path: Path) -> None:
+    """A stops after counting the running jobs: had it counted outside the write lock, both
+    would take the one slot (each from its own queue, so A's UPDATE could not notice)."""
+    url = f"sqlite:///{db_path}"
+    with SQLiteBackend(url) as setup:
+        [a, _] = setup.enqueue([NewJob("t", PAYLOAD, queue=q) for q in ("a", "b")])
+    header = _sql("claim_capped").splitlines()[0]
+    assert _claims_around_a_pause(url, lambda s: s.startswith(header)) == [a.id]
+
+
+def test_a_capped_claim_that_reads_a_damaged_job_again_chooses_again(db_path: Path) -> None:
+    """A damaged row makes the claim roll back and claim again, leniently, under a new write
+    lock: B takes the slot in between, so A must count again and take nothing."""
+    url = f"sqlite:///{db_path}"
+    with SQLiteBackend(url) as setup:
+        [damaged, b] = setup.enqueue([NewJob("t", PAYLOAD, queue=q) for q in ("a", "b")])
+    raw(db_path).execute(
+        "UPDATE stagecrew_jobs SET payload = CAST(x'ff' AS TEXT) WHERE id = ?", (damaged.id,)
+    )
+    rolled_back = threading.Event()
+
+    def after_the_rollback(statement: str) -> bool:
+        if statement == "ROLLBACK":
+            rolled_back.set()
+            return False
+        return rolled_back.is_set()
+
+    assert _claims_around_a_pause(url, after_the_rollback) == [b.id]
 
 
 def test_a_capped_claim_of_a_damaged_job_salvages_it_and_counts_its_slot(
