@@ -98,7 +98,6 @@ def test_a_capped_claim_seeks_each_page_in_the_claim_index(
         "page": CAPPED_PAGE,
         "full_tasks": "[]",
         "full_keys": "[]",
-        "key_tasks": "[]",
         "priority": 0,
         "order_at": 0.0,
         "id": 0,
@@ -565,9 +564,9 @@ def test_a_claim_without_limits_runs_the_one_claim_statement_and_nothing_more(
 def test_a_capped_claim_reads_on_past_pages_of_jobs_its_caps_turn_away(
     backend: SQLiteBackend,
 ) -> None:
-    """Jobs of one order (one batch) over several pages, all but every page's last one turned
-    away in Python (a key full for its task, not for the largest key cap, so the query keeps
-    them): the claim reads on, takes each page's last job once, and stops at its limit."""
+    """Jobs of one order (one batch) over several pages: the first page's are turned away in
+    Python once the claim's first job fills their key, the next pages leave them out; the claim
+    reads on, takes each page's last job once, and stops at its limit."""
     pages = 4
     backend.enqueue(
         [

@@ -289,9 +289,8 @@ def _within_caps(
     chosen: list[int] = []
     page = max(CAPPED_PAGE, 2 * limit)
     after: dict[str, Any] = _FIRST_PAGE
-    key_tasks = _json_list(limits.keys)
     while len(chosen) < limit:
-        full_tasks, full_queues, full_keys = running.full(limits)
+        full_tasks, full_queues, _ = running.full(limits)
         wanted = [q for q in queues if q not in full_queues]
         if not wanted:
             break
@@ -299,8 +298,7 @@ def _within_caps(
             "now": now,
             "page": page,
             "full_tasks": _json_list(full_tasks),
-            "full_keys": _json_list(full_keys),
-            "key_tasks": key_tasks,
+            "full_keys": _full_keys(running, limits),
             **after,
             **_queue_params(wanted),
         }
@@ -312,6 +310,20 @@ def _within_caps(
         last = rows[-1]
         after = {"priority": last[4], "order_at": last[5], "id": last[0]}
     return chosen
+
+
+def _full_keys(running: Running, limits: ClaimLimits) -> str:
+    """The [task, key] pairs whose key has no free slot for that task, as a JSON array: with
+    a cap per task, a key full for one task may still have room for another (or for a task
+    that caps no keys at all), so the query can leave out only the pairs."""
+    return orjson.dumps(
+        [
+            (task, key)
+            for task, cap in limits.keys.items()
+            for key, count in running.keys.items()
+            if count >= cap
+        ]
+    ).decode()
 
 
 def _choose(

@@ -8,5 +8,6 @@ WHERE state IN ('available', 'scheduled')
   AND queue NOT IN (SELECT queue FROM stagecrew_paused_queues)
   AND (priority, order_at, id) > (:priority, :order_at, :id)
   AND task NOT IN (SELECT value FROM json_each(:full_tasks))
-  AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(:full_keys))
-       OR task NOT IN (SELECT value FROM json_each(:key_tasks)))
+  AND (concurrency_key IS NULL OR (task, concurrency_key) NOT IN (
+      SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')
+      FROM json_each(:full_keys)))
