@@ -582,6 +582,24 @@ def test_a_capped_claim_reads_on_past_pages_of_jobs_its_caps_turn_away(
     assert backend.claim(["default"], "w", pages, 30.0, limits) == []
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [ClaimLimits(tasks={"t": 1}), ClaimLimits(keys={"t": 1, "x": 5})],
+    ids=["task", "key-of-its-task"],
+)
+def test_a_capped_claim_behind_many_jobs_of_a_full_cap_reads_one_page(
+    backend: SQLiteBackend, clock: FakeClock, limits: ClaimLimits
+) -> None:
+    """What is full when the claim starts is left out by the query, not page by page."""
+    backend.enqueue([NewJob("t", PAYLOAD, concurrency_key="hot") for _ in range(5 * CAPPED_PAGE)])
+    clock.advance(1.0)
+    [behind] = backend.enqueue([NewJob("u", PAYLOAD)])
+    assert len(backend.claim(["default"], "w", 1, 30.0, limits)) == 1  # a t: the cap is full
+    run = _statements_run(backend, lambda: backend.claim(["default"], "w", 1, 30.0, limits))
+    assert _headers(run).count(_headers([_capped_candidates_sql(1)])[0]) == 1
+    assert backend.get(behind.id).state is JobState.RUNNING  # type: ignore[union-attr]
+
+
 def test_a_key_full_for_the_tasks_that_cap_keys_does_not_hold_back_a_task_that_does_not(
     backend: SQLiteBackend,
 ) -> None:
