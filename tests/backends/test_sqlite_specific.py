@@ -26,6 +26,7 @@ from stagecrew.backends.memory import MemoryBackend
 from stagecrew.backends.sqlite import SQLiteBackend
 from stagecrew.backends.sqlite.backend import (
     CAPPED_PAGE,
+    MAX_UNION_QUEUES,
     _capped_candidates_sql,
     _claim_chosen_sql,
     _claim_sql,
@@ -598,6 +599,20 @@ def test_a_capped_claim_behind_many_jobs_of_a_full_cap_reads_one_page(
     run = _statements_run(backend, lambda: backend.claim(["default"], "w", 1, 30.0, limits))
     assert _headers(run).count(_headers([_capped_candidates_sql(1)])[0]) == 1
     assert backend.get(behind.id).state is JobState.RUNNING  # type: ignore[union-attr]
+
+
+def test_a_capped_claim_of_more_queues_than_a_compound_select_takes_reads_them_in_one_scan(
+    backend: SQLiteBackend,
+) -> None:
+    queues = [f"q{i}" for i in range(MAX_UNION_QUEUES + 6)]
+    backend.enqueue([NewJob(task, PAYLOAD, queue=q) for q in queues for task in ("t", "u")])
+    backend.pause_queue("q0")
+    limits = ClaimLimits(tasks={"t": 3}, queues={"q1": 1, "q2": 1})
+    claimed = backend.claim(queues, "w", 10**3, 30.0, limits)
+    assert sum(c.task == "t" for c in claimed) == 3
+    assert sorted(c.queue for c in claimed if c.queue in ("q0", "q1", "q2")) == ["q1", "q2"]
+    # q1 and q2 are full with their t, q0 is paused: every other queue's u comes too
+    assert len(claimed) == 3 + len(queues) - 3
 
 
 def test_a_key_full_for_the_tasks_that_cap_keys_does_not_hold_back_a_task_that_does_not(
