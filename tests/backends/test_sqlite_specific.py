@@ -562,25 +562,32 @@ def test_a_claim_without_limits_runs_the_one_claim_statement_and_nothing_more(
     )
 
 
+@pytest.mark.parametrize("queue_count", [1, 3, MAX_UNION_QUEUES + 6])
 def test_a_capped_claim_reads_on_past_pages_of_jobs_its_caps_turn_away(
-    backend: SQLiteBackend,
+    backend: SQLiteBackend, queue_count: int
 ) -> None:
     """Jobs of one order (one batch) over several pages: the first page's are turned away in
     Python once the claim's first job fills their key, the next pages leave them out; the claim
     reads on, takes each page's last job once, and stops at its limit."""
     pages = 4
+    queues = [f"q{i}" for i in range(queue_count)]
     backend.enqueue(
         [
-            NewJob("t", PAYLOAD, concurrency_key=None if n % CAPPED_PAGE == 0 else "hot")
+            NewJob(
+                "t",
+                PAYLOAD,
+                queue=queues[n % queue_count],
+                concurrency_key=None if n % CAPPED_PAGE == 0 else "hot",
+            )
             for n in range(1, pages * CAPPED_PAGE + 2)
         ]
     )
     limits = ClaimLimits(keys={"t": 1, "other": 10**6})
-    claimed = backend.claim(["default"], "w", pages, 30.0, limits)
+    claimed = backend.claim(queues, "w", pages, 30.0, limits)
     assert [c.id for c in claimed] == [1, *(CAPPED_PAGE * n for n in range(1, pages))]
-    [last] = backend.claim(["default"], "w", pages, 30.0, limits)
+    [last] = backend.claim(queues, "w", pages, 30.0, limits)
     assert last.id == pages * CAPPED_PAGE
-    assert backend.claim(["default"], "w", pages, 30.0, limits) == []
+    assert backend.claim(queues, "w", pages, 30.0, limits) == []
 
 
 @pytest.mark.parametrize(
