@@ -119,9 +119,9 @@ T = TypeVar("T")
 
 COPY_MIN_BATCH = 200
 """From this many jobs without idempotency keys, enqueue streams them with COPY."""
-COPY_TYPES = ("int8", "text", "text", "text", "text", "int4", "float8", "int4", "float8", "float8")
+COPY_TYPES = ("int8", *["text"] * 4, "int4", "float8", "int4", "float8", "float8", "text")
 """Column types of enqueue_copy.sql: id, task, queue, state, payload, priority, run_at,
-max_attempts, enqueued_at, order_at."""
+max_attempts, enqueued_at, order_at, concurrency_key."""
 RESCUE_BATCH = 5000
 """Expired leases settled per statement, so rows are locked briefly however many expired."""
 MAX_KEY_LOOKUPS = 3
@@ -702,6 +702,7 @@ class PostgresBackend(Backend):
                 None if job.run_at is None else float(job.run_at),
                 float(job.delay),
                 int(job.max_attempts),
+                job.concurrency_key,
             )
             for job in jobs
         ]
@@ -711,7 +712,7 @@ class PostgresBackend(Backend):
         now, ids = done.rows[0]
         due_now = transitions.initial_state(now, now).value  # a job without run_at or delay
         rows = []
-        for job_id, (task, queue, payload, priority, run_at, delay, max_attempts) in zip(
+        for job_id, (task, queue, payload, priority, run_at, delay, max_attempts, key) in zip(
             ids, fields, strict=True
         ):
             if run_at is None and not delay:
@@ -720,7 +721,7 @@ class PostgresBackend(Backend):
                 due = now + delay if run_at is None else run_at
                 state = transitions.initial_state(due, now).value
             rows.append(
-                (job_id, task, queue, state, payload, priority, due, max_attempts, now, due)
+                (job_id, task, queue, state, payload, priority, due, max_attempts, now, due, key)
             )
         yield Copy(self._sql.get("enqueue_copy"), COPY_TYPES, rows)
         queues = sorted({row[1] for row in fields})
@@ -745,6 +746,7 @@ class PostgresBackend(Backend):
             "key": job.idempotency_key,
             "order_at": order_at,
             "fairness_key": job.fairness_key,
+            "concurrency_key": job.concurrency_key,
         }
         if unique:
             params["unique_key"] = job.unique_key
@@ -768,6 +770,7 @@ class PostgresBackend(Backend):
             "keys": [job.idempotency_key for job in jobs],
             "order_ats": list(order_ats),
             "fairness_keys": [job.fairness_key for job in jobs],
+            "concurrency_keys": [job.concurrency_key for job in jobs],
         }
 
     # -- worker ------------------------------------------------------------------------
