@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 from .key_text import check_key_text
 
+
 @dataclass(frozen=True, slots=True)
 class ClaimLimits:
     """The concurrency caps a claim enforces (see the module docstring)."""
