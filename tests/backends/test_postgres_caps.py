@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import Any
 
@@ -273,6 +273,34 @@ def test_a_full_key_limits_only_the_tasks_that_cap_keys(
     assert len(claim(backend, limits)) == 1
     [free] = backend.enqueue([job("u", concurrency_key="k")])
     assert [c.id for c in claim(backend, limits)] == [free.id]
+
+
+# -- enqueue paths ----------------------------------------------------------------------------
+LIVE = frozenset({JobState.SCHEDULED, JobState.AVAILABLE, JobState.RUNNING})
+PATHS: dict[str, tuple[int, Callable[[int], dict[str, Any]]]] = {
+    "one": (1, lambda i: {}),
+    "batch": (3, lambda i: {}),
+    "copy": (250, lambda i: {}),
+    "idempotency": (3, lambda i: {"idempotency_key": f"i{i}"}),
+    "fair": (3, lambda i: {"fairness_key": f"f{i}"}),
+    "unique": (3, lambda i: {"unique_key": f"u{i}", "unique_states": LIVE}),
+}
+"""Batch size and other fields for each way enqueue writes jobs (see PostgresBackend._enqueue)."""
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_enqueue_path_stores_the_concurrency_key(backend: PostgresBackend, path: str) -> None:
+    size, fields = PATHS[path]
+
+    def key(i: int) -> str | None:
+        return None if i % 2 else f"k{i}"
+
+    entries = backend.enqueue([job(concurrency_key=key(i), **fields(i)) for i in range(size)])
+    assert [e.created for e in entries] == [True] * size
+    for i, entry in enumerate(entries):
+        stored = backend.get(entry.id)
+        assert stored is not None
+        assert stored.concurrency_key == key(i)
 
 
 # -- plans ----------------------------------------------------------------------------------------
