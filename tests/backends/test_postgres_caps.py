@@ -303,6 +303,16 @@ def test_every_enqueue_path_stores_the_concurrency_key(backend: PostgresBackend,
         assert stored.concurrency_key == key(i)
 
 
+def test_listing_and_cancelling_return_the_concurrency_key(
+    backend: PostgresBackend,
+) -> None:
+    [keyed, plain] = backend.enqueue([job(concurrency_key="k"), job()])
+    listed = {j.id: j.concurrency_key for j in backend.list_jobs(JobFilter())}
+    assert listed == {keyed.id: "k", plain.id: None}
+    cancelled = [backend.cancel(keyed.id), backend.cancel(plain.id)]
+    assert [j.concurrency_key if j else "gone" for j in cancelled] == ["k", None]
+
+
 # -- plans ----------------------------------------------------------------------------------------
 def test_capped_claim_statements_use_their_indexes_even_with_stale_statistics(
     backend: PostgresBackend, schema: str
