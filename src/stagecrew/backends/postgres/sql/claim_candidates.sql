@@ -1,10 +1,11 @@
 -- Read and lock up to %(read)s due jobs of %(queues)s in (priority, order_at, id) order for a capped claim, leaving out the jobs of full tasks and full (task, key) pairs, skipping rows other claimers hold and paused queues.
 -- The backend leaves the full queues out of %(queues)s; %(full_tasks)s are the tasks whose cap is
--- full, and (%(full_key_tasks)s[i], %(full_keys)s[i]) the pairs whose per-key cap is full (a task
--- that caps keys, a key that many jobs hold). So every row read is within its caps as read; the
--- backend then applies caps.select_within_caps, in this order, and claims what it chose
+-- full, and each (%(full_key_tasks)s[i], %(full_keys)s[i]) a task that caps keys and a key that
+-- at least that task's cap of running jobs hold. So every row read is within its caps as read
+-- (claim_running.sql counted them in this transaction, under the lock of capped claims); the
+-- backend then applies caps.select_within_caps in this order and claims what it chose
 -- (claim_chosen.sql), in this transaction, which holds the rows' locks meanwhile. Each queue's head
--- is read off jobs_claim as claim.sql reads it; the filters test the rows it finds.
+-- is read off jobs_claim in order, as claim.sql reads it; the filters test the rows it finds.
 WITH clock AS (
     SELECT {schema}.store_now(%(now)s) AS now
 )
