@@ -141,15 +141,29 @@ class Running(NamedTuple):
                 return False
         return True
 
-    def full(self, limits: ClaimLimits) -> tuple[list[str], list[str], list[str]]:
-        """The tasks and queues whose caps are full, and the keys full for every task that
-        caps keys (at the largest of their caps: a key's cap is its task's): what a candidate
-        query can leave out up front. What it keeps, `admits` still decides."""
-        tasks = [t for t, cap in limits.tasks.items() if self.tasks[t] >= cap]
-        queues = [q for q, cap in limits.queues.items() if self.queues[q] >= cap]
-        largest = max(limits.keys.values(), default=0)
-        keys = [k for k, n in self.keys.items() if largest and n >= largest]
-        return tasks, queues, keys
+    def full(self, limits: ClaimLimits) -> FullCaps:
+        """The caps without a free slot: what a candidate query can leave out up front (what it
+        keeps, `admits` still decides)."""
+        return FullCaps(
+            tasks=[t for t, cap in limits.tasks.items() if self.tasks[t] >= cap],
+            queues=[q for q, cap in limits.queues.items() if self.queues[q] >= cap],
+            keys=[
+                (task, key)
+                for task, cap in limits.keys.items()
+                for key, count in self.keys.items()
+                if count >= cap
+            ],
+        )
+
+
+class FullCaps(NamedTuple):
+    """The tasks and queues whose caps are full, and the (task, key) pairs whose key is full
+    for that task. Pairs, not keys: a key's cap is its task's, so a key full for one task may
+    have room for another, and never holds back a task that caps no keys."""
+
+    tasks: list[str]
+    queues: list[str]
+    keys: list[tuple[str, str]]
 
 
 def select_within_caps(

@@ -851,19 +851,18 @@ class PostgresBackend(Backend):
             ),
             limits,
         )
-        full_tasks, full_queues, _ = running.full(limits)
-        wanted = [queue for queue in queues if queue not in full_queues]
+        full = running.full(limits)
+        wanted = [queue for queue in queues if queue not in full.queues]
         if not wanted:
             return []
-        key_tasks, keys = _full_keys(running, limits)
         read = yield Statement(
             self._sql.get("claim_candidates"),
             {
                 "now": now,
                 "queues": wanted,
-                "full_tasks": full_tasks,
-                "full_key_tasks": key_tasks,
-                "full_keys": keys,
+                "full_tasks": full.tasks,
+                "full_key_tasks": [task for task, _ in full.keys],
+                "full_keys": [key for _, key in full.keys],
                 "read": CAPPED_READ_PER_JOB * limit + CAPPED_READ_SLACK,
             },
         )
@@ -1353,24 +1352,6 @@ def _claimed_jobs(rows: Sequence[Sequence[Any]]) -> list[ClaimedJob]:
         )
         for r in rows
     ]
-
-
-def _full_keys(running: Running, limits: ClaimLimits) -> tuple[list[str], list[str]]:
-    """The (task, key) pairs whose per-key cap is full, as two parallel lists: each task that
-    caps keys, with each key at least that many running jobs hold.
-
-    `Running.full` names only the keys full for every such task (at the largest cap). A key
-    below it can still be full for a task of a smaller cap; left in, that task's jobs of the
-    key would fill a capped claim's bounded read, be passed over, and fill the next one again,
-    so the jobs behind them would never be read.
-    """
-    pairs = [
-        (task, key)
-        for task, cap in sorted(limits.keys.items())
-        for key, n in sorted(running.keys.items())
-        if n >= cap
-    ]
-    return [task for task, _ in pairs], [key for _, key in pairs]
 
 
 def _past_window(age: float | None, job: NewJob) -> bool:

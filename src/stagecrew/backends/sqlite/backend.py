@@ -290,15 +290,15 @@ def _within_caps(
     page = max(CAPPED_PAGE, 2 * limit)
     after: dict[str, Any] = _FIRST_PAGE
     while len(chosen) < limit:
-        full_tasks, full_queues, _ = running.full(limits)
-        wanted = [q for q in queues if q not in full_queues]
+        full = running.full(limits)
+        wanted = [q for q in queues if q not in full.queues]
         if not wanted:
             break
         params = {
             "now": now,
             "page": page,
-            "full_tasks": _json_list(full_tasks),
-            "full_keys": _full_keys(running, limits),
+            "full_tasks": _json_list(full.tasks),
+            "full_keys": orjson.dumps(full.keys).decode(),
             **after,
             **_queue_params(wanted),
         }
@@ -310,20 +310,6 @@ def _within_caps(
         last = rows[-1]
         after = {"priority": last[4], "order_at": last[5], "id": last[0]}
     return chosen
-
-
-def _full_keys(running: Running, limits: ClaimLimits) -> str:
-    """The [task, key] pairs whose key has no free slot for that task, as a JSON array: with
-    a cap per task, a key full for one task may still have room for another (or for a task
-    that caps no keys at all), so the query can leave out only the pairs."""
-    return orjson.dumps(
-        [
-            (task, key)
-            for task, cap in limits.keys.items()
-            for key, count in running.keys.items()
-            if count >= cap
-        ]
-    ).decode()
 
 
 def _choose(

@@ -124,6 +124,35 @@ class ConcurrencyConformance(Harness):
         assert len(_claim(backend, limits)) == 1
         assert _claim(backend, limits) == []
 
+    def test_a_full_key_holds_back_only_the_tasks_that_cap_it(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        """A key's cap is its task's: full for a task capping it at 1, it still has room for a
+        task capping it at 3, and for a task that caps no keys at all, however many jobs of the
+        first task wait ahead of them (more than a claim of one job reads at once)."""
+        now = clock.now()
+        limits = ClaimLimits(keys={"one": 1, "three": 3})
+        enqueue_one(backend, task="one", concurrency_key="api:k", run_at=now - 100)
+        assert len(_claim(backend, limits)) == 1
+        backend.enqueue(
+            [new_job("one", concurrency_key="api:k", run_at=now - 50 + i * 0.1) for i in range(80)]
+        )
+        three = enqueue_one(backend, task="three", concurrency_key="api:k", run_at=now - 2)
+        free = enqueue_one(backend, task="free", concurrency_key="api:k", run_at=now - 1)
+        assert [c.id for c in _claim(backend, limits, limit=1)] == [three]
+        assert [c.id for c in _claim(backend, limits, limit=1)] == [free]
+        assert _claim(backend, ClaimLimits(keys={"one": 1})) == []
+
+    def test_a_full_key_never_holds_back_a_task_that_caps_no_keys(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        now = clock.now()
+        limits = ClaimLimits(keys={"one": 1})
+        enqueue_one(backend, task="one", concurrency_key="api:k", run_at=now - 100)
+        assert len(_claim(backend, limits)) == 1
+        free = enqueue_one(backend, task="free", concurrency_key="api:k", run_at=now - 1)
+        assert [c.id for c in _claim(backend, limits)] == [free]
+
     def test_every_cap_of_a_job_must_have_a_slot(self, backend: Backend) -> None:
         backend.enqueue([new_job("t", concurrency_key="t:a") for _ in range(4)])
         limits = ClaimLimits(tasks={"t": 3}, keys={"t": 1}, queues={"default": 5})
