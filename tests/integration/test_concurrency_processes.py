@@ -67,6 +67,10 @@ def _producer(url: str) -> App:
     return app
 
 
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 def _events(ledger: Path) -> list[tuple[str, float, int, str, int]]:
     if not ledger.exists():
         return []
@@ -96,9 +100,14 @@ def test_caps_hold_across_worker_processes_and_are_reached(tmp_path: Path, engin
         env = {"STAGECREW_URL": url, "LEDGER_PATH": str(ledger)}
         ref = write_app(tmp_path, "caps_app", APP)
         app = _producer(url)
-        args = ("--concurrency", "6", "--poll-interval", "0.2")
-        workers = [start_worker(tmp_path, ref, env, *args) for _ in range(2)]
+        # 2 slots a process: 4 in the fleet, above the caps, which only the store can hold
+        # (each process alone would never exceed them)
+        args = ("--concurrency", "2", "--poll-interval", "0.2", "--log-level", "info")
+        logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+        workers = [start_worker(tmp_path, ref, env, *args, log_file=log) for log in logs]
         try:
+            # both wait for work before there is any, so that both take some
+            assert wait_for(lambda: all("started:" in _text(log) for log in logs), 60)
             jobs = app.tasks["capped"].enqueue_many([(i,) for i in range(30)])
             jobs += app.tasks["per_customer"].enqueue_many([(c,) for c in "abc" * 6])
             assert wait_for(lambda: all(j.get().state is JobState.SUCCEEDED for j in jobs), 120), [
@@ -112,7 +121,7 @@ def test_caps_hold_across_worker_processes_and_are_reached(tmp_path: Path, engin
     events = _events(ledger)
     assert len(events) == 2 * 48
     assert len({pid for *_, pid in events}) == 2  # both processes took capped work
-    assert _most_at_once(events, {"capped"}) == 3
+    assert _most_at_once(events, {"capped"}) == 3  # reached: both processes at once
     for customer in "abc":
         assert _most_at_once(events, {customer}) == 1
     assert _most_at_once(events, {"a", "b", "c"}) >= 2  # the keys ran side by side
