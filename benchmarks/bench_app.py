@@ -82,5 +82,13 @@ async def capped_noop(i: int) -> None:
 
 @app.task(max_attempts=3, concurrency=dict(key="{key}", limit=2))
 async def keyed_sleep(key: str, i: int) -> None:
-    """bench_caps.py: at most two per key at once; each waits 10 ms."""
+    """bench_caps.py: at most two per key at once (fair-queued by key, the default); each
+    waits 10 ms."""
+    await asyncio.sleep(SLEEP_SECONDS)
+
+
+@app.task(max_attempts=3, concurrency=dict(key="{key}", limit=2, fair=False))
+async def keyed_fifo_sleep(key: str, i: int) -> None:
+    """`keyed_sleep` in plain FIFO order (`fair=False`): a key's backlog, waiting on its cap,
+    lies ahead of the other keys' jobs, and every capped claim steps over it."""
     await asyncio.sleep(SLEEP_SECONDS)

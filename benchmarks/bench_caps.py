@@ -8,7 +8,10 @@ default claim batch), each drain into an empty store:
   claim of the capped run counts the running jobs and takes the engine's capped path.
 - **saturated key**: M jobs (10 ms each) spread over 200 keys with a cap of 2 per key, alone,
   and then behind 5,000 jobs of one key with the same cap (that key saturated for the whole
-  run): the other keys' drain rate with the hot key over their rate without it.
+  run): the other keys' drain rate with the hot key over their rate without it. Keyed jobs
+  are fair-queued by their key (the default), so the hot key's backlog does not lie ahead of
+  the other keys' jobs; the same with `fair=False` (plain FIFO: every capped claim steps
+  over the backlog) for comparison.
 
 Rates are jobs/s from the first job's start to the last job's end (store times).
 
@@ -37,15 +40,15 @@ def generous(app: App, url: str, jobs: int, task: str) -> DrainRates:
     return harness.drain(app, url, jobs, PROCESSES, CONCURRENCY, task)
 
 
-def keyed(app: App, url: str, jobs: int, hot: int) -> DrainRates:
+def keyed(app: App, url: str, jobs: int, hot: int, name: str = "keyed_sleep") -> DrainRates:
     """Drain `jobs` keyed jobs over KEYS keys, behind `hot` jobs of one key when `hot`."""
-    task = app.tasks["keyed_sleep"]
+    task = app.tasks[name]
     if hot:
         task.enqueue_many([("hot", i) for i in range(hot)])
     task.enqueue_many([(f"k{i % KEYS}", i) for i in range(jobs)])
 
     def others() -> list[Any]:
-        found = app.jobs.list(state=JobState.SUCCEEDED, task="keyed_sleep", limit=jobs + hot)
+        found = app.jobs.list(state=JobState.SUCCEEDED, task=name, limit=jobs + hot)
         return [j for j in found if j.args[0] != "hot"]
 
     with workers(url, PROCESSES, CONCURRENCY):
@@ -66,6 +69,7 @@ def run_engine(engine: str, opts: argparse.Namespace) -> dict[str, Any]:
         ("capped", lambda url: generous(app, url, opts.jobs, "capped_noop")),
         ("keys_alone", lambda url: keyed(app, url, opts.keyed, 0)),
         ("keys_beside_hot", lambda url: keyed(app, url, opts.keyed, opts.hot)),
+        ("fifo_beside_hot", lambda url: keyed(app, url, opts.keyed, opts.hot, "keyed_fifo_sleep")),
     ):
         with empty_store(engine) as url:
             configure(app, url)
@@ -73,11 +77,13 @@ def run_engine(engine: str, opts: argparse.Namespace) -> dict[str, Any]:
             app.close()
     out["cap_ratio"] = out["capped"].rate / out["uncapped"].rate
     out["hot_ratio"] = out["keys_beside_hot"].rate / out["keys_alone"].rate
+    out["fifo_ratio"] = out["fifo_beside_hot"].rate / out["keys_alone"].rate
     print(
         f"{engine:8}: drain uncapped {out['uncapped'].rate:8,.0f}/s, capped "
         f"{out['capped'].rate:8,.0f}/s ({out['cap_ratio']:.2f}x); other keys alone "
         f"{out['keys_alone'].rate:6,.0f}/s, beside a saturated key "
-        f"{out['keys_beside_hot'].rate:6,.0f}/s ({out['hot_ratio']:.2f}x)",
+        f"{out['keys_beside_hot'].rate:6,.0f}/s ({out['hot_ratio']:.2f}x), in FIFO order "
+        f"{out['fifo_beside_hot'].rate:6,.0f}/s ({out['fifo_ratio']:.2f}x)",
         flush=True,
     )
     return out
@@ -107,15 +113,16 @@ def main() -> None:
             f"alone and behind {opts.hot:,} jobs of one key. {harness.machine('all engines')}",
             "",
             "| engine | drain uncapped | drain capped | capped / uncapped | other keys alone "
-            "| beside a saturated key | beside / alone |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| beside a saturated key | beside / alone | the same in FIFO order (fair=False) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for engine in engines:
             r = results[engine]
             lines.append(
                 f"| {engine} | {r['uncapped'].rate:,.0f}/s | {r['capped'].rate:,.0f}/s | "
                 f"{r['cap_ratio']:.2f}x | {r['keys_alone'].rate:,.0f}/s | "
-                f"{r['keys_beside_hot'].rate:,.0f}/s | {r['hot_ratio']:.2f}x |"
+                f"{r['keys_beside_hot'].rate:,.0f}/s | {r['hot_ratio']:.2f}x | "
+                f"{r['fifo_beside_hot'].rate:,.0f}/s ({r['fifo_ratio']:.2f}x) |"
             )
         lines.append("")
         harness.prepend_results(lines)

@@ -291,6 +291,7 @@ class Task(Generic[P, R]):
         explicit_unique = options.unique_key
         cap = self.concurrency
         per_key = None if cap is None or member else cap.key
+        fair_by_key = cap is not None and cap.fair
         if member:  # a workflow's members are neither fair-queued nor unique
             fair = template = explicit_unique = None
         jobs = []
@@ -307,6 +308,9 @@ class Task(Generic[P, R]):
                 if fair is None or isinstance(fair, str)
                 else self._fairness_of(fair, args, kwargs)
             )
+            limited = None if per_key is None else self._concurrency_key_of(per_key, args, kwargs)
+            if fair is None and limited is not None and fair_by_key:
+                tenant = limited  # each key's backlog queued fairly beside the others
             if explicit_unique is not None:
                 single: str | None = explicit_unique
             elif template is None:
@@ -327,7 +331,7 @@ class Task(Generic[P, R]):
                     single,
                     unique_states if single is not None else frozenset(),
                     window,
-                    None if per_key is None else self._concurrency_key_of(per_key, args, kwargs),
+                    limited,
                 )
             )
         return jobs

@@ -67,6 +67,24 @@ def test_the_concurrency_key_is_the_group_and_the_filled_template() -> None:
     assert refund.enqueue({}).get().concurrency_key is None  # None: no per-key cap
 
 
+def test_a_keyed_job_is_fair_queued_by_its_concurrency_key_unless_told_otherwise() -> None:
+    app = App("memory://")
+
+    @app.task(concurrency=dict(key="{c}", limit=2))
+    def fair(c: str) -> None: ...
+
+    @app.task(concurrency=dict(key="{c}", limit=2, fair=False))
+    def plain(c: str) -> None: ...
+
+    @app.task(concurrency=dict(key="{c}", limit=2), fairness_key=lambda c, **_: f"t-{c}")
+    def own(c: str) -> None: ...
+
+    assert fair.enqueue("a").get().fairness_key == "fair:a"
+    assert fair.options(fairness_key="given").enqueue("a").get().fairness_key == "given"
+    assert plain.enqueue("a").get().fairness_key is None
+    assert own.enqueue("a").get().fairness_key == "t-a"
+
+
 def test_a_workflow_member_gets_no_concurrency_key() -> None:
     app = App("memory://")
 
@@ -91,6 +109,7 @@ def test_a_workflow_member_gets_no_concurrency_key() -> None:
         (dict(limit=2, key="{x}", name="a:b"), "without ':'"),
         (dict(limit=2, key=""), "template str or a function"),
         (dict(limit=1.5, key="{x}"), "whole number"),
+        (dict(limit=1, key="{x}", fair="yes"), "True or False"),
     ],
 )
 def test_an_unusable_cap_is_refused_when_the_task_is_declared(

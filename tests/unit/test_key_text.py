@@ -28,7 +28,7 @@ CASES = [
     [
         (check_fairness_key, "fairness key", 200),
         (check_unique_key, "unique key", 200),
-        (check_concurrency_key, "concurrency key", 512),
+        (check_concurrency_key, "concurrency key", 200),
     ],
 )
 @pytest.mark.parametrize(("key", "message"), CASES)

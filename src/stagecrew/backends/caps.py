@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
+from .fairness import MAX_FAIRNESS_KEY_BYTES
 from .key_text import check_key_text
 
 
@@ -80,8 +81,9 @@ def check_cap(cap: object, what: str) -> int:
     return cap
 
 
-MAX_CONCURRENCY_KEY_BYTES = 512
-"""The longest concurrency key stored, in bytes of UTF-8 (the key group's name included)."""
+MAX_CONCURRENCY_KEY_BYTES = MAX_FAIRNESS_KEY_BYTES
+"""The longest concurrency key stored, in bytes of UTF-8 (the key group's name included): a
+fairness key's, as a keyed job is fair-queued by its concurrency key by default."""
 
 
 def check_concurrency_key(key: object, where: str = "concurrency_key") -> str | None:

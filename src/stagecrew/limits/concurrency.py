@@ -27,11 +27,15 @@ class Concurrency:
     """A task's concurrency cap: at most `limit` of its jobs running at once, fleet-wide, or
     with `key`, at most `limit` per key. Tasks that give the same `name` share each key's
     slots (a remote API several tasks call per customer); by default a key counts the jobs of
-    its own task only."""
+    its own task only. Keyed jobs are fair-queued by their key unless `fair=False`."""
 
     limit: int
     key: ConcurrencyKey | None = None
     name: str | None = None
+    fair: bool = True
+    """With `key`: queue each key's jobs fairly beside the other keys' (the job's fairness
+    key is its concurrency key, unless the task or the enqueue gives one), so that one key's
+    backlog, waiting on its cap, never lies ahead of the other keys' jobs in claim order."""
 
     def __post_init__(self) -> None:
         try:
@@ -43,6 +47,8 @@ class Concurrency:
             raise ConfigurationError(
                 f"concurrency key must be a template str or a function, not {key!r}"
             )
+        if not isinstance(self.fair, bool):
+            raise ConfigurationError(f"concurrency fair= must be True or False, not {self.fair!r}")
         if self.name is not None:
             if self.key is None:
                 raise ConfigurationError("a concurrency name groups keys: give key= with it")
@@ -56,12 +62,13 @@ class Concurrency:
         if value is None or isinstance(value, Concurrency):
             return value
         if isinstance(value, Mapping):
-            unknown = set(value) - {"limit", "key", "name"}
+            unknown = set(value) - {"limit", "key", "name", "fair"}
             if unknown or "limit" not in value:
                 raise ConfigurationError(
-                    f"concurrency takes limit= (required), key= and name=, not {sorted(value)}"
+                    "concurrency takes limit= (required), key=, name= and fair=, "
+                    f"not {sorted(value)}"
                 )
-            return cls(value["limit"], value.get("key"), value.get("name"))
+            return cls(value["limit"], value.get("key"), value.get("name"), value.get("fair", True))
         if isinstance(value, int) and not isinstance(value, bool):
             return cls(value)
         raise ConfigurationError(
