@@ -3,9 +3,11 @@
 Per engine, with real worker processes (`stagecrew worker`, 2 processes of 32 slots, the
 default claim batch), each drain into an empty store:
 
-- **generous cap**: N no-op jobs of a task capped at 1,000,000 (never reached) against N
-  no-op jobs of an uncapped task: the drain rate with the cap over the rate without. Every
-  claim of the capped run counts the running jobs and takes the engine's capped path.
+- **generous cap**: N no-op jobs of a task capped at 1,000,000 (never reached), by workers
+  of `bench_caps_app`, against N no-op jobs by workers of `bench_app`, which declares no cap:
+  the drain rate with the cap over the rate without. A worker whose app declares any cap
+  sends it with every claim, so every claim of the capped run takes the engine's capped path
+  (counting the running jobs), and the uncapped run's none.
 - **saturated key**: M jobs (10 ms each) spread over 200 keys with a cap of 2 per key, alone,
   and then behind 5,000 jobs of one key with the same cap (that key saturated for the whole
   run): the other keys' drain rate with the hot key over their rate without it. Keyed jobs
@@ -36,8 +38,11 @@ PROCESSES, CONCURRENCY = 2, 32
 KEYS = 200
 
 
-def generous(app: App, url: str, jobs: int, task: str) -> DrainRates:
-    return harness.drain(app, url, jobs, PROCESSES, CONCURRENCY, task)
+CAPPED = "bench_caps_app:app"
+
+
+def generous(app: App, url: str, jobs: int, task: str, app_ref: str) -> DrainRates:
+    return harness.drain(app, url, jobs, PROCESSES, CONCURRENCY, task, app_ref)
 
 
 def keyed(app: App, url: str, jobs: int, hot: int, name: str = "keyed_sleep") -> DrainRates:
@@ -51,7 +56,7 @@ def keyed(app: App, url: str, jobs: int, hot: int, name: str = "keyed_sleep") ->
         found = app.jobs.list(state=JobState.SUCCEEDED, task=name, limit=jobs + hot)
         return [j for j in found if j.args[0] != "hot"]
 
-    with workers(url, PROCESSES, CONCURRENCY):
+    with workers(url, PROCESSES, CONCURRENCY, CAPPED):
         deadline = time.monotonic() + 1200
         while len(others()) < jobs:  # the hot key's jobs need not be done
             if time.monotonic() > deadline:
@@ -62,14 +67,19 @@ def keyed(app: App, url: str, jobs: int, hot: int, name: str = "keyed_sleep") ->
 
 
 def run_engine(engine: str, opts: argparse.Namespace) -> dict[str, Any]:
-    app = harness.make_app("memory://")
+    plain = harness.make_app("memory://")  # bench_app: its workers declare no cap
+    capped = harness.make_app("memory://", "bench_caps_app")
     out: dict[str, Any] = {}
-    for name, measure in (
-        ("uncapped", lambda url: generous(app, url, opts.jobs, "noop")),
-        ("capped", lambda url: generous(app, url, opts.jobs, "capped_noop")),
-        ("keys_alone", lambda url: keyed(app, url, opts.keyed, 0)),
-        ("keys_beside_hot", lambda url: keyed(app, url, opts.keyed, opts.hot)),
-        ("fifo_beside_hot", lambda url: keyed(app, url, opts.keyed, opts.hot, "keyed_fifo_sleep")),
+    for name, app, measure in (
+        ("uncapped", plain, lambda url: generous(plain, url, opts.jobs, "noop", "bench_app:app")),
+        ("capped", capped, lambda url: generous(capped, url, opts.jobs, "capped_noop", CAPPED)),
+        ("keys_alone", capped, lambda url: keyed(capped, url, opts.keyed, 0)),
+        ("keys_beside_hot", capped, lambda url: keyed(capped, url, opts.keyed, opts.hot)),
+        (
+            "fifo_beside_hot",
+            capped,
+            lambda url: keyed(capped, url, opts.keyed, opts.hot, "keyed_fifo_sleep"),
+        ),
     ):
         with empty_store(engine) as url:
             configure(app, url)

@@ -360,23 +360,28 @@ BAD_CALLS: list[Any] = [
     pytest.param(scripts.FIRE_SCHEDULE, ["", "s", "", "100.0", 1], id="fire-argument-count"),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "200.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", ""],
+        ["", "s", "", "100.0", 1, "200.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "", ""],
         id="fire-tick-after-advance",
     ),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "50.0", "100.0", 1, "40.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", ""],
+        ["", "s", "50.0", "100.0", 1, "40.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "", ""],
         id="fire-tick-before-expected",
     ),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "nan", "3", "=k", ""],
+        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "nan", "3", "=k", "", ""],
         id="fire-delay-nan",
     ),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "k"],
+        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "k", ""],
         id="fire-fairness-key-form",
+    ),
+    pytest.param(
+        scripts.FIRE_SCHEDULE,
+        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "", "", "k"],
+        id="fire-concurrency-key-form",
     ),
     pytest.param(scripts.SCHEDULE_PAUSED, ["", "1", "100.0"], id="paused-no-name"),
     pytest.param(scripts.SCHEDULE_PAUSED, ["s", "yes", "100.0"], id="paused-flag"),
@@ -587,7 +592,8 @@ BAD_CALLS: list[Any] = [
 ]
 
 
-# What enqueue.lua names when it refuses each call: the bad field, not a miscount of them.
+# What enqueue.lua and fire_schedule.lua name when they refuse each call: the bad field, not
+# a miscount of them.
 ENQUEUE_REFUSALS = {
     "enqueue-run_at-nan": "run_at",
     "enqueue-delay-inf": "delay",
@@ -608,13 +614,26 @@ ENQUEUE_REFUSALS = {
     "enqueue-unique-states-without-key": "unique states",
     "enqueue-unique-key-form": "unique key",
 }
+FIRE_REFUSALS = {
+    "fire-no-name": "schedule name",
+    "fire-expected-nan": "expected last tick",
+    "fire-not-later": "new last tick",
+    "fire-advance-inf": "new last tick",
+    "fire-argument-count": "argument count",
+    "fire-tick-after-advance": "tick",
+    "fire-tick-before-expected": "tick",
+    "fire-delay-nan": "delay",
+    "fire-fairness-key-form": "fairness key",
+    "fire-concurrency-key-form": "concurrency key",
+}
 REFUSALS = {
     **ENQUEUE_REFUSALS,
+    **FIRE_REFUSALS,
     **{f"claim-capped-{what}": reason for what, (_, reason) in CAPPED_REFUSALS.items()},
     **{f"claim-capped-{what}": reason for what, (_, reason) in CAPPED_LONGER.items()},
 }
 """What the scripts that name the field they refuse say, per call."""
-NAMING = frozenset({scripts.ENQUEUE, scripts.CLAIM_CAPPED})
+NAMING = frozenset({scripts.ENQUEUE, scripts.CLAIM_CAPPED, scripts.FIRE_SCHEDULE})
 
 
 @pytest.mark.parametrize(("name", "args"), BAD_CALLS)

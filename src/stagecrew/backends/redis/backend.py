@@ -893,6 +893,8 @@ class RedisBackend(Backend):
             args.append(repr(float(tick_job.tick)))
             args.append("" if first_id is None else str(first_id + index))
             args.extend(row)
+            limited = tick_job.job.concurrency_key
+            args.append("" if limited is None else "=" + limited)
         call = Eval.of(scripts.FIRE_SCHEDULE, queue, *args)
         listing = Command(("HSET", self._keys.schedules, fire.name, fire.queue))
         for _ in range(2):
