@@ -54,14 +54,13 @@ RESULTS_HEADER = "# Benchmark results\n\nProduced by `make bench`; newest first.
 
 
 # -- the app under test -----------------------------------------------------------------------
-def make_app(url: str) -> App:
-    """`bench_app.app` (the tasks the workers also load), pointed at `url`."""
-    import bench_app
-
-    bench_app.app.close()
-    bench_app.app.url = url
-    bench_app.app._backend = None
-    return bench_app.app
+def make_app(url: str, module: str = "bench_app") -> App:
+    """`<module>.app` (the tasks the workers also load), pointed at `url`."""
+    app: App = importlib.import_module(module).app
+    app.close()
+    app.url = url
+    app._backend = None
+    return app
 
 
 def enqueue_one_by_one(app: App, jobs: int) -> float:
@@ -95,8 +94,10 @@ def count_state(app: App, state: JobState) -> int:
 
 
 # -- worker processes ----------------------------------------------------------------------
-def start_workers(url: str, processes: int, concurrency: int) -> subprocess.Popen[bytes]:
-    """`python -m stagecrew worker bench_app:app` against `url`, in a session of its own."""
+def start_workers(
+    url: str, processes: int, concurrency: int, app_ref: str = "bench_app:app"
+) -> subprocess.Popen[bytes]:
+    """`python -m stagecrew worker <app_ref>` against `url`, in a session of its own."""
     env = {
         **os.environ,
         "STAGECREW_URL": url,
@@ -104,7 +105,7 @@ def start_workers(url: str, processes: int, concurrency: int) -> subprocess.Pope
     }
     return subprocess.Popen(
         [
-            *(sys.executable, "-m", "stagecrew", "worker", "bench_app:app"),
+            *(sys.executable, "-m", "stagecrew", "worker", app_ref),
             *("--processes", str(processes), "--concurrency", str(concurrency)),
             *("--log-level", "WARNING"),
         ],
@@ -126,8 +127,10 @@ def stop_workers(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def workers(url: str, processes: int, concurrency: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_workers(url, processes, concurrency)
+def workers(
+    url: str, processes: int, concurrency: int, app_ref: str = "bench_app:app"
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = start_workers(url, processes, concurrency, app_ref)
     try:
         yield proc
     finally:
@@ -173,13 +176,14 @@ def run_workers_until(
     *,
     poll: float = 0.05,
     progress: bool = False,
+    app_ref: str = "bench_app:app",
 ) -> float:
     """Start workers and stop them once `done()` says so (or fail if they exit first).
 
     Returns the seconds from launching them to `done()`, their graceful stop left out.
     """
     started = reported = time.monotonic()
-    with workers(url, processes, concurrency) as proc:
+    with workers(url, processes, concurrency, app_ref) as proc:
         while not done():
             if proc.poll() is not None:
                 raise RuntimeError("workers exited during the drain")
@@ -190,11 +194,24 @@ def run_workers_until(
         return time.monotonic() - started
 
 
-def drain(app: App, url: str, jobs: int, processes: int, concurrency: int, task: str) -> DrainRates:
-    """Queue `jobs` jobs of `task` in an empty store, run workers until all succeeded."""
+def drain(
+    app: App,
+    url: str,
+    jobs: int,
+    processes: int,
+    concurrency: int,
+    task: str,
+    app_ref: str = "bench_app:app",
+) -> DrainRates:
+    """Queue `jobs` jobs of `task` in an empty store, run workers (of `app_ref`) until all
+    succeeded."""
     queue_jobs(app, task, jobs)
     seconds = run_workers_until(
-        url, processes, concurrency, lambda: count_state(app, JobState.SUCCEEDED) >= jobs
+        url,
+        processes,
+        concurrency,
+        lambda: count_state(app, JobState.SUCCEEDED) >= jobs,
+        app_ref=app_ref,
     )
     done = app.jobs.list(state=JobState.SUCCEEDED, task=task, limit=jobs)
     if len(done) != jobs:

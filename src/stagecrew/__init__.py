@@ -27,6 +27,7 @@ from .errors import (
 )
 from .handle import JobHandle
 from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Progress, Retry, Snooze
+from .limits import Concurrency
 from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import CatchUp, Schedule
@@ -48,6 +49,7 @@ __all__ = [
     "Cancel",
     "CatchUp",
     "Clock",
+    "Concurrency",
     "ConfigurationError",
     "Context",
     "EnqueueError",

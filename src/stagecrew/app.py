@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from .backends import DEFAULT_URL, backend_from_url, redact_url
 from .backends.base import DEFAULT_MAX_LOST, Backend, JobFilter, QueueStats, Retention
+from .backends.caps import ClaimLimits, check_cap
 from .backends.steps import JobSteps
 from .clock import Clock, SystemClock, checked_seconds
 from .errors import (
@@ -22,6 +23,7 @@ from .errors import (
 )
 from .handle import JobHandle, require
 from .job import DEFAULT_IDEMPOTENCY_WINDOW, Job, JobState, NewJob
+from .limits.concurrency import Concurrency, check_shared_names, claim_limits
 from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import DEFAULT_MAX_CATCH_UP, CatchUp, Schedule, declare
@@ -122,6 +124,8 @@ class App:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, Schedule] = {}
         """The periodic schedules declared in code (`periodic`, `schedule`), by name."""
+        self.queue_caps: dict[str, int] = {}
+        """The concurrency caps of queues declared in code (`queue`), by queue name."""
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
         self.jobs = Jobs(self)
@@ -178,6 +182,7 @@ class App:
         max_snoozes: int = DEFAULT_MAX_SNOOZES,
         fairness_key: FairnessKey | None = None,
         unique: Unique | Mapping[str, Any] | None = None,
+        concurrency: int | Concurrency | Mapping[str, Any] | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -195,6 +200,7 @@ class App:
         max_snoozes: int = DEFAULT_MAX_SNOOZES,
         fairness_key: FairnessKey | None = None,
         unique: Unique | Mapping[str, Any] | None = None,
+        concurrency: int | Concurrency | Mapping[str, Any] | None = None,
     ) -> Any:
         """Register a function as a task (sync or async).
 
@@ -213,6 +219,11 @@ class App:
         (or a `Unique`) keeps at most one job per computed key in those states, fleet-wide:
         an enqueue whose key a stored job holds returns that job's handle, `created=False`
         (see docs/uniqueness.md).
+
+        `concurrency=5` keeps at most 5 of the task's jobs running at once, fleet-wide;
+        `concurrency=dict(key="{customer_id}", limit=2)` (or a `Concurrency`) at most 2 per
+        key instead, and tasks giving one `name=` share each key's slots. A job whose cap is
+        full waits, without an attempt counted, while the jobs behind it run (docs/limits.md).
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
@@ -237,11 +248,37 @@ class App:
                 max_snoozes=max_snoozes,
                 fairness_key=fairness_key,
                 unique=unique,
+                concurrency=concurrency,
+            )
+            check_shared_names(
+                [(t.name, t.concurrency) for t in self.tasks.values() if t.name != task_name]
+                + [(task_name, registered.concurrency)]
             )
             self.tasks[task_name] = registered
             return registered
 
         return register if fn is None else register(fn)
+
+    def queue(self, name: str, *, concurrency: int | None) -> None:
+        """Declare a queue's settings: `concurrency` caps how many of its jobs (of any task)
+        run at once, fleet-wide (None: no cap). Workers that serve the queue enforce it."""
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"a queue name must be a non-empty str, not {name!r}")
+        if concurrency is None:
+            self.queue_caps.pop(name, None)
+            return
+        try:
+            self.queue_caps[name] = check_cap(concurrency, f"queue {name!r}: concurrency")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+    def claim_limits(self, queues: Sequence[str]) -> ClaimLimits | None:
+        """The concurrency caps a worker serving `queues` sends with its claims, or None."""
+        wanted = set(queues)
+        return claim_limits(
+            ((t.name, t.concurrency) for t in self.tasks.values()),
+            {q: cap for q, cap in self.queue_caps.items() if q in wanted},
+        )
 
     # -- schedules -----------------------------------------------------------
     def schedule(

@@ -149,6 +149,9 @@ class NewJob(NamedTuple):
     idempotency_window: float | None = DEFAULT_IDEMPOTENCY_WINDOW
     """Seconds after a stored job with this job's idempotency key finished for which the key
     still names that job (None: as long as that job is stored); see docs/uniqueness.md."""
+    concurrency_key: str | None = None
+    """The key whose running jobs a per-key concurrency cap counts (see docs/limits.md);
+    None: no per-key cap applies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +303,8 @@ class Job:
     """The member's step in its workflow (0 first), or None."""
     workflow_index: int | None = None
     """The member's place within its step (0 for a single task; a group's position), or None."""
+    concurrency_key: str | None = None
+    """The key a per-key concurrency cap counts the job under, or None (docs/limits.md)."""
 
     @property
     def enqueued_priority(self) -> int:
@@ -368,6 +373,7 @@ class Job:
             "workflow_id": self.workflow_id,
             "workflow_step": self.workflow_step,
             "workflow_index": self.workflow_index,
+            "concurrency_key": self.concurrency_key,
             "result_json": self.result_json,
             "errors": [e.to_json() for e in self.errors],
         }

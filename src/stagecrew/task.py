@@ -8,12 +8,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from .backends.caps import check_concurrency_key
 from .backends.fairness import check_fairness_key
 from .backends.unique import DEFAULT_UNIQUE_STATES, check_unique_key, check_unique_states
 from .clock import checked_seconds, checked_time
 from .context import Context
 from .errors import ConfigurationError, InvalidArgumentsError
 from .job import JobState, NewJob
+from .limits.concurrency import Concurrency, ConcurrencyKey
 from .retry import Backoff
 from .serialization import encode_payload
 
@@ -191,6 +193,7 @@ class Task(Generic[P, R]):
         max_snoozes: int = DEFAULT_MAX_SNOOZES,
         fairness_key: FairnessKey | None = None,
         unique: Unique | Mapping[str, Any] | None = None,
+        concurrency: int | Concurrency | Mapping[str, Any] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
@@ -215,6 +218,7 @@ class Task(Generic[P, R]):
             check_fairness_key(fairness_key, f"task {name!r}: fairness_key")
         self.fairness_key = fairness_key
         self.unique = Unique.coerce(unique)
+        self.concurrency = Concurrency.coerce(concurrency)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.context_parameter = _find_context_parameter(fn)
         signature = inspect.signature(fn)
@@ -285,6 +289,9 @@ class Task(Generic[P, R]):
         unique_states = DEFAULT_UNIQUE_STATES if unique is None else unique.states
         window = self.app.idempotency_window
         explicit_unique = options.unique_key
+        cap = self.concurrency
+        per_key = None if cap is None or member else cap.key
+        fair_by_key = cap is not None and cap.fair
         if member:  # a workflow's members are neither fair-queued nor unique
             fair = template = explicit_unique = None
         jobs = []
@@ -301,6 +308,9 @@ class Task(Generic[P, R]):
                 if fair is None or isinstance(fair, str)
                 else self._fairness_of(fair, args, kwargs)
             )
+            limited = None if per_key is None else self._concurrency_key_of(per_key, args, kwargs)
+            if fair is None and limited is not None and fair_by_key:
+                tenant = limited  # each key's backlog queued fairly beside the others
             if explicit_unique is not None:
                 single: str | None = explicit_unique
             elif template is None:
@@ -321,6 +331,7 @@ class Task(Generic[P, R]):
                     single,
                     unique_states if single is not None else frozenset(),
                     window,
+                    limited,
                 )
             )
         return jobs
@@ -334,11 +345,16 @@ class Task(Generic[P, R]):
     ) -> object:
         """What a key function (or template) of the task gives for these arguments.
 
-        It is called with every argument by name, as the task's signature binds them, so
-        `lambda customer_id, **_: ...` reads `customer_id` however the caller passed it.
+        It is called with every argument by name, as the task's signature binds them (the
+        defaults of arguments left out included), so `lambda customer_id, **_: ...` reads
+        `customer_id` however the caller passed it.
         """
         try:
-            return compute(**self.signature.bind(*args, **kwargs).arguments)
+            named = dict(self.signature.bind(*args, **kwargs).arguments)
+            for name, param in self.signature.parameters.items():
+                if name not in named and param.default is not param.empty:
+                    named[name] = param.default
+            return compute(**named)
         except Exception as exc:
             raise ConfigurationError(
                 f"task {self.name!r}: its {what} failed for these arguments: "
@@ -361,6 +377,30 @@ class Task(Generic[P, R]):
         key = self._by_name(compute, args, kwargs, "unique key")
         try:
             return check_unique_key(key, f"task {self.name!r}: the unique key computed")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+    def _concurrency_key_of(
+        self, key: ConcurrencyKey, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> str | None:
+        """The job's concurrency key: its cap's group, ':', and the template filled with its
+        arguments by name (or what the key function gives); None when the function gives
+        None."""
+        compute = key.format if isinstance(key, str) else key
+        value = self._by_name(compute, args, kwargs, "concurrency key")
+        if value is None:
+            return None
+        assert self.concurrency is not None
+        if not isinstance(value, str):
+            raise ConfigurationError(
+                f"task {self.name!r}: the concurrency key computed must be a str or None, "
+                f"not {value!r}"
+            )
+        try:
+            return check_concurrency_key(
+                f"{self.concurrency.group(self.name)}:{value}",
+                f"task {self.name!r}: the concurrency key computed",
+            )
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
 

@@ -26,6 +26,7 @@ from redis.crc import key_slot
 from stagecrew import App, Retry
 from stagecrew.backends import backend_from_url
 from stagecrew.backends.base import Ack, AckKind, JobFilter, RescueReport, Retention
+from stagecrew.backends.caps import ClaimLimits
 from stagecrew.backends.redis import RedisBackend, scripts
 from stagecrew.backends.redis.driver import Eval, Step
 from stagecrew.clock import FakeClock
@@ -78,6 +79,7 @@ def make_backend(prefixes: Prefixes) -> Iterator[Callable[..., RedisBackend]]:
 S = JobState
 PAYLOAD = '{"args":[],"kwargs":{}}'
 LEASE = 30.0
+HOLDING = frozenset({S.SCHEDULED, S.AVAILABLE, S.RUNNING})
 
 
 def job(task: str = "t", *, key: str | None = None, **fields: Any) -> NewJob:
@@ -155,6 +157,9 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     clock.advance(10.0)
     claimed = backend.claim(["a", "b"], "w", 10, LEASE)
     assert len(claimed) == 3
+    backend.enqueue([job("capped", queue="a", concurrency_key="k"), job(queue="b")])
+    capped = ClaimLimits(tasks={"capped": 1}, queues={"b": 5}, keys={"capped": 1})
+    assert len(backend.claim(["a", "b"], "w", 10, LEASE, capped)) == 2
     refs = {c.id: c.ref for c in claimed}
     assert backend.heartbeat("w", list(refs.values()), LEASE).lost == frozenset()
     assert backend.store_step(refs[a.id], "step", "1")
@@ -323,6 +328,33 @@ class TestEnqueue:
         assert [
             e.created for e in single.enqueue([job(queue="c", key="j"), job(queue="d", key="j")])
         ] == [True, False]
+
+    @pytest.mark.parametrize(
+        ("batch", "width"),
+        [
+            ([job(), job()], 9),
+            ([job(concurrency_key="c"), job()], 10),
+            ([job(key="k"), job()], 13),
+            ([job(unique_key="u", unique_states=HOLDING), job(concurrency_key="c")], 13),
+        ],
+        ids=["plain", "concurrency-keys", "idempotency-keys", "unique-and-concurrency-keys"],
+    )
+    def test_a_batch_sends_the_fewest_fields_per_job_its_keys_need(
+        self, make_backend: Callable[..., RedisBackend], batch: list[NewJob], width: int
+    ) -> None:
+        backend = make_backend(FakeClock())
+        calls = spy_on_scripts(backend)
+        entries = backend.enqueue(batch)
+        call = [c for c in calls if c.script.name == scripts.ENQUEUE][-1]  # after registering
+        assert call.args[5] == width
+        assert len(call.args) == 6 + width * len(batch)
+        for new, entry in zip(batch, entries, strict=True):
+            stored = backend.get(entry.id)
+            assert stored is not None
+            assert (stored.concurrency_key, stored.unique_key) == (
+                new.concurrency_key,
+                new.unique_key,
+            )
 
     def test_payloads_and_results_keep_every_character(
         self, make_backend: Callable[..., RedisBackend]
@@ -623,6 +655,118 @@ class TestFetch:
         assert len(listed) == n // 2
         assert [j.id for j in listed] == sorted((j.id for j in listed), reverse=True)
         assert {j.task for j in listed} == {"odd"}
+
+
+def spy_on_scripts(backend: RedisBackend) -> list[Eval]:
+    """The script calls `backend` sends from now on, in order."""
+    calls: list[Eval] = []
+    execute = backend._driver.execute
+
+    def spy(step: Step) -> list[Any]:
+        calls.extend(c for c in step.calls if isinstance(c, Eval))
+        return execute(step)
+
+    backend._driver.execute = spy  # type: ignore[method-assign]
+    return calls
+
+
+class TestConcurrencyCaps:
+    @pytest.mark.parametrize(
+        "limits",
+        [None, ClaimLimits(queues={"elsewhere": 1})],
+        ids=["no-limits", "only-other-queues-capped"],
+    )
+    def test_a_claim_without_caps_sends_the_plain_claim(
+        self, make_backend: Callable[..., RedisBackend], limits: ClaimLimits | None
+    ) -> None:
+        backend = make_backend(FakeClock())
+        backend.enqueue([job(concurrency_key="k"), job()])
+        calls = spy_on_scripts(backend)
+        assert len(backend.claim(["default"], "w", 10, LEASE, limits)) == 2
+        [call] = calls
+        assert call.script.name == scripts.CLAIM
+        assert call.args[2:] == ("w", 10, repr(LEASE), 1000)
+
+    def test_a_capped_claim_over_several_queues_is_one_script_call(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock())
+        backend.enqueue([job(queue="a"), job(queue="b"), job("u", queue="b")])
+        calls = spy_on_scripts(backend)
+        claimed = backend.claim(["a", "b"], "w", 10, LEASE, ClaimLimits(tasks={"t": 1}))
+        assert [c.queue for c in claimed] == ["a", "b"]
+        assert [c.script.name for c in calls] == [scripts.CLAIM_CAPPED]
+
+    def test_caps_count_the_running_jobs_of_queues_with_any_name(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        """The script names other queues' keys itself: its encoding must be keys.py's."""
+        backend = make_backend(FakeClock())
+        names = ["é/ü", "a b", "{x}", "a:b", "100%", "~ok_.-"]
+        for name in names:
+            backend.enqueue([job(queue=name, concurrency_key="shared")])
+            assert len(backend.claim([name], "w", 1, LEASE)) == 1
+        backend.enqueue([job(), job(concurrency_key="shared")])
+        tasks = ClaimLimits(tasks={"t": len(names)})
+        keys = ClaimLimits(keys={"t": len(names)})
+        assert backend.claim(["default"], "w", 10, LEASE, tasks) == []
+        [free] = backend.claim(["default"], "w", 10, LEASE, keys)
+        assert backend.get(free.id).concurrency_key is None  # type: ignore[union-attr]
+
+    def test_the_cluster_layout_counts_caps_within_each_queue(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        """The documented limit (keys.py): each script touches one queue's slot."""
+        backend = make_backend(FakeClock(), cluster_layout="1")
+        backend.enqueue([job(queue="a"), job(queue="a"), job(queue="b", priority=-1)])
+        limits = ClaimLimits(tasks={"t": 1})
+        assert len(backend.claim(["a"], "w", 10, LEASE, limits)) == 1
+        [other] = backend.claim(["a", "b"], "w", 10, LEASE, limits)
+        assert other.queue == "b"
+        assert backend.claim(["a", "b"], "w", 10, LEASE, limits) == []
+
+    def test_the_cluster_layout_claims_queues_in_head_order_up_to_the_limit(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        backend = make_backend(FakeClock(), cluster_layout="1")
+        backend.enqueue([job(queue="a", priority=5), job(queue="a", priority=5), job(queue="b")])
+        limits = ClaimLimits(tasks={"t": 5})
+        claimed = backend.claim(["a", "b"], "w", 2, LEASE, limits)
+        assert [c.queue for c in claimed] == ["b", "a"]
+        [last] = backend.claim(["a", "b"], "w", 2, LEASE, limits)
+        assert last.queue == "a"
+
+    def test_a_capped_claim_examines_at_most_its_walk_bound(
+        self, make_backend: Callable[..., RedisBackend], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The residual (docs/redis.md): a job behind more passed-over jobs than the bound
+        waits until enough of them are claimed."""
+        monkeypatch.setattr("stagecrew.backends.redis.backend.CAPPED_WALK", 3)
+        backend = make_backend(FakeClock())
+        capped = backend.enqueue([job("t", priority=0) for _ in range(5)])
+        [behind] = backend.enqueue([job("u", priority=1)])
+        limits = ClaimLimits(tasks={"t": 1})
+        [running] = backend.claim(["default"], "w", 10, LEASE, limits)
+        assert running.id == capped[0].id
+        assert backend.claim(["default"], "w", 10, LEASE, limits) == []  # 3 examined, all full
+        assert backend.get(behind.id).state is S.AVAILABLE  # type: ignore[union-attr]
+        for waiting in capped[1:3]:
+            assert backend.ack([Ack.complete(running.ref)]) == [True]
+            [running] = backend.claim(["default"], "w", 10, LEASE, limits)
+            assert running.id == waiting.id
+        assert backend.ack([Ack.complete(running.ref)]) == [True]
+        claimed = backend.claim(["default"], "w", 10, LEASE, limits)
+        assert sorted(c.id for c in claimed) == [capped[3].id, behind.id]
+
+    def test_a_job_written_without_a_concurrency_key_field_is_capped_by_task(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        """Jobs stored before concurrency keys existed have no such field: no key."""
+        backend = make_backend(FakeClock())
+        [old, _] = backend.enqueue([job(concurrency_key="k"), job(concurrency_key="k")])
+        raw(backend).hdel(backend._keys.queue("default").job(old.id), "concurrency_key")
+        assert backend.get(old.id).concurrency_key is None  # type: ignore[union-attr]
+        assert len(backend.claim(["default"], "w", 10, LEASE, ClaimLimits(keys={"t": 1}))) == 2
 
 
 class TestListing:

@@ -20,6 +20,7 @@ from stagecrew.backends.base import Ack, AckKind, JobFilter, Retention
 from stagecrew.backends.fairness import STALE_AFTER
 from stagecrew.backends.redis import RedisBackend, scripts
 from stagecrew.backends.redis.backend import LOST_ARGS
+from stagecrew.backends.redis.records import claimed_jobs
 from stagecrew.clock import FakeClock
 from stagecrew.job import JobState, NewJob
 
@@ -79,10 +80,14 @@ def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
 FAR = repr(math.inf)
 STALE = repr(STALE_AFTER)
 LOST_TYPE, LOST_MESSAGE, LOST_KIND, LOST_CANCELLED_KIND = LOST_ARGS
-# the three key fields of a 12-field enqueue job (window, unique key, unique states): one bad
-KEYS_BAD_WINDOW = ["-1", "", ""]
-KEYS_NO_UNIQUE = ["", "", "running"]
-KEYS_UNIQUE_FORM = ["", "u", "running"]
+# the four key fields of a 13-field enqueue job (concurrency key, window, unique key, unique
+# states): one bad
+KEYS_BAD_WINDOW = ["", "-1", "", ""]
+KEYS_NO_UNIQUE = ["", "", "", "running"]
+KEYS_UNIQUE_FORM = ["", "", "u", "running"]
+KEYS_CONCURRENCY_FORM = ["c", "", "=u", "running"]
+PREFIX = "<the backend's key prefix>"
+"""Replaced by the test's own key prefix in a call's arguments (claim_capped.lua takes it)."""
 
 
 def bad_lost_records(name: str, lead: list[Any]) -> list[Any]:
@@ -98,6 +103,59 @@ def bad_lost_records(name: str, lead: list[Any]) -> list[Any]:
         pytest.param(name, [*lead, *record], id=f"{name}-lost-{what}")
         for what, record in records.items()
     ]
+
+
+# A good claim_capped.lua call, after the tag: now, worker, limit, lease, promotion batch, walk
+# bound, prefix, scope, the queues, then the task, queue and key caps.
+CAPPED = ["", "w", 10, "30.0", 1000, 10_000, PREFIX, "store", 1, "default", 1, "t", 1, 0, 0]
+CAPPED_REFUSALS = {
+    "now-nan": ({0: "nan"}, "now"),
+    "worker-empty": ({1: ""}, "worker id"),
+    "limit-fraction": ({2: "1.5"}, "limit"),
+    "lease-negative": ({3: "-1"}, "lease seconds"),
+    "promotion-negative": ({4: -1}, "promotion batch"),
+    "walk-zero": ({5: 0}, "walk bound"),
+    "walk-fraction": ({5: "10.5"}, "walk bound"),
+    "prefix-empty": ({6: ""}, "prefix"),
+    "prefix-braces": ({6: "{x}"}, "prefix"),
+    "scope": ({7: "cluster"}, "scope"),
+    "queue-count-zero": ({8: 0}, "queue count"),
+    "queue-count-over": ({8: 9}, "queue count"),
+    "queue-other-than-keys": ({9: "other"}, "queue name"),
+    "task-cap-zero": ({11: "t", 12: 0}, "task cap"),
+    "task-cap-fraction": ({12: "1.5"}, "task cap"),
+    "task-cap-name-empty": ({11: ""}, "task cap name"),
+    "task-cap-count": ({10: 3}, "task cap count"),
+    "queue-cap-count": ({13: "x"}, "queue cap count"),
+    "key-cap-count": ({14: -1}, "key cap count"),
+}
+"""What claim_capped.lua names when it refuses: changes to CAPPED, and the bad argument."""
+CAPPED_LONGER = {
+    "queue-twice": (
+        ["", "w", 10, "30", 1000, 10, PREFIX, "store", 2, "default", "default"],
+        "queue name",
+    ),
+    "queue-scope-several": (
+        ["", "w", 10, "30", 1000, 10, PREFIX, "queue", 2, "default", "b"],
+        "queue count",
+    ),
+    "queue-cap-nan": ([*CAPPED[:13], 1, "default", "nan", 0], "queue cap"),
+    "key-cap-inf": ([*CAPPED[:14], 1, "t", "inf"], "key cap"),
+    "argument-count": ([*CAPPED, "extra"], "argument count"),
+}
+
+
+def bad_capped_claims() -> list[Any]:
+    """claim_capped.lua calls, each with one bad argument."""
+    calls = []
+    for what, (changes, _) in CAPPED_REFUSALS.items():
+        args = list(CAPPED)
+        for at, value in changes.items():
+            args[at] = value
+        calls.append(pytest.param(scripts.CLAIM_CAPPED, args, id=f"claim-capped-{what}"))
+    for what, (args, _) in CAPPED_LONGER.items():
+        calls.append(pytest.param(scripts.CLAIM_CAPPED, args, id=f"claim-capped-{what}"))
+    return calls
 
 
 BAD_CALLS: list[Any] = [
@@ -154,8 +212,23 @@ BAD_CALLS: list[Any] = [
     ),
     pytest.param(
         scripts.ENQUEUE,
-        ["", "default", 1, STALE, 10, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "", ""],
+        ["", "default", 1, STALE, 11, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "", "", ""],
         id="enqueue-width",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, STALE, 12, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "", "", "", ""],
+        id="enqueue-width-of-the-former-keyed-form",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, STALE, 10, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "", "customer"],
+        id="enqueue-concurrency-key-form",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        ["", "default", 1, STALE, 10, "", "t", PAYLOAD, "0", "", "0.0", "3", "", "", "="],
+        id="enqueue-concurrency-key-empty",
     ),
     pytest.param(
         scripts.ENQUEUE,
@@ -164,7 +237,28 @@ BAD_CALLS: list[Any] = [
             "default",
             1,
             STALE,
-            12,
+            13,
+            "",
+            "t",
+            PAYLOAD,
+            "0",
+            "",
+            "0.0",
+            "3",
+            "=k",
+            "",
+            *KEYS_CONCURRENCY_FORM,
+        ],
+        id="enqueue-concurrency-key-form-with-keys",
+    ),
+    pytest.param(
+        scripts.ENQUEUE,
+        [
+            "",
+            "default",
+            1,
+            STALE,
+            13,
             "",
             "t",
             PAYLOAD,
@@ -185,7 +279,7 @@ BAD_CALLS: list[Any] = [
             "default",
             1,
             STALE,
-            12,
+            13,
             "",
             "t",
             PAYLOAD,
@@ -206,7 +300,7 @@ BAD_CALLS: list[Any] = [
             "default",
             1,
             STALE,
-            12,
+            13,
             "",
             "t",
             PAYLOAD,
@@ -220,6 +314,7 @@ BAD_CALLS: list[Any] = [
         ],
         id="enqueue-unique-key-form",
     ),
+    *bad_capped_claims(),
     pytest.param(scripts.AGE_PRIORITIES, ["nan", "60.0", "0", 10], id="age-now-nan"),
     pytest.param(scripts.AGE_PRIORITIES, ["", "0", "0", 10], id="age-every-zero"),
     pytest.param(scripts.AGE_PRIORITIES, ["", "inf", "0", 10], id="age-every-inf"),
@@ -265,23 +360,28 @@ BAD_CALLS: list[Any] = [
     pytest.param(scripts.FIRE_SCHEDULE, ["", "s", "", "100.0", 1], id="fire-argument-count"),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "200.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", ""],
+        ["", "s", "", "100.0", 1, "200.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "", ""],
         id="fire-tick-after-advance",
     ),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "50.0", "100.0", 1, "40.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", ""],
+        ["", "s", "50.0", "100.0", 1, "40.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "", ""],
         id="fire-tick-before-expected",
     ),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "nan", "3", "=k", ""],
+        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "nan", "3", "=k", "", ""],
         id="fire-delay-nan",
     ),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "k"],
+        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "k", ""],
         id="fire-fairness-key-form",
+    ),
+    pytest.param(
+        scripts.FIRE_SCHEDULE,
+        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "", "", "k"],
+        id="fire-concurrency-key-form",
     ),
     pytest.param(scripts.SCHEDULE_PAUSED, ["", "1", "100.0"], id="paused-no-name"),
     pytest.param(scripts.SCHEDULE_PAUSED, ["s", "yes", "100.0"], id="paused-flag"),
@@ -492,7 +592,8 @@ BAD_CALLS: list[Any] = [
 ]
 
 
-# What enqueue.lua names when it refuses each call: the bad field, not a miscount of them.
+# What enqueue.lua and fire_schedule.lua name when they refuse each call: the bad field, not
+# a miscount of them.
 ENQUEUE_REFUSALS = {
     "enqueue-run_at-nan": "run_at",
     "enqueue-delay-inf": "delay",
@@ -505,10 +606,34 @@ ENQUEUE_REFUSALS = {
     "enqueue-fairness-key-empty": "fairness key",
     "enqueue-fairness-idle-nan": "fairness idle seconds",
     "enqueue-width": "argument count",
+    "enqueue-width-of-the-former-keyed-form": "argument count",
+    "enqueue-concurrency-key-form": "concurrency key",
+    "enqueue-concurrency-key-empty": "concurrency key",
+    "enqueue-concurrency-key-form-with-keys": "concurrency key",
     "enqueue-idempotency-window-negative": "idempotency window",
     "enqueue-unique-states-without-key": "unique states",
     "enqueue-unique-key-form": "unique key",
 }
+FIRE_REFUSALS = {
+    "fire-no-name": "schedule name",
+    "fire-expected-nan": "expected last tick",
+    "fire-not-later": "new last tick",
+    "fire-advance-inf": "new last tick",
+    "fire-argument-count": "argument count",
+    "fire-tick-after-advance": "tick",
+    "fire-tick-before-expected": "tick",
+    "fire-delay-nan": "delay",
+    "fire-fairness-key-form": "fairness key",
+    "fire-concurrency-key-form": "concurrency key",
+}
+REFUSALS = {
+    **ENQUEUE_REFUSALS,
+    **FIRE_REFUSALS,
+    **{f"claim-capped-{what}": reason for what, (_, reason) in CAPPED_REFUSALS.items()},
+    **{f"claim-capped-{what}": reason for what, (_, reason) in CAPPED_LONGER.items()},
+}
+"""What the scripts that name the field they refuse say, per call."""
+NAMING = frozenset({scripts.ENQUEUE, scripts.CLAIM_CAPPED, scripts.FIRE_SCHEDULE})
 
 
 @pytest.mark.parametrize(("name", "args"), BAD_CALLS)
@@ -518,13 +643,15 @@ def test_script_refuses_a_bad_argument_before_writing_anything(
     every_state(backend)
     client = redis.Redis.from_url(backend._settings.redis_url)
     call_id = request.node.callspec.id
-    reason = ENQUEUE_REFUSALS.get(call_id, "") if name == scripts.ENQUEUE else ""
-    assert reason or name != scripts.ENQUEUE, f"say what enqueue.lua refuses in {call_id}"
+    reason = REFUSALS.get(call_id, "") if name in NAMING else ""
+    assert reason or name not in NAMING, f"say what {name}.lua refuses in {call_id}"
+    args = [backend.prefix if a == PREFIX else a for a in args]
     try:
         before = snapshot(client, backend.prefix)
         queue = backend._keys.queue("default")
         source = scripts.script(name).text
-        with pytest.raises(redis.ResponseError, match=f"stagecrew: bad {reason}"):
+        refusal = f"stagecrew: bad {re.escape(reason)}:" if reason else "stagecrew: bad"
+        with pytest.raises(redis.ResponseError, match=refusal):
             client.eval(source, len(queue.keys), *queue.keys, queue.tag, *args)
         assert snapshot(client, backend.prefix) == before
     finally:
@@ -578,6 +705,17 @@ def test_good_arguments_still_pass_every_check(backend: RedisBackend) -> None:
     assert backend.purge(JobFilter(states=frozenset({JobState.CANCELLED}))) == 1
     assert backend.rescue().total == 2
     assert {s.queue for s in backend.stats()} == {"default"}
+    client = redis.Redis.from_url(backend._settings.redis_url)
+    try:
+        queue = backend._keys.queue("default")
+        capped = [backend.prefix if a == PREFIX else a for a in CAPPED]
+        source = scripts.script(scripts.CLAIM_CAPPED).text
+        backend.enqueue([job("t"), job("t")])  # CAPPED caps task "t" at 1
+        [reply] = client.eval(source, len(queue.keys), *queue.keys, queue.tag, *capped)
+        tasks = [c.task for c in claimed_jobs("default", reply)[1]]
+        assert tasks.count("t") == 1 and len(tasks) > 1
+    finally:
+        client.close()
 
 
 def test_purge_and_prune_delete_a_jobs_steps_key(backend: RedisBackend) -> None:

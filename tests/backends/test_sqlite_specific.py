@@ -13,7 +13,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,14 @@ from typing import Any
 import pytest
 
 from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter, Retention
+from stagecrew.backends.caps import ClaimLimits
 from stagecrew.backends.memory import MemoryBackend
 from stagecrew.backends.sqlite import SQLiteBackend
 from stagecrew.backends.sqlite.backend import (
+    CAPPED_PAGE,
+    MAX_UNION_QUEUES,
+    _capped_candidates_sql,
+    _claim_chosen_sql,
     _claim_sql,
     _migrations,
     _record_params,
@@ -80,6 +85,51 @@ def test_claim_reads_the_partial_claim_index_in_order(
     ), text
     # each queue's head comes off the index already ordered: only the short merge sorts
     assert text.count("USE TEMP B-TREE FOR ORDER BY") <= 1, text
+
+
+@pytest.mark.parametrize("queue_count", [1, 3])
+def test_a_capped_claim_seeks_each_page_in_the_claim_index(
+    backend: SQLiteBackend, db_path: Path, queue_count: int
+) -> None:
+    backend.enqueue(
+        [NewJob("t", PAYLOAD, queue=f"q{i % 3}", concurrency_key=f"k{i % 7}") for i in range(300)]
+    )
+    params: dict[str, Any] = {
+        "now": 0.0,
+        "page": CAPPED_PAGE,
+        "full_tasks": "[]",
+        "full_keys": "[]",
+        "priority": 0,
+        "order_at": 0.0,
+        "id": 0,
+    }
+    params.update({f"q{i}": f"q{i}" for i in range(queue_count)})
+    text = plan(raw(db_path), _capped_candidates_sql(queue_count), params)
+    # each queue's page starts at the keyset, not at the queue's first job
+    seek = "INDEX stagecrew_jobs_claim (queue=? AND (priority,order_at)>(?,?))"
+    assert text.count(seek) == queue_count, text
+    assert "SCAN stagecrew_jobs" not in text, text
+    # what is sorted is each queue's page (at most :page rows) and their merge, never the index
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "USE TEMP B-TREE" in line:
+            assert lines[i - 1].startswith("SCAN (subquery"), text
+
+
+def test_a_capped_claim_counts_only_running_jobs_and_takes_its_choice_by_id(
+    backend: SQLiteBackend, db_path: Path
+) -> None:
+    backend.enqueue([NewJob("t", PAYLOAD, concurrency_key=f"k{i % 7}") for i in range(300)])
+    conn = raw(db_path)
+    running = plan(
+        conn, _sql("claim_running"), {"now": 0.0, "tasks": "[]", "queues": "[]", "keyed": 1}
+    )
+    assert running.count("SEARCH stagecrew_jobs USING INDEX") == 1, running
+    assert "SCAN stagecrew_jobs" not in running, running
+    params = {"ids": "[1, 2]", "limit": 2, "worker": "w", "now": 0.0, "lease_expires_at": 1.0}
+    chosen = plan(conn, _claim_chosen_sql(), params)
+    assert chosen.count("USING INTEGER PRIMARY KEY (rowid=?)") == 2, chosen
+    assert "stagecrew_jobs_state_queue" not in chosen and "stagecrew_jobs_claim" not in chosen
 
 
 def test_rescue_prune_and_stats_use_their_indexes(backend: SQLiteBackend, db_path: Path) -> None:
@@ -471,7 +521,233 @@ def test_every_sql_file_starts_with_a_one_line_header() -> None:
         assert f.read_text().startswith("-- "), f.name
 
 
+# -- concurrency caps --------------------------------------------------------------
+
+
+def _statements_run(backend: SQLiteBackend, call: Callable[[], object]) -> list[str]:
+    """The statements `call` runs on this thread's connection, the busy-timeout pragmas left out."""
+    seen: list[str] = []
+    conn = backend._conn()
+    conn.set_trace_callback(seen.append)
+    try:
+        call()
+    finally:
+        conn.set_trace_callback(None)
+    return [s for s in seen if not s.startswith("PRAGMA busy_timeout")]
+
+
+def _headers(statements: list[str]) -> list[str]:
+    """Each statement by its first line: the header naming its .sql file, or the statement."""
+    return [s.splitlines()[0] for s in statements]
+
+
+def test_a_claim_without_limits_runs_the_one_claim_statement_and_nothing_more(
+    backend: SQLiteBackend,
+) -> None:
+    backend.enqueue([NewJob("t", PAYLOAD, concurrency_key="t:a") for _ in range(3)])
+    run = _statements_run(backend, lambda: backend.claim(["default"], "w", 2, 30.0))
+    assert _headers(run) == _headers(["BEGIN IMMEDIATE", _claim_sql(1), "COMMIT"])
+    assert "json_each" not in run[1] and "stagecrew_paused_queues" in run[1]  # today's claim
+    capped = _statements_run(
+        backend, lambda: backend.claim(["default"], "w", 2, 30.0, ClaimLimits(tasks={"t": 3}))
+    )
+    assert _headers(capped) == _headers(
+        [
+            "BEGIN IMMEDIATE",
+            _sql("claim_running"),
+            _capped_candidates_sql(1),
+            _claim_chosen_sql(),
+            "COMMIT",
+        ]
+    )
+
+
+@pytest.mark.parametrize("queue_count", [1, 3, MAX_UNION_QUEUES + 6])
+def test_a_capped_claim_reads_on_past_pages_of_jobs_its_caps_turn_away(
+    backend: SQLiteBackend, queue_count: int
+) -> None:
+    """Jobs of one order (one batch) over several pages: the first page's are turned away in
+    Python once the claim's first job fills their key, the next pages leave them out; the claim
+    reads on, takes each page's last job once, and stops at its limit."""
+    pages = 4
+    queues = [f"q{i}" for i in range(queue_count)]
+    backend.enqueue(
+        [
+            NewJob(
+                "t",
+                PAYLOAD,
+                queue=queues[n % queue_count],
+                concurrency_key=None if n % CAPPED_PAGE == 0 else "hot",
+            )
+            for n in range(1, pages * CAPPED_PAGE + 2)
+        ]
+    )
+    limits = ClaimLimits(keys={"t": 1, "other": 10**6})
+    claimed = backend.claim(queues, "w", pages, 30.0, limits)
+    assert [c.id for c in claimed] == [1, *(CAPPED_PAGE * n for n in range(1, pages))]
+    [last] = backend.claim(queues, "w", pages, 30.0, limits)
+    assert last.id == pages * CAPPED_PAGE
+    assert backend.claim(queues, "w", pages, 30.0, limits) == []
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [ClaimLimits(tasks={"t": 1}), ClaimLimits(keys={"t": 1, "x": 5})],
+    ids=["task", "key-of-its-task"],
+)
+def test_a_capped_claim_behind_many_jobs_of_a_full_cap_reads_one_page(
+    backend: SQLiteBackend, clock: FakeClock, limits: ClaimLimits
+) -> None:
+    """What is full when the claim starts is left out by the query, not page by page."""
+    backend.enqueue([NewJob("t", PAYLOAD, concurrency_key="hot") for _ in range(5 * CAPPED_PAGE)])
+    clock.advance(1.0)
+    [behind] = backend.enqueue([NewJob("u", PAYLOAD)])
+    assert len(backend.claim(["default"], "w", 1, 30.0, limits)) == 1  # a t: the cap is full
+    run = _statements_run(backend, lambda: backend.claim(["default"], "w", 1, 30.0, limits))
+    assert _headers(run).count(_headers([_capped_candidates_sql(1)])[0]) == 1
+    assert backend.get(behind.id).state is JobState.RUNNING  # type: ignore[union-attr]
+
+
+def test_a_capped_claim_of_more_queues_than_a_compound_select_takes_reads_them_in_one_scan(
+    backend: SQLiteBackend,
+) -> None:
+    queues = [f"q{i}" for i in range(MAX_UNION_QUEUES + 6)]
+    backend.enqueue([NewJob(task, PAYLOAD, queue=q) for q in queues for task in ("t", "u")])
+    backend.pause_queue("q0")
+    limits = ClaimLimits(tasks={"t": 3}, queues={"q1": 1, "q2": 1})
+    claimed = backend.claim(queues, "w", 10**3, 30.0, limits)
+    assert sum(c.task == "t" for c in claimed) == 3
+    assert sorted(c.queue for c in claimed if c.queue in ("q0", "q1", "q2")) == ["q1", "q2"]
+    # q1 and q2 are full with their t, q0 is paused: every other queue's u comes too
+    assert len(claimed) == 3 + len(queues) - 3
+
+
+def test_a_key_full_for_the_tasks_that_cap_keys_does_not_hold_back_a_task_that_does_not(
+    backend: SQLiteBackend,
+) -> None:
+    """The candidate query leaves full keys out only for the tasks that cap keys."""
+    backend.enqueue([NewJob("t", PAYLOAD, concurrency_key="k") for _ in range(2)])
+    backend.enqueue([NewJob("u", PAYLOAD, concurrency_key="k")])
+    limits = ClaimLimits(keys={"t": 1})
+    assert [c.task for c in backend.claim(["default"], "w", 1, 30.0, limits)] == ["t"]
+    assert [c.task for c in backend.claim(["default"], "w", 5, 30.0, limits)] == ["u"]
+
+
+def _claims_around_a_pause(url: str, pause_at: Callable[[str], bool]) -> list[int]:
+    """Claimer A (queue a) stops at the first statement `pause_at` picks while claimer B
+    (queue b) claims, both within tasks={"t": 1}; the ids both claimed. B gets 0.5 s to finish
+    before A goes on (B may be waiting for A's write lock)."""
+    limits = ClaimLimits(tasks={"t": 1})
+    paused, go_on = threading.Event(), threading.Event()
+    claimed: list[int] = []
+
+    def pause(statement: str) -> None:
+        if not paused.is_set() and pause_at(statement):
+            paused.set()
+            go_on.wait(10.0)
+
+    def claim(queue: str) -> None:
+        with SQLiteBackend(url) as backend:
+            if queue == "a":
+                backend._conn().set_trace_callback(pause)
+            claimed.extend(c.id for c in backend.claim([queue], queue, 5, 60.0, limits))
+
+    first = threading.Thread(target=claim, args=("a",))
+    first.start()
+    assert paused.wait(10.0)
+    second = threading.Thread(target=claim, args=("b",))
+    second.start()
+    second.join(0.5)
+    go_on.set()
+    first.join()
+    second.join()
+    return claimed
+
+
+def test_a_capped_claim_counts_and_chooses_under_its_write_lock(db_path: Path) -> None:
+    """A stops after counting the running jobs: had it counted outside the write lock, both
+    would take the one slot (each from its own queue, so A's UPDATE could not notice)."""
+    url = f"sqlite:///{db_path}"
+    with SQLiteBackend(url) as setup:
+        [a, _] = setup.enqueue([NewJob("t", PAYLOAD, queue=q) for q in ("a", "b")])
+    header = _sql("claim_capped").splitlines()[0]
+    assert _claims_around_a_pause(url, lambda s: s.startswith(header)) == [a.id]
+
+
+def test_a_capped_claim_that_reads_a_damaged_job_again_chooses_again(db_path: Path) -> None:
+    """A damaged row makes the claim roll back and claim again, leniently, under a new write
+    lock: B takes the slot in between, so A must count again and take nothing."""
+    url = f"sqlite:///{db_path}"
+    with SQLiteBackend(url) as setup:
+        [damaged, b] = setup.enqueue([NewJob("t", PAYLOAD, queue=q) for q in ("a", "b")])
+    raw(db_path).execute(
+        "UPDATE stagecrew_jobs SET payload = CAST(x'ff' AS TEXT) WHERE id = ?", (damaged.id,)
+    )
+    rolled_back = threading.Event()
+
+    def after_the_rollback(statement: str) -> bool:
+        if statement == "ROLLBACK":
+            rolled_back.set()
+            return False
+        return rolled_back.is_set()
+
+    assert _claims_around_a_pause(url, after_the_rollback) == [b.id]
+
+
+def test_a_capped_claim_of_a_damaged_job_salvages_it_and_counts_its_slot(
+    backend: SQLiteBackend, db_path: Path
+) -> None:
+    [damaged, _] = backend.enqueue([NewJob("t", PAYLOAD), NewJob("t", PAYLOAD)])
+    raw(db_path).execute(
+        "UPDATE stagecrew_jobs SET payload = CAST(x'ff' AS TEXT), concurrency_key = "
+        "CAST(x'fe' AS TEXT) WHERE id = ?",
+        (damaged.id,),
+    )
+    limits = ClaimLimits(tasks={"t": 1}, keys={"t": 1})
+    [claimed] = backend.claim(["default"], "w", 5, 30.0, limits)
+    assert claimed.id == damaged.id and claimed.defect is not None
+    assert backend.claim(["default"], "w", 5, 30.0, limits) == []
+
+
+def test_upgrading_a_store_to_concurrency_keys_keeps_its_jobs_without_a_key(
+    db_path: Path, clock: FakeClock
+) -> None:
+    """Schema 9 adds concurrency_key; jobs written before it have none, and caps count them."""
+    conn = raw(db_path)
+    for _, _, script in [m for m in _migrations() if m[0] <= 8]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 8")
+    columns = "task, queue, state, payload, run_at, max_attempts, enqueued_at, order_at"
+    for state in ("running", "available", "available"):
+        conn.execute(
+            f"INSERT INTO stagecrew_jobs ({columns}, lease_expires_at) "
+            "VALUES ('t', 'default', ?, ?, 0, 3, 0, 0, ?)",
+            (state, PAYLOAD, clock.now() + 30 if state == "running" else None),
+        )
+    conn.close()
+    with SQLiteBackend(f"sqlite:///{db_path}", clock) as backend:
+        backend.migrate()
+        assert [j.concurrency_key for j in backend.list_jobs(JobFilter())] == [None] * 3
+        limits = ClaimLimits(tasks={"t": 2}, keys={"t": 1})
+        [claimed] = backend.claim(["default"], "w", 5, 30.0, limits)  # job 1 holds a slot
+        assert claimed.id == 2
+        [keyed] = backend.enqueue([NewJob("u", PAYLOAD, concurrency_key="u:1")])
+        assert backend.get(keyed.id).concurrency_key == "u:1"  # type: ignore[union-attr]
+    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version() == 9
+
+
 # -- differential run against the memory engine ----------------------------------------
+
+
+CLAIM_LIMITS = [
+    None,
+    None,
+    ClaimLimits(tasks={"send": 2}),
+    ClaimLimits(queues={"mail": 1, "slow": 2}),
+    ClaimLimits(keys={"send": 1, "resize": 2}),
+    ClaimLimits(tasks={"resize": 3}, queues={"default": 2}, keys={"send": 2}),
+]
+"""What the random claims send: none, and caps of every kind that fill up now and then."""
 
 
 def _random_operations(
@@ -501,6 +777,7 @@ def _random_operations(
                     delay=rng.choice([0.0, 0.0, 3.0]),
                     max_attempts=rng.randint(1, 3),
                     idempotency_key=rng.choice([None, None, f"k{rng.randint(0, 40)}"]),
+                    concurrency_key=rng.choice([None, "c:a", "c:b"]),
                 )
                 for _ in range(rng.randint(1, 6))
             ]
@@ -508,7 +785,10 @@ def _random_operations(
         elif roll < 0.45:
             worker = rng.choice(workers)
             wanted = rng.sample(queues, rng.randint(1, 3))
-            claimed = same("claim", wanted, worker, rng.randint(1, 4), rng.choice([5.0, 30.0]))
+            limits = rng.choice(CLAIM_LIMITS)
+            claimed = same(
+                "claim", wanted, worker, rng.randint(1, 4), rng.choice([5.0, 30.0]), limits
+            )
             held[worker].extend(claimed)
         elif roll < 0.65:
             worker = rng.choice(workers)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from stagecrew.backends.base import Ack, AckKind, JobFilter, Retention
+from stagecrew.backends.caps import ClaimLimits
 from stagecrew.backends.memory import MemoryBackend
 from stagecrew.backends.ops import Op, immediate
 from stagecrew.clock import FakeClock
@@ -29,6 +30,7 @@ class Recording(MemoryBackend):
         super().__init__(clock=FakeClock(1000.0))
         self.enqueued: list[tuple[NewJob, ...]] = []
         self.claimed: list[tuple[str, ...]] = []
+        self.limits: list[ClaimLimits | None] = []
         self.calls: list[str] = []
 
     def _enqueue(self, jobs: Sequence[NewJob]) -> Op[list[EnqueuedJob]]:
@@ -36,10 +38,16 @@ class Recording(MemoryBackend):
         return super()._enqueue(jobs)
 
     def _claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None = None,
     ) -> Op[list[ClaimedJob]]:
         self.claimed.append(queues)
-        return super()._claim(queues, worker, limit, lease_seconds)
+        self.limits.append(limits)
+        return super()._claim(queues, worker, limit, lease_seconds, limits)
 
     def _call(self, operation: str, op: Op[T], driver: Callable[[Op[T]], T] | None = None) -> T:
         self.calls.append(operation)
@@ -109,10 +117,25 @@ def test_a_claim_names_each_queue_once_and_returns_jobs_in_priority_run_at_id_or
     assert [(c.priority, c.id) for c in claimed] == [(0, 3), (1, 2), (5, 1)]
 
 
+def test_a_claim_hands_the_engine_only_the_caps_of_the_queues_it_claims_from() -> None:
+    backend = Recording()
+    backend.claim(["a"], "w", 1, 30.0, ClaimLimits(queues={"b": 2}))
+    backend.claim(["a"], "w", 1, 30.0, ClaimLimits(queues={"a": 2, "b": 2}))
+    backend.claim(["a"], "w", 1, 30.0, ClaimLimits(tasks={"t": 1}))
+    backend.claim(["a"], "w", 1, 30.0)
+    assert backend.limits == [
+        None,
+        ClaimLimits(queues={"a": 2}),
+        ClaimLimits(tasks={"t": 1}),
+        None,
+    ]
+
+
 @pytest.mark.parametrize(
     ("call", "error"),
     [
         (lambda b: b.claim("default", "w", 1, 30.0), TypeError),
+        (lambda b: b.claim(["default"], "w", 1, 30.0, {"tasks": {"t": 1}}), TypeError),
         (lambda b: b.claim(["default"], "", 1, 30.0), ValueError),
         (lambda b: b.claim(["default"], "w", 1, float("nan")), InvalidTimeError),
         (lambda b: b.heartbeat("w", [JobRef(1, 1)], float("inf")), InvalidTimeError),

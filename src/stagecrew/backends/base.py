@@ -66,6 +66,7 @@ from ..job import (
     NewJob,
     Progress,
 )
+from .caps import ClaimLimits
 from .inputs import (
     EnqueueBatch,
     check_aging,
@@ -433,9 +434,15 @@ class Backend(ABC):
 
     @abstractmethod
     def _claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None = None,
     ) -> Op[list[ClaimedJob]]:
-        """Claim up to `limit` (at least 1) due jobs of `queues` (each named once)."""
+        """Claim up to `limit` (at least 1) due jobs of `queues` (each named once), within
+        `limits` (None: no cap applies; else at least one cap, see `caps`)."""
 
     @abstractmethod
     def _heartbeat(
@@ -466,7 +473,13 @@ class Backend(ABC):
         await asyncio.sleep(timeout)
 
     async def _wait_and_claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease: float, timeout: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease: float,
+        timeout: float,
+        limits: ClaimLimits | None = None,
     ) -> list[ClaimedJob]:
         """`_wait`, then `_claim`; an engine that can do both in one round trip does.
 
@@ -474,7 +487,7 @@ class Backend(ABC):
         """
         await self._wait(queues, timeout)
         claiming = asyncio.ensure_future(
-            self._drive_async(self._claim(queues, worker, limit, lease))
+            self._drive_async(self._claim(queues, worker, limit, lease, limits))
         )
         try:
             return await asyncio.shield(claiming)
@@ -751,7 +764,12 @@ class Backend(ABC):
     # -- worker ----------------------------------------------------------
     @final
     def claim(
-        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
+        self,
+        queues: Sequence[str],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None = None,
     ) -> list[ClaimedJob]:
         """Claim up to `limit` due jobs atomically, in (priority, order_at, id) order.
 
@@ -762,29 +780,47 @@ class Backend(ABC):
         attempt + 1 and claims + 1 (its new fencing token), owned by `worker`
         until now + `lease_seconds`. No two concurrent callers ever claim the
         same job at once, and no two claims of a job ever get the same token.
+
+        With `limits`, a job is claimed only while every concurrency cap that applies to it
+        has a free slot, fleet-wide; a job whose cap is full is passed over untouched and
+        the claim goes on with the jobs behind it (see `caps`).
         """
-        wanted, lease = self._claim_input(queues, worker, limit, lease_seconds)
+        wanted, lease, caps = self._claim_input(queues, worker, limit, lease_seconds, limits)
         if not wanted or limit <= 0:
             return []
-        return _claim_order(self._call("claim", self._claim(wanted, worker, limit, lease)))
+        op = self._claim(wanted, worker, limit, lease, caps)
+        return _claim_order(self._call("claim", op))
 
     @final
     async def claim_async(
-        self, queues: Sequence[str], worker: str, limit: int, lease_seconds: float
+        self,
+        queues: Sequence[str],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None = None,
     ) -> list[ClaimedJob]:
-        wanted, lease = self._claim_input(queues, worker, limit, lease_seconds)
+        wanted, lease, caps = self._claim_input(queues, worker, limit, lease_seconds, limits)
         if not wanted or limit <= 0:
             return []
-        op = self._claim(wanted, worker, limit, lease)
+        op = self._claim(wanted, worker, limit, lease, caps)
         return _claim_order(await self._call_async("claim", op))
 
     @staticmethod
     def _claim_input(
-        queues: Sequence[str], worker: str, limit: int, lease_seconds: float
-    ) -> tuple[tuple[str, ...], float]:
+        queues: Sequence[str],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None,
+    ) -> tuple[tuple[str, ...], float, ClaimLimits | None]:
         check_worker(worker, "claim")
         check_limit(limit, "claim")
-        return unique_queues(queues), check_lease(lease_seconds, "claim")
+        wanted = unique_queues(queues)
+        if limits is not None and not isinstance(limits, ClaimLimits):
+            raise TypeError(f"claim: limits must be ClaimLimits or None, not {limits!r}")
+        caps = None if limits is None else limits.for_queues(wanted)
+        return wanted, check_lease(lease_seconds, "claim"), caps
 
     @final
     def heartbeat(
@@ -926,6 +962,7 @@ class Backend(ABC):
         limit: int,
         lease_seconds: float,
         timeout: float,
+        limits: ClaimLimits | None = None,
     ) -> list[ClaimedJob]:
         """An idle worker's call: `wait` for work in `queues`, then `claim_async` it.
 
@@ -936,7 +973,7 @@ class Backend(ABC):
         claimed: a claim that completed meanwhile is handed back (as `Ack.release`: neither
         an attempt nor a lost worker is counted).
         """
-        wanted, lease = self._claim_input(queues, worker, limit, lease_seconds)
+        wanted, lease, caps = self._claim_input(queues, worker, limit, lease_seconds, limits)
         seconds = checked_seconds(max(float(timeout), 0.0), "wait_and_claim: timeout")
         if limit <= 0:
             return []
@@ -944,7 +981,7 @@ class Backend(ABC):
             await asyncio.sleep(seconds)
             return []
         with self._failures_mapped("claim"):
-            claimed = await self._wait_and_claim(wanted, worker, limit, lease, seconds)
+            claimed = await self._wait_and_claim(wanted, worker, limit, lease, seconds, caps)
         return _claim_order(claimed)
 
     # -- inspection and admin --------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..clock import LATEST_TIME, MAX_SECONDS, checked_seconds, checked_time
 from ..job import EnqueuedJob, JobRef, NewJob
+from .caps import check_concurrency_key
 from .fairness import check_fairness_key
 from .unique import check_unique_key, check_unique_states
 
@@ -56,6 +57,8 @@ def check_new_jobs(jobs: Sequence[NewJob]) -> None:
             checked_time(run_at, f"job {index} of the batch: run_at")
         if job.fairness_key is not None:
             check_fairness_key(job.fairness_key, f"job {index} of the batch: fairness_key")
+        if job.concurrency_key is not None:
+            check_concurrency_key(job.concurrency_key, f"job {index} of the batch: concurrency_key")
         window = job.idempotency_window
         if window is not None and (type(window) is not float or not 0.0 <= window <= MAX_SECONDS):
             checked_seconds(window, f"job {index} of the batch: idempotency_window")

@@ -40,6 +40,7 @@ from .base import (
     RescueReport,
     Retention,
 )
+from .caps import Candidate, ClaimLimits, Running, select_within_caps
 from .fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from .ops import Op, immediate, run
 from .records import WORKER_LOST
@@ -213,6 +214,7 @@ class MemoryBackend(Backend):
                 fairness_key=new.fairness_key,
                 unique_key=new.unique_key,
                 unique_states=new.unique_states,
+                concurrency_key=new.concurrency_key,
             )
             out.append(EnqueuedJob(job_id, created=True))
             if key is not None:
@@ -259,21 +261,30 @@ class MemoryBackend(Backend):
     # -- worker ----------------------------------------------------------
     @immediate
     def _claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None = None,
     ) -> list[ClaimedJob]:
         now = self.clock.now()
         order_at = self._order_at
         with self._lock:
             wanted = set(queues) - self._paused  # under the lock: a pause is part of the claim
-            due = heapq.nsmallest(
-                limit,
-                (
-                    j
-                    for j in self._jobs.values()
-                    if j.state in WAITING_STATES and j.queue in wanted and j.run_at <= now
-                ),
-                key=lambda j: (j.priority, order_at.get(j.id, j.run_at), j.id),
+            due_jobs = (
+                j
+                for j in self._jobs.values()
+                if j.state in WAITING_STATES and j.queue in wanted and j.run_at <= now
             )
+
+            def in_order(j: Job) -> tuple[int, float, int]:
+                return (j.priority, order_at.get(j.id, j.run_at), j.id)
+
+            if limits is None:
+                due = heapq.nsmallest(limit, due_jobs, key=in_order)
+            else:
+                due = self._within_caps(sorted(due_jobs, key=in_order), limits, limit, now)
             claimed = []
             for waiting in due:
                 order = self._order_of(waiting)
@@ -308,6 +319,21 @@ class MemoryBackend(Backend):
                     )
                 )
             return claimed
+
+    def _within_caps(
+        self, in_order: list[Job], limits: ClaimLimits, limit: int, now: float
+    ) -> list[Job]:
+        """The first `limit` of `in_order` the caps admit, against the jobs running now."""
+        running = Running.of(
+            (
+                _candidate(j)
+                for j in self._jobs.values()
+                if j.state is S.RUNNING and (j.lease_expires_at or 0.0) > now
+            ),
+            limits,
+        )
+        chosen = set(select_within_caps(map(_candidate, in_order), running, limits, limit))
+        return [j for j in in_order if j.id in chosen]
 
     def _holds(self, ref: JobRef, worker: str | None = None) -> Job | None:
         job = self._jobs.get(ref.id)
@@ -826,3 +852,7 @@ class MemoryBackend(Backend):
 
 def _no_commands(command: object) -> object:
     raise AssertionError(f"the memory engine's operations send no commands, got {command!r}")
+
+
+def _candidate(job: Job) -> Candidate:
+    return Candidate(job.id, job.task, job.queue, job.concurrency_key)

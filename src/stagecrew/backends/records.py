@@ -217,4 +217,5 @@ def job_from_row(row: Sequence[Any], time_value: Callable[[Any], Any] = _as_is) 
         workflow_id=row[27] if len(row) > 29 else None,
         workflow_step=row[28] if len(row) > 29 else None,
         workflow_index=row[29] if len(row) > 29 else None,
+        concurrency_key=row[30] if len(row) > 30 else None,
     )

@@ -56,8 +56,9 @@ def list_jobs(
 @app_option
 @json_option
 def show(job_id: int, app_ref: str | None, as_json: bool) -> None:
-    """Show every field of job ID: arguments, result, its unique key and unique states,
-    progress, its stored steps and checkpoint, and each attempt's error and traceback."""
+    """Show every field of job ID: arguments, result, its unique key and unique states, its
+    fairness and concurrency keys, progress, its stored steps and checkpoint, and each
+    attempt's error and traceback."""
     app = load(app_ref)
     job = app.jobs.get(job_id)
     steps = app.jobs.steps(job_id)

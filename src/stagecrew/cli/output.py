@@ -212,6 +212,8 @@ def print_job(out: Console, job: Job, steps: JobSteps | None = None) -> None:
         ("idempotency key", job.idempotency_key or "-"),
         ("unique key", job.unique_key or "-"),
         ("unique states", _unique_states_text(job)),
+        ("fairness key", job.fairness_key or "-"),
+        ("concurrency key", job.concurrency_key or "-"),
         ("cancel requested", "yes" if job.cancel_requested else "no"),
         ("worker losses", str(job.lost)),
         ("args", _compact_json(_decoded(job, "args"))),

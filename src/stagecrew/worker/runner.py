@@ -113,6 +113,8 @@ class Worker:
             else sorted({t.queue for t in app.tasks.values()} | {app.default_queue})
         )
         self.concurrency = concurrency
+        self.limits = app.claim_limits(self.queues)
+        """The concurrency caps every claim of this worker sends (those its code declares)."""
         self.lease_seconds = lease_seconds
         self.grace = grace
         self.poll_interval = poll_interval
@@ -142,6 +144,10 @@ class Worker:
         self._rng = random.Random()
         self._running = 0
         self._slot_free = asyncio.Event()
+        self._outcome_written = asyncio.Event()
+        """Set when an outcome of this worker reached the store: with concurrency caps, a
+        slot may have come free. Cleared before each claim, so one written during a claim
+        still wakes the idle wait after it."""
         self._stopping = asyncio.Event()
         self._stop_background = asyncio.Event()
         """Set when the heartbeat and maintenance tasks must end (see `_end_background`)."""
@@ -339,13 +345,18 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             limit = min(free, self.claim_batch)
+            self._outcome_written.clear()
             try:
                 if idle_wait is None:
                     jobs = await backend.claim_async(
-                        self.queues, self.id, limit, self.lease_seconds
+                        self.queues, self.id, limit, self.lease_seconds, self.limits
                     )
                 else:
-                    jobs = await self._claim_when_woken(limit, idle_wait)
+                    woken = await self._claim_when_woken(limit, idle_wait)
+                    if woken is None:  # an outcome of ours was written: claim at once
+                        idle_wait = None
+                        continue
+                    jobs = woken
             except Exception as exc:
                 idle_wait = None
                 delay = FETCH_ERROR_DELAYS[min(failures, len(FETCH_ERROR_DELAYS) - 1)]
@@ -395,29 +406,41 @@ class Worker:
             with contextlib.suppress(Exception):
                 due = await backend.next_run_at_async(self.queues)
                 if due is not None:
-                    # never 0: a store whose clock is behind ours would make this spin
-                    idle_wait = min(idle_wait, max(MIN_IDLE_WAIT, due - self.app.clock.now()))
+                    ahead = due - self.app.clock.now()
+                    # With caps, work due now that the claim left is (most likely) capped:
+                    # waiting for it would spin; a slot comes free with an outcome (ours wakes
+                    # this wait) or within poll_interval.
+                    if self.limits is None or ahead > 0:
+                        # never 0: a store whose clock is behind ours would make this spin
+                        idle_wait = min(idle_wait, max(MIN_IDLE_WAIT, ahead))
 
-    async def _claim_when_woken(self, limit: int, timeout: float) -> list[ClaimedJob]:
+    async def _claim_when_woken(self, limit: int, timeout: float) -> list[ClaimedJob] | None:
         """Wait for work and claim it (`Backend.wait_and_claim`), or nothing once stopping.
 
-        A stop cancels the wait; the store hands back what a claim took meanwhile.
+        A stop cancels the wait; the store hands back what a claim took meanwhile. With
+        concurrency caps an outcome of ours written meanwhile ends the wait too, and None
+        says so: a capped job may have got a slot.
         """
         waiter = asyncio.create_task(
             self.app.backend.wait_and_claim(
-                self.queues, self.id, limit, self.lease_seconds, timeout
+                self.queues, self.id, limit, self.lease_seconds, timeout, self.limits
             )
         )
-        stopper = asyncio.create_task(self._stopping.wait())
+        wakers = {asyncio.create_task(self._stopping.wait())}
+        if self.limits is not None:
+            wakers.add(asyncio.create_task(self._outcome_written.wait()))
         try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, *wakers}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopper.cancel()
+            for waker in wakers:
+                waker.cancel()
             waiter.cancel()
         try:
             return await waiter
         except asyncio.CancelledError:
             if not self._stopping.is_set():
+                if self._outcome_written.is_set():
+                    return None
                 raise  # this task itself was cancelled
             return []
 
@@ -495,6 +518,7 @@ class Worker:
         if applied:
             self.acked[ack.kind] += 1
         self._slot_free.set()
+        self._outcome_written.set()
 
     # -- leases ------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:

@@ -66,6 +66,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
+from ..caps import Candidate, ClaimLimits, Running, select_within_caps
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run, run_async
@@ -118,9 +119,9 @@ T = TypeVar("T")
 
 COPY_MIN_BATCH = 200
 """From this many jobs without idempotency keys, enqueue streams them with COPY."""
-COPY_TYPES = ("int8", "text", "text", "text", "text", "int4", "float8", "int4", "float8", "float8")
+COPY_TYPES = ("int8", *["text"] * 4, "int4", "float8", "int4", "float8", "float8", "text")
 """Column types of enqueue_copy.sql: id, task, queue, state, payload, priority, run_at,
-max_attempts, enqueued_at, order_at."""
+max_attempts, enqueued_at, order_at, concurrency_key."""
 RESCUE_BATCH = 5000
 """Expired leases settled per statement, so rows are locked briefly however many expired."""
 MAX_KEY_LOOKUPS = 3
@@ -138,6 +139,13 @@ _KEY_LOCKS = """locks AS (
 as enqueue_lock_keys.sql takes them (the same lock ids), in the same order; the statement's
 own transaction holds them."""
 """Times `enqueue` looks again for a key a concurrent transaction stored (see enqueue.sql)."""
+CAPPED_READ_PER_JOB = 4
+CAPPED_READ_SLACK = 32
+"""A capped claim of `limit` jobs reads at most CAPPED_READ_PER_JOB * limit + CAPPED_READ_SLACK
+candidates. A short read starves no one: the full groups are left out in SQL
+(claim_candidates.sql), so every candidate read is within its caps as read, the first is always
+taken, and one is passed over only because a job this same claim took before it filled a group,
+which the next claim leaves out in SQL in turn."""
 
 _LOST_JOBS = {
     "rescue": {"lost": "lease_expires_at < {schema}.store_now(%(now)s)", "locked": "SKIP LOCKED"},
@@ -701,6 +709,7 @@ class PostgresBackend(Backend):
                 None if job.run_at is None else float(job.run_at),
                 float(job.delay),
                 int(job.max_attempts),
+                job.concurrency_key,
             )
             for job in jobs
         ]
@@ -710,7 +719,7 @@ class PostgresBackend(Backend):
         now, ids = done.rows[0]
         due_now = transitions.initial_state(now, now).value  # a job without run_at or delay
         rows = []
-        for job_id, (task, queue, payload, priority, run_at, delay, max_attempts) in zip(
+        for job_id, (task, queue, payload, priority, run_at, delay, max_attempts, key) in zip(
             ids, fields, strict=True
         ):
             if run_at is None and not delay:
@@ -719,7 +728,7 @@ class PostgresBackend(Backend):
                 due = now + delay if run_at is None else run_at
                 state = transitions.initial_state(due, now).value
             rows.append(
-                (job_id, task, queue, state, payload, priority, due, max_attempts, now, due)
+                (job_id, task, queue, state, payload, priority, due, max_attempts, now, due, key)
             )
         yield Copy(self._sql.get("enqueue_copy"), COPY_TYPES, rows)
         queues = sorted({row[1] for row in fields})
@@ -744,6 +753,7 @@ class PostgresBackend(Backend):
             "key": job.idempotency_key,
             "order_at": order_at,
             "fairness_key": job.fairness_key,
+            "concurrency_key": job.concurrency_key,
         }
         if unique:
             params["unique_key"] = job.unique_key
@@ -767,6 +777,7 @@ class PostgresBackend(Backend):
             "keys": [job.idempotency_key for job in jobs],
             "order_ats": list(order_ats),
             "fairness_keys": [job.fairness_key for job in jobs],
+            "concurrency_keys": [job.concurrency_key for job in jobs],
         }
 
     # -- worker ------------------------------------------------------------------------
@@ -782,9 +793,19 @@ class PostgresBackend(Backend):
             self._vacuumer.start()
 
     def _claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None = None,
     ) -> SqlOp[list[ClaimedJob]]:
+        """One statement (claim.sql); a claim within `limits` is a transaction of its own."""
         self._mark_claim()
+        if limits is not None:
+            return (
+                yield from self._claim_within_caps(queues, worker, limit, lease_seconds, limits)
+            )
         params = {
             "now": self._now(),
             "queues": list(queues),
@@ -793,28 +814,64 @@ class PostgresBackend(Backend):
             "lease_seconds": lease_seconds,
         }
         done = yield Statement(self._sql.get("claim"), params)
-        return [
-            ClaimedJob(
-                id=r[0],
-                task=r[1],
-                queue=r[2],
-                payload=r[3],
-                attempt=r[4],
-                token=r[12],
-                max_attempts=r[5],
-                priority=r[6],
-                enqueued_at=r[7],
-                run_at=r[8],
-                started_at=r[9],
-                lease_expires_at=r[10],
-                order_at=r[14],
-                lost=r[11],
-                snoozes=r[13],
-                workflow_id=r[15],
-                workflow_input=r[16],
-            )
-            for r in done.rows
-        ]
+        return _claimed_jobs(done.rows)
+
+    def _claim_within_caps(
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits,
+    ) -> SqlOp[list[ClaimedJob]]:
+        """A capped claim, in one transaction: take the lock of capped claims, count the jobs
+        holding slots, read and lock candidates with the full groups left out, choose among
+        them by the rule (`caps.select_within_caps`), claim the chosen.
+
+        The lock (claim_caps_lock.sql) makes concurrent capped claims count one after another,
+        each after the one before committed, so together they never exceed a cap.
+        """
+        yield TRANSACTION
+        yield Statement(self._sql.get("claim_caps_lock"), {})
+        now = self._now()
+        counted = yield Statement(
+            self._sql.get("claim_running"),
+            {
+                "now": now,
+                "tasks": list(limits.tasks),
+                "queues": list(limits.queues),
+                "keyed": bool(limits.keys),
+            },
+        )
+        running = Running.of(
+            (
+                Candidate(0, task, queue, key)
+                for task, queue, key, n in counted.rows
+                for _ in range(n)
+            ),
+            limits,
+        )
+        full = running.full(limits)
+        wanted = [queue for queue in queues if queue not in full.queues]
+        if not wanted:
+            return []
+        read = yield Statement(
+            self._sql.get("claim_candidates"),
+            {
+                "now": now,
+                "queues": wanted,
+                "full_tasks": full.tasks,
+                "full_key_tasks": [task for task, _ in full.keys],
+                "full_keys": [key for _, key in full.keys],
+                "read": CAPPED_READ_PER_JOB * limit + CAPPED_READ_SLACK,
+            },
+        )
+        chosen = select_within_caps((Candidate(*row) for row in read.rows), running, limits, limit)
+        if not chosen:
+            return []
+        params = {"now": now, "ids": chosen, "worker": worker, "lease_seconds": lease_seconds}
+        done = yield Statement(self._sql.get("claim_chosen"), params)
+        return _claimed_jobs(done.rows)
 
     def _heartbeat(
         self, worker: str, refs: tuple[JobRef, ...], lease_seconds: float
@@ -1269,6 +1326,32 @@ class PostgresBackend(Backend):
     def _list_schedules(self) -> SqlOp[list[ScheduleRecord]]:
         done = yield Statement(self._sql.get("schedule_list"), {})
         return [ScheduleRecord(*row) for row in done.rows]
+
+
+def _claimed_jobs(rows: Sequence[Sequence[Any]]) -> list[ClaimedJob]:
+    """The claimed jobs of claim.sql's (or claim_chosen.sql's) rows."""
+    return [
+        ClaimedJob(
+            id=r[0],
+            task=r[1],
+            queue=r[2],
+            payload=r[3],
+            attempt=r[4],
+            token=r[12],
+            max_attempts=r[5],
+            priority=r[6],
+            enqueued_at=r[7],
+            run_at=r[8],
+            started_at=r[9],
+            lease_expires_at=r[10],
+            order_at=r[14],
+            lost=r[11],
+            snoozes=r[13],
+            workflow_id=r[15],
+            workflow_input=r[16],
+        )
+        for r in rows
+    ]
 
 
 def _past_window(age: float | None, job: NewJob) -> bool:

@@ -52,6 +52,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
+from ..caps import ClaimLimits
 from ..fairness import STALE_AFTER
 from ..ops import Op, resume_async, run, run_async
 from ..records import WORKER_LOST
@@ -74,6 +75,7 @@ from .locator import Locator, known_queues
 from .records import (
     Arg,
     claimed_jobs,
+    concurrency_field,
     filter_json,
     hash_fields,
     job_from_hash,
@@ -93,6 +95,9 @@ log = logging.getLogger("stagecrew.redis")
 PROMOTE_BATCH = 1000
 """Most scheduled jobs one claim moves to T:due (earliest run_at first); when more are due at
 once, the rest join at the next claims, so priority orders them only once they are there."""
+CAPPED_WALK = 10_000
+"""Most waiting jobs one capped claim examines (claim_capped.lua): a bound on the script's
+time; a job behind more passed-over jobs than that waits until enough of those are claimed."""
 RESCUE_BATCH = 1000
 SCAN_BATCH = 1000
 """Index entries one requeue, purge or list call looks at."""
@@ -211,7 +216,12 @@ class RedisBackend(Backend):
         # while nothing is written.
         fields = [new_job_fields(new) for new in jobs]
         if any(new.idempotency_key is not None or new.unique_key is not None for new in jobs):
-            fields = [row + key_fields(new) for row, new in zip(fields, jobs, strict=True)]
+            fields = [
+                (*row, concurrency_field(new), *key_fields(new))
+                for row, new in zip(fields, jobs, strict=True)
+            ]
+        elif any(new.concurrency_key is not None for new in jobs):
+            fields = [(*row, concurrency_field(new)) for row, new in zip(fields, jobs, strict=True)]
         first_queue = jobs[0].queue
         if self._cluster_layout or (
             len(jobs) > 1 and any(new.queue != first_queue for new in jobs)
@@ -293,25 +303,21 @@ class RedisBackend(Backend):
 
     # -- worker ----------------------------------------------------------------------
     def _claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None = None,
     ) -> Op[list[ClaimedJob]]:
+        if limits is not None:
+            return (yield from self._claim_capped(queues, worker, limit, lease_seconds, limits))
         now = self._now()
         shares: dict[str, int]
         if len(queues) == 1:
             shares = {queues[0]: limit}
         else:
-            # Peek at each queue's head, merge, then claim from each queue what it won.
-            replies = yield Step(
-                tuple(
-                    Eval.of(scripts.PEEK, self._keys.queue(q), now, limit, PROMOTE_BATCH)
-                    for q in queues
-                )
-            )
-            heads: list[tuple[float, bytes, str]] = []
-            for queue, reply in zip(queues, replies, strict=True):
-                for i in range(0, len(reply), 2):
-                    heads.append((float(reply[i]), reply[i + 1], queue))
-            heads.sort()
+            heads = yield from self._heads(queues, now, limit)
             shares = dict(Counter(queue for _, _, queue in heads[:limit]))
             if not shares:
                 return []
@@ -328,6 +334,76 @@ class RedisBackend(Backend):
             claimed += jobs
             self._locator.remember_many(ids, queue)
         return claimed
+
+    def _heads(
+        self, queues: tuple[str, ...], now: str, limit: int
+    ) -> Op[list[tuple[float, bytes, str]]]:
+        """Peek at each queue's first `limit` waiting jobs and merge them in claim order: a
+        claim over several queues then claims from each queue what it won."""
+        replies = yield Step(
+            tuple(
+                Eval.of(scripts.PEEK, self._keys.queue(q), now, limit, PROMOTE_BATCH)
+                for q in queues
+            )
+        )
+        heads: list[tuple[float, bytes, str]] = []
+        for queue, reply in zip(queues, replies, strict=True):
+            for i in range(0, len(reply), 2):
+                heads.append((float(reply[i]), reply[i + 1], queue))
+        heads.sort()
+        return heads
+
+    def _claim_capped(
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits,
+    ) -> Op[list[ClaimedJob]]:
+        """A claim within caps: claim_capped.lua, counting and claiming in one script.
+
+        On a single Redis one call claims from every queue and counts the running jobs of
+        every queue. On the Cluster layout a script touches one queue's slot, so each queue
+        is claimed by a call of its own, counting within that queue (keys.py): one after
+        the other, in the order of their heads, each for what the ones before left of
+        `limit`.
+        """
+        now = self._now()
+        lease = repr(float(lease_seconds))
+        caps: list[Arg] = []
+        for table in (limits.tasks, limits.queues, limits.keys):
+            caps.append(len(table))
+            for name, cap in table.items():
+                caps.extend((name, cap))
+
+        def call(names: Sequence[str], n: int) -> Eval:
+            scope = "queue" if self._cluster_layout else "store"
+            return Eval.of(
+                scripts.CLAIM_CAPPED,
+                self._keys.queue(names[0]),
+                *(now, worker, n, lease, PROMOTE_BATCH, CAPPED_WALK, self.prefix, scope),
+                *(len(names), *names, *caps),
+            )
+
+        claimed: list[ClaimedJob] = []
+        if not self._cluster_layout or len(queues) == 1:
+            [replies] = yield Step((call(queues, limit),))
+            for queue, reply in zip(queues, replies, strict=True):
+                claimed += self._claimed(queue, reply)
+            return claimed
+        heads = yield from self._heads(queues, now, limit)
+        for queue in dict.fromkeys(queue for _, _, queue in heads):
+            if len(claimed) >= limit:
+                break
+            [[reply]] = yield Step((call((queue,), limit - len(claimed)),))
+            claimed += self._claimed(queue, reply)
+        return claimed
+
+    def _claimed(self, queue: str, reply: Sequence[Any]) -> list[ClaimedJob]:
+        ids, jobs = claimed_jobs(queue, reply)
+        self._locator.remember_many(ids, queue)
+        return jobs
 
     def _heartbeat(
         self, worker: str, refs: tuple[JobRef, ...], lease_seconds: float
@@ -526,11 +602,17 @@ class RedisBackend(Backend):
         side.failures = 0
 
     async def _wait_and_claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease: float, timeout: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease: float,
+        timeout: float,
+        limits: ClaimLimits | None = None,
     ) -> list[ClaimedJob]:
         """The wake-up's BLPOP, then the claim's first step, in one pipeline (see wake.py)."""
         side = await self._side()
-        op = self._claim(queues, worker, limit, lease)
+        op = self._claim(queues, worker, limit, lease, limits)
         first = next(op)
         block = Command(wake.pop([self._keys.queue(q).wake for q in queues], timeout))
         try:
@@ -811,6 +893,8 @@ class RedisBackend(Backend):
             args.append(repr(float(tick_job.tick)))
             args.append("" if first_id is None else str(first_id + index))
             args.extend(row)
+            limited = tick_job.job.concurrency_key
+            args.append("" if limited is None else "=" + limited)
         call = Eval.of(scripts.FIRE_SCHEDULE, queue, *args)
         listing = Command(("HSET", self._keys.schedules, fire.name, fire.queue))
         for _ in range(2):

@@ -30,7 +30,8 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     cancel_requested ("1"), lost, claims, snoozes, result, errors
                                     (a JSON array), fairness_key, order_at, original_priority,
                                     progress (JSON text), progress_at, unique_key,
-                                    unique_states (names joined by commas);
+                                    unique_states (names joined by commas),
+                                    concurrency_key (what a per-key cap counts);
                                     absent or '' fields are None / 0
     T:steps:<id>       -   HASH     a job's completed steps and checkpoint, only for a job that
                                     stored one: "s:<name>" -> a step's result, "state" -> the
@@ -43,8 +44,10 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     id); order_at is run_at but for a fair-keyed job enqueued
                                     due, whose hash holds it in `order_at` while available
     T:scheduled        2   ZSET     delayed and retrying jobs; score = run_at, member = id
-    T:running          3   ZSET     claimed jobs; score = lease expiry (the rescuer's index, and
-                                    what release_worker reads whole: there is no index by worker)
+    T:running          3   ZSET     claimed jobs; score = lease expiry (the rescuer's index,
+                                    what release_worker reads whole: there is no index by worker,
+                                    and what a capped claim counts: the members scored after now
+                                    hold a slot of their caps)
     T:succeeded        4   ZSET     score = finished_at (retention), member = id
     T:dead             5   ZSET     the dead-letter queue; score = finished_at, member = id
     T:cancelled        6   ZSET     score = finished_at, member = id
@@ -89,14 +92,23 @@ one more): it is the fencing token of the latest claim, kept by a requeue, hand-
 In a job hash, lease_owner, lease_expires_at and result hold '' where they are None, and an
 absent attempt, lost or claims is 0.
 
+A claim with concurrency caps (backends/caps.py) is claim_capped.lua, one script that counts
+and claims: on a single Redis it reads {P}:queues and names every queue's T:running and job
+hashes itself (T built from the queue's name as `Keys.queue` does), so task and key caps count
+the running jobs of every queue, and one call claims from all the claimed queues, merged in
+claim order. A claim without caps is claim.lua, unchanged.
+
 Redis Cluster (`?cluster=1`). Every script touches the keys of one queue only, hence one slot;
 operations over several queues call one script per queue. Two store-wide structures do not fit
 that rule: the id counter, whose ids the engine reserves with INCRBY before it calls a queue's
 enqueue script (on a single Redis the script increments it itself), and the idempotency index,
 kept per queue there (T:idempotency, in KEYS[8]; T:ids in KEYS[11] is unused), so that on a
 Cluster an idempotency key deduplicates within its queue only; so is the unique index
-(T:unique, in KEYS[13]): on a Cluster a unique key holds within its queue only. A schedule's
-record lives under
+(T:unique, in KEYS[13]): on a Cluster a unique key holds within its queue only. Concurrency
+caps likewise: claim_capped.lua counts the running jobs of its own queue only there, so a task
+cap or a key cap bounds each queue's running jobs (a claim over several queues calls it per
+queue, in the order of their heads, each for what is left of the limit); a queue cap is exact
+on both layouts. A schedule's record lives under
 its queue's tag for the same reason (its fire is one script on one slot); the {P}:schedules
 index, in another slot, is written by a separate command before the script and only lists
 the records: losing a write to it can hide a schedule from `cron list`, never fire a tick twice.

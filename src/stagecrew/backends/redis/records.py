@@ -113,6 +113,7 @@ def _damaged_job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> J
         workflow_id=lenient(b"workflow_id") or None,
         workflow_step=number(b"workflow_step", int, None),
         workflow_index=number(b"workflow_index", int, None),
+        concurrency_key=lenient(b"concurrency_key") or None,
     )
 
 
@@ -147,6 +148,7 @@ def _job_from_hash(job_id: int, queue: str, h: Mapping[bytes, Any]) -> Job:
         workflow_id=opt_text(h.get(b"workflow_id")),
         workflow_step=_opt_int(h.get(b"workflow_step")),
         workflow_index=_opt_int(h.get(b"workflow_index")),
+        concurrency_key=opt_text(h.get(b"concurrency_key")),
     )
 
 
@@ -237,9 +239,16 @@ def new_job_fields(new: NewJob) -> tuple[Arg, ...]:
 NO_KEYS: tuple[Arg, ...] = ("", "", "")
 
 
+def concurrency_field(new: NewJob) -> Arg:
+    """A job's concurrency key as enqueue.lua reads it after `new_job_fields` ('' = none, else
+    '=' .. key): the tenth field, sent only by a batch where some job has one."""
+    key = new.concurrency_key
+    return "" if key is None else "=" + key
+
+
 def key_fields(new: NewJob) -> tuple[Arg, ...]:
     """The idempotency window and the unique key of a job, as enqueue.lua reads them after
-    `new_job_fields`: window seconds ('' = none), unique key ('' = none, else '=' .. key),
+    its concurrency key: window seconds ('' = none), unique key ('' = none, else '=' .. key),
     unique states (names joined by commas)."""
     if new.idempotency_key is None and new.unique_key is None:
         return NO_KEYS

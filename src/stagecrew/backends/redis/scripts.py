@@ -88,6 +88,7 @@ def script(name: str) -> Script:
 
 ENQUEUE = "enqueue"
 CLAIM = "claim"
+CLAIM_CAPPED = "claim_capped"
 PEEK = "peek"
 HEARTBEAT = "heartbeat"
 ACK = "ack"
@@ -110,6 +111,7 @@ CANCEL_WORKFLOW = "cancel_workflow"
 ALL_SCRIPTS = (
     ENQUEUE,
     CLAIM,
+    CLAIM_CAPPED,
     PEEK,
     HEARTBEAT,
     ACK,

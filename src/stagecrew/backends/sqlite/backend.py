@@ -22,6 +22,13 @@ Readers never block writers (WAL). A writer that finds the lock taken retries
 for up to `busy_timeout_ms` (see `_begin_immediate`), then fails with a clear
 error: `EnqueueError` from `enqueue`, `BackendError` from everything else.
 
+Concurrency caps. A claim with `ClaimLimits` does its reading under that same write lock:
+it counts the running jobs with a live lease per capped task, queue and key
+(`claim_running.sql`), reads due jobs in claim order a page at a time with the groups already
+full left out (`claim_capped_candidates.sql`), applies `caps.select_within_caps`, and claims
+the chosen ids with the usual statement. No claimer can take a slot in between. A claim
+without limits runs the one statement it always ran.
+
 Connections are per thread (a `sqlite3.Connection` must not be used by two
 threads at once), and per process: a connection inherited through `fork` is
 never touched by the child. A thread that finished leaves its connection
@@ -86,6 +93,7 @@ from ..base import (
     Retention,
     ThreadDriven,
 )
+from ..caps import Candidate, ClaimLimits, Running, select_within_caps
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run
@@ -213,6 +221,109 @@ def _claim_sql(queue_count: int) -> str:
             one.replace(":queue", f":q{i}") for i in range(queue_count)
         )
     return _sql("claim").replace("{candidates}", candidates)
+
+
+@functools.cache
+def _claim_chosen_sql() -> str:
+    """The claim statement for the jobs a capped claim chose (:ids), all of them (:limit)."""
+    return _sql("claim").replace("{candidates}", _body(_sql("claim_chosen")))
+
+
+@functools.cache
+def _capped_candidates_sql(queue_count: int) -> str:
+    """A capped claim's page of candidates for `queue_count` queues, named :q0, :q1, ..."""
+    if queue_count > MAX_UNION_QUEUES:
+        candidates = _body(_sql("claim_capped_candidates_many"))
+    else:
+        one = _body(_sql("claim_capped_candidates"))
+        candidates = "\nUNION ALL\n".join(
+            one.replace(":queue", f":q{i}") for i in range(queue_count)
+        )
+    return _sql("claim_capped").replace("{candidates}", candidates)
+
+
+def _queue_params(queues: Sequence[str]) -> dict[str, str]:
+    """The queues of a claim as `_claim_sql` and `_capped_candidates_sql` name them."""
+    if len(queues) > MAX_UNION_QUEUES:
+        return {"queues": _json_list(queues)}
+    return {f"q{i}": q for i, q in enumerate(queues)}
+
+
+CAPPED_PAGE = 32
+"""A capped claim reads its candidates in pages of at least this many (or twice its limit):
+the jobs the caps turn away in Python cost a longer read, never a wrong answer."""
+
+_FIRST_PAGE = {"priority": -(2**63), "order_at": -math.inf, "id": 0}
+"""The keyset before every job: the first page of a capped claim reads from the start."""
+
+
+def _running(conn: sqlite3.Connection, limits: ClaimLimits, now: float) -> Running:
+    """How many jobs hold a slot of each cap in `limits` now (see claim_running.sql)."""
+    running = Running.empty()
+    counters = {"task": running.tasks, "queue": running.queues, "key": running.keys}
+    params = {
+        "now": now,
+        "tasks": _json_list(limits.tasks),
+        "queues": _json_list(limits.queues),
+        "keyed": 1 if limits.keys else 0,
+    }
+    for what, name, count in _read_rows(conn, _sql("claim_running"), params):
+        counters[what][name] += count
+    return running
+
+
+def _within_caps(
+    conn: sqlite3.Connection,
+    queues: tuple[str, ...],
+    limits: ClaimLimits,
+    limit: int,
+    now: float,
+) -> list[int]:
+    """The ids of the first `limit` due jobs of `queues`, in claim order, that the caps admit.
+
+    Runs under the claim's write lock, so what it counts and reads holds until the claim's
+    UPDATE. Candidates come in pages (keyset on the claim order), each read leaving out the
+    tasks, queues and keys full by then, the ones this claim took included.
+    """
+    running = _running(conn, limits, now)
+    chosen: list[int] = []
+    page = max(CAPPED_PAGE, 2 * limit)
+    after: dict[str, Any] = _FIRST_PAGE
+    while len(chosen) < limit:
+        full = running.full(limits)
+        wanted = [q for q in queues if q not in full.queues]
+        if not wanted:
+            break
+        params = {
+            "now": now,
+            "page": page,
+            "full_tasks": _json_list(full.tasks),
+            "full_keys": orjson.dumps(full.keys).decode(),
+            **after,
+            **_queue_params(wanted),
+        }
+        rows = _read_rows(conn, _capped_candidates_sql(len(wanted)), params)
+        candidates = [Candidate(r[0], r[1], r[2], r[3]) for r in rows]
+        chosen += select_within_caps(candidates, running, limits, limit - len(chosen))
+        if len(rows) < page:
+            break
+        last = rows[-1]
+        after = {"priority": last[4], "order_at": last[5], "id": last[0]}
+    return chosen
+
+
+def _choose(
+    conn: sqlite3.Connection,
+    queues: tuple[str, ...],
+    limits: ClaimLimits,
+    limit: int,
+    params: dict[str, Any],
+) -> int:
+    """Bind the jobs a capped claim takes as `_claim_chosen_sql`'s :ids; how many."""
+    ids = _within_caps(conn, queues, limits, limit, params["now"])
+    params["ids"] = _json_list(ids)
+    params["limit"] = len(ids)
+    return len(ids)
 
 
 _JOB_STATE = {state.value: state for state in JobState}
@@ -767,6 +878,7 @@ class SQLiteBackend(ThreadDriven):
                 job.idempotency_key,
                 run_at if order_at is None else order_at,
                 job.fairness_key,
+                job.concurrency_key,
             )
             if unique:
                 row += (job.unique_key, states_text(job.unique_states) or None)
@@ -803,8 +915,19 @@ class SQLiteBackend(ThreadDriven):
 
     # -- worker ------------------------------------------------------------
     def _claim(
-        self, queues: tuple[str, ...], worker: str, limit: int, lease_seconds: float
+        self,
+        queues: tuple[str, ...],
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        limits: ClaimLimits | None = None,
     ) -> Op[list[ClaimedJob]]:
+        """Claim in one write transaction; with `limits`, choose the jobs first (`_within_caps`).
+
+        Without limits it is one statement. With them, the caps are counted and the
+        candidates read under the same write lock as the claim, so no other claimer takes a
+        slot in between.
+        """
         now = self.clock.now()
         expires = now + lease_seconds
         params: dict[str, Any] = {
@@ -813,12 +936,14 @@ class SQLiteBackend(ThreadDriven):
             "lease_expires_at": expires,
             "limit": limit,
         }
-        if len(queues) > MAX_UNION_QUEUES:
-            params["queues"] = _json_list(queues)
+        if limits is None:
+            params.update(_queue_params(queues))
+            sql = _claim_sql(len(queues))
         else:
-            params.update({f"q{i}": q for i, q in enumerate(queues)})
-        sql = _claim_sql(len(queues))
+            sql = _claim_chosen_sql()
         conn: sqlite3.Connection = yield WRITE
+        if limits is not None and not _choose(conn, queues, limits, limit, params):
+            return []
         try:
             rows = conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
@@ -852,6 +977,8 @@ class SQLiteBackend(ThreadDriven):
         # every row can be read.
         yield ROLLBACK
         conn = yield WRITE
+        if limits is not None and not _choose(conn, queues, limits, limit, params):
+            return []  # under this new lock, the caps may have filled meanwhile
         conn.text_factory = bytes
         try:
             rows = conn.execute(sql, params).fetchall()

@@ -39,6 +39,7 @@ from .aging import AgingConformance
 from .asynchronous import AsyncConformance
 from .cancel import CancelConformance
 from .claim import ClaimConformance
+from .concurrency import ConcurrencyConformance
 from .enqueue import EnqueueConformance
 from .fairness import FairnessConformance
 from .fencing import FencingConformance
@@ -68,6 +69,7 @@ __all__ = [
     "BackendFactory",
     "CancelConformance",
     "ClaimConformance",
+    "ConcurrencyConformance",
     "EnqueueConformance",
     "FairnessConformance",
     "FencingConformance",
@@ -91,6 +93,7 @@ __all__ = [
 class BackendConformance(
     EnqueueConformance,
     ClaimConformance,
+    ConcurrencyConformance,
     FairnessConformance,
     AgingConformance,
     LeaseConformance,

@@ -50,6 +50,7 @@ def new_job(
     unique_key: str | None = None,
     unique_states: frozenset[JobState] | None = None,
     window: float | None = DEFAULT_IDEMPOTENCY_WINDOW,
+    concurrency_key: str | None = None,
 ) -> NewJob:
     return NewJob(
         task=task,
@@ -68,6 +69,7 @@ def new_job(
             else (DEFAULT_UNIQUE_STATES if unique_states is None else unique_states)
         ),
         idempotency_window=window,
+        concurrency_key=concurrency_key,
     )
 
 

@@ -77,6 +77,15 @@ class ScheduleConformance(Harness):
         assert must_get(backend, entry.id).fairness_key == "tenant-7"
         assert claim(backend, entry.id).id == entry.id
 
+    def test_a_tick_job_keeps_its_concurrency_key(self, backend: Backend) -> None:
+        backend.fire_schedule(fire(None, T0))
+        keyed = tick_job(T0 + 60).job._replace(concurrency_key="report:acme")
+        done = backend.fire_schedule(
+            ScheduleFire("nightly", "default", T0, T0 + 60, (TickJob(T0 + 60, keyed),))
+        )
+        [entry] = done.enqueued
+        assert must_get(backend, entry.id).concurrency_key == "report:acme"
+
     def test_two_fires_of_one_tick_make_one_job(self, backend: Backend) -> None:
         backend.fire_schedule(fire(None, T0))
         first = backend.fire_schedule(fire(T0, T0 + 60, T0 + 60))

@@ -16,7 +16,8 @@ changed AS (
               j.max_attempts, j.enqueued_at, j.started_at, j.finished_at, j.lease_owner,
               j.lease_expires_at, j.idempotency_key, j.cancel_requested, j.lost, j.result, j.errors,
               j.claims, j.snoozes, j.fairness_key, j.original_priority, j.progress, j.progress_at,
-              j.unique_key, j.unique_states, j.workflow_id, j.workflow_step, j.workflow_index
+              j.unique_key, j.unique_states, j.workflow_id, j.workflow_step, j.workflow_index,
+              j.concurrency_key
 )
 SELECT changed.*,
        (SELECT count(pg_notify(%(finished_channel)s, c.id::text))
@@ -26,6 +27,7 @@ UNION ALL
 SELECT id, task, queue, state, payload, priority, run_at, attempt, max_attempts, enqueued_at,
        started_at, finished_at, lease_owner, lease_expires_at, idempotency_key, cancel_requested,
        lost, result, errors, claims, snoozes, fairness_key, original_priority, progress,
-       progress_at, unique_key, unique_states, workflow_id, workflow_step, workflow_index, 0
+       progress_at, unique_key, unique_states, workflow_id, workflow_step, workflow_index,
+       concurrency_key, 0
 FROM {schema}.jobs
 WHERE id = %(id)s AND NOT EXISTS (SELECT FROM changed)

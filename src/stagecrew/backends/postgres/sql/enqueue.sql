@@ -25,17 +25,17 @@ WITH clock AS (
             %(tasks)b::text[], %(queues)b::text[], %(payloads)b::text[], %(priorities)b::integer[],
             %(run_ats)b::double precision[], %(delays)b::double precision[],
             %(max_attempts)b::integer[], %(keys)b::text[], %(order_ats)b::double precision[],
-            %(fairness_keys)b::text[]
+            %(fairness_keys)b::text[], %(concurrency_keys)b::text[]
         ) WITH ORDINALITY
             AS t (task, queue, payload, priority, run_at, delay, max_attempts, idempotency_key,
-                  order_at, fairness_key, ord)
+                  order_at, fairness_key, concurrency_key, ord)
         ORDER BY ord
     ) AS batch
 ),
 inserted AS (
     INSERT INTO {schema}.jobs (
         id, task, queue, state, payload, priority, run_at, max_attempts, enqueued_at, idempotency_key,
-        order_at, fairness_key
+        order_at, fairness_key, concurrency_key
     )
     SELECT n.id, n.task, n.queue,
            CASE WHEN coalesce(n.run_at, clock.now + n.delay) > clock.now
@@ -44,7 +44,7 @@ inserted AS (
            clock.now, n.idempotency_key,
            CASE WHEN n.order_at IS NULL OR coalesce(n.run_at, clock.now + n.delay) > clock.now
                 THEN coalesce(n.run_at, clock.now + n.delay) ELSE n.order_at END,
-           n.fairness_key
+           n.fairness_key, n.concurrency_key
     FROM numbered AS n CROSS JOIN clock{locked}
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue, idempotency_key

@@ -10,7 +10,7 @@ WITH clock AS (
 inserted AS (
     INSERT INTO {schema}.jobs (
         task, queue, state, payload, priority, run_at, max_attempts, enqueued_at, idempotency_key,
-        order_at, fairness_key
+        order_at, fairness_key, concurrency_key
     )
     SELECT %(task)s, %(queue)s,
            CASE WHEN coalesce(%(run_at)s::double precision, clock.now + %(delay)s::double precision)
@@ -24,7 +24,7 @@ inserted AS (
                         > clock.now
                 THEN coalesce(%(run_at)s::double precision, clock.now + %(delay)s::double precision)
                 ELSE %(order_at)s::double precision END,
-           %(fairness_key)s::text
+           %(fairness_key)s::text, %(concurrency_key)s::text
     FROM clock
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue

@@ -9,7 +9,7 @@ WITH clock AS (
 inserted AS (
     INSERT INTO {schema}.jobs (
         task, queue, state, payload, priority, run_at, max_attempts, enqueued_at, idempotency_key,
-        order_at, fairness_key, unique_key, unique_states
+        order_at, fairness_key, unique_key, unique_states, concurrency_key
     )
     SELECT %(task)s, %(queue)s,
            CASE WHEN coalesce(%(run_at)s::double precision, clock.now + %(delay)s::double precision)
@@ -23,7 +23,8 @@ inserted AS (
                         > clock.now
                 THEN coalesce(%(run_at)s::double precision, clock.now + %(delay)s::double precision)
                 ELSE %(order_at)s::double precision END,
-           %(fairness_key)s::text, %(unique_key)s::text, %(unique_states)s::text
+           %(fairness_key)s::text, %(unique_key)s::text, %(unique_states)s::text,
+           %(concurrency_key)s::text
     FROM clock
     ON CONFLICT DO NOTHING
     RETURNING id, queue

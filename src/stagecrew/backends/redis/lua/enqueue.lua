@@ -12,12 +12,13 @@
 --   and reads the hash of the job it names (its holder while in its unique_states).
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] queue name (unused: the keys name it);
 --   ARGV[4] n, the number of jobs; ARGV[5] seconds after which a fairness key is forgotten;
---   ARGV[6] the fields per job, 12, or 9 for a batch without idempotency or unique keys (the
---   last three are then ''); then per job: id ('' = take the next id from KEYS[11]), task,
---   payload, priority, run_at ('' = now + delay), delay, max_attempts, idempotency key ('' =
---   none, else '=' .. key), fairness key (the same form), idempotency window seconds ('' =
---   none), unique key ('' or '=' .. key), unique states (names joined by commas; '' without a
---   unique key).
+--   ARGV[6] the fields per job: 13; 10 for a batch without idempotency or unique keys; 9 for
+--   one without concurrency keys either (the fields left out are then ''); then per job: id
+--   ('' = take the next id from KEYS[11]), task, payload, priority, run_at ('' = now +
+--   delay), delay, max_attempts, idempotency key ('' = none, else '=' .. key), fairness key
+--   (the same form), concurrency key (the same form; written to the hash's concurrency_key,
+--   which a capped claim reads), idempotency window seconds ('' = none), unique key ('' or
+--   '=' .. key), unique states (names joined by commas; '' without a unique key).
 -- A fair-keyed job due now is ordered (its member's first half, and its hash's order_at) at
 --   max(V, last) + 1 µs, V the order time of the head of the queue's due jobs at its priority
 --   (now if none), last the order time of the key's latest job (backends/fairness.py).
@@ -26,7 +27,7 @@
 --   {1, now, id_1, created_1, ..., id_n, created_n}.
 -- validates: now; n and the argument count; the idle seconds (finite, >= 0); per job an id (''
 --   or digits), priority (whole), run_at ('' or finite), delay (finite, >= 0), max_attempts
---   (whole, >= 1), the form of the three keys, the window ('' or finite, >= 0), unique states
+--   (whole, >= 1), the form of the four keys, the window ('' or finite, >= 0), unique states
 --   given with a unique key only.
 -- Nothing is written before every job was checked, so a refused call leaves no trace; under
 -- maxmemory the #!lua flags (no allow-oom) make Redis refuse the whole script up front.
@@ -34,12 +35,12 @@ local now = clock(ARGV[2])
 local now_s = fmt(now)
 local n = integer_arg(ARGV[4], 'job count', 0)
 local BASE, WIDTH = 6, tonumber(ARGV[6])
-if (WIDTH ~= 9 and WIDTH ~= 12) or #ARGV ~= BASE + n * WIDTH then
+if (WIDTH ~= 9 and WIDTH ~= 10 and WIDTH ~= 13) or #ARGV ~= BASE + n * WIDTH then
     refuse('argument count', #ARGV)
 end
--- field j (10, 11 or 12) of the job at offset o: '' in a batch of 9 fields per job
+-- field j (10 to 13) of the job at offset o: '' past the batch's width
 local function keyed(o, j)
-    if WIDTH == 9 then
+    if j > WIDTH then
         return ''
     end
     return ARGV[o + j]
@@ -66,15 +67,19 @@ for i = 1, n do
     if fair ~= '' and (string.sub(fair, 1, 1) ~= '=' or #fair < 2) then
         refuse('fairness key', fair)
     end
-    if keyed(o, 10) ~= '' and finite_arg(keyed(o, 10), 'idempotency window') < 0 then
-        refuse('idempotency window', keyed(o, 10))
+    local concurrency = keyed(o, 10)
+    if concurrency ~= '' and (string.sub(concurrency, 1, 1) ~= '=' or #concurrency < 2) then
+        refuse('concurrency key', concurrency)
     end
-    local unique = keyed(o, 11)
+    if keyed(o, 11) ~= '' and finite_arg(keyed(o, 11), 'idempotency window') < 0 then
+        refuse('idempotency window', keyed(o, 11))
+    end
+    local unique = keyed(o, 12)
     if unique ~= '' and (string.sub(unique, 1, 1) ~= '=' or #unique < 2) then
         refuse('unique key', unique)
     end
-    if (unique == '') ~= (keyed(o, 12) == '') then
-        refuse('unique states', keyed(o, 12))
+    if (unique == '') ~= (keyed(o, 13) == '') then
+        refuse('unique states', keyed(o, 13))
     end
 end
 if redis.call('EXISTS', REGISTERED) == 0 then
@@ -91,7 +96,7 @@ local released = {}
 for i = 1, n do
     local o = BASE + (i - 1) * WIDTH
     local key = ARGV[o + 8]
-    local unique = keyed(o, 11)
+    local unique = keyed(o, 12)
     local decided = false
     if key ~= '' then
         key = string.sub(key, 2)
@@ -102,10 +107,10 @@ for i = 1, n do
         if entry then
             local hash
             stored, hash = entry_job(entry)
-            if keyed(o, 10) ~= '' then
+            if keyed(o, 11) ~= '' then
                 -- a finished job whose window has passed gives its key up (written in pass 2)
                 local f = redis.call('HMGET', hash, 'state', 'finished_at')
-                if FINISHED[f[1]] and f[2] and tonumber(f[2]) + tonumber(keyed(o, 10)) <= now then
+                if FINISHED[f[1]] and f[2] and tonumber(f[2]) + tonumber(keyed(o, 11)) <= now then
                     released[#released + 1] = hash
                     released[#released + 1] = key
                     released[#released + 1] = entry
@@ -256,10 +261,14 @@ for i = 1, n do
                 'priority', priority, 'run_at', run_at_s, 'max_attempts', ARGV[o + 7],
                 'enqueued_at', now_s)
         end
-        local unique = keyed(o, 11)
+        local concurrency = keyed(o, 10)
+        if concurrency ~= '' then
+            redis.call('HSET', k, 'concurrency_key', string.sub(concurrency, 2))
+        end
+        local unique = keyed(o, 12)
         if unique ~= '' then
             unique = string.sub(unique, 2)
-            redis.call('HSET', k, 'unique_key', unique, 'unique_states', keyed(o, 12))
+            redis.call('HSET', k, 'unique_key', unique, 'unique_states', keyed(o, 13))
             uniques[#uniques + 1] = unique
             uniques[#uniques + 1] = index_entry(id)
         end

@@ -10,10 +10,11 @@
 --   and INCRBY KEYS[11] (the id counter) when the caller did not reserve ids.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] schedule name; ARGV[4] the last tick
 --   the caller read ('' = none stored); ARGV[5] the new last tick; ARGV[6] n, the number of
---   jobs; then 10 per job: its tick, id ('' = next from KEYS[11]), task, payload, priority,
+--   jobs; then 11 per job: its tick, id ('' = next from KEYS[11]), task, payload, priority,
 --   run_at ('' = now + delay), delay, max_attempts, idempotency key ('' or '=' .. key),
---   fairness key (the same form). A tick's job with a fairness key keeps the key but is
---   ordered by its run_at, like a keyless one (docs/fairness.md).
+--   fairness key (the same form), concurrency key (the same form). A tick's job with a
+--   fairness key keeps the key but is ordered by its run_at, like a keyless one
+--   (docs/fairness.md).
 -- Returns {0} when the queue is not registered yet (nothing written); {-1, id} when a reserved
 --   id is taken (nothing written); {2, stored last tick or '', paused 0|1} when the CAS
 --   refused (nothing written); else {1, now, id_1, created_1, ..., id_n, created_n}.
@@ -35,7 +36,7 @@ if expected ~= nil and not (expected < advance_to) then
     refuse('new last tick', ARGV[5])
 end
 local n = integer_arg(ARGV[6], 'job count', 0)
-local BASE, WIDTH = 6, 10
+local BASE, WIDTH = 6, 11
 if #ARGV ~= BASE + n * WIDTH then
     refuse('argument count', #ARGV)
 end
@@ -65,6 +66,10 @@ for i = 1, n do
     local fair = ARGV[o + 10]
     if fair ~= '' and (string.sub(fair, 1, 1) ~= '=' or #fair < 2) then
         refuse('fairness key', fair)
+    end
+    local limited = ARGV[o + 11]
+    if limited ~= '' and (string.sub(limited, 1, 1) ~= '=' or #limited < 2) then
+        refuse('concurrency key', limited)
     end
 end
 if redis.call('EXISTS', REGISTERED) == 0 then
@@ -153,6 +158,10 @@ for i = 1, n do
         local fair = ARGV[o + 10]
         if fair ~= '' then
             redis.call('HSET', k, 'fairness_key', string.sub(fair, 2))
+        end
+        local limited = ARGV[o + 11]
+        if limited ~= '' then
+            redis.call('HSET', k, 'concurrency_key', string.sub(limited, 2))
         end
         if state == 'available' then
             make_available(id, priority, run_at_s)
