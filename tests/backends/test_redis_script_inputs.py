@@ -85,6 +85,12 @@ LOST_TYPE, LOST_MESSAGE, LOST_KIND, LOST_CANCELLED_KIND = LOST_ARGS
 KEYS_BAD_WINDOW = ["", "-1", "", ""]
 KEYS_NO_UNIQUE = ["", "", "", "running"]
 KEYS_UNIQUE_FORM = ["", "", "u", "running"]
+# fire_schedule.lua's fields of one tick job after its tick (id, task, payload, priority, run_at,
+# delay, max_attempts), then its five keys (idempotency, fairness, concurrency, unique key and
+# states): good ones, and a whole call of one job at tick 90 up to its keys
+FIRE_JOB = ["", "t", PAYLOAD, "0", "", "0.0", "3"]
+FIRE_KEYS = ["=k", "", "", "", ""]
+FIRE_ONE = ["", "s", "", "100.0", 1, "90.0", *FIRE_JOB]
 KEYS_CONCURRENCY_FORM = ["c", "", "=u", "running"]
 PREFIX = "<the backend's key prefix>"
 """Replaced by the test's own key prefix in a call's arguments (claim_capped.lua takes it)."""
@@ -360,28 +366,32 @@ BAD_CALLS: list[Any] = [
     pytest.param(scripts.FIRE_SCHEDULE, ["", "s", "", "100.0", 1], id="fire-argument-count"),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "200.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "", ""],
+        ["", "s", "", "100.0", 1, "200.0", *FIRE_JOB, *FIRE_KEYS],
         id="fire-tick-after-advance",
     ),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "50.0", "100.0", 1, "40.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "", ""],
+        ["", "s", "50.0", "100.0", 1, "40.0", *FIRE_JOB, *FIRE_KEYS],
         id="fire-tick-before-expected",
     ),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "nan", "3", "=k", "", ""],
+        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "nan", "3", *FIRE_KEYS],
         id="fire-delay-nan",
     ),
     pytest.param(
-        scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "=k", "k", ""],
-        id="fire-fairness-key-form",
+        scripts.FIRE_SCHEDULE, [*FIRE_ONE, "=k", "k", "", "", ""], id="fire-fairness-key-form"
+    ),
+    pytest.param(
+        scripts.FIRE_SCHEDULE, [*FIRE_ONE, "", "", "k", "", ""], id="fire-concurrency-key-form"
+    ),
+    pytest.param(
+        scripts.FIRE_SCHEDULE, [*FIRE_ONE, "", "", "", "u", "running"], id="fire-unique-key-form"
     ),
     pytest.param(
         scripts.FIRE_SCHEDULE,
-        ["", "s", "", "100.0", 1, "90.0", "", "t", PAYLOAD, "0", "", "0.0", "3", "", "", "k"],
-        id="fire-concurrency-key-form",
+        [*FIRE_ONE, "", "", "", "", "running"],
+        id="fire-unique-states-without-key",
     ),
     pytest.param(scripts.SCHEDULE_PAUSED, ["", "1", "100.0"], id="paused-no-name"),
     pytest.param(scripts.SCHEDULE_PAUSED, ["s", "yes", "100.0"], id="paused-flag"),
@@ -625,6 +635,8 @@ FIRE_REFUSALS = {
     "fire-delay-nan": "delay",
     "fire-fairness-key-form": "fairness key",
     "fire-concurrency-key-form": "concurrency key",
+    "fire-unique-key-form": "unique key",
+    "fire-unique-states-without-key": "unique states",
 }
 REFUSALS = {
     **ENQUEUE_REFUSALS,

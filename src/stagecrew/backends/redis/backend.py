@@ -58,6 +58,7 @@ from ..ops import Op, resume_async, run, run_async
 from ..records import WORKER_LOST
 from ..schedules import ScheduleFire, ScheduleFired, ScheduleRecord, refused
 from ..steps import JobSteps
+from ..unique import states_text
 from ..workflows import (
     HELD_AT,
     NewWorkflow,
@@ -893,8 +894,10 @@ class RedisBackend(Backend):
             args.append(repr(float(tick_job.tick)))
             args.append("" if first_id is None else str(first_id + index))
             args.extend(row)
-            limited = tick_job.job.concurrency_key
-            args.append("" if limited is None else "=" + limited)
+            new = tick_job.job
+            args.append("" if new.concurrency_key is None else "=" + new.concurrency_key)
+            args.append("" if new.unique_key is None else "=" + new.unique_key)
+            args.append(states_text(new.unique_states))
         call = Eval.of(scripts.FIRE_SCHEDULE, queue, *args)
         listing = Command(("HSET", self._keys.schedules, fire.name, fire.queue))
         for _ in range(2):

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from ...backends.base import Backend
+from ...backends.base import Backend, JobFilter
 from ...backends.schedules import ScheduleFire, TickJob
 from ...clock import FakeClock
 from ...errors import InvalidTimeError
@@ -85,6 +85,35 @@ class ScheduleConformance(Harness):
         )
         [entry] = done.enqueued
         assert must_get(backend, entry.id).concurrency_key == "report:acme"
+
+    def test_a_tick_job_keeps_its_unique_key(self, backend: Backend) -> None:
+        backend.fire_schedule(fire(None, T0))
+        unique = tick_job(T0 + 60).job._replace(
+            unique_key="sync-7", unique_states=frozenset({S.SCHEDULED, S.AVAILABLE, S.RUNNING})
+        )
+        done = backend.fire_schedule(
+            ScheduleFire("nightly", "default", T0, T0 + 60, (TickJob(T0 + 60, unique),))
+        )
+        [entry] = done.enqueued
+        assert must_get(backend, entry.id).unique_key == "sync-7"
+        [again] = backend.enqueue([new_job("conformance.other", unique_key="sync-7")])
+        assert (again.id, again.created) == (entry.id, False)
+
+    def test_tick_jobs_whose_unique_key_is_held_make_no_job(self, backend: Backend) -> None:
+        """A held key (by a stored job, or by an earlier tick's job of the same fire, as in a
+        catch-up of missed ticks) gives that job, as an enqueue would."""
+        states = frozenset({S.SCHEDULED, S.AVAILABLE, S.RUNNING})
+        [holder] = backend.enqueue([new_job("conformance.other", unique_key="held")])
+        backend.fire_schedule(fire(None, T0))
+        jobs = tuple(
+            TickJob(t, tick_job(t).job._replace(unique_key=key, unique_states=states))
+            for t, key in ((T0 + 60, "held"), (T0 + 120, "fresh"), (T0 + 180, "fresh"))
+        )
+        done = backend.fire_schedule(ScheduleFire("nightly", "default", T0, T0 + 180, jobs))
+        [first, second, third] = done.enqueued
+        assert (first.id, first.created) == (holder.id, False)
+        assert second.created and (third.id, third.created) == (second.id, False)
+        assert len(backend.list_jobs(JobFilter())) == 2
 
     def test_two_fires_of_one_tick_make_one_job(self, backend: Backend) -> None:
         backend.fire_schedule(fire(None, T0))

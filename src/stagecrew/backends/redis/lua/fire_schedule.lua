@@ -7,20 +7,24 @@
 --   schedule's record T:schedule:<name> (HASH: last_tick, last_job_id, last_job_tick,
 --   last_fired_at, paused), in the slot of the queue its jobs go to; when the CAS holds,
 --   writes T:job:<id> (HSET), KEYS[1] available or KEYS[2] scheduled, KEYS[7] all, KEYS[8],
---   and INCRBY KEYS[11] (the id counter) when the caller did not reserve ids.
+--   and INCRBY KEYS[11] (the id counter) when the caller did not reserve ids; for a unique
+--   job, reads and writes KEYS[13] unique and reads the hash of the job it names.
 -- ARGV[1] T; ARGV[2] now ('' = server TIME); ARGV[3] schedule name; ARGV[4] the last tick
 --   the caller read ('' = none stored); ARGV[5] the new last tick; ARGV[6] n, the number of
---   jobs; then 11 per job: its tick, id ('' = next from KEYS[11]), task, payload, priority,
+--   jobs; then 13 per job: its tick, id ('' = next from KEYS[11]), task, payload, priority,
 --   run_at ('' = now + delay), delay, max_attempts, idempotency key ('' or '=' .. key),
---   fairness key (the same form), concurrency key (the same form). A tick's job with a
---   fairness key keeps the key but is ordered by its run_at, like a keyless one
---   (docs/fairness.md).
+--   fairness key (the same form), concurrency key (the same form), unique key (the same
+--   form), unique states (names joined by commas; '' without a unique key). A tick's job
+--   with a fairness key keeps the key but is ordered by its run_at, like a keyless one
+--   (docs/fairness.md); one whose unique key a job holds (a stored one, or an earlier tick's
+--   of this call) makes no job, as enqueue.lua decides it.
 -- Returns {0} when the queue is not registered yet (nothing written); {-1, id} when a reserved
 --   id is taken (nothing written); {2, stored last tick or '', paused 0|1} when the CAS
 --   refused (nothing written); else {1, now, id_1, created_1, ..., id_n, created_n}.
 -- validates: now; the name; the expected and new last ticks (finite, expected < new); n and the
 --   argument count; per job its tick (finite, increasing, after the expected tick, at most the
---   new one), id, priority, run_at, delay, max_attempts and the keys' form.
+--   new one), id, priority, run_at, delay, max_attempts, the keys' form, and unique states
+--   given with a unique key only.
 local now = clock(ARGV[2])
 local now_s = fmt(now)
 local name = ARGV[3]
@@ -36,7 +40,7 @@ if expected ~= nil and not (expected < advance_to) then
     refuse('new last tick', ARGV[5])
 end
 local n = integer_arg(ARGV[6], 'job count', 0)
-local BASE, WIDTH = 6, 11
+local BASE, WIDTH = 6, 13
 if #ARGV ~= BASE + n * WIDTH then
     refuse('argument count', #ARGV)
 end
@@ -71,6 +75,13 @@ for i = 1, n do
     if limited ~= '' and (string.sub(limited, 1, 1) ~= '=' or #limited < 2) then
         refuse('concurrency key', limited)
     end
+    local unique = ARGV[o + 12]
+    if unique ~= '' and (string.sub(unique, 1, 1) ~= '=' or #unique < 2) then
+        refuse('unique key', unique)
+    end
+    if (unique == '') ~= (ARGV[o + 13] == '') then
+        refuse('unique states', ARGV[o + 13])
+    end
 end
 if redis.call('EXISTS', REGISTERED) == 0 then
     return { 0 }
@@ -92,9 +103,11 @@ if paused or (expected == nil and last) or (expected ~= nil and tonumber(last) ~
     return { 2, last or '', flag }
 end
 
--- Pass 1: decide, without writing: a stored key gives its job; a reserved id must be free.
+-- Pass 1: decide, without writing: a stored key gives its job, a held unique key its holder
+-- (or the earlier job of this call that takes it: {index}); a reserved id must be free.
 local plan = {}
 local fresh = 0
+local first_unique = {}
 for i = 1, n do
     local o = BASE + (i - 1) * WIDTH
     local key = ARGV[o + 9]
@@ -105,6 +118,14 @@ for i = 1, n do
             found = entry_job(found)
         end
     end
+    local unique = string.sub(ARGV[o + 12], 2)
+    if not found and unique ~= '' then
+        if first_unique[unique] then
+            found = { first_unique[unique] }
+        else
+            found = unique_holder(unique) or false
+        end
+    end
     if found then
         plan[i] = found
     else
@@ -113,6 +134,9 @@ for i = 1, n do
         local id = ARGV[o + 2]
         if id ~= '' and redis.call('EXISTS', job_key(id)) == 1 then
             return { -1, id }
+        end
+        if unique ~= '' then
+            first_unique[unique] = i
         end
     end
 end
@@ -125,10 +149,15 @@ end
 local out = { 1, now_s }
 local woken = false
 local last_id = nil
+local ids = {}
 for i = 1, n do
     local o = BASE + (i - 1) * WIDTH
     local id = plan[i]
-    if id == true then
+    if type(id) == 'table' then
+        id = ids[id[1]]  -- the earlier job of this call that took the unique key
+        plan[i] = id
+    end
+    if plan[i] == true then
         id = ARGV[o + 2]
         if id == '' then
             id = int(next_id)
@@ -163,6 +192,12 @@ for i = 1, n do
         if limited ~= '' then
             redis.call('HSET', k, 'concurrency_key', string.sub(limited, 2))
         end
+        local unique = ARGV[o + 12]
+        if unique ~= '' then
+            redis.call('HSET', k, 'unique_key', string.sub(unique, 2), 'unique_states',
+                ARGV[o + 13])
+            redis.call('HSET', UNIQUE, string.sub(unique, 2), index_entry(id))
+        end
         if state == 'available' then
             make_available(id, priority, run_at_s)
             woken = true
@@ -170,6 +205,7 @@ for i = 1, n do
             redis.call('ZADD', SCHEDULED, run_at_s, id)
         end
         redis.call('ZADD', ALL, id, id)
+        ids[i] = id
         out[#out + 1] = id
         out[#out + 1] = 1
     else
