@@ -66,7 +66,7 @@ from ..base import (
     RescueReport,
     Retention,
 )
-from ..caps import Candidate, ClaimLimits, Running, select_within_caps
+from ..caps import ClaimLimits
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
 from ..ops import Op, run, run_async
@@ -142,10 +142,10 @@ own transaction holds them."""
 CAPPED_READ_PER_JOB = 4
 CAPPED_READ_SLACK = 32
 """A capped claim of `limit` jobs reads at most CAPPED_READ_PER_JOB * limit + CAPPED_READ_SLACK
-candidates. A short read starves no one: the full groups are left out in SQL
-(claim_candidates.sql), so every candidate read is within its caps as read, the first is always
-taken, and one is passed over only because a job this same claim took before it filled a group,
-which the next claim leaves out in SQL in turn."""
+candidates. A short read starves no one: the full groups are left out in SQL (claim_within_caps,
+migration 10), so every candidate read is within its caps as read, the first is always taken,
+and one is passed over only because a job this same claim took before it filled a group, which
+the next claim leaves out in SQL in turn."""
 
 _LOST_JOBS = {
     "rescue": {"lost": "lease_expires_at < {schema}.store_now(%(now)s)", "locked": "SKIP LOCKED"},
@@ -824,53 +824,30 @@ class PostgresBackend(Backend):
         lease_seconds: float,
         limits: ClaimLimits,
     ) -> SqlOp[list[ClaimedJob]]:
-        """A capped claim, in one transaction: take the lock of capped claims, count the jobs
-        holding slots, read and lock candidates with the full groups left out, choose among
-        them by the rule (`caps.select_within_caps`), claim the chosen.
+        """A capped claim in one statement (claim_capped.sql): the schema's claim_within_caps
+        takes the lock of capped claims, counts the jobs holding slots, reads and locks the
+        candidates with the full groups left out, chooses among them by the rule
+        (`caps.select_within_caps`, encoded again in PL/pgSQL) and claims the chosen.
 
-        The lock (claim_caps_lock.sql) makes concurrent capped claims count one after another,
-        each after the one before committed, so together they never exceed a cap.
+        The lock (the one claim_caps_lock.sql takes) makes concurrent capped claims count one
+        after another, each after the one before committed, so together they never exceed a
+        cap; the statement runs on its own, so it holds the lock until it commits.
         """
-        yield TRANSACTION
-        yield Statement(self._sql.get("claim_caps_lock"), {})
-        now = self._now()
-        counted = yield Statement(
-            self._sql.get("claim_running"),
-            {
-                "now": now,
-                "tasks": list(limits.tasks),
-                "queues": list(limits.queues),
-                "keyed": bool(limits.keys),
-            },
-        )
-        running = Running.of(
-            (
-                Candidate(0, task, queue, key)
-                for task, queue, key, n in counted.rows
-                for _ in range(n)
-            ),
-            limits,
-        )
-        full = running.full(limits)
-        wanted = [queue for queue in queues if queue not in full.queues]
-        if not wanted:
-            return []
-        read = yield Statement(
-            self._sql.get("claim_candidates"),
-            {
-                "now": now,
-                "queues": wanted,
-                "full_tasks": full.tasks,
-                "full_key_tasks": [task for task, _ in full.keys],
-                "full_keys": [key for _, key in full.keys],
-                "read": CAPPED_READ_PER_JOB * limit + CAPPED_READ_SLACK,
-            },
-        )
-        chosen = select_within_caps((Candidate(*row) for row in read.rows), running, limits, limit)
-        if not chosen:
-            return []
-        params = {"now": now, "ids": chosen, "worker": worker, "lease_seconds": lease_seconds}
-        done = yield Statement(self._sql.get("claim_chosen"), params)
+        params = {
+            "now": self._now(),
+            "queues": list(queues),
+            "worker": worker,
+            "limit": limit,
+            "lease_seconds": lease_seconds,
+            "read": CAPPED_READ_PER_JOB * limit + CAPPED_READ_SLACK,
+            "task_names": list(limits.tasks),
+            "task_caps": list(limits.tasks.values()),
+            "queue_names": list(limits.queues),
+            "queue_caps": list(limits.queues.values()),
+            "key_tasks": list(limits.keys),
+            "key_caps": list(limits.keys.values()),
+        }
+        done = yield Statement(self._sql.get("claim_capped"), params)
         return _claimed_jobs(done.rows)
 
     def _heartbeat(
@@ -1329,7 +1306,7 @@ class PostgresBackend(Backend):
 
 
 def _claimed_jobs(rows: Sequence[Sequence[Any]]) -> list[ClaimedJob]:
-    """The claimed jobs of claim.sql's (or claim_chosen.sql's) rows."""
+    """The claimed jobs of claim.sql's (or claim_capped.sql's) rows."""
     return [
         ClaimedJob(
             id=r[0],
