@@ -800,7 +800,7 @@ class PostgresBackend(Backend):
         lease_seconds: float,
         limits: ClaimLimits | None = None,
     ) -> SqlOp[list[ClaimedJob]]:
-        """One statement (claim.sql); a claim within `limits` is a transaction of its own."""
+        """One statement: claim.sql, or claim_capped.sql for a claim within `limits`."""
         self._mark_claim()
         if limits is not None:
             return (
