@@ -90,8 +90,22 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowStatus",
+    "__version__",
     "call",
     "chain",
     "chord",
     "group",
 ]
+
+
+def __getattr__(name: str) -> str:
+    """`stagecrew.__version__`, read from the installed distribution on first use only, so
+    that importing stagecrew (every worker process does) does not pay for the lookup."""
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import metadata
+
+    try:
+        return metadata.version("stagecrew")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"

@@ -459,6 +459,33 @@ def test_dlq_retry_still_requeues_under_its_former_name_and_is_not_listed(cli_ap
     assert "requeue" in listed and "retry" not in listed.split("Commands:")[1]
 
 
+def test_dlq_requeue_of_jobs_that_were_not_requeued_exits_1_saying_how_many(
+    cli_app: CliApp,
+) -> None:
+    [dead] = _dead_jobs(cli_app, 1)
+    alive = cli_app.app.enqueue("resize", ["alive.png"]).id
+    partly = cli_app.run("dlq", "requeue", str(dead), str(alive), str(alive + 1000))
+    assert partly.exit_code == 1, partly.output
+    assert "requeued 1 job" in partly.stdout
+    assert "2 of the named jobs were not requeued" in partly.stderr
+    assert cli_app.app.jobs.get(dead).state is JobState.AVAILABLE, "the dead one was requeued"
+    again = cli_app.run("dlq", "requeue", str(alive), "--json")
+    assert again.exit_code == 1 and json.loads(again.stdout) == {"requeued": 0}
+
+
+def test_version_of_the_command_and_the_package_agree() -> None:
+    from importlib import metadata
+
+    import stagecrew
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"stagecrew {metadata.version('stagecrew')}"
+    assert stagecrew.__version__ == metadata.version("stagecrew")
+    with pytest.raises(AttributeError, match="no attribute 'version_info'"):
+        stagecrew.version_info  # noqa: B018 - the lookup is the test
+
+
 def test_dlq_purge_of_old_jobs_keeps_the_recent_ones(cli_app: CliApp) -> None:
     _dead_jobs(cli_app, 2)
     time.sleep(1.1)

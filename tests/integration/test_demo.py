@@ -92,6 +92,7 @@ def test_demo_starts_from_a_fresh_store_and_prints_a_summary(
         result = CliRunner().invoke(main, ["demo", *args], catch_exceptions=False)
         assert result.exit_code == 0, result.output
     assert re.search(rf"processed\s+{MIN_JOBS} of {MIN_JOBS} \(0 unfinished\)", result.stdout)
+    assert "1 worker process x 4 concurrent jobs" in " ".join(result.stdout.split())
     for heading in ("per task", "dead-letter queue", "wait latency", "throughput"):
         assert heading in result.stdout
     with sqlite3.connect(tmp_path / "stagecrew-demo.db") as conn:

@@ -200,7 +200,8 @@ def _print_summary(out: Console, s: Summary) -> None:
     out.print(
         Text(
             f"stagecrew demo: {s.enqueued} jobs on {s.url}, "
-            f"{s.processes} worker processes x {s.concurrency} concurrent jobs",
+            f"{s.processes} worker process{'es' if s.processes != 1 else ''} x "
+            f"{s.concurrency} concurrent jobs",
             style="bold",
         )
     )

@@ -7,7 +7,7 @@ import copy
 import click
 
 from ..job import JobState
-from .exits import CliUsageError
+from .exits import CliError, CliUsageError
 from .options import app_option, duration, json_option, load
 from .output import console, format_duration, job_json, jobs_table, print_json
 
@@ -70,13 +70,13 @@ def requeue(
     count = load(app_ref).jobs.requeue(job_ids, all_dead=all_dead, task=task, queue=queue)
     if as_json:
         print_json({"requeued": count})
-        return
-    click.echo(f"requeued {count} job{'s' if count != 1 else ''}")
+    else:
+        click.echo(f"requeued {count} job{'s' if count != 1 else ''}")
     if job_ids and count < len(job_ids):
-        click.echo(
+        # exit 1: a script that asked for these jobs must not read "done" for ones left dead
+        raise CliError(
             f"{len(job_ids) - count} of the named jobs were not requeued: they do not exist "
-            "or are not dead or cancelled",
-            err=True,
+            "or are not dead or cancelled"
         )
 
 

@@ -59,6 +59,7 @@ class _Main(click.Group):
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option("--app", "app_ref", metavar="MODULE:ATTR", help=APP_HELP)
+@click.version_option(package_name="stagecrew", message="stagecrew %(version)s")
 def main(app_ref: str | None) -> None:
     """stagecrew: background jobs that survive crashes.
 
