@@ -81,6 +81,7 @@ from .inputs import (
     unique_queues,
     unique_refs,
 )
+from .limit_states import LimitState, LimitStates, LimitSwap, check_limit_names, check_swaps
 from .ops import Op
 from .schedules import (
     ScheduleFire,
@@ -634,6 +635,27 @@ class Backend(ABC):
         """In one atomic write: unless the workflow succeeded or was cancelled already, mark it
         cancelled, cancel its waiting and held members and request the cancellation of its
         running ones (as `cancel` does for one job). Returns it after the change."""
+
+    def _read_limits(self, names: tuple[str, ...]) -> Op[LimitStates]:
+        """The live (not expired) limit records of `names` and the store's now, in one read.
+        `names` are checked and distinct."""
+        raise NotImplementedError
+
+    def _swap_limits(self, swaps: tuple[LimitSwap, ...]) -> Op[LimitStates]:
+        """In one atomic write: if every swap's name has a live record at its `expected`
+        version (None: no live record, an expired one counts as none), store each swap's
+        value and version, expiring at the store's now + `ttl`, and return `applied=True`
+        with the records written; else write nothing and return `applied=False` with the
+        live records of the swaps' names as they are. `swaps` are checked, names distinct."""
+        raise NotImplementedError
+
+    def _list_limits(self, prefix: str) -> Op[list[LimitState]]:
+        """Every live limit record whose name starts with `prefix`."""
+        raise NotImplementedError
+
+    def _prune_limits(self, limit: int) -> Op[int]:
+        """Delete up to `limit` expired limit records; how many were deleted."""
+        raise NotImplementedError
 
     # -- the one place every store call passes through ------------------------
     def _failure(self, operation: str, exc: BaseException) -> StagecrewError:
@@ -1257,6 +1279,54 @@ class Backend(ABC):
         records = await self._call_async("list_schedules", self._list_schedules())
         return sorted(records, key=_by_name)
 
+    # -- limit states (see limit_states.py and docs/limits.md) ---------------
+    @final
+    def read_limits(self, names: Sequence[str]) -> LimitStates:
+        """The live records of the named limits, and the store's now."""
+        return self._call("read_limits", self._read_limits(check_limit_names(names, "read_limits")))
+
+    @final
+    async def read_limits_async(self, names: Sequence[str]) -> LimitStates:
+        op = self._read_limits(check_limit_names(names, "read_limits"))
+        return await self._call_async("read_limits", op)
+
+    @final
+    def swap_limits(self, swaps: Sequence[LimitSwap]) -> LimitStates:
+        """Write every swap's record if each is still at its expected version, else none of
+        them (`applied=False`, with the records as they are). Bad input (a name twice, a ttl
+        that is not finite, a value that is not JSON or not UTF-8) raises before anything
+        is written."""
+        return self._call("swap_limits", self._swap_limits(check_swaps(swaps)))
+
+    @final
+    async def swap_limits_async(self, swaps: Sequence[LimitSwap]) -> LimitStates:
+        return await self._call_async("swap_limits", self._swap_limits(check_swaps(swaps)))
+
+    @final
+    def list_limits(self, prefix: str = "") -> list[LimitState]:
+        """The live limit records whose names start with `prefix`, sorted by name."""
+        return sorted(self._call("list_limits", self._limits_listed(prefix)), key=_by_name)
+
+    @final
+    async def list_limits_async(self, prefix: str = "") -> list[LimitState]:
+        records = await self._call_async("list_limits", self._limits_listed(prefix))
+        return sorted(records, key=_by_name)
+
+    def _limits_listed(self, prefix: str) -> Op[list[LimitState]]:
+        if not isinstance(prefix, str):
+            raise TypeError(f"list_limits takes a str prefix, not {prefix!r}")
+        return self._list_limits(prefix)
+
+    @final
+    def prune_limits(self, limit: int = 1000) -> int:
+        """Delete up to `limit` expired limit records; how many were deleted."""
+        return self._call("prune_limits", self._prune_limits(check_limit(limit, "prune_limits")))
+
+    @final
+    async def prune_limits_async(self, limit: int = 1000) -> int:
+        op = self._prune_limits(check_limit(limit, "prune_limits"))
+        return await self._call_async("prune_limits", op)
+
     # -- workflows (see workflows.py and docs/workflows.md) -------------------
     @final
     def enqueue_workflow(self, workflow: NewWorkflow) -> list[list[int]]:
@@ -1319,7 +1389,7 @@ def _added(total: RescueReport, report: RescueReport) -> RescueReport:
     )
 
 
-def _by_name(record: ScheduleRecord) -> str:
+def _by_name(record: ScheduleRecord | LimitState) -> str:
     return record.name
 
 

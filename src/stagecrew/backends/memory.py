@@ -42,6 +42,7 @@ from .base import (
 )
 from .caps import Candidate, ClaimLimits, Running, select_within_caps
 from .fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
+from .limit_states import LimitState, LimitStates, LimitSwap, live, swap_holds
 from .ops import Op, immediate, run
 from .records import WORKER_LOST
 from .schedules import (
@@ -103,6 +104,7 @@ class MemoryBackend(Backend):
         self._finish_waiters: dict[int, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         """Per job id, the async `wait_finished` calls to wake when it is final or deleted."""
         self._schedules: dict[str, ScheduleRecord] = {}
+        self._limits: dict[str, LimitState] = {}
         self._order_at: dict[int, float] = {}
         """The order_at of waiting jobs whose order_at is not their run_at (fair-keyed jobs)."""
         self._fair_lasts: dict[tuple[str, str], float] = {}
@@ -734,6 +736,44 @@ class MemoryBackend(Backend):
     def _list_schedules(self) -> list[ScheduleRecord]:
         with self._lock:
             return list(self._schedules.values())
+
+    # -- limit states --------------------------------------------------------
+    def _live_limits(self, names: tuple[str, ...], now: float) -> dict[str, LimitState]:
+        return live([self._limits[n] for n in names if n in self._limits], now)
+
+    @immediate
+    def _read_limits(self, names: tuple[str, ...]) -> LimitStates:
+        with self._lock:
+            now = self.clock.now()
+            return LimitStates(True, now, self._live_limits(names, now))
+
+    @immediate
+    def _swap_limits(self, swaps: tuple[LimitSwap, ...]) -> LimitStates:
+        with self._lock:
+            now = self.clock.now()
+            stored = self._live_limits(tuple(s.name for s in swaps), now)
+            if not swap_holds(stored, swaps):
+                return LimitStates(False, now, stored)
+            written = {s.name: LimitState(s.name, s.version, s.value, now + s.ttl) for s in swaps}
+            self._limits.update(written)
+            return LimitStates(True, now, written)
+
+    @immediate
+    def _list_limits(self, prefix: str) -> list[LimitState]:
+        with self._lock:
+            now = self.clock.now()
+            return [
+                r for r in self._limits.values() if r.name.startswith(prefix) and r.expires_at > now
+            ]
+
+    @immediate
+    def _prune_limits(self, limit: int) -> int:
+        with self._lock:
+            now = self.clock.now()
+            expired = [n for n, r in self._limits.items() if r.expires_at <= now][: max(limit, 0)]
+            for name in expired:
+                del self._limits[name]
+            return len(expired)
 
     # -- workflows -------------------------------------------------------------
     @immediate

@@ -48,6 +48,7 @@ from .helpers import LEASE, BackendFactory
 from .inspection import InspectionConformance
 from .interleaving import InterleavingConformance
 from .lease import LeaseConformance
+from .limit_states import LimitStateConformance
 from .queue_control import QueueControlConformance
 from .release_worker import ReleaseWorkerConformance
 from .rescue import RescueConformance
@@ -77,6 +78,7 @@ __all__ = [
     "InspectionConformance",
     "InterleavingConformance",
     "LeaseConformance",
+    "LimitStateConformance",
     "QueueControlConformance",
     "ReleaseWorkerConformance",
     "RescueConformance",
@@ -115,5 +117,6 @@ class BackendConformance(
     StepsConformance,
     UniquenessConformance,
     WorkflowConformance,
+    LimitStateConformance,
 ):
     """Every guarantee of the `Backend` contract; requires a `backend_factory` fixture."""
