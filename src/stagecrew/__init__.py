@@ -26,8 +26,18 @@ from .errors import (
     WorkflowNotFoundError,
 )
 from .handle import JobHandle
-from .job import AttemptError, Cancel, ErrorKind, Job, JobState, Progress, Retry, Snooze
-from .limits import Concurrency
+from .job import (
+    AttemptError,
+    Cancel,
+    ErrorKind,
+    Job,
+    JobState,
+    Progress,
+    RateLimited,
+    Retry,
+    Snooze,
+)
+from .limits import Concurrency, RateLimit
 from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import CatchUp, Schedule
@@ -69,6 +79,8 @@ __all__ = [
     "PayloadTooLargeError",
     "PriorityAging",
     "Progress",
+    "RateLimit",
+    "RateLimited",
     "Retention",
     "Retry",
     "Schedule",

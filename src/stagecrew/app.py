@@ -24,6 +24,7 @@ from .errors import (
 from .handle import JobHandle, require
 from .job import DEFAULT_IDEMPOTENCY_WINDOW, Job, JobState, NewJob
 from .limits.concurrency import Concurrency, check_shared_names, claim_limits
+from .limits.rate import RateLimit, check_shared_rates
 from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import DEFAULT_MAX_CATCH_UP, CatchUp, Schedule, declare
@@ -183,6 +184,7 @@ class App:
         fairness_key: FairnessKey | None = None,
         unique: Unique | Mapping[str, Any] | None = None,
         concurrency: int | Concurrency | Mapping[str, Any] | None = None,
+        rate_limit: str | RateLimit | Mapping[str, Any] | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -201,6 +203,7 @@ class App:
         fairness_key: FairnessKey | None = None,
         unique: Unique | Mapping[str, Any] | None = None,
         concurrency: int | Concurrency | Mapping[str, Any] | None = None,
+        rate_limit: str | RateLimit | Mapping[str, Any] | None = None,
     ) -> Any:
         """Register a function as a task (sync or async).
 
@@ -224,6 +227,12 @@ class App:
         `concurrency=dict(key="{customer_id}", limit=2)` (or a `Concurrency`) at most 2 per
         key instead, and tasks giving one `name=` share each key's slots. A job whose cap is
         full waits, without an attempt counted, while the jobs behind it run (docs/limits.md).
+
+        `rate_limit="100/m"` (also `/s`, `/h`, `/d`, `"3/10s"`) lets the task's jobs start at
+        most that often, fleet-wide; `rate_limit=dict(rate="10/s", burst=20, key="{account}")`
+        (or a `RateLimit`) limits each key instead. A job without a token waits, its attempt
+        not counted; a task may `raise RateLimited(retry_after=...)` when a remote API
+        answers "too many requests" (docs/limits.md).
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
@@ -249,10 +258,15 @@ class App:
                 fairness_key=fairness_key,
                 unique=unique,
                 concurrency=concurrency,
+                rate_limit=rate_limit,
             )
             check_shared_names(
                 [(t.name, t.concurrency) for t in self.tasks.values() if t.name != task_name]
                 + [(task_name, registered.concurrency)]
+            )
+            check_shared_rates(
+                [(t.name, t.rate_limit) for t in self.tasks.values() if t.name != task_name]
+                + [(task_name, registered.rate_limit)]
             )
             self.tasks[task_name] = registered
             return registered

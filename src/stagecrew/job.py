@@ -407,5 +407,22 @@ class Snooze(Exception):
         self.reason = reason
 
 
+class RateLimited(Snooze):
+    """Raise from a task when a remote API answers "too many requests" (HTTP 429).
+
+    The job runs again `retry_after` seconds from now, its attempt given back, as for a
+    `Snooze` (it counts in `Job.snoozes`, bounded by the task's `max_snoozes`). If the task
+    has a `rate_limit`, the limit also pauses every worker's jobs of it (of that key, for a
+    per-key limit) for `retry_after` seconds and then slows to `slowdown` times its rate
+    for `cooldown` seconds (see docs/limits.md).
+    """
+
+    def __init__(self, retry_after: float = 1.0, *, reason: str = "") -> None:
+        self.retry_after = checked_seconds(retry_after, "RateLimited(retry_after)")
+        super().__init__(
+            self.retry_after, reason=reason or f"rate limited: retry after {self.retry_after:g}s"
+        )
+
+
 Cancel = JobCancelledError
 """Another name of `JobCancelledError`, kept so code written against it keeps working."""

@@ -16,6 +16,7 @@ from .context import Context
 from .errors import ConfigurationError, InvalidArgumentsError
 from .job import JobState, NewJob
 from .limits.concurrency import Concurrency, ConcurrencyKey
+from .limits.rate import RateKey, RateLimit
 from .retry import Backoff
 from .serialization import encode_payload
 
@@ -194,6 +195,7 @@ class Task(Generic[P, R]):
         fairness_key: FairnessKey | None = None,
         unique: Unique | Mapping[str, Any] | None = None,
         concurrency: int | Concurrency | Mapping[str, Any] | None = None,
+        rate_limit: str | RateLimit | Mapping[str, Any] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
@@ -219,6 +221,7 @@ class Task(Generic[P, R]):
         self.fairness_key = fairness_key
         self.unique = Unique.coerce(unique)
         self.concurrency = Concurrency.coerce(concurrency)
+        self.rate_limit = RateLimit.coerce(rate_limit)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.context_parameter = _find_context_parameter(fn)
         signature = inspect.signature(fn)
@@ -292,6 +295,7 @@ class Task(Generic[P, R]):
         cap = self.concurrency
         per_key = None if cap is None or member else cap.key
         fair_by_key = cap is not None and cap.fair
+        rate_key = None if self.rate_limit is None else self.rate_limit.key
         if member:  # a workflow's members are neither fair-queued nor unique
             fair = template = explicit_unique = None
         jobs = []
@@ -309,6 +313,8 @@ class Task(Generic[P, R]):
                 else self._fairness_of(fair, args, kwargs)
             )
             limited = None if per_key is None else self._concurrency_key_of(per_key, args, kwargs)
+            if rate_key is not None:  # computed again by the worker; refused here if it fails
+                self.rate_key_of(rate_key, args, kwargs)
             if fair is None and limited is not None and fair_by_key:
                 tenant = limited  # each key's backlog queued fairly beside the others
             if explicit_unique is not None:
@@ -403,6 +409,20 @@ class Task(Generic[P, R]):
             )
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+
+    def rate_key_of(
+        self, key: RateKey, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> str | None:
+        """The job's rate-limit key: the template filled with its arguments by name (or what
+        the key function gives); None when the function gives None."""
+        compute = key.format if isinstance(key, str) else key
+        value = self._by_name(compute, args, kwargs, "rate_limit key")
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(
+                f"task {self.name!r}: the rate_limit key computed must be a str or None, "
+                f"not {value!r}"
+            )
+        return value
 
     # -- producing ---------------------------------------------------------
     def options(

@@ -33,7 +33,7 @@ from ..errors import (
     StagecrewError,
     UnknownTaskError,
 )
-from ..job import AttemptError, ClaimedJob, ErrorKind, JobState, Retry, Snooze
+from ..job import AttemptError, ClaimedJob, ErrorKind, JobState, RateLimited, Retry, Snooze
 from ..serialization import decode, decode_payload, encode
 from ..task import Task
 from .job_threads import JobThreads
@@ -63,6 +63,8 @@ class InFlight:
     """A sync attempt that overran its timeout and did not yield to `ctx.cancelled`."""
     committed: bool = False
     """The task's `ctx.transaction()` committed: the job's success is already stored."""
+    rate_limited: RateLimited | None = None
+    """The attempt raised `RateLimited`: its task's rate limit is to be slowed down."""
 
     def stop(self, reason: StopReason) -> None:
         if self.stop_reason is None:
@@ -253,6 +255,8 @@ class Executor:
                 return self._failure(job, task, exc)
             return Ack.cancel(job.ref, self._error(job, ErrorKind.CANCELLED, exc))
         except Snooze as exc:
+            if isinstance(exc, RateLimited):
+                flight.rate_limited = exc
             return self._snoozed(job, task, exc)
         except Retry as exc:
             return self._failed(

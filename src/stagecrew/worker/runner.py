@@ -29,7 +29,7 @@ from ..backends import redact_url
 from ..backends.base import Ack, AckKind
 from ..clock import checked_seconds
 from ..errors import BackendError, ConfigurationError, SchemaOutOfDateError
-from ..job import ClaimedJob
+from ..job import ClaimedJob, JobRef
 from ..maintenance.aging import age_waiting
 from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
@@ -42,6 +42,7 @@ from .faults import FaultPoint, Faults
 from .isolated import run_alone
 from .job_threads import JobThreads
 from .parent import ParentWatch
+from .rate_admission import RateAdmission
 from .supervisor import RELAYED_STOP
 
 log = logging.getLogger("stagecrew.worker")
@@ -154,7 +155,12 @@ class Worker:
         self._recycle = False
         self._direct_signals = 0
         self._completer: Completer | None = None
+        self._rates = RateAdmission(app) if any(t.rate_limit for t in app.tasks.values()) else None
+        self._held: set[JobRef] = set()
+        """Claims handed back for want of a rate-limit token, until that is written."""
         self.processed = 0
+        self.held = 0
+        """Jobs this worker handed back to wait for a rate-limit token (not in `processed`)."""
         self.acked: dict[AckKind, int] = dict.fromkeys(AckKind, 0)
 
     # -- public ------------------------------------------------------------------
@@ -382,11 +388,14 @@ class Worker:
             idle_wait = None
             if jobs and self.faults is not None:
                 self.faults.at(FaultPoint.AFTER_CLAIM)
+            claimed = bool(jobs)
+            if claimed and self._rates is not None:
+                jobs = await self._admit(jobs)
             for job in jobs:
                 flight = InFlight(job)
                 self._inflight[job.id] = flight
                 self._start(flight)
-            if jobs:
+            if claimed:
                 continue
             if drain:
                 if self._running == 0 and not self._inflight:
@@ -444,6 +453,17 @@ class Worker:
                 raise  # this task itself was cancelled
             return []
 
+    async def _admit(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        """The jobs of the batch that have their rate-limit tokens; the others handed back,
+        each to run when its token comes free (`rate_admission`)."""
+        assert self._rates is not None and self._completer is not None
+        admitted = await self._rates.admit(jobs)
+        for job, delay in admitted.held:
+            self._inflight[job.id] = InFlight(job, finished=True)  # its lease renewed till then
+            self._held.add(job.ref)
+            self._completer.submit(Ack.release(job.ref, delay=delay))
+        return admitted.start
+
     def _start(self, flight: InFlight) -> None:
         self._running += 1
         flight.task = asyncio.create_task(self._execute(flight))
@@ -476,6 +496,8 @@ class Worker:
     async def _execute(self, flight: InFlight) -> None:
         try:
             ack = await self._run(flight)
+            if flight.rate_limited is not None and self._rates is not None:
+                await self._rates.slow_down(flight.job, flight.rate_limited)
         except asyncio.CancelledError:
             ack = None
         except Exception:  # a bug in the executor itself: keep the worker alive
@@ -514,7 +536,11 @@ class Worker:
         flight = self._inflight.get(ack.ref.id)
         if flight is not None and flight.job.ref == ack.ref:
             del self._inflight[ack.ref.id]
-        self.processed += 1
+        if ack.ref in self._held:
+            self._held.discard(ack.ref)
+            self.held += 1
+        else:
+            self.processed += 1
         if applied:
             self.acked[ack.kind] += 1
         self._slot_free.set()
