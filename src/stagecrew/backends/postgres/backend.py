@@ -69,6 +69,7 @@ from ..base import (
 from ..caps import ClaimLimits
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
+from ..limit_states import LimitState, LimitStates, LimitSwap
 from ..ops import Op, run, run_async
 from ..records import WORKER_LOST, decode_errors, job_from_row
 from ..schedules import (
@@ -1303,6 +1304,38 @@ class PostgresBackend(Backend):
     def _list_schedules(self) -> SqlOp[list[ScheduleRecord]]:
         done = yield Statement(self._sql.get("schedule_list"), {})
         return [ScheduleRecord(*row) for row in done.rows]
+
+    # -- limit states -----------------------------------------------------------------
+    def _read_limits(self, names: tuple[str, ...]) -> SqlOp[LimitStates]:
+        params = {"names": list(names), "now": self._now()}
+        done = yield Statement(self._sql.get("limit_read"), params)
+        states = {r[1]: LimitState(*r[1:]) for r in done.rows if r[1] is not None}
+        return LimitStates(True, done.rows[0][0], states)
+
+    def _swap_limits(self, swaps: tuple[LimitSwap, ...]) -> SqlOp[LimitStates]:
+        """One statement, a call of swap_limits (migration 11): it takes an advisory lock per
+        name, so racing swaps of a name, creations included, apply one at a time, then reads,
+        compares and writes inside the server."""
+        params = {
+            "now": self._now(),
+            "names": [s.name for s in swaps],
+            "expected": [s.expected for s in swaps],
+            "versions": [s.version for s in swaps],
+            "values": [s.value for s in swaps],
+            "ttls": [float(s.ttl) for s in swaps],
+        }
+        done = yield Statement(self._sql.get("limit_swap"), params)
+        [(applied, now, *columns)] = done.rows
+        states = {r[0]: LimitState(*r) for r in zip(*columns, strict=True)}
+        return LimitStates(applied, now, states)
+
+    def _list_limits(self, prefix: str) -> SqlOp[list[LimitState]]:
+        done = yield Statement(self._sql.get("limit_list"), {"prefix": prefix, "now": self._now()})
+        return [LimitState(*row) for row in done.rows]
+
+    def _prune_limits(self, limit: int) -> SqlOp[int]:
+        done = yield Statement(self._sql.get("limit_prune"), {"limit": limit, "now": self._now()})
+        return done.rowcount
 
 
 def _claimed_jobs(rows: Sequence[Sequence[Any]]) -> list[ClaimedJob]:
