@@ -43,6 +43,10 @@ def explode(reason: str) -> None:
 def pause(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+@app.task(rate_limit=dict(rate="1/m", burst=2))
+def ping(n: int) -> int:
+    return n
 """
 
 
@@ -110,6 +114,7 @@ def _dead_jobs(cli: CliApp, count: int) -> list[int]:
         ["dlq", "requeue"],
         ["dlq", "purge"],
         ["stats"],
+        ["limits"],
         ["cron"],
         ["cron", "list"],
         ["cron", "pause"],
@@ -415,6 +420,21 @@ def test_stats_counts_jobs_per_queue_and_state(cli_app: CliApp) -> None:
     human = cli_app.run("stats")
     assert human.exit_code == 0
     assert "images" in human.stdout and "oldest waiting" in human.stdout
+
+
+def test_limits_and_stats_show_what_a_rate_limit_holds_back(cli_app: CliApp) -> None:
+    assert cli_app.json("limits") == []
+    ids = [cli_app.app.enqueue("ping", [i]).id for i in range(5)]
+    assert cli_app.drain() == 2  # the burst; the other three are booked a minute apart
+    [row] = cli_app.json("limits")
+    assert (row["name"], row["rate"], row["burst"], row["tokens"]) == ("rate:ping", "1/m", 2, 0)
+    assert 170 < row["booked_for"] <= 180 and row["slowed_for"] == 0
+    booked = sorted(cli_app.app.jobs.get(i).run_at for i in ids[2:])
+    assert [round(b - booked[0]) for b in booked] == [0, 60, 120]
+    human = cli_app.run("limits")
+    assert human.exit_code == 0 and "rate:ping" in human.stdout and "1/m" in human.stdout
+    stats = cli_app.run("stats")
+    assert "rate limit rate:ping: jobs booked up to" in stats.stdout
 
 
 def test_stats_of_an_empty_store(cli_app: CliApp) -> None:

@@ -6,6 +6,8 @@ tests/integration/test_rate_limit_processes.py.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import math
 from typing import Any
 
@@ -14,8 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stagecrew import App, JobState, RateLimit, RateLimited
+from stagecrew.backends.base import Retention
+from stagecrew.backends.limit_states import LimitSwap
 from stagecrew.errors import ConfigurationError
 from stagecrew.limits.rate import Bucket, slow_down, take
+from stagecrew.maintenance.pruner import prune_finished
 from stagecrew.testing.kit import TestKit
 
 
@@ -256,7 +261,7 @@ def test_rate_limited_snoozes_the_job_and_pauses_then_slows_the_limit(
     assert len(starts) == 1
     kit.run_until_idle(advance_time=True)
     assert {h.get().state for h in [first, *later]} == {JobState.SUCCEEDED}
-    gaps = [b - a for (a, _), (b, _) in zip(starts[1:], starts[2:], strict=False)]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(starts[1:])]
     assert starts[1][0] - t0 >= 5.0 - 1e-6
     assert gaps == pytest.approx([0.2] * len(gaps)), starts  # half the rate while cooling down
 
@@ -293,3 +298,12 @@ def test_jobs_waiting_on_a_limit_removed_from_the_code_run_normally(app: App) ->
         kit.run_until_idle(advance_time=True)  # the booked ones each run when booked for
         assert {h.get().state for h in [*handles, *fresh]} == {JobState.SUCCEEDED}
         assert {h.get().attempt for h in handles} == {1}
+
+
+def test_the_pruner_deletes_expired_limit_records(app: App, kit: TestKit) -> None:
+    kit.backend.swap_limits([LimitSwap("rate:old", None, "{}", 5.0)])
+    kit.backend.swap_limits([LimitSwap("rate:new", None, "{}", 500.0)])
+    kit.clock.advance(10.0)
+    asyncio.run(prune_finished(kit.backend, Retention()))
+    assert kit.backend.prune_limits() == 0  # already gone
+    assert [r.name for r in kit.backend.list_limits()] == ["rate:new"]

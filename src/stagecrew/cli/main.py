@@ -22,6 +22,7 @@ COMMANDS = (
     "workflows",
     "dlq",
     "stats",
+    "limits",
     "queues",
     "cron",
     "demo",

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from ..backends import redact_url
 from ..job import JobState
+from .limits import rate_limits
 from .options import app_option, json_option, load
 from .output import STATE_STYLES, console, format_duration, print_json
 
@@ -62,6 +63,16 @@ def stats(app_ref: str | None, as_json: bool) -> None:
             format_duration(max(ages) if ages else None),
         )
     out.print(table)
+    holding = [r for r in rate_limits(app) if r["booked_for"] or r["slowed_for"]]
+    for row in holding:
+        parts = []
+        if row["booked_for"]:
+            parts.append(f"jobs booked up to {format_duration(row['booked_for'])} ahead")
+        if row["slowed_for"]:
+            parts.append(f"slowed for {format_duration(row['slowed_for'])} more")
+        out.print(f"rate limit {row['name']}: {', '.join(parts)}", style="yellow", markup=False)
+    if holding:
+        out.print("(stagecrew limits shows every rate limit)", markup=False)
     paused = [q.queue for q in queues if q.paused]
     if paused:
         out.print(

@@ -11,8 +11,8 @@ theoretical arrival time `tat`, the time at which the bucket is empty again if n
 taken. A job may start at `now` when `tat - now <= (burst - 1) * interval`, and starting it moves
 `tat` on by one `interval` (1 / rate). So in any window of W seconds at most `burst + W * rate`
 jobs start. Jobs that find no token are booked, in claim order, at the times their tokens
-come free (`booked`, one interval apart, after the jobs booked before them), and handed back
-to run then, their attempt not counted (see docs/limits.md).
+come free, one interval apart and after the jobs booked before them (`booked`), and handed
+back to run then, their attempt not counted (see docs/limits.md).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class Bucket:
     tat: float = 0.0
     """When the bucket is empty again if no more is taken (the theoretical arrival time)."""
     booked: float = 0.0
-    """Jobs handed back for want of a token are booked up to this time."""
+    """The time the last job handed back for want of a token was booked for."""
     slow_until: float = 0.0
     """Until then the rate is `slowdown` times the declared one (after a `RateLimited`)."""
 
@@ -233,9 +233,9 @@ def take(limit: RateLimit, bucket: Bucket, now: float, count: int) -> Taken:
     admitted = min(count, available)
     tat += admitted * interval
     held = count - admitted
-    first = max(bucket.booked, tat - tolerance, now)
+    first = max(bucket.booked + interval, tat - tolerance, now)
     run_at = tuple(first + i * interval for i in range(held))
-    booked = first + held * interval if held else bucket.booked
+    booked = run_at[-1] if run_at else bucket.booked
     return Taken(Bucket(tat, booked, bucket.slow_until), admitted, run_at)
 
 
@@ -246,7 +246,7 @@ def slow_down(limit: RateLimit, bucket: Bucket, now: float, retry_after: float) 
     interval = limit.interval / limit.slowdown
     resume = now + retry_after
     tat = max(bucket.tat, resume + (limit.burst - 1) * interval)
-    return Bucket(tat, max(bucket.booked, resume), slow_until)
+    return Bucket(tat, bucket.booked, slow_until)
 
 
 def check_shared_rates(tasks: Iterable[tuple[str, RateLimit | None]]) -> None:
@@ -262,3 +262,27 @@ def check_shared_rates(tasks: Iterable[tuple[str, RateLimit | None]]) -> None:
                 f"with different rates ({first.text}, burst {first.burst}; {limit.text}, "
                 f"burst {limit.burst}); give them one rate"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class BucketView:
+    """A stored bucket as an operator reads it, at the store's now."""
+
+    tokens: int | None
+    """Starts it allows at once (None: its limit is not declared in this code)."""
+    booked_for: float
+    """Seconds until the last job handed back for want of a token is due."""
+    slowed_for: float
+    """Seconds the limit stays slowed after a `RateLimited`."""
+
+
+def view(limit: RateLimit | None, bucket: Bucket, now: float) -> BucketView:
+    tokens = None
+    if limit is not None:
+        interval = interval_at(limit, bucket, now)
+        tolerance = (limit.burst - 1) * interval
+        tat = max(bucket.tat, now)
+        tokens = 0
+        if tat <= now + tolerance + EPSILON:
+            tokens = min(limit.burst, math.floor((now + tolerance - tat + EPSILON) / interval) + 1)
+    return BucketView(tokens, max(0.0, bucket.booked - now), max(0.0, bucket.slow_until - now))

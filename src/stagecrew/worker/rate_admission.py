@@ -184,7 +184,9 @@ class RateAdmission:
                     )
                     return
         except Exception as exc:
-            log.warning("rate limit %s: could not slow it down (%s: %s)", name, type(exc).__name__, exc)
+            log.warning(
+                "rate limit %s: could not slow it down (%s: %s)", name, type(exc).__name__, exc
+            )
 
 
 def _ttl(bucket: Bucket, now: float) -> float:
