@@ -210,10 +210,16 @@ class Taken:
     """What one draw of `count` tokens from a bucket gave."""
 
     bucket: Bucket
-    admitted: int
-    """The first `admitted` jobs may start now."""
+    start_at: tuple[float, ...]
+    """For each of the first jobs, the store time its token is for (now, or within the draw's
+    `wait`): those start then."""
     run_at: tuple[float, ...]
-    """For each job after those, the store time at which its token comes free."""
+    """For each job after those, the store time at which its token comes free: those are
+    booked for then, their tokens not taken."""
+
+    @property
+    def admitted(self) -> int:
+        return len(self.start_at)
 
 
 def interval_at(limit: RateLimit, bucket: Bucket, now: float) -> float:
@@ -222,21 +228,24 @@ def interval_at(limit: RateLimit, bucket: Bucket, now: float) -> float:
     return interval / limit.slowdown if now < bucket.slow_until else interval
 
 
-def take(limit: RateLimit, bucket: Bucket, now: float, count: int) -> Taken:
-    """Take up to `count` tokens at `now`; book the jobs left without one."""
+def take(limit: RateLimit, bucket: Bucket, now: float, count: int, wait: float = 0.0) -> Taken:
+    """Take up to `count` tokens at `now`, and those that come free within `wait` seconds
+    (their jobs start when they do); book the jobs left without one."""
     interval = interval_at(limit, bucket, now)
     tolerance = (limit.burst - 1) * interval
     tat = max(bucket.tat, now)
-    available = 0
-    if tat <= now + tolerance + EPSILON:
-        available = math.floor((now + tolerance - tat + EPSILON) / interval) + 1
-    admitted = min(count, available)
-    tat += admitted * interval
-    held = count - admitted
+    start_at: list[float] = []
+    while len(start_at) < count:
+        free_at = max(now, tat - tolerance)  # when the next token is there
+        if free_at > now + wait + EPSILON:
+            break
+        start_at.append(now if free_at <= now + EPSILON else free_at)
+        tat += interval
+    held = count - len(start_at)
     first = max(bucket.booked + interval, tat - tolerance, now)
     run_at = tuple(first + i * interval for i in range(held))
     booked = run_at[-1] if run_at else bucket.booked
-    return Taken(Bucket(tat, booked, bucket.slow_until), admitted, run_at)
+    return Taken(Bucket(tat, booked, bucket.slow_until), tuple(start_at), run_at)
 
 
 def slow_down(limit: RateLimit, bucket: Bucket, now: float, retry_after: float) -> Bucket:

@@ -3,9 +3,12 @@
 A worker claims a batch, then asks the store for the tokens of its rate-limited jobs: one
 `swap_limits` for the whole batch, computed from the buckets this worker saw last (so that
 the usual case is one round trip) and computed again from the buckets the store sends back
-when another worker changed them first. The jobs that got a token start; the others go back
-to the store at once, booked at the times their tokens come free, their attempt not counted
-(`Ack.release` with a delay). No worker sleeps holding a job, and none spins on a limit.
+when another worker changed them first. The jobs that got a token start: at once, or at the
+moment their token comes free if that is within `LOCAL_WAIT` (so that jobs booked a few
+milliseconds apart, claimed together, are not booked again for want of a burst). The others
+go back to the store at once, booked at the times their tokens come free, their attempt not
+counted (`Ack.release` with a delay). No worker holds a job longer than `LOCAL_WAIT` for a
+limit, and none spins on one.
 
 Times are the store's: the buckets hold store times, and each reply carries the store's now,
 so this worker's clock only serves to guess the store's now between replies.
@@ -26,6 +29,9 @@ from ..serialization import decode_payload
 
 log = logging.getLogger("stagecrew.worker")
 
+LOCAL_WAIT = 0.05
+"""Seconds a worker holds a claimed job whose token comes free that soon, rather than book it:
+about two of its idle waits, the granularity at which booked jobs come back."""
 MAX_TRIES = 8
 """Compare-and-set rounds before a batch gives up for now (its jobs are booked a little later)."""
 CONTENDED_DELAY = 0.05
@@ -40,8 +46,9 @@ MAX_SEEN = 10_000
 class Admitted:
     """What one batch's admission decided."""
 
-    start: list[ClaimedJob]
-    """The jobs to run now, in claim order."""
+    start: list[tuple[ClaimedJob, float]]
+    """The jobs to run, in claim order, each with the seconds (at most `LOCAL_WAIT`) until
+    its token is there."""
     held: list[tuple[ClaimedJob, float]]
     """The jobs to hand back, each with the seconds (from the store's now) it waits."""
 
@@ -83,17 +90,17 @@ class RateAdmission:
         """Which of these claimed jobs start now; when the others are booked to run."""
         groups: dict[str, list[ClaimedJob]] = {}
         limits: dict[str, RateLimit] = {}
-        start_ids: set[int] = set()
+        waits: dict[int, float] = {}
         for job in jobs:
             limit = self.limits.get(job.task)
             name = None if limit is None else self._record_name(job, limit)
             if name is None or limit is None:
-                start_ids.add(job.id)
+                waits[job.id] = 0.0
                 continue
             groups.setdefault(name, []).append(job)
             limits[name] = limit
         if not groups:
-            return Admitted(list(jobs), [])
+            return Admitted([(job, 0.0) for job in jobs], [])
         held: list[tuple[ClaimedJob, float]] = []
         try:
             decided = await self._draw(groups, limits)
@@ -110,12 +117,12 @@ class RateAdmission:
             held = [(job, STORE_DOWN_DELAY) for group in groups.values() for job in group]
         else:
             start, held = decided
-            start_ids.update(job.id for job in start)
-        return Admitted([job for job in jobs if job.id in start_ids], held)
+            waits.update((job.id, wait) for job, wait in start)
+        return Admitted([(job, waits[job.id]) for job in jobs if job.id in waits], held)
 
     async def _draw(
         self, groups: dict[str, list[ClaimedJob]], limits: dict[str, RateLimit]
-    ) -> tuple[list[ClaimedJob], list[tuple[ClaimedJob, float]]] | None:
+    ) -> tuple[list[tuple[ClaimedJob, float]], list[tuple[ClaimedJob, float]]]:
         backend = self.app.backend
         now = self._store_now()
         for _ in range(MAX_TRIES):
@@ -123,7 +130,7 @@ class RateAdmission:
             for name, group in groups.items():
                 seen = self._seen.get(name)
                 bucket = Bucket.from_text(None if seen is None else seen.value)
-                drawn = take(limits[name], bucket, now, len(group))
+                drawn = take(limits[name], bucket, now, len(group), LOCAL_WAIT)
                 taken[name] = drawn
                 expected = None if seen is None else seen.version
                 swaps.append(
@@ -136,11 +143,14 @@ class RateAdmission:
             for name in groups:
                 self._seen[name] = done.states.get(name)
             if done.applied:
-                start: list[ClaimedJob] = []
+                start: list[tuple[ClaimedJob, float]] = []
                 held: list[tuple[ClaimedJob, float]] = []
                 for name, group in groups.items():
                     drawn = taken[name]
-                    start.extend(group[: drawn.admitted])
+                    start.extend(
+                        (job, max(0.0, at - done.now))
+                        for job, at in zip(group, drawn.start_at, strict=False)
+                    )
                     held.extend(
                         (job, max(0.0, at - done.now))
                         for job, at in zip(group[drawn.admitted :], drawn.run_at, strict=True)

@@ -388,14 +388,17 @@ class Worker:
             idle_wait = None
             if jobs and self.faults is not None:
                 self.faults.at(FaultPoint.AFTER_CLAIM)
-            claimed = bool(jobs)
-            if claimed and self._rates is not None:
-                jobs = await self._admit(jobs)
+            if jobs and self._rates is not None:
+                for job, wait in await self._admit(jobs):
+                    flight = InFlight(job)
+                    self._inflight[job.id] = flight
+                    self._start(flight, wait)
+                continue
             for job in jobs:
                 flight = InFlight(job)
                 self._inflight[job.id] = flight
                 self._start(flight)
-            if claimed:
+            if jobs:
                 continue
             if drain:
                 if self._running == 0 and not self._inflight:
@@ -453,9 +456,10 @@ class Worker:
                 raise  # this task itself was cancelled
             return []
 
-    async def _admit(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
-        """The jobs of the batch that have their rate-limit tokens; the others handed back,
-        each to run when its token comes free (`rate_admission`)."""
+    async def _admit(self, jobs: list[ClaimedJob]) -> list[tuple[ClaimedJob, float]]:
+        """The jobs of the batch that have their rate-limit tokens, each with the seconds
+        until its token is there; the others handed back, each to run when its token comes
+        free (`rate_admission`)."""
         assert self._rates is not None and self._completer is not None
         admitted = await self._rates.admit(jobs)
         for job, delay in admitted.held:
@@ -464,9 +468,9 @@ class Worker:
             self._completer.submit(Ack.release(job.ref, delay=delay))
         return admitted.start
 
-    def _start(self, flight: InFlight) -> None:
+    def _start(self, flight: InFlight, wait: float = 0.0) -> None:
         self._running += 1
-        flight.task = asyncio.create_task(self._execute(flight))
+        flight.task = asyncio.create_task(self._execute(flight, wait))
 
     def _is_poison_suspect(self, job: ClaimedJob) -> bool:
         """One more lost worker would send this job to the dead-letter queue as a poison job.
@@ -481,7 +485,11 @@ class Worker:
         """A child can load the app, and reach the same store (not a `memory://` one)."""
         return self.app_ref is not None and self.app.backend.capabilities.cross_process
 
-    async def _run(self, flight: InFlight) -> Ack | None:
+    async def _run(self, flight: InFlight, wait: float = 0.0) -> Ack | None:
+        if wait:  # its rate-limit token comes free that soon (`rate_admission.LOCAL_WAIT`)
+            await asyncio.sleep(wait)
+            if flight.stop_reason in (StopReason.SHUTDOWN, StopReason.LOST):
+                return None  # handed back, or no longer this worker's: never started
         if self._is_poison_suspect(flight.job) and self._can_isolate():
             assert self.app_ref is not None
             return await run_alone(
@@ -493,9 +501,9 @@ class Worker:
             )
         return await self.executor.run(flight)
 
-    async def _execute(self, flight: InFlight) -> None:
+    async def _execute(self, flight: InFlight, wait: float = 0.0) -> None:
         try:
-            ack = await self._run(flight)
+            ack = await self._run(flight, wait)
             if flight.rate_limited is not None and self._rates is not None:
                 await self._rates.slow_down(flight.job, flight.rate_limited)
         except asyncio.CancelledError:
