@@ -22,6 +22,7 @@ import pytest
 
 from stagecrew.backends.base import Ack, AckKind, Backend, JobFilter, Retention
 from stagecrew.backends.caps import ClaimLimits
+from stagecrew.backends.limit_states import LimitSwap
 from stagecrew.backends.memory import MemoryBackend
 from stagecrew.backends.sqlite import SQLiteBackend
 from stagecrew.backends.sqlite.backend import (
@@ -733,7 +734,92 @@ def test_upgrading_a_store_to_concurrency_keys_keeps_its_jobs_without_a_key(
         assert claimed.id == 2
         [keyed] = backend.enqueue([NewJob("u", PAYLOAD, concurrency_key="u:1")])
         assert backend.get(keyed.id).concurrency_key == "u:1"  # type: ignore[union-attr]
-    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version() == 9
+    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version()
+
+
+# -- limit states ------------------------------------------------------------------
+
+
+def test_a_swap_reads_and_writes_under_one_write_lock(backend: SQLiteBackend) -> None:
+    first = LimitSwap("rate:a", None, "1", 60.0)
+    applied = _statements_run(backend, lambda: backend.swap_limits([first]))
+    assert _headers(applied) == _headers(
+        ["BEGIN IMMEDIATE", _sql("limit_read"), _sql("limit_write"), "COMMIT"]
+    )
+    stale = LimitSwap("rate:a", None, "2", 60.0)
+    refused = _statements_run(backend, lambda: backend.swap_limits([stale]))
+    assert _headers(refused) == _headers(["BEGIN IMMEDIATE", _sql("limit_read"), "COMMIT"])
+
+
+def test_two_connections_never_both_swap_from_one_version(db_path: Path) -> None:
+    """A stops after its compare-and-set's read; B, on its own connection, swaps from the same
+    (absent) version meanwhile. B waits for A's write lock, then reads A's record: refused."""
+    url = f"sqlite:///{db_path}"
+    with SQLiteBackend(url) as setup:
+        setup.migrate()
+    header = _sql("limit_read").splitlines()[0]
+    paused, go_on = threading.Event(), threading.Event()
+    applied: dict[str, bool] = {}
+
+    def pause(statement: str) -> None:
+        if not paused.is_set() and statement.startswith(header):
+            paused.set()
+            go_on.wait(10.0)
+
+    def swap(who: str) -> None:
+        with SQLiteBackend(url) as backend:
+            if who == "a":
+                backend._conn().set_trace_callback(pause)
+            done = backend.swap_limits([LimitSwap("rate:a", None, f'"{who}"', 60.0)])
+            applied[who] = done.applied
+
+    first = threading.Thread(target=swap, args=("a",))
+    first.start()
+    assert paused.wait(10.0)
+    second = threading.Thread(target=swap, args=("b",))
+    second.start()
+    second.join(0.5)
+    go_on.set()
+    first.join()
+    second.join()
+    assert applied == {"a": True, "b": False}
+    with SQLiteBackend(url) as check:
+        assert check.read_limits(["rate:a"]).states["rate:a"].value == '"a"'
+
+
+def test_a_listing_prefix_is_text_not_a_like_pattern(backend: SQLiteBackend) -> None:
+    names = ["rate:a_b", "rate:axb", "rate:%x", "rate:zz", "rate:A_b"]
+    backend.swap_limits([LimitSwap(name, None, "1", 60.0) for name in names])
+    assert [r.name for r in backend.list_limits("rate:a_")] == ["rate:a_b"]
+    assert [r.name for r in backend.list_limits("rate:%")] == ["rate:%x"]
+    assert [r.name for r in backend.list_limits("rate:a_b")] == ["rate:a_b"]
+    assert backend.list_limits("rate:\udc80") == []  # no stored name holds a lone surrogate
+
+
+def test_pruning_limit_records_reads_the_expiry_index(
+    backend: SQLiteBackend, db_path: Path
+) -> None:
+    backend.swap_limits([LimitSwap(f"rate:{i}", None, "1", 60.0) for i in range(50)])
+    text = plan(raw(db_path), _sql("limit_prune"), {"now": 0.0, "limit": 10})
+    assert "stagecrew_limit_states_expiry (expires_at<?)" in text, text
+
+
+def test_upgrading_a_store_to_limit_states_keeps_its_jobs(db_path: Path, clock: FakeClock) -> None:
+    """Schema 10 adds the limit records' table; the first connection upgrades the file."""
+    conn = raw(db_path)
+    for _, _, script in [m for m in _migrations() if m[0] <= 9]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 9")
+    conn.close()
+    with SQLiteBackend(f"sqlite:///{db_path}", clock) as backend:
+        [job] = backend.enqueue([NewJob("t", PAYLOAD)])
+        assert backend.swap_limits([LimitSwap("rate:a", None, "1", 60.0)]).applied
+        assert [r.name for r in backend.list_limits()] == ["rate:a"]
+        assert backend.get(job.id) is not None
+    assert [name for version, name, _ in _migrations() if version == 10] == [
+        "0010_limit_states.sql"
+    ]
+    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == schema_version()
 
 
 # -- differential run against the memory engine ----------------------------------------

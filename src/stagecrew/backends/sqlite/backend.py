@@ -96,6 +96,7 @@ from ..base import (
 from ..caps import Candidate, ClaimLimits, Running, select_within_caps
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
+from ..limit_states import LimitState, LimitStates, LimitSwap, swap_holds
 from ..ops import Op, run
 from ..records import WORKER_LOST, decode_errors, job_from_row, salvage_claim
 from ..schedules import (
@@ -1384,6 +1385,47 @@ class SQLiteBackend(ThreadDriven):
         conn: sqlite3.Connection = yield AUTOCOMMIT
         return [_schedule_from_row(row) for row in _read_rows(conn, _sql("schedule_list"), {})]
 
+    # -- limit states ------------------------------------------------------------------
+    def _read_limits(self, names: tuple[str, ...]) -> Op[LimitStates]:
+        now = self.clock.now()
+        conn: sqlite3.Connection = yield AUTOCOMMIT
+        return LimitStates(True, now, _live_limits(conn, names, now))
+
+    def _swap_limits(self, swaps: tuple[LimitSwap, ...]) -> Op[LimitStates]:
+        """The compare-and-set's read and the writes, under one write lock (`BEGIN IMMEDIATE`):
+        no other process's swap reads the same versions in between. The store's now is read
+        once the lock is held, so the swaps of one record get their times in the order they
+        apply."""
+        if not swaps:
+            return LimitStates(True, self.clock.now(), {})
+        conn: sqlite3.Connection = yield WRITE
+        now = self.clock.now()
+        stored = _live_limits(conn, tuple(s.name for s in swaps), now)
+        if not swap_holds(stored, swaps):
+            return LimitStates(False, now, stored)
+        written = {s.name: LimitState(s.name, s.version, s.value, now + s.ttl) for s in swaps}
+        conn.executemany(
+            _sql("limit_write"),
+            [
+                {"name": r.name, "version": r.version, "value": r.value, "expires_at": r.expires_at}
+                for r in written.values()
+            ],
+        )
+        return LimitStates(True, now, written)
+
+    def _list_limits(self, prefix: str) -> Op[list[LimitState]]:
+        if not _is_utf8(prefix):
+            return []  # every stored name is valid UTF-8 (SQLite could not bind this one)
+        params = {"prefix": prefix, "now": self.clock.now()}
+        conn: sqlite3.Connection = yield AUTOCOMMIT
+        return [_limit_from_row(row) for row in _read_rows(conn, _sql("limit_list"), params)]
+
+    def _prune_limits(self, limit: int) -> Op[int]:
+        params = {"now": self.clock.now(), "limit": limit}
+        conn: sqlite3.Connection = yield WRITE
+        count: int = conn.execute(_sql("limit_prune"), params).rowcount
+        return count
+
     # -- workflows ---------------------------------------------------------------------
     def _enqueue_workflow(self, workflow: NewWorkflow) -> Op[list[list[int]]]:
         """The members go in as an enqueue's rows (`_insert_jobs`), later steps held, then
@@ -1478,6 +1520,26 @@ def _read_workflow(conn: sqlite3.Connection, workflow_id: str) -> Workflow | Non
         result=row[7],
         members=tuple(job_from_row(member, _real) for member in members),
     )
+
+
+def _live_limits(
+    conn: sqlite3.Connection, names: tuple[str, ...], now: float
+) -> dict[str, LimitState]:
+    """The records of `names` not expired at `now`, by name."""
+    rows = _read_rows(conn, _sql("limit_read"), {"names": _json_list(names), "now": now})
+    return {record.name: record for record in map(_limit_from_row, rows)}
+
+
+def _limit_from_row(row: Sequence[Any]) -> LimitState:
+    return LimitState(name=row[0], version=row[1], value=row[2], expires_at=_real(row[3]))
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _schedule_from_row(row: Sequence[Any]) -> ScheduleRecord:
