@@ -1315,6 +1315,10 @@ class Backend(ABC):
     def _limits_listed(self, prefix: str) -> Op[list[LimitState]]:
         if not isinstance(prefix, str):
             raise TypeError(f"list_limits takes a str prefix, not {prefix!r}")
+        try:
+            prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"list_limits: prefix {prefix!r} is not valid UTF-8") from None
         return self._list_limits(prefix)
 
     @final

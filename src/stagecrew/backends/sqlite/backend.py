@@ -1414,8 +1414,6 @@ class SQLiteBackend(ThreadDriven):
         return LimitStates(True, now, written)
 
     def _list_limits(self, prefix: str) -> Op[list[LimitState]]:
-        if not _is_utf8(prefix):
-            return []  # every stored name is valid UTF-8 (SQLite could not bind this one)
         params = {"prefix": prefix, "now": self.clock.now()}
         conn: sqlite3.Connection = yield AUTOCOMMIT
         return [_limit_from_row(row) for row in _read_rows(conn, _sql("limit_list"), params)]
@@ -1532,14 +1530,6 @@ def _live_limits(
 
 def _limit_from_row(row: Sequence[Any]) -> LimitState:
     return LimitState(name=row[0], version=row[1], value=row[2], expires_at=_real(row[3]))
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _schedule_from_row(row: Sequence[Any]) -> ScheduleRecord:

@@ -129,6 +129,10 @@ class LimitStateConformance(Harness):
         assert [r.name for r in backend.list_limits("rate:")] == ["rate:a", "rate:b"]
         assert [r.name for r in backend.list_limits()] == ["circuit:x", "rate:a", "rate:b"]
 
+    def test_a_prefix_that_is_not_utf8_is_refused(self, backend: Backend) -> None:
+        with pytest.raises(ValueError, match="UTF-8"):
+            backend.list_limits("rate:\udc80")
+
     def test_prune_deletes_expired_records_only(self, backend: Backend, clock: FakeClock) -> None:
         backend.swap_limits([swap("rate:short", None, ttl=5.0), swap("rate:b", None, ttl=5.0)])
         backend.swap_limits([swap("rate:long", None, ttl=100.0)])
