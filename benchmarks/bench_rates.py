@@ -7,7 +7,7 @@ saturated limit is kept.
   call (the compare-and-set of its bucket).
 - **saturated rate**: M no-op jobs of a task limited to 500/s with a burst of 1, far below
   what the workers can run: the start rate achieved over the declared one (1.00 is exact;
-  above 1 would be a limit exceeded), from the jobs' start times as the store recorded them.
+  above 1 would be a limit exceeded), from the start times the jobs return.
 
 Usage:
     python benchmarks/bench_rates.py [--engine all|sqlite|postgres|redis] [--jobs 20000]
@@ -41,7 +41,7 @@ def saturated(app: Any, url: str, jobs: int) -> float:
         app_ref=APP_REF,
     )
     starts = sorted(
-        j.started_at or 0.0
+        float(j.result)
         for j in app.jobs.list(state=JobState.SUCCEEDED, task="saturated_noop", limit=jobs)
     )
     return (len(starts) - 1) / (starts[-1] - starts[0]) / SATURATED_RATE

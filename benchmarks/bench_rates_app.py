@@ -4,6 +4,8 @@ A module of its own: a worker draws tokens for every rate-limited task its app d
 the apps of the other benchmarks must declare none.
 """
 
+import time
+
 from stagecrew import App
 
 app = App()
@@ -23,6 +25,8 @@ async def generous_noop(i: int) -> None:
 
 
 @app.task(max_attempts=3, rate_limit=dict(rate=f"{SATURATED_RATE}/s", burst=1))
-async def saturated_noop(i: int) -> None:
-    """A no-op under a rate far below what the fleet can run: how closely the rate is kept."""
-    return None
+async def saturated_noop(i: int) -> float:
+    """A no-op under a rate far below what the fleet can run: how closely the rate is kept.
+    Returns when it started (the job's `started_at` is its claim, which may come a moment
+    before its token)."""
+    return time.time()

@@ -99,36 +99,51 @@ def test_the_bucket_gives_its_burst_then_one_token_an_interval() -> None:
 @given(
     arrivals=st.lists(st.tuples(st.floats(0, 0.5), st.integers(1, 12)), min_size=1, max_size=40),
     per_second=st.sampled_from([0.5, 2.0, 7.0, 50.0, 400.0]),
-    burst=st.integers(1, 6),
+    burst=st.integers(1, 60),
     wait=st.sampled_from([0.0, 0.05]),
+    ahead=st.sampled_from([0.0, 0.1]),
 )
 def test_no_window_starts_more_than_the_burst_plus_the_rate(
-    arrivals: list[tuple[float, int]], per_second: float, burst: int, wait: float
+    arrivals: list[tuple[float, int]], per_second: float, burst: int, wait: float, ahead: float
 ) -> None:
     """Batches of jobs arrive at random; each job that got a token starts at its token's
-    time, and each booked job draws again when it was booked for, as the worker does. In no
-    window of W seconds do more than burst + W * rate of them start."""
+    time, each booked job draws again when it was booked for, as the worker does, and the
+    tokens taken ahead are all spent as late as allowed. In no window of W seconds do more
+    than burst + (W + ahead) * rate of them start."""
     limit = RateLimit(per_second, burst)
     bucket, now, starts, booked = Bucket(), 1000.0, [], []
+
+    def draw(count: int) -> None:
+        nonlocal bucket
+        drawn = take(limit, bucket, now, count, wait, ahead)
+        starts.extend(drawn.start_at)
+        starts.extend([now + ahead] * drawn.ahead)
+        booked.extend(drawn.run_at)
+        bucket = drawn.bucket
+
     for gap, count in arrivals:
         now += gap
-        drawn = take(limit, bucket, now, count, wait)
-        starts += drawn.start_at
-        booked += drawn.run_at
-        bucket = drawn.bucket
+        draw(count)
     while booked:
         booked.sort()
-        at = max(booked.pop(0), now)
-        now = at
-        drawn = take(limit, bucket, now, 1, wait)
-        starts += drawn.start_at
-        booked += drawn.run_at
-        bucket = drawn.bucket
+        now = max(booked.pop(0), now)
+        draw(1)
     starts.sort()
     for i, first in enumerate(starts):
         for j in range(i, len(starts)):
-            window = starts[j] - first
-            assert j - i + 1 <= burst + (window + 2 * EPSILON) * per_second  # float slack
+            window = starts[j] - first + ahead + 2 * EPSILON  # float slack
+            assert j - i + 1 <= burst + window * per_second
+
+
+def test_tokens_are_taken_ahead_only_from_a_bucket_far_from_empty() -> None:
+    limit = RateLimit.parse("100/s", burst=100)
+    first = take(limit, Bucket(), 10.0, 20, ahead=0.1)
+    assert (first.admitted, first.ahead) == (20, 10)  # 0.1 s of tokens, 70 left
+    nearly_empty = take(limit, Bucket(), 10.0, 60, ahead=0.1)
+    assert (nearly_empty.admitted, nearly_empty.ahead) == (60, 10)  # 30 left
+    assert take(limit, nearly_empty.bucket, 10.0, 20, ahead=0.1).ahead == 0  # 10 left: no
+    booked = take(limit, Bucket(), 10.0, 120, ahead=0.1)
+    assert booked.ahead == 0 and len(booked.run_at) == 20
 
 
 def test_tokens_that_come_free_within_the_wait_start_then_instead_of_being_booked() -> None:

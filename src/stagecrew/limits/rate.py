@@ -216,6 +216,8 @@ class Taken:
     run_at: tuple[float, ...]
     """For each job after those, the store time at which its token comes free: those are
     booked for then, their tokens not taken."""
+    ahead: int = 0
+    """Tokens taken ahead, for jobs the worker claims within the draw's `ahead` seconds."""
 
     @property
     def admitted(self) -> int:
@@ -228,9 +230,23 @@ def interval_at(limit: RateLimit, bucket: Bucket, now: float) -> float:
     return interval / limit.slowdown if now < bucket.slow_until else interval
 
 
-def take(limit: RateLimit, bucket: Bucket, now: float, count: int, wait: float = 0.0) -> Taken:
+def take(
+    limit: RateLimit,
+    bucket: Bucket,
+    now: float,
+    count: int,
+    wait: float = 0.0,
+    ahead: float = 0.0,
+) -> Taken:
     """Take up to `count` tokens at `now`, and those that come free within `wait` seconds
-    (their jobs start when they do); book the jobs left without one."""
+    (their jobs start when they do); book the jobs left without one.
+
+    With `ahead`, a bucket that every job found a token in, and that still holds at least
+    twice `ahead` seconds' worth of tokens after them, gives one such worth more, for the
+    caller's next jobs within `ahead` seconds: a limit far from reached then costs one draw
+    per `ahead` seconds, not one per batch. Those tokens are counted now and used up to
+    `ahead` later, so a window of W seconds may see `burst + (W + ahead) * rate` starts; a
+    bucket nearer empty gives none ahead, and its starts keep `burst + W * rate`."""
     interval = interval_at(limit, bucket, now)
     tolerance = (limit.burst - 1) * interval
     tat = max(bucket.tat, now)
@@ -242,10 +258,25 @@ def take(limit: RateLimit, bucket: Bucket, now: float, count: int, wait: float =
         start_at.append(now if free_at <= now + EPSILON else free_at)
         tat += interval
     held = count - len(start_at)
+    spare = 0
+    if ahead and not held and now >= bucket.slow_until:
+        wanted = math.floor(limit.per_second * ahead)
+        if _tokens(limit, tat, now, interval) >= 2 * wanted:
+            spare = wanted
+            tat += spare * interval
     first = max(bucket.booked + interval, tat - tolerance, now)
     run_at = tuple(first + i * interval for i in range(held))
     booked = run_at[-1] if run_at else bucket.booked
-    return Taken(Bucket(tat, booked, bucket.slow_until), tuple(start_at), run_at)
+    return Taken(Bucket(tat, booked, bucket.slow_until), tuple(start_at), run_at, spare)
+
+
+def _tokens(limit: RateLimit, tat: float, now: float, interval: float) -> int:
+    """The tokens a bucket at `tat` holds at `now` (at most `burst`)."""
+    tolerance = (limit.burst - 1) * interval
+    tat = max(tat, now)
+    if tat > now + tolerance + EPSILON:
+        return 0
+    return min(limit.burst, math.floor((now + tolerance - tat + EPSILON) / interval) + 1)
 
 
 def slow_down(limit: RateLimit, bucket: Bucket, now: float, retry_after: float) -> Bucket:
@@ -288,10 +319,5 @@ class BucketView:
 def view(limit: RateLimit | None, bucket: Bucket, now: float) -> BucketView:
     tokens = None
     if limit is not None:
-        interval = interval_at(limit, bucket, now)
-        tolerance = (limit.burst - 1) * interval
-        tat = max(bucket.tat, now)
-        tokens = 0
-        if tat <= now + tolerance + EPSILON:
-            tokens = min(limit.burst, math.floor((now + tolerance - tat + EPSILON) / interval) + 1)
+        tokens = _tokens(limit, bucket.tat, now, interval_at(limit, bucket, now))
     return BucketView(tokens, max(0.0, bucket.booked - now), max(0.0, bucket.slow_until - now))

@@ -16,6 +16,7 @@ so this worker's clock only serves to guess the store's now between replies.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ log = logging.getLogger("stagecrew.worker")
 LOCAL_WAIT = 0.05
 """Seconds a worker holds a claimed job whose token comes free that soon, rather than book it:
 about two of its idle waits, the granularity at which booked jobs come back."""
+AHEAD = 0.1
+"""Seconds' worth of tokens a worker may take ahead from a bucket far from empty, for its next
+batches (`limits.rate.take`): a limit far from reached costs a draw per `AHEAD`, not per batch."""
 MAX_TRIES = 8
 """Compare-and-set rounds before a batch gives up for now (its jobs are booked a little later)."""
 CONTENDED_DELAY = 0.05
@@ -42,15 +46,19 @@ MAX_SEEN = 10_000
 """Buckets remembered (per-key limits have one per key); past that, forgotten and read again."""
 
 
+Wanted = list[tuple[str, RateLimit, ClaimedJob]]
+"""A batch's rate-limited jobs, each with its bucket's name and its limit, in claim order."""
+
+
 @dataclass(frozen=True, slots=True)
 class Admitted:
     """What one batch's admission decided."""
 
-    start: list[tuple[ClaimedJob, float]]
-    """The jobs to run, in claim order, each with the seconds (at most `LOCAL_WAIT`) until
-    its token is there."""
-    held: list[tuple[ClaimedJob, float]]
-    """The jobs to hand back, each with the seconds (from the store's now) it waits."""
+    start: dict[int, float]
+    """The jobs to run, by id, each with the seconds (at most `LOCAL_WAIT`) until its token
+    is there; a job in neither map starts at once."""
+    held: dict[int, float]
+    """The jobs to hand back, by id, each with the seconds (from the store's now) it waits."""
 
 
 class RateAdmission:
@@ -62,6 +70,12 @@ class RateAdmission:
             task.name: task.rate_limit for task in app.tasks.values() if task.rate_limit is not None
         }
         self._seen: dict[str, LimitState | None] = {}
+        self._ahead: dict[str, tuple[int, float]] = {}
+        """Tokens taken ahead, by bucket: how many, and until when (this worker's clock)."""
+        self._pending: list[tuple[Wanted, asyncio.Future[Admitted]]] = []
+        """Batches waiting for the next draw (one draw at a time: each computes from the
+        buckets the one before it wrote)."""
+        self._drawer: asyncio.Future[None] | None = None
         self._offset = 0.0
         """The store's now minus this worker's, as of the last reply."""
 
@@ -87,23 +101,49 @@ class RateAdmission:
         return None if key is None else limit.record_name(job.task, key)
 
     async def admit(self, jobs: Sequence[ClaimedJob]) -> Admitted:
-        """Which of these claimed jobs start now; when the others are booked to run."""
-        groups: dict[str, list[ClaimedJob]] = {}
-        limits: dict[str, RateLimit] = {}
-        waits: dict[int, float] = {}
+        """Which of these claimed jobs start, and when; when the others are booked to run.
+
+        Batches claimed while a draw is on wait for it to end and then draw together, in
+        one store call: a busy worker makes fewer draws, not more. Jobs in no limit's
+        bucket are in neither of the answer's maps (they start at once)."""
+        wanted: Wanted = []
         for job in jobs:
             limit = self.limits.get(job.task)
             name = None if limit is None else self._record_name(job, limit)
-            if name is None or limit is None:
-                waits[job.id] = 0.0
-                continue
-            groups.setdefault(name, []).append(job)
-            limits[name] = limit
-        if not groups:
-            return Admitted([(job, 0.0) for job in jobs], [])
-        held: list[tuple[ClaimedJob, float]] = []
+            if name is not None and limit is not None:
+                wanted.append((name, limit, job))
+        if not wanted:
+            return Admitted({}, {})
+        answer: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
+        self._pending.append((wanted, answer))
+        if self._drawer is None or self._drawer.done():
+            self._drawer = asyncio.ensure_future(self._draw_pending())
+        return await asyncio.shield(answer)
+
+    async def _draw_pending(self) -> None:
+        """Draw for every batch waiting, together, until none is left."""
+        batches: list[tuple[Wanted, asyncio.Future[Admitted]]] = []
         try:
-            decided = await self._draw(groups, limits)
+            while self._pending:
+                batches, self._pending = self._pending, []
+                decided = await self._draw_together([wanted for wanted, _ in batches])
+                for _, answer in batches:
+                    if not answer.done():
+                        answer.set_result(decided)
+        finally:  # unanswered only if this task itself was cancelled: fail them, never hang
+            for _, answer in [*batches, *self._pending]:
+                if not answer.done():
+                    answer.set_exception(RuntimeError("the rate-limit draw was cancelled"))
+
+    async def _draw_together(self, batches: list[Wanted]) -> Admitted:
+        groups: dict[str, list[ClaimedJob]] = {}
+        limits: dict[str, RateLimit] = {}
+        for wanted in batches:
+            for name, limit, job in wanted:
+                groups.setdefault(name, []).append(job)
+                limits[name] = limit
+        try:
+            start, held = await self._draw(groups, limits)
         except Exception as exc:
             log.warning(
                 "could not draw rate-limit tokens (%s: %s); %d job(s) run again in %gs",
@@ -112,17 +152,37 @@ class RateAdmission:
                 sum(len(g) for g in groups.values()),
                 STORE_DOWN_DELAY,
             )
-            decided = None
-        if decided is None:
+            start = []
             held = [(job, STORE_DOWN_DELAY) for group in groups.values() for job in group]
-        else:
-            start, held = decided
-            waits.update((job.id, wait) for job, wait in start)
-        return Admitted([(job, waits[job.id]) for job in jobs if job.id in waits], held)
+        return Admitted(
+            {job.id: wait for job, wait in start}, {job.id: delay for job, delay in held}
+        )
+
+    def _spend_ahead(
+        self, groups: dict[str, list[ClaimedJob]]
+    ) -> tuple[list[tuple[ClaimedJob, float]], dict[str, list[ClaimedJob]]]:
+        """Start what the tokens taken ahead cover; the groups still to draw for."""
+        start: list[tuple[ClaimedJob, float]] = []
+        rest: dict[str, list[ClaimedJob]] = {}
+        local_now = self.app.clock.now()
+        for name, group in groups.items():
+            count, until = self._ahead.pop(name, (0, 0.0))
+            if until <= local_now:
+                count = 0
+            used = min(count, len(group))
+            start.extend((job, 0.0) for job in group[:used])
+            if count > used:
+                self._ahead[name] = (count - used, until)
+            if used < len(group):
+                rest[name] = group[used:]
+        return start, rest
 
     async def _draw(
         self, groups: dict[str, list[ClaimedJob]], limits: dict[str, RateLimit]
     ) -> tuple[list[tuple[ClaimedJob, float]], list[tuple[ClaimedJob, float]]]:
+        covered, groups = self._spend_ahead(groups)
+        if not groups:
+            return covered, []
         backend = self.app.backend
         now = self._store_now()
         for _ in range(MAX_TRIES):
@@ -130,7 +190,7 @@ class RateAdmission:
             for name, group in groups.items():
                 seen = self._seen.get(name)
                 bucket = Bucket.from_text(None if seen is None else seen.value)
-                drawn = take(limits[name], bucket, now, len(group), LOCAL_WAIT)
+                drawn = take(limits[name], bucket, now, len(group), LOCAL_WAIT, AHEAD)
                 taken[name] = drawn
                 expected = None if seen is None else seen.version
                 swaps.append(
@@ -143,10 +203,13 @@ class RateAdmission:
             for name in groups:
                 self._seen[name] = done.states.get(name)
             if done.applied:
-                start: list[tuple[ClaimedJob, float]] = []
+                start = covered
                 held: list[tuple[ClaimedJob, float]] = []
+                until = self.app.clock.now() + AHEAD
                 for name, group in groups.items():
                     drawn = taken[name]
+                    if drawn.ahead:
+                        self._ahead[name] = (drawn.ahead, until)
                     start.extend(
                         (job, max(0.0, at - done.now))
                         for job, at in zip(group, drawn.start_at, strict=False)
@@ -158,7 +221,7 @@ class RateAdmission:
                 return start, held
             now = done.now
         log.info("rate limits contended: %d round(s) lost; booking the batch", MAX_TRIES)
-        return [], [(job, CONTENDED_DELAY) for group in groups.values() for job in group]
+        return covered, [(job, CONTENDED_DELAY) for group in groups.values() for job in group]
 
     async def slow_down(self, job: ClaimedJob, limited: RateLimited) -> None:
         """The job's remote end said "too many requests": pause and slow its limit."""
@@ -167,6 +230,7 @@ class RateAdmission:
         if name is None or limit is None:
             return
         backend = self.app.backend
+        self._ahead.pop(name, None)
         try:
             read = await backend.read_limits_async([name])
             now, seen = read.now, read.states.get(name)

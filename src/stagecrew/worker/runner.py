@@ -42,7 +42,7 @@ from .faults import FaultPoint, Faults
 from .isolated import run_alone
 from .job_threads import JobThreads
 from .parent import ParentWatch
-from .rate_admission import RateAdmission
+from .rate_admission import Admitted, RateAdmission
 from .supervisor import RELAYED_STOP
 
 log = logging.getLogger("stagecrew.worker")
@@ -389,10 +389,13 @@ class Worker:
             if jobs and self.faults is not None:
                 self.faults.at(FaultPoint.AFTER_CLAIM)
             if jobs and self._rates is not None:
-                for job, wait in await self._admit(jobs):
+                # the tokens are drawn while this loop claims on: each job waits for its
+                # batch's draw (`_execute`), which serves the batches one at a time
+                admission = asyncio.ensure_future(self._rates.admit(jobs))
+                for job in jobs:
                     flight = InFlight(job)
                     self._inflight[job.id] = flight
-                    self._start(flight, wait)
+                    self._start(flight, admission)
                 continue
             for job in jobs:
                 flight = InFlight(job)
@@ -456,21 +459,38 @@ class Worker:
                 raise  # this task itself was cancelled
             return []
 
-    async def _admit(self, jobs: list[ClaimedJob]) -> list[tuple[ClaimedJob, float]]:
-        """The jobs of the batch that have their rate-limit tokens, each with the seconds
-        until its token is there; the others handed back, each to run when its token comes
-        free (`rate_admission`)."""
-        assert self._rates is not None and self._completer is not None
-        admitted = await self._rates.admit(jobs)
-        for job, delay in admitted.held:
-            self._inflight[job.id] = InFlight(job, finished=True)  # its lease renewed till then
-            self._held.add(job.ref)
-            self._completer.submit(Ack.release(job.ref, delay=delay))
-        return admitted.start
+    async def _admitted(
+        self, flight: InFlight, admission: asyncio.Future[Admitted]
+    ) -> float | None:
+        """Seconds until `flight`'s rate-limit token is there, once its batch's draw is done;
+        None if the job was handed back to wait for one (`_hold`)."""
+        try:
+            # shielded: the draw is its batch's, not this job's alone to cancel
+            decided = await asyncio.shield(admission)
+        except Exception:  # a bug in the admission itself: the job runs, unlimited
+            log.exception("job %s: rate-limit admission failed", flight.job.id)
+            return 0.0
+        held = decided.held.get(flight.job.id)
+        if held is not None:
+            self._hold(flight, held)
+            return None
+        return decided.start.get(flight.job.id, 0.0)
 
-    def _start(self, flight: InFlight, wait: float = 0.0) -> None:
+    def _hold(self, flight: InFlight, delay: float) -> None:
+        """Hand `flight`'s job back, booked `delay` seconds ahead for want of a rate-limit
+        token (`rate_admission`): its attempt is not counted, and it never started."""
+        assert self._completer is not None
+        flight.finished = True
+        self._running -= 1
+        self._slot_free.set()
+        if self._inflight.get(flight.job.id) is not flight or flight.stop_reason is not None:
+            return  # handed back already (shutdown), or its lease is lost
+        self._held.add(flight.job.ref)
+        self._completer.submit(Ack.release(flight.job.ref, delay=delay))
+
+    def _start(self, flight: InFlight, admission: asyncio.Future[Admitted] | None = None) -> None:
         self._running += 1
-        flight.task = asyncio.create_task(self._execute(flight, wait))
+        flight.task = asyncio.create_task(self._execute(flight, admission))
 
     def _is_poison_suspect(self, job: ClaimedJob) -> bool:
         """One more lost worker would send this job to the dead-letter queue as a poison job.
@@ -488,8 +508,8 @@ class Worker:
     async def _run(self, flight: InFlight, wait: float = 0.0) -> Ack | None:
         if wait:  # its rate-limit token comes free that soon (`rate_admission.LOCAL_WAIT`)
             await asyncio.sleep(wait)
-            if flight.stop_reason in (StopReason.SHUTDOWN, StopReason.LOST):
-                return None  # handed back, or no longer this worker's: never started
+        if flight.stop_reason in (StopReason.SHUTDOWN, StopReason.LOST):
+            return None  # handed back, or no longer this worker's, before it started
         if self._is_poison_suspect(flight.job) and self._can_isolate():
             assert self.app_ref is not None
             return await run_alone(
@@ -501,8 +521,16 @@ class Worker:
             )
         return await self.executor.run(flight)
 
-    async def _execute(self, flight: InFlight, wait: float = 0.0) -> None:
+    async def _execute(
+        self, flight: InFlight, admission: asyncio.Future[Admitted] | None = None
+    ) -> None:
         try:
+            wait = 0.0
+            if admission is not None:
+                admitted = await self._admitted(flight, admission)
+                if admitted is None:
+                    return  # handed back for want of a token
+                wait = admitted
             ack = await self._run(flight, wait)
             if flight.rate_limited is not None and self._rates is not None:
                 await self._rates.slow_down(flight.job, flight.rate_limited)

@@ -82,6 +82,11 @@ BEGIN
     IF NOT applied THEN
         RETURN;
     END IF;
+    -- A limit's state is soft: a server crash that loses the last moments of bucket writes
+    -- leaves a bucket a little fuller than it was, never a job lost or run twice. So this
+    -- transaction's commit does not wait for its WAL to reach the disk (the flush of the
+    -- claim and ack writes around it still does).
+    PERFORM set_config('synchronous_commit', 'off', true);
 
     WITH written AS (
         INSERT INTO {schema}.limit_states AS l (name, version, value, expires_at)
