@@ -483,8 +483,11 @@ class Worker:
         flight.finished = True
         self._running -= 1
         self._slot_free.set()
-        if self._inflight.get(flight.job.id) is not flight or flight.stop_reason is not None:
+        if self._inflight.get(flight.job.id) is not flight:
             return  # handed back already (shutdown), or its lease is lost
+        if flight.stop_reason is StopReason.CANCEL:  # asked for while its token was drawn
+            self._completer.submit(Ack.cancel(flight.job.ref))
+            return
         self._held.add(flight.job.ref)
         self._completer.submit(Ack.release(flight.job.ref, delay=delay))
 
