@@ -182,6 +182,20 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     backend.get(a.id)
     exercise_schedules(backend)
     exercise_workflows(backend)
+    exercise_limits(backend)
+
+
+def exercise_limits(backend: RedisBackend) -> None:
+    from stagecrew.backends.limit_states import LimitSwap
+
+    first = LimitSwap("rate:a", None, "1", 5.0)
+    assert backend.swap_limits([first, LimitSwap("rate:b", None, "1", 60.0)]).applied
+    assert backend.read_limits(["rate:a"]).states["rate:a"].version == first.version
+    assert [r.name for r in backend.list_limits("rate:")] == ["rate:a", "rate:b"]
+    clock = backend.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(10.0)
+    assert backend.prune_limits() == 1
 
 
 def exercise_workflows(backend: RedisBackend) -> None:
@@ -1094,3 +1108,58 @@ class TestIdCounter:
         assert [j.task for j in backend.list_jobs(JobFilter())] == ["t"]
         raw(backend).set(backend._keys.ids, first.id)
         assert backend.enqueue([job("later")])[0].id == first.id + 1
+
+
+class TestLimitStates:
+    @pytest.mark.parametrize("version", [2**53 + 1, 2**62 + 1, 2**63 - 1])
+    def test_a_version_past_a_lua_numbers_exact_integers_is_kept_and_compared_exactly(
+        self, make_backend: Callable[..., RedisBackend], version: int
+    ) -> None:
+        from stagecrew.backends.limit_states import LimitSwap
+
+        backend = make_backend(FakeClock())
+        backend.swap_limits([LimitSwap("rate:a", None, "1", 60.0, version=version)])
+        assert backend.read_limits(["rate:a"]).states["rate:a"].version == version
+        near = LimitSwap("rate:a", version - 1, "2", 60.0)  # the same double in Lua
+        assert not backend.swap_limits([near]).applied
+        assert backend.swap_limits([LimitSwap("rate:a", version, "3", 60.0)]).applied
+
+    def test_the_records_and_their_expiry_index_share_the_stores_slot(
+        self, make_backend: Callable[..., RedisBackend]
+    ) -> None:
+        keys = make_backend()._keys
+        slots = {key_slot(k.encode()) for k in (keys.limits, keys.limits_expiry, keys.layout)}
+        assert len(slots) == 1
+
+    def test_a_listing_over_many_hscan_pages_keeps_each_record_once(
+        self, make_backend: Callable[..., RedisBackend], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from stagecrew.backends.limit_states import LimitSwap
+        from stagecrew.backends.redis import backend as redis_backend
+
+        backend = make_backend(FakeClock())
+        names = [f"rate:{i}" for i in range(300)]  # past a listpack: HSCAN pages for real
+        for first in range(0, len(names), 100):
+            swaps = [LimitSwap(n, None, "1", 60.0) for n in names[first : first + 100]]
+            assert backend.swap_limits(swaps).applied
+        backend.swap_limits([LimitSwap("circuit:x", None, "1", 60.0)])
+        monkeypatch.setattr(redis_backend, "LIMITS_PAGE", 7)
+        assert [r.name for r in backend.list_limits("rate:")] == sorted(names)
+        assert len(backend.list_limits()) == 301
+
+    def test_prune_deletes_in_batches_up_to_its_limit(
+        self, make_backend: Callable[..., RedisBackend], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from stagecrew.backends.limit_states import LimitSwap
+        from stagecrew.backends.redis import backend as redis_backend
+
+        clock = FakeClock()
+        backend = make_backend(clock)
+        backend.swap_limits([LimitSwap(f"rate:{i}", None, "1", 1.0) for i in range(25)])
+        clock.advance(2.0)
+        monkeypatch.setattr(redis_backend, "PRUNE_LIMITS_BATCH", 10)
+        assert backend.prune_limits(0) == 0
+        assert backend.prune_limits(12) == 12
+        assert backend.prune_limits() == 13
+        client = raw(backend)
+        assert client.exists(backend._keys.limits, backend._keys.limits_expiry) == 0

@@ -18,6 +18,7 @@ from tests.backends import test_redis
 
 from stagecrew.backends.base import Ack, AckKind, JobFilter, Retention
 from stagecrew.backends.fairness import STALE_AFTER
+from stagecrew.backends.limit_states import LimitSwap
 from stagecrew.backends.redis import RedisBackend, scripts
 from stagecrew.backends.redis.backend import LOST_ARGS
 from stagecrew.backends.redis.records import claimed_jobs
@@ -69,6 +70,9 @@ def every_state(backend: RedisBackend) -> None:
     backend.enqueue([job("cancelled")])
     [cancelled] = backend.list_jobs(JobFilter(tasks=frozenset({"cancelled"})))
     backend.cancel(cancelled.id)
+    backend.swap_limits(
+        [LimitSwap("rate:gone", None, "1", 1.0), LimitSwap("rate:kept", None, "2", 86_400.0)]
+    )
     clock.advance(LEASE + 1)  # the running jobs' leases have expired: a rescue would write
 
 
@@ -162,6 +166,69 @@ def bad_capped_claims() -> list[Any]:
     for what, (args, _) in CAPPED_LONGER.items():
         calls.append(pytest.param(scripts.CLAIM_CAPPED, args, id=f"claim-capped-{what}"))
     return calls
+
+
+# A good swap_limits.lua call of one swap, after the tag: now, n, then name, expected version,
+# new version, ttl, value.
+SWAP = ["", 1, "rate:a", "", "7", "60.0", "1"]
+LIMIT_REFUSALS = {
+    "read-limits-now-nan": (scripts.READ_LIMITS, ["nan", "rate:a"], "now"),
+    "read-limits-name-empty": (scripts.READ_LIMITS, ["", "rate:a", ""], "limit name"),
+    "swap-limits-now-nan": (scripts.SWAP_LIMITS, ["nan", *SWAP[1:]], "now"),
+    "swap-limits-count": (scripts.SWAP_LIMITS, ["", "one", *SWAP[2:]], "swap count"),
+    "swap-limits-argument-count": (scripts.SWAP_LIMITS, ["", 2, *SWAP[2:]], "argument count"),
+    "swap-limits-name-empty": (scripts.SWAP_LIMITS, ["", 1, "", *SWAP[3:]], "limit name"),
+    "swap-limits-name-twice": (
+        scripts.SWAP_LIMITS,
+        ["", 2, *SWAP[2:], "rate:a", "", "8", "60.0", "1"],
+        "limit name",
+    ),
+    "swap-limits-expected-leading-zero": (
+        scripts.SWAP_LIMITS,
+        ["", 1, "rate:a", "07", "8", "60.0", "1"],
+        "expected version",
+    ),
+    "swap-limits-version-zero": (
+        scripts.SWAP_LIMITS,
+        ["", 1, "rate:a", "", "0", "60.0", "1"],
+        "new version",
+    ),
+    "swap-limits-version-exponent": (
+        scripts.SWAP_LIMITS,
+        ["", 1, "rate:a", "", "1e3", "60.0", "1"],
+        "new version",
+    ),
+    "swap-limits-version-too-long": (
+        scripts.SWAP_LIMITS,
+        ["", 1, "rate:a", "", "1" * 20, "60.0", "1"],
+        "new version",
+    ),
+    "swap-limits-version-kept": (
+        scripts.SWAP_LIMITS,
+        ["", 1, "rate:kept", "7", "7", "60.0", "1"],
+        "new version",
+    ),
+    "swap-limits-ttl-zero": (scripts.SWAP_LIMITS, [*SWAP[:5], "0", "1"], "ttl"),
+    "swap-limits-ttl-negative": (scripts.SWAP_LIMITS, [*SWAP[:5], "-1", "1"], "ttl"),
+    "swap-limits-ttl-nan": (scripts.SWAP_LIMITS, [*SWAP[:5], "nan", "1"], "ttl"),
+    "swap-limits-ttl-inf": (scripts.SWAP_LIMITS, [*SWAP[:5], FAR, "1"], "ttl"),
+    "list-limits-now-nan": (scripts.LIST_LIMITS, ["nan", "0", 10, ""], "now"),
+    "list-limits-cursor": (scripts.LIST_LIMITS, ["", "-1", 10, ""], "cursor"),
+    "list-limits-count-zero": (scripts.LIST_LIMITS, ["", "0", 0, ""], "count"),
+    "list-limits-argument-count": (scripts.LIST_LIMITS, ["", "0", 10], "argument count"),
+    "prune-limits-now-inf": (scripts.PRUNE_LIMITS, [FAR, 10], "now"),
+    "prune-limits-limit-zero": (scripts.PRUNE_LIMITS, ["", 0], "limit"),
+    "prune-limits-limit-fraction": (scripts.PRUNE_LIMITS, ["", "1.5"], "limit"),
+}
+"""The limit-state scripts' bad calls (script, ARGV after the store's tag) and what each
+names; they run on the limit records' keys, where a swap or a prune would write."""
+LIMIT_SCRIPTS = frozenset(
+    {scripts.READ_LIMITS, scripts.SWAP_LIMITS, scripts.LIST_LIMITS, scripts.PRUNE_LIMITS}
+)
+
+
+def bad_limit_calls() -> list[Any]:
+    return [pytest.param(name, args, id=what) for what, (name, args, _) in LIMIT_REFUSALS.items()]
 
 
 BAD_CALLS: list[Any] = [
@@ -597,6 +664,7 @@ BAD_CALLS: list[Any] = [
     ),
     pytest.param(scripts.CANCEL_WORKFLOW, ["nan", "wf1"], id="cancel-workflow-now-nan"),
     pytest.param(scripts.CANCEL_WORKFLOW, ["", "a b"], id="cancel-workflow-id"),
+    *bad_limit_calls(),
     *bad_lost_records(scripts.RESCUE, ["", 3, 1000]),
     *bad_lost_records(scripts.RELEASE_WORKER, ["", "w", 3]),
 ]
@@ -643,9 +711,10 @@ REFUSALS = {
     **FIRE_REFUSALS,
     **{f"claim-capped-{what}": reason for what, (_, reason) in CAPPED_REFUSALS.items()},
     **{f"claim-capped-{what}": reason for what, (_, reason) in CAPPED_LONGER.items()},
+    **{what: reason for what, (_, _, reason) in LIMIT_REFUSALS.items()},
 }
 """What the scripts that name the field they refuse say, per call."""
-NAMING = frozenset({scripts.ENQUEUE, scripts.CLAIM_CAPPED, scripts.FIRE_SCHEDULE})
+NAMING = frozenset({scripts.ENQUEUE, scripts.CLAIM_CAPPED, scripts.FIRE_SCHEDULE}) | LIMIT_SCRIPTS
 
 
 @pytest.mark.parametrize(("name", "args"), BAD_CALLS)
@@ -661,10 +730,13 @@ def test_script_refuses_a_bad_argument_before_writing_anything(
     try:
         before = snapshot(client, backend.prefix)
         queue = backend._keys.queue("default")
+        keys, tag = queue.keys, queue.tag
+        if name in LIMIT_SCRIPTS:
+            keys, tag = (backend._keys.limits, backend._keys.limits_expiry), backend._keys.tag
         source = scripts.script(name).text
         refusal = f"stagecrew: bad {re.escape(reason)}:" if reason else "stagecrew: bad"
         with pytest.raises(redis.ResponseError, match=refusal):
-            client.eval(source, len(queue.keys), *queue.keys, queue.tag, *args)
+            client.eval(source, len(keys), *keys, tag, *args)
         assert snapshot(client, backend.prefix) == before
     finally:
         client.close()

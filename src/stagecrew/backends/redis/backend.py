@@ -54,6 +54,7 @@ from ..base import (
 )
 from ..caps import ClaimLimits
 from ..fairness import STALE_AFTER
+from ..limit_states import LimitState, LimitStates, LimitSwap
 from ..ops import Op, resume_async, run, run_async
 from ..records import WORKER_LOST
 from ..schedules import ScheduleFire, ScheduleFired, ScheduleRecord, refused
@@ -105,6 +106,10 @@ SCAN_BATCH = 1000
 LIST_PAGE = 500
 SUMMARY_BANDS = 1000
 """Priority bands `stats` walks to find a queue's oldest available job."""
+LIMITS_PAGE = 1000
+"""The HSCAN COUNT hint of one list_limits.lua page."""
+PRUNE_LIMITS_BATCH = 1000
+"""Most expired limit records one prune_limits.lua call deletes."""
 
 _LOST = WORKER_LOST.params()
 LOST_ARGS: tuple[Arg, ...] = (
@@ -1026,6 +1031,61 @@ class RedisBackend(Backend):
             return None
         yield Step((Eval.of(scripts.CANCEL_WORKFLOW, queue, self._now(), workflow_id),))
         return (yield from self._read_workflow(queue, workflow_id))
+
+    # -- limit states (keys.py: {P}:limits, {P}:limits:expiry, in the slot of {P}) ----------
+    def _read_limits(self, names: tuple[str, ...]) -> Op[LimitStates]:
+        call = Eval.on_limits(scripts.READ_LIMITS, self._keys, self._now(), *names)
+        [reply] = yield Step((call,))
+        return LimitStates(True, float(reply[0]), _limit_states(reply[1:]))
+
+    def _swap_limits(self, swaps: tuple[LimitSwap, ...]) -> Op[LimitStates]:
+        """swap_limits.lua: the compare and every write in one script."""
+        args: list[Arg] = [self._now(), len(swaps)]
+        for swap in swaps:
+            expected = "" if swap.expected is None else str(swap.expected)
+            args += [swap.name, expected, str(swap.version), repr(float(swap.ttl)), swap.value]
+        [reply] = yield Step((Eval.on_limits(scripts.SWAP_LIMITS, self._keys, *args),))
+        now = float(reply[1])
+        if int(reply[0]) != 1:
+            return LimitStates(False, now, _limit_states(reply[2:]))
+        written = {
+            swap.name: LimitState(swap.name, swap.version, swap.value, float(expires_at))
+            for swap, expires_at in zip(swaps, reply[2:], strict=True)
+        }
+        return LimitStates(True, now, written)
+
+    def _list_limits(self, prefix: str) -> Op[list[LimitState]]:
+        """list_limits.lua page by page (HSCAN), every page at the first page's now."""
+        found: dict[str, LimitState] = {}
+        now, cursor = self._now(), "0"
+        while True:
+            call = Eval.on_limits(scripts.LIST_LIMITS, self._keys, now, cursor, LIMITS_PAGE, prefix)
+            [reply] = yield Step((call,))
+            cursor, now = text(reply[0]), text(reply[1])
+            found.update(_limit_states(reply[2:]))
+            if cursor == "0":
+                return list(found.values())
+
+    def _prune_limits(self, limit: int) -> Op[int]:
+        removed = 0
+        now = self._now()
+        while removed < limit:
+            batch = min(limit - removed, PRUNE_LIMITS_BATCH)
+            [count] = yield Step((Eval.on_limits(scripts.PRUNE_LIMITS, self._keys, now, batch),))
+            removed += int(count)
+            if int(count) < batch:
+                break
+        return removed
+
+
+def _limit_states(flat: Sequence[Any]) -> dict[str, LimitState]:
+    """Records from a script's reply: name, version, expires_at, value, for each."""
+    return {
+        text(flat[i]): LimitState(
+            text(flat[i]), int(flat[i + 1]), text(flat[i + 3]), float(flat[i + 2])
+        )
+        for i in range(0, len(flat), 4)
+    }
 
 
 def _schedule_record(name: str, queue: str, fields: Sequence[Any]) -> ScheduleRecord:

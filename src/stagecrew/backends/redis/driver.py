@@ -27,7 +27,7 @@ from redis.retry import Retry
 
 from . import scripts
 from .finished import FinishedListener
-from .keys import QueueKeys, Settings
+from .keys import Keys, QueueKeys, Settings
 from .records import Arg
 from .scripts import Script
 from .wire import AsyncClusterWire, AsyncWire, ClusterWire, Interrupted, SyncWire
@@ -45,6 +45,12 @@ class Eval:
     def of(cls, name: str, queue: QueueKeys, *args: Arg) -> Eval:
         """The script `lua/<name>.lua` on `queue`: its keys, its tag (ARGV[1]), then `args`."""
         return cls(scripts.script(name), queue.keys, (queue.tag, *args))
+
+    @classmethod
+    def on_limits(cls, name: str, keys: Keys, *args: Arg) -> Eval:
+        """The limit-state script `lua/<name>.lua`: the limit records' keys (one slot, the
+        store's tag), that tag as ARGV[1], then `args`."""
+        return cls(scripts.script(name), (keys.limits, keys.limits_expiry), (keys.tag, *args))
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,13 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     index for listing, written before each fire; see below)
     {P}:workflows      -   HASH     workflow id -> the queue whose slot holds its record and every
                                     member (written before enqueue_workflow.lua; see below)
+    {P}:limits         -   HASH     limit name -> its limit record (limit_states.py), the text
+                                    "<version> <expires_at> <value>": the version's digits (kept
+                                    as text in the scripts: versions reach 2**62, past a Lua
+                                    number's exact integers), expires_at by %.17g, then the JSON
+                                    value as given. A record expired at now reads as absent
+    {P}:limits:expiry  -   ZSET     limit name, scored by its record's expires_at: what
+                                    prune_limits.lua deletes from, earliest first
     T:job:<id>         -   HASH     one job: task, queue, state, payload, priority, run_at,
                                     attempt, max_attempts, enqueued_at, started_at, finished_at,
                                     lease_owner, lease_expires_at, idempotency_key,
@@ -116,6 +123,9 @@ A workflow is kept the same way: its record and all its members in one queue's s
 the fan-in is part of the ack script of that queue (a workflow whose members name several
 queues is refused, on both layouts, before anything is written); {P}:workflows only finds
 the queue of a workflow id, for `get_workflow` and `cancel_workflow`.
+The limit records belong to no queue: {P}:limits and {P}:limits:expiry share the slot of the
+store's tag {P}, so each limit-state script (read, swap, list, prune) touches that one slot,
+and a swap of several records is one atomic write on both layouts.
 """
 
 from __future__ import annotations
@@ -264,6 +274,10 @@ class Keys:
         self.layout = f"{{{prefix}}}:layout"
         self.schedules = f"{{{prefix}}}:schedules"
         self.workflows = f"{{{prefix}}}:workflows"
+        self.tag = f"{{{prefix}}}"
+        """The store's own hash tag: the limit-state scripts' ARGV[1], as a queue's is T."""
+        self.limits = f"{{{prefix}}}:limits"
+        self.limits_expiry = f"{{{prefix}}}:limits:expiry"
         self._per_queue_globals = per_queue_globals
         self._queues: dict[str, QueueKeys] = {}
 

@@ -107,6 +107,10 @@ QUEUE_CONTROL = "queue_control"
 STORE_STEP = "store_step"
 ENQUEUE_WORKFLOW = "enqueue_workflow"
 CANCEL_WORKFLOW = "cancel_workflow"
+READ_LIMITS = "read_limits"
+SWAP_LIMITS = "swap_limits"
+LIST_LIMITS = "list_limits"
+PRUNE_LIMITS = "prune_limits"
 
 ALL_SCRIPTS = (
     ENQUEUE,
@@ -130,4 +134,8 @@ ALL_SCRIPTS = (
     STORE_STEP,
     ENQUEUE_WORKFLOW,
     CANCEL_WORKFLOW,
+    READ_LIMITS,
+    SWAP_LIMITS,
+    LIST_LIMITS,
+    PRUNE_LIMITS,
 )

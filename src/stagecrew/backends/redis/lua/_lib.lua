@@ -4,7 +4,10 @@
 -- Every script runs on ONE queue and receives the same KEYS, in the order of `QueueKeys.keys`:
 -- the key layout (each key, its type, its KEYS index) is documented once, in keys.py. T is the
 -- queue's hash tag, passed again as ARGV[1]: job hashes are named T:job:<id>, the wake-up
--- list T:wake. A script's own header names the keys it touches.
+-- list T:wake. A script's own header names the keys it touches. The limit-state scripts
+-- (read_limits, swap_limits, list_limits, prune_limits) are the exception: they run on no
+-- queue but on the store's limit records, KEYS[1] {P}:limits and KEYS[2] {P}:limits:expiry,
+-- with the store's own tag {P} as ARGV[1] (one slot, that of every {P}: key).
 --
 -- Times are seconds since the epoch, written with %.17g so that a double survives the round trip.
 -- A "now" argument of '' means the Redis server's clock (TIME); tests pass a fake time instead.
@@ -490,4 +493,39 @@ local function job_filter(text)
         end
         return true
     end, f
+end
+
+-- A limit record as {P}:limits holds it (limit_states.py): '<version> <expires_at> <value>',
+-- the version in digits, expires_at written by fmt, then the value (JSON text) as given.
+local function limit_record(version, expires_at, value)
+    return version .. ' ' .. expires_at .. ' ' .. value
+end
+
+-- The version, expires_at (both as stored, text) and value of the limit record `record` (a
+-- field of {P}:limits, or false/nil when absent), or nil when it is absent, expired at `now`
+-- or damaged: such a record reads as none.
+local function live_limit(record, now)
+    if not record then
+        return nil
+    end
+    local first = string.find(record, ' ', 1, true)
+    local second = first and string.find(record, ' ', first + 1, true)
+    if not second then
+        return nil
+    end
+    local expires_at = string.sub(record, first + 1, second - 1)
+    local at = tonumber(expires_at)
+    if at == nil or not (at > now) then
+        return nil
+    end
+    return string.sub(record, 1, first - 1), expires_at, string.sub(record, second + 1)
+end
+
+-- A limit record's version: digits without a leading zero, at most 19 (below 2**63). Kept as
+-- text: a Lua number holds integers exactly only up to 2**53.
+local function version_arg(value, what)
+    if type(value) ~= 'string' or not string.match(value, '^[1-9][0-9]*$') or #value > 19 then
+        refuse(what, value)
+    end
+    return value
 end
