@@ -636,26 +636,26 @@ class Backend(ABC):
         cancelled, cancel its waiting and held members and request the cancellation of its
         running ones (as `cancel` does for one job). Returns it after the change."""
 
+    @abstractmethod
     def _read_limits(self, names: tuple[str, ...]) -> Op[LimitStates]:
         """The live (not expired) limit records of `names` and the store's now, in one read.
         `names` are checked and distinct."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _swap_limits(self, swaps: tuple[LimitSwap, ...]) -> Op[LimitStates]:
         """In one atomic write: if every swap's name has a live record at its `expected`
         version (None: no live record, an expired one counts as none), store each swap's
         value and version, expiring at the store's now + `ttl`, and return `applied=True`
         with the records written; else write nothing and return `applied=False` with the
         live records of the swaps' names as they are. `swaps` are checked, names distinct."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _list_limits(self, prefix: str) -> Op[list[LimitState]]:
         """Every live limit record whose name starts with `prefix`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _prune_limits(self, limit: int) -> Op[int]:
         """Delete up to `limit` expired limit records; how many were deleted."""
-        raise NotImplementedError
 
     # -- the one place every store call passes through ------------------------
     def _failure(self, operation: str, exc: BaseException) -> StagecrewError:
