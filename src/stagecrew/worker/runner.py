@@ -511,7 +511,7 @@ class Worker:
     async def _run(self, flight: InFlight, wait: float = 0.0) -> Ack | None:
         if wait:  # its rate-limit token comes free that soon (`rate_admission.LOCAL_WAIT`)
             await asyncio.sleep(wait)
-        if flight.stop_reason in (StopReason.SHUTDOWN, StopReason.LOST):
+        if flight.stop_reason is not None and flight.stop_reason is not StopReason.CANCEL:
             return None  # handed back, or no longer this worker's, before it started
         if self._is_poison_suspect(flight.job) and self._can_isolate():
             assert self.app_ref is not None
@@ -575,7 +575,7 @@ class Worker:
         flight = self._inflight.get(ack.ref.id)
         if flight is not None and flight.job.ref == ack.ref:
             del self._inflight[ack.ref.id]
-        if ack.ref in self._held:
+        if self._held and ack.ref in self._held:
             self._held.discard(ack.ref)
             self.held += 1
         else:
