@@ -8,10 +8,13 @@ saturated limit is kept.
 - **saturated rate**: M no-op jobs of a task limited to 500/s with a burst of 1, far below
   what the workers can run: the start rate achieved over the declared one (1.00 is exact;
   above 1 would be a limit exceeded), from the start times the jobs return.
+- **saturated key**: K jobs over 200 keys limited to 10/s per key, alone, and then behind
+  5,000 jobs of one key under the same limit (that key saturated for minutes, its backlog
+  booked ahead): the other keys' drain rate beside the saturated key over their rate alone.
 
 Usage:
     python benchmarks/bench_rates.py [--engine all|sqlite|postgres|redis] [--jobs 20000]
-        [--saturated 3000] [--json PATH] [--write-results]
+        [--saturated 3000] [--keyed 4000] [--hot 5000] [--json PATH] [--write-results]
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from typing import Any
 
 import harness
 from bench_fairness import configure, empty_store
-from bench_rates_app import SATURATED_RATE
+from bench_rates_app import KEY_RATE, SATURATED_RATE
 from stagecrew import JobState
 
 ENGINES = ("sqlite", "postgres", "redis")
 PROCESSES, CONCURRENCY = 2, 32
 APP_REF = "bench_rates_app:app"
+KEYS = 200
 
 
 def saturated(app: Any, url: str, jobs: int) -> float:
@@ -47,6 +51,24 @@ def saturated(app: Any, url: str, jobs: int) -> float:
     return (len(starts) - 1) / (starts[-1] - starts[0]) / SATURATED_RATE
 
 
+def keyed(app: Any, url: str, jobs: int, hot: int) -> harness.DrainRates:
+    """Drain `jobs` keyed jobs over KEYS keys, behind `hot` jobs of one key when `hot`."""
+    task = app.tasks["keyed_noop"]
+    if hot:
+        task.enqueue_many([("hot", i) for i in range(hot)])
+    task.enqueue_many([(f"k{i % KEYS}", i) for i in range(jobs)])
+
+    def others() -> list[Any]:
+        found = app.jobs.list(state=JobState.SUCCEEDED, task="keyed_noop", limit=jobs + hot)
+        return [j for j in found if j.args[0] != "hot"]
+
+    harness.run_workers_until(
+        url, PROCESSES, CONCURRENCY, lambda: len(others()) >= jobs, poll=0.2, app_ref=APP_REF
+    )
+    done = others()
+    return harness.drain_rates([(j.started_at or 0.0, j.finished_at or 0.0) for j in done])
+
+
 def run_engine(engine: str, opts: argparse.Namespace) -> dict[str, Any]:
     app = harness.make_app("memory://", "bench_rates_app")
     out: dict[str, Any] = {}
@@ -59,11 +81,19 @@ def run_engine(engine: str, opts: argparse.Namespace) -> dict[str, Any]:
         configure(app, url)
         out["saturated_ratio"] = saturated(app, url, opts.saturated)
         app.close()
+    for name, hot in (("keys_alone", 0), ("keys_beside_hot", opts.hot)):
+        with empty_store(engine) as url:
+            configure(app, url)
+            out[name] = keyed(app, url, opts.keyed, hot)
+            app.close()
     out["generous_ratio"] = out["generous"].rate / out["unlimited"].rate
+    out["hot_ratio"] = out["keys_beside_hot"].rate / out["keys_alone"].rate
     print(
         f"{engine:8}: drain without a limit {out['unlimited'].rate:8,.0f}/s, under a generous "
         f"rate {out['generous'].rate:8,.0f}/s ({out['generous_ratio']:.2f}x); saturated "
-        f"{SATURATED_RATE}/s kept at {out['saturated_ratio']:.3f}x",
+        f"{SATURATED_RATE}/s kept at {out['saturated_ratio']:.3f}x; other keys alone "
+        f"{out['keys_alone'].rate:6,.0f}/s, beside a saturated key "
+        f"{out['keys_beside_hot'].rate:6,.0f}/s ({out['hot_ratio']:.2f}x)",
         flush=True,
     )
     return out
@@ -74,6 +104,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=(*ENGINES, "all"), default="all")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--saturated", type=int, default=3_000)
+    parser.add_argument("--keyed", type=int, default=4_000)
+    parser.add_argument("--hot", type=int, default=5_000)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--write-results", action="store_true")
     opts = parser.parse_args()
@@ -90,17 +122,22 @@ def main() -> None:
             f"rate: {opts.jobs:,} async no-ops of a task limited to 1,000,000/s against a task "
             f"without a limit. Saturated: {opts.saturated:,} no-ops limited to "
             f"{SATURATED_RATE}/s (burst 1), the start rate achieved over the declared one. "
+            f"Saturated key: {opts.keyed:,} no-ops over {KEYS} keys limited to {KEY_RATE}/s "
+            f"per key, alone and behind {opts.hot:,} jobs of one key. "
             f"{harness.machine('all engines')}",
             "",
             "| engine | drain without a limit | drain under a generous rate | generous / none "
-            "| saturated rate kept at |",
-            "| --- | --- | --- | --- | --- |",
+            "| saturated rate kept at | other keys alone | beside a saturated key "
+            "| beside / alone |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for engine in engines:
             r = results[engine]
             lines.append(
                 f"| {engine} | {r['unlimited'].rate:,.0f}/s | {r['generous'].rate:,.0f}/s | "
-                f"{r['generous_ratio']:.2f}x | {r['saturated_ratio']:.3f}x |"
+                f"{r['generous_ratio']:.2f}x | {r['saturated_ratio']:.3f}x | "
+                f"{r['keys_alone'].rate:,.0f}/s | {r['keys_beside_hot'].rate:,.0f}/s | "
+                f"{r['hot_ratio']:.2f}x |"
             )
         lines.append("")
         harness.prepend_results(lines)

@@ -30,3 +30,12 @@ async def saturated_noop(i: int) -> float:
     Returns when it started (the job's `started_at` is its claim, which may come a moment
     before its token)."""
     return time.time()
+
+
+KEY_RATE = 10
+
+
+@app.task(max_attempts=3, rate_limit=dict(rate=f"{KEY_RATE}/s", key="{key}"))
+async def keyed_noop(key: str, i: int) -> None:
+    """A no-op limited per key (10/s, burst 10): a key with a backlog is saturated for long."""
+    return None
