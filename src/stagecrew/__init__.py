@@ -37,7 +37,7 @@ from .job import (
     Retry,
     Snooze,
 )
-from .limits import Concurrency, RateLimit
+from .limits import Circuit, Concurrency, RateLimit
 from .maintenance.aging import PriorityAging
 from .retry import Backoff
 from .schedule import CatchUp, Schedule
@@ -58,6 +58,7 @@ __all__ = [
     "Backoff",
     "Cancel",
     "CatchUp",
+    "Circuit",
     "Clock",
     "Concurrency",
     "ConfigurationError",

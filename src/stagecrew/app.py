@@ -23,6 +23,7 @@ from .errors import (
 )
 from .handle import JobHandle, require
 from .job import DEFAULT_IDEMPOTENCY_WINDOW, Job, JobState, NewJob
+from .limits.circuit import Circuit, check_shared_circuits
 from .limits.concurrency import Concurrency, check_shared_names, claim_limits
 from .limits.rate import RateLimit, check_shared_rates
 from .maintenance.aging import PriorityAging
@@ -185,6 +186,7 @@ class App:
         unique: Unique | Mapping[str, Any] | None = None,
         concurrency: int | Concurrency | Mapping[str, Any] | None = None,
         rate_limit: str | RateLimit | Mapping[str, Any] | None = None,
+        circuit: str | Circuit | Mapping[str, Any] | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -204,6 +206,7 @@ class App:
         unique: Unique | Mapping[str, Any] | None = None,
         concurrency: int | Concurrency | Mapping[str, Any] | None = None,
         rate_limit: str | RateLimit | Mapping[str, Any] | None = None,
+        circuit: str | Circuit | Mapping[str, Any] | None = None,
     ) -> Any:
         """Register a function as a task (sync or async).
 
@@ -233,6 +236,11 @@ class App:
         (or a `RateLimit`) limits each key instead. A job without a token waits, its attempt
         not counted; a task may `raise RateLimited(retry_after=...)` when a remote API
         answers "too many requests" (docs/limits.md).
+
+        `circuit=dict(name="payments-api", failure_threshold=0.5, min_calls=20, window=60,
+        cooldown=30, probes=3)` (or a name, or a `Circuit`) puts the task behind a circuit
+        breaker shared by every task naming it: too many failures open it fleet-wide, and its
+        jobs wait, their attempts not counted, until probes succeed (docs/limits.md).
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
@@ -259,6 +267,7 @@ class App:
                 unique=unique,
                 concurrency=concurrency,
                 rate_limit=rate_limit,
+                circuit=circuit,
             )
             check_shared_names(
                 [(t.name, t.concurrency) for t in self.tasks.values() if t.name != task_name]
@@ -267,6 +276,10 @@ class App:
             check_shared_rates(
                 [(t.name, t.rate_limit) for t in self.tasks.values() if t.name != task_name]
                 + [(task_name, registered.rate_limit)]
+            )
+            check_shared_circuits(
+                [(t.name, t.circuit) for t in self.tasks.values() if t.name != task_name]
+                + [(task_name, registered.circuit)]
             )
             self.tasks[task_name] = registered
             return registered

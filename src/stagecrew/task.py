@@ -15,6 +15,7 @@ from .clock import checked_seconds, checked_time
 from .context import Context
 from .errors import ConfigurationError, InvalidArgumentsError
 from .job import JobState, NewJob
+from .limits.circuit import Circuit
 from .limits.concurrency import Concurrency, ConcurrencyKey
 from .limits.rate import RateKey, RateLimit
 from .retry import Backoff
@@ -196,6 +197,7 @@ class Task(Generic[P, R]):
         unique: Unique | Mapping[str, Any] | None = None,
         concurrency: int | Concurrency | Mapping[str, Any] | None = None,
         rate_limit: str | RateLimit | Mapping[str, Any] | None = None,
+        circuit: str | Circuit | Mapping[str, Any] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ConfigurationError(f"task {name!r}: max_attempts must be at least 1")
@@ -222,6 +224,7 @@ class Task(Generic[P, R]):
         self.unique = Unique.coerce(unique)
         self.concurrency = Concurrency.coerce(concurrency)
         self.rate_limit = RateLimit.coerce(rate_limit)
+        self.circuit = Circuit.coerce(circuit)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.context_parameter = _find_context_parameter(fn)
         signature = inspect.signature(fn)

@@ -47,6 +47,10 @@ def pause(seconds: float) -> float:
 @app.task(rate_limit=dict(rate="1/m", burst=2))
 def ping(n: int) -> int:
     return n
+
+@app.task(circuit=dict(name="payments", min_calls=2))
+def charge(n: int) -> int:
+    return n
 """
 
 
@@ -115,6 +119,9 @@ def _dead_jobs(cli: CliApp, count: int) -> list[int]:
         ["dlq", "purge"],
         ["stats"],
         ["limits"],
+        ["circuits"],
+        ["circuits", "open"],
+        ["circuits", "close"],
         ["cron"],
         ["cron", "list"],
         ["cron", "pause"],
@@ -435,6 +442,30 @@ def test_limits_and_stats_show_what_a_rate_limit_holds_back(cli_app: CliApp) -> 
     assert human.exit_code == 0 and "rate:ping" in human.stdout and "1/m" in human.stdout
     stats = cli_app.run("stats")
     assert "rate limit rate:ping: jobs booked up to" in stats.stdout
+
+
+def test_circuits_list_and_open_and_close_by_hand(cli_app: CliApp) -> None:
+    [row] = cli_app.json("circuits")
+    assert (row["name"], row["state"], row["held_open"], row["calls"]) == (
+        "payments",
+        "closed",
+        False,
+        0,
+    )
+    opened = cli_app.run("circuits", "open", "payments")
+    assert opened.exit_code == 0, opened.output
+    job = cli_app.app.enqueue("charge", [1])
+    cli_app.drain()
+    held = cli_app.app.jobs.get(job.id)
+    assert (held.state, held.attempt) == (JobState.SCHEDULED, 0)  # behind the open circuit
+    [row] = cli_app.json("circuits")
+    assert (row["state"], row["held_open"], row["opened"]) == ("open", True, 0)
+    assert "open (by hand)" in cli_app.run("circuits").stdout
+    assert cli_app.run("circuits", "close", "payments").exit_code == 0
+    [row] = cli_app.json("circuits")
+    assert (row["state"], row["held_open"]) == ("closed", False)
+    missing = cli_app.run("circuits", "open", "no-such-circuit")
+    assert missing.exit_code == 1 and "no task of this app declares" in missing.output
 
 
 def test_stats_of_an_empty_store(cli_app: CliApp) -> None:

@@ -23,6 +23,7 @@ COMMANDS = (
     "dlq",
     "stats",
     "limits",
+    "circuits",
     "queues",
     "cron",
     "demo",

@@ -36,13 +36,13 @@ from ..maintenance.pruner import prune_finished
 from ..maintenance.rescuer import rescue_expired
 from ..maintenance.scheduler import Scheduler
 from . import defaults
+from .admission import Admission, Admitted
 from .completer import Completer
 from .executor import Executor, InFlight, StopReason
 from .faults import FaultPoint, Faults
 from .isolated import run_alone
 from .job_threads import JobThreads
 from .parent import ParentWatch
-from .rate_admission import Admitted, RateAdmission
 from .supervisor import RELAYED_STOP
 
 log = logging.getLogger("stagecrew.worker")
@@ -155,7 +155,10 @@ class Worker:
         self._recycle = False
         self._direct_signals = 0
         self._completer: Completer | None = None
-        self._rates = RateAdmission(app) if any(t.rate_limit for t in app.tasks.values()) else None
+        self._rates = (
+            Admission(app) if any(t.rate_limit or t.circuit for t in app.tasks.values()) else None
+        )
+        """Rate limits and circuit breakers, if this worker's code declares any."""
         self._held: set[JobRef] = set()
         """Claims handed back for want of a rate-limit token, until that is written."""
         self.processed = 0
@@ -478,7 +481,7 @@ class Worker:
 
     def _hold(self, flight: InFlight, delay: float) -> None:
         """Hand `flight`'s job back, booked `delay` seconds ahead for want of a rate-limit
-        token (`rate_admission`): its attempt is not counted, and it never started."""
+        token (`admission`): its attempt is not counted, and it never started."""
         assert self._completer is not None
         flight.finished = True
         self._running -= 1
@@ -509,7 +512,7 @@ class Worker:
         return self.app_ref is not None and self.app.backend.capabilities.cross_process
 
     async def _run(self, flight: InFlight, wait: float = 0.0) -> Ack | None:
-        if wait:  # its rate-limit token comes free that soon (`rate_admission.LOCAL_WAIT`)
+        if wait:  # its rate-limit token comes free that soon (`admission.LOCAL_WAIT`)
             await asyncio.sleep(wait)
         if flight.stop_reason is not None and flight.stop_reason is not StopReason.CANCEL:
             return None  # handed back, or no longer this worker's, before it started
@@ -535,8 +538,11 @@ class Worker:
                     return  # handed back for want of a token
                 wait = admitted
             ack = await self._run(flight, wait)
-            if flight.rate_limited is not None and self._rates is not None:
-                await self._rates.slow_down(flight.job, flight.rate_limited)
+            if self._rates is not None:
+                if flight.rate_limited is not None:
+                    await self._rates.slow_down(flight.job, flight.rate_limited)
+                if ack is not None and self._rates.circuits is not None:
+                    await self._rates.circuits.record(flight.job, ack)
         except asyncio.CancelledError:
             ack = None
         except Exception:  # a bug in the executor itself: keep the worker alive

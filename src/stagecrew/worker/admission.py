@@ -1,4 +1,5 @@
-"""Rate limits at the start of a job: each claimed batch draws its tokens in one store write.
+"""Limits at the start of a job: circuit breakers (`circuits`), then rate limits, whose tokens
+each claimed batch draws in one store write.
 
 A worker claims a batch, then asks the store for the tokens of its rate-limited jobs: one
 `swap_limits` for the whole batch, computed from the buckets this worker saw last (so that
@@ -27,6 +28,7 @@ from ..errors import StagecrewError
 from ..job import ClaimedJob, RateLimited
 from ..limits.rate import Bucket, RateLimit, slow_down, take
 from ..serialization import decode_payload
+from .circuits import CircuitGates
 
 log = logging.getLogger("stagecrew.worker")
 
@@ -61,8 +63,8 @@ class Admitted:
     """The jobs to hand back, by id, each with the seconds (from the store's now) it waits."""
 
 
-class RateAdmission:
-    """The rate limits of one worker's tasks, and the buckets it saw last."""
+class Admission:
+    """The rate limits and circuits of one worker's tasks, and the records it saw last."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -78,6 +80,11 @@ class RateAdmission:
         self._drawer: asyncio.Future[None] | None = None
         self._offset = 0.0
         """The store's now minus this worker's, as of the last reply."""
+        self.circuits = (
+            CircuitGates(app, self._store_now)
+            if any(t.circuit for t in app.tasks.values())
+            else None
+        )
 
     def _store_now(self) -> float:
         return self.app.clock.now() + self._offset
@@ -106,6 +113,10 @@ class RateAdmission:
         Batches claimed while a draw is on wait for it to end and then draw together, in
         one store call: a busy worker makes fewer draws, not more. Jobs in no limit's
         bucket are in neither of the answer's maps (they start at once)."""
+        circuit_held: dict[int, float] = {}
+        if self.circuits is not None:
+            gated = await self.circuits.admit(jobs)
+            jobs, circuit_held = gated.passed, gated.held
         wanted: Wanted = []
         for job in jobs:
             limit = self.limits.get(job.task)
@@ -113,12 +124,15 @@ class RateAdmission:
             if name is not None and limit is not None:
                 wanted.append((name, limit, job))
         if not wanted:
-            return Admitted({}, {})
+            return Admitted({}, circuit_held)
         answer: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
         self._pending.append((wanted, answer))
         if self._drawer is None or self._drawer.done():
             self._drawer = asyncio.ensure_future(self._draw_pending())
-        return await asyncio.shield(answer)
+        drawn = await asyncio.shield(answer)
+        if not circuit_held:
+            return drawn
+        return Admitted(drawn.start, {**drawn.held, **circuit_held})
 
     async def _draw_pending(self) -> None:
         """Draw for every batch waiting, together, until none is left."""
