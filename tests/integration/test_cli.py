@@ -461,6 +461,7 @@ def test_circuits_list_and_open_and_close_by_hand(cli_app: CliApp) -> None:
     [row] = cli_app.json("circuits")
     assert (row["state"], row["held_open"], row["opened"]) == ("open", True, 0)
     assert "open (by hand)" in cli_app.run("circuits").stdout
+    assert "circuit payments is open by hand: its jobs wait" in cli_app.run("stats").stdout
     assert cli_app.run("circuits", "close", "payments").exit_code == 0
     [row] = cli_app.json("circuits")
     assert (row["state"], row["held_open"]) == ("closed", False)

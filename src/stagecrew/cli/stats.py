@@ -8,6 +8,7 @@ from rich.text import Text
 
 from ..backends import redact_url
 from ..job import JobState
+from .circuits import circuit_rows
 from .limits import rate_limits
 from .options import app_option, json_option, load
 from .output import STATE_STYLES, console, format_duration, print_json
@@ -73,6 +74,14 @@ def stats(app_ref: str | None, as_json: bool) -> None:
         out.print(f"rate limit {row['name']}: {', '.join(parts)}", style="yellow", markup=False)
     if holding:
         out.print("(stagecrew limits shows every rate limit)", markup=False)
+    for row in circuit_rows(app):
+        if row["state"] != "closed":
+            state = row["state"].replace("_", "-") + (" by hand" if row["held_open"] else "")
+            out.print(
+                f"circuit {row['name']} is {state}: its jobs wait (stagecrew circuits)",
+                style="yellow",
+                markup=False,
+            )
     paused = [q.queue for q in queues if q.paused]
     if paused:
         out.print(
