@@ -51,6 +51,10 @@ def ping(n: int) -> int:
 @app.task(circuit=dict(name="payments", min_calls=2))
 def charge(n: int) -> int:
     return n
+
+@app.task(concurrency=1)
+def exclusive(n: int) -> int:
+    return n
 """
 
 
@@ -430,10 +434,10 @@ def test_stats_counts_jobs_per_queue_and_state(cli_app: CliApp) -> None:
 
 
 def test_limits_and_stats_show_what_a_rate_limit_holds_back(cli_app: CliApp) -> None:
-    assert cli_app.json("limits") == []
+    assert cli_app.json("limits")["rate_limits"] == []
     ids = [cli_app.app.enqueue("ping", [i]).id for i in range(5)]
     assert cli_app.drain() == 2  # the burst; the other three are booked a minute apart
-    [row] = cli_app.json("limits")
+    [row] = cli_app.json("limits")["rate_limits"]
     assert (row["name"], row["rate"], row["burst"], row["tokens"]) == ("rate:ping", "1/m", 2, 0)
     assert 170 < row["booked_for"] <= 180 and row["slowed_for"] == 0
     booked = sorted(cli_app.app.jobs.get(i).run_at for i in ids[2:])
@@ -442,6 +446,19 @@ def test_limits_and_stats_show_what_a_rate_limit_holds_back(cli_app: CliApp) -> 
     assert human.exit_code == 0 and "rate:ping" in human.stdout and "1/m" in human.stdout
     stats = cli_app.run("stats")
     assert "rate limit rate:ping: jobs booked up to" in stats.stdout
+
+
+def test_limits_show_the_jobs_waiting_on_a_full_cap(cli_app: CliApp) -> None:
+    [cap] = cli_app.json("limits")["caps"]
+    assert cap == {"cap": "exclusive", "limit": 1, "running": 0, "full_keys": None, "waiting": 0}
+    for i in range(3):
+        cli_app.app.enqueue("exclusive", [i])
+    cli_app.app.backend.claim(["default"], "w1", 1, 60.0)  # one runs: the cap is full
+    [cap] = cli_app.json("limits")["caps"]
+    assert (cap["running"], cap["waiting"]) == (1, 2)
+    human = cli_app.run("limits")
+    assert "concurrency caps" in human.stdout and "exclusive" in human.stdout
+    assert "cap exclusive is full: 2 due job(s) wait on it" in cli_app.run("stats").stdout
 
 
 def test_circuits_list_and_open_and_close_by_hand(cli_app: CliApp) -> None:

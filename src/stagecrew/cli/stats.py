@@ -9,7 +9,7 @@ from rich.text import Text
 from ..backends import redact_url
 from ..job import JobState
 from .circuits import circuit_rows
-from .limits import rate_limits
+from .limits import cap_rows, rate_limits
 from .options import app_option, json_option, load
 from .output import STATE_STYLES, console, format_duration, print_json
 
@@ -64,6 +64,14 @@ def stats(app_ref: str | None, as_json: bool) -> None:
             format_duration(max(ages) if ages else None),
         )
     out.print(table)
+    for cap in cap_rows(app):
+        if cap["waiting"]:
+            out.print(
+                f"cap {cap['cap']} is full: {cap['waiting']} due job(s) wait on it "
+                "(stagecrew limits)",
+                style="yellow",
+                markup=False,
+            )
     holding = [r for r in rate_limits(app) if r["booked_for"] or r["slowed_for"]]
     for row in holding:
         parts = []
