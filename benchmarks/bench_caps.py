@@ -24,14 +24,13 @@ Rates are jobs/s from the first job's start to the last job's end (store times).
 from __future__ import annotations
 
 import argparse
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import harness
 from bench_fairness import configure, empty_store
-from harness import DrainRates, drain_rates, workers
-from stagecrew import App, JobState
+from harness import DrainRates
+from stagecrew import App
 
 ENGINES = ("sqlite", "postgres", "redis")
 PROCESSES, CONCURRENCY = 2, 32
@@ -47,23 +46,17 @@ def generous(app: App, url: str, jobs: int, task: str, app_ref: str) -> DrainRat
 
 def keyed(app: App, url: str, jobs: int, hot: int, name: str = "keyed_sleep") -> DrainRates:
     """Drain `jobs` keyed jobs over KEYS keys, behind `hot` jobs of one key when `hot`."""
-    task = app.tasks[name]
-    if hot:
-        task.enqueue_many([("hot", i) for i in range(hot)])
-    task.enqueue_many([(f"k{i % KEYS}", i) for i in range(jobs)])
-
-    def others() -> list[Any]:
-        found = app.jobs.list(state=JobState.SUCCEEDED, task=name, limit=jobs + hot)
-        return [j for j in found if j.args[0] != "hot"]
-
-    with workers(url, PROCESSES, CONCURRENCY, CAPPED):
-        deadline = time.monotonic() + 1200
-        while len(others()) < jobs:  # the hot key's jobs need not be done
-            if time.monotonic() > deadline:
-                raise RuntimeError("the keyed drain did not finish within 20 minutes")
-            time.sleep(1.0)
-    done = others()
-    return drain_rates([(j.started_at or 0.0, j.finished_at or 0.0) for j in done])
+    return harness.drain_beside_hot_key(
+        app,
+        url,
+        name,
+        jobs,
+        hot,
+        keys=KEYS,
+        processes=PROCESSES,
+        concurrency=CONCURRENCY,
+        app_ref=CAPPED,
+    )
 
 
 def run_engine(engine: str, opts: argparse.Namespace) -> dict[str, Any]:

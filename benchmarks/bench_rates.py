@@ -52,21 +52,17 @@ def saturated(app: Any, url: str, jobs: int) -> float:
 
 
 def keyed(app: Any, url: str, jobs: int, hot: int) -> harness.DrainRates:
-    """Drain `jobs` keyed jobs over KEYS keys, behind `hot` jobs of one key when `hot`."""
-    task = app.tasks["keyed_noop"]
-    if hot:
-        task.enqueue_many([("hot", i) for i in range(hot)])
-    task.enqueue_many([(f"k{i % KEYS}", i) for i in range(jobs)])
-
-    def others() -> list[Any]:
-        found = app.jobs.list(state=JobState.SUCCEEDED, task="keyed_noop", limit=jobs + hot)
-        return [j for j in found if j.args[0] != "hot"]
-
-    harness.run_workers_until(
-        url, PROCESSES, CONCURRENCY, lambda: len(others()) >= jobs, poll=0.2, app_ref=APP_REF
+    return harness.drain_beside_hot_key(
+        app,
+        url,
+        "keyed_noop",
+        jobs,
+        hot,
+        keys=KEYS,
+        processes=PROCESSES,
+        concurrency=CONCURRENCY,
+        app_ref=APP_REF,
     )
-    done = others()
-    return harness.drain_rates([(j.started_at or 0.0, j.finished_at or 0.0) for j in done])
 
 
 def run_engine(engine: str, opts: argparse.Namespace) -> dict[str, Any]:

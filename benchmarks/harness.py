@@ -219,6 +219,36 @@ def drain(
     return drain_rates([(j.started_at or 0.0, j.finished_at or 0.0) for j in done], seconds)
 
 
+def drain_beside_hot_key(
+    app: App,
+    url: str,
+    task_name: str,
+    jobs: int,
+    hot: int,
+    *,
+    keys: int,
+    processes: int,
+    concurrency: int,
+    app_ref: str,
+) -> DrainRates:
+    """Drain `jobs` jobs of `task_name` (args: key, i) over `keys` keys, behind `hot` jobs of
+    one key ("hot") when `hot`; the rates of the other keys' jobs (the hot key's need not be
+    done)."""
+    task = app.tasks[task_name]
+    if hot:
+        task.enqueue_many([("hot", i) for i in range(hot)])
+    task.enqueue_many([(f"k{i % keys}", i) for i in range(jobs)])
+
+    def others() -> list[Any]:
+        found = app.jobs.list(state=JobState.SUCCEEDED, task=task_name, limit=jobs + hot)
+        return [j for j in found if j.args[0] != "hot"]
+
+    run_workers_until(
+        url, processes, concurrency, lambda: len(others()) >= jobs, poll=1.0, app_ref=app_ref
+    )
+    return drain_rates([(j.started_at or 0.0, j.finished_at or 0.0) for j in others()])
+
+
 # -- pickup latency ------------------------------------------------------------------------------
 def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
