@@ -130,6 +130,8 @@ class Admission:
         if self._drawer is None or self._drawer.done():
             self._drawer = asyncio.ensure_future(self._draw_pending())
         drawn = await asyncio.shield(answer)
+        if self.circuits is not None:
+            self.circuits.forget(drawn.held)  # a probe booked for want of a token never ran
         if not circuit_held:
             return drawn
         return Admitted(drawn.start, {**drawn.held, **circuit_held})

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..app import App
@@ -138,6 +138,10 @@ class CircuitGates:
     def _log_change(self, circuit: Circuit, before: CircuitState, after: CircuitState) -> None:
         if before.state != after.state:
             log.warning("circuit %s: %s -> %s", circuit.name, before.state, after.state)
+
+    def forget(self, job_ids: Iterable[int]) -> None:
+        """These jobs will not run under this claim: no outcome of theirs is a probe's."""
+        self._probes.difference_update(job_ids)
 
     async def record(self, job: ClaimedJob, ack: Ack) -> None:
         """Count the outcome of `job`'s attempt in its circuit (returns once it is written,
