@@ -89,6 +89,7 @@ def cli_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliApp]
     monkeypatch.setenv("STAGECREW_URL", url)
     monkeypatch.setenv("STAGECREW_APP", f"{name}:app")
     app = load_app(f"{name}:app")
+    app.backend.migrate()  # the store exists: inspection commands refuse a missing one
     try:
         yield CliApp(app, f"{name}:app", url, tmp_path)
     finally:

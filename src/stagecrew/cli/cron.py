@@ -97,7 +97,7 @@ def list_schedules(*, app_ref: str | None, as_json: bool) -> None:
 
     from .output import console, print_json
 
-    app = load(app_ref)
+    app = load(app_ref, code=True, creates=True)
     rows = schedule_rows(app)
     if as_json:
         print_json([row.as_json() for row in rows])
@@ -134,7 +134,7 @@ def list_schedules(*, app_ref: str | None, as_json: bool) -> None:
 @app_option
 def pause(*, name: str, app_ref: str | None) -> None:
     """Stop NAME from firing on every worker until `cron resume`."""
-    app = load(app_ref)
+    app = load(app_ref, code=True, creates=True)
     app.backend.pause_schedule(name, _find(app, name).queue)
     click.echo(f"schedule {name} paused")
 
@@ -144,7 +144,7 @@ def pause(*, name: str, app_ref: str | None) -> None:
 @app_option
 def resume(*, name: str, app_ref: str | None) -> None:
     """Let NAME fire again from its next tick (the ticks of the pause are skipped)."""
-    app = load(app_ref)
+    app = load(app_ref, code=True, creates=True)
     app.backend.resume_schedule(name, _find(app, name).queue)
     click.echo(f"schedule {name} resumed")
 
@@ -154,7 +154,7 @@ def resume(*, name: str, app_ref: str | None) -> None:
 @app_option
 def run(*, name: str, app_ref: str | None) -> None:
     """Enqueue one job of NAME now, with its arguments; its ticks are left as they are."""
-    app = load(app_ref)
+    app = load(app_ref, code=True, creates=True)
     declared = _find(app, name).declared
     if declared is None:
         raise CliUsageError(f"schedule {name!r} is no longer in the app's code: nothing to run")

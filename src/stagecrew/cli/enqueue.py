@@ -73,7 +73,7 @@ def enqueue(
     """
     args = parse_json(args_json, "--args", list)
     kwargs = parse_json(kwargs_json, "--kwargs", dict)
-    app = load(app_ref)
+    app = load(app_ref, code=True, creates=True)
     options: dict[str, Any] = {
         "queue": queue,
         "priority": priority,

@@ -13,7 +13,7 @@ import click
 
 from ..errors import StagecrewError
 from .exits import as_cli_error
-from .options import APP_HELP
+from .options import APP_HELP, url_option
 
 COMMANDS = (
     "worker",
@@ -61,6 +61,7 @@ class _Main(click.Group):
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option("--app", "app_ref", metavar="MODULE:ATTR", help=APP_HELP)
+@url_option
 @click.version_option(package_name="stagecrew", message="stagecrew %(version)s")
 def main(app_ref: str | None) -> None:
     """stagecrew: background jobs that survive crashes.

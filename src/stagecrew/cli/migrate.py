@@ -17,7 +17,7 @@ def migrate(app_ref: str | None) -> None:
     deployment and after each upgrade of stagecrew (workers refuse to start on
     an out-of-date schema).
     """
-    app = load(app_ref)
+    app = load(app_ref, creates=True)
     backend = backend_from_url(app.url, app.clock)
     try:
         backend.migrate()

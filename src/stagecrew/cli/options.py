@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from ..app import App
+from ..backends import redact_url
 from ..errors import StagecrewError
 from .exits import CliUsageError
 from .loading import load_app
@@ -39,7 +40,28 @@ class FiniteSeconds(click.FloatRange):
         return seconds
 
 
+URL_HELP = (
+    "The store's URL, e.g. postgresql://host/db [default: $STAGECREW_URL]; enough without "
+    "--app for a command that only reads or operates the store."
+)
+URL_KEY = "stagecrew.url"
+
+
+def _remember_url(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta[URL_KEY] = value
+
+
+def url_option(fn: F) -> F:
+    """`--url`, on the top-level group and every command that takes `--app`; kept in the
+    context's meta (shared by the whole command line), read by `load`."""
+    return click.option(
+        "--url", metavar="URL", help=URL_HELP, expose_value=False, callback=_remember_url
+    )(fn)
+
+
 def app_option(fn: F) -> F:
+    fn = url_option(fn)
     return click.option("--app", "app_ref", metavar="MODULE:ATTR", help=APP_HELP)(fn)
 
 
@@ -56,26 +78,79 @@ def app_ref(given: str | None) -> str | None:
     return root or os.environ.get("STAGECREW_APP") or None
 
 
-def load(given: str | None) -> App:
-    """Import the user's app; a failure is a usage error (exit 2) with one line of explanation.
+def given_url() -> str | None:
+    """The store's URL from `--url` (the command's or the top level's)."""
+    ctx = click.get_current_context(silent=True)
+    given = ctx.meta.get(URL_KEY) if ctx is not None else None
+    return str(given) if given else None
 
-    The store is closed when the command ends, so no connection outlives it.
+
+def load(given: str | None, *, code: bool = False, creates: bool = False) -> App:
+    """The app this command works on; a failure is a usage error (exit 2) in one line.
+
+    With `--app` (or STAGECREW_APP) the user's app is imported: its tasks, caps, schedules.
+    Without it, a command that only reads or operates the store (`code=False`) gets a bare
+    app on `--url` (or STAGECREW_URL), so an on-call engineer needs only the URL. Unless
+    the command `creates` the store (`migrate`), a SQLite file that does not exist is refused
+    rather than created empty. The store is closed when the command ends.
     """
     ref = app_ref(given)
+    explicit = given_url()
+    url = explicit or os.environ.get("STAGECREW_URL") or None
+    if ref is None and (code or url is None):
+        what = "this command runs the app's code: " if code else "no store given: "
+        raise CliUsageError(
+            f"{what}pass --app module:attr (for example myapp.jobs:app) or set STAGECREW_APP"
+            + ("" if code else "; or --url URL (or STAGECREW_URL) for the store alone")
+        )
+    if ref is None:
+        assert url is not None
+        app = App(url)
+    else:
+        app = _imported(ref, explicit)
+    if not creates:
+        _refuse_missing_sqlite(app.url)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(app.close)
+    return app
+
+
+def _imported(ref: str, url: str | None) -> App:
+    if url is not None:
+        os.environ["STAGECREW_URL"] = url  # an app built with App() reads it on import
     try:
         app = load_app(ref)
     except StagecrewError as exc:
         raise CliUsageError(str(exc)) from None
     except Exception as exc:  # the user's module raised while being imported
-        module = (ref or "").partition(":")[0]
+        module = ref.partition(":")[0]
         raise CliUsageError(
             f"importing the app {ref!r} failed with {type(exc).__name__}: {exc} "
             f"(run python -c 'import {module}' to see the traceback)"
         ) from None
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.call_on_close(app.close)
+    if url is not None and app.url != url:
+        raise CliUsageError(
+            f"the app {ref!r} names its own store ({redact_url(app.url)}), not {redact_url(url)}: "
+            "build it with App() to take the store from STAGECREW_URL or --url"
+        )
     return app
+
+
+def _refuse_missing_sqlite(url: str) -> None:
+    if not url.startswith("sqlite:"):
+        return
+    from ..backends.sqlite.backend import database_path
+
+    try:
+        path = database_path(url)
+    except StagecrewError as exc:
+        raise CliUsageError(str(exc)) from None
+    if not path.exists():
+        raise CliUsageError(
+            f"no store at {path} ({url}): run `stagecrew migrate` or start a worker to create "
+            "it, or give the right --url"
+        )
 
 
 def parse_duration(text: str) -> float:

@@ -102,7 +102,7 @@ def worker(
         raise CliUsageError("give the app once: as the APP argument or with --app")
     ref = app_ref(app_argument or app_option)
     # load the app here first: a child that cannot import it would only crash and restart
-    app = load(ref)
+    app = load(ref, code=True, creates=True)
     assert ref is not None  # load() has succeeded, so a reference was given
     options = WorkerOptions(
         queues=split_queues(queues),

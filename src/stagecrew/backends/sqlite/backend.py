@@ -63,6 +63,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -581,6 +582,11 @@ class _Transaction:
 def _connected() -> Op[None]:
     """An operation without statements: driving it opens this thread's connection."""
     yield AUTOCOMMIT
+
+
+def database_path(url: str) -> Path:
+    """The absolute path of the database file a SQLite store URL names."""
+    return Path(_parse_url(url)[0]).resolve()
 
 
 def _parse_url(url: str) -> tuple[str, int, float]:
