@@ -183,6 +183,7 @@ def test_without_an_app_commands_exit_2_saying_how_to_name_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("STAGECREW_APP", raising=False)
+    monkeypatch.delenv("STAGECREW_URL", raising=False)
     result = CliRunner().invoke(main, ["stats"])
     assert result.exit_code == 2
     assert "--app module:attr" in result.stderr

@@ -46,7 +46,8 @@ def test_every_ops_command_works_with_a_url_alone(tmp_path: Path, engine: Engine
             assert dead.id == job.id
         finally:
             producer.close()
-        assert run("migrate", "--url", url).exit_code == 0
+        again = run("migrate", "--url", url)
+        assert again.exit_code == 0 and "up to date already; nothing applied" in again.stdout
         stats = run("stats", "--url", url, "--json")
         assert stats.exit_code == 0, stats.output
         [queue] = json.loads(stats.stdout)
@@ -101,8 +102,12 @@ def test_an_inspection_command_never_creates_a_sqlite_store(
     assert not missing.exists()
 
 
-def test_migrate_creates_the_sqlite_store(tmp_path: Path) -> None:
+def test_migrate_creates_the_sqlite_store_and_says_what_it_applied(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
-    assert run("migrate", "--url", f"sqlite:///{path}").exit_code == 0
-    assert path.exists()
-    assert run("stats", "--url", f"sqlite:///{path}").exit_code == 0
+    created = run("migrate", "--url", f"sqlite:///{path}")
+    assert created.exit_code == 0 and path.exists()
+    assert created.stdout.startswith(f"{path.resolve()}: applied 0001_jobs, 0002_claims, ")
+    again = run("migrate", "--url", f"sqlite:///{path}")
+    assert "the schema was up to date already; nothing applied" in again.stdout
+    stats = run("stats", "--url", f"sqlite:///{path}")
+    assert stats.exit_code == 0 and f"no jobs in {path.resolve()}" in stats.stdout

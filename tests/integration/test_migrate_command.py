@@ -51,6 +51,7 @@ def test_migrate_command_makes_an_unmigrated_postgres_schema_usable(
     result = CliRunner().invoke(main, ["migrate", "--app", "pg_app:app"])
     assert result.exit_code == 0, result.output
     assert "up to date" in result.output
+    assert ": applied 0001_jobs, 0002_claims, " in result.output  # says what it did
 
     app = App(schema_url)
     try:

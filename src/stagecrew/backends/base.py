@@ -371,8 +371,12 @@ class Backend(ABC):
         self.clock: Clock = clock or SystemClock()
 
     # -- life cycle ------------------------------------------------------
-    def migrate(self) -> None:  # noqa: B027 - engines without a schema need nothing here
-        """Create or upgrade the schema. Safe to call repeatedly and concurrently."""
+    def migrate(self) -> list[str]:
+        """Create or upgrade the schema. Safe to call repeatedly and concurrently.
+
+        Returns what this call applied, in order (the migrations' names; empty when the store
+        was up to date already, or has no schema)."""
+        return []
 
     def prepare(self) -> None:
         """Called once before first use.

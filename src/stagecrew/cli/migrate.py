@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..backends import backend_from_url, redact_url
-from .options import app_option, load
+from ..backends import backend_from_url
+from .options import app_option, load, store_name
 
 
 @click.command()
@@ -20,7 +20,12 @@ def migrate(app_ref: str | None) -> None:
     app = load(app_ref, creates=True)
     backend = backend_from_url(app.url, app.clock)
     try:
-        backend.migrate()
+        applied = backend.migrate()
     finally:
         backend.close()
-    click.echo(f"the schema of {redact_url(app.url)} is up to date")
+    where = store_name(app.url)
+    if applied:
+        names = ", ".join(name.removesuffix(".sql") for name in applied)
+        click.echo(f"{where}: applied {names}; the schema is up to date")
+    else:
+        click.echo(f"{where}: the schema was up to date already; nothing applied")

@@ -137,6 +137,19 @@ def _imported(ref: str, url: str | None) -> App:
     return app
 
 
+def store_name(url: str) -> str:
+    """How a command names the store it opened: a SQLite file by its absolute path, a server
+    by its URL without the password."""
+    if url.startswith("sqlite:"):
+        from ..backends.sqlite.backend import database_path
+
+        try:
+            return str(database_path(url))
+        except StagecrewError:
+            pass
+    return redact_url(url)
+
+
 def _refuse_missing_sqlite(url: str) -> None:
     if not url.startswith("sqlite:"):
         return

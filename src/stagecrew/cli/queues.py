@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..backends import redact_url
 from ..backends.base import QueueStats
 from ..job import JobState
 from .exits import CliUsageError
-from .options import app_option, json_option, load
+from .options import app_option, json_option, load, store_name
 from .output import STATE_STYLES, console, print_json
 
 
@@ -83,9 +82,9 @@ def list_queues(app_ref: str | None, as_json: bool) -> None:
         return
     out = console()
     if not found:
-        out.print(f"no queues in {redact_url(app.url)}")
+        out.print(f"no queues in {store_name(app.url)}")
         return
-    out.print(queues_table(found, title=f"queues in {redact_url(app.url)}"))
+    out.print(queues_table(found, title=f"queues in {store_name(app.url)}"))
 
 
 def _queue_json(q: QueueStats) -> dict[str, object]:

@@ -6,11 +6,10 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from ..backends import redact_url
 from ..job import JobState
 from .circuits import circuit_rows
 from .limits import cap_rows, rate_limits
-from .options import app_option, json_option, load
+from .options import app_option, json_option, load, store_name
 from .output import STATE_STYLES, console, format_duration, print_json
 
 
@@ -41,9 +40,9 @@ def stats(app_ref: str | None, as_json: bool) -> None:
         return
     out = console()
     if not queues:
-        out.print(f"no jobs in {redact_url(app.url)}")
+        out.print(f"no jobs in {store_name(app.url)}")
         return
-    title = f"queues in {redact_url(app.url)}"
+    title = f"queues in {store_name(app.url)}"
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("queue")
     for state in JobState:

@@ -371,7 +371,7 @@ class PostgresBackend(Backend):
             yield conn
 
     # -- life cycle ------------------------------------------------------------------
-    def migrate(self) -> None:
+    def migrate(self) -> list[str]:
         """Create the schema and apply the missing migrations, in one transaction.
 
         Safe from many hosts at once: a transaction-scoped advisory lock (one
@@ -380,6 +380,7 @@ class PostgresBackend(Backend):
         `<schema>.schema_migrations`.
         """
         target = schema_version()
+        applied: list[str] = []
         with self._direct_connection("migrate", deadline=False) as conn:
             try:
                 with conn.transaction():
@@ -404,8 +405,10 @@ class PostgresBackend(Backend):
                             self._sql.get("migrate_record"), {"version": version, "name": name}
                         )
                         log.info("schema %r: applied migration %s", self.schema, name)
+                        applied.append(name)
             except psycopg.Error as exc:
                 raise BackendError(self._describe("migrate", exc, sent=True)) from exc
+        return applied
 
     def _stored_version(self, conn: SyncConnection) -> int | None:
         """The schema's applied version, or None if it was never migrated."""

@@ -175,12 +175,13 @@ class RedisBackend(Backend):
         return repr(self.clock.now()) if is_fake(self.clock) else ""
 
     # -- life cycle --------------------------------------------------------------------
-    def migrate(self) -> None:
+    def migrate(self) -> list[str]:
         """Record the key layout version; the keys themselves appear as jobs are written."""
         try:
-            preflight.record_layout(self._client, self._keys, self._settings)
+            recorded = preflight.record_layout(self._client, self._keys, self._settings)
         except RedisError as exc:
             raise self._failure("migrate", exc) from exc
+        return [f"key layout {preflight.LAYOUT_VERSION}"] if recorded else []
 
     def prepare(self) -> None:
         """Check the Redis version and the key layout (recording it in a new store).

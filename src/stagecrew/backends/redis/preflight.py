@@ -39,10 +39,12 @@ def nodes(client: Any, settings: Settings) -> list[redis.Redis]:
     return [n.redis_connection for n in client.get_primaries()]
 
 
-def record_layout(client: Any, keys: Keys, settings: Settings) -> None:
-    """Record the key layout version in a new store, and check the one stored."""
-    client.set(keys.layout, str(LAYOUT_VERSION), nx=True)
+def record_layout(client: Any, keys: Keys, settings: Settings) -> bool:
+    """Record the key layout version in a new store, and check the one stored; True if
+    this call recorded it (the store was new)."""
+    recorded = bool(client.set(keys.layout, str(LAYOUT_VERSION), nx=True))
     check_layout(client.get(keys.layout), settings)
+    return recorded
 
 
 def check_store(client: Any, keys: Keys, settings: Settings) -> None:

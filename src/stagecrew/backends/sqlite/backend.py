@@ -654,6 +654,8 @@ class SQLiteBackend(ThreadDriven):
         """Every connection this object opened, inherited ones too (never closed by a child)."""
         self._generation = 0
         self._schema_ready_pid: int | None = None
+        self._applied: list[str] = []
+        """Migrations a first connection applied, until `migrate` reports them."""
         self._local_writes = 0
         """Commits by this object that may create work; `wait` cannot see those through
         `data_version` when they came through the waiting thread's own connection."""
@@ -730,7 +732,7 @@ class SQLiteBackend(ThreadDriven):
             if self._schema_ready_pid != os.getpid():
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version != schema_version():
-                    self._run(conn, self._migration())
+                    self._applied += self._run(conn, self._migration())
                 self._schema_ready_pid = os.getpid()
         except BaseException:
             conn.close()
@@ -792,11 +794,13 @@ class SQLiteBackend(ThreadDriven):
         return "Check the disk and the file."
 
     # -- life cycle --------------------------------------------------------
-    def migrate(self) -> None:
-        self._call("migrate", self._migration())
+    def migrate(self) -> list[str]:
+        applied = self._call("migrate", self._migration())
         self._schema_ready_pid = os.getpid()
+        applied, self._applied = [*self._applied, *applied], []
+        return applied
 
-    def _migration(self) -> Op[None]:
+    def _migration(self) -> Op[list[str]]:
         """Apply the missing migrations in one write transaction.
 
         Several processes may get here at once; the write lock serialises them
@@ -810,12 +814,15 @@ class SQLiteBackend(ThreadDriven):
                 f"the SQLite store at {self.path} has schema version {current}, newer than "
                 f"this stagecrew knows ({target}); upgrade stagecrew on this machine"
             )
-        for version, _name, script in _migrations():
+        applied = []
+        for version, name, script in _migrations():
             if version <= current:
                 continue
             for statement in _statements(script):
                 conn.execute(statement)
+            applied.append(name)
         conn.execute(f"PRAGMA user_version = {target}")
+        return applied
 
     def prepare(self) -> None:
         """Nothing to do up front: each process's first connection creates or upgrades the schema.
