@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -551,6 +552,20 @@ class Jobs:
     ) -> int:
         """Delete finished jobs in `state`; with `older_than`, only those finished that long ago."""
         return self._app.backend.purge(self._purge_filter(state, older_than, task, queue))
+
+    def purgeable(
+        self,
+        *,
+        state: JobState | str = JobState.DEAD,
+        older_than: float | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 100_000,
+    ) -> builtins.list[Job]:
+        """The jobs `purge` with these arguments would delete now (up to `limit`, newest
+        first): for a dry run, or to ask before deleting."""
+        job_filter = self._purge_filter(state, older_than, task, queue)
+        return self._app.backend.list_jobs(dataclasses.replace(job_filter, limit=limit))
 
     async def purge_async(
         self,

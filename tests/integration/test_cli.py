@@ -494,6 +494,32 @@ def test_stats_of_an_empty_store(cli_app: CliApp) -> None:
 
 
 # -- the dead-letter queue -------------------------------------------------------
+def test_dlq_purge_dry_run_says_how_many_and_deletes_nothing(cli_app: CliApp) -> None:
+    _dead_jobs(cli_app, 3)
+    dry = cli_app.run("dlq", "purge", "--all", "--dry-run")
+    assert dry.exit_code == 0 and "would purge 3 jobs (dry run: nothing deleted)" in dry.stdout
+    assert cli_app.json("dlq", "purge", "--all", "--dry-run") == {
+        "would_purge": 3,
+        "at_least": False,
+    }
+    assert len(cli_app.app.jobs.list(state=JobState.DEAD)) == 3
+
+
+def test_dlq_purge_on_a_terminal_asks_first(
+    cli_app: CliApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _dead_jobs(cli_app, 2)
+    monkeypatch.setattr("stagecrew.cli.dlq.interactive", lambda: True)
+    no = CliRunner().invoke(main, ["dlq", "purge", "--all"], input="n\n")
+    assert no.exit_code == 1 and "delete 2 jobs for good?" in no.stderr
+    assert len(cli_app.app.jobs.list(state=JobState.DEAD)) == 2  # nothing deleted
+    yes = CliRunner().invoke(main, ["dlq", "purge", "--all"], input="y\n")
+    assert yes.exit_code == 0 and "purged 2 jobs" in yes.stdout
+    _dead_jobs(cli_app, 1)
+    skipped = CliRunner().invoke(main, ["dlq", "purge", "--all", "--yes"])  # no question
+    assert skipped.exit_code == 0 and "for good?" not in skipped.stderr
+
+
 def test_dlq_list_requeue_and_purge_round_trip(cli_app: CliApp) -> None:
     first, second, third = _dead_jobs(cli_app, 3)
     cli_app.app.enqueue("resize", ["alive.png"])

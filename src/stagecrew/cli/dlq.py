@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 import click
 
@@ -97,6 +98,8 @@ dlq.add_command(_retry, "retry")  # the command's former name, kept working
 )
 @click.option("--task", help="Only jobs of this task.")
 @click.option("--queue", help="Only jobs in this queue.")
+@click.option("--dry-run", is_flag=True, help="Say how many would be deleted; delete nothing.")
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask on a terminal.")
 @app_option
 @json_option
 def purge(
@@ -105,21 +108,49 @@ def purge(
     all_dead: bool,
     task: str | None,
     queue: str | None,
+    dry_run: bool,
+    assume_yes: bool,
     app_ref: str | None,
     as_json: bool,
 ) -> None:
-    """Delete dead jobs for good: those older than --older-than, or --all of them."""
+    """Delete dead jobs for good: those older than --older-than, or --all of them.
+
+    On a terminal it asks first, saying how many (--yes does not ask); --dry-run only says.
+    """
     if older_than is None and not all_dead:
         raise CliUsageError(
             "say which dead jobs to delete: --older-than DURATION (such as 7d) or --all"
         )
     if older_than is not None and all_dead:
         raise CliUsageError("give --older-than or --all, not both")
-    count = load(app_ref).jobs.purge(
-        state=JobState.DEAD, older_than=older_than, task=task, queue=queue
-    )
+    jobs = load(app_ref).jobs
+    age = "" if older_than is None else f" dead for over {format_duration(older_than)}"
+    if dry_run or (not assume_yes and not as_json and interactive()):
+        found = len(
+            jobs.purgeable(older_than=older_than, task=task, queue=queue, limit=PREVIEW_LIMIT)
+        )
+        many = f"{found}{'+' if found >= PREVIEW_LIMIT else ''} job{'s' if found != 1 else ''}"
+        if dry_run:
+            if as_json:
+                print_json({"would_purge": found, "at_least": found >= PREVIEW_LIMIT})
+            else:
+                click.echo(f"would purge {many}{age} (dry run: nothing deleted)")
+            return
+        if not found:
+            click.echo(f"no dead job{age} to purge")
+            return
+        click.confirm(f"delete {many}{age} for good?", abort=True, err=True)
+    count = jobs.purge(state=JobState.DEAD, older_than=older_than, task=task, queue=queue)
     if as_json:
         print_json({"purged": count})
         return
-    age = "" if older_than is None else f" dead for over {format_duration(older_than)}"
     click.echo(f"purged {count} job{'s' if count != 1 else ''}{age}")
+
+
+PREVIEW_LIMIT = 100_000
+"""Dead jobs a dry run or a question counts at most ("100000+ jobs")."""
+
+
+def interactive() -> bool:
+    """Someone at a terminal can answer a question (stdin and stderr are terminals)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
