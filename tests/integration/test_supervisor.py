@@ -164,6 +164,25 @@ def test_a_sigterm_to_the_supervisor_and_its_worker_at_once_lets_the_running_job
     assert events == [("start", 1), ("end", 1)]
 
 
+def test_a_second_ctrl_c_kills_the_workers_and_the_exit_code_says_so(
+    sqlite_run: GatedRun,
+) -> None:
+    """Jobs were left unfinished: the command exits 128 + SIGINT, as a shell reports it."""
+    run = sqlite_run
+    run.start("--processes", "1", "--grace", "60", "--lease-seconds", "60")
+    job = run.gated.enqueue()
+    assert wait_for(lambda: run.started(job, 1), 30), run.output()[-3000:]
+    os.kill(run.process.pid, signal.SIGINT)
+    assert wait_for(lambda: "stopping workers gracefully" in run.output(), 30), run.output()
+    os.kill(run.process.pid, signal.SIGINT)
+    exited = wait_for(lambda: run.process.poll() is not None, 60)
+    code, output = run.close()
+    assert exited, output[-3000:]
+    assert code == 128 + signal.SIGINT, output[-3000:]
+    assert "SIGINT again: killing workers" in output
+    assert job.get().state is not S.SUCCEEDED  # it was not let finish
+
+
 def _took_both_requests(run: GatedRun) -> bool:
     output = run.output()
     return (

@@ -277,6 +277,8 @@ class Supervisor:
         self._children: dict[int, _Child] = {}
         self._releaser = _Releaser(app_ref)
         self._signals = 0
+        self._killed_by: int | None = None
+        """The signal that made this supervisor kill its workers (a second stop request)."""
         self._failed = False
         self.restarts = 0
 
@@ -321,6 +323,7 @@ class Supervisor:
             self._send(RELAYED_STOP)
         else:
             log.warning("%s again: killing workers", sig.name)
+            self._killed_by = signum
             self._send(signal.SIGKILL)
 
     def _send(self, sig: signal.Signals) -> None:
@@ -392,4 +395,9 @@ class Supervisor:
                 self._ended(child)
         self._releaser.close(RELEASE_WAIT)
         log.info("all workers stopped")
-        return 2 if self._failed else 0
+        if self._failed:
+            return 2
+        if self._killed_by is not None:
+            # as a shell reports a command a signal ended: the workers did not finish their jobs
+            return 128 + self._killed_by
+        return 0
