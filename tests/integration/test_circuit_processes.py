@@ -4,7 +4,9 @@ cooldown the probes find the remote back, close it, and the waiting jobs run, on
 that serves several processes.
 
 The jobs write their start times to a ledger; the circuit's record (in the store) says when it
-opened. A start lags the decision to let it through by the worker's dispatch time: `LAG`.
+opened. A start lags the decision to let it through by the worker's dispatch time (`LAG`), and
+a worker trusts a closed circuit it read for `FRESH` seconds, so the other process may let
+jobs through for that long after one opened it: the quiet window starts after both.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import pytest
 from stagecrew import App, JobState
 from stagecrew.limits.circuit import CLOSED, OPEN, CircuitState
 from stagecrew.testing.engines import Engine, engine_params
+from stagecrew.worker.circuits import FRESH
 from tests.support.processes import start_worker, stop, wait_for, write_app
 
 pytestmark = pytest.mark.slow
 
-COOLDOWN = 3.0
+COOLDOWN = 5.0
 LAG = 0.5
 
 APP = """
@@ -34,7 +37,7 @@ def record(what: str, job_id: int) -> None:
         ledger.write(f"{what} {time.time():.6f} {job_id} {os.getpid()}\\n")
 
 @app.task(
-    circuit=dict(name="remote", min_calls=4, failure_threshold=0.5, cooldown=3, probes=2),
+    circuit=dict(name="remote", min_calls=4, failure_threshold=0.5, cooldown=5, probes=2),
     max_attempts=50,
     backoff=dict(base=0.1, cap=0.3),
 )
@@ -101,7 +104,7 @@ def test_a_failing_remote_opens_the_circuit_for_every_process_until_probes_close
         for what, at, job_id, pid in (line.split() for line in ledger.read_text().splitlines())
     ]
     opened_at = opened.changed_at
-    quiet = [at for at, *_ in starts if opened_at + LAG < at < opened_at + COOLDOWN - LAG]
+    quiet = [at for at, *_ in starts if opened_at + FRESH + LAG < at < opened_at + COOLDOWN - LAG]
     assert quiet == []  # nothing started, in either process, while the circuit was open
     after = sorted(at for at, *_ in starts if at >= opened_at + COOLDOWN - LAG)
     assert len(after) >= len(waiting)  # and everything ran once it had closed

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 RATE = 10.0
 BURST = 2
-LAG = 0.3
+LAG = 0.5
 PAUSE = 1.5
 
 APP = """
