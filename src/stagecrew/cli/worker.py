@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..backends import redact_url
 from ..errors import BackendError, StagecrewError
 from ..worker import defaults
+from ..worker.logs import FORMAT_VARIABLE, LOG_FORMATS
 from ..worker.supervisor import Supervisor, WorkerOptions
 from .exits import CliUsageError
 from .options import FiniteSeconds, app_ref, load
@@ -74,6 +77,13 @@ def split_queues(values: tuple[str, ...]) -> list[str] | None:
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=None,
+    help="text for people, json for machines (one object per line, with the running job's "
+    "id, task, queue and attempt) [default: $STAGECREW_LOG_FORMAT, else text].",
+)
 def worker(
     *,
     app_argument: str | None,
@@ -85,6 +95,7 @@ def worker(
     grace: float,
     poll_interval: float,
     log_level: str,
+    log_format: str | None,
 ) -> None:
     """Run worker processes for APP (module:attr, or $STAGECREW_APP).
 
@@ -101,6 +112,8 @@ def worker(
     if app_argument and app_option and app_argument != app_option:
         raise CliUsageError("give the app once: as the APP argument or with --app")
     ref = app_ref(app_argument or app_option)
+    if log_format is not None:  # every process of this worker reads it, isolated ones too
+        os.environ[FORMAT_VARIABLE] = log_format
     # load the app here first: a child that cannot import it would only crash and restart
     app = load(ref, code=True, creates=True)
     assert ref is not None  # load() has succeeded, so a reference was given

@@ -38,7 +38,7 @@ from ..serialization import decode, decode_payload, encode
 from ..task import Task
 from .job_threads import JobThreads
 from .job_transaction import JobTransaction
-from .logs import current_job
+from .logs import RunningJob, current_job
 from .steps import AttemptSteps
 
 log = logging.getLogger("stagecrew.worker")
@@ -152,7 +152,7 @@ class Executor:
 
     async def run(self, flight: InFlight) -> Ack | None:
         job = flight.job
-        token = current_job.set(str(job.id))
+        token = current_job.set(RunningJob(job.id, job.task, job.queue, job.attempt))
         try:
             ack = await self._run(flight)
             if flight.ctx is not None and flight.ctx._steps is not None:

@@ -31,7 +31,7 @@ from ..job import AttemptError, ClaimedJob, ErrorKind, JobState
 from ..retry import Backoff
 from .executor import Executor, InFlight, StopReason
 from .job_threads import JobThreads
-from .logs import configure, current_job
+from .logs import RunningJob, configure, current_job
 
 log = logging.getLogger("stagecrew.worker")
 
@@ -308,7 +308,8 @@ async def run_alone(
     Cancelling the calling task (the worker does it on a cancellation request,
     a lost lease or at the end of the grace period) kills the child.
     """
-    token = current_job.set(str(flight.job.id))
+    job = flight.job
+    token = current_job.set(RunningJob(job.id, job.task, job.queue, job.attempt))
     try:
         return await _run_alone(app, app_ref, flight, stuck_grace=stuck_grace, rng=rng)
     finally:
