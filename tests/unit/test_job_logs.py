@@ -104,3 +104,43 @@ def test_the_text_format_shows_the_job_id() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "plain", None, None)
     JobFilter().filter(record)
     assert " job=- x: plain" in logging.Formatter(LOG_FORMAT).format(record)
+
+
+def test_a_stored_traceback_starts_at_the_tasks_frame_and_retries_say_when() -> None:
+    app = App("memory://")
+
+    def helper() -> None:
+        raise KeyError("missing")
+
+    @app.task(max_attempts=2)
+    def sync_task() -> None:
+        helper()
+
+    @app.task(max_attempts=1, timeout=5)
+    async def async_task() -> None:
+        helper()
+
+    records: list[logging.LogRecord] = []
+    handler = Captured()
+    handler.emit = records.append  # type: ignore[method-assign]
+    worker_log = logging.getLogger("stagecrew.worker")
+    worker_log.addHandler(handler)
+    try:
+        with TestKit(app) as kit:
+            first = sync_task.enqueue()
+            second = async_task.enqueue()
+            kit.run_until_idle()
+            stored = {name: h.get() for h, name in ((first, "sync"), (second, "async"))}
+    finally:
+        worker_log.removeHandler(handler)
+    for name, job in stored.items():
+        [error] = job.errors
+        lines = error.traceback.splitlines()
+        assert lines[0] == "Traceback (most recent call last):"
+        assert f"in {name}_task" in lines[1], error.traceback  # the task's frame comes first
+        assert "stagecrew/worker" not in error.traceback
+        assert "in helper" in error.traceback and "KeyError: 'missing'" in error.traceback
+    retried = [r.getMessage() for r in records if "will retry" in r.getMessage()]
+    assert len(retried) == 1 and " will retry in " in retried[0]
+    retry_in = float(retried[0].rsplit("will retry in ", 1)[1].rstrip("s"))
+    assert stored["sync"].run_at == pytest.approx(kit.clock.now() + retry_in, abs=0.06)

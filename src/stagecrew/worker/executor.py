@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import inspect
 import logging
 import math
 import random
@@ -84,6 +85,20 @@ class _Overran(Exception):
     pass
 
 
+def _from_the_task(exc: BaseException, task: Task[Any, Any] | None) -> BaseException:
+    """`exc` with its traceback starting at the task's own frame: the frames of the worker
+    that called it (the executor, the job thread, asyncio) say nothing to whoever reads a
+    stored error. Left whole when the task's frame is not in it (the failure was not the
+    task's: an argument that does not fit, a timeout)."""
+    if task is None:
+        return exc
+    code = getattr(inspect.unwrap(task.fn), "__code__", None)
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not code:
+        tb = tb.tb_next
+    return exc if tb is None else exc.with_traceback(tb)
+
+
 SNOOZED_TOO_OFTEN = "SnoozedTooOften"
 """The error type of a job dead-lettered for snoozing past its task's `max_snoozes`."""
 
@@ -118,7 +133,13 @@ class Executor:
         self.stuck_grace = stuck_grace
         self.rng = rng or random.Random()
 
-    def _error(self, job: ClaimedJob, kind: ErrorKind, exc: BaseException | str) -> AttemptError:
+    def _error(
+        self,
+        job: ClaimedJob,
+        kind: ErrorKind,
+        exc: BaseException | str,
+        task: Task[Any, Any] | None = None,
+    ) -> AttemptError:
         if isinstance(exc, str):
             return AttemptError(job.attempt, self.app.clock.now(), kind, kind.value, exc)
         return AttemptError(
@@ -127,7 +148,7 @@ class Executor:
             kind=kind,
             type=type(exc).__qualname__,
             message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
+            traceback="".join(traceback.format_exception(_from_the_task(exc, task))),
         )
 
     def _dead_letter(self, job: ClaimedJob, error: AttemptError) -> Ack:
@@ -260,7 +281,11 @@ class Executor:
             return self._snoozed(job, task, exc)
         except Retry as exc:
             return self._failed(
-                job, task, self._error(job, ErrorKind.ERROR, exc), retryable=True, delay=exc.in_
+                job,
+                task,
+                self._error(job, ErrorKind.ERROR, exc, task),
+                retryable=True,
+                delay=exc.in_,
             )
         except Exception as exc:
             if isinstance(exc, TypeError):
@@ -359,7 +384,7 @@ class Executor:
 
     def _failure(self, job: ClaimedJob, task: Task[Any, Any], exc: Exception) -> Ack:
         retryable = task.retryable(exc)
-        error = self._error(job, ErrorKind.ERROR, exc)
+        error = self._error(job, ErrorKind.ERROR, exc, task)
         ack = self._failed(job, task, error, retryable=retryable)
         level = logging.WARNING if ack.kind is AckKind.RETRY else logging.ERROR
         log.log(
@@ -371,7 +396,9 @@ class Executor:
             job.max_attempts,
             type(exc).__name__,
             error.message,  # made storable, so printable too
-            "will retry" if ack.kind is AckKind.RETRY else "moved to the dead-letter queue",
+            f"will retry in {ack.delay or 0.0:.1f}s"
+            if ack.kind is AckKind.RETRY
+            else "moved to the dead-letter queue",
         )
         return ack
 

@@ -552,7 +552,7 @@ class Worker:
         self._running -= 1
         self._slot_free.set()
         if flight.stuck:
-            self._begin_recycle()
+            self._begin_recycle(flight)
         if flight.committed and ack is not None:
             self._on_written(ack, True)  # durable already: the task's transaction wrote it
             return
@@ -664,9 +664,15 @@ class Worker:
         )
         self.request_stop()
 
-    def _begin_recycle(self) -> None:
+    def _begin_recycle(self, flight: InFlight) -> None:
         if not self._recycle:
-            log.error("a sync job overran its timeout and would not stop: recycling this process")
+            log.error(
+                "job %s %s attempt %s overran its timeout and its sync code would not stop: "
+                "recycling this process",
+                flight.job.id,
+                flight.job.task,
+                flight.job.attempt,
+            )
             self._recycle = True
             self.request_stop()
 
