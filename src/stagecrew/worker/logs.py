@@ -13,14 +13,16 @@ import contextvars
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import orjson
 
 
-@dataclass(frozen=True, slots=True)
-class RunningJob:
+class RunningJob(NamedTuple):
+    """The job an attempt runs, as its log records name it (a named tuple: one is built per
+    attempt, on the worker's hot path)."""
+
     id: int
     task: str
     queue: str
