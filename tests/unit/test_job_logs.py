@@ -144,3 +144,38 @@ def test_a_stored_traceback_starts_at_the_tasks_frame_and_retries_say_when() -> 
     assert len(retried) == 1 and " will retry in " in retried[0]
     retry_in = float(retried[0].rsplit("will retry in ", 1)[1].rstrip("s"))
     assert stored["sync"].run_at == pytest.approx(kit.clock.now() + retry_in, abs=0.06)
+
+
+def test_each_attempt_logs_its_start_and_end_at_the_chosen_level(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = App("memory://")
+
+    @app.task(max_attempts=2)
+    def flaky(n: int) -> None:
+        if n == 1:
+            raise RuntimeError("again")
+
+    jobs_log = logging.getLogger("stagecrew.jobs")
+    handler = Captured()
+    jobs_log.addHandler(handler)
+    jobs_log.setLevel(logging.DEBUG)
+    try:
+        with TestKit(app) as kit:  # DEBUG by default: not at INFO
+            flaky.enqueue(0)
+            kit.run_until_idle()
+        assert {r.levelno for r in handler.records} == {logging.DEBUG}
+        handler.records.clear()
+        monkeypatch.setenv("STAGECREW_JOB_LOG_LEVEL", "info")
+        with TestKit(app) as kit:
+            job = flaky.enqueue(1)
+            kit.run_until_idle()
+    finally:
+        jobs_log.removeHandler(handler)
+        jobs_log.setLevel(logging.NOTSET)
+    lines = [(r.levelno, r.getMessage()) for r in handler.records]
+    assert lines[0] == (logging.INFO, f"job {job.id} flaky attempt 1 started")
+    level, ended = lines[1]
+    assert level == logging.INFO
+    assert ended.startswith(f"job {job.id} flaky attempt 1 ended after ")
+    assert ended.endswith(" ms: retry")

@@ -9,7 +9,7 @@ import click
 from ..backends import redact_url
 from ..errors import BackendError, StagecrewError
 from ..worker import defaults
-from ..worker.logs import FORMAT_VARIABLE, LOG_FORMATS
+from ..worker.logs import FORMAT_VARIABLE, JOB_LEVEL_VARIABLE, LOG_FORMATS
 from ..worker.supervisor import Supervisor, WorkerOptions
 from .exits import CliUsageError
 from .options import FiniteSeconds, app_ref, load
@@ -78,6 +78,13 @@ def split_queues(values: tuple[str, ...]) -> list[str] | None:
     show_default=True,
 )
 @click.option(
+    "--job-log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="The level of each attempt's start and end lines (logger stagecrew.jobs, with its "
+    "duration and outcome) [default: $STAGECREW_JOB_LOG_LEVEL, else DEBUG: not shown].",
+)
+@click.option(
     "--log-format",
     type=click.Choice(LOG_FORMATS),
     default=None,
@@ -95,6 +102,7 @@ def worker(
     grace: float,
     poll_interval: float,
     log_level: str,
+    job_log_level: str | None,
     log_format: str | None,
 ) -> None:
     """Run worker processes for APP (module:attr, or $STAGECREW_APP).
@@ -112,8 +120,10 @@ def worker(
     if app_argument and app_option and app_argument != app_option:
         raise CliUsageError("give the app once: as the APP argument or with --app")
     ref = app_ref(app_argument or app_option)
-    if log_format is not None:  # every process of this worker reads it, isolated ones too
+    if log_format is not None:  # every process of this worker reads them, isolated ones too
         os.environ[FORMAT_VARIABLE] = log_format
+    if job_log_level is not None:
+        os.environ[JOB_LEVEL_VARIABLE] = job_log_level.upper()
     # load the app here first: a child that cannot import it would only crash and restart
     app = load(ref, code=True, creates=True)
     assert ref is not None  # load() has succeeded, so a reference was given

@@ -15,6 +15,7 @@ import inspect
 import logging
 import math
 import random
+import time
 import traceback
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -39,7 +40,7 @@ from ..serialization import decode, decode_payload, encode
 from ..task import Task
 from .job_threads import JobThreads
 from .job_transaction import JobTransaction
-from .logs import RunningJob, current_job
+from .logs import RunningJob, current_job, job_log, job_log_level
 from .steps import AttemptSteps
 
 log = logging.getLogger("stagecrew.worker")
@@ -132,6 +133,8 @@ class Executor:
         self.threads = threads
         self.stuck_grace = stuck_grace
         self.rng = rng or random.Random()
+        self.job_log_level = job_log_level()
+        """The level of each attempt's start and end lines (`stagecrew.jobs`)."""
 
     def _error(
         self,
@@ -174,14 +177,30 @@ class Executor:
     async def run(self, flight: InFlight) -> Ack | None:
         job = flight.job
         token = current_job.set(RunningJob(job.id, job.task, job.queue, job.attempt))
+        logged = job_log.isEnabledFor(self.job_log_level)
+        if logged:
+            job_log.log(
+                self.job_log_level, "job %s %s attempt %s started", job.id, job.task, job.attempt
+            )
+            began = time.monotonic()
         try:
             ack = await self._run(flight)
             if flight.ctx is not None and flight.ctx._steps is not None:
                 await flight.ctx._steps.finish_async()  # the last checkpoint and progress first
+            if flight.committed:
+                ack = self._committed(flight, ack)
+            if logged:
+                job_log.log(
+                    self.job_log_level,
+                    "job %s %s attempt %s ended after %.1f ms: %s",
+                    job.id,
+                    job.task,
+                    job.attempt,
+                    (time.monotonic() - began) * 1000,
+                    "no outcome (stopped)" if ack is None else ack.kind,
+                )
         finally:
             current_job.reset(token)
-        if flight.committed:
-            return self._committed(flight, ack)
         return ack
 
     def _committed(self, flight: InFlight, ack: Ack | None) -> Ack:

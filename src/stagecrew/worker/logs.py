@@ -39,6 +39,17 @@ FORMAT_VARIABLE = "STAGECREW_LOG_FORMAT"
 """The environment variable that carries `--log-format` to every process of a worker."""
 
 
+job_log = logging.getLogger("stagecrew.jobs")
+"""Each attempt's start and end (with its duration and outcome), at `job_log_level()`."""
+JOB_LEVEL_VARIABLE = "STAGECREW_JOB_LOG_LEVEL"
+"""Carries `--job-log-level` to every process of a worker (DEBUG when unset)."""
+
+
+def job_log_level() -> int:
+    level = logging.getLevelName(os.environ.get(JOB_LEVEL_VARIABLE, "DEBUG").upper())
+    return level if isinstance(level, int) else logging.DEBUG
+
+
 class JobFilter(logging.Filter):
     """Puts the running job's fields on each record (a record that has them keeps them)."""
 
