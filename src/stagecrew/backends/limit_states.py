@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 
 from .steps import check_stored_text
 
+SWAP_TRIES = 8
+"""Compare-and-set rounds a limit's writer tries, each computed again from the records the
+store sent back, before it gives up for now."""
 MAX_LIMIT_NAME = 200
 MAX_LIMIT_TTL = 30 * 86_400.0
 """A limit record lives at most this long after its last write (30 days)."""

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from ..app import App
-from ..backends.limit_states import MAX_LIMIT_TTL, LimitSwap
+from ..backends.limit_states import MAX_LIMIT_TTL, SWAP_TRIES, LimitSwap
 from ..limits.circuit import (
     OPEN,
     Circuit,
@@ -102,7 +102,7 @@ def _set(app_ref: str | None, name: str, *, opening: bool) -> None:
     if circuit is None:
         raise CliError(f"no task of this app declares a circuit named {name!r}")
     backend = app.backend
-    for _ in range(8):
+    for _ in range(SWAP_TRIES):
         read = backend.read_limits([circuit.record_name])
         stored = read.states.get(circuit.record_name)
         state = CircuitState.from_text(None if stored is None else stored.value)

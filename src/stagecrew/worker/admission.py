@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..app import App
-from ..backends.limit_states import MAX_LIMIT_TTL, LimitState, LimitSwap
+from ..backends.limit_states import MAX_LIMIT_TTL, SWAP_TRIES, LimitState, LimitSwap
 from ..errors import StagecrewError
 from ..job import ClaimedJob, RateLimited
 from ..limits.rate import Bucket, RateLimit, slow_down, take
@@ -38,8 +38,6 @@ about two of its idle waits, the granularity at which booked jobs come back."""
 AHEAD = 0.1
 """Seconds' worth of tokens a worker may take ahead from a bucket far from empty, for its next
 batches (`limits.rate.take`): a limit far from reached costs a draw per `AHEAD`, not per batch."""
-MAX_TRIES = 8
-"""Compare-and-set rounds before a batch gives up for now (its jobs are booked a little later)."""
 CONTENDED_DELAY = 0.05
 """Seconds after which the jobs of a batch that lost every round are claimed again."""
 STORE_DOWN_DELAY = 1.0
@@ -201,7 +199,7 @@ class Admission:
             return covered, []
         backend = self.app.backend
         now = self._store_now()
-        for _ in range(MAX_TRIES):
+        for _ in range(SWAP_TRIES):
             swaps, taken = [], {}
             for name, group in groups.items():
                 seen = self._seen.get(name)
@@ -236,7 +234,7 @@ class Admission:
                     )
                 return start, held
             now = done.now
-        log.info("rate limits contended: %d round(s) lost; booking the batch", MAX_TRIES)
+        log.info("rate limits contended: %d round(s) lost; booking the batch", SWAP_TRIES)
         return covered, [(job, CONTENDED_DELAY) for group in groups.values() for job in group]
 
     async def slow_down(self, job: ClaimedJob, limited: RateLimited) -> None:
@@ -250,7 +248,7 @@ class Admission:
         try:
             read = await backend.read_limits_async([name])
             now, seen = read.now, read.states.get(name)
-            for _ in range(MAX_TRIES):
+            for _ in range(SWAP_TRIES):
                 bucket = slow_down(
                     limit,
                     Bucket.from_text(None if seen is None else seen.value),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..app import App
 from ..backends.base import Ack, AckKind
-from ..backends.limit_states import MAX_LIMIT_TTL, LimitState, LimitSwap
+from ..backends.limit_states import MAX_LIMIT_TTL, SWAP_TRIES, LimitState, LimitSwap
 from ..job import ClaimedJob
 from ..limits.circuit import Circuit, CircuitState, gate, record
 
@@ -32,7 +32,6 @@ log = logging.getLogger("stagecrew.worker")
 FRESH = 1.0
 """Seconds a closed circuit's record read by this worker is trusted: a circuit another worker
 opened holds this worker's jobs back within that long."""
-MAX_TRIES = 8
 STORE_DOWN_DELAY = 1.0
 """Seconds after which jobs whose circuit could not be read are claimed again."""
 
@@ -105,7 +104,7 @@ class CircuitGates:
         """How many of `count` jobs pass, after how long the others come back, and whether
         those that pass are probes."""
         stored, now = await self._record_of(circuit, fresh=True)
-        for _ in range(MAX_TRIES):
+        for _ in range(SWAP_TRIES):
             state = CircuitState.from_text(None if stored is None else stored.value)
             opened = gate(circuit, state, now, count)
             if opened.state == state:  # nothing to write (closed, or open and cooling down)
@@ -184,7 +183,7 @@ class CircuitGates:
 
     async def _count(self, circuit: Circuit, counts: Counter[str]) -> None:
         stored, now = await self._record_of(circuit, fresh=True)
-        for _ in range(MAX_TRIES):
+        for _ in range(SWAP_TRIES):
             state = CircuitState.from_text(None if stored is None else stored.value)
             after = record(
                 circuit,
@@ -201,4 +200,4 @@ class CircuitGates:
             if done is None:
                 return
             stored, now = done
-        log.info("circuit %s: outcomes not counted, %d rounds lost", circuit.name, MAX_TRIES)
+        log.info("circuit %s: outcomes not counted, %d rounds lost", circuit.name, SWAP_TRIES)

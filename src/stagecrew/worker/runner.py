@@ -160,10 +160,11 @@ class Worker:
         )
         """Rate limits and circuit breakers, if this worker's code declares any."""
         self._held: set[JobRef] = set()
-        """Claims handed back for want of a rate-limit token, until that is written."""
+        """Claims handed back by a limit (no rate-limit token, an open circuit), until that
+        is written."""
         self.processed = 0
         self.held = 0
-        """Jobs this worker handed back to wait for a rate-limit token (not in `processed`)."""
+        """Jobs this worker handed back to wait on a limit (not in `processed`)."""
         self.acked: dict[AckKind, int] = dict.fromkeys(AckKind, 0)
 
     # -- public ------------------------------------------------------------------
@@ -465,8 +466,8 @@ class Worker:
     async def _admitted(
         self, flight: InFlight, admission: asyncio.Future[Admitted]
     ) -> float | None:
-        """Seconds until `flight`'s rate-limit token is there, once its batch's draw is done;
-        None if the job was handed back to wait for one (`_hold`)."""
+        """Seconds until `flight` may start, once its batch's admission is done (its circuit
+        let it through, its rate-limit token is there); None if it was handed back (`_hold`)."""
         try:
             # shielded: the draw is its batch's, not this job's alone to cancel
             decided = await asyncio.shield(admission)
@@ -480,8 +481,9 @@ class Worker:
         return decided.start.get(flight.job.id, 0.0)
 
     def _hold(self, flight: InFlight, delay: float) -> None:
-        """Hand `flight`'s job back, booked `delay` seconds ahead for want of a rate-limit
-        token (`admission`): its attempt is not counted, and it never started."""
+        """Hand `flight`'s job back, booked `delay` seconds ahead, for want of a rate-limit
+        token or behind an open circuit (`admission`): its attempt is not counted, and it
+        never started."""
         assert self._completer is not None
         flight.finished = True
         self._running -= 1
