@@ -183,6 +183,19 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     exercise_schedules(backend)
     exercise_workflows(backend)
     exercise_limits(backend)
+    exercise_worker_registry(backend)
+
+
+def exercise_worker_registry(backend: RedisBackend) -> None:
+    from stagecrew.backends.worker_registry import WorkerBeat, WorkerInfo
+
+    info = WorkerInfo("h", 1, ("a",), 2, 0, "0")
+    backend.record_worker(WorkerBeat("w", info, 5.0))
+    assert [w.id for w in backend.list_workers().workers] == ["w"]
+    clock = backend.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(10.0)
+    assert backend.prune_workers(keep=5.0) == 1
 
 
 def exercise_limits(backend: RedisBackend) -> None:
@@ -1157,7 +1170,7 @@ class TestLimitStates:
         backend = make_backend(clock)
         backend.swap_limits([LimitSwap(f"rate:{i}", None, "1", 1.0) for i in range(25)])
         clock.advance(2.0)
-        monkeypatch.setattr(redis_backend, "PRUNE_LIMITS_BATCH", 10)
+        monkeypatch.setattr(redis_backend, "PRUNE_RECORDS_BATCH", 10)
         assert backend.prune_limits(0) == 0
         assert backend.prune_limits(12) == 12
         assert backend.prune_limits() == 13

@@ -227,8 +227,27 @@ LIMIT_SCRIPTS = frozenset(
 )
 
 
+INFO = '{"host":"h","pid":1,"queues":["default"],"concurrency":1,"busy":0,"version":"0"}'
+REGISTRY_REFUSALS = {
+    "record-worker-now-nan": (scripts.RECORD_WORKER, ["nan", "w", "30.0", "0", INFO], "now"),
+    "record-worker-id-empty": (scripts.RECORD_WORKER, ["", "", "30.0", "0", INFO], "worker id"),
+    "record-worker-ttl-zero": (scripts.RECORD_WORKER, ["", "w", "0", "0", INFO], "ttl"),
+    "record-worker-ttl-inf": (scripts.RECORD_WORKER, ["", "w", FAR, "0", INFO], "ttl"),
+    "record-worker-stopped": (scripts.RECORD_WORKER, ["", "w", "30.0", "yes", INFO], "stopped"),
+    "record-worker-no-info": (scripts.RECORD_WORKER, ["", "w", "30.0", "0"], "info"),
+    "list-workers-now-inf": (scripts.LIST_WORKERS, [FAR], "now"),
+    "prune-workers-keep-negative": (scripts.PRUNE_WORKERS, ["", "-1", 10], "keep"),
+    "prune-workers-keep-nan": (scripts.PRUNE_WORKERS, ["", "nan", 10], "keep"),
+    "prune-workers-limit-zero": (scripts.PRUNE_WORKERS, ["", "0", 0], "limit"),
+}
+"""The worker registry scripts' bad calls (script, ARGV after the store's tag) and what each
+names; they run on the registry's keys."""
+REGISTRY_SCRIPTS = frozenset({scripts.RECORD_WORKER, scripts.LIST_WORKERS, scripts.PRUNE_WORKERS})
+
+
 def bad_limit_calls() -> list[Any]:
-    return [pytest.param(name, args, id=what) for what, (name, args, _) in LIMIT_REFUSALS.items()]
+    calls = {**LIMIT_REFUSALS, **REGISTRY_REFUSALS}
+    return [pytest.param(name, args, id=what) for what, (name, args, _) in calls.items()]
 
 
 BAD_CALLS: list[Any] = [
@@ -712,9 +731,14 @@ REFUSALS = {
     **{f"claim-capped-{what}": reason for what, (_, reason) in CAPPED_REFUSALS.items()},
     **{f"claim-capped-{what}": reason for what, (_, reason) in CAPPED_LONGER.items()},
     **{what: reason for what, (_, _, reason) in LIMIT_REFUSALS.items()},
+    **{what: reason for what, (_, _, reason) in REGISTRY_REFUSALS.items()},
 }
 """What the scripts that name the field they refuse say, per call."""
-NAMING = frozenset({scripts.ENQUEUE, scripts.CLAIM_CAPPED, scripts.FIRE_SCHEDULE}) | LIMIT_SCRIPTS
+NAMING = (
+    frozenset({scripts.ENQUEUE, scripts.CLAIM_CAPPED, scripts.FIRE_SCHEDULE})
+    | LIMIT_SCRIPTS
+    | REGISTRY_SCRIPTS
+)
 
 
 @pytest.mark.parametrize(("name", "args"), BAD_CALLS)
@@ -733,6 +757,8 @@ def test_script_refuses_a_bad_argument_before_writing_anything(
         keys, tag = queue.keys, queue.tag
         if name in LIMIT_SCRIPTS:
             keys, tag = (backend._keys.limits, backend._keys.limits_expiry), backend._keys.tag
+        if name in REGISTRY_SCRIPTS:
+            keys, tag = (backend._keys.workers, backend._keys.workers_seen), backend._keys.tag
         source = scripts.script(name).text
         refusal = f"stagecrew: bad {re.escape(reason)}:" if reason else "stagecrew: bad"
         with pytest.raises(redis.ResponseError, match=refusal):

@@ -97,6 +97,7 @@ from .steps import (
     check_stored_text,
     progress_text,
 )
+from .worker_registry import WorkerBeat, WorkerRegistry, check_beat, check_keep
 from .workflows import HELD_AT, NewWorkflow, Workflow, check_new_workflow, check_workflow_id
 
 T = TypeVar("T")
@@ -660,6 +661,23 @@ class Backend(ABC):
     @abstractmethod
     def _prune_limits(self, limit: int) -> Op[int]:
         """Delete up to `limit` expired limit records; how many were deleted."""
+
+    @abstractmethod
+    def _record_worker(self, beat: WorkerBeat) -> Op[None]:
+        """In one atomic write, store `beat` as its worker's record: insert it (started_at,
+        seen_at = now) or update it (its info, seen_at = now, started_at kept); alive_until =
+        now + ttl; stopped_at = now if the beat says it stopped and the record was not
+        stopped before. A stopped record stays stopped: its stopped_at and alive_until are
+        never changed again. `beat` is checked."""
+
+    @abstractmethod
+    def _list_workers(self) -> Op[WorkerRegistry]:
+        """Every worker record, sorted by id, and the store's now, in one read."""
+
+    @abstractmethod
+    def _prune_workers(self, keep: float, limit: int) -> Op[int]:
+        """Delete up to `limit` worker records last seen at or before now - `keep` seconds;
+        how many were deleted."""
 
     # -- the one place every store call passes through ------------------------
     def _failure(self, operation: str, exc: BaseException) -> StagecrewError:
@@ -1334,6 +1352,39 @@ class Backend(ABC):
     async def prune_limits_async(self, limit: int = 1000) -> int:
         op = self._prune_limits(check_limit(limit, "prune_limits"))
         return await self._call_async("prune_limits", op)
+
+    # -- the worker registry (see worker_registry.py) ---------------------------
+    @final
+    def record_worker(self, beat: WorkerBeat) -> None:
+        """Write a worker's record of itself (its heartbeat in the registry); the store
+        stamps the times."""
+        self._call("record_worker", self._record_worker(check_beat(beat)))
+
+    @final
+    async def record_worker_async(self, beat: WorkerBeat) -> None:
+        await self._call_async("record_worker", self._record_worker(check_beat(beat)))
+
+    @final
+    def list_workers(self) -> WorkerRegistry:
+        """Every worker record the store keeps (alive, stopped, lost), and its now."""
+        return self._call("list_workers", self._list_workers())
+
+    @final
+    async def list_workers_async(self) -> WorkerRegistry:
+        return await self._call_async("list_workers", self._list_workers())
+
+    @final
+    def prune_workers(self, keep: float, limit: int = 1000) -> int:
+        """Delete up to `limit` records of workers last seen `keep` or more seconds ago."""
+        return self._call("prune_workers", self._workers_pruned(keep, limit))
+
+    @final
+    async def prune_workers_async(self, keep: float, limit: int = 1000) -> int:
+        return await self._call_async("prune_workers", self._workers_pruned(keep, limit))
+
+    def _workers_pruned(self, keep: float, limit: int) -> Op[int]:
+        checked = check_keep(keep, "prune_workers")
+        return self._prune_workers(checked, check_limit(limit, "prune_workers"))
 
     # -- workflows (see workflows.py and docs/workflows.md) -------------------
     @final

@@ -54,6 +54,7 @@ from .schedules import (
     refused,
 )
 from .steps import JobSteps, StoredValue, progress_from_store
+from .worker_registry import WorkerBeat, WorkerRecord, WorkerRegistry, recorded
 from .workflows import (
     ADVANCING,
     HELD_AT,
@@ -105,6 +106,7 @@ class MemoryBackend(Backend):
         """Per job id, the async `wait_finished` calls to wake when it is final or deleted."""
         self._schedules: dict[str, ScheduleRecord] = {}
         self._limits: dict[str, LimitState] = {}
+        self._workers: dict[str, WorkerRecord] = {}
         self._order_at: dict[int, float] = {}
         """The order_at of waiting jobs whose order_at is not their run_at (fair-keyed jobs)."""
         self._fair_lasts: dict[tuple[str, str], float] = {}
@@ -775,6 +777,28 @@ class MemoryBackend(Backend):
                 del self._limits[name]
             return len(expired)
 
+    # -- the worker registry -------------------------------------------------
+    @immediate
+    def _record_worker(self, beat: WorkerBeat) -> None:
+        with self._lock:
+            now = self.clock.now()
+            self._workers[beat.id] = recorded(self._workers.get(beat.id), beat, now)
+
+    @immediate
+    def _list_workers(self) -> WorkerRegistry:
+        with self._lock:
+            now = self.clock.now()
+            return WorkerRegistry(now, tuple(sorted(self._workers.values(), key=_by_id)))
+
+    @immediate
+    def _prune_workers(self, keep: float, limit: int) -> int:
+        with self._lock:
+            horizon = self.clock.now() - keep
+            gone = [i for i, w in self._workers.items() if w.seen_at <= horizon][: max(limit, 0)]
+            for worker_id in gone:
+                del self._workers[worker_id]
+            return len(gone)
+
     # -- workflows -------------------------------------------------------------
     @immediate
     def _enqueue_workflow(self, workflow: NewWorkflow) -> list[list[int]]:
@@ -896,3 +920,7 @@ def _no_commands(command: object) -> object:
 
 def _candidate(job: Job) -> Candidate:
     return Candidate(job.id, job.task, job.queue, job.concurrency_key)
+
+
+def _by_id(record: WorkerRecord) -> str:
+    return record.id

@@ -1,4 +1,5 @@
-"""Deletes finished jobs past their retention, and expired limit records, in small batches."""
+"""Deletes finished jobs past their retention, expired limit records and the records of
+workers long gone, in small batches."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ..backends.base import Backend, Retention
+from ..backends.worker_registry import WORKER_KEEP
 
 log = logging.getLogger("stagecrew.maintenance")
 
@@ -16,13 +18,17 @@ MAX_BATCHES_PER_RUN = 20
 
 async def prune_finished(backend: Backend, retention: Retention) -> int:
     """Delete in batches of `BATCH`, yielding between them so no lock is held long; then the
-    limit records that expired (a bucket idle that long is full again)."""
+    limit records that expired (a bucket idle that long is full again), then the records of
+    workers last seen more than `WORKER_KEEP` ago."""
     total = await _in_batches(lambda limit: backend.prune_async(retention, limit))
     if total:
         log.info("pruned %d finished jobs past retention", total)
     expired = await _in_batches(backend.prune_limits_async)
     if expired:
         log.debug("pruned %d expired limit records", expired)
+    gone = await _in_batches(lambda limit: backend.prune_workers_async(WORKER_KEEP, limit))
+    if gone:
+        log.debug("pruned the records of %d workers last seen over a day ago", gone)
     return total
 
 

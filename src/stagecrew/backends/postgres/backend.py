@@ -82,6 +82,7 @@ from ..schedules import (
 )
 from ..steps import JobSteps, steps_from_rows
 from ..unique import states_text
+from ..worker_registry import WorkerBeat, WorkerRecord, WorkerRegistry, info_from, info_text
 from ..workflows import (
     ADVANCING,
     HELD_AT,
@@ -1338,6 +1339,29 @@ class PostgresBackend(Backend):
 
     def _prune_limits(self, limit: int) -> SqlOp[int]:
         done = yield Statement(self._sql.get("limit_prune"), {"limit": limit, "now": self._now()})
+        return done.rowcount
+
+    # -- the worker registry (migration 12) -------------------------------------------
+    def _record_worker(self, beat: WorkerBeat) -> SqlOp[None]:
+        params = {
+            "now": self._now(),
+            "id": beat.id,
+            "info": info_text(beat.info),
+            "ttl": float(beat.ttl),
+            "stopped": beat.stopped,
+        }
+        yield Statement(self._sql.get("worker_record"), params)
+
+    def _list_workers(self) -> SqlOp[WorkerRegistry]:
+        done = yield Statement(self._sql.get("worker_list"), {"now": self._now()})
+        workers = tuple(
+            WorkerRecord(r[1], info_from(r[2]), *r[3:]) for r in done.rows if r[1] is not None
+        )
+        return WorkerRegistry(done.rows[0][0], workers)
+
+    def _prune_workers(self, keep: float, limit: int) -> SqlOp[int]:
+        params = {"now": self._now(), "keep": keep, "limit": limit}
+        done = yield Statement(self._sql.get("worker_prune"), params)
         return done.rowcount
 
 

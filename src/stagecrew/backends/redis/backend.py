@@ -33,7 +33,7 @@ import contextlib
 import functools
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -60,6 +60,7 @@ from ..records import WORKER_LOST
 from ..schedules import ScheduleFire, ScheduleFired, ScheduleRecord, refused
 from ..steps import JobSteps
 from ..unique import states_text
+from ..worker_registry import WorkerBeat, WorkerRecord, WorkerRegistry, info_from, info_text
 from ..workflows import (
     HELD_AT,
     NewWorkflow,
@@ -108,8 +109,8 @@ SUMMARY_BANDS = 1000
 """Priority bands `stats` walks to find a queue's oldest available job."""
 LIMITS_PAGE = 1000
 """The HSCAN COUNT hint of one list_limits.lua page."""
-PRUNE_LIMITS_BATCH = 1000
-"""Most expired limit records one prune_limits.lua call deletes."""
+PRUNE_RECORDS_BATCH = 1000
+"""Most records one call of prune_limits.lua or prune_workers.lua deletes."""
 
 _LOST = WORKER_LOST.params()
 LOST_ARGS: tuple[Arg, ...] = (
@@ -1068,15 +1069,59 @@ class RedisBackend(Backend):
                 return list(found.values())
 
     def _prune_limits(self, limit: int) -> Op[int]:
-        removed = 0
         now = self._now()
-        while removed < limit:
-            batch = min(limit - removed, PRUNE_LIMITS_BATCH)
-            [count] = yield Step((Eval.on_limits(scripts.PRUNE_LIMITS, self._keys, now, batch),))
-            removed += int(count)
-            if int(count) < batch:
-                break
-        return removed
+        return (
+            yield from _pruned(
+                limit, lambda batch: Eval.on_limits(scripts.PRUNE_LIMITS, self._keys, now, batch)
+            )
+        )
+
+    # -- the worker registry (keys.py: {P}:workers, {P}:workers:seen) ------------------
+    def _record_worker(self, beat: WorkerBeat) -> Op[None]:
+        args = (self._now(), beat.id, repr(float(beat.ttl)), "1" if beat.stopped else "0")
+        info = info_text(beat.info)
+        yield Step((Eval.on_registry(scripts.RECORD_WORKER, self._keys, *args, info),))
+
+    def _list_workers(self) -> Op[WorkerRegistry]:
+        [reply] = yield Step((Eval.on_registry(scripts.LIST_WORKERS, self._keys, self._now()),))
+        records = (
+            _worker_record(text(reply[i]), text(reply[i + 1])) for i in range(1, len(reply), 2)
+        )
+        workers = sorted((r for r in records if r is not None), key=lambda r: r.id)
+        return WorkerRegistry(float(reply[0]), tuple(workers))
+
+    def _prune_workers(self, keep: float, limit: int) -> Op[int]:
+        args = (self._now(), repr(keep))
+        return (
+            yield from _pruned(
+                limit,
+                lambda batch: Eval.on_registry(scripts.PRUNE_WORKERS, self._keys, *args, batch),
+            )
+        )
+
+
+def _pruned(limit: int, call: Callable[[int], Eval]) -> Op[int]:
+    """Up to `limit` deletions by a pruning script, `PRUNE_RECORDS_BATCH` per call of it."""
+    removed = 0
+    while removed < limit:
+        batch = min(limit - removed, PRUNE_RECORDS_BATCH)
+        [count] = yield Step((call(batch),))
+        removed += int(count)
+        if int(count) < batch:
+            break
+    return removed
+
+
+def _worker_record(worker_id: str, record: str) -> WorkerRecord | None:
+    """A record of {P}:workers; None for one no script of this engine could have written."""
+    fields = record.split(" ", 4)
+    try:
+        started_at, seen_at, alive_until = (float(f) for f in fields[:3])
+        stopped_at = None if fields[3] == "-" else float(fields[3])
+        info = info_from(fields[4])
+    except (ValueError, IndexError):
+        return None
+    return WorkerRecord(worker_id, info, started_at, seen_at, alive_until, stopped_at)
 
 
 def _limit_states(flat: Sequence[Any]) -> dict[str, LimitState]:

@@ -52,6 +52,12 @@ class Eval:
         store's tag), that tag as ARGV[1], then `args`."""
         return cls(scripts.script(name), (keys.limits, keys.limits_expiry), (keys.tag, *args))
 
+    @classmethod
+    def on_registry(cls, name: str, keys: Keys, *args: Arg) -> Eval:
+        """The worker registry's script `lua/<name>.lua`: its keys (in the store's slot), the
+        store's tag as ARGV[1], then `args`."""
+        return cls(scripts.script(name), (keys.workers, keys.workers_seen), (keys.tag, *args))
+
 
 @dataclass(frozen=True, slots=True)
 class Command:

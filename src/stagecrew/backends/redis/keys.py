@@ -31,6 +31,12 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     value as given. A record expired at now reads as absent
     {P}:limits:expiry  -   ZSET     limit name, scored by its record's expires_at: what
                                     prune_limits.lua deletes from, earliest first
+    {P}:workers        -   HASH     worker id -> its worker record (worker_registry.py), the
+                                    text "<started_at> <seen_at> <alive_until> <stopped_at>
+                                    <info>": times by %.17g (stopped_at '-' while it runs),
+                                    then the JSON info as the worker wrote it
+    {P}:workers:seen   -   ZSET     worker id, scored by its record's seen_at: what
+                                    prune_workers.lua deletes from, longest silent first
     T:job:<id>         -   HASH     one job: task, queue, state, payload, priority, run_at,
                                     attempt, max_attempts, enqueued_at, started_at, finished_at,
                                     lease_owner, lease_expires_at, idempotency_key,
@@ -125,7 +131,8 @@ queues is refused, on both layouts, before anything is written); {P}:workflows o
 the queue of a workflow id, for `get_workflow` and `cancel_workflow`.
 The limit records belong to no queue: {P}:limits and {P}:limits:expiry share the slot of the
 store's tag {P}, so each limit-state script (read, swap, list, prune) touches that one slot,
-and a swap of several records is one atomic write on both layouts.
+and a swap of several records is one atomic write on both layouts. The worker registry's
+{P}:workers and {P}:workers:seen share that slot too.
 """
 
 from __future__ import annotations
@@ -278,6 +285,8 @@ class Keys:
         """The store's own hash tag: the limit-state scripts' ARGV[1], as a queue's is T."""
         self.limits = f"{{{prefix}}}:limits"
         self.limits_expiry = f"{{{prefix}}}:limits:expiry"
+        self.workers = f"{{{prefix}}}:workers"
+        self.workers_seen = f"{{{prefix}}}:workers:seen"
         self._per_queue_globals = per_queue_globals
         self._queues: dict[str, QueueKeys] = {}
 

@@ -111,6 +111,9 @@ READ_LIMITS = "read_limits"
 SWAP_LIMITS = "swap_limits"
 LIST_LIMITS = "list_limits"
 PRUNE_LIMITS = "prune_limits"
+RECORD_WORKER = "record_worker"
+LIST_WORKERS = "list_workers"
+PRUNE_WORKERS = "prune_workers"
 
 ALL_SCRIPTS = (
     ENQUEUE,
@@ -138,4 +141,7 @@ ALL_SCRIPTS = (
     SWAP_LIMITS,
     LIST_LIMITS,
     PRUNE_LIMITS,
+    RECORD_WORKER,
+    LIST_WORKERS,
+    PRUNE_WORKERS,
 )

@@ -111,6 +111,7 @@ from ..schedules import (
 from ..sql_files import read_migrations, read_statement
 from ..steps import JobSteps, steps_from_rows
 from ..unique import states_text
+from ..worker_registry import WorkerBeat, WorkerRecord, WorkerRegistry, info_from, info_text
 from ..workflows import (
     ADVANCING,
     HELD_AT,
@@ -1437,6 +1438,31 @@ class SQLiteBackend(ThreadDriven):
         count: int = conn.execute(_sql("limit_prune"), params).rowcount
         return count
 
+    # -- the worker registry -----------------------------------------------------------
+    def _record_worker(self, beat: WorkerBeat) -> Op[None]:
+        now = self.clock.now()
+        params = {
+            "id": beat.id,
+            "info": info_text(beat.info),
+            "now": now,
+            "alive_until": now if beat.stopped else now + beat.ttl,
+            "stopped_at": now if beat.stopped else None,
+        }
+        conn: sqlite3.Connection = yield WRITE
+        conn.execute(_sql("worker_record"), params)
+
+    def _list_workers(self) -> Op[WorkerRegistry]:
+        now = self.clock.now()
+        conn: sqlite3.Connection = yield AUTOCOMMIT
+        rows = _read_rows(conn, _sql("worker_list"), {})
+        return WorkerRegistry(now, tuple(map(_worker_from_row, rows)))
+
+    def _prune_workers(self, keep: float, limit: int) -> Op[int]:
+        params = {"horizon": self.clock.now() - keep, "limit": limit}
+        conn: sqlite3.Connection = yield WRITE
+        count: int = conn.execute(_sql("worker_prune"), params).rowcount
+        return count
+
     # -- workflows ---------------------------------------------------------------------
     def _enqueue_workflow(self, workflow: NewWorkflow) -> Op[list[list[int]]]:
         """The members go in as an enqueue's rows (`_insert_jobs`), later steps held, then
@@ -1543,6 +1569,17 @@ def _live_limits(
 
 def _limit_from_row(row: Sequence[Any]) -> LimitState:
     return LimitState(name=row[0], version=row[1], value=row[2], expires_at=_real(row[3]))
+
+
+def _worker_from_row(row: Sequence[Any]) -> WorkerRecord:
+    return WorkerRecord(
+        id=row[0],
+        info=info_from(row[1]),
+        started_at=_real(row[2]),
+        seen_at=_real(row[3]),
+        alive_until=_real(row[4]),
+        stopped_at=None if row[5] is None else _real(row[5]),
+    )
 
 
 def _schedule_from_row(row: Sequence[Any]) -> ScheduleRecord:

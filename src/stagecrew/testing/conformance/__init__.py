@@ -58,6 +58,7 @@ from .state_machine import StateMachineConformance
 from .steps import StepsConformance
 from .uniqueness import UniquenessConformance
 from .wait import WaitConformance
+from .worker_registry import WorkerRegistryConformance
 from .workflows import WorkflowConformance
 
 __all__ = [
@@ -88,6 +89,7 @@ __all__ = [
     "StepsConformance",
     "UniquenessConformance",
     "WaitConformance",
+    "WorkerRegistryConformance",
     "WorkflowConformance",
 ]
 
@@ -118,5 +120,6 @@ class BackendConformance(
     UniquenessConformance,
     WorkflowConformance,
     LimitStateConformance,
+    WorkerRegistryConformance,
 ):
     """Every guarantee of the `Backend` contract; requires a `backend_factory` fixture."""
