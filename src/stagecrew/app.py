@@ -28,6 +28,7 @@ from .limits.circuit import Circuit, check_shared_circuits
 from .limits.concurrency import Concurrency, check_shared_names, claim_limits
 from .limits.rate import RateLimit, check_shared_rates
 from .maintenance.aging import PriorityAging
+from .observability.unserved import UnservedQueues
 from .retry import Backoff
 from .schedule import DEFAULT_MAX_CATCH_UP, CatchUp, Schedule, declare
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES, PayloadSigner
@@ -131,6 +132,8 @@ class App:
         """The concurrency caps of queues declared in code (`queue`), by queue name."""
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
+        self._unserved = UnservedQueues()
+        """The queues enqueued to so far, each checked once against the worker registry."""
         self.jobs = Jobs(self)
         self.workflows = Workflows(self)
 
@@ -442,16 +445,22 @@ class App:
         """Store failures arrive as `EnqueueError` already: the backend's front layer maps them."""
         backend = self._producer_backend()
         if connection is not None:
-            return self._handles(backend.enqueue_in(connection, jobs))
-        return self._handles(backend.enqueue(jobs))
+            handles = self._handles(backend.enqueue_in(connection, jobs))
+        else:
+            handles = self._handles(backend.enqueue(jobs))
+        self._unserved.enqueued(backend, (job.queue for job in jobs))
+        return handles
 
     async def _enqueue_async(
         self, jobs: list[NewJob], connection: object | None = None
     ) -> list[JobHandle]:
         backend = self._producer_backend()
         if connection is not None:
-            return self._handles(await backend.enqueue_in_async(connection, jobs))
-        return self._handles(await backend.enqueue_async(jobs))
+            handles = self._handles(await backend.enqueue_in_async(connection, jobs))
+        else:
+            handles = self._handles(await backend.enqueue_async(jobs))
+        await self._unserved.enqueued_async(backend, (job.queue for job in jobs))
+        return handles
 
 
 class Jobs:

@@ -25,6 +25,8 @@ COMMANDS = (
     "limits",
     "circuits",
     "queues",
+    "workers",
+    "health",
     "cron",
     "demo",
     "migrate",

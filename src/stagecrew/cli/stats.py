@@ -6,6 +6,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from ..backends.base import QueueStats
 from ..job import JobState
 from .circuits import circuit_rows
 from .limits import cap_rows, rate_limits
@@ -19,12 +20,17 @@ from .output import STATE_STYLES, console, format_duration, print_json
 def stats(app_ref: str | None, as_json: bool) -> None:
     """Jobs per queue and state, the age of each queue's oldest waiting job, and pauses.
 
+    A queue with jobs waiting that no live worker serves is marked: its jobs wait until a
+    worker for it starts (a typo in --queues or in a task's queue looks like this).
+
     The age is how long the longest-waiting due job has been due: a number that
     keeps growing means the workers do not keep up with that queue (or that it is
     paused: `stagecrew queues resume NAME`).
     """
     app = load(app_ref)
     queues = app.backend.stats()
+    served = app.backend.list_workers().served_queues()
+    unserved = [q.queue for q in queues if q.queue not in served and _waiting(q) and not q.paused]
     if as_json:
         print_json(
             [
@@ -33,6 +39,7 @@ def stats(app_ref: str | None, as_json: bool) -> None:
                     "counts": {str(state): q.count(state) for state in JobState},
                     "oldest_available_age": q.oldest_available_age,
                     "paused": q.paused,
+                    "served": q.queue in served,
                 }
                 for q in queues
             ]
@@ -49,8 +56,13 @@ def stats(app_ref: str | None, as_json: bool) -> None:
         table.add_column(str(state), justify="right", header_style=f"bold {STATE_STYLES[state]}")
     table.add_column("oldest waiting", justify="right")
     for q in queues:
+        name = Text(q.queue)
+        if q.paused:
+            name.append(" (paused)", "bold yellow")
+        elif q.queue in unserved:
+            name.append(" (no live worker)", "bold red")
         table.add_row(
-            Text.assemble(q.queue, (" (paused)", "bold yellow")) if q.paused else Text(q.queue),
+            name,
             *[str(q.count(state)) for state in JobState],
             format_duration(q.oldest_available_age),
         )
@@ -89,6 +101,13 @@ def stats(app_ref: str | None, as_json: bool) -> None:
                 style="yellow",
                 markup=False,
             )
+    if unserved:
+        out.print(
+            f"no live worker serves: {', '.join(unserved)}: their jobs wait until a worker with "
+            "--queues NAME starts (check the names; stagecrew workers)",
+            style="bold red",
+            markup=False,
+        )
     paused = [q.queue for q in queues if q.paused]
     if paused:
         out.print(
@@ -97,3 +116,7 @@ def stats(app_ref: str | None, as_json: bool) -> None:
             style="yellow",
             markup=False,
         )
+
+
+def _waiting(q: QueueStats) -> bool:
+    return bool(q.count(JobState.AVAILABLE) or q.count(JobState.SCHEDULED))

@@ -35,6 +35,7 @@ from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
 from ..maintenance.rescuer import rescue_expired
 from ..maintenance.scheduler import Scheduler
+from ..observability.presence import Presence
 from . import defaults
 from .admission import Admission, Admitted
 from .completer import Completer
@@ -93,6 +94,7 @@ class Worker:
         faults: Faults | None = None,
         app_ref: str | None = None,
         run_schedules: bool = True,
+        process_name: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -139,6 +141,16 @@ class Worker:
         self.id = worker_id or make_worker_id()
         """The lease owner of this worker's claims; a supervisor names its children itself, so
         it can release their claims when they die (`Backend.release_worker`)."""
+        self.presence = Presence(
+            lambda: app.backend,
+            self.id,
+            name=process_name,
+            queues=self.queues,
+            concurrency=concurrency,
+            busy=lambda: self._running,
+            interval=self.heartbeat_interval,
+        )
+        """Its record in the worker registry, and (with `process_name`) its process title."""
         self._threads = JobThreads(concurrency)
         self.executor = Executor(app, self._threads, stuck_grace=stuck_grace)
         self._inflight: dict[int, InFlight] = {}
@@ -286,6 +298,7 @@ class Worker:
                 name="rescue",
             ),
             *self._aging_task(),
+            asyncio.create_task(self.presence.run(self._stop_background), name="presence"),
             asyncio.create_task(
                 every(
                     self.prune_interval,
@@ -306,6 +319,7 @@ class Worker:
             await self._shutdown()
         finally:
             await self._end_background(background)
+            await self.presence.stopped()
         log.info("worker %s stopped after %d jobs", self.id, self.processed)
         return EXIT_RECYCLE if self._recycle else EXIT_OK
 

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+import setproctitle
+
 from ..backends import engine_module
 from ..errors import ConfigurationError
 from . import defaults
@@ -88,6 +90,8 @@ class WorkerOptions:
     worker_id: str | None = None
     """The worker's id (its lease owner); a supervisor sets a fresh one for each child it
     starts. None: the worker makes one up."""
+    process_name: str | None = None
+    """The name in the process's title (`worker-0`); None leaves the title alone."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -124,6 +128,7 @@ def run_child(app_ref: str, options: WorkerOptions, environ: dict[str, str] | No
             watch_parent=True,
             app_ref=app_ref,
             worker_id=options.worker_id,
+            process_name=options.process_name,
             **options.extra,
         )
     except Exception as exc:
@@ -302,7 +307,9 @@ class Supervisor:
             target=run_child,
             args=(
                 self.app_ref,
-                dataclasses.replace(self.options, worker_id=worker_id),
+                dataclasses.replace(
+                    self.options, worker_id=worker_id, process_name=f"worker-{slot}"
+                ),
                 dict(os.environ),
             ),
             name=f"worker-{slot}",
@@ -348,6 +355,8 @@ class Supervisor:
 
     def run(self) -> int:
         configure(self.options.log_level)
+        queues = ",".join(self.options.queues) if self.options.queues else "the app's queues"
+        setproctitle.setproctitle(f"stagecrew supervisor [{queues}] {self.processes} processes")
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for slot in range(self.processes):

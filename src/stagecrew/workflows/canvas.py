@@ -113,13 +113,21 @@ class _Workflow:
     def enqueue(self) -> WorkflowHandle:
         """Write the whole workflow in one atomic write (all of it or nothing); its handle."""
         app, workflow = self._build()
-        app._producer_backend().enqueue_workflow(workflow)
+        backend = app._producer_backend()
+        backend.enqueue_workflow(workflow)
+        app._unserved.enqueued(backend, _queues(workflow))
         return WorkflowHandle(app, workflow.id)
 
     async def enqueue_async(self) -> WorkflowHandle:
         app, workflow = self._build()
-        await app._producer_backend().enqueue_workflow_async(workflow)
+        backend = app._producer_backend()
+        await backend.enqueue_workflow_async(workflow)
+        await app._unserved.enqueued_async(backend, _queues(workflow))
         return WorkflowHandle(app, workflow.id)
+
+
+def _queues(workflow: NewWorkflow) -> set[str]:
+    return {job.queue for jobs in workflow.steps for job in jobs}
 
 
 def _on_failure(value: str) -> OnFailure:

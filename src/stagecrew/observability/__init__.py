@@ -1,0 +1,1 @@
+"""Seeing the machine: the worker registry, process titles, metrics."""
