@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 
 from stagecrew import App, JobState
 from stagecrew.cli.main import main
+from stagecrew.cli.options import store_name
 from stagecrew.testing.engines import Engine, engine_params
 
 
@@ -61,9 +62,13 @@ def test_every_ops_command_works_with_a_url_alone(tmp_path: Path, engine: Engine
             ["queues", "list"],
             ["limits"],
             ["circuits"],
+            ["workers"],
         ):
             result = run(*command, "--url", url, "--json")
             assert result.exit_code == 0, (command, result.output)
+        health = run("health", "--url", url, "--json")
+        assert health.exit_code == 1  # no worker runs
+        assert json.loads(health.stdout)["problems"] == [f"no live worker in {store_name(url)}"]
         assert run("queues", "pause", "reports", "--url", url).exit_code == 0
         assert json.loads(run("queues", "list", "--url", url, "--json").stdout)[0]["paused"]
 

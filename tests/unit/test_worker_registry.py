@@ -208,3 +208,15 @@ def test_a_worker_records_itself_while_it_runs_and_stops_as_stopped() -> None:
     [record] = registry.workers
     assert record.id == worker.id
     assert record.status(registry.now) is WorkerStatus.STOPPED
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://postgres@127.0.0.1:1/test", "redis://127.0.0.1:1/0"], ids=str
+)
+def test_health_says_unhealthy_when_the_store_cannot_be_reached(url: str) -> None:
+    result = CliRunner().invoke(main, ["health", "--url", url, "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert not report["healthy"] and report["workers_alive"] == 0
+    [problem] = report["problems"]
+    assert problem.startswith("the store cannot be reached")
