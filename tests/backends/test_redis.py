@@ -184,6 +184,18 @@ def exercise_every_operation(backend: RedisBackend) -> None:
     exercise_workflows(backend)
     exercise_limits(backend)
     exercise_worker_registry(backend)
+    exercise_job_counts(backend)
+
+
+def exercise_job_counts(backend: RedisBackend) -> None:
+    from stagecrew.backends.job_counts import CountKey
+
+    backend.add_counts({CountKey("a", "t", "succeeded"): 2})
+    assert [b.n for b in backend.read_counts().buckets] == [2]
+    clock = backend.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(7200.0)
+    assert backend.prune_counts(keep=60.0) == 1
 
 
 def exercise_worker_registry(backend: RedisBackend) -> None:

@@ -240,13 +240,26 @@ REGISTRY_REFUSALS = {
     "prune-workers-keep-nan": (scripts.PRUNE_WORKERS, ["", "nan", 10], "keep"),
     "prune-workers-limit-zero": (scripts.PRUNE_WORKERS, ["", "0", 0], "limit"),
 }
+COUNT_KEY = '["q","t","succeeded"]'
+COUNT_REFUSALS = {
+    "add-counts-now-nan": (scripts.ADD_COUNTS, ["nan", 1, COUNT_KEY, 1], "now"),
+    "add-counts-argument-count": (scripts.ADD_COUNTS, ["", 2, COUNT_KEY, 1], "argument count"),
+    "add-counts-key-empty": (scripts.ADD_COUNTS, ["", 2, COUNT_KEY, 1, "", 1], "count key"),
+    "add-counts-zero": (scripts.ADD_COUNTS, ["", 2, COUNT_KEY, 1, COUNT_KEY, 0], "count"),
+    "add-counts-fraction": (scripts.ADD_COUNTS, ["", 1, COUNT_KEY, "1.5"], "count"),
+    "read-counts-since-negative": (scripts.READ_COUNTS, ["", "-1"], "since"),
+    "prune-counts-keep-nan": (scripts.PRUNE_COUNTS, ["", "nan", 10], "keep"),
+    "prune-counts-limit-zero": (scripts.PRUNE_COUNTS, ["", "0", 0], "limit"),
+}
+"""The job count scripts' bad calls; they run on the counts' keys."""
 """The worker registry scripts' bad calls (script, ARGV after the store's tag) and what each
 names; they run on the registry's keys."""
 REGISTRY_SCRIPTS = frozenset({scripts.RECORD_WORKER, scripts.LIST_WORKERS, scripts.PRUNE_WORKERS})
+COUNT_SCRIPTS = frozenset({scripts.ADD_COUNTS, scripts.READ_COUNTS, scripts.PRUNE_COUNTS})
 
 
 def bad_limit_calls() -> list[Any]:
-    calls = {**LIMIT_REFUSALS, **REGISTRY_REFUSALS}
+    calls = {**LIMIT_REFUSALS, **REGISTRY_REFUSALS, **COUNT_REFUSALS}
     return [pytest.param(name, args, id=what) for what, (name, args, _) in calls.items()]
 
 
@@ -732,12 +745,14 @@ REFUSALS = {
     **{f"claim-capped-{what}": reason for what, (_, reason) in CAPPED_LONGER.items()},
     **{what: reason for what, (_, _, reason) in LIMIT_REFUSALS.items()},
     **{what: reason for what, (_, _, reason) in REGISTRY_REFUSALS.items()},
+    **{what: reason for what, (_, _, reason) in COUNT_REFUSALS.items()},
 }
 """What the scripts that name the field they refuse say, per call."""
 NAMING = (
     frozenset({scripts.ENQUEUE, scripts.CLAIM_CAPPED, scripts.FIRE_SCHEDULE})
     | LIMIT_SCRIPTS
     | REGISTRY_SCRIPTS
+    | COUNT_SCRIPTS
 )
 
 
@@ -759,6 +774,8 @@ def test_script_refuses_a_bad_argument_before_writing_anything(
             keys, tag = (backend._keys.limits, backend._keys.limits_expiry), backend._keys.tag
         if name in REGISTRY_SCRIPTS:
             keys, tag = (backend._keys.workers, backend._keys.workers_seen), backend._keys.tag
+        if name in COUNT_SCRIPTS:
+            keys, tag = (backend._keys.counts, backend._keys.counts_buckets), backend._keys.tag
         source = scripts.script(name).text
         refusal = f"stagecrew: bad {re.escape(reason)}:" if reason else "stagecrew: bad"
         with pytest.raises(redis.ResponseError, match=refusal):

@@ -42,7 +42,7 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -81,6 +81,7 @@ from .inputs import (
     unique_queues,
     unique_refs,
 )
+from .job_counts import CountHistory, CountKey, check_counts
 from .limit_states import LimitState, LimitStates, LimitSwap, check_limit_names, check_swaps
 from .ops import Op
 from .schedules import (
@@ -678,6 +679,21 @@ class Backend(ABC):
     def _prune_workers(self, keep: float, limit: int) -> Op[int]:
         """Delete up to `limit` worker records last seen at or before now - `keep` seconds;
         how many were deleted."""
+
+    @abstractmethod
+    def _add_counts(self, counts: tuple[tuple[CountKey, int], ...]) -> Op[None]:
+        """In one atomic write, add each count to its key's bucket of the minute the store's
+        now is in (`job_counts.bucket_start`), creating the buckets that do not exist.
+        `counts` are checked, in key order, keys distinct."""
+
+    @abstractmethod
+    def _read_counts(self, since: float) -> Op[CountHistory]:
+        """Every bucket whose minute began at or after now - `since`, sorted by start then
+        key, and the store's now, in one read."""
+
+    @abstractmethod
+    def _prune_counts(self, keep: float, limit: int) -> Op[int]:
+        """Delete up to `limit` buckets whose minute began before now - `keep`; how many."""
 
     # -- the one place every store call passes through ------------------------
     def _failure(self, operation: str, exc: BaseException) -> StagecrewError:
@@ -1385,6 +1401,43 @@ class Backend(ABC):
     def _workers_pruned(self, keep: float, limit: int) -> Op[int]:
         checked = check_keep(keep, "prune_workers")
         return self._prune_workers(checked, check_limit(limit, "prune_workers"))
+
+    # -- the history of finished attempts (see job_counts.py) --------------------
+    @final
+    def add_counts(self, counts: Mapping[CountKey, int]) -> None:
+        """Add counts of finished attempts to the store's bucket of the current minute."""
+        checked = check_counts(counts)
+        if checked:
+            self._call("add_counts", self._add_counts(checked))
+
+    @final
+    async def add_counts_async(self, counts: Mapping[CountKey, int]) -> None:
+        checked = check_counts(counts)
+        if checked:
+            await self._call_async("add_counts", self._add_counts(checked))
+
+    @final
+    def read_counts(self, since: float = 3600.0) -> CountHistory:
+        """The buckets of the minutes that began in the last `since` seconds."""
+        return self._call("read_counts", self._read_counts(check_keep(since, "read_counts")))
+
+    @final
+    async def read_counts_async(self, since: float = 3600.0) -> CountHistory:
+        op = self._read_counts(check_keep(since, "read_counts"))
+        return await self._call_async("read_counts", op)
+
+    @final
+    def prune_counts(self, keep: float, limit: int = 1000) -> int:
+        """Delete up to `limit` buckets whose minute began more than `keep` seconds ago."""
+        return self._call("prune_counts", self._counts_pruned(keep, limit))
+
+    @final
+    async def prune_counts_async(self, keep: float, limit: int = 1000) -> int:
+        return await self._call_async("prune_counts", self._counts_pruned(keep, limit))
+
+    def _counts_pruned(self, keep: float, limit: int) -> Op[int]:
+        checked = check_keep(keep, "prune_counts")
+        return self._prune_counts(checked, check_limit(limit, "prune_counts"))
 
     # -- workflows (see workflows.py and docs/workflows.md) -------------------
     @final

@@ -42,6 +42,7 @@ from .base import (
 )
 from .caps import Candidate, ClaimLimits, Running, select_within_caps
 from .fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
+from .job_counts import CountBucket, CountHistory, CountKey, bucket_start
 from .limit_states import LimitState, LimitStates, LimitSwap, live, swap_holds
 from .ops import Op, immediate, run
 from .records import WORKER_LOST
@@ -107,6 +108,7 @@ class MemoryBackend(Backend):
         self._schedules: dict[str, ScheduleRecord] = {}
         self._limits: dict[str, LimitState] = {}
         self._workers: dict[str, WorkerRecord] = {}
+        self._counts: dict[tuple[float, CountKey], int] = {}
         self._order_at: dict[int, float] = {}
         """The order_at of waiting jobs whose order_at is not their run_at (fair-keyed jobs)."""
         self._fair_lasts: dict[tuple[str, str], float] = {}
@@ -798,6 +800,34 @@ class MemoryBackend(Backend):
             for worker_id in gone:
                 del self._workers[worker_id]
             return len(gone)
+
+    # -- the history of finished attempts ------------------------------------
+    @immediate
+    def _add_counts(self, counts: tuple[tuple[CountKey, int], ...]) -> None:
+        with self._lock:
+            start = bucket_start(self.clock.now())
+            for key, count in counts:
+                self._counts[start, key] = self._counts.get((start, key), 0) + count
+
+    @immediate
+    def _read_counts(self, since: float) -> CountHistory:
+        with self._lock:
+            now = self.clock.now()
+            found = [
+                CountBucket(start, key, n)
+                for (start, key), n in self._counts.items()
+                if start >= now - since
+            ]
+            return CountHistory(now, tuple(sorted(found)))
+
+    @immediate
+    def _prune_counts(self, keep: float, limit: int) -> int:
+        with self._lock:
+            horizon = self.clock.now() - keep
+            old = [k for k in self._counts if k[0] < horizon][: max(limit, 0)]
+            for k in old:
+                del self._counts[k]
+            return len(old)
 
     # -- workflows -------------------------------------------------------------
     @immediate

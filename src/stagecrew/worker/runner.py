@@ -35,6 +35,8 @@ from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
 from ..maintenance.rescuer import rescue_expired
 from ..maintenance.scheduler import Scheduler
+from ..observability.history import FLUSH_INTERVAL, OutcomeHistory
+from ..observability.outcomes import LOST, outcome_of
 from ..observability.presence import Presence
 from . import defaults
 from .admission import Admission, Admitted
@@ -65,6 +67,8 @@ HAND_BACK_WAIT = 5.0
 FINAL_FLUSH_WAIT = 5.0
 """Least seconds a stopping worker waits for its last outcomes to be written (a lease, if longer);
 past that, those jobs run again once their leases expire."""
+LAST_COUNTS_WAIT = 5.0
+"""Seconds a stopping worker waits for its last job counts to reach the store."""
 BACKGROUND_STOP_WAIT = 15.0
 """Seconds a stopping worker waits for its background tasks to end once told to: each ends
 after the store call it is in, which the store's own timeouts bound (Redis: 10 s)."""
@@ -151,6 +155,8 @@ class Worker:
             interval=self.heartbeat_interval,
         )
         """Its record in the worker registry, and (with `process_name`) its process title."""
+        self.history = OutcomeHistory(lambda: app.backend)
+        """Its counts of finished attempts, added to the store's history every few seconds."""
         self._threads = JobThreads(concurrency)
         self.executor = Executor(app, self._threads, stuck_grace=stuck_grace)
         self._inflight: dict[int, InFlight] = {}
@@ -300,6 +306,10 @@ class Worker:
             *self._aging_task(),
             asyncio.create_task(self.presence.run(self._stop_background), name="presence"),
             asyncio.create_task(
+                every(FLUSH_INTERVAL, self.history.flush, self._stop_background, name="job counts"),
+                name="job counts",
+            ),
+            asyncio.create_task(
                 every(
                     self.prune_interval,
                     lambda: prune_finished(self.app.backend, self.app.retention),
@@ -319,6 +329,8 @@ class Worker:
             await self._shutdown()
         finally:
             await self._end_background(background)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.history.flush(), LAST_COUNTS_WAIT)
             await self.presence.stopped()
         log.info("worker %s stopped after %d jobs", self.id, self.processed)
         return EXIT_RECYCLE if self._recycle else EXIT_OK
@@ -345,6 +357,7 @@ class Worker:
                     f"to the store within {DRAIN_GIVE_UP:g}s (see the warnings above); those "
                     "jobs run again once their leases expire"
                 ) from None
+            await self.history.flush()
         finally:
             self._completer.abandon()
             completer.cancel()
@@ -585,6 +598,7 @@ class Worker:
             return
         if ack is None or flight.stop_reason is StopReason.LOST:
             del self._inflight[flight.job.id]
+            self.history.count(flight.job, LOST)
             return
         assert self._completer is not None
         if self.faults is not None:
@@ -597,6 +611,7 @@ class Worker:
         flight = self._inflight.get(ack.ref.id)
         if flight is not None and flight.job.ref == ack.ref:
             del self._inflight[ack.ref.id]
+            self.history.count(flight.job, outcome_of(ack.kind, applied))
         if self._held and ack.ref in self._held:
             self._held.discard(ack.ref)
             self.held += 1

@@ -69,6 +69,7 @@ from ..base import (
 from ..caps import ClaimLimits
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
+from ..job_counts import CountBucket, CountHistory, CountKey
 from ..limit_states import LimitState, LimitStates, LimitSwap
 from ..ops import Op, run, run_async
 from ..records import WORKER_LOST, decode_errors, job_from_row
@@ -1339,6 +1340,31 @@ class PostgresBackend(Backend):
 
     def _prune_limits(self, limit: int) -> SqlOp[int]:
         done = yield Statement(self._sql.get("limit_prune"), {"limit": limit, "now": self._now()})
+        return done.rowcount
+
+    # -- the history of finished attempts (migration 13) -------------------------------
+    def _add_counts(self, counts: tuple[tuple[CountKey, int], ...]) -> SqlOp[None]:
+        params = {
+            "now": self._now(),
+            "queues": [k.queue for k, _ in counts],
+            "tasks": [k.task for k, _ in counts],
+            "outcomes": [k.outcome for k, _ in counts],
+            "ns": [n for _, n in counts],
+        }
+        yield Statement(self._sql.get("counts_add"), params)
+
+    def _read_counts(self, since: float) -> SqlOp[CountHistory]:
+        done = yield Statement(self._sql.get("counts_read"), {"now": self._now(), "since": since})
+        buckets = tuple(
+            CountBucket(r[1], CountKey(r[2], r[3], r[4]), r[5])
+            for r in done.rows
+            if r[1] is not None
+        )
+        return CountHistory(done.rows[0][0], buckets)
+
+    def _prune_counts(self, keep: float, limit: int) -> SqlOp[int]:
+        params = {"now": self._now(), "keep": keep, "limit": limit}
+        done = yield Statement(self._sql.get("counts_prune"), params)
         return done.rowcount
 
     # -- the worker registry (migration 12) -------------------------------------------

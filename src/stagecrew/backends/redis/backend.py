@@ -54,6 +54,7 @@ from ..base import (
 )
 from ..caps import ClaimLimits
 from ..fairness import STALE_AFTER
+from ..job_counts import CountBucket, CountHistory, CountKey
 from ..limit_states import LimitState, LimitStates, LimitSwap
 from ..ops import Op, resume_async, run, run_async
 from ..records import WORKER_LOST
@@ -1098,6 +1099,37 @@ class RedisBackend(Backend):
                 lambda batch: Eval.on_registry(scripts.PRUNE_WORKERS, self._keys, *args, batch),
             )
         )
+
+    # -- the history of finished attempts (keys.py: {P}:counts, {P}:counts:buckets) ----
+    def _add_counts(self, counts: tuple[tuple[CountKey, int], ...]) -> Op[None]:
+        args: list[Arg] = [self._now(), len(counts)]
+        for key, n in counts:
+            args += [orjson.dumps(list(key)).decode(), n]
+        yield Step((Eval.on_counts(scripts.ADD_COUNTS, self._keys, *args),))
+
+    def _read_counts(self, since: float) -> Op[CountHistory]:
+        call = Eval.on_counts(scripts.READ_COUNTS, self._keys, self._now(), repr(since))
+        [reply] = yield Step((call,))
+        found = (_count_bucket(text(reply[i]), int(reply[i + 1])) for i in range(1, len(reply), 2))
+        return CountHistory(float(reply[0]), tuple(sorted(b for b in found if b is not None)))
+
+    def _prune_counts(self, keep: float, limit: int) -> Op[int]:
+        args = (self._now(), repr(keep))
+
+        def call(batch: int) -> Eval:
+            return Eval.on_counts(scripts.PRUNE_COUNTS, self._keys, *args, batch)
+
+        return (yield from _pruned(limit, call))
+
+
+def _count_bucket(field: str, count: int) -> CountBucket | None:
+    """A field of {P}:counts; None for one no script of this engine could have written."""
+    start, _, key = field.partition(" ")
+    try:
+        queue, task, outcome = orjson.loads(key)
+        return CountBucket(float(start), CountKey(str(queue), str(task), str(outcome)), count)
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        return None
 
 
 def _pruned(limit: int, call: Callable[[int], Eval]) -> Op[int]:

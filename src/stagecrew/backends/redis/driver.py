@@ -58,6 +58,12 @@ class Eval:
         store's tag as ARGV[1], then `args`."""
         return cls(scripts.script(name), (keys.workers, keys.workers_seen), (keys.tag, *args))
 
+    @classmethod
+    def on_counts(cls, name: str, keys: Keys, *args: Arg) -> Eval:
+        """The job counts' script `lua/<name>.lua`: their keys (in the store's slot), the
+        store's tag as ARGV[1], then `args`."""
+        return cls(scripts.script(name), (keys.counts, keys.counts_buckets), (keys.tag, *args))
+
 
 @dataclass(frozen=True, slots=True)
 class Command:

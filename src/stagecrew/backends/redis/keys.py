@@ -37,6 +37,11 @@ KEYS[n] is the key's place in `QueueKeys.keys`, which every script receives, in 
                                     then the JSON info as the worker wrote it
     {P}:workers:seen   -   ZSET     worker id, scored by its record's seen_at: what
                                     prune_workers.lua deletes from, longest silent first
+    {P}:counts         -   HASH     "<bucket> <key>" -> a count of finished attempts
+                                    (job_counts.py): bucket the minute's start by %.17g, key
+                                    the JSON text [queue, task, outcome]
+    {P}:counts:buckets -   ZSET     those fields, scored by bucket: what read_counts.lua reads
+                                    and prune_counts.lua deletes from
     T:job:<id>         -   HASH     one job: task, queue, state, payload, priority, run_at,
                                     attempt, max_attempts, enqueued_at, started_at, finished_at,
                                     lease_owner, lease_expires_at, idempotency_key,
@@ -132,7 +137,8 @@ the queue of a workflow id, for `get_workflow` and `cancel_workflow`.
 The limit records belong to no queue: {P}:limits and {P}:limits:expiry share the slot of the
 store's tag {P}, so each limit-state script (read, swap, list, prune) touches that one slot,
 and a swap of several records is one atomic write on both layouts. The worker registry's
-{P}:workers and {P}:workers:seen share that slot too.
+{P}:workers and {P}:workers:seen, and the history's {P}:counts and
+{P}:counts:buckets, share that slot too.
 """
 
 from __future__ import annotations
@@ -287,6 +293,8 @@ class Keys:
         self.limits_expiry = f"{{{prefix}}}:limits:expiry"
         self.workers = f"{{{prefix}}}:workers"
         self.workers_seen = f"{{{prefix}}}:workers:seen"
+        self.counts = f"{{{prefix}}}:counts"
+        self.counts_buckets = f"{{{prefix}}}:counts:buckets"
         self._per_queue_globals = per_queue_globals
         self._queues: dict[str, QueueKeys] = {}
 

@@ -114,6 +114,9 @@ PRUNE_LIMITS = "prune_limits"
 RECORD_WORKER = "record_worker"
 LIST_WORKERS = "list_workers"
 PRUNE_WORKERS = "prune_workers"
+ADD_COUNTS = "add_counts"
+READ_COUNTS = "read_counts"
+PRUNE_COUNTS = "prune_counts"
 
 ALL_SCRIPTS = (
     ENQUEUE,
@@ -144,4 +147,7 @@ ALL_SCRIPTS = (
     RECORD_WORKER,
     LIST_WORKERS,
     PRUNE_WORKERS,
+    ADD_COUNTS,
+    READ_COUNTS,
+    PRUNE_COUNTS,
 )

@@ -97,6 +97,7 @@ from ..base import (
 from ..caps import Candidate, ClaimLimits, Running, select_within_caps
 from ..fairness import STALE_AFTER, fair_order, heads_wanted, keys_wanted
 from ..filter_terms import filter_terms
+from ..job_counts import CountBucket, CountHistory, CountKey, bucket_start
 from ..limit_states import LimitState, LimitStates, LimitSwap, swap_holds
 from ..ops import Op, run
 from ..records import WORKER_LOST, decode_errors, job_from_row, salvage_claim
@@ -1461,6 +1462,29 @@ class SQLiteBackend(ThreadDriven):
         params = {"horizon": self.clock.now() - keep, "limit": limit}
         conn: sqlite3.Connection = yield WRITE
         count: int = conn.execute(_sql("worker_prune"), params).rowcount
+        return count
+
+    # -- the history of finished attempts ------------------------------------------------
+    def _add_counts(self, counts: tuple[tuple[CountKey, int], ...]) -> Op[None]:
+        start = bucket_start(self.clock.now())
+        rows = [
+            {"bucket": start, "queue": k.queue, "task": k.task, "outcome": k.outcome, "n": n}
+            for k, n in counts
+        ]
+        conn: sqlite3.Connection = yield WRITE
+        conn.executemany(_sql("counts_add"), rows)
+
+    def _read_counts(self, since: float) -> Op[CountHistory]:
+        now = self.clock.now()
+        conn: sqlite3.Connection = yield AUTOCOMMIT
+        rows = _read_rows(conn, _sql("counts_read"), {"since": now - since})
+        buckets = tuple(CountBucket(_real(r[0]), CountKey(*r[1:4]), r[4]) for r in rows)
+        return CountHistory(now, buckets)
+
+    def _prune_counts(self, keep: float, limit: int) -> Op[int]:
+        params = {"horizon": self.clock.now() - keep, "limit": limit}
+        conn: sqlite3.Connection = yield WRITE
+        count: int = conn.execute(_sql("counts_prune"), params).rowcount
         return count
 
     # -- workflows ---------------------------------------------------------------------

@@ -47,6 +47,7 @@ from .finished import FinishedWaitConformance
 from .helpers import LEASE, BackendFactory
 from .inspection import InspectionConformance
 from .interleaving import InterleavingConformance
+from .job_counts import JobCountConformance
 from .lease import LeaseConformance
 from .limit_states import LimitStateConformance
 from .queue_control import QueueControlConformance
@@ -78,6 +79,7 @@ __all__ = [
     "FinishedWaitConformance",
     "InspectionConformance",
     "InterleavingConformance",
+    "JobCountConformance",
     "LeaseConformance",
     "LimitStateConformance",
     "QueueControlConformance",
@@ -121,5 +123,6 @@ class BackendConformance(
     WorkflowConformance,
     LimitStateConformance,
     WorkerRegistryConformance,
+    JobCountConformance,
 ):
     """Every guarantee of the `Backend` contract; requires a `backend_factory` fixture."""
