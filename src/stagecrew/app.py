@@ -28,6 +28,8 @@ from .limits.circuit import Circuit, check_shared_circuits
 from .limits.concurrency import Concurrency, check_shared_names, claim_limits
 from .limits.rate import RateLimit, check_shared_rates
 from .maintenance.aging import PriorityAging
+from .observability.alert_config import ALERTS_VARIABLE, rules_from_file
+from .observability.alerts import DEFAULT_WINDOW, AlertRule, parse_rule
 from .observability.unserved import UnservedQueues
 from .retry import Backoff
 from .schedule import DEFAULT_MAX_CATCH_UP, CatchUp, Schedule, declare
@@ -130,6 +132,8 @@ class App:
         """The periodic schedules declared in code (`periodic`, `schedule`), by name."""
         self.queue_caps: dict[str, int] = {}
         """The concurrency caps of queues declared in code (`queue`), by queue name."""
+        self.alerts: dict[str, AlertRule] = {}
+        """The alert rules declared in code (`alert`), by name; see docs/alerts.md."""
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
         self._unserved = UnservedQueues()
@@ -289,6 +293,33 @@ class App:
             return registered
 
         return register if fn is None else register(fn)
+
+    def alert(
+        self,
+        name: str,
+        rule: str,
+        *,
+        queue: str | None = None,
+        window: float | timedelta = DEFAULT_WINDOW,
+        webhook: str | None = None,
+    ) -> AlertRule:
+        """Declare an alert: `rule` such as "depth > 1000 for 5m" or "no live workers", for
+        `queue` (None: all queues together). The workers evaluate it once per interval
+        fleet-wide; firing and resolving are logged and POSTed to `webhook` (default:
+        STAGECREW_ALERT_WEBHOOK). See docs/alerts.md."""
+        seconds = _seconds(window, "window")
+        hook = webhook or os.environ.get("STAGECREW_ALERT_WEBHOOK") or None
+        declared = parse_rule(name, rule, queue=queue, window=seconds, webhook=hook)
+        self.alerts[name] = declared
+        return declared
+
+    def alert_rules(self) -> list[AlertRule]:
+        """The rules declared in code, and those of the file STAGECREW_ALERTS names."""
+        rules = dict(self.alerts)
+        path = os.environ.get(ALERTS_VARIABLE)
+        if path:
+            rules.update((rule.name, rule) for rule in rules_from_file(path))
+        return list(rules.values())
 
     def queue(self, name: str, *, concurrency: int | None) -> None:
         """Declare a queue's settings: `concurrency` caps how many of its jobs (of any task)

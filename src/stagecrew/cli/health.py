@@ -2,8 +2,8 @@
 
 For load balancers, Kubernetes probes and cron checks: the answer is the exit code, the
 reasons are one line each on stderr (or `--json` on stdout). Unhealthy means: the store
-cannot be reached, no worker is alive, a queue named with `--queue` has no live worker, or
-a queue's oldest due job has waited longer than `--max-wait`.
+cannot be reached, no worker is alive, an alert is firing, a queue named with `--queue` has
+no live worker, or a queue's oldest due job has waited longer than `--max-wait`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import click
 from ..app import App
 from ..backends.inputs import check_queue_name
 from ..errors import StagecrewError
+from ..observability.alerts import FIRING, AlertState
 from .exits import EXIT_FAILURE, CliUsageError
 from .options import app_option, duration, json_option, load, store_name
 from .output import format_duration, print_json
@@ -29,6 +30,13 @@ def problems(app: App, queues: tuple[str, ...], max_wait: float | None) -> tuple
         found.append(f"no live worker in {store_name(app.url)}")
     served = registry.served_queues()
     found += [f"no live worker serves queue {q!r}" for q in queues if q not in served]
+    for record in app.backend.list_limits("alert:"):
+        state = AlertState.from_text(record.value)
+        if state.state == FIRING:
+            where = f" (queue {state.queue})" if state.queue else ""
+            found.append(
+                f"alert {record.name.removeprefix('alert:')} is firing: {state.rule}{where}"
+            )
     if max_wait is not None:
         for q in app.backend.stats():
             age = q.oldest_available_age
@@ -59,8 +67,8 @@ def problems(app: App, queues: tuple[str, ...], max_wait: float | None) -> tuple
 def health(
     app_ref: str | None, queues: tuple[str, ...], max_wait: float | None, as_json: bool
 ) -> None:
-    """Exit 0 if healthy; else exit 1 with each reason (no live worker, a queue without one,
-    a queue waiting too long, the store unreachable)."""
+    """Exit 0 if healthy; else exit 1 with each reason (no live worker, an alert firing, a
+    queue without a worker, a queue waiting too long, the store unreachable)."""
     for queue in queues:
         try:
             check_queue_name(queue, "--queue")

@@ -27,6 +27,7 @@ COMMANDS = (
     "queues",
     "workers",
     "health",
+    "alerts",
     "cron",
     "demo",
     "migrate",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,6 +11,7 @@ import click
 
 from ..app import App
 from ..backends import redact_url
+from ..durations import parse_duration
 from ..errors import StagecrewError
 from .exits import CliUsageError
 from .loading import load_app
@@ -19,9 +19,6 @@ from .loading import load_app
 F = TypeVar("F", bound=Callable[..., Any])
 
 APP_HELP = "The app as module:attr, e.g. myapp.jobs:app [default: $STAGECREW_APP]."
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
 class FiniteSeconds(click.FloatRange):
@@ -164,24 +161,6 @@ def _refuse_missing_sqlite(url: str) -> None:
             f"no store at {path} ({url}): run `stagecrew migrate` or start a worker to create "
             "it, or give the right --url"
         )
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in `90`, `30s`, `15m`, `12h`, `7d`, `2w` or a sum such as `1h30m`."""
-    value = text.strip().lower()
-    try:
-        seconds = float(value)
-    except ValueError:
-        parts = _DURATION.findall(value)
-        if not parts or "".join(n + u for n, u in parts) != value.replace(" ", ""):
-            raise ValueError(
-                f"{text!r} is not a duration; use seconds or a number with a unit: "
-                "30s, 15m, 12h, 7d, 2w (or 1h30m)"
-            ) from None
-        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{text!r}: a duration must be a finite number of seconds, 0 or more")
-    return seconds
 
 
 def duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:

@@ -7,12 +7,13 @@ import os
 import click
 
 from ..backends import redact_url
-from ..errors import BackendError, StagecrewError
+from ..errors import BackendError, ConfigurationError, StagecrewError
+from ..observability.alert_config import ALERTS_VARIABLE
 from ..worker import defaults
 from ..worker.logs import FORMAT_VARIABLE, JOB_LEVEL_VARIABLE, LOG_FORMATS
 from ..worker.supervisor import Supervisor, WorkerOptions
 from .exits import CliUsageError
-from .options import FiniteSeconds, app_ref, load
+from .options import FiniteSeconds, app_ref, duration, load
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -91,6 +92,21 @@ def split_queues(values: tuple[str, ...]) -> list[str] | None:
     help="text for people, json for machines (one object per line, with the running job's "
     "id, task, queue and attempt) [default: $STAGECREW_LOG_FORMAT, else text].",
 )
+@click.option(
+    "--alerts",
+    "alerts_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A TOML file of alert rules, added to those the app declares "
+    "[default: $STAGECREW_ALERTS] (see docs/alerts.md).",
+)
+@click.option(
+    "--alert-interval",
+    metavar="DURATION",
+    callback=duration,
+    default=None,
+    help="How often the fleet evaluates its alert rules, once per interval in all [default: 15s].",
+)
 def worker(
     *,
     app_argument: str | None,
@@ -104,6 +120,8 @@ def worker(
     log_level: str,
     job_log_level: str | None,
     log_format: str | None,
+    alerts_file: str | None,
+    alert_interval: float | None,
 ) -> None:
     """Run worker processes for APP (module:attr, or $STAGECREW_APP).
 
@@ -124,9 +142,15 @@ def worker(
         os.environ[FORMAT_VARIABLE] = log_format
     if job_log_level is not None:
         os.environ[JOB_LEVEL_VARIABLE] = job_log_level.upper()
+    if alerts_file is not None:
+        os.environ[ALERTS_VARIABLE] = os.path.abspath(alerts_file)
     # load the app here first: a child that cannot import it would only crash and restart
     app = load(ref, code=True, creates=True)
     assert ref is not None  # load() has succeeded, so a reference was given
+    try:
+        app.alert_rules()  # a rule file with a mistake is refused here, not in every child
+    except ConfigurationError as exc:
+        raise CliUsageError(str(exc)) from None
     options = WorkerOptions(
         queues=split_queues(queues),
         concurrency=concurrency,
@@ -134,6 +158,7 @@ def worker(
         grace=grace,
         poll_interval=poll_interval,
         log_level=log_level.upper(),
+        extra={} if alert_interval is None else {"alert_interval": alert_interval},
     )
     supervisor = Supervisor(ref, processes, options, store_url=app.url)
     supervisor.start_fork_server()  # its imports run while this process checks the store

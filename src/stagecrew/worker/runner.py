@@ -35,6 +35,8 @@ from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
 from ..maintenance.rescuer import rescue_expired
 from ..maintenance.scheduler import Scheduler
+from ..observability.alert_evaluator import DEFAULT_INTERVAL as DEFAULT_ALERT_INTERVAL
+from ..observability.alert_evaluator import AlertEvaluator
 from ..observability.history import FLUSH_INTERVAL, OutcomeHistory
 from ..observability.outcomes import LOST, outcome_of
 from ..observability.presence import Presence
@@ -99,6 +101,7 @@ class Worker:
         app_ref: str | None = None,
         run_schedules: bool = True,
         process_name: str | None = None,
+        alert_interval: float = DEFAULT_ALERT_INTERVAL,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -155,6 +158,12 @@ class Worker:
             interval=self.heartbeat_interval,
         )
         """Its record in the worker registry, and (with `process_name`) its process title."""
+        alert_interval = checked_seconds(alert_interval, "alert_interval", positive=True)
+        rules = app.alert_rules()
+        self.alerts = (
+            AlertEvaluator(lambda: app.backend, rules, interval=alert_interval) if rules else None
+        )
+        """Evaluates the app's alert rules (one evaluation per interval fleet-wide)."""
         self.history = OutcomeHistory(lambda: app.backend)
         """Its counts of finished attempts, added to the store's history every few seconds."""
         self._threads = JobThreads(concurrency)
@@ -319,6 +328,10 @@ class Worker:
                 name="prune",
             ),
         ]
+        if self.alerts is not None:
+            background.append(
+                asyncio.create_task(self.alerts.run(self._stop_background), name="alerts")
+            )
         if self.run_schedules and self.app.schedules:
             scheduler = Scheduler(self.app)
             background.append(
