@@ -66,6 +66,9 @@ def test_every_ops_command_works_with_a_url_alone(tmp_path: Path, engine: Engine
         ):
             result = run(*command, "--url", url, "--json")
             assert result.exit_code == 0, (command, result.output)
+        frame = run("top", "--url", url, "--once")
+        assert frame.exit_code == 0, frame.output
+        assert "reports" in frame.stdout and "recent failures" in frame.stdout
         health = run("health", "--url", url, "--json")
         assert health.exit_code == 1  # no worker runs
         assert json.loads(health.stdout)["problems"] == [f"no live worker in {store_name(url)}"]

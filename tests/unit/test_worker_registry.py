@@ -220,3 +220,25 @@ def test_health_says_unhealthy_when_the_store_cannot_be_reached(url: str) -> Non
     assert not report["healthy"] and report["workers_alive"] == 0
     [problem] = report["problems"]
     assert problem.startswith("the store cannot be reached")
+
+
+def test_top_sparklines_and_rates_come_from_the_per_minute_counts() -> None:
+    from stagecrew.backends.job_counts import CountBucket, CountHistory, CountKey
+    from stagecrew.cli.top import SPARK_MINUTES, out_rate, per_minute, sparkline
+
+    assert sparkline([0, 0]) == "  "
+    assert sparkline([0, 4, 8]) == " ▄█"
+    now = 6000.0 + 15.0  # a quarter into the minute that starts at 6000
+    ok, dead = CountKey("q", "t", "succeeded"), CountKey("q", "t", "dead")
+    history = CountHistory(
+        now,
+        (
+            CountBucket(5940.0, ok, 40),
+            CountBucket(5940.0, dead, 20),
+            CountBucket(6000.0, ok, 6),
+            CountBucket(6000.0, CountKey("other", "t", "succeeded"), 100),
+        ),
+    )
+    counts = per_minute(history, "q", frozenset({"succeeded", "dead"}))
+    assert len(counts) == SPARK_MINUTES and counts[-2:] == [60, 6]
+    assert out_rate(history, "q") == pytest.approx((6 + 60 * 0.75) / 60)

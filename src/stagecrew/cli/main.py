@@ -28,6 +28,7 @@ COMMANDS = (
     "workers",
     "health",
     "alerts",
+    "top",
     "cron",
     "demo",
     "migrate",
