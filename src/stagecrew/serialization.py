@@ -66,11 +66,16 @@ def encode_payload(
     kwargs: Mapping[str, Any],
     *,
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    trace: Mapping[str, str] | None = None,
 ) -> str:
-    """The stored form of a job's arguments: `{"args": [...], "kwargs": {...}}`."""
+    """The stored form of a job's arguments: `{"args": [...], "kwargs": {...}}`, and the
+    trace context of its enqueue under "trace" when there is one (observability/tracing.py)."""
     if not isinstance(kwargs, dict):
         kwargs = dict(kwargs)
-    data = encode({"args": args, "kwargs": kwargs}, what="job arguments")
+    value: dict[str, Any] = {"args": args, "kwargs": kwargs}
+    if trace:
+        value["trace"] = dict(trace)
+    data = encode(value, what="job arguments")
     if len(data) > max_bytes:
         raise PayloadTooLargeError(
             f"job arguments are {len(data)} bytes encoded, over the limit of {max_bytes}; "
@@ -109,6 +114,12 @@ _DIGEST_HEX = 64
 _HEADER = len(SIGNED_PREFIX) + _DIGEST_HEX + 1
 MIN_KEY_BYTES = 16
 SIGNING_KEYS_ENV = "STAGECREW_SIGNING_KEYS"
+
+
+def unsigned_json(payload: str) -> str:
+    """The JSON of a payload, signed or not (its signature unchecked)."""
+    inner = _unsigned_part(payload)
+    return payload if inner is None else inner
 
 
 def _unsigned_part(payload: str | bytes) -> str | None:

@@ -18,6 +18,7 @@ from .job import JobState, NewJob
 from .limits.circuit import Circuit
 from .limits.concurrency import Concurrency, ConcurrencyKey
 from .limits.rate import RateKey, RateLimit
+from .observability import tracing
 from .retry import Backoff
 from .serialization import encode_payload
 
@@ -263,9 +264,11 @@ class Task(Generic[P, R]):
         args: Iterable[Any],
         kwargs: Mapping[str, Any],
         options: EnqueueOptions,
+        *,
+        trace: Mapping[str, str] | None = None,
     ) -> NewJob:
         """Validate and encode one job; raises before anything is written."""
-        return self.build_many([(args, kwargs)], options)[0]
+        return self.build_many([(args, kwargs)], options, trace=trace)[0]
 
     def build_many(
         self,
@@ -274,6 +277,7 @@ class Task(Generic[P, R]):
         *,
         member: bool = False,
         takes_input: bool = False,
+        trace: Mapping[str, str] | None = None,
     ) -> list[NewJob]:
         """Validate and encode jobs of (args, kwargs) sharing `options`; raises on the first
         bad one, before anything is written. The options are resolved once for all of them.
@@ -307,7 +311,7 @@ class Task(Generic[P, R]):
             bound = (None, *args) if takes_input else args
             if binder is None or not binder(bound, kwargs):
                 self.bind(bound, kwargs)
-            payload = encode_payload(args, kwargs, max_bytes=max_bytes)
+            payload = encode_payload(args, kwargs, max_bytes=max_bytes, trace=trace)
             if signer is not None:
                 payload = signer.sign(name, payload)
             tenant = (
@@ -512,10 +516,14 @@ class BoundTask(Generic[P, R]):
         return Signature.of(self.task, self.opts, args, kwargs)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        if tracing.active():
+            return self.enqueue_many_traced([(args, kwargs)])[0]
         job = self.task.build(args, kwargs, self.opts)
         return self.task.app._enqueue([job], self.opts.connection)[0]
 
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        if tracing.active():
+            return (await self.enqueue_many_traced_async([(args, kwargs)]))[0]
         job = self.task.build(args, kwargs, self.opts)
         return (await self.task.app._enqueue_async([job], self.opts.connection))[0]
 
@@ -525,13 +533,40 @@ class BoundTask(Generic[P, R]):
         Each item is a tuple or list of positional arguments, a dict of keyword
         arguments, or a `call(*args, **kwargs)`.
         """
+        if tracing.active():
+            return self.enqueue_many_traced([_split(call) for call in calls])
         jobs = self.task.build_many(map(_split, calls), self.opts)
         return self.task.app._enqueue(jobs, self.opts.connection) if jobs else []
 
     async def enqueue_many_async(self, calls: Iterable[Any]) -> list[JobHandle]:
         """`enqueue_many` without blocking the event loop: one write, all or none."""
+        if tracing.active():
+            return await self.enqueue_many_traced_async([_split(call) for call in calls])
         jobs = self.task.build_many(map(_split, calls), self.opts)
         return await self.task.app._enqueue_async(jobs, self.opts.connection) if jobs else []
+
+    def enqueue_many_traced(self, calls: list[tuple[Any, Any]]) -> list[JobHandle]:
+        """An enqueue inside its `send` span, the jobs carrying its trace context."""
+        if not calls:
+            return []
+        with tracing.sending(self.task.name, self._queue, len(calls)) as span:
+            jobs = self.task.build_many(calls, self.opts, trace=span.carrier)
+            handles = self.task.app._enqueue(jobs, self.opts.connection)
+            span.sent([h.id for h in handles])
+        return handles
+
+    async def enqueue_many_traced_async(self, calls: list[tuple[Any, Any]]) -> list[JobHandle]:
+        if not calls:
+            return []
+        with tracing.sending(self.task.name, self._queue, len(calls)) as span:
+            jobs = self.task.build_many(calls, self.opts, trace=span.carrier)
+            handles = await self.task.app._enqueue_async(jobs, self.opts.connection)
+            span.sent([h.id for h in handles])
+        return handles
+
+    @property
+    def _queue(self) -> str:
+        return self.opts.queue or self.task.queue
 
 
 def vars_of(opts: EnqueueOptions) -> dict[str, Any]:

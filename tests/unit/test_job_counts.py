@@ -109,3 +109,16 @@ def test_a_name_the_store_would_refuse_is_left_out_and_the_rest_still_written(
     asyncio.run(history.flush())
     assert backend.read_counts().totals(0.0) == {"dead": 1}
     assert any("left out of the job counts" in r.getMessage() for r in caplog.records)
+
+
+def test_without_a_tracer_provider_no_span_is_made_and_payloads_carry_nothing() -> None:
+    from stagecrew.observability import tracing
+
+    assert not tracing.active()  # the API's default provider: tracing is off
+    app = App("memory://")
+
+    @app.task
+    def plain(n: int) -> None: ...
+
+    handle = plain.enqueue(1)
+    assert app.jobs.get(handle.id).payload == '{"args":[1],"kwargs":{}}'

@@ -36,6 +36,7 @@ from ..errors import (
     UnknownTaskError,
 )
 from ..job import AttemptError, ClaimedJob, ErrorKind, JobState, RateLimited, Retry, Snooze
+from ..observability import tracing
 from ..serialization import decode, decode_payload, encode
 from ..task import Task
 from .job_threads import JobThreads
@@ -184,11 +185,12 @@ class Executor:
             )
             began = time.monotonic()
         try:
-            ack = await self._run(flight)
-            if flight.ctx is not None and flight.ctx._steps is not None:
-                await flight.ctx._steps.finish_async()  # the last checkpoint and progress first
-            if flight.committed:
-                ack = self._committed(flight, ack)
+            if tracing.active():
+                with tracing.processing(job) as span:
+                    ack = await self._attempt(flight)
+                    span.ended(ack)
+            else:
+                ack = await self._attempt(flight)
             if logged:
                 job_log.log(
                     self.job_log_level,
@@ -201,6 +203,14 @@ class Executor:
                 )
         finally:
             current_job.reset(token)
+        return ack
+
+    async def _attempt(self, flight: InFlight) -> Ack | None:
+        ack = await self._run(flight)
+        if flight.ctx is not None and flight.ctx._steps is not None:
+            await flight.ctx._steps.finish_async()  # the last checkpoint and progress first
+        if flight.committed:
+            ack = self._committed(flight, ack)
         return ack
 
     def _committed(self, flight: InFlight, ack: Ack | None) -> Ack:
