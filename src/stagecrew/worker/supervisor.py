@@ -303,6 +303,10 @@ class Supervisor:
         calls it before it checks the store), that work and its imports overlap.
         """
         modules = list(WORKER_MODULES)
+        if self.metrics is not None:
+            # the directory is named in the environment by now: the fork server imports
+            # prometheus-client in multiprocess mode, and its children start with it
+            modules.append("stagecrew.observability.host_metrics")
         if self.store_url is not None:
             with contextlib.suppress(ConfigurationError):  # a bad URL is the child's to report
                 modules.append(engine_module(self.store_url))
