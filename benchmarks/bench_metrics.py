@@ -9,8 +9,8 @@ ratio of each round's pair shows the spread.
 
 Rates are jobs/s from the first job's start to the last job's end (store times).
 
-    python benchmarks/bench_metrics.py [--engine all|sqlite|postgres|redis] [--jobs 20000]
-        [--rounds 3] [--json PATH] [--write-results]
+    python benchmarks/bench_metrics.py [--engine all|sqlite|postgres|redis] [--jobs 50000]
+        [--rounds 5] [--json PATH] [--write-results]
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def run_engine(engine: str, opts: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--engine", choices=(*ENGINES, "all"), default="all")
-    parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--write-results", action="store_true")
     opts = parser.parse_args()
