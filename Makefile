@@ -33,7 +33,8 @@ lint: $(VENV)/.installed
 ## queues (a small tenant's wait behind another's flood) and workflows (a chord against plain
 ## jobs) on every engine, then the cost of one durable step (ctx.step) per engine, then
 ## concurrency caps (a generous cap against none, other keys beside a saturated one), then
-## rate limits (a generous rate against none, how closely a saturated rate is kept)
+## rate limits (a generous rate against none, how closely a saturated rate is kept), then worker
+## metrics (a drain with --metrics-port against one without)
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_workloads.py --write-results
 	$(BIN)/python benchmarks/bench_sqlite.py --write-results
@@ -42,6 +43,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_workflows.py --write-results
 	$(BIN)/python benchmarks/bench_caps.py --write-results
 	$(BIN)/python benchmarks/bench_rates.py --write-results
+	$(BIN)/python benchmarks/bench_metrics.py --write-results
 
 ## bench-peers: the same workload on stagecrew and its peers, each peer in a venv of its own
 ## (PEERS_ARGS=--quick for a short run)

@@ -95,9 +95,14 @@ def count_state(app: App, state: JobState) -> int:
 
 # -- worker processes ----------------------------------------------------------------------
 def start_workers(
-    url: str, processes: int, concurrency: int, app_ref: str = "bench_app:app"
+    url: str,
+    processes: int,
+    concurrency: int,
+    app_ref: str = "bench_app:app",
+    extra_args: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """`python -m stagecrew worker <app_ref>` against `url`, in a session of its own."""
+    """`python -m stagecrew worker <app_ref> *extra_args` against `url`, in a session of its
+    own."""
     env = {
         **os.environ,
         "STAGECREW_URL": url,
@@ -108,6 +113,7 @@ def start_workers(
             *(sys.executable, "-m", "stagecrew", "worker", app_ref),
             *("--processes", str(processes), "--concurrency", str(concurrency)),
             *("--log-level", "WARNING"),
+            *extra_args,
         ],
         env=env,
         cwd=HERE,
@@ -128,9 +134,13 @@ def stop_workers(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def workers(
-    url: str, processes: int, concurrency: int, app_ref: str = "bench_app:app"
+    url: str,
+    processes: int,
+    concurrency: int,
+    app_ref: str = "bench_app:app",
+    extra_args: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_workers(url, processes, concurrency, app_ref)
+    proc = start_workers(url, processes, concurrency, app_ref, extra_args)
     try:
         yield proc
     finally:
@@ -177,13 +187,14 @@ def run_workers_until(
     poll: float = 0.05,
     progress: bool = False,
     app_ref: str = "bench_app:app",
+    extra_args: Sequence[str] = (),
 ) -> float:
     """Start workers and stop them once `done()` says so (or fail if they exit first).
 
     Returns the seconds from launching them to `done()`, their graceful stop left out.
     """
     started = reported = time.monotonic()
-    with workers(url, processes, concurrency, app_ref) as proc:
+    with workers(url, processes, concurrency, app_ref, extra_args) as proc:
         while not done():
             if proc.poll() is not None:
                 raise RuntimeError("workers exited during the drain")
@@ -202,9 +213,10 @@ def drain(
     concurrency: int,
     task: str,
     app_ref: str = "bench_app:app",
+    extra_args: Sequence[str] = (),
 ) -> DrainRates:
-    """Queue `jobs` jobs of `task` in an empty store, run workers (of `app_ref`) until all
-    succeeded."""
+    """Queue `jobs` jobs of `task` in an empty store, run workers (of `app_ref`, given
+    `extra_args`) until all succeeded."""
     queue_jobs(app, task, jobs)
     seconds = run_workers_until(
         url,
@@ -212,6 +224,7 @@ def drain(
         concurrency,
         lambda: count_state(app, JobState.SUCCEEDED) >= jobs,
         app_ref=app_ref,
+        extra_args=extra_args,
     )
     done = app.jobs.list(state=JobState.SUCCEEDED, task=task, limit=jobs)
     if len(done) != jobs:

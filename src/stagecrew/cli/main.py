@@ -22,6 +22,7 @@ COMMANDS = (
     "workflows",
     "dlq",
     "stats",
+    "metrics",
     "limits",
     "circuits",
     "queues",
@@ -76,6 +77,7 @@ def main(app_ref: str | None) -> None:
       stagecrew stats
       stagecrew cron list
       stagecrew queues pause email
+      stagecrew metrics serve --url postgresql://db/jobs --port 9101
       stagecrew demo
       stagecrew chaos --url sqlite:///chaos.db --scenario kill-storm
     """

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +16,9 @@ from ..worker.logs import FORMAT_VARIABLE, JOB_LEVEL_VARIABLE, LOG_FORMATS
 from ..worker.supervisor import Supervisor, WorkerOptions
 from .exits import CliUsageError
 from .options import FiniteSeconds, app_ref, duration, load
+
+if TYPE_CHECKING:
+    from ..observability.host_metrics import HostMetrics
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -107,6 +112,23 @@ def split_queues(values: tuple[str, ...]) -> list[str] | None:
     default=None,
     help="How often the fleet evaluates its alert rules, once per interval in all [default: 15s].",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    envvar="STAGECREW_METRICS_PORT",
+    default=None,
+    help="Serve Prometheus metrics of every worker process, summed, on this port (0: any "
+    "free port, logged) [default: $STAGECREW_METRICS_PORT, else no metrics]. See "
+    "docs/metrics.md.",
+)
+@click.option(
+    "--metrics-host",
+    metavar="ADDRESS",
+    envvar="STAGECREW_METRICS_HOST",
+    default="0.0.0.0",
+    show_default=True,
+    help="The address the metrics endpoint listens on (127.0.0.1: this machine only).",
+)
 def worker(
     *,
     app_argument: str | None,
@@ -122,6 +144,8 @@ def worker(
     log_format: str | None,
     alerts_file: str | None,
     alert_interval: float | None,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run worker processes for APP (module:attr, or $STAGECREW_APP).
 
@@ -160,17 +184,32 @@ def worker(
         log_level=log_level.upper(),
         extra={} if alert_interval is None else {"alert_interval": alert_interval},
     )
-    supervisor = Supervisor(ref, processes, options, store_url=app.url)
-    supervisor.start_fork_server()  # its imports run while this process checks the store
+    with contextlib.ExitStack() as stack:
+        metrics = None
+        if metrics_port is not None:
+            # before the fork server and the workers start: they inherit its directory
+            metrics = stack.enter_context(_host_metrics(metrics_host, metrics_port))
+        supervisor = Supervisor(ref, processes, options, store_url=app.url, metrics=metrics)
+        supervisor.start_fork_server()  # its imports run while this process checks the store
+        try:
+            app.backend  # noqa: B018 - builds the engine, so a bad URL fails now, not in every child
+        except BackendError as exc:
+            # Down is not misconfigured: the workers log it and keep trying until the store is up.
+            store = redact_url(app.url)
+            click.echo(f"warning: the app's store {store!r} cannot be reached yet: {exc}", err=True)
+        except (StagecrewError, ImportError) as exc:
+            store = redact_url(app.url)
+            raise CliUsageError(f"the app's store {store!r} cannot be used: {exc}") from None
+        finally:
+            app.close()
+        code = supervisor.run()
+    click.get_current_context().exit(code)
+
+
+def _host_metrics(host: str, port: int) -> HostMetrics:
+    from ..observability.host_metrics import HostMetrics
+
     try:
-        app.backend  # noqa: B018 - builds the engine, so a bad URL fails now, not in every child
-    except BackendError as exc:
-        # Down is not misconfigured: the workers log it and keep trying until the store is up.
-        store = redact_url(app.url)
-        click.echo(f"warning: the app's store {store!r} cannot be reached yet: {exc}", err=True)
-    except (StagecrewError, ImportError) as exc:
-        store = redact_url(app.url)
-        raise CliUsageError(f"the app's store {store!r} cannot be used: {exc}") from None
-    finally:
-        app.close()
-    click.get_current_context().exit(supervisor.run())
+        return HostMetrics(host, port)
+    except ConfigurationError as exc:
+        raise CliUsageError(f"--metrics-port: {exc}") from None

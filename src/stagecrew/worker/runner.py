@@ -23,6 +23,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..app import App
 from ..backends import redact_url
@@ -49,6 +50,9 @@ from .isolated import run_alone
 from .job_threads import JobThreads
 from .parent import ParentWatch
 from .supervisor import RELAYED_STOP
+
+if TYPE_CHECKING:  # imported by whoever turns metrics on: prometheus-client is not needed else
+    from ..observability.metrics import WorkerMetrics
 
 log = logging.getLogger("stagecrew.worker")
 
@@ -102,6 +106,7 @@ class Worker:
         run_schedules: bool = True,
         process_name: str | None = None,
         alert_interval: float = DEFAULT_ALERT_INTERVAL,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -145,6 +150,8 @@ class Worker:
         self.run_schedules = run_schedules
         """Fire the app's schedules (`app.periodic`, `app.schedule`) from this worker; every
         worker may, as the store makes each tick one job (see docs/schedules.md)."""
+        self.metrics = metrics
+        """Where this worker counts its jobs, wait and run times (docs/metrics.md); None: off."""
         self.id = worker_id or make_worker_id()
         """The lease owner of this worker's claims; a supervisor names its children itself, so
         it can release their claims when they die (`Backend.release_worker`)."""
@@ -306,7 +313,7 @@ class Worker:
             asyncio.create_task(
                 every(
                     self.rescue_interval,
-                    lambda: rescue_expired(self.app.backend, self.app.max_worker_losses),
+                    self._rescue,
                     self._stop_background,
                     name="rescue",
                 ),
@@ -332,6 +339,19 @@ class Worker:
             background.append(
                 asyncio.create_task(self.alerts.run(self._stop_background), name="alerts")
             )
+        if self.metrics is not None:
+            self.metrics.slots.set(self.concurrency)
+            background.append(
+                asyncio.create_task(
+                    every(
+                        self.metrics.flush_interval,
+                        self._flush_metrics,
+                        self._stop_background,
+                        name="metrics",
+                    ),
+                    name="metrics",
+                )
+            )
         if self.run_schedules and self.app.schedules:
             scheduler = Scheduler(self.app)
             background.append(
@@ -344,6 +364,7 @@ class Worker:
             await self._end_background(background)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.history.flush(), LAST_COUNTS_WAIT)
+            await self._flush_metrics()
             await self.presence.stopped()
         log.info("worker %s stopped after %d jobs", self.id, self.processed)
         return EXIT_RECYCLE if self._recycle else EXIT_OK
@@ -375,6 +396,7 @@ class Worker:
             self._completer.abandon()
             completer.cancel()
             self._threads.shutdown(wait=True)
+            await self._flush_metrics()
         return self.processed - before
 
     # -- claiming ----------------------------------------------------------------
@@ -432,6 +454,8 @@ class Worker:
             idle_wait = None
             if jobs and self.faults is not None:
                 self.faults.at(FaultPoint.AFTER_CLAIM)
+            if jobs and self.metrics is not None:
+                self.metrics.claimed(jobs)
             if jobs and self._rates is not None:
                 # the tokens are drawn while this loop claims on: each job waits for its
                 # batch's draw (`_execute`), which serves the batches one at a time
@@ -558,6 +582,15 @@ class Worker:
             await asyncio.sleep(wait)
         if flight.stop_reason is not None and flight.stop_reason is not StopReason.CANCEL:
             return None  # handed back, or no longer this worker's, before it started
+        if self.metrics is None:
+            return await self._attempt(flight)
+        began = time.monotonic()
+        try:
+            return await self._attempt(flight)
+        finally:
+            self.metrics.ran(flight.job, time.monotonic() - began)
+
+    async def _attempt(self, flight: InFlight) -> Ack | None:
         if self._is_poison_suspect(flight.job) and self._can_isolate():
             assert self.app_ref is not None
             return await run_alone(
@@ -610,8 +643,12 @@ class Worker:
                 )
             return
         if ack is None or flight.stop_reason is StopReason.LOST:
+            # no outcome to write (its lease was lost mid-attempt, or the executor failed):
+            # the job runs again once the store takes it back
             del self._inflight[flight.job.id]
             self.history.count(flight.job, LOST)
+            if self.metrics is not None:
+                self.metrics.lost(flight.job)
             return
         assert self._completer is not None
         if self.faults is not None:
@@ -621,10 +658,14 @@ class Worker:
         self._completer.submit(ack)
 
     def _on_written(self, ack: Ack, applied: bool) -> None:
+        """`ack` reached the store, which `applied` it or refused it (the claim was gone)."""
         flight = self._inflight.get(ack.ref.id)
         if flight is not None and flight.job.ref == ack.ref:
             del self._inflight[ack.ref.id]
             self.history.count(flight.job, outcome_of(ack.kind, applied))
+            if self.metrics is not None:
+                # counted here, once the store decided: a refused outcome is a lost claim
+                self.metrics.written(flight.job, ack.kind, applied)
         if self._held and ack.ref in self._held:
             self._held.discard(ack.ref)
             self.held += 1
@@ -634,6 +675,16 @@ class Worker:
             self.acked[ack.kind] += 1
         self._slot_free.set()
         self._outcome_written.set()
+
+    # -- housekeeping ----------------------------------------------------------------
+    async def _rescue(self) -> None:
+        report = await rescue_expired(self.app.backend, self.app.max_worker_losses)
+        if self.metrics is not None and report.total:
+            self.metrics.rescued(report.total)
+
+    async def _flush_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.flush(busy=self._running)
 
     # -- leases ------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
@@ -665,6 +716,8 @@ class Worker:
                 if flight is not None and flight.job.ref == ref:
                     log.warning("job %s: lease lost; abandoning this attempt", job_id)
                     flight.stop(StopReason.LOST)
+                    if self.metrics is not None:
+                        self.metrics.lost(flight.job)
                     # No longer this worker's: never heartbeated, handed back or acked again,
                     # even while a sync thread still runs it.
                     del self._inflight[job_id]

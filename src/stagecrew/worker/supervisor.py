@@ -52,6 +52,7 @@ from .logs import configure
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..observability.host_metrics import HostMetrics
 
 log = logging.getLogger("stagecrew.supervisor")
 
@@ -92,6 +93,8 @@ class WorkerOptions:
     starts. None: the worker makes one up."""
     process_name: str | None = None
     """The name in the process's title (`worker-0`); None leaves the title alone."""
+    metrics: bool = False
+    """Count jobs in the supervisor's metrics directory (`HostMetrics`), which it serves."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -117,6 +120,11 @@ def run_child(app_ref: str, options: WorkerOptions, environ: dict[str, str] | No
         os.environ.update(environ)
     configure(options.log_level)
     try:
+        metrics = None
+        if options.metrics:
+            from ..observability.host_metrics import process_metrics
+
+            metrics = process_metrics()
         app = load_app(app_ref)
         worker = Worker(
             app,
@@ -129,6 +137,7 @@ def run_child(app_ref: str, options: WorkerOptions, environ: dict[str, str] | No
             app_ref=app_ref,
             worker_id=options.worker_id,
             process_name=options.process_name,
+            metrics=metrics,
             **options.extra,
         )
     except Exception as exc:
@@ -269,15 +278,20 @@ class Supervisor:
         options: WorkerOptions,
         *,
         store_url: str | None = None,
+        metrics: HostMetrics | None = None,
     ) -> None:
         """`store_url`: the app's store, whose engine the fork server imports ahead of the
-        children (without it, each child imports its engine when it starts)."""
+        children (without it, each child imports its engine when it starts). `metrics`: the
+        endpoint serving the children's metrics (open before the first child starts)."""
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self.app_ref = app_ref
         self.processes = processes
         self.options = options
         self.store_url = store_url
+        self.metrics = metrics
+        if metrics is not None:
+            self.options = dataclasses.replace(options, metrics=True)
         self._ctx = multiprocessing.get_context("forkserver")
         self._children: dict[int, _Child] = {}
         self._releaser = _Releaser(app_ref)
@@ -294,6 +308,10 @@ class Supervisor:
         calls it before it checks the store), that work and its imports overlap.
         """
         modules = list(WORKER_MODULES)
+        if self.metrics is not None:
+            # the directory is named in the environment by now: the fork server imports
+            # prometheus-client in multiprocess mode, and its children start with it
+            modules.append("stagecrew.observability.host_metrics")
         if self.store_url is not None:
             with contextlib.suppress(ConfigurationError):  # a bad URL is the child's to report
                 modules.append(engine_module(self.store_url))
@@ -343,6 +361,8 @@ class Supervisor:
         """Note that `child` exited; release its claims unless it exited cleanly."""
         child.ended = True
         code = child.process.exitcode
+        if self.metrics is not None and child.process.pid:
+            self.metrics.process_exited(child.process.pid)
         if code not in (0, EXIT_CONFIG):
             # It may have died holding jobs: nothing can renew those leases any more. A process
             # it started for a poison suspect is in its process group: end it first, so that
@@ -359,6 +379,8 @@ class Supervisor:
         setproctitle.setproctitle(f"stagecrew supervisor [{queues}] {self.processes} processes")
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        if self.metrics is not None:
+            log.info("serving the workers' metrics on %s", self.metrics.url)
         for slot in range(self.processes):
             self._start(slot)
         pending_restarts: dict[int, float] = {}
