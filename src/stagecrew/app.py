@@ -479,7 +479,7 @@ class App:
             handles = self._handles(backend.enqueue_in(connection, jobs))
         else:
             handles = self._handles(backend.enqueue(jobs))
-        self._unserved.enqueued(backend, (job.queue for job in jobs))
+        self._unserved.enqueued(backend, jobs)
         return handles
 
     async def _enqueue_async(
@@ -490,7 +490,7 @@ class App:
             handles = self._handles(await backend.enqueue_in_async(connection, jobs))
         else:
             handles = self._handles(await backend.enqueue_async(jobs))
-        await self._unserved.enqueued_async(backend, (job.queue for job in jobs))
+        await self._unserved.enqueued_async(backend, jobs)
         return handles
 
 

@@ -16,6 +16,8 @@ check and nothing more: no span is made and nothing is added to payloads.
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -35,11 +37,34 @@ SYSTEM = "stagecrew"
 FAILED_KINDS = frozenset({AckKind.RETRY, AckKind.DEAD_LETTER})
 
 
-def active() -> bool:
-    """Whether spans are made: the API is installed and an application set a provider."""
-    return trace is not None and not isinstance(
-        trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
-    )
+RECHECK_SECONDS = 1.0
+"""While no tracer provider is set, how often `active` looks again (a look costs about a
+microsecond, a job's enqueue and attempt each ask): a provider an application sets after
+it started is seen within this long. Once set it stays (OpenTelemetry sets it only once)."""
+
+
+class _ProviderWatch:
+    """Whether an application has set a tracer provider, looked at once a second at most."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._checked_at = -math.inf
+
+    def active(self) -> bool:
+        if self.set or trace is None:
+            return self.set
+        now = time.monotonic()
+        if now - self._checked_at < RECHECK_SECONDS:
+            return False
+        self._checked_at = now
+        self.set = not isinstance(
+            trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+        )
+        return self.set
+
+
+active = _ProviderWatch().active
+"""Whether spans are made: the API is installed and an application set a provider."""
 
 
 class Sending:

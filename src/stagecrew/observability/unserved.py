@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from ..backends.base import Backend
 from ..backends.worker_registry import WorkerRegistry
+from ..job import NewJob
 
 log = logging.getLogger("stagecrew.producer")
 
@@ -28,18 +29,19 @@ class UnservedQueues:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
-    def new(self, queues: Iterable[str]) -> set[str]:
-        """The queues among `queues` not looked at yet, now marked as looked at."""
-        fresh = {q for q in queues if q not in self._seen}
+    def new(self, jobs: Iterable[NewJob]) -> set[str]:
+        """The queues of `jobs` not looked at yet, now marked as looked at."""
+        seen = self._seen
+        fresh = {job.queue for job in jobs if job.queue not in seen}
         if not fresh:
             return fresh
         with self._lock:
-            fresh -= self._seen
-            self._seen |= fresh
+            fresh -= seen
+            seen |= fresh
         return fresh
 
-    def enqueued(self, backend: Backend, queues: Iterable[str]) -> None:
-        fresh = self.new(queues)
+    def enqueued(self, backend: Backend, jobs: Iterable[NewJob]) -> None:
+        fresh = self.new(jobs)
         if fresh and backend.capabilities.cross_process:
             try:
                 registry = backend.list_workers()
@@ -48,8 +50,8 @@ class UnservedQueues:
                 return
             _warn(registry, fresh)
 
-    async def enqueued_async(self, backend: Backend, queues: Iterable[str]) -> None:
-        fresh = self.new(queues)
+    async def enqueued_async(self, backend: Backend, jobs: Iterable[NewJob]) -> None:
+        fresh = self.new(jobs)
         if fresh and backend.capabilities.cross_process:
             try:
                 registry = await backend.list_workers_async()

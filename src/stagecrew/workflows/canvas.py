@@ -115,19 +115,19 @@ class _Workflow:
         app, workflow = self._build()
         backend = app._producer_backend()
         backend.enqueue_workflow(workflow)
-        app._unserved.enqueued(backend, _queues(workflow))
+        app._unserved.enqueued(backend, _members(workflow))
         return WorkflowHandle(app, workflow.id)
 
     async def enqueue_async(self) -> WorkflowHandle:
         app, workflow = self._build()
         backend = app._producer_backend()
         await backend.enqueue_workflow_async(workflow)
-        await app._unserved.enqueued_async(backend, _queues(workflow))
+        await app._unserved.enqueued_async(backend, _members(workflow))
         return WorkflowHandle(app, workflow.id)
 
 
-def _queues(workflow: NewWorkflow) -> set[str]:
-    return {job.queue for jobs in workflow.steps for job in jobs}
+def _members(workflow: NewWorkflow) -> list[NewJob]:
+    return [job for jobs in workflow.steps for job in jobs]
 
 
 def _on_failure(value: str) -> OnFailure:
