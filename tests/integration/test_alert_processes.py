@@ -5,12 +5,9 @@ event exactly once although two processes evaluate."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -19,6 +16,7 @@ from stagecrew import App
 from stagecrew.cli.main import main
 from stagecrew.testing.engines import Engine, engine_params
 from tests.support.processes import start_worker, stop, wait_for, write_app
+from tests.support.webhook import Webhook, webhook
 
 pytestmark = pytest.mark.slow
 
@@ -33,28 +31,10 @@ def send(n: int) -> None: ...
 """
 
 
-class Hook(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None: ...
-
-
 @pytest.fixture
-def hook_url() -> Iterator[str]:
-    Hook.received = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
+def hook() -> Iterator[Webhook]:
+    with webhook() as served:
+        yield served
 
 
 def run(*args: str) -> Result:
@@ -76,7 +56,7 @@ def no_app(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("engine", engine_params(cross_process=True, variants=False))
 def test_a_backlog_alert_fires_and_resolves_once_across_two_evaluating_processes(
-    tmp_path: Path, engine: Engine, hook_url: str
+    tmp_path: Path, engine: Engine, hook: Webhook
 ) -> None:
     with engine.stores(tmp_path) as stores:
         url = stores.url()
@@ -86,7 +66,7 @@ def test_a_backlog_alert_fires_and_resolves_once_across_two_evaluating_processes
             for n in range(5):
                 producer.enqueue("send", [n])
             ref = write_app(tmp_path, "alert_app", APP)
-            env = {"STAGECREW_URL": url, "STAGECREW_ALERT_WEBHOOK": hook_url}
+            env = {"STAGECREW_URL": url, "STAGECREW_ALERT_WEBHOOK": hook.url}
             args = ("--queues", "default", "--processes", "2", "--alert-interval", "0.3")
             worker = start_worker(tmp_path, ref, env, *args)
             try:
@@ -97,15 +77,15 @@ def test_a_backlog_alert_fires_and_resolves_once_across_two_evaluating_processes
                 for job in producer.backend.claim(["email"], "elsewhere", 10, 60.0):
                     assert job.queue == "email"
                 assert wait_for(lambda: alert_state(url) == "ok", timeout=30)
-                assert wait_for(lambda: len(Hook.received) >= 2, timeout=10)
-                wait_for(lambda: len(Hook.received) > 2, timeout=1.0)  # a duplicate would come
+                assert wait_for(lambda: len(hook.received) >= 2, timeout=10)
+                wait_for(lambda: len(hook.received) > 2, timeout=1.0)  # a duplicate would come
             finally:
                 code, output = stop(worker)
             assert code == 0, output
         finally:
             producer.close()
-    assert [(e["alert"], e["status"], e["queue"]) for e in Hook.received] == [
+    assert [(e["alert"], e["status"], e["queue"]) for e in hook.received] == [
         ("email-backlog", "firing", "email"),
         ("email-backlog", "resolved", "email"),
     ]
-    assert Hook.received[0]["value"] == 5.0
+    assert hook.received[0]["value"] == 5.0

@@ -16,6 +16,7 @@ import pytest
 from stagecrew import App, JobState
 from stagecrew.backends.limit_states import LimitSwap
 from stagecrew.backends.worker_registry import WorkerBeat, WorkerInfo
+from stagecrew.limits.circuit import CircuitState
 from stagecrew.observability.alerts import FIRING, AlertState
 from stagecrew.testing.engines import Engine, engine_params
 from tests.support.processes import stop, wait_for
@@ -76,7 +77,13 @@ def test_queue_depths_by_state_are_served_from_the_store_url_alone(
             stopped = WorkerInfo("h", 99, ("mail",), 4, 0, "0")
             app.backend.record_worker(WorkerBeat("gone", stopped, 60.0, stopped=True))
             firing = AlertState(state=FIRING, rule="depth > 2", queue="mail").to_text()
-            app.backend.swap_limits([LimitSwap("alert:mail-backlog", None, firing, 600.0)])
+            tripped = CircuitState(state="open", until=1e12).to_text()
+            app.backend.swap_limits(
+                [
+                    LimitSwap("alert:mail-backlog", None, firing, 600.0),
+                    LimitSwap("circuit:payments", None, tripped, 600.0),
+                ]
+            )
             with _serving(tmp_path, url) as endpoint:
                 samples = scrape(endpoint)
         finally:
@@ -100,6 +107,12 @@ def test_queue_depths_by_state_are_served_from_the_store_url_alone(
     assert value(samples, "stagecrew_fleet_slots") == 8
     assert value(samples, "stagecrew_fleet_busy_slots") == 4
     assert value(samples, "stagecrew_alert_firing", alert="mail-backlog") == 1
+    circuit = {
+        labels["state"]: v
+        for (name, frozen), v in samples.items()
+        if name == "stagecrew_circuit_state" and (labels := dict(frozen))
+    }
+    assert circuit == {"closed": 0, "open": 1, "half_open": 0}
 
 
 @pytest.mark.parametrize(

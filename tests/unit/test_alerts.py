@@ -4,13 +4,11 @@ event with two evaluators racing on every tick (fake clock), the webhook, the ru
 from __future__ import annotations
 
 import asyncio
-import http.server
-import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.webhook import Webhook, webhook
 
 from stagecrew import App
 from stagecrew.backends.job_counts import CountKey
@@ -216,44 +214,20 @@ def test_two_evaluators_racing_on_every_tick_fire_and_resolve_exactly_once(
         app.close()
 
 
-class Hook(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, object]] = []
-    refuse_first = 0
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if Hook.refuse_first:
-            Hook.refuse_first -= 1
-            self.send_response(503)
-        else:
-            Hook.received.append(json.loads(body))
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None: ...
-
-
 @pytest.fixture
-def hook_url() -> Iterator[str]:
-    Hook.received, Hook.refuse_first = [], 0
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
+def hook() -> Iterator[Webhook]:
+    with webhook() as served:
+        yield served
 
 
 def test_the_webhook_gets_the_event_as_json_and_a_refusal_is_tried_again(
-    hook_url: str, monkeypatch: pytest.MonkeyPatch
+    hook: Webhook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("stagecrew.observability.alert_evaluator.time.sleep", lambda s: None)
-    Hook.refuse_first = 1
-    event = AlertEvent("backlog", "firing", "depth > 2", "email", 7.0, 123.0, hook_url)
-    assert post_webhook(hook_url, event.payload())
-    assert Hook.received == [
+    hook.refuse_first = 1
+    event = AlertEvent("backlog", "firing", "depth > 2", "email", 7.0, 123.0, hook.url)
+    assert post_webhook(hook.url, event.payload())
+    assert hook.received == [
         {
             "alert": "backlog",
             "status": "firing",

@@ -12,7 +12,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from stagecrew.backends.memory import MemoryBackend
 from stagecrew.clock import FakeClock
 from stagecrew.observability.metrics import WorkerMetrics
-from stagecrew.observability.store_metrics import StoreCollector, alert_families, worker_families
+from stagecrew.observability.store_metrics import (
+    StoreCollector,
+    alert_families,
+    circuit_families,
+    worker_families,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 NAME = re.compile(r"\bstagecrew_[a-z_]+")
@@ -24,7 +29,9 @@ def exposed() -> set[str]:
     registry = CollectorRegistry()
     WorkerMetrics(registry=registry)
     backend = MemoryBackend("memory://", FakeClock())
-    registry.register(StoreCollector(lambda: backend, sources=[worker_families, alert_families]))
+    registry.register(
+        StoreCollector(lambda: backend, sources=[worker_families, alert_families, circuit_families])
+    )
     text = generate_latest(registry).decode()
     names = set(re.findall(r"^# TYPE (stagecrew_[a-z_]+)", text, re.M))
     return names | {n + suffix for n in names for suffix in SUFFIXES}

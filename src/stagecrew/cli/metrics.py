@@ -50,11 +50,16 @@ def serve(app_ref: str | None, port: int, host: str) -> None:
     from prometheus_client import CollectorRegistry
 
     from ..observability.metrics_server import MetricsServer
-    from ..observability.store_metrics import StoreCollector, alert_families, worker_families
+    from ..observability.store_metrics import (
+        StoreCollector,
+        alert_families,
+        circuit_families,
+        worker_families,
+    )
 
     app = load(app_ref)
     registry = CollectorRegistry()
-    sources = [worker_families, alert_families]
+    sources = [worker_families, alert_families, circuit_families]
     registry.register(StoreCollector(lambda: app.backend, sources=sources))  # down: at scrape
     try:
         server = MetricsServer(registry, host, port)

@@ -7,8 +7,9 @@ scrapers (a Prometheus pair) cost the store one read. A store that cannot be rea
 scrape report `stagecrew_store_up 0` rather than fail.
 
 More gauges from the store plug in as `StoreSource`s, read within the same cached scrape:
-`worker_families` (the worker registry: workers alive, their slots and busy slots) and
-`alert_families` (each alert's state), which `stagecrew metrics serve` adds.
+`worker_families` (the worker registry: workers alive, their slots and busy slots),
+`alert_families` (each alert's state) and `circuit_families` (each circuit breaker's state),
+which `stagecrew metrics serve` adds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from ..backends.base import Backend, QueueStats
 from ..job import JobState
+from ..limits.circuit import CLOSED, HALF_OPEN, OPEN, CircuitState
 from .alerts import FIRING, AlertState
 
 log = logging.getLogger("stagecrew.metrics")
@@ -152,3 +154,19 @@ def alert_families(backend: Backend) -> list[Metric]:
         state = AlertState.from_text(record.value)
         firing.add_metric([record.name.removeprefix("alert:")], 1 if state.state == FIRING else 0)
     return [firing]
+
+
+def circuit_families(backend: Backend) -> list[Metric]:
+    """Each circuit breaker's state as its record holds it, one series per state (1 for the
+    one it is in), as `stagecrew circuits --url` shows it (docs/limits.md)."""
+    state = GaugeMetricFamily(
+        "stagecrew_circuit_state",
+        "1 for the state the circuit breaker is in (closed, open, half_open), else 0.",
+        labels=("circuit", "state"),
+    )
+    for record in backend.list_limits("circuit:"):
+        current = CircuitState.from_text(record.value).state
+        for name in (CLOSED, OPEN, HALF_OPEN):
+            circuit = record.name.removeprefix("circuit:")
+            state.add_metric([circuit, name], 1 if current == name else 0)
+    return [state]
