@@ -17,6 +17,7 @@ from stagecrew import App, JobState
 from stagecrew.backends.limit_states import LimitSwap
 from stagecrew.backends.worker_registry import WorkerBeat, WorkerInfo
 from stagecrew.limits.circuit import CircuitState
+from stagecrew.limits.rate import Bucket
 from stagecrew.observability.alerts import FIRING, AlertState
 from stagecrew.testing.engines import Engine, engine_params
 from tests.support.processes import stop, wait_for
@@ -28,12 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def _serving(tmp_path: Path, url: str) -> Iterator[str]:
-    """`stagecrew metrics serve --url url --port 0`, without an app; its metrics URL."""
+def _serving(tmp_path: Path, url: str, *more: str) -> Iterator[str]:
+    """`stagecrew metrics serve --url url --port 0`, without an app unless `more` names one;
+    its metrics URL."""
     log = tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if k not in ("STAGECREW_APP", "STAGECREW_URL")}
-    env["PYTHONPATH"] = str(ROOT / "src")
-    command = [sys.executable, "-m", "stagecrew", "metrics", "serve", "--url", url]
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT / "src")])
+    command = [sys.executable, "-m", "stagecrew", "metrics", "serve", "--url", url, *more]
     with log.open("ab") as output:
         process = subprocess.Popen(
             [*command, "--port", "0", "--host", "127.0.0.1"],
@@ -155,3 +157,41 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         f"Error: --port: cannot serve metrics on 127.0.0.1:{port}: the port is in use; "
         "choose another port"
     ]
+
+
+CAPPED_APP = """
+from stagecrew import App
+
+app = App()
+
+@app.task(concurrency=2)
+def render(n: int) -> None: ...
+
+@app.task(rate_limit="10/s")
+def notify(n: int) -> None: ...
+"""
+
+
+def test_with_the_app_its_caps_and_rate_limits_are_served_too(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    (tmp_path / "capped_app.py").write_text(CAPPED_APP)
+    app = App(url)
+    app.task(name="render")(lambda n: None)
+    app.task(name="notify")(lambda n: None)
+    try:
+        for n in range(5):
+            app.enqueue("render", [n])
+        app.enqueue("notify", [1])
+        assert len(app.backend.claim(["default"], "w", 2, 60.0)) == 2  # the cap's two slots
+        now = app.backend.read_limits([]).now
+        booked = Bucket(tat=now + 30.0, booked=now + 30.0).to_text()  # a backlog held back
+        app.backend.swap_limits([LimitSwap("rate:notify", None, booked, 600.0)])
+        with _serving(tmp_path, url, "--app", "capped_app:app") as endpoint:
+            samples = scrape(endpoint)
+    finally:
+        app.close()
+    assert value(samples, "stagecrew_cap_limit", cap="render") == 2
+    assert value(samples, "stagecrew_cap_running", cap="render") == 2
+    assert value(samples, "stagecrew_cap_waiting", cap="render") == 3
+    held = value(samples, "stagecrew_rate_limit_booked_seconds", bucket="rate:notify")
+    assert held is not None and 25 < held <= 30

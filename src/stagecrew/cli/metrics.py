@@ -1,8 +1,9 @@
 """`stagecrew metrics serve`: fleet-wide gauges read from the store, for Prometheus.
 
 Each worker host serves its own processes' metrics (`stagecrew worker --metrics-port`); this
-serves what the store holds (queue depths, the oldest due job's age, pauses), once for the
-whole fleet, with the store's URL alone.
+serves what the store holds (queue depths, the oldest due job's age, pauses, the live
+workers, alerts, circuit breakers), once for the whole fleet, with the store's URL alone; with
+`--app`, also the concurrency caps and rate limits the app's code declares.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
+from ..app import App
 from ..errors import ConfigurationError
 from .exits import CliUsageError
 from .options import app_option, load, store_name
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 
 @click.group()
@@ -59,7 +65,7 @@ def serve(app_ref: str | None, port: int, host: str) -> None:
 
     app = load(app_ref)
     registry = CollectorRegistry()
-    sources = [worker_families, alert_families, circuit_families]
+    sources = [worker_families, alert_families, circuit_families, lambda _: limits_of(app)]
     registry.register(StoreCollector(lambda: app.backend, sources=sources))  # down: at scrape
     try:
         server = MetricsServer(registry, host, port)
@@ -79,3 +85,17 @@ def serve(app_ref: str | None, port: int, host: str) -> None:
         server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def limits_of(app: App) -> list[Metric]:
+    """The caps and whole-task rate limits the app's code declares (none with --url alone)."""
+    from ..observability.store_metrics import limit_families
+    from .limits import cap_rows, rate_limits
+
+    whole = {
+        t.rate_limit.record_name(t.name)
+        for t in app.tasks.values()
+        if t.rate_limit is not None and t.rate_limit.key is None
+    }
+    rates = [row for row in rate_limits(app) if row["name"] in whole]
+    return limit_families(cap_rows(app), rates)

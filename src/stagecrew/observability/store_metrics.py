@@ -8,8 +8,9 @@ scrape report `stagecrew_store_up 0` rather than fail.
 
 More gauges from the store plug in as `StoreSource`s, read within the same cached scrape:
 `worker_families` (the worker registry: workers alive, their slots and busy slots),
-`alert_families` (each alert's state) and `circuit_families` (each circuit breaker's state),
-which `stagecrew metrics serve` adds.
+`alert_families` (each alert's state), `circuit_families` (each circuit breaker's state) and
+`limit_families` (concurrency caps and rate limits the app declares), which `stagecrew
+metrics serve` adds.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -170,3 +172,35 @@ def circuit_families(backend: Backend) -> list[Metric]:
             circuit = record.name.removeprefix("circuit:")
             state.add_metric([circuit, name], 1 if current == name else 0)
     return [state]
+
+
+def limit_families(
+    caps: Sequence[Mapping[str, Any]], rates: Sequence[Mapping[str, Any]]
+) -> list[Metric]:
+    """Concurrency caps (running, limit, due jobs waiting on a full cap) and rate limits (how
+    far ahead their jobs are booked), from the rows `stagecrew limits` shows: the caps the
+    app's code declares, and the rate buckets given (whole-task ones: a keyed limit's buckets
+    are one per key, too many series)."""
+    running = GaugeMetricFamily(
+        "stagecrew_cap_running", "Jobs running under the concurrency cap.", labels=("cap",)
+    )
+    limit = GaugeMetricFamily(
+        "stagecrew_cap_limit", "The concurrency cap: jobs it lets run at once.", labels=("cap",)
+    )
+    waiting = GaugeMetricFamily(
+        "stagecrew_cap_waiting",
+        "Due jobs waiting because the cap (or, per key, their key) is full.",
+        labels=("cap",),
+    )
+    booked = GaugeMetricFamily(
+        "stagecrew_rate_limit_booked_seconds",
+        "How long until the last job handed back for want of a rate-limit token is due.",
+        labels=("bucket",),
+    )
+    for cap in caps:
+        running.add_metric([cap["cap"]], cap["running"])
+        limit.add_metric([cap["cap"]], cap["limit"])
+        waiting.add_metric([cap["cap"]], cap["waiting"])
+    for rate in rates:
+        booked.add_metric([rate["name"]], rate["booked_for"] or 0.0)
+    return [running, limit, waiting, booked]
