@@ -4,8 +4,9 @@ Refreshes every second from the store alone (`--url` is enough): queue stats, th
 registry, the running jobs and the newest dead ones; and every ten seconds the store's
 per-minute counts of finished attempts (the last hour: the sparklines and the out rates). The
 in rate is the out rate plus how fast the queue's backlog (waiting, scheduled and running
-jobs) grows, from this view's own samples. `q` or Ctrl-C exits, leaving the terminal as it
-was; `--once` prints one frame and exits (for scripts and terminals that cannot redraw).
+jobs) grows, from this view's own samples (its sparkline: the last 30 refreshes). `q` or
+Ctrl-C exits, leaving the terminal as it was; `--once` prints one frame and exits (for
+scripts and terminals that cannot redraw).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ REFRESH = 1.0
 HISTORY_REFRESH = 10.0
 SPARK_MINUTES = 30
 RATE_SAMPLES = 10
+IN_SPARK = 30
 """The in rate is the backlog's growth over this many of this view's samples."""
 SPARKS = " ▁▂▃▄▅▆▇█"
 BACKLOG = (JobState.AVAILABLE, JobState.SCHEDULED, JobState.RUNNING)
@@ -89,6 +91,8 @@ class Sampler:
         self.history: CountHistory | None = None
         self._history_at = 0.0
         self._backlogs: deque[tuple[float, dict[str, int]]] = deque(maxlen=RATE_SAMPLES)
+        self.arrivals: dict[str, deque[float]] = {}
+        """Per queue, its in rate at each of the last `IN_SPARK` refreshes (the sparkline)."""
 
     def sample(self) -> Frame:
         backend = self.app.backend
@@ -106,12 +110,15 @@ class Sampler:
         return frame
 
     def in_rate(self, queue: str, out: float) -> float | None:
-        """Jobs per second arriving on `queue`: the out rate plus the backlog's growth."""
+        """Jobs per second arriving on `queue`: the out rate plus the backlog's growth (kept
+        for the sparkline of the last `IN_SPARK` refreshes)."""
         if len(self._backlogs) < 2:
             return None
         (first_at, first), (last_at, last) = self._backlogs[0], self._backlogs[-1]
         growth = (last.get(queue, 0) - first.get(queue, 0)) / max(last_at - first_at, 1e-9)
-        return max(0.0, out + growth)
+        rate = max(0.0, out + growth)
+        self.arrivals.setdefault(queue, deque(maxlen=IN_SPARK)).append(rate)
+        return rate
 
 
 def render(sampler: Sampler, frame: Frame) -> RenderableType:
@@ -142,8 +149,9 @@ def _queues(sampler: Sampler, frame: Frame, history: CountHistory) -> Table:
     for column in ("queue", "waiting", "scheduled", "running", "dead", "oldest wait"):
         table.add_column(column, justify="left" if column == "queue" else "right")
     table.add_column("in/s", justify="right")
+    table.add_column(f"in, last {IN_SPARK} s", no_wrap=True)
     table.add_column("out/s", justify="right")
-    table.add_column(f"finished per minute, last {SPARK_MINUTES} min", no_wrap=True)
+    table.add_column(f"out per minute, last {SPARK_MINUTES} min", no_wrap=True)
     for q in frame.stats:
         out = out_rate(history, q.queue)
         arriving = sampler.in_rate(q.queue, out)
@@ -158,6 +166,7 @@ def _queues(sampler: Sampler, frame: Frame, history: CountHistory) -> Table:
             str(q.count(JobState.DEAD)),
             format_duration(q.oldest_available_age),
             "-" if arriving is None else f"{arriving:.1f}",
+            Text(sparkline(list(sampler.arrivals.get(q.queue, ()))), style="green"),
             f"{out:.1f}",
             Text(sparkline(per_minute(history, q.queue, FINISHED)), style="cyan"),
         )
