@@ -78,7 +78,10 @@ def test_queue_depths_by_state_are_served_from_the_store_url_alone(
                 app.backend.record_worker(WorkerBeat(f"w{n}", info, 60.0))
             stopped = WorkerInfo("h", 99, ("mail",), 4, 0, "0")
             app.backend.record_worker(WorkerBeat("gone", stopped, 60.0, stopped=True))
-            firing = AlertState(state=FIRING, rule="depth > 2", queue="mail").to_text()
+            at = app.backend.read_limits([]).now
+            firing = AlertState(
+                state=FIRING, rule="depth > 2", queue="mail", evaluated_at=at, interval=60.0
+            ).to_text()
             tripped = CircuitState(state="open", until=1e12).to_text()
             app.backend.swap_limits(
                 [

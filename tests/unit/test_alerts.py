@@ -4,6 +4,7 @@ event with two evaluators racing on every tick (fake clock), the webhook, the ru
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from stagecrew.observability.alerts import (
 )
 
 INTERVAL = 15.0
+HOOK = "http://hooks.example.com/stagecrew"
 
 
 @pytest.mark.parametrize(
@@ -175,11 +177,13 @@ def test_two_evaluators_racing_on_every_tick_fire_and_resolve_exactly_once(
         apps.append(App(url, clock=clock))
     for app in apps:
         app.task(name="work")(lambda: None)
-        app.alert("backlog", "depth > 2 for 30s")
-    delivered: list[AlertEvent] = []
+        app.alert("backlog", "depth > 2 for 30s", webhook=HOOK)
+    delivered: list[dict[str, object]] = []
 
-    async def sink(event: AlertEvent) -> None:
-        delivered.append(event)
+    async def sink(url: str, payload: dict[str, object]) -> bool:
+        assert url == HOOK
+        delivered.append(payload)
+        return True
 
     evaluators = [
         AlertEvaluator(
@@ -199,11 +203,11 @@ def test_two_evaluators_racing_on_every_tick_fire_and_resolve_exactly_once(
         for _ in range(5):
             apps[0].enqueue("work")
         await tick(6)  # pending at 0 s, firing at 30 s, still firing after
-        assert [e.status for e in delivered] == ["firing"]
+        assert [e["status"] for e in delivered] == ["firing"]
         claimed = apps[0].backend.claim(["default"], "w", 10, 30.0)
         assert len(claimed) == 5
         await tick(4)
-        assert [e.status for e in delivered] == ["firing", "resolved"]
+        assert [e["status"] for e in delivered] == ["firing", "resolved"]
 
     asyncio.run(scenario())
     assert sum(e.evaluations for e in evaluators) == 10  # one per tick, fleet-wide
@@ -220,15 +224,14 @@ def hook() -> Iterator[Webhook]:
         yield served
 
 
-def test_the_webhook_gets_the_event_as_json_and_a_refusal_is_tried_again(
-    hook: Webhook, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("stagecrew.observability.alert_evaluator.time.sleep", lambda s: None)
-    hook.refuse_first = 1
+def test_the_webhook_gets_the_event_as_json(hook: Webhook) -> None:
     event = AlertEvent("backlog", "firing", "depth > 2", "email", 7.0, 123.0, hook.url)
+    hook.refuse_first = 1
+    assert not post_webhook(hook.url, event.payload())  # a 503: not taken
     assert post_webhook(hook.url, event.payload())
     assert hook.received == [
         {
+            "id": "backlog:firing:123.0",
             "alert": "backlog",
             "status": "firing",
             "rule": "depth > 2",
@@ -239,9 +242,69 @@ def test_the_webhook_gets_the_event_as_json_and_a_refusal_is_tried_again(
     ]
 
 
-def test_a_webhook_that_never_answers_well_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("stagecrew.observability.alert_evaluator.time.sleep", lambda s: None)
-    assert not post_webhook("http://127.0.0.1:1/hook", {"alert": "x"})
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1/hook", "http://host:80a/", "http://[::1"])
+def test_a_webhook_that_cannot_take_the_event_says_so_without_raising(url: str) -> None:
+    assert not post_webhook(url, {"id": "x"})
+
+
+def test_an_event_the_webhook_refused_is_sent_again_later_in_order_once_taken() -> None:
+    clock = FakeClock(start=2_000_000.0)
+    app = App("memory://", clock=clock)
+    app.task(name="work")(lambda: None)
+    app.alert("backlog", "depth > 2", webhook=HOOK)
+    taken: list[str] = []
+    refusals = [2]
+
+    async def flaky(url: str, payload: dict[str, object]) -> bool:
+        if refusals[0]:
+            refusals[0] -= 1
+            return False
+        taken.append(str(payload["id"]))
+        return True
+
+    evaluator = AlertEvaluator(lambda: app.backend, app.alert_rules(), deliver=flaky)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            app.enqueue("work")
+        await evaluator.evaluate_once()  # fires; the webhook refuses
+        app.backend.claim(["default"], "w", 10, 30.0)
+        clock.advance(INTERVAL)
+        await evaluator.evaluate_once()  # resolves; the webhook refuses the firing again
+        assert taken == []
+        clock.advance(INTERVAL)
+        await evaluator.evaluate_once()  # both go, in order
+        clock.advance(INTERVAL)
+        await evaluator.evaluate_once()
+
+    asyncio.run(scenario())
+    assert [t.split(":")[1] for t in taken] == ["firing", "resolved"]
+    [record] = app.backend.list_limits("alert:")
+    assert AlertState.from_text(record.value).outbox == ()
+
+
+def test_a_longer_interval_after_a_shorter_one_still_evaluates() -> None:
+    clock = FakeClock(start=3_000_000.0 + 45.0)
+    app = App("memory://", clock=clock)
+    app.alert("idle", "depth > 0")
+    short = AlertEvaluator(lambda: app.backend, app.alert_rules(), interval=15.0)
+    long = AlertEvaluator(lambda: app.backend, app.alert_rules(), interval=60.0)
+
+    async def scenario() -> None:
+        await short.evaluate_once()
+        for _ in range(4):
+            clock.advance(15.0)
+            await long.evaluate_once()
+
+    asyncio.run(scenario())
+    assert short.evaluations == 1 and long.evaluations >= 1
+
+
+def test_an_alert_name_or_webhook_the_store_cannot_take_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="control characters"):
+        parse_rule("tab\there", "depth > 1")
+    with pytest.raises(ConfigurationError, match="with a host"):
+        parse_rule("a", "depth > 1", webhook="http://host:80a/")
 
 
 def test_rules_from_a_toml_file(tmp_path: Path) -> None:
@@ -278,3 +341,32 @@ def test_a_rule_file_with_a_mistake_is_refused(tmp_path: Path, text: str, says: 
     path.write_text(text)
     with pytest.raises(ConfigurationError, match=says):
         rules_from_file(path)
+
+
+def test_a_firing_alert_not_evaluated_lately_is_stale_and_health_ignores_it(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from stagecrew.backends.limit_states import LimitSwap
+    from stagecrew.backends.worker_registry import WorkerBeat, WorkerInfo
+    from stagecrew.cli.main import main
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    app = App(url)
+    now = app.backend.read_limits([]).now
+    info = WorkerInfo("h", 1, ("default",), 1, 0, "0")
+    app.backend.record_worker(WorkerBeat("w", info, 600.0))
+
+    def record(name: str, evaluated_at: float) -> LimitSwap:
+        state = AlertState(state=FIRING, rule="depth > 1", evaluated_at=evaluated_at, interval=15.0)
+        return LimitSwap(f"alert:{name}", None, state.to_text(), 600.0)
+
+    app.backend.swap_limits([record("live", now), record("removed", now - 3600)])
+    assert not AlertState.from_text(
+        app.backend.read_limits(["alert:live"]).states["alert:live"].value
+    ).stale(now)
+    app.close()
+    result = CliRunner().invoke(main, ["health", "--url", url, "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["problems"] == ["alert live is firing: depth > 1"]

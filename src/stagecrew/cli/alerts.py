@@ -35,6 +35,8 @@ def alert_rows(app: App) -> list[dict[str, Any]]:
             "fired_at": state.fired_at,
             "resolved_at": state.resolved_at,
             "evaluated_ago": None if state.evaluated_at is None else now - state.evaluated_at,
+            "stale": state.stale(now),
+            "undelivered": len(state.outbox),
         }
     for rule in app.alerts.values():
         rows.setdefault(
@@ -49,6 +51,8 @@ def alert_rows(app: App) -> list[dict[str, Any]]:
                 "fired_at": None,
                 "resolved_at": None,
                 "evaluated_ago": None,
+                "stale": True,
+                "undelivered": 0,
             },
         )
     return [rows[name] for name in sorted(rows)]
@@ -79,9 +83,14 @@ def alerts(app_ref: str | None, as_json: bool) -> None:
     for row in rows:
         state = row["state"]
         held = now - row["since"] if row["since"] is not None else None
+        shown = Text(state or "not evaluated yet", style=STATE_STYLES.get(state or "", "dim"))
+        if state and row["stale"]:
+            shown.append(" (stale: not evaluated lately)", "dim")
+        if row["undelivered"]:
+            shown.append(f" ({row['undelivered']} not yet taken by its webhook)", "yellow")
         table.add_row(
             row["name"],
-            Text(state or "not evaluated yet", style=STATE_STYLES.get(state or "", "dim")),
+            shown,
             row["rule"],
             row["queue"] or "all",
             "-" if row["value"] is None else f"{row['value']:g}",

@@ -12,7 +12,7 @@ import click
 
 from ..app import App
 from ..backends.inputs import check_queue_name
-from ..errors import StagecrewError
+from ..errors import ConfigurationError, StagecrewError
 from ..observability.alerts import FIRING, AlertState
 from .exits import EXIT_FAILURE, CliUsageError
 from .options import app_option, duration, json_option, load, store_name
@@ -32,7 +32,7 @@ def problems(app: App, queues: tuple[str, ...], max_wait: float | None) -> tuple
     found += [f"no live worker serves queue {q!r}" for q in queues if q not in served]
     for record in app.backend.list_limits("alert:"):
         state = AlertState.from_text(record.value)
-        if state.state == FIRING:
+        if state.state == FIRING and not state.stale(registry.now):
             where = f" (queue {state.queue})" if state.queue else ""
             found.append(
                 f"alert {record.name.removeprefix('alert:')} is firing: {state.rule}{where}"
@@ -77,6 +77,8 @@ def health(
     app = load(app_ref)
     try:
         found, alive = problems(app, queues, max_wait)
+    except ConfigurationError as exc:
+        raise CliUsageError(str(exc)) from None
     except StagecrewError as exc:
         found, alive = [f"the store cannot be reached: {exc}"], 0
     if as_json:

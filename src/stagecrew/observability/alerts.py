@@ -28,12 +28,14 @@ import dataclasses
 import math
 import operator
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from ..backends.limit_states import check_limit_name
 from ..durations import parse_duration
 from ..errors import ConfigurationError
 
@@ -48,6 +50,7 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
 }
 DEFAULT_WINDOW = 300.0
 OK, PENDING, FIRING = "ok", "pending", "firing"
+STALE_INTERVALS = 4
 _RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _CONDITION = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
 
@@ -103,6 +106,18 @@ class AlertState:
     evaluated_at: float | None = None
     rule: str = ""
     queue: str | None = None
+    interval: float | None = None
+    """The evaluation interval of the evaluator that wrote it: a record not evaluated for a
+    few intervals is stale (its rule was removed, or no worker evaluates any more)."""
+    outbox: tuple[dict[str, Any], ...] = ()
+    """Events not yet accepted by the rule's webhook, oldest first: every later evaluation
+    tries them again, in order, until the webhook takes them."""
+
+    def stale(self, now: float) -> bool:
+        """Not evaluated for `STALE_INTERVALS` intervals: its state may no longer hold."""
+        if self.evaluated_at is None or self.interval is None:
+            return True
+        return now - self.evaluated_at > STALE_INTERVALS * self.interval
 
     def to_text(self) -> str:
         return orjson.dumps(
@@ -115,6 +130,8 @@ class AlertState:
                 "evaluated_at": self.evaluated_at,
                 "rule": self.rule,
                 "queue": self.queue,
+                "interval": self.interval,
+                "outbox": list(self.outbox),
             }
         ).decode()
 
@@ -135,6 +152,8 @@ class AlertState:
                 evaluated_at=_opt_float(data.get("evaluated_at")),
                 rule=str(data.get("rule", "")),
                 queue=None if data.get("queue") is None else str(data["queue"]),
+                interval=_opt_float(data.get("interval")),
+                outbox=tuple(e for e in data.get("outbox") or () if isinstance(e, dict)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return cls()
@@ -153,8 +172,15 @@ class AlertEvent:
     at: float
     webhook: str | None = field(default=None, compare=False)
 
+    @property
+    def id(self) -> str:
+        """Names this transition: a webhook may get an event again (it is delivered at least
+        once), and can drop a repeat by its id."""
+        return f"{self.name}:{self.status}:{self.at!r}"
+
     def payload(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "alert": self.name,
             "status": self.status,
             "rule": self.rule,
@@ -204,16 +230,29 @@ def parse_rule(
     webhook: str | None = None,
 ) -> AlertRule:
     """An `AlertRule` from its text; `ConfigurationError` says what is wrong with it."""
-    if not isinstance(name, str) or not name or len(name) > 100 or ":" in name:
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > 100
+        or ":" in name
+        or any(ord(c) < 32 for c in name)
+    ):
         raise ConfigurationError(
-            f"an alert's name is 1 to 100 characters without ':', not {name!r}"
+            f"an alert's name is 1 to 100 characters without ':' or control characters, "
+            f"not {name!r}"
         )
+    try:
+        check_limit_name(f"alert:{name}", "alert")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
     if not isinstance(rule, str):
         raise ConfigurationError(f"alert {name!r}: its rule is text, not {rule!r}")
     if not isinstance(window, int | float) or not math.isfinite(window) or not window >= 60:
         raise ConfigurationError(f"alert {name!r}: window must be 60 seconds or more")
-    if webhook is not None and not re.match(r"^https?://", webhook):
-        raise ConfigurationError(f"alert {name!r}: the webhook must be an http(s) URL")
+    if webhook is not None and not _is_http_url(webhook):
+        raise ConfigurationError(
+            f"alert {name!r}: the webhook must be an http(s) URL with a host, not {webhook!r}"
+        )
     text = " ".join(rule.split())
     if text.lower() == "no live workers":
         condition, hold_for, guard = Condition("live_workers", "==", 0.0), 0.0, None
@@ -279,6 +318,17 @@ def _threshold_text(measure: str, value: float) -> str:
     if measure == "oldest_wait":
         return f"{value:g}s"
     return f"{value:g}"
+
+
+def _is_http_url(url: object) -> bool:
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _opt_float(value: Any) -> float | None:

@@ -149,12 +149,14 @@ def alert_families(backend: Backend) -> list[Metric]:
     """1 for each alert firing, else 0, as the workers last evaluated it (docs/alerts.md)."""
     firing = GaugeMetricFamily(
         "stagecrew_alert_firing",
-        "1 while the alert is firing, as the workers last evaluated it, else 0.",
+        "1 while the alert is firing, as the workers last evaluated it (lately), else 0.",
         labels=("alert",),
     )
+    now = backend.read_limits([]).now
     for record in backend.list_limits("alert:"):
         state = AlertState.from_text(record.value)
-        firing.add_metric([record.name.removeprefix("alert:")], 1 if state.state == FIRING else 0)
+        on = state.state == FIRING and not state.stale(now)
+        firing.add_metric([record.name.removeprefix("alert:")], 1 if on else 0)
     return [firing]
 
 
