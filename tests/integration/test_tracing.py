@@ -68,6 +68,8 @@ from stagecrew import App
 app = App(sys.argv[1])
 app.task(name="welcome", queue="email")(lambda user: None)
 app.task(name="broken", queue="email", max_attempts=1)(lambda user: None)
+from opentelemetry import baggage, context
+context.attach(baggage.set_baggage("user.email", "ada@example.com"))  # never to be stored
 with trace.get_tracer("web").start_as_current_span("POST /signup"):
     print(app.enqueue("welcome", ["ada"]).id)
     print(app.enqueue("broken", ["bob"]).id)
@@ -111,6 +113,9 @@ def test_a_requests_trace_continues_into_the_worker(tmp_path: Path, engine: Engi
             watcher.close()
         assert code == 0, output
 
+        payload = json.loads(App(url).jobs.get(welcome_id).payload)
+    assert set(payload["trace"]) == {"traceparent"}  # no baggage in the store
+
     by_name = {s["name"]: s for s in spans_in(produced)}
     request, sends = (
         by_name["POST /signup"],
@@ -139,3 +144,44 @@ def test_a_requests_trace_continues_into_the_worker(tmp_path: Path, engine: Engi
     failed = processes[str(broken_id)]
     assert failed["status"]["status_code"] == "ERROR"
     assert "ValueError: no template" in failed["status"]["description"]
+
+
+BROKEN_TRACING = """
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+class Broken(SpanProcessor):
+    def on_start(self, span, parent_context=None):
+        raise RuntimeError("the exporter is misconfigured")
+
+provider = TracerProvider()
+provider.add_span_processor(Broken())
+trace.set_tracer_provider(provider)
+
+from stagecrew import App
+from stagecrew.testing import TestKit
+
+app = App("memory://")
+ran = []
+
+@app.task
+def work(n: int) -> None:
+    ran.append(n)
+
+with TestKit(app) as kit:
+    work.enqueue(7)
+    kit.run_until_idle()
+    print(ran, [j.state.value for j in kit.jobs()])
+"""
+
+
+def test_a_failing_tracing_library_changes_nothing_a_job_does() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", BROKEN_TRACING], check=False, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[7] ['succeeded']"
+    assert "tracing: could not start a send default span" in done.stderr
+    assert "tracing: could not start a process default span" in done.stderr

@@ -16,6 +16,7 @@ check and nothing more: no span is made and nothing is added to payloads.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -28,12 +29,18 @@ from ..job import ClaimedJob
 from ..serialization import unsigned_json
 
 try:
+    from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
     from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 except ImportError:  # stagecrew[otel] is not installed
     trace = None  # type: ignore[assignment]
 
+log = logging.getLogger("stagecrew.tracing")
+
 SYSTEM = "stagecrew"
+CARRIED = frozenset({"traceparent", "tracestate"})
+"""The trace context a job carries: W3C Trace Context only (a caller's baggage, which may hold
+personal data, is never written into payloads)."""
 FAILED_KINDS = frozenset({AckKind.RETRY, AckKind.DEAD_LETTER})
 
 
@@ -77,14 +84,14 @@ class Sending:
 
     def sent(self, ids: Sequence[int]) -> None:
         if self._span is not None and len(ids) == 1:
-            self._span.set_attribute("messaging.message.id", str(ids[0]))
+            with _guarded("a send span's message id"):
+                self._span.set_attribute("messaging.message.id", str(ids[0]))
 
 
 @contextlib.contextmanager
 def sending(task: str, queue: str, count: int) -> Iterator[Sending]:
-    if not active():
-        yield Sending(None, None)
-        return
+    """The `send` span around an enqueue (nothing when tracing is off); the trace context
+    to carry is the W3C trace context alone (`CARRIED`), never the caller's baggage."""
     attributes: dict[str, Any] = {
         "messaging.system": SYSTEM,
         "messaging.operation.type": "send",
@@ -94,13 +101,22 @@ def sending(task: str, queue: str, count: int) -> Iterator[Sending]:
     }
     if count > 1:
         attributes["messaging.batch.message_count"] = count
-    tracer = trace.get_tracer("stagecrew")
-    with tracer.start_as_current_span(
-        f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes
-    ) as span:
-        carrier: dict[str, str] = {}
+    opened = _open(f"send {queue}", SpanKind.PRODUCER, attributes) if active() else None
+    if opened is None:
+        yield Sending(None, None)
+        return
+    span, token = opened
+    carrier: dict[str, str] = {}
+    with _guarded("the trace context of an enqueue"):
         propagate.inject(carrier)
-        yield Sending(span, carrier or None)
+    kept = {k: v for k, v in carrier.items() if k in CARRIED}
+    try:
+        yield Sending(span, kept or None)
+    except BaseException as exc:
+        _failed(span, exc)
+        raise
+    finally:
+        _close(span, token)
 
 
 class Processing:
@@ -113,36 +129,82 @@ class Processing:
         span = self._span
         if span is None:
             return
-        span.set_attribute("stagecrew.outcome", "none" if ack is None else str(ack.kind))
-        if ack is not None and ack.kind in FAILED_KINDS and ack.error is not None:
-            error = ack.error
-            span.set_attribute("error.type", error.type)
-            span.add_event(
-                "exception", {"exception.type": error.type, "exception.message": error.message}
-            )
-            span.set_status(Status(StatusCode.ERROR, f"{error.type}: {error.message}"))
+        with _guarded("a process span's outcome"):
+            span.set_attribute("stagecrew.outcome", "none" if ack is None else str(ack.kind))
+            if ack is not None and ack.kind in FAILED_KINDS and ack.error is not None:
+                error = ack.error
+                span.set_attribute("error.type", error.type)
+                span.add_event(
+                    "exception",
+                    {"exception.type": error.type, "exception.message": error.message},
+                )
+                span.set_status(Status(StatusCode.ERROR, f"{error.type}: {error.message}"))
 
 
 @contextlib.contextmanager
 def processing(job: ClaimedJob) -> Iterator[Processing]:
-    if not active():
+    """The `process` span around one attempt, continuing the trace the job carries."""
+    opened = None
+    if active():
+        parent = None
+        with _guarded("the trace context a job carries"):
+            parent = propagate.extract(carrier_of(job.payload))
+        attributes: dict[str, Any] = {
+            "messaging.system": SYSTEM,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": job.queue,
+            "messaging.message.id": str(job.id),
+            "stagecrew.task": job.task,
+            "stagecrew.attempt": job.attempt,
+        }
+        opened = _open(f"process {job.queue}", SpanKind.CONSUMER, attributes, parent)
+    if opened is None:
         yield Processing(None)
         return
-    parent = propagate.extract(carrier_of(job.payload))
-    attributes: dict[str, Any] = {
-        "messaging.system": SYSTEM,
-        "messaging.operation.type": "process",
-        "messaging.operation.name": "process",
-        "messaging.destination.name": job.queue,
-        "messaging.message.id": str(job.id),
-        "stagecrew.task": job.task,
-        "stagecrew.attempt": job.attempt,
-    }
-    tracer = trace.get_tracer("stagecrew")
-    with tracer.start_as_current_span(
-        f"process {job.queue}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
-    ) as span:
+    span, token = opened
+    try:
         yield Processing(span)
+    except BaseException as exc:
+        _failed(span, exc)
+        raise
+    finally:
+        _close(span, token)
+
+
+def _open(
+    name: str, kind: SpanKind, attributes: dict[str, Any], parent: Any = None
+) -> tuple[Span, object] | None:
+    """A started span made the current one, or None if the tracing library failed."""
+    try:
+        span = trace.get_tracer("stagecrew").start_span(
+            name, context=parent, kind=kind, attributes=attributes
+        )
+        return span, otel_context.attach(trace.set_span_in_context(span))
+    except Exception as exc:
+        log.warning("tracing: could not start a %s span (%r); going on without it", name, exc)
+        return None
+
+
+def _close(span: Span, token: object) -> None:
+    with _guarded("a span's end"):
+        otel_context.detach(token)  # type: ignore[arg-type]
+        span.end()
+
+
+def _failed(span: Span, exc: BaseException) -> None:
+    with _guarded("a span's error"):
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+@contextlib.contextmanager
+def _guarded(what: str) -> Iterator[None]:
+    """Tracing never changes what a job does: the tracing library's failures are logged."""
+    try:
+        yield
+    except Exception as exc:
+        log.warning("tracing: %s failed (%r); going on without it", what, exc)
 
 
 def carrier_of(payload: str) -> dict[str, str]:
@@ -154,4 +216,4 @@ def carrier_of(payload: str) -> dict[str, str]:
         return {}
     if not isinstance(carried, dict):
         return {}
-    return {str(k): str(v) for k, v in carried.items() if isinstance(v, str)}
+    return {k: v for k, v in carried.items() if k in CARRIED and isinstance(v, str)}
