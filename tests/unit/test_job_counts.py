@@ -122,3 +122,46 @@ def test_without_a_tracer_provider_no_span_is_made_and_payloads_carry_nothing() 
 
     handle = plain.enqueue(1)
     assert app.jobs.get(handle.id).payload == '{"args":[1],"kwargs":{}}'
+
+
+class RefusingOneKey(MemoryBackend):
+    """A store that takes every count but those of one key (as a store whose index cannot
+    hold that key would), and none at all while it is down."""
+
+    def __init__(self, refused: CountKey) -> None:
+        super().__init__("memory://", FakeClock())
+        self.refused = refused
+        self.down = False
+
+    def _add_counts(self, counts: tuple[tuple[CountKey, int], ...]) -> Op[None]:
+        if self.down or any(key == self.refused for key, _ in counts):
+            raise BackendError("refused")
+        return super()._add_counts(counts)
+
+
+def test_one_key_the_store_refuses_cannot_keep_the_others_out() -> None:
+    bad = CountKey("q", "t", "dead")
+    backend = RefusingOneKey(bad)
+    history = OutcomeHistory(lambda: backend)
+    history.count(claimed(), "dead")
+    history.count(claimed(), "succeeded")
+    for _ in range(4):
+        asyncio.run(history.flush())
+    assert backend.read_counts().totals(0.0) == {"succeeded": 1}
+    assert history.pending == 0
+    history.count(claimed(), "dead")  # no longer counted
+    assert history.pending == 0
+
+
+def test_while_the_store_is_down_no_count_is_dropped() -> None:
+    backend = RefusingOneKey(CountKey("-", "-", "-"))
+    backend.down = True
+    history = OutcomeHistory(lambda: backend)
+    history.count(claimed(), "dead")
+    history.count(claimed(), "succeeded")
+    for _ in range(6):
+        asyncio.run(history.flush())
+    assert history.pending == 2
+    backend.down = False
+    asyncio.run(history.flush())
+    assert backend.read_counts().totals(0.0) == {"succeeded": 1, "dead": 1}

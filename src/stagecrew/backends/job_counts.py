@@ -22,6 +22,9 @@ COUNTS_KEEP = 2 * 3600.0
 MAX_COUNT_KEYS = 1000
 """Most (queue, task, outcome) keys one `add_counts` call may carry."""
 MAX_COUNT = 2**53
+MAX_NAME_BYTES = 500
+"""A queue, task or outcome name in a count's key is at most this long (UTF-8): the three
+together stay within what every engine's key index takes."""
 
 
 class CountKey(NamedTuple):
@@ -86,6 +89,10 @@ def _check_name(name: object, operation: str, what: str) -> None:
     if not isinstance(name, str) or not name or "\x00" in name:
         raise ValueError(f"{operation}: a {what} name is non-empty text without NUL, not {name!r}")
     try:
-        name.encode("utf-8")
+        size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
         raise ValueError(f"{operation}: the {what} name {name!r} is not valid UTF-8") from None
+    if size > MAX_NAME_BYTES:
+        raise ValueError(
+            f"{operation}: a {what} name is at most {MAX_NAME_BYTES} bytes, not {size}"
+        )

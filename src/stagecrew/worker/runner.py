@@ -716,6 +716,7 @@ class Worker:
                 if flight is not None and flight.job.ref == ref:
                     log.warning("job %s: lease lost; abandoning this attempt", job_id)
                     flight.stop(StopReason.LOST)
+                    self.history.count(flight.job, LOST)
                     if self.metrics is not None:
                         self.metrics.lost(flight.job)
                     # No longer this worker's: never heartbeated, handed back or acked again,

@@ -117,8 +117,19 @@ class JobCountConformance(Harness):
             {CountKey("q", "t", "dead"): 1.5},
             {CountKey("q", "t", "dead"): 2**53},
             {("q", "t", "dead"): 1},
+            {CountKey("q", "t" * 501, "dead"): 1},
         ],
-        ids=["empty-queue", "nul", "not-utf8", "zero", "negative", "fraction", "huge", "tuple"],
+        ids=[
+            "empty-queue",
+            "nul",
+            "not-utf8",
+            "zero",
+            "negative",
+            "fraction",
+            "huge",
+            "tuple",
+            "long-name",
+        ],
     )
     def test_counts_the_store_could_not_keep_are_refused_and_add_nothing(
         self, backend: Backend, bad: dict[CountKey, int]
