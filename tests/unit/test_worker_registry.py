@@ -40,7 +40,9 @@ def sqlite_app(tmp_path: Path) -> App:
     return app
 
 
-def unserved_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+def unserved_warnings(caplog: pytest.LogCaptureFixture, app: App | None = None) -> list[str]:
+    if app is not None:
+        assert app._unserved.wait_idle()
     return [
         r.getMessage()
         for r in caplog.records
@@ -54,10 +56,10 @@ def test_enqueueing_to_a_queue_no_live_worker_serves_warns_once_per_queue(
     serving(sqlite_app, "email", "default")
     caplog.set_level(logging.WARNING, "stagecrew.producer")
     sqlite_app.enqueue("send")
-    assert unserved_warnings(caplog) == []
+    assert unserved_warnings(caplog, sqlite_app) == []
     sqlite_app.enqueue("typo")
     sqlite_app.enqueue("typo")
-    [warning] = unserved_warnings(caplog)
+    [warning] = unserved_warnings(caplog, sqlite_app)
     assert "'emial'" in warning and "live workers serve: default, email" in warning
 
 
@@ -69,7 +71,7 @@ def test_the_async_enqueue_warns_alike(sqlite_app: App, caplog: pytest.LogCaptur
         await sqlite_app.enqueue_async("typo")
 
     asyncio.run(produce())
-    [warning] = unserved_warnings(caplog)
+    [warning] = unserved_warnings(caplog, sqlite_app)
     assert "'emial'" in warning and "none is alive" in warning
 
 
@@ -80,7 +82,7 @@ def test_a_worker_that_stopped_serves_no_queue(
     sqlite_app.backend.record_worker(WorkerBeat("w1", info, 60.0, stopped=True))
     caplog.set_level(logging.WARNING, "stagecrew.producer")
     sqlite_app.enqueue("send")
-    assert len(unserved_warnings(caplog)) == 1
+    assert len(unserved_warnings(caplog, sqlite_app)) == 1
 
 
 def test_a_registry_that_cannot_be_read_does_not_fail_the_enqueue(
@@ -91,6 +93,7 @@ def test_a_registry_that_cannot_be_read_does_not_fail_the_enqueue(
 
     monkeypatch.setattr(sqlite_app.backend, "_list_workers", broken)
     handle = sqlite_app.enqueue("typo")
+    assert sqlite_app._unserved.wait_idle()
     assert sqlite_app.jobs.get(handle.id).task == "typo"
 
 
@@ -102,7 +105,7 @@ def test_a_store_of_this_process_alone_is_not_checked(caplog: pytest.LogCaptureF
 
     caplog.set_level(logging.WARNING, "stagecrew.producer")
     lonely.enqueue()
-    assert unserved_warnings(caplog) == []
+    assert unserved_warnings(caplog, app) == []
 
 
 def test_stats_marks_a_queue_with_waiting_jobs_that_no_live_worker_serves(
@@ -242,3 +245,22 @@ def test_top_sparklines_and_rates_come_from_the_per_minute_counts() -> None:
     counts = per_minute(history, "q", frozenset({"succeeded", "dead"}))
     assert len(counts) == SPARK_MINUTES and counts[-2:] == [60, 6]
     assert out_rate(history, "q") == pytest.approx((6 + 60 * 0.75) / 60)
+
+
+def test_the_registry_is_read_off_the_enqueue_path(
+    sqlite_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    release = threading.Event()
+    real = sqlite_app.backend.list_workers
+
+    def slow() -> object:
+        release.wait(10)
+        return real()
+
+    monkeypatch.setattr(sqlite_app.backend, "list_workers", slow)
+    sqlite_app.enqueue("typo")  # returns while the registry read waits
+    assert not sqlite_app._unserved.wait_idle(timeout=0.05)
+    release.set()
+    assert sqlite_app._unserved.wait_idle()
