@@ -8,6 +8,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import sys
 import termios
@@ -81,8 +82,8 @@ def exit_status(pid: int, fd: int, timeout: float) -> int | None:
     return None
 
 
-@pytest.mark.parametrize("key", [b"q", b"\x03"], ids=["q", "ctrl-c"])
-def test_top_draws_the_store_and_exits_cleanly(tmp_path: Path, key: bytes) -> None:
+@pytest.mark.parametrize("key", [b"q", b"\x03", "SIGTERM"], ids=["q", "ctrl-c", "sigterm"])
+def test_top_draws_the_store_and_exits_cleanly(tmp_path: Path, key: bytes | str) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     fill(url)
     pid, fd = spawn_top(url)
@@ -97,7 +98,10 @@ def test_top_draws_the_store_and_exits_cleanly(tmp_path: Path, key: bytes) -> No
         assert b"\x1b[?1049h" in shown  # the alternate screen, which the exit leaves
         redrawn = read_until(fd, [b"email"], timeout=5)
         assert b"email" in redrawn  # it keeps refreshing
-        os.write(fd, key)
+        if isinstance(key, bytes):
+            os.write(fd, key)
+        else:
+            os.kill(pid, signal.SIGTERM)
         rest = read_until(fd, [b"\x1b[?1049l"], timeout=10)
         assert b"\x1b[?1049l" in rest
         assert exit_status(pid, fd, timeout=10) == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import sys
 import termios
 import time
@@ -250,10 +251,17 @@ def keys() -> Iterator[bool]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def quit_pressed(wait: float) -> bool:
-    """Wait up to `wait` seconds for a key on stdin; whether it was `q`."""
+def quit_pressed(wait: float) -> bool | None:
+    """Wait up to `wait` seconds for a key on stdin; whether it was `q` (None: stdin closed)."""
     ready, _, _ = select.select([sys.stdin], [], [], wait)
-    return bool(ready) and os.read(sys.stdin.fileno(), 1).lower() == b"q"
+    if not ready:
+        return False
+    key = os.read(sys.stdin.fileno(), 1)
+    return None if key == b"" else key.lower() == b"q"
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # leaves the view the way Ctrl-C does: the terminal restored
 
 
 @click.command()
@@ -268,16 +276,20 @@ def top(app_ref: str | None, once: bool) -> None:
     if once:
         out.print(render(sampler, sampler.sample()))
         return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     first = render(sampler, sampler.sample())
     with (
         contextlib.suppress(KeyboardInterrupt),
-        keys() as interactive,
+        keys() as readable,
         Live(first, console=out, screen=True, auto_refresh=False) as live,
     ):
+        listening = readable
         while True:
-            if interactive:
-                if quit_pressed(REFRESH):
-                    return
-            else:
+            pressed = quit_pressed(REFRESH) if listening else None
+            if pressed:
+                return
+            if pressed is None:  # no keys to read (stdin not a terminal, or closed)
+                listening = False
                 time.sleep(REFRESH)
             live.update(render(sampler, sampler.sample()), refresh=True)
