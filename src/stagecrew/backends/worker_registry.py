@@ -9,7 +9,9 @@ beat, when it stops cleanly, marks it stopped; a stopped record stays stopped (a
 already on its way cannot bring it back). A worker that died leaves its record to go stale:
 it reads as lost once `alive_until` has passed, and the pruner deletes it `WORKER_KEEP`
 seconds after it was last seen. `list_workers` returns every record and the store's now, so
-`stagecrew workers` shows the live ones and the recently stopped or lost ones.
+`stagecrew workers` shows the live ones and the recently stopped or lost ones. A worker id
+names one run of one worker (the supervisor and `make_worker_id` draw a fresh one for each):
+a program that gives a `Worker` a fixed id finds it stopped after its first clean stop.
 """
 
 from __future__ import annotations
