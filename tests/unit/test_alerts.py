@@ -16,13 +16,13 @@ from stagecrew.backends.job_counts import CountKey
 from stagecrew.backends.worker_registry import WorkerBeat, WorkerInfo
 from stagecrew.clock import FakeClock
 from stagecrew.errors import ConfigurationError
-from stagecrew.observability.alert_config import rules_from_file
-from stagecrew.observability.alert_evaluator import (
+from stagecrew.maintenance.alert_evaluation import (
     TICK_RECORD,
     AlertEvaluator,
     measures,
     post_webhook,
 )
+from stagecrew.observability.alert_config import rules_from_file
 from stagecrew.observability.alerts import (
     FIRING,
     OK,

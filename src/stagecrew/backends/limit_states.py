@@ -4,7 +4,7 @@ Fleet-wide limits that are not counts of running jobs (rate limits, circuit brea
 their state in the store as one small record per name (`rate:send_email`,
 `rate:send_email:customer-7`, `circuit:payments`): JSON text only the limit's own code reads,
 a version, and a time after which the record reads as absent. Alerts keep theirs the same way
-(`alert:<name>`, and the evaluation tick `alerts:tick`, see `observability/alert_evaluator.py`):
+(`alert:<name>`, and the evaluation tick `alerts:tick`, see `maintenance/alert_evaluation.py`):
 soft shared state decided by compare-and-set. The store knows nothing of tokens or windows;
 it offers two operations on these records, so the algorithm is written once, in Python
 (`stagecrew.limits.rate`), and every engine stores it the same way:

@@ -1,1 +1,2 @@
-"""Housekeeping that runs inside every worker process: rescuer, pruner and scheduler."""
+"""Housekeeping that runs inside every worker process: rescuer, pruner, scheduler, priority
+aging and alert evaluation."""

@@ -7,7 +7,8 @@
 - `presence`: a worker's record in the worker registry and its process title.
 - `history`: a worker's counts of finished attempts, added to the store's history.
 - `unserved`: the producer's warning about a queue no live worker serves.
-- `alerts`, `alert_config`, `alert_evaluator`: alert rules and their one evaluation per
-  interval fleet-wide (docs/alerts.md).
+- `alerts`, `alert_config`: alert rules, in code or a file; their one evaluation per interval
+  fleet-wide is maintenance work of the workers (`maintenance/alert_evaluation.py`,
+  docs/alerts.md).
 - `tracing`: OpenTelemetry spans for enqueue and execution (docs/tracing.md).
 """

@@ -19,7 +19,7 @@ Measures, each for one queue or (no `queue`) all of them together:
 
 An alert is `ok`, `pending` (its condition holds, not yet for its `for` duration) or
 `firing`. One evaluation (`advance`) moves it, and says whether it fired or resolved; the
-evaluator (`alert_evaluator.py`) makes that one evaluation per interval fleet-wide.
+evaluator (`alert_evaluation.py`) makes that one evaluation per interval fleet-wide.
 """
 
 from __future__ import annotations

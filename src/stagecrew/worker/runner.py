@@ -32,12 +32,12 @@ from ..clock import checked_seconds
 from ..errors import BackendError, ConfigurationError, SchemaOutOfDateError
 from ..job import ClaimedJob, JobRef
 from ..maintenance.aging import age_waiting
+from ..maintenance.alert_evaluation import DEFAULT_INTERVAL as DEFAULT_ALERT_INTERVAL
+from ..maintenance.alert_evaluation import AlertEvaluator
 from ..maintenance.periodic import every
 from ..maintenance.pruner import prune_finished
 from ..maintenance.rescuer import rescue_expired
 from ..maintenance.scheduler import Scheduler
-from ..observability.alert_evaluator import DEFAULT_INTERVAL as DEFAULT_ALERT_INTERVAL
-from ..observability.alert_evaluator import AlertEvaluator
 from ..observability.history import FLUSH_INTERVAL, OutcomeHistory
 from ..observability.outcomes import LOST, outcome_of
 from ..observability.presence import Presence

@@ -34,8 +34,8 @@ from ..backends.job_counts import CountHistory, bucket_start
 from ..backends.limit_states import LimitStates, LimitSwap
 from ..backends.worker_registry import WorkerRegistry
 from ..job import JobState
-from .alerts import AlertEvent, AlertRule, AlertState, advance
-from .outcomes import FAILED, FINISHED
+from ..observability.alerts import AlertEvent, AlertRule, AlertState, advance
+from ..observability.outcomes import FAILED, FINISHED
 
 log = logging.getLogger("stagecrew.alerts")
 
