@@ -132,8 +132,10 @@ class RefusingOneKey(MemoryBackend):
         super().__init__("memory://", FakeClock())
         self.refused = refused
         self.down = False
+        self.calls = 0
 
     def _add_counts(self, counts: tuple[tuple[CountKey, int], ...]) -> Op[None]:
+        self.calls += 1
         if self.down or any(key == self.refused for key, _ in counts):
             raise BackendError("refused")
         return super()._add_counts(counts)
@@ -165,3 +167,15 @@ def test_while_the_store_is_down_no_count_is_dropped() -> None:
     backend.down = False
     asyncio.run(history.flush())
     assert backend.read_counts().totals(0.0) == {"succeeded": 1, "dead": 1}
+
+
+def test_an_outage_costs_two_calls_a_flush_however_many_keys_wait() -> None:
+    backend = RefusingOneKey(CountKey("-", "-", "-"))
+    backend.down = True
+    history = OutcomeHistory(lambda: backend)
+    for outcome in ("dead", "succeeded", "retried", "cancelled"):
+        history.count(claimed(), outcome)
+    for _ in range(6):
+        asyncio.run(history.flush())
+    assert history.pending == 4
+    assert backend.calls == 3 + 3 * 2  # three batched tries, then two refusals end each pass

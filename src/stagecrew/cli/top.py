@@ -34,7 +34,7 @@ from ..backends.base import JobFilter, QueueStats
 from ..backends.job_counts import BUCKET_SECONDS, CountHistory, bucket_start
 from ..backends.worker_registry import WorkerRegistry, WorkerStatus
 from ..job import Job, JobState
-from ..observability.outcomes import FAILED, FINISHED
+from ..observability.outcomes import FINISHED, error_rate
 from .options import app_option, load, store_name
 from .output import console, format_duration, one_line
 
@@ -128,13 +128,12 @@ def render(sampler: Sampler, frame: Frame) -> RenderableType:
     now = frame.registry.now
     alive = frame.registry.alive()
     busy, slots = sum(w.info.busy for w in alive), sum(w.info.concurrency for w in alive)
-    finished = sum(per_minute(history, None, FINISHED)[-5:])
-    failed = sum(per_minute(history, None, FAILED)[-5:])
+    errors = error_rate(history.totals(bucket_start(history.now) - 4 * BUCKET_SECONDS))
     header = Text.assemble(
         ("stagecrew top ", "bold"),
         f"{store_name(app.url)}   workers {len(alive)} alive, {busy}/{slots} slots busy   "
         f"out {out_rate(history, None):.1f}/s   errors (5 min) "
-        f"{(failed / finished * 100) if finished else 0.0:.1f}%   (q quits)",
+        f"{errors * 100:.1f}%   (q quits)",
     )
     return Group(
         header,

@@ -35,7 +35,7 @@ from ..backends.limit_states import LimitStates, LimitSwap
 from ..backends.worker_registry import WorkerRegistry
 from ..job import JobState
 from ..observability.alerts import AlertEvent, AlertRule, AlertState, advance
-from ..observability.outcomes import FAILED, FINISHED
+from ..observability.outcomes import FINISHED, error_rate
 
 log = logging.getLogger("stagecrew.alerts")
 
@@ -61,14 +61,13 @@ def measures(
     since = bucket_start(now) - rule.window
     totals = history.totals(since, queue=rule.queue)
     finished = sum(n for outcome, n in totals.items() if outcome in FINISHED)
-    failed = sum(n for outcome, n in totals.items() if outcome in FAILED)
     alive = registry.alive()
     if rule.queue is not None:
         alive = [w for w in alive if rule.queue in w.info.queues]
     return {
         "depth": float(sum(q.count(JobState.AVAILABLE) for q in queues)),
         "oldest_wait": max(ages, default=0.0),
-        "error_rate": failed / finished if finished else 0.0,
+        "error_rate": error_rate(totals),
         "throughput": finished / max(now - since, 1.0),
         "live_workers": float(len(alive)),
     }

@@ -56,7 +56,8 @@ class OutcomeHistory:
 
         After `ALONE_AFTER` flushes in a row failed, the keys are written one by one: a key
         the store refuses while it takes others is dropped (logged), so one key can never
-        keep this worker's counts from the store; while it takes none, all stay pending."""
+        keep this worker's counts from the store; while it takes none, all stay pending (and
+        a pass stops after two refusals without a write, so an outage costs two calls)."""
         if self._failed_flushes >= ALONE_AFTER:
             await self._flush_one_by_one()
             return
@@ -82,10 +83,12 @@ class OutcomeHistory:
                 await self._backend().add_counts_async(batch)
                 written += 1
             except BaseException as exc:
-                self._put_back(batch)
+                self._put_back(batch)  # at the end of the order: the next pass starts elsewhere
                 if not isinstance(exc, Exception):
                     raise
                 refused.append(key)
+                if not written and len(refused) >= 2:
+                    return  # the store takes nothing: down, most likely; try again later
         if written and refused:
             for key in refused:
                 dropped = self._pending.pop(key)

@@ -7,6 +7,7 @@ when the attempt ended with no outcome to write (its lease was lost mid-attempt)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from ..backends.base import AckKind
@@ -28,3 +29,10 @@ FINISHED: Final = frozenset({"succeeded", "retried", "dead", "cancelled"})
 
 def outcome_of(kind: AckKind, applied: bool) -> str:
     return OUTCOMES[kind] if applied else LOST
+
+
+def error_rate(totals: Mapping[str, int]) -> float:
+    """The share of finished attempts that failed, from counts by outcome (0 if none ended)."""
+    finished = sum(n for outcome, n in totals.items() if outcome in FINISHED)
+    failed = sum(n for outcome, n in totals.items() if outcome in FAILED)
+    return failed / finished if finished else 0.0

@@ -32,6 +32,8 @@ class UnservedQueues:
 
     def __init__(self) -> None:
         self._seen: set[str] = set()
+        self._full = False
+        """`MAX_QUEUES` names were looked at: no new one is."""
         self._lock = threading.Lock()
         self._checks: queue.SimpleQueue[tuple[Backend, set[str]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -43,13 +45,12 @@ class UnservedQueues:
         """The queues of `jobs` not looked at yet, now marked as looked at."""
         seen = self._seen
         fresh = {job.queue for job in jobs if job.queue not in seen}
-        if not fresh:
-            return fresh
+        if not fresh or self._full:
+            return set()
         with self._lock:
             fresh -= seen
-            if len(seen) >= MAX_QUEUES:
-                return set()
             seen |= fresh
+            self._full = len(seen) >= MAX_QUEUES
         return fresh
 
     def enqueued(self, backend: Backend, jobs: Iterable[NewJob]) -> None:
