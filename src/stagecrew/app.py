@@ -490,7 +490,7 @@ class App:
             handles = self._handles(await backend.enqueue_in_async(connection, jobs))
         else:
             handles = self._handles(await backend.enqueue_async(jobs))
-        self._unserved.enqueued(backend, jobs)
+        self._unserved.enqueued_async(backend, jobs)
         return handles
 
 

@@ -41,8 +41,6 @@ def sqlite_app(tmp_path: Path) -> App:
 
 
 def unserved_warnings(caplog: pytest.LogCaptureFixture, app: App | None = None) -> list[str]:
-    if app is not None:
-        assert app._unserved.wait_idle()
     return [
         r.getMessage()
         for r in caplog.records
@@ -69,6 +67,7 @@ def test_the_async_enqueue_warns_alike(sqlite_app: App, caplog: pytest.LogCaptur
     async def produce() -> None:
         await sqlite_app.enqueue_async("typo")
         await sqlite_app.enqueue_async("typo")
+        await sqlite_app._unserved.settled()
 
     asyncio.run(produce())
     [warning] = unserved_warnings(caplog, sqlite_app)
@@ -93,7 +92,6 @@ def test_a_registry_that_cannot_be_read_does_not_fail_the_enqueue(
 
     monkeypatch.setattr(sqlite_app.backend, "_list_workers", broken)
     handle = sqlite_app.enqueue("typo")
-    assert sqlite_app._unserved.wait_idle()
     assert sqlite_app.jobs.get(handle.id).task == "typo"
 
 
@@ -247,20 +245,24 @@ def test_top_sparklines_and_rates_come_from_the_per_minute_counts() -> None:
     assert out_rate(history, "q") == pytest.approx((6 + 60 * 0.75) / 60)
 
 
-def test_the_registry_is_read_off_the_enqueue_path(
-    sqlite_app: App, monkeypatch: pytest.MonkeyPatch
+def test_an_async_enqueue_does_not_wait_for_the_registry(
+    sqlite_app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import threading
+    caplog.set_level(logging.WARNING, "stagecrew.producer")
 
-    release = threading.Event()
-    real = sqlite_app.backend.list_workers
+    async def scenario() -> None:
+        release = asyncio.Event()
+        real = sqlite_app.backend.list_workers_async
 
-    def slow() -> object:
-        release.wait(10)
-        return real()
+        async def slow() -> object:
+            await release.wait()
+            return await real()
 
-    monkeypatch.setattr(sqlite_app.backend, "list_workers", slow)
-    sqlite_app.enqueue("typo")  # returns while the registry read waits
-    assert not sqlite_app._unserved.wait_idle(timeout=0.05)
-    release.set()
-    assert sqlite_app._unserved.wait_idle()
+        monkeypatch.setattr(sqlite_app.backend, "list_workers_async", slow)
+        await sqlite_app.enqueue_async("typo")  # returns while the registry read waits
+        assert unserved_warnings(caplog) == []
+        release.set()
+        await sqlite_app._unserved.settled()
+        assert len(unserved_warnings(caplog)) == 1
+
+    asyncio.run(scenario())

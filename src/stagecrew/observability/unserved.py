@@ -3,18 +3,18 @@
 A typo on either side (`--queues emial`, `queue="emial"`) otherwise fails silently: the jobs
 wait for a worker that never comes. After the first enqueue to each queue, the producer reads
 the worker registry and, if no live worker claims from that queue, logs a warning, once per
-queue for the life of the app. The enqueue itself pays a set lookup: the registry is read on
-a thread of the app's own, in the background (one thread, so one connection of an engine
-that keeps one per thread), so an enqueue never waits for it, and a registry that cannot be
-read is only logged at DEBUG.
+queue for the life of the app. An enqueue to a queue seen before pays a set lookup. The first
+synchronous enqueue to a queue reads the registry on its own thread, after its write (one
+small read per queue name); an asynchronous one starts that read as a task of its loop and
+returns without waiting for it. A registry that cannot be read is only logged at DEBUG.
 After `MAX_QUEUES` queue names (per-tenant queues, say) no new one is looked at. A store that
 only this process can see (`memory://`) has no other process's workers to look for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import threading
 from collections.abc import Iterable
 
@@ -35,11 +35,9 @@ class UnservedQueues:
         self._full = False
         """`MAX_QUEUES` names were looked at: no new one is."""
         self._lock = threading.Lock()
-        self._checks: queue.SimpleQueue[tuple[Backend, set[str]]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._idle = threading.Condition()
-        self._queued = 0
-        self._checked = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        """The looks asynchronous enqueues started, until they end (a task is kept here so
+        it is not collected while it runs)."""
 
     def new(self, jobs: Iterable[NewJob]) -> set[str]:
         """The queues of `jobs` not looked at yet, now marked as looked at."""
@@ -54,36 +52,38 @@ class UnservedQueues:
         return fresh
 
     def enqueued(self, backend: Backend, jobs: Iterable[NewJob]) -> None:
-        """After an enqueue: look at its new queues in the background."""
+        """After a synchronous enqueue: look at its new queues now, on the caller's thread
+        (one small read, once per queue name)."""
         fresh = self.new(jobs)
-        if not fresh or not backend.capabilities.cross_process:
-            return
-        with self._idle:
-            self._queued += 1
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="stagecrew-unserved-queues", daemon=True
-                )
-                self._thread.start()
-        self._checks.put((backend, fresh))
-
-    def _run(self) -> None:
-        while True:
-            backend, queues = self._checks.get()
+        if fresh and backend.capabilities.cross_process:
             try:
                 registry = backend.list_workers()
             except Exception as exc:
                 log.debug("could not read the worker registry (%s)", exc)
-            else:
-                warn(registry, queues)
-            with self._idle:
-                self._checked += 1
-                self._idle.notify_all()
+                return
+            warn(registry, fresh)
 
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Wait until every check asked for so far ran; whether they did within `timeout`."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._checked == self._queued, timeout)
+    def enqueued_async(self, backend: Backend, jobs: Iterable[NewJob]) -> None:
+        """After an asynchronous enqueue: look at its new queues in a task of the running
+        loop, never awaited by the enqueue (no await follows its committed write)."""
+        fresh = self.new(jobs)
+        if fresh and backend.capabilities.cross_process:
+            task = asyncio.get_running_loop().create_task(self._look_async(backend, fresh))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _look_async(self, backend: Backend, queues: set[str]) -> None:
+        try:
+            registry = await backend.list_workers_async()
+        except Exception as exc:
+            log.debug("could not read the worker registry (%s)", exc)
+            return
+        warn(registry, queues)
+
+    async def settled(self) -> None:
+        """Wait for the looks asynchronous enqueues started (tests)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks)
 
 
 def warn(registry: WorkerRegistry, queues: set[str]) -> None:

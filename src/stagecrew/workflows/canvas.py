@@ -122,7 +122,7 @@ class _Workflow:
         app, workflow = self._build()
         backend = app._producer_backend()
         await backend.enqueue_workflow_async(workflow)
-        app._unserved.enqueued(backend, _members(workflow))
+        app._unserved.enqueued_async(backend, _members(workflow))
         return WorkflowHandle(app, workflow.id)
 
 
