@@ -2,9 +2,9 @@
 
 The conformance suite (ConcurrencyConformance) holds the engine to the rule. These tests hold
 it to how it gets there: an uncapped claim is still the one statement it was, capped claims
-count the running jobs only once the claim before them committed, the bounded candidate read
-leaves the full groups out in SQL (so jobs behind them are reached), the statements keep to
-their indexes, and a schema of the previous version upgrades in place.
+count the running jobs only once the claim before them committed, a read the caps cut short is
+followed by reads that leave the full groups out in SQL (so jobs behind them are reached), the
+statements keep to their indexes, and a schema of the previous version upgrades in place.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from stagecrew.backends.base import JobFilter
 from stagecrew.backends.caps import ClaimLimits
@@ -118,7 +119,7 @@ def test_limits_for_other_queues_only_leave_the_claim_uncapped(
 def test_a_capped_claim_is_one_statement_of_its_own(
     backend: PostgresBackend, statements: list[str]
 ) -> None:
-    """claim_within_caps (migration 10) does the lock, the count, the read and the claim in
+    """claim_within_caps (migration 14) does the lock, the count, the read and the claim in
     one round trip; run on its own, the statement commits at once and frees the lock."""
     backend.enqueue([job() for _ in range(3)])
     statements.clear()
@@ -199,7 +200,7 @@ def test_an_uncapped_claim_does_not_wait_for_the_lock_of_capped_claims(
 
 # -- the bounded read reaches past full groups ----------------------------------------------------
 AHEAD = 60
-"""More waiting jobs ahead than a capped claim of one job reads (4 x 1 + 32)."""
+"""More waiting jobs ahead than a capped claim of one job reads at once (one)."""
 
 
 def test_the_jobs_of_a_full_task_do_not_hide_the_jobs_behind_them(
@@ -307,10 +308,10 @@ def test_listing_and_cancelling_return_the_concurrency_key(
 def test_a_capped_claim_uses_the_indexes_even_with_stale_statistics(
     backend: PostgresBackend, schema: str
 ) -> None:
-    """The queries inside claim_within_caps count the running jobs off jobs_lease and read the
-    candidates off jobs_claim, never by a scan of the table, though the statistics were taken
-    while every job waited. pg_stat_xact_user_tables counts the scans of this transaction's
-    statements, the function's own queries included."""
+    """The queries inside claim_within_caps count the running jobs off an index of them and
+    read the candidates off jobs_claim, never by a scan of the table, though the statistics
+    were taken while every job waited. pg_stat_xact_user_tables counts the scans of this
+    transaction's statements, the function's own queries included."""
     backend.enqueue(
         [job(f"t{i % 3}", queue=f"q{i % 4}", concurrency_key=f"k{i % 50}") for i in range(20_000)]
     )
@@ -328,11 +329,10 @@ def test_a_capped_claim_uses_the_indexes_even_with_stale_statistics(
         "lease_seconds": LEASE,
         "read": 232,
         "task_names": ["t0"],
-        "task_caps": [100],
+        "task_caps": Jsonb({"t0": 100}),
         "queue_names": ["q1"],
-        "queue_caps": [100],
-        "key_tasks": ["t1"],
-        "key_caps": [2],
+        "queue_caps": Jsonb({"q1": 100}),
+        "key_caps": Jsonb({"t1": 2}),
     }
     with psycopg.connect(URL) as conn:  # one transaction: its scan counts are this claim's
         claimed = conn.execute(backend._sql.get("claim_capped"), params).fetchall()
@@ -349,6 +349,28 @@ def test_a_capped_claim_uses_the_indexes_even_with_stale_statistics(
 
 
 # -- upgrading -----------------------------------------------------------------------------------
+def test_the_previous_versions_capped_claim_still_runs_beside_this_one(
+    backend: PostgresBackend, schema: str, clock: FakeClock
+) -> None:
+    """A worker of the previous version, still running during an upgrade, calls migration 10's
+    claim_within_caps (13 arguments, the caps as arrays): it is still there, takes the same
+    lock, and counts what this version's capped claims hold."""
+    backend.enqueue([job() for _ in range(4)])
+    limits = ClaimLimits(tasks={"t": 3})
+    assert len(claim(backend, limits, limit=2)) == 2
+    previous = psycopg.sql.SQL(
+        "SELECT id FROM {}.claim_within_caps(hashtextextended({} || ':caps', 0), %s, "
+        "ARRAY['default'], 'old', 10, 30.0, 100, ARRAY['t'], ARRAY[3], '{{}}'::text[], "
+        "'{{}}'::integer[], '{{}}'::text[], '{{}}'::integer[])"
+    ).format(
+        psycopg.sql.Identifier(schema),
+        psycopg.sql.Literal(psycopg.sql.Identifier(schema, "jobs").as_string()),
+    )
+    with admin() as conn:
+        assert len(conn.execute(previous, (clock.now(),)).fetchall()) == 1
+    assert claim(backend, limits) == []
+
+
 def test_a_schema_of_the_previous_version_upgrades_and_its_jobs_have_no_key(
     schema: str, clock: FakeClock
 ) -> None:

@@ -51,6 +51,7 @@ import orjson
 import psycopg
 from psycopg import AsyncConnection, Connection
 from psycopg.pq import TransactionStatus
+from psycopg.types.json import Jsonb
 
 from ... import transitions
 from ...clock import Clock, is_fake
@@ -142,14 +143,6 @@ _KEY_LOCKS = """locks AS (
 as enqueue_lock_keys.sql takes them (the same lock ids), in the same order; the statement's
 own transaction holds them."""
 """Times `enqueue` looks again for a key a concurrent transaction stored (see enqueue.sql)."""
-CAPPED_READ_PER_JOB = 4
-CAPPED_READ_SLACK = 32
-"""A capped claim of `limit` jobs reads at most CAPPED_READ_PER_JOB * limit + CAPPED_READ_SLACK
-candidates. A short read starves no one: the full groups are left out in SQL (claim_within_caps,
-migration 10), so every candidate read is within its caps as read, the first is always taken,
-and one is passed over only because a job this same claim took before it filled a group, which
-the next claim leaves out in SQL in turn."""
-
 _LOST_JOBS = {
     "rescue": {"lost": "lease_expires_at < {schema}.store_now(%(now)s)", "locked": "SKIP LOCKED"},
     "release_worker": {"lost": "lease_owner = %(worker)s", "locked": ""},
@@ -831,9 +824,11 @@ class PostgresBackend(Backend):
         limits: ClaimLimits,
     ) -> SqlOp[list[ClaimedJob]]:
         """A capped claim in one statement (claim_capped.sql): the schema's claim_within_caps
-        takes the lock of capped claims, counts the jobs holding slots, reads and locks the
-        candidates with the full groups left out, chooses among them by the rule
-        (`caps.select_within_caps`, encoded again in PL/pgSQL) and claims the chosen.
+        (migration 14) takes the lock of capped claims, then counts the jobs holding slots,
+        reads `limit` candidates in claim order and claims them all in one query when the caps
+        admit every one; else it counts again and chooses by the rule
+        (`caps.select_within_caps`, encoded again in PL/pgSQL: one by one, reading again past
+        what the caps turned away) and claims the chosen.
 
         The lock (the one claim_caps_lock.sql takes) makes concurrent capped claims count one
         after another, each after the one before committed, so together they never exceed a
@@ -845,13 +840,11 @@ class PostgresBackend(Backend):
             "worker": worker,
             "limit": limit,
             "lease_seconds": lease_seconds,
-            "read": CAPPED_READ_PER_JOB * limit + CAPPED_READ_SLACK,
             "task_names": list(limits.tasks),
-            "task_caps": list(limits.tasks.values()),
+            "task_caps": Jsonb(dict(limits.tasks)),
             "queue_names": list(limits.queues),
-            "queue_caps": list(limits.queues.values()),
-            "key_tasks": list(limits.keys),
-            "key_caps": list(limits.keys.values()),
+            "queue_caps": Jsonb(dict(limits.queues)),
+            "key_caps": Jsonb(dict(limits.keys)),
         }
         done = yield Statement(self._sql.get("claim_capped"), params)
         return _claimed_jobs(done.rows)
