@@ -30,6 +30,7 @@ from stagecrew.backends.sqlite.backend import (
     MAX_UNION_QUEUES,
     _capped_candidates_sql,
     _claim_chosen_sql,
+    _claim_keyed_sql,
     _claim_sql,
     _migrations,
     _record_params,
@@ -556,11 +557,42 @@ def test_a_claim_without_limits_runs_the_one_claim_statement_and_nothing_more(
         [
             "BEGIN IMMEDIATE",
             _sql("claim_running"),
+            "SAVEPOINT capped_claim",
+            _claim_keyed_sql(1),
+            "RELEASE capped_claim",
+            "COMMIT",
+        ]
+    )
+
+
+def test_a_capped_claim_the_caps_cut_short_is_undone_and_chosen_again(
+    backend: SQLiteBackend,
+) -> None:
+    """The usual claim took a job the caps refuse (the second of a key capped at one): it is
+    undone, and the candidates the caps admit are read and claimed instead, one transaction."""
+    backend.enqueue([NewJob("t", PAYLOAD, concurrency_key=k) for k in ("a", "a", "b")])
+    limits = ClaimLimits(keys={"t": 1})
+    run = _statements_run(backend, lambda: backend.claim(["default"], "w", 2, 30.0, limits))
+    assert _headers(run) == _headers(
+        [
+            "BEGIN IMMEDIATE",
+            _sql("claim_running"),
+            "SAVEPOINT capped_claim",
+            _claim_keyed_sql(1),
+            "ROLLBACK TO capped_claim",
+            "RELEASE capped_claim",
             _capped_candidates_sql(1),
             _claim_chosen_sql(),
             "COMMIT",
         ]
     )
+    jobs = {j.id: j for j in backend.list_jobs(JobFilter())}
+    assert [jobs[i].state for i in (1, 2, 3)] == [
+        JobState.RUNNING,
+        JobState.AVAILABLE,
+        JobState.RUNNING,
+    ]
+    assert [jobs[i].attempt for i in (1, 2, 3)] == [1, 0, 1]
 
 
 @pytest.mark.parametrize("queue_count", [1, 3, MAX_UNION_QUEUES + 6])
@@ -671,8 +703,7 @@ def test_a_capped_claim_counts_and_chooses_under_its_write_lock(db_path: Path) -
     url = f"sqlite:///{db_path}"
     with SQLiteBackend(url) as setup:
         [a, _] = setup.enqueue([NewJob("t", PAYLOAD, queue=q) for q in ("a", "b")])
-    header = _sql("claim_capped").splitlines()[0]
-    assert _claims_around_a_pause(url, lambda s: s.startswith(header)) == [a.id]
+    assert _claims_around_a_pause(url, lambda s: s == "SAVEPOINT capped_claim") == [a.id]
 
 
 def test_a_capped_claim_that_reads_a_damaged_job_again_chooses_again(db_path: Path) -> None:

@@ -111,6 +111,9 @@ class Running(NamedTuple):
     def empty(cls) -> Running:
         return cls(Counter(), Counter(), Counter())
 
+    def copy(self) -> Running:
+        return Running(Counter(self.tasks), Counter(self.queues), Counter(self.keys))
+
     @classmethod
     def of(cls, jobs: Iterable[Candidate], limits: ClaimLimits) -> Running:
         """Count `jobs` (the running ones with a live lease) against the caps in `limits`."""

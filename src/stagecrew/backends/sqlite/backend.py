@@ -24,10 +24,12 @@ error: `EnqueueError` from `enqueue`, `BackendError` from everything else.
 
 Concurrency caps. A claim with `ClaimLimits` does its reading under that same write lock:
 it counts the running jobs with a live lease per capped task, queue and key
-(`claim_running.sql`), reads due jobs in claim order a page at a time with the groups already
-full left out (`claim_capped_candidates.sql`), applies `caps.select_within_caps`, and claims
-the chosen ids with the usual statement. No claimer can take a slot in between. A claim
-without limits runs the one statement it always ran.
+(`claim_running.sql`), then claims as an uncapped claim does and keeps that claim when the caps
+admit every job it took (the rule would take exactly these). Otherwise it undoes it (a
+savepoint), reads due jobs in claim order a page at a time with the groups already full left
+out (`claim_capped_candidates.sql`), applies `caps.select_within_caps`, and claims the chosen
+ids with the usual statement. No claimer can take a slot in between. A claim without limits
+runs the one statement it always ran.
 
 Connections are per thread (a `sqlite3.Connection` must not be used by two
 threads at once), and per process: a connection inherited through `fork` is
@@ -228,6 +230,16 @@ def _claim_sql(queue_count: int) -> str:
 
 
 @functools.cache
+def _claim_keyed_sql(queue_count: int) -> str:
+    """`_claim_sql` that also returns each job's concurrency key, last: what a capped claim
+    checks the caps against (`_claim_if_all_admitted`)."""
+    sql = _claim_sql(queue_count).rstrip()
+    if not sql.endswith("workflow_input"):  # the key must land at index 16
+        raise AssertionError("claim.sql's RETURNING no longer ends with workflow_input")
+    return f"{sql}, concurrency_key\n"
+
+
+@functools.cache
 def _claim_chosen_sql() -> str:
     """The claim statement for the jobs a capped claim chose (:ids), all of them (:limit)."""
     return _sql("claim").replace("{candidates}", _body(_sql("claim_chosen")))
@@ -282,6 +294,7 @@ def _within_caps(
     limits: ClaimLimits,
     limit: int,
     now: float,
+    running: Running | None = None,
 ) -> list[int]:
     """The ids of the first `limit` due jobs of `queues`, in claim order, that the caps admit.
 
@@ -289,7 +302,7 @@ def _within_caps(
     UPDATE. Candidates come in pages (keyset on the claim order), each read leaving out the
     tasks, queues and keys full by then, the ones this claim took included.
     """
-    running = _running(conn, limits, now)
+    running = _running(conn, limits, now) if running is None else running.copy()
     chosen: list[int] = []
     page = max(CAPPED_PAGE, 2 * limit)
     after: dict[str, Any] = _FIRST_PAGE
@@ -316,15 +329,55 @@ def _within_caps(
     return chosen
 
 
+def _claim_if_all_admitted(
+    conn: sqlite3.Connection,
+    queues: tuple[str, ...],
+    limits: ClaimLimits,
+    running: Running,
+    params: dict[str, Any],
+) -> list[Any] | None:
+    """A capped claim's usual case, one statement after the count: the claim rows, or None.
+
+    Under the claim's write lock, with the slots held counted (`running`, left as it is):
+    claim the first :limit due jobs as an uncapped claim does. When the caps admit every one
+    of them in claim order, the rule (`caps.select_within_caps`) takes exactly these: keep the
+    claim. Otherwise undo it (a savepoint) and return None: `_choose` reads and picks the
+    candidates the caps admit. A damaged row is kept as claimed, for the caller's lenient read
+    again.
+    """
+    conn.execute("SAVEPOINT capped_claim")
+    kept = False
+    try:
+        rows = conn.execute(
+            _claim_keyed_sql(len(queues)), {**params, **_queue_params(queues)}
+        ).fetchall()
+        kept = not all(r[12] for r in rows) or _all_admitted(rows, running.copy(), limits)
+    finally:
+        if not kept:
+            conn.execute("ROLLBACK TO capped_claim")
+        conn.execute("RELEASE capped_claim")
+    return rows if kept else None
+
+
+def _all_admitted(rows: list[Any], running: Running, limits: ClaimLimits) -> bool:
+    """Whether the caps admit every job `_claim_keyed_sql` claimed, taken in claim order."""
+    rows.sort(key=lambda r: (r[6], r[13], r[0]))
+    taken = [Candidate(r[0], r[1], r[2], r[16]) for r in rows]
+    return len(select_within_caps(taken, running, limits, len(taken))) == len(taken)
+
+
 def _choose(
     conn: sqlite3.Connection,
     queues: tuple[str, ...],
     limits: ClaimLimits,
     limit: int,
     params: dict[str, Any],
+    running: Running | None = None,
 ) -> int:
-    """Bind the jobs a capped claim takes as `_claim_chosen_sql`'s :ids; how many."""
-    ids = _within_caps(conn, queues, limits, limit, params["now"])
+    """Bind the jobs a capped claim takes as `_claim_chosen_sql`'s :ids; how many.
+
+    `running` is the count made under this same write lock, if one was (else it is made)."""
+    ids = _within_caps(conn, queues, limits, limit, params["now"], running)
     params["ids"] = _json_list(ids)
     params["limit"] = len(ids)
     return len(ids)
@@ -938,11 +991,12 @@ class SQLiteBackend(ThreadDriven):
         lease_seconds: float,
         limits: ClaimLimits | None = None,
     ) -> Op[list[ClaimedJob]]:
-        """Claim in one write transaction; with `limits`, choose the jobs first (`_within_caps`).
+        """Claim in one write transaction; with `limits`, within the caps.
 
-        Without limits it is one statement. With them, the caps are counted and the
-        candidates read under the same write lock as the claim, so no other claimer takes a
-        slot in between.
+        Without limits it is one statement. With them, the caps are counted under the same
+        write lock as the claim, so no other claimer takes a slot in between; the claim is
+        the uncapped one when the caps admit all it took (`_claim_if_all_admitted`), else the
+        jobs `_within_caps` chose.
         """
         now = self.clock.now()
         expires = now + lease_seconds
@@ -958,10 +1012,18 @@ class SQLiteBackend(ThreadDriven):
         else:
             sql = _claim_chosen_sql()
         conn: sqlite3.Connection = yield WRITE
-        if limits is not None and not _choose(conn, queues, limits, limit, params):
-            return []
         try:
-            rows = conn.execute(sql, params).fetchall()
+            if limits is None:
+                rows = conn.execute(sql, params).fetchall()
+            else:
+                running = _running(conn, limits, now)
+                kept = _claim_if_all_admitted(conn, queues, limits, running, params)
+                if kept is not None:
+                    rows = kept
+                elif _choose(conn, queues, limits, limit, params, running):
+                    rows = conn.execute(sql, params).fetchall()
+                else:
+                    return []
         except sqlite3.OperationalError as exc:
             if not _is_decode_error(exc):
                 raise
