@@ -1101,6 +1101,37 @@ def test_a_members_ack_whose_fan_in_fails_is_rolled_back_with_it(
     assert backend.get(second).state is JobState.AVAILABLE  # type: ignore[union-attr]
 
 
+def test_a_hand_back_that_ends_a_member_joins_its_fan_ins_transaction(
+    backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's own hand-back (of a wait_and_claim cancelled after it claimed) is a member's
+    outcome too: a member whose cancel was requested meanwhile ends cancelled by it, and that
+    ack and the workflow's advance are one transaction (a failure in the fan-in leaves the
+    member running, to be handed back again)."""
+    from stagecrew.backends.workflows import NewWorkflow, WorkflowStatus
+
+    flow = NewWorkflow(id="wf", steps=((job(),), (job(),)), groups=(False, False))
+    [[first], [_second]] = backend.enqueue_workflow(flow)
+    [claimed] = backend.claim(["default"], "w", 1, 30.0)
+    backend.cancel(first)  # it runs: flagged, to end with its claim's outcome
+    get = backend._sql.get
+
+    def broken(name: str, *args: Any, **kwargs: Any) -> str:
+        return "SELECT 1/0" if name == "workflow_lock" else get(name, *args, **kwargs)
+
+    async def hand_back_twice() -> None:
+        monkeypatch.setattr(backend._sql, "get", broken)
+        with pytest.raises(Exception, match="division by zero"):
+            await backend._hand_back([claimed])
+        monkeypatch.undo()
+        assert backend.get(first).state is JobState.RUNNING  # type: ignore[union-attr]
+        await backend._hand_back([claimed])
+
+    asyncio.run(hand_back_twice())
+    assert backend.get(first).state is JobState.CANCELLED  # type: ignore[union-attr]
+    assert backend.get_workflow("wf").status is WorkflowStatus.FAILED  # type: ignore[union-attr]
+
+
 # -- keyed batches ------------------------------------------------------------------------------
 def _waiting_sessions(schema: str) -> int:
     with admin() as conn:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from stagecrew import App, WorkflowStatus, chain, chord, group
+from stagecrew.backends.base import AckKind
 from stagecrew.backends.workflows import (
     Member,
     OnFailure,
@@ -136,6 +137,33 @@ def test_a_chain_runs_with_signed_payloads() -> None:
         assert kit.backend.get(handle.get().members[1].id).payload.startswith("sig:")  # type: ignore[union-attr]
         kit.run_until_idle()
         assert handle.result(timeout=1) == 42
+
+
+def test_a_member_held_back_for_a_rate_limit_token_is_marked_too() -> None:
+    """The hand-back of a member that found no token (booked for later, its attempt given
+    back) is a member's outcome like any other: marked, so a cancel it may turn into joins the
+    fan-in's transaction on PostgreSQL."""
+    limited = App()
+
+    @limited.task(name="limited", rate_limit="1/h")
+    def limited_task(i: int) -> int:
+        return i
+
+    with TestKit(limited) as kit:
+        sent: list[tuple[int, AckKind, bool]] = []
+        ack_async = kit.backend.ack_async
+
+        async def spy(acks: Any) -> list[bool]:
+            sent.extend((a.ref.id, a.kind, a.in_workflow) for a in acks)
+            return await ack_async(acks)
+
+        kit.backend.ack_async = spy  # type: ignore[method-assign]
+        flow = group(limited_task.s(1), limited_task.s(2)).enqueue()
+        kit.run_until_idle()
+        members = {j.id for j in flow.get().members}
+        assert sorted(kind for _, kind, _ in sent) == sorted([AckKind.COMPLETE, AckKind.RELEASE])
+        assert {job_id for job_id, _, _ in sent} == members
+        assert all(marked for _, _, marked in sent)
 
 
 def test_the_worker_marks_a_members_outcome_as_a_workflows() -> None:

@@ -506,7 +506,11 @@ class Backend(ABC):
         """Release jobs claimed for a caller that is gone (neither an attempt nor a lost worker
         counts), so that they need not wait for their leases to expire."""
         if claimed:
-            await self._drive_async(self._ack([Ack.release(job.ref) for job in claimed]))
+            acks = [
+                dataclasses.replace(Ack.release(job.ref), in_workflow=job.workflow_id is not None)
+                for job in claimed
+            ]
+            await self._drive_async(self._ack(acks))
 
     def _wait_finished(self, job_id: int, timeout: float) -> None:
         """Return when job `job_id` may be final or gone, or after `timeout` seconds.

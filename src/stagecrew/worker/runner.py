@@ -548,17 +548,16 @@ class Worker:
         """Hand `flight`'s job back, booked `delay` seconds ahead, for want of a rate-limit
         token or behind an open circuit (`admission`): its attempt is not counted, and it
         never started."""
-        assert self._completer is not None
         flight.finished = True
         self._running -= 1
         self._slot_free.set()
         if self._inflight.get(flight.job.id) is not flight:
             return  # handed back already (shutdown), or its lease is lost
         if flight.stop_reason is StopReason.CANCEL:  # asked for while its token was drawn
-            self._completer.submit(Ack.cancel(flight.job.ref))
+            self._submit(flight.job, Ack.cancel(flight.job.ref))
             return
         self._held.add(flight.job.ref)
-        self._completer.submit(Ack.release(flight.job.ref, delay=delay))
+        self._submit(flight.job, Ack.release(flight.job.ref, delay=delay))
 
     def _start(self, flight: InFlight, admission: asyncio.Future[Admitted] | None = None) -> None:
         self._running += 1
@@ -650,10 +649,15 @@ class Worker:
             if self.metrics is not None:
                 self.metrics.lost(flight.job)
             return
-        assert self._completer is not None
         if self.faults is not None:
             self.faults.at(FaultPoint.BEFORE_ACK)
-        if flight.job.workflow_id is not None:  # its fan-in joins the ack's write (base.Ack)
+        self._submit(flight.job, ack)
+
+    def _submit(self, job: ClaimedJob, ack: Ack) -> None:
+        """Hand `ack`, an outcome of `job`'s claim, to the completer. A workflow member's is
+        marked as one, so that its fan-in joins the ack's write (`base.Ack.in_workflow`)."""
+        assert self._completer is not None
+        if job.workflow_id is not None:
             ack = dataclasses.replace(ack, in_workflow=True)
         self._completer.submit(ack)
 
@@ -813,9 +817,8 @@ class Worker:
     def _hand_back(self, flight: InFlight) -> None:
         """Hand `flight`'s job back now, dropping whatever outcome its attempt may still reach
         (`_execute` sends none for a flight no longer in `_inflight`)."""
-        assert self._completer is not None
         self._inflight[flight.job.id] = InFlight(flight.job, finished=True)
-        self._completer.submit(Ack.release(flight.job.ref))
+        self._submit(flight.job, Ack.release(flight.job.ref))
 
     async def _end_background(self, background: Sequence[asyncio.Task[None]]) -> None:
         """Tell the background tasks to end, and wait for them (for `BACKGROUND_STOP_WAIT`).
