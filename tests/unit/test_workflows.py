@@ -3,6 +3,8 @@ and the pure fan-in decision."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from stagecrew.backends.workflows import (
 from stagecrew.errors import ConfigurationError
 from stagecrew.job import AttemptError, ErrorKind, JobState
 from stagecrew.testing import TestKit
+from stagecrew.worker.runner import Worker
 
 app = App()
 
@@ -164,6 +167,43 @@ def test_a_member_held_back_for_a_rate_limit_token_is_marked_too() -> None:
         assert sorted(kind for _, kind, _ in sent) == sorted([AckKind.COMPLETE, AckKind.RELEASE])
         assert {job_id for job_id, _, _ in sent} == members
         assert all(marked for _, _, marked in sent)
+
+
+def test_a_member_handed_back_at_shutdown_is_marked_too() -> None:
+    """A sync member still running when the grace period ends is handed back (its thread
+    cannot be interrupted): that release is a member's outcome, marked like the others."""
+    stuck = App()
+    started, release = threading.Event(), threading.Event()
+
+    @stuck.task(name="stuck", max_attempts=1)
+    def stuck_task() -> None:
+        started.set()
+        release.wait(10)
+
+    with TestKit(stuck) as kit:
+        sent: list[tuple[int, AckKind, bool]] = []
+        ack_async = kit.backend.ack_async
+
+        async def spy(acks: Any) -> list[bool]:
+            sent.extend((a.ref.id, a.kind, a.in_workflow) for a in acks)
+            return await ack_async(acks)
+
+        kit.backend.ack_async = spy  # type: ignore[method-assign]
+        flow = group(stuck_task.s()).enqueue()
+
+        async def main() -> None:
+            worker = Worker(stuck, concurrency=1, lease_seconds=5, grace=0.1, poll_interval=0.01)
+            run = asyncio.create_task(worker.run(install_signal_handlers=False))
+            await asyncio.to_thread(started.wait, 5)
+            worker.request_stop()
+            await asyncio.wait_for(run, 10)
+
+        try:
+            asyncio.run(main())
+        finally:
+            release.set()
+        first = flow.get().members[0].id
+        assert sent == [(first, AckKind.RELEASE, True)]
 
 
 def test_the_worker_marks_a_members_outcome_as_a_workflows() -> None:
