@@ -142,6 +142,19 @@ def test_a_chain_runs_with_signed_payloads() -> None:
         assert handle.result(timeout=1) == 42
 
 
+def acks_written(kit: TestKit) -> list[tuple[int, AckKind, bool]]:
+    """From here on, each ack the kit's store is sent, as (job id, kind, marked in_workflow)."""
+    sent: list[tuple[int, AckKind, bool]] = []
+    ack_async = kit.backend.ack_async
+
+    async def spy(acks: Any) -> list[bool]:
+        sent.extend((a.ref.id, a.kind, a.in_workflow) for a in acks)
+        return await ack_async(acks)
+
+    kit.backend.ack_async = spy  # type: ignore[method-assign]
+    return sent
+
+
 def test_a_member_held_back_for_a_rate_limit_token_is_marked_too() -> None:
     """The hand-back of a member that found no token (booked for later, its attempt given
     back) is a member's outcome like any other: marked, so a cancel it may turn into joins the
@@ -153,14 +166,7 @@ def test_a_member_held_back_for_a_rate_limit_token_is_marked_too() -> None:
         return i
 
     with TestKit(limited) as kit:
-        sent: list[tuple[int, AckKind, bool]] = []
-        ack_async = kit.backend.ack_async
-
-        async def spy(acks: Any) -> list[bool]:
-            sent.extend((a.ref.id, a.kind, a.in_workflow) for a in acks)
-            return await ack_async(acks)
-
-        kit.backend.ack_async = spy  # type: ignore[method-assign]
+        sent = acks_written(kit)
         flow = group(limited_task.s(1), limited_task.s(2)).enqueue()
         kit.run_until_idle()
         members = {j.id for j in flow.get().members}
@@ -181,14 +187,7 @@ def test_a_member_handed_back_at_shutdown_is_marked_too() -> None:
         release.wait(10)
 
     with TestKit(stuck) as kit:
-        sent: list[tuple[int, AckKind, bool]] = []
-        ack_async = kit.backend.ack_async
-
-        async def spy(acks: Any) -> list[bool]:
-            sent.extend((a.ref.id, a.kind, a.in_workflow) for a in acks)
-            return await ack_async(acks)
-
-        kit.backend.ack_async = spy  # type: ignore[method-assign]
+        sent = acks_written(kit)
         flow = group(stuck_task.s()).enqueue()
 
         async def main() -> None:
@@ -209,16 +208,10 @@ def test_a_member_handed_back_at_shutdown_is_marked_too() -> None:
 def test_the_worker_marks_a_members_outcome_as_a_workflows() -> None:
     """So that PostgreSQL runs the member's ack and its fan-in in one transaction."""
     with TestKit(app) as kit:
-        sent: list[tuple[int, bool]] = []
-        ack_async = kit.backend.ack_async
-
-        async def spy(acks: Any) -> list[bool]:
-            sent.extend((a.ref.id, a.in_workflow) for a in acks)
-            return await ack_async(acks)
-
-        kit.backend.ack_async = spy  # type: ignore[method-assign]
+        written = acks_written(kit)
         plain = fetch.enqueue("x")
         flow = chain(fetch.s("a"), report.s()).enqueue()
         kit.run_until_idle()
         members = {j.id for j in flow.get().members}
+        sent = [(job_id, marked) for job_id, _, marked in written]
         assert sorted(sent) == sorted([(plain.id, False), *((m, True) for m in members)])
