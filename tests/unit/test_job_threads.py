@@ -50,6 +50,67 @@ def test_a_slow_call_does_not_hold_back_fast_ones() -> None:
     threads.shutdown(wait=True)
 
 
+async def warm_up(threads: JobThreads) -> None:
+    """Run short calls, so that the threads take a call for short (a burst then wakes one
+    thread) and the next call does not come after a quiet spell (it waits for the turn's end)."""
+    for _ in range(20):
+        await asyncio.gather(*(threads.submit(lambda: None) for _ in range(10)))
+
+
+def test_fast_calls_queued_behind_a_slow_one_get_another_thread() -> None:
+    """Short calls so far: the burst wakes one thread, which takes the slow call first; the
+    fast ones behind it are not left waiting for it."""
+    threads = JobThreads(2)
+    release = threading.Event()
+
+    async def main() -> bool:
+        await warm_up(threads)
+        slow = threads.submit(release.wait)
+        fast = [threads.submit(lambda: None) for _ in range(50)]
+        await asyncio.wait_for(asyncio.gather(*fast), 10)
+        blocked = not slow.done()
+        release.set()
+        await slow
+        return blocked
+
+    assert asyncio.run(main())
+    threads.shutdown(wait=True)
+
+
+def test_an_outcome_does_not_wait_for_its_threads_next_call() -> None:
+    """One thread runs a fast call, then a slow one: the fast call's outcome arrives while the
+    slow one still runs."""
+    threads = JobThreads(1)
+    release = threading.Event()
+
+    async def main() -> bool:
+        await warm_up(threads)  # busy: the next calls go to the thread together, in one turn
+        fast = threads.submit(lambda: "fast")
+        slow = threads.submit(release.wait)
+        assert await asyncio.wait_for(fast, 10) == "fast"
+        blocked = not slow.done()
+        release.set()
+        await slow
+        return blocked
+
+    assert asyncio.run(main())
+    threads.shutdown(wait=True)
+
+
+def test_shutdown_lets_every_submitted_call_run() -> None:
+    threads = JobThreads(2)
+    ran: list[int] = []
+
+    async def main() -> None:
+        await warm_up(threads)  # busy: the next calls wait for the end of the turn
+        for i in range(50):
+            threads.submit(lambda i=i: ran.append(i))
+        threads.shutdown(wait=True)  # in the same turn: no thread was woken for them yet
+
+    asyncio.run(main())
+    assert sorted(ran) == list(range(50))
+
+
 def test_at_most_size_threads_run_calls_at_once() -> None:
     threads = JobThreads(3)
     lock = threading.Lock()

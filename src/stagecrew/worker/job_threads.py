@@ -1,34 +1,75 @@
-"""The threads that run sync tasks, fed from the event loop and answering it in batches.
+"""The threads that run sync tasks, fed from the event loop in batches and answering it in batches.
 
-A `ThreadPoolExecutor` costs each call a concurrent future, its wrapper on the loop, and one
-wake-up of the loop (a write to its self-pipe) per finished call. Here long-lived threads take
-calls one at a time from one shared queue, so a slow job holds one thread and the fast ones flow
-past it on the others, and post what they finished to a list the loop empties in one turn: while
-the loop is busy, finished calls pile up behind one scheduled wake-up instead of one each.
+A `ThreadPoolExecutor` costs each call a concurrent future, its wrapper on the loop, one wake-up
+of a thread and one wake-up of the loop (a write to its self-pipe). Under the GIL each wake-up
+is also a hand-over of the interpreter between two threads, and a drain of short jobs then
+spends more time handing over than running jobs. Here:
 
-Threads start on demand, up to `size`, and are daemons: a job that will not return (handed back
-at shutdown, or overrunning its timeout) never keeps its process from exiting.
+- Calls submitted in one turn of the loop are handed over together at the end of that turn
+  (`_flush`), and only as many sleeping threads are woken as the calls need: the running
+  average of a call's duration says how many calls one thread gets through in `TICK`, so a
+  burst of short calls wakes one thread, which runs them all back to back, and calls that wait
+  (for I/O, for a lock) each wake a thread of their own.
+- A thread that finds nothing more to run posts what it finished to the loop in one wake-up.
+- While calls wait or outcomes are undelivered, the loop looks every `TICK` (`_tick`): it takes
+  the outcomes a busy thread has not posted yet (it went on to its next call), and when a call
+  has waited `STUCK_AFTER` (the average misjudged it: a slow call holds its thread) it wakes a
+  thread for every waiting call. So a slow call holds fast ones back for a few milliseconds at
+  most, and a finished call's outcome never waits behind its thread's next call.
+
+At most `size` threads run, started on demand; they are daemons: a job that will not return
+(handed back at shutdown, or overrunning its timeout) never keeps its process from exiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+TICK = 0.001
+"""Seconds between the loop's looks at waiting calls and undelivered outcomes, and the time a
+woken thread is expected to spend on the calls it was woken for."""
+
+STUCK_AFTER = 0.005
+"""Seconds a call may wait before every waiting call gets a thread of its own. Not less than the
+interpreter's switch interval (5 ms): a thread that is ready to run may wait that long for the
+GIL while the loop is busy, and that is no reason to wake more threads."""
+
+IDLE_AFTER = 0.01
+"""Seconds without a call after which the next call wakes its thread at once: it is most
+likely a lone job, and nothing else submitted in the same turn would share the wake-up."""
+
+_SMOOTHING = 0.125
+"""Weight of the newest call in the running average of a call's duration."""
+
 
 class _Call:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "submitted")
 
-    def __init__(self, fn: Callable[[], Any], future: asyncio.Future[Any]) -> None:
+    def __init__(self, fn: Callable[[], Any], future: asyncio.Future[Any], submitted: float):
         self.fn = fn
         self.future = future
+        self.submitted = submitted
 
 
-_STOP = None
+class _Thread:
+    """One job thread and what the loop needs to know of it."""
+
+    __slots__ = ("in_call", "parked", "thread", "wake")
+
+    def __init__(self) -> None:
+        self.wake: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        """True: look for calls; False: end."""
+        self.parked = False
+        """Waiting on `wake` (set and cleared under `JobThreads._lock`)."""
+        self.in_call = False
+        self.thread: threading.Thread | None = None
 
 
 class JobThreads:
@@ -39,14 +80,23 @@ class JobThreads:
             raise ValueError("size must be at least 1")
         self.size = size
         self._name = name
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._pending: collections.deque[_Call] = collections.deque()
+        """Submitted and not yet taken by a thread."""
         self._finished: collections.deque[tuple[_Call, Any, BaseException | None]] = (
             collections.deque()
         )
+        self._threads: list[_Thread] = []
+        self._lock = threading.Lock()
+        """Orders a thread's decision to park against the loop's look for parked threads, so
+        that a call is never left waiting with every thread asleep."""
+        self._average_call = TICK
+        """Seconds a call takes, on average of the recent ones (written by the threads)."""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._threads: list[threading.Thread] = []
         self._outstanding = 0
         """Calls submitted and not yet delivered (read and written on the loop only)."""
+        self._last_submitted = -math.inf
+        self._flush_scheduled = False
+        self._tick_armed = False
         self._delivery_scheduled = False
         self._closed = False
 
@@ -65,13 +115,21 @@ class JobThreads:
             raise RuntimeError("job threads serve one event loop")
         future: asyncio.Future[Any] = loop.create_future()
         self._outstanding += 1
-        self._calls.put(_Call(fn, future))
-        if self._outstanding > len(self._threads) < self.size:
-            thread = threading.Thread(
-                target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
+        now = time.monotonic()
+        self._pending.append(_Call(fn, future, now))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+            if now - self._last_submitted >= IDLE_AFTER:
+                # a call after a quiet spell (a lone job on an idle worker): its thread is
+                # woken now rather than at the end of the turn
+                with self._lock:
+                    if not any(not seat.parked and not seat.in_call for seat in self._threads):
+                        self._wake(1)
+        self._last_submitted = now
+        if not self._tick_armed:
+            self._tick_armed = True
+            loop.call_later(TICK, self._tick)
         return future
 
     def shutdown(self, *, wait: bool) -> None:
@@ -81,38 +139,65 @@ class JobThreads:
         running a call end after it, or with the process).
         """
         self._closed = True
-        for _ in self._threads:
-            self._calls.put(_STOP)
+        with self._lock:
+            if self._pending:
+                self._wake(len(self._pending))
+            for seat in self._threads:
+                if seat.parked:
+                    seat.parked = False
+                    seat.wake.put(False)
         if wait:
-            for thread in self._threads:
-                if thread is not threading.current_thread():
-                    thread.join()
-
-    # -- on a job thread ---------------------------------------------------------
-    def _serve(self) -> None:
-        calls = self._calls
-        while True:
-            call = calls.get()
-            if call is _STOP:
-                return
-            try:
-                result, error = call.fn(), None
-            except BaseException as exc:  # delivered to the awaiting coroutine
-                result, error = None, exc
-            self._finished.append((call, result, error))
-            del call, result, error
-            if not self._delivery_scheduled:
-                self._delivery_scheduled = True
-                self._schedule_delivery()
-
-    def _schedule_delivery(self) -> None:
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(self._deliver)
-        except RuntimeError:  # the loop is closed: nobody waits for these outcomes any more
-            self._finished.clear()
+            for seat in self._threads:
+                if seat.thread is not None and seat.thread is not threading.current_thread():
+                    seat.thread.join()
 
     # -- on the event loop ---------------------------------------------------------
+    def _flush(self) -> None:
+        """Wake as many threads as this turn's calls need, on top of the free ones awake."""
+        self._flush_scheduled = False
+        pending = len(self._pending)
+        if not pending:
+            return
+        needed = min(pending, max(1, math.ceil(pending * self._average_call / TICK)))
+        with self._lock:
+            free = sum(1 for seat in self._threads if not seat.parked and not seat.in_call)
+            if needed > free:
+                self._wake(needed - free)
+
+    def _tick(self) -> None:
+        self._tick_armed = False
+        if self._finished:
+            self._deliver()
+        pending = self._pending
+        if pending and time.monotonic() - pending[0].submitted >= STUCK_AFTER:
+            with self._lock:
+                self._wake(len(pending))
+        if (pending or self._finished) and self._loop is not None and not self._closed:
+            self._tick_armed = True
+            self._loop.call_later(TICK, self._tick)
+
+    def _wake(self, count: int) -> None:
+        """Wake up to `count` parked threads, starting new ones while below `size`. Call with
+        the lock held."""
+        for seat in self._threads:
+            if count <= 0:
+                return
+            if seat.parked:
+                seat.parked = False
+                seat.wake.put(True)
+                count -= 1
+        while count > 0 and len(self._threads) < self.size:
+            seat = _Thread()
+            seat.thread = threading.Thread(
+                target=self._serve,
+                args=(seat,),
+                name=f"{self._name}-{len(self._threads)}",
+                daemon=True,
+            )
+            self._threads.append(seat)
+            seat.thread.start()
+            count -= 1
+
     def _deliver(self) -> None:
         """Hand every finished call's outcome to its future, in one loop turn.
 
@@ -131,3 +216,43 @@ class JobThreads:
                 future.set_result(result)
             else:
                 future.set_exception(error)
+
+    # -- on a job thread ---------------------------------------------------------
+    def _serve(self, seat: _Thread) -> None:
+        pending = self._pending
+        finished = self._finished
+        while True:
+            while True:
+                try:
+                    call = pending.popleft()
+                except IndexError:
+                    break
+                seat.in_call = True
+                began = time.monotonic()
+                try:
+                    result, error = call.fn(), None
+                except BaseException as exc:  # delivered to the awaiting coroutine
+                    result, error = None, exc
+                took = time.monotonic() - began
+                self._average_call += (took - self._average_call) * _SMOOTHING
+                seat.in_call = False
+                finished.append((call, result, error))
+                del call, result, error
+            if finished and not self._delivery_scheduled:
+                self._delivery_scheduled = True
+                self._schedule_delivery()
+            with self._lock:
+                if pending:
+                    continue  # submitted meanwhile: the loop counted this thread as free
+                if self._closed:
+                    return
+                seat.parked = True
+            if not seat.wake.get():
+                return
+
+    def _schedule_delivery(self) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop is closed: nobody waits for these outcomes any more
+            self._finished.clear()
