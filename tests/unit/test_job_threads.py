@@ -33,23 +33,6 @@ def test_results_and_exceptions_reach_their_own_futures() -> None:
     assert isinstance(error, KeyError)
 
 
-def test_a_slow_call_does_not_hold_back_fast_ones() -> None:
-    threads = JobThreads(2)
-    release = threading.Event()
-
-    async def main() -> bool:
-        slow = threads.submit(release.wait)
-        fast = [threads.submit(lambda: None) for _ in range(50)]
-        await asyncio.wait_for(asyncio.gather(*fast), 10)
-        blocked = not slow.done()
-        release.set()
-        await slow
-        return blocked
-
-    assert asyncio.run(main())
-    threads.shutdown(wait=True)
-
-
 async def warm_up(threads: JobThreads) -> None:
     """Run short calls, so that the threads take a call for short (a burst then wakes one
     thread) and the next call does not come after a quiet spell (it waits for the turn's end)."""
