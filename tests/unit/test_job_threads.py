@@ -40,6 +40,14 @@ async def warm_up(threads: JobThreads) -> None:
         await asyncio.gather(*(threads.submit(lambda: None) for _ in range(10)))
 
 
+async def still_running(slow: asyncio.Future[object], release: threading.Event) -> bool:
+    """Whether `slow` (waiting for `release`) was still running; it is let finish."""
+    running = not slow.done()
+    release.set()
+    await slow
+    return running
+
+
 def test_fast_calls_queued_behind_a_slow_one_get_another_thread() -> None:
     """Short calls so far: the burst wakes one thread, which takes the slow call first; the
     fast ones behind it are not left waiting for it."""
@@ -51,10 +59,7 @@ def test_fast_calls_queued_behind_a_slow_one_get_another_thread() -> None:
         slow = threads.submit(release.wait)
         fast = [threads.submit(lambda: None) for _ in range(50)]
         await asyncio.wait_for(asyncio.gather(*fast), 10)
-        blocked = not slow.done()
-        release.set()
-        await slow
-        return blocked
+        return await still_running(slow, release)
 
     assert asyncio.run(main())
     threads.shutdown(wait=True)
@@ -71,10 +76,7 @@ def test_an_outcome_does_not_wait_for_its_threads_next_call() -> None:
         fast = threads.submit(lambda: "fast")
         slow = threads.submit(release.wait)
         assert await asyncio.wait_for(fast, 10) == "fast"
-        blocked = not slow.done()
-        release.set()
-        await slow
-        return blocked
+        return await still_running(slow, release)
 
     assert asyncio.run(main())
     threads.shutdown(wait=True)
