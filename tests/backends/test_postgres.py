@@ -151,6 +151,31 @@ def test_libpq_parameters_in_the_url_reach_the_server_unchanged(schema: str) -> 
     backend.close()
 
 
+def test_one_thread_enqueueing_keeps_to_one_connection(schema: str) -> None:
+    """A new pool's first checkout waits for the pool's connection rather than asking for one
+    before it is ready, which would open a second that the two then alternate with."""
+    backend = PostgresBackend(with_schema(URL, schema))
+    backend.migrate()
+    for _ in range(20):
+        backend.enqueue([job()])
+    assert backend._pool._get_pool().get_stats()["pool_size"] == 1
+    backend.close()
+
+
+def test_a_new_asyncio_pool_waits_for_its_first_connection(schema: str) -> None:
+    backend = PostgresBackend(with_schema(URL, schema))
+    backend.migrate()
+
+    async def one_by_one() -> int:
+        for _ in range(20):
+            await backend.enqueue_async([job()])
+        [entry] = backend._apools._pools.values()
+        return entry.pool.get_stats()["pool_size"]
+
+    assert asyncio.run(one_by_one()) == 1
+    backend.close()
+
+
 @pytest.mark.parametrize(
     "query", ["pool_max=zero", "pool_max=0", "pool_min=5&pool_max=2", "schema="]
 )
