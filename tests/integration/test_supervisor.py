@@ -287,6 +287,25 @@ def test_each_worker_takes_the_environment_its_supervisor_has_when_it_starts_it(
     assert code == 0, output[-3000:]
 
 
+# -- a core per worker process ----------------------------------------------------------------
+@pytest.mark.parametrize("flag", [None, "--no-cpu-affinity"])
+def test_a_fleet_covering_the_cores_keeps_each_worker_to_a_core_of_its_own(
+    sqlite_run: GatedRun, flag: str | None
+) -> None:
+    cpus = set(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        _missing("needs two usable cores")
+    sqlite_run.start("--processes", str(len(cpus)), *([flag] if flag else []))
+    assert wait_for(lambda: len(workers_of(sqlite_run.process.pid)) == len(cpus), 30)
+    kept = [os.sched_getaffinity(pid) for pid in workers_of(sqlite_run.process.pid)]
+    if flag is None:
+        assert sorted(kept, key=min) == [{cpu} for cpu in sorted(cpus)]
+    else:
+        assert kept == [cpus] * len(cpus)
+    code, output = sqlite_run.close()
+    assert code == 0, output[-3000:]
+
+
 # -- instant recovery when a child dies ------------------------------------------------------
 @pytest.mark.parametrize("engine", ["sqlite", "postgres", "redis"])
 def test_the_jobs_of_a_killed_worker_run_again_long_before_their_lease_expires(

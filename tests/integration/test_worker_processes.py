@@ -36,10 +36,12 @@ def _ledger_app(tmp_path: Path, **env: str) -> tuple[App, str, dict[str, str]]:
 
 def test_two_worker_processes_never_run_the_same_attempt_twice(tmp_path: Path) -> None:
     app, app_ref, env = _ledger_app(tmp_path, JOB_SECONDS="0.002")
-    jobs = app.tasks["work"].enqueue_many([(i,) for i in range(500)])
-    jobs += app.tasks["awork"].enqueue_many([(i,) for i in range(500)])
     worker = start_worker(tmp_path, app_ref, env, "--processes", "2", "--concurrency", "10")
     try:
+        # both at work before the jobs come: one alone would drain them all in a moment
+        assert wait_for(lambda: len(app.backend.list_workers().alive()) == 2, 60)
+        jobs = app.tasks["work"].enqueue_many([(i,) for i in range(500)])
+        jobs += app.tasks["awork"].enqueue_many([(i,) for i in range(500)])
         done = wait_for(
             lambda: sum(s.count(JobState.SUCCEEDED) for s in app.jobs.stats()) == 1000, 60
         )

@@ -57,6 +57,13 @@ def split_queues(values: tuple[str, ...]) -> list[str] | None:
     help="Worker processes the supervisor starts and restarts.",
 )
 @click.option(
+    "--cpu-affinity/--no-cpu-affinity",
+    default=None,
+    help="Keep each worker process to one core, round robin, so that its threads hand over "
+    "the GIL on one core (the first job thread too; further job threads run anywhere) "
+    "[default: when --processes is a multiple of the usable cores].",
+)
+@click.option(
     "--lease-seconds",
     type=FiniteSeconds(min=0, min_open=True),
     default=30.0,
@@ -136,6 +143,7 @@ def worker(
     queues: tuple[str, ...],
     concurrency: int,
     processes: int,
+    cpu_affinity: bool | None,
     lease_seconds: float,
     grace: float,
     poll_interval: float,
@@ -182,6 +190,7 @@ def worker(
         grace=grace,
         poll_interval=poll_interval,
         log_level=log_level.upper(),
+        cpu_affinity=cpu_affinity,
         extra={} if alert_interval is None else {"alert_interval": alert_interval},
     )
     with contextlib.ExitStack() as stack:

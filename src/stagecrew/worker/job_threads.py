@@ -6,14 +6,16 @@ is also a hand-over of the interpreter between two threads, and a drain of short
 spends more time handing over than running jobs. Here:
 
 - Calls submitted in one turn of the loop are handed over together at the end of that turn
-  (`_flush`), and only as many sleeping threads are woken as the calls need: the running
-  average of a call's duration says how many calls one thread gets through in `TICK`, so a
+  (`_flush`), and only as many sleeping threads are woken as the calls need: the median
+  duration of the recent calls says how many calls one thread gets through in `TICK`, so a
   burst of short calls wakes one thread, which runs them all back to back, and calls that wait
-  (for I/O, for a lock) each wake a thread of their own.
+  (for I/O, for a lock) each wake a thread of their own. A median, not a mean: a short call
+  that the OS preempted for a few milliseconds must not make the next bursts wake many threads
+  to fight over the GIL.
 - A thread that finds nothing more to run posts what it finished to the loop in one wake-up.
 - While calls wait or outcomes are undelivered, the loop looks every `TICK` (`_tick`): it takes
   the outcomes a busy thread has not posted yet (it went on to its next call), and when a call
-  has waited `STUCK_AFTER` (the average misjudged it: a slow call holds its thread) it wakes a
+  has waited `STUCK_AFTER` (the median misjudged it: a slow call holds its thread) it wakes a
   thread for every waiting call. So a slow call holds fast ones back for a few milliseconds at
   most, and a finished call's outcome never waits behind its thread's next call.
 
@@ -32,6 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .cpu_affinity import spread_over
+
 TICK = 0.001
 """Seconds between the loop's looks at waiting calls and undelivered outcomes, and the time a
 woken thread is expected to spend on the calls it was woken for."""
@@ -45,8 +49,8 @@ IDLE_AFTER = 0.01
 """Seconds without a call after which the next call wakes its thread at once: it is most
 likely a lone job, and nothing else submitted in the same turn would share the wake-up."""
 
-_SMOOTHING = 0.125
-"""Weight of the newest call in the running average of a call's duration."""
+RECENT_CALLS = 15
+"""How many of the latest calls' durations the median is taken over."""
 
 
 class _Call:
@@ -75,11 +79,16 @@ class _Thread:
 class JobThreads:
     """Up to `size` threads running calls for one event loop."""
 
-    def __init__(self, size: int, *, name: str = "stagecrew-job") -> None:
+    def __init__(
+        self, size: int, *, name: str = "stagecrew-job", spread: frozenset[int] | None = None
+    ) -> None:
+        """`spread`: the cores every thread but the first may run on (`cpu_affinity`); the
+        first, which runs bursts of short calls, stays where its creator is kept."""
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size = size
         self._name = name
+        self._spread = spread
         self._pending: collections.deque[_Call] = collections.deque()
         """Submitted and not yet taken by a thread."""
         self._finished: collections.deque[tuple[_Call, Any, BaseException | None]] = (
@@ -89,8 +98,8 @@ class JobThreads:
         self._lock = threading.Lock()
         """Orders a thread's decision to park against the loop's look for parked threads, so
         that a call is never left waiting with every thread asleep."""
-        self._average_call = TICK
-        """Seconds a call takes, on average of the recent ones (written by the threads)."""
+        self._recent: collections.deque[float] = collections.deque(maxlen=RECENT_CALLS)
+        """Seconds the latest calls took (appended by the threads; none yet: taken as short)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outstanding = 0
         """Calls submitted and not yet delivered (read and written on the loop only)."""
@@ -158,7 +167,9 @@ class JobThreads:
         pending = len(self._pending)
         if not pending:
             return
-        needed = min(pending, max(1, math.ceil(pending * self._average_call / TICK)))
+        recent = sorted(self._recent)  # a copy first: the threads append meanwhile
+        typical = recent[len(recent) // 2] if recent else 0.0
+        needed = min(pending, max(1, math.ceil(pending * typical / TICK)))
         with self._lock:
             free = sum(1 for seat in self._threads if not seat.parked and not seat.in_call)
             if needed > free:
@@ -219,6 +230,8 @@ class JobThreads:
 
     # -- on a job thread ---------------------------------------------------------
     def _serve(self, seat: _Thread) -> None:
+        if self._spread and seat is not self._threads[0]:
+            spread_over(self._spread)
         pending = self._pending
         finished = self._finished
         while True:
@@ -233,8 +246,7 @@ class JobThreads:
                     result, error = call.fn(), None
                 except BaseException as exc:  # delivered to the awaiting coroutine
                     result, error = None, exc
-                took = time.monotonic() - began
-                self._average_call += (took - self._average_call) * _SMOOTHING
+                self._recent.append(time.monotonic() - began)
                 seat.in_call = False
                 finished.append((call, result, error))
                 del call, result, error

@@ -107,6 +107,7 @@ class Worker:
         process_name: str | None = None,
         alert_interval: float = DEFAULT_ALERT_INTERVAL,
         metrics: WorkerMetrics | None = None,
+        spread_cpus: frozenset[int] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -173,7 +174,9 @@ class Worker:
         """Evaluates the app's alert rules (one evaluation per interval fleet-wide)."""
         self.history = OutcomeHistory(lambda: app.backend)
         """Its counts of finished attempts, added to the store's history every few seconds."""
-        self._threads = JobThreads(concurrency)
+        self._threads = JobThreads(concurrency, spread=spread_cpus)
+        """`spread_cpus`: this process is kept to one core (`cpu_affinity`); its job threads
+        but the first may run on any of these."""
         self.executor = Executor(app, self._threads, stuck_grace=stuck_grace)
         self._inflight: dict[int, InFlight] = {}
         self._rng = random.Random()

@@ -47,6 +47,7 @@ import setproctitle
 from ..backends import engine_module
 from ..errors import ConfigurationError
 from . import defaults
+from .cpu_affinity import core_for, keep_to, usable_cpus
 from .exit_guard import EXIT_WAIT, exit_after
 from .logs import configure
 
@@ -95,6 +96,11 @@ class WorkerOptions:
     """The name in the process's title (`worker-0`); None leaves the title alone."""
     metrics: bool = False
     """Count jobs in the supervisor's metrics directory (`HostMetrics`), which it serves."""
+    cpu_affinity: bool | None = None
+    """Keep each worker process to one core: True always, False never, None when the fleet
+    covers the cores evenly (`cpu_affinity.core_for`)."""
+    cpu: int | None = None
+    """The core this worker process keeps to (set by the supervisor for each child), or None."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -119,6 +125,8 @@ def run_child(app_ref: str, options: WorkerOptions, environ: dict[str, str] | No
         os.environ.clear()
         os.environ.update(environ)
     configure(options.log_level)
+    # before the app loads and any other thread starts: they all inherit it
+    spread = None if options.cpu is None else keep_to(options.cpu)
     try:
         metrics = None
         if options.metrics:
@@ -138,6 +146,7 @@ def run_child(app_ref: str, options: WorkerOptions, environ: dict[str, str] | No
             worker_id=options.worker_id,
             process_name=options.process_name,
             metrics=metrics,
+            spread_cpus=spread,
             **options.extra,
         )
     except Exception as exc:
@@ -293,6 +302,7 @@ class Supervisor:
         if metrics is not None:
             self.options = dataclasses.replace(options, metrics=True)
         self._ctx = multiprocessing.get_context("forkserver")
+        self._cpus = usable_cpus()
         self._children: dict[int, _Child] = {}
         self._releaser = _Releaser(app_ref)
         self._signals = 0
@@ -326,7 +336,10 @@ class Supervisor:
             args=(
                 self.app_ref,
                 dataclasses.replace(
-                    self.options, worker_id=worker_id, process_name=f"worker-{slot}"
+                    self.options,
+                    worker_id=worker_id,
+                    process_name=f"worker-{slot}",
+                    cpu=core_for(slot, self.processes, self._cpus, self.options.cpu_affinity),
                 ),
                 dict(os.environ),
             ),
