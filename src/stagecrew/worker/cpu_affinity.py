@@ -4,8 +4,8 @@ A worker process runs Python on one core at a time (the GIL), but its threads ta
 event loop, the store's thread and the threads of sync jobs each wake the next. When the OS runs
 them on different cores, every such hand-over is a wake-up across cores, which on a virtual
 machine costs tens of microseconds; kept on one core it is a plain switch. Measured on 2 cores
-(`benchmarks/RESULTS.md`, "Worker processes kept to a core"): a drain of sync no-ops 1.2x to
-1.3x faster, async ones about 1.1x.
+(`benchmarks/RESULTS.md`, "Worker processes kept to a core"): two processes drained sync
+no-ops 1.2x faster on SQLite, 1.1x on PostgreSQL; one process kept to a core, 1.1x to 1.15x.
 
 The cost: a process kept to one core cannot use another for work that leaves the GIL (a C
 library compressing or resizing inside a sync job). So only the first job thread, the one that
