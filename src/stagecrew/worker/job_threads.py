@@ -180,7 +180,11 @@ class JobThreads:
         if self._finished:
             self._deliver()
         pending = self._pending
-        if pending and time.monotonic() - pending[0].submitted >= STUCK_AFTER:
+        try:
+            oldest = pending[0].submitted
+        except IndexError:  # none waits (a thread may have taken the last one just now)
+            oldest = math.inf
+        if time.monotonic() - oldest >= STUCK_AFTER:
             with self._lock:
                 self._wake(len(pending))
         if (pending or self._finished) and self._loop is not None and not self._closed:
