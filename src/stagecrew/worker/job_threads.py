@@ -62,8 +62,8 @@ class _Call:
         self.submitted = submitted
 
 
-class _Thread:
-    """One job thread and what the loop needs to know of it."""
+class _Seat:
+    """One job thread's place: the thread, and what the loop needs to know of it."""
 
     __slots__ = ("in_call", "parked", "thread", "wake")
 
@@ -94,7 +94,7 @@ class JobThreads:
         self._finished: collections.deque[tuple[_Call, Any, BaseException | None]] = (
             collections.deque()
         )
-        self._threads: list[_Thread] = []
+        self._threads: list[_Seat] = []
         self._lock = threading.Lock()
         """Orders a thread's decision to park against the loop's look for parked threads, so
         that a call is never left waiting with every thread asleep."""
@@ -133,7 +133,7 @@ class JobThreads:
                 # a call after a quiet spell (a lone job on an idle worker): its thread is
                 # woken now rather than at the end of the turn
                 with self._lock:
-                    if not any(not seat.parked and not seat.in_call for seat in self._threads):
+                    if not self._free():
                         self._wake(1)
         self._last_submitted = now
         if not self._tick_armed:
@@ -171,7 +171,7 @@ class JobThreads:
         typical = recent[len(recent) // 2] if recent else 0.0
         needed = min(pending, max(1, math.ceil(pending * typical / TICK)))
         with self._lock:
-            free = sum(1 for seat in self._threads if not seat.parked and not seat.in_call)
+            free = self._free()
             if needed > free:
                 self._wake(needed - free)
 
@@ -191,6 +191,11 @@ class JobThreads:
             self._tick_armed = True
             self._loop.call_later(TICK, self._tick)
 
+    def _free(self) -> int:
+        """Threads awake and between calls: they take waiting calls without a wake-up. Call
+        with the lock held."""
+        return sum(1 for seat in self._threads if not seat.parked and not seat.in_call)
+
     def _wake(self, count: int) -> None:
         """Wake up to `count` parked threads, starting new ones while below `size`. Call with
         the lock held."""
@@ -202,7 +207,7 @@ class JobThreads:
                 seat.wake.put(True)
                 count -= 1
         while count > 0 and len(self._threads) < self.size:
-            seat = _Thread()
+            seat = _Seat()
             seat.thread = threading.Thread(
                 target=self._serve,
                 args=(seat,),
@@ -233,7 +238,7 @@ class JobThreads:
                 future.set_exception(error)
 
     # -- on a job thread ---------------------------------------------------------
-    def _serve(self, seat: _Thread) -> None:
+    def _serve(self, seat: _Seat) -> None:
         if self._spread and seat is not self._threads[0]:
             spread_over(self._spread)
         pending = self._pending
